@@ -1,1 +1,28 @@
-pub fn hello() {}
+//! pbx-certd: the certificate manager of a multi-tenant PBX.
+//!
+//! The library holds all logic so that the thin `main.rs`, the integration
+//! tests and (later) the daemon call the same code (rathole's `run()` shape).
+//! Module map: `pem`/`pki` (pure import rules), `names` (DNS names, RFC 6125),
+//! `store` (sled behind a small `Kv` trait), `tenant`, `certs`, `roots`,
+//! `snapshot` (the lock-free SNI map), `ops` (one function per command),
+//! `cli` (the command-line contract), `limits`, `error`, `clock`.
+#![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod certs;
+pub mod cli;
+pub mod clock;
+pub mod error;
+pub mod limits;
+pub mod names;
+pub mod ops;
+pub mod pem;
+pub mod pki;
+pub mod roots;
+pub mod snapshot;
+pub mod store;
+pub mod tenant;
+
+pub use error::Error;
+pub use store::Store;

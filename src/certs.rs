@@ -1,0 +1,246 @@
+//! Certificate operations: import (rules 1–7), list, show, delete, and the
+//! STIR/SHAKEN choice.
+//!
+//! Why: `pki::analyse` is pure (rules 1–6); this module adds what needs the
+//! store: rule 7 (reuse of a stored key, replacement of older certificates
+//! with the same key), import order, and the single transaction per change.
+//!
+//! What must hold: a failed import commits nothing; a key is deleted only when
+//! no remaining certificate uses it; deleting the default certificate clears
+//! the setting. STIR/SHAKEN choice per RFC 8226 §9 / RFC 8224: a certificate
+//! whose names match the tenant's, else the first imported.
+
+use crate::clock;
+use crate::error::Error;
+use crate::pki::{self, Analysis, Context, Kind, KindRequest, Notice};
+use crate::store::{Batch, CertRecord, Source, Store};
+
+/// The result of an import, as `import --json` prints it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Imported {
+    /// ID of the (first) certificate.
+    pub id: String,
+    /// `root`, `server`, `domain`, `stir-shaken`.
+    pub kind: &'static str,
+    /// Owning tenant of a domain certificate.
+    pub tenant: Option<String>,
+    /// DNS names of the leaf.
+    pub names: Vec<String>,
+    /// RFC 3339.
+    pub not_after: String,
+    /// Warnings (`code`, `message`).
+    pub warnings: Vec<Notice>,
+    /// For a root import: every added root.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ids: Option<Vec<String>>,
+}
+
+/// `import`: rules 1–7, then one transaction.
+pub fn import(
+    store: &Store,
+    cert_box: &[u8],
+    key_box: Option<&[u8]>,
+    kind: KindRequest,
+    source: Source,
+) -> Result<Imported, Error> {
+    let tenants = store.tenants()?;
+    let roots: Vec<Vec<u8>> = store.roots()?.into_iter().map(|(_, der)| der).collect();
+    let ctx = Context {
+        tenants: &tenants,
+        roots: &roots,
+        now: clock::now(),
+    };
+    let leaf = match pki::analyse(cert_box, key_box, kind, &ctx)? {
+        Analysis::Roots { certs, warnings } => {
+            let mut batch = Batch::default();
+            let mut ids: Vec<String> = Vec::new();
+            for cert in &certs {
+                if !ids.contains(&cert.id) {
+                    batch.put_root(&cert.id, &cert.der);
+                    ids.push(cert.id.clone());
+                }
+            }
+            store.commit(batch)?;
+            let first = &certs[0];
+            return Ok(Imported {
+                id: first.id.clone(),
+                kind: "root",
+                tenant: None,
+                names: Vec::new(),
+                not_after: clock::rfc3339(first.not_after),
+                warnings,
+                ids: Some(ids),
+            });
+        }
+        Analysis::Leaf(leaf) => leaf,
+    };
+    let mut warnings = leaf.warnings;
+    let info = &leaf.chain[0];
+    let done = |record: &CertRecord, warnings: Vec<Notice>| Imported {
+        id: record.id.clone(),
+        kind: record.kind.as_str(),
+        tenant: record.tenant.clone(),
+        names: record.names.clone(),
+        not_after: clock::rfc3339(record.not_after),
+        warnings,
+        ids: None,
+    };
+    if let Some(existing) = store.cert(&info.id)? {
+        return Ok(done(&existing, warnings));
+    }
+    let key_id = info.key_id();
+    let mut batch = Batch::default();
+    let mut seq = None;
+    match &leaf.key {
+        Some(key) => batch.put_key(&key_id, key.format, &key.der),
+        None => {
+            // Rule 7: reuse a stored key; replace the certificates using it.
+            if store.key(&key_id)?.is_none() {
+                return Err(pki::ImportError::KeyRequired.into());
+            }
+            let replaced: Vec<CertRecord> = store
+                .certs()?
+                .into_iter()
+                .filter(|c| c.key_id == key_id)
+                .collect();
+            let mut system = store.system()?;
+            for old in &replaced {
+                batch.delete_cert(&old.id);
+                if system.default_cert.as_deref() == Some(old.id.as_str()) {
+                    system.default_cert = Some(info.id.clone());
+                    batch.put_system(&system);
+                }
+            }
+            seq = replaced.iter().map(|c| c.seq).min();
+            if !replaced.is_empty() {
+                let ids: Vec<&str> = replaced.iter().map(|c| c.id.as_str()).collect();
+                warnings.push(Notice {
+                    code: "replaced",
+                    message: format!(
+                        "this certificate uses the stored key and replaces {}",
+                        ids.join(", ")
+                    ),
+                });
+            }
+        }
+    }
+    let seq = match seq {
+        Some(seq) => seq,
+        None => {
+            let next = store.next_seq()?;
+            batch.put_next_seq(next + 1);
+            next
+        }
+    };
+    let record = CertRecord {
+        id: info.id.clone(),
+        kind: leaf.kind,
+        tenant: leaf.tenant.clone(),
+        names: info.names.clone(),
+        subject: info.subject.clone(),
+        issuer: info.issuer.clone(),
+        not_before: info.not_before,
+        not_after: info.not_after,
+        source,
+        key_type: info.key_alg.name(),
+        key_id,
+        seq,
+    };
+    let chain: Vec<Vec<u8>> = leaf.chain.iter().map(|c| c.der.clone()).collect();
+    batch.put_cert(&record, &chain);
+    store.commit(batch)?;
+    Ok(done(&record, warnings))
+}
+
+/// `cert delete ID` (full ID).
+pub fn delete(store: &Store, id: &str) -> Result<(), Error> {
+    let record = store
+        .cert(id)?
+        .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+    let mut batch = Batch::default();
+    batch.delete_cert(id);
+    let key_shared = store
+        .certs()?
+        .iter()
+        .any(|c| c.id != record.id && c.key_id == record.key_id);
+    if !key_shared {
+        batch.delete_key(&record.key_id);
+    }
+    let mut system = store.system()?;
+    if system.default_cert.as_deref() == Some(id) {
+        system.default_cert = None;
+        batch.put_system(&system);
+    }
+    store.commit(batch)?;
+    Ok(())
+}
+
+/// `cert show ID`: the PEM chain, never the key.
+pub fn chain_pem(store: &Store, id: &str) -> Result<String, Error> {
+    if store.cert(id)?.is_none() {
+        return Err(Error::NotFound(id.to_owned()));
+    }
+    Ok(store
+        .chain(id)?
+        .iter()
+        .map(|der| crate::pem::encode("CERTIFICATE", der))
+        .collect())
+}
+
+/// `certs --json` entry.
+pub fn listing(record: &CertRecord) -> serde_json::Value {
+    serde_json::json!({
+        "id": record.id,
+        "kind": record.kind.as_str(),
+        "names": record.names,
+        "tenant": record.tenant,
+        "not_before": clock::rfc3339(record.not_before),
+        "not_after": clock::rfc3339(record.not_after),
+        "source": record.source.as_str(),
+        "key_type": record.key_type,
+    })
+}
+
+/// How `stir-shaken select` chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StirMatch {
+    /// A certificate naming one of the tenant's DNS names.
+    Tenant,
+    /// No such certificate: the earliest imported.
+    First,
+    /// No STIR/SHAKEN certificate at all.
+    None,
+}
+
+impl StirMatch {
+    /// The name used by the CLI and API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StirMatch::Tenant => "tenant",
+            StirMatch::First => "first",
+            StirMatch::None => "none",
+        }
+    }
+}
+
+/// `stir-shaken select --tenant NAME`
+pub fn stir_select(store: &Store, tenant: &str) -> Result<(Option<String>, StirMatch), Error> {
+    let tenant = store
+        .tenant(tenant)?
+        .ok_or_else(|| Error::NoSuchTenant(tenant.to_owned()))?;
+    let stir: Vec<CertRecord> = store
+        .certs()?
+        .into_iter()
+        .filter(|c| c.kind == Kind::StirShaken)
+        .collect();
+    if let Some(c) = stir
+        .iter()
+        .find(|c| c.names.iter().any(|n| tenant.dns.contains(n)))
+    {
+        return Ok((Some(c.id.clone()), StirMatch::Tenant));
+    }
+    Ok(match stir.first() {
+        Some(c) => (Some(c.id.clone()), StirMatch::First),
+        None => (None, StirMatch::None),
+    })
+}

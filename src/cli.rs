@@ -1,0 +1,458 @@
+//! The command-line contract (README, "CLI reference"): parsing, reading input
+//! files, and printing results as text or `--json`.
+//!
+//! Why: scripts rely on exact shapes and exit codes: 0 success, 1 a rejected
+//! or failed operation (`{"error":{"code","message"}}` on stdout with
+//! `--json`, a message on stderr always), 2 a usage error (clap's own code,
+//! also for an ID prefix under 8 hex digits).
+//!
+//! What must hold: each subcommand maps to exactly one `ops::Command`; input
+//! files are read with a bound (`MAX_BOX_BYTES` + 1) so a huge file cannot
+//! exhaust memory before the size rule rejects it.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::limits::{ID_LEN, MAX_BOX_BYTES, MIN_ID_PREFIX_LEN};
+use crate::ops::{self, Command};
+use crate::pki::KindRequest;
+use crate::store::Store;
+
+/// Default data directory on an appliance.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/pbx-certd";
+
+/// pbx-certd: certificates for a multi-tenant PBX.
+#[derive(Debug, Parser)]
+#[command(name = "pbx-certd", version, about, long_about = None)]
+pub struct Cli {
+    /// Data directory holding the store.
+    #[arg(long, global = true, env = "PBX_CERTD_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Manage tenants and their DNS names.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCmd,
+    },
+    /// System DNS name, admin e-mail, default certificate.
+    System {
+        #[command(subcommand)]
+        command: SystemCmd,
+    },
+    /// Import a PEM certificate chain (and key) or Root CA certificates.
+    Import {
+        /// Certificate box: leaf first, then intermediates ('-' for stdin).
+        #[arg(long)]
+        cert: String,
+        /// Private key (PKCS#1, PKCS#8 or SEC1; '-' for stdin).
+        #[arg(long)]
+        key: Option<String>,
+        /// What the certificate is.
+        #[arg(long, value_enum, default_value_t = KindArg::Auto)]
+        kind: KindArg,
+    },
+    /// List domain, server and STIR/SHAKEN certificates in import order.
+    Certs,
+    /// Show or delete one certificate.
+    Cert {
+        #[command(subcommand)]
+        command: CertCmd,
+    },
+    /// The Root CA list (list, show, delete, reset).
+    Roots {
+        #[command(subcommand)]
+        command: Option<RootsCmd>,
+    },
+    /// Which certificate a TLS client with this SNI gets.
+    Resolve {
+        /// The SNI host name; omitted: a client sending no SNI.
+        sni: Option<String>,
+    },
+    /// STIR/SHAKEN certificate choice.
+    #[command(name = "stir-shaken")]
+    StirShaken {
+        #[command(subcommand)]
+        command: StirCmd,
+    },
+}
+
+/// `tenant` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TenantCmd {
+    /// Add a tenant owning DNS names.
+    Add {
+        /// Tenant name.
+        name: String,
+        /// A DNS name of the tenant (repeatable).
+        #[arg(long = "dns", required = true)]
+        dns: Vec<String>,
+    },
+    /// List tenants.
+    List,
+    /// Remove a tenant (refused while it owns domain certificates).
+    Remove {
+        /// Tenant name.
+        name: String,
+    },
+}
+
+/// `system` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SystemCmd {
+    /// Change system settings.
+    Set {
+        /// The PBX's own DNS name ('none' clears it).
+        #[arg(long)]
+        dns: Option<String>,
+        /// The admin's e-mail address ('none' clears it).
+        #[arg(long)]
+        admin_email: Option<String>,
+        /// Certificate served without SNI (an ID, or 'none').
+        #[arg(long, value_parser = parse_id_or_none)]
+        default_cert: Option<String>,
+    },
+    /// Show system settings.
+    Show,
+}
+
+/// `cert` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CertCmd {
+    /// Print the PEM chain (never the key).
+    Show {
+        /// Certificate ID or a unique prefix of at least 8 hex digits.
+        #[arg(value_parser = parse_id)]
+        id: String,
+    },
+    /// Delete a certificate.
+    Delete {
+        /// Certificate ID or a unique prefix of at least 8 hex digits.
+        #[arg(value_parser = parse_id)]
+        id: String,
+    },
+}
+
+/// `roots` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RootsCmd {
+    /// Print one root as PEM.
+    Show {
+        /// Root ID or a unique prefix of at least 8 hex digits.
+        #[arg(value_parser = parse_id)]
+        id: String,
+    },
+    /// Delete roots (all or nothing).
+    Delete {
+        /// Root IDs or unique prefixes of at least 8 hex digits.
+        #[arg(value_parser = parse_id, required = true)]
+        ids: Vec<String>,
+    },
+    /// Restore exactly the bundled Root CA list.
+    Reset,
+}
+
+/// `stir-shaken` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum StirCmd {
+    /// The STIR/SHAKEN certificate used for a tenant's calls.
+    Select {
+        /// Tenant name.
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+/// `--kind` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    /// Classify automatically.
+    Auto,
+    /// Root CA list.
+    Root,
+    /// Serves all tenants.
+    Server,
+    /// Belongs to one tenant.
+    Domain,
+    /// STIR/SHAKEN signing certificate.
+    StirShaken,
+}
+
+impl From<KindArg> for KindRequest {
+    fn from(k: KindArg) -> KindRequest {
+        match k {
+            KindArg::Auto => KindRequest::Auto,
+            KindArg::Root => KindRequest::Root,
+            KindArg::Server => KindRequest::Server,
+            KindArg::Domain => KindRequest::Domain,
+            KindArg::StirShaken => KindRequest::StirShaken,
+        }
+    }
+}
+
+fn parse_id(raw: &str) -> Result<String, String> {
+    let ok = raw.len() >= MIN_ID_PREFIX_LEN
+        && raw.len() <= ID_LEN
+        && raw.bytes().all(|b| b.is_ascii_hexdigit());
+    if ok {
+        Ok(raw.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "an ID is {MIN_ID_PREFIX_LEN} to {ID_LEN} hexadecimal digits (a unique prefix of the full ID)"
+        ))
+    }
+}
+
+fn parse_id_or_none(raw: &str) -> Result<String, String> {
+    if raw == "none" {
+        Ok(raw.to_owned())
+    } else {
+        parse_id(raw)
+    }
+}
+
+/// Read an input box: a path or `-` for stdin, at most `MAX_BOX_BYTES` + 1
+/// bytes (so the size rule can still say `too-large`).
+fn read_box(path: &str) -> Result<Vec<u8>, Error> {
+    let limit = u64::try_from(MAX_BOX_BYTES + 1).unwrap_or(u64::MAX);
+    let mut buf = Vec::new();
+    let result = if path == "-" {
+        std::io::stdin().lock().take(limit).read_to_end(&mut buf)
+    } else {
+        std::fs::File::open(path).and_then(|f| f.take(limit).read_to_end(&mut buf))
+    };
+    result.map_err(|e| Error::ReadFailed(path.to_owned(), e.to_string()))?;
+    Ok(buf)
+}
+
+/// Turn parsed arguments into a `Command` (reading input files).
+pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
+    Ok(match cmd {
+        Cmd::Tenant {
+            command: TenantCmd::Add { name, dns },
+        } => Command::TenantAdd { name, dns },
+        Cmd::Tenant {
+            command: TenantCmd::List,
+        } => Command::TenantList,
+        Cmd::Tenant {
+            command: TenantCmd::Remove { name },
+        } => Command::TenantRemove { name },
+        Cmd::System {
+            command:
+                SystemCmd::Set {
+                    dns,
+                    admin_email,
+                    default_cert,
+                },
+        } => Command::SystemSet {
+            dns,
+            admin_email,
+            default_cert,
+        },
+        Cmd::System {
+            command: SystemCmd::Show,
+        } => Command::SystemShow,
+        Cmd::Import { cert, key, kind } => Command::Import {
+            cert: read_box(&cert)?,
+            key: key.as_deref().map(read_box).transpose()?,
+            kind: kind.into(),
+        },
+        Cmd::Certs => Command::Certs,
+        Cmd::Cert {
+            command: CertCmd::Show { id },
+        } => Command::CertShow { id },
+        Cmd::Cert {
+            command: CertCmd::Delete { id },
+        } => Command::CertDelete { id },
+        Cmd::Roots { command: None } => Command::Roots,
+        Cmd::Roots {
+            command: Some(RootsCmd::Show { id }),
+        } => Command::RootsShow { id },
+        Cmd::Roots {
+            command: Some(RootsCmd::Delete { ids }),
+        } => Command::RootsDelete { ids },
+        Cmd::Roots {
+            command: Some(RootsCmd::Reset),
+        } => Command::RootsReset,
+        Cmd::Resolve { sni } => Command::Resolve { sni },
+        Cmd::StirShaken {
+            command: StirCmd::Select { tenant },
+        } => Command::StirShakenSelect { tenant },
+    })
+}
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or("-")
+}
+
+fn list(v: &Value) -> String {
+    v.as_array()
+        .map(|a| a.iter().map(s).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default()
+}
+
+/// Human-readable text for a successful command's JSON value.
+pub fn render(command: &Command, v: &Value) -> String {
+    let rows = || v.as_array().cloned().unwrap_or_default();
+    match command {
+        Command::TenantAdd { .. } => {
+            format!("tenant {} added ({})\n", s(&v["name"]), list(&v["dns"]))
+        }
+        Command::TenantList => {
+            let mut out = String::new();
+            for t in rows() {
+                out += &format!("{}\t{}\n", s(&t["name"]), list(&t["dns"]));
+            }
+            if out.is_empty() {
+                out = "no tenants\n".into();
+            }
+            out
+        }
+        Command::SystemShow => {
+            let mut out = format!(
+                "dns:           {}\nadmin e-mail:  {}\ndefault cert:  {}\nroot CA list:  {}\n",
+                s(&v["dns"]),
+                s(&v["admin_email"]),
+                s(&v["default_cert"]),
+                s(&v["roots_version"]),
+            );
+            if v["roots_update_available"].as_bool() == Some(true) {
+                out += &format!(
+                    "note: this release bundles a newer Root CA list ({}); `pbx-certd roots reset` would update it\n",
+                    s(&v["bundled_roots_version"])
+                );
+            }
+            out
+        }
+        Command::Import { .. } => {
+            let mut out = format!(
+                "imported {} certificate {}{}\n  names: {}\n  expires: {}\n",
+                s(&v["kind"]),
+                s(&v["id"]),
+                v["tenant"]
+                    .as_str()
+                    .map(|t| format!(" for tenant {t}"))
+                    .unwrap_or_default(),
+                list(&v["names"]),
+                s(&v["not_after"]),
+            );
+            if let Some(ids) = v["ids"].as_array().filter(|ids| ids.len() > 1) {
+                out += &format!("  {} roots added\n", ids.len());
+            }
+            for w in v["warnings"].as_array().into_iter().flatten() {
+                out += &format!("warning [{}]: {}\n", s(&w["code"]), s(&w["message"]));
+            }
+            out
+        }
+        Command::Certs => {
+            let now = crate::clock::now();
+            let mut out = String::new();
+            for c in rows() {
+                out += &format!(
+                    "{}  {:<11} {:<8} {}  expires {}{}  [{}]\n",
+                    s(&c["id"]).get(..16).unwrap_or_default(),
+                    s(&c["kind"]),
+                    s(&c["key_type"]),
+                    list(&c["names"]),
+                    s(&c["not_after"]),
+                    c["tenant"]
+                        .as_str()
+                        .map(|t| format!("  tenant {t}"))
+                        .unwrap_or_default(),
+                    s(&c["source"]),
+                );
+            }
+            let _ = now;
+            if out.is_empty() {
+                out = "no certificates\n".into();
+            }
+            out
+        }
+        Command::CertShow { .. } | Command::RootsShow { .. } => s(&v["pem"]).to_owned(),
+        Command::Roots => {
+            let mut out = String::new();
+            for r in rows() {
+                out += &format!(
+                    "{}  {}  expires {}\n",
+                    s(&r["id"]).get(..16).unwrap_or_default(),
+                    s(&r["subject"]),
+                    s(&r["not_after"])
+                );
+            }
+            out
+        }
+        Command::Resolve { .. } => match v["id"].as_str() {
+            Some(id) => format!(
+                "{id} ({}{})\n",
+                s(&v["match"]),
+                v["tenant"]
+                    .as_str()
+                    .map(|t| format!(", tenant {t}"))
+                    .unwrap_or_default()
+            ),
+            None => "no certificate to serve\n".into(),
+        },
+        Command::StirShakenSelect { .. } => match v["id"].as_str() {
+            Some(id) => format!("{id} ({})\n", s(&v["match"])),
+            None => "no STIR/SHAKEN certificate\n".into(),
+        },
+        Command::TenantRemove { .. }
+        | Command::SystemSet { .. }
+        | Command::CertDelete { .. }
+        | Command::RootsDelete { .. }
+        | Command::RootsReset => "ok\n".into(),
+    }
+}
+
+/// Run the CLI for already-parsed arguments; returns the exit code.
+pub fn run(cli: Cli) -> i32 {
+    let json = cli.json;
+    let result = to_command(cli.command).and_then(|command| {
+        let store = Store::open(&cli.data_dir)?;
+        let value = ops::execute(&store, &command)?;
+        Ok((command, value, store))
+    });
+    match result {
+        Ok((command, value, store)) => {
+            let extra = match command {
+                Command::Roots if !json => roots_note(&store),
+                _ => String::new(),
+            };
+            if json {
+                println!("{value}");
+            } else {
+                print!("{}{extra}", render(&command, &value));
+            }
+            0
+        }
+        Err(e) => {
+            if json {
+                println!("{}", e.to_json());
+            }
+            eprintln!("pbx-certd: error [{}]: {e}", e.code());
+            1
+        }
+    }
+}
+
+fn roots_note(store: &Store) -> String {
+    match crate::roots::update_available(store) {
+        Ok(true) => format!(
+            "note: this release bundles a newer Root CA list ({}); `pbx-certd roots reset` would update it\n",
+            crate::roots::bundled_version()
+        ),
+        _ => String::new(),
+    }
+}

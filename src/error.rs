@@ -1,0 +1,120 @@
+//! The error of a CLI/API operation, with stable machine-readable codes.
+//!
+//! Why: scripts branch on `error.code`; admins read `message`. Import rule
+//! failures keep their own enum (`pki::ImportError`), storage failures theirs
+//! (`store::StoreError`); the operational outcomes are the variants below.
+//!
+//! What must hold: a code never changes once released; no message contains key
+//! material.
+
+use crate::names::NameError;
+use crate::pki::ImportError;
+use crate::store::StoreError;
+
+/// Why an operation failed.
+#[derive(Debug)]
+pub enum Error {
+    /// An import rule refused the input.
+    Import(ImportError),
+    /// The store failed or is locked.
+    Store(StoreError),
+    /// No certificate, root or key with that ID.
+    NotFound(String),
+    /// The ID prefix matches several entries.
+    AmbiguousId(String),
+    /// No tenant of that name.
+    NoSuchTenant(String),
+    /// The tenant still owns domain certificates.
+    TenantInUse(String, usize),
+    /// A tenant of that name exists already.
+    TenantExists(String),
+    /// The DNS name belongs to another tenant.
+    DnsNameTaken(String, String),
+    /// A DNS name or tenant name is not acceptable.
+    BadName(String, String),
+    /// The admin e-mail address is not an address.
+    BadEmail(String),
+    /// A fixed limit (see `limits`) was hit.
+    LimitExceeded(String),
+    /// An input file could not be read.
+    ReadFailed(String, String),
+    /// The certificate cannot be the default (STIR/SHAKEN certs never serve TLS).
+    NotServable(String),
+}
+
+impl Error {
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Import(e) => e.code(),
+            Error::Store(e) => e.code(),
+            Error::NotFound(_) => "not-found",
+            Error::AmbiguousId(_) => "ambiguous-id",
+            Error::NoSuchTenant(_) => "no-such-tenant",
+            Error::TenantInUse(..) => "tenant-in-use",
+            Error::TenantExists(_) => "tenant-exists",
+            Error::DnsNameTaken(..) => "dns-name-taken",
+            Error::BadName(..) => "bad-name",
+            Error::BadEmail(_) => "bad-email",
+            Error::LimitExceeded(_) => "limit-exceeded",
+            Error::ReadFailed(..) => "read-failed",
+            Error::NotServable(_) => "not-servable",
+        }
+    }
+
+    /// `{"error":{"code","message"}}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}})
+    }
+
+    pub(crate) fn bad_name(name: &str, why: NameError) -> Error {
+        Error::BadName(name.to_owned(), why.to_string())
+    }
+}
+
+impl core::fmt::Display for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Error::Import(e) => e.fmt(f),
+            Error::Store(e) => e.fmt(f),
+            Error::NotFound(id) => write!(f, "nothing found with ID {id}"),
+            Error::AmbiguousId(id) => {
+                write!(
+                    f,
+                    "the ID prefix {id} matches several entries; give more digits"
+                )
+            }
+            Error::NoSuchTenant(t) => write!(f, "there is no tenant \"{t}\""),
+            Error::TenantInUse(t, n) => write!(
+                f,
+                "tenant \"{t}\" still owns {n} domain certificate(s); delete them first"
+            ),
+            Error::TenantExists(t) => write!(f, "a tenant \"{t}\" exists already"),
+            Error::DnsNameTaken(name, t) => {
+                write!(f, "the DNS name {name} already belongs to tenant \"{t}\"")
+            }
+            Error::BadName(name, why) => write!(f, "\"{name}\" is not acceptable: {why}"),
+            Error::BadEmail(e) => write!(f, "\"{e}\" is not an e-mail address"),
+            Error::LimitExceeded(what) => f.write_str(what),
+            Error::ReadFailed(path, why) => write!(f, "cannot read {path}: {why}"),
+            Error::NotServable(id) => write!(
+                f,
+                "certificate {id} is not a server or domain certificate and cannot serve TLS"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<ImportError> for Error {
+    fn from(e: ImportError) -> Error {
+        Error::Import(e)
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Error {
+        Error::Store(e)
+    }
+}

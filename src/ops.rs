@@ -1,0 +1,191 @@
+//! One function per CLI/API command, returning the `--json` value.
+//!
+//! Why: the CLI, the web admin's JSON API and (later) the control socket of the
+//! running daemon must give the same answers with the same codes. Each
+//! `Command` is plain data (serde), so it can cross a socket unchanged, and
+//! `execute` is the only place that maps a command to library calls.
+//!
+//! What must hold: commands taking several IDs are all-or-nothing; every
+//! write goes through one `Batch`; `Command::changes_serving` says whether the
+//! SNI snapshot must be rebuilt afterwards.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::certs;
+use crate::clock;
+use crate::error::Error;
+use crate::pki::KindRequest;
+use crate::roots;
+use crate::snapshot::Snapshot;
+use crate::store::{Batch, Source, Store, Tree};
+use crate::tenant::{self, SystemChange};
+
+/// A command of the CLI contract, with file contents already read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub enum Command {
+    /// `tenant add NAME --dns HOST...`
+    TenantAdd { name: String, dns: Vec<String> },
+    /// `tenant list`
+    TenantList,
+    /// `tenant remove NAME`
+    TenantRemove { name: String },
+    /// `system set`
+    SystemSet {
+        dns: Option<String>,
+        admin_email: Option<String>,
+        /// An ID prefix, or `none`.
+        default_cert: Option<String>,
+    },
+    /// `system show`
+    SystemShow,
+    /// `import --cert FILE [--key FILE] [--kind K]`
+    Import {
+        cert: Vec<u8>,
+        key: Option<Vec<u8>>,
+        kind: KindRequest,
+    },
+    /// `certs`
+    Certs,
+    /// `cert show ID`
+    CertShow { id: String },
+    /// `cert delete ID`
+    CertDelete { id: String },
+    /// `roots`
+    Roots,
+    /// `roots show ID`
+    RootsShow { id: String },
+    /// `roots delete ID...`
+    RootsDelete { ids: Vec<String> },
+    /// `roots reset`
+    RootsReset,
+    /// `resolve [SNI]`
+    Resolve { sni: Option<String> },
+    /// `stir-shaken select --tenant NAME`
+    StirShakenSelect { tenant: String },
+}
+
+impl Command {
+    /// True when a successful run can change what TLS serves.
+    pub fn changes_serving(&self) -> bool {
+        matches!(
+            self,
+            Command::TenantAdd { .. }
+                | Command::TenantRemove { .. }
+                | Command::SystemSet { .. }
+                | Command::Import { .. }
+                | Command::CertDelete { .. }
+        )
+    }
+}
+
+/// Resolve an ID prefix (already checked: ≥ 8 lowercase hex digits).
+pub fn resolve_id(store: &Store, tree: Tree, prefix: &str) -> Result<String, Error> {
+    let prefix = prefix.to_ascii_lowercase();
+    let mut ids = store.ids_with_prefix(tree, &prefix)?;
+    match ids.len() {
+        0 => Err(Error::NotFound(prefix)),
+        1 => Ok(ids.remove(0)),
+        _ => Err(Error::AmbiguousId(prefix)),
+    }
+}
+
+fn ok() -> Value {
+    json!({"ok": true})
+}
+
+/// Run one command against the store.
+pub fn execute(store: &Store, command: &Command) -> Result<Value, Error> {
+    match command {
+        Command::TenantAdd { name, dns } => {
+            let t = tenant::add(store, name, dns)?;
+            Ok(json!({"name": t.name, "dns": t.dns}))
+        }
+        Command::TenantList => Ok(serde_json::to_value(store.tenants()?).unwrap_or_default()),
+        Command::TenantRemove { name } => tenant::remove(store, name).map(|()| ok()),
+        Command::SystemSet {
+            dns,
+            admin_email,
+            default_cert,
+        } => {
+            let default_cert = match default_cert.as_deref() {
+                None => None,
+                Some("none") => Some(None),
+                Some(prefix) => Some(Some(resolve_id(store, Tree::Certs, prefix)?)),
+            };
+            let change = SystemChange {
+                dns: dns.clone(),
+                admin_email: admin_email.clone(),
+                default_cert,
+            };
+            tenant::set_system(store, &change)?;
+            Ok(ok())
+        }
+        Command::SystemShow => {
+            let system = store.system()?;
+            Ok(json!({
+                "dns": system.dns,
+                "admin_email": system.admin_email,
+                "default_cert": system.default_cert,
+                "roots_version": store.roots_version()?,
+                "bundled_roots_version": roots::bundled_version(),
+                "roots_update_available": roots::update_available(store)?,
+            }))
+        }
+        Command::Import { cert, key, kind } => {
+            let imported = certs::import(store, cert, key.as_deref(), *kind, Source::Upload)?;
+            Ok(serde_json::to_value(imported).unwrap_or_default())
+        }
+        Command::Certs => Ok(Value::Array(
+            store.certs()?.iter().map(certs::listing).collect(),
+        )),
+        Command::CertShow { id } => {
+            let id = resolve_id(store, Tree::Certs, id)?;
+            Ok(json!({"id": id, "pem": certs::chain_pem(store, &id)?}))
+        }
+        Command::CertDelete { id } => {
+            let id = resolve_id(store, Tree::Certs, id)?;
+            certs::delete(store, &id).map(|()| ok())
+        }
+        Command::Roots => Ok(json!(roots::list(store)?)),
+        Command::RootsShow { id } => {
+            let id = resolve_id(store, Tree::Roots, id)?;
+            let der = store
+                .roots()?
+                .into_iter()
+                .find(|(i, _)| *i == id)
+                .map(|(_, der)| der)
+                .ok_or_else(|| Error::NotFound(id.clone()))?;
+            Ok(json!({"id": id, "pem": crate::pem::encode("CERTIFICATE", &der)}))
+        }
+        Command::RootsDelete { ids } => {
+            let mut batch = Batch::default();
+            for prefix in ids {
+                batch.delete_root(&resolve_id(store, Tree::Roots, prefix)?);
+            }
+            store.commit(batch)?;
+            Ok(ok())
+        }
+        Command::RootsReset => {
+            let mut batch = Batch::default();
+            roots::reset_ops(store, &mut batch)?;
+            store.commit(batch)?;
+            Ok(ok())
+        }
+        Command::Resolve { sni } => {
+            let snapshot = Snapshot::load(store, None)?;
+            let r = snapshot.resolve(sni.as_deref(), clock::now());
+            Ok(json!({
+                "sni": sni,
+                "id": r.served.map(|s| &*s.id),
+                "match": r.matched.as_str(),
+                "tenant": r.tenant,
+            }))
+        }
+        Command::StirShakenSelect { tenant } => {
+            let (id, matched) = certs::stir_select(store, tenant)?;
+            Ok(json!({"id": id, "match": matched.as_str()}))
+        }
+    }
+}

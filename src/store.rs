@@ -1,0 +1,606 @@
+//! The persistent store: tenants, certificates (metadata + chain DER), private
+//! keys, the Root CA list and settings.
+//!
+//! Why: every change that alters what is served must be atomic and durable
+//! before the CLI reports success, and a failed import must change nothing.
+//! The typed `Store` sits on a tiny key-value trait (`Kv`: get, scan by prefix,
+//! one atomic batch) so that a clustered backend (etcd, a later issue) can
+//! replace sled without touching `pki` or `snapshot`.
+//!
+//! What must hold: one `Batch` = one transaction, flushed before `commit`
+//! returns; files are created 0600 and the directory 0700; a store locked by
+//! another process is reported as `StoreError::Locked`, never waited on.
+
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::pki::{KeyFormat, Kind};
+
+/// The trees (tables) of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tree {
+    /// Root CA list: ID → DER.
+    Roots,
+    /// Certificates: ID → JSON `CertRecord`.
+    Certs,
+    /// Certificate chains: ID → concatenated DER (leaf first).
+    Chains,
+    /// Private keys: key ID → format tag + DER.
+    Keys,
+    /// Tenants: name → JSON `Tenant`.
+    Tenants,
+    /// Settings: name → value.
+    Settings,
+}
+
+impl Tree {
+    const ALL: [Tree; 6] = [
+        Tree::Roots,
+        Tree::Certs,
+        Tree::Chains,
+        Tree::Keys,
+        Tree::Tenants,
+        Tree::Settings,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Tree::Roots => "roots",
+            Tree::Certs => "certs",
+            Tree::Chains => "chains",
+            Tree::Keys => "keys",
+            Tree::Tenants => "tenants",
+            Tree::Settings => "settings",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One change in a batch.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// Insert or replace.
+    Put(Tree, Vec<u8>, Vec<u8>),
+    /// Remove (absent keys are fine).
+    Delete(Tree, Vec<u8>),
+}
+
+/// Why the store failed.
+#[derive(Debug)]
+pub enum StoreError {
+    /// Another process (normally the running daemon) holds the store.
+    Locked(PathBuf),
+    /// The data directory could not be created or secured.
+    Dir(PathBuf, std::io::Error),
+    /// The storage engine failed (disk full, I/O error, corruption).
+    Backend(String),
+    /// A stored record does not decode (corruption or a newer version).
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StoreError::Locked(_) => "store-locked",
+            StoreError::Dir(..) | StoreError::Backend(_) => "store-error",
+            StoreError::Corrupt(_) => "store-corrupt",
+        }
+    }
+}
+
+impl core::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            StoreError::Locked(p) => write!(
+                f,
+                "the store {} is in use by another process (is pbx-certd serve running?)",
+                p.display()
+            ),
+            StoreError::Dir(p, e) => write!(f, "cannot use data directory {}: {e}", p.display()),
+            StoreError::Backend(e) => write!(f, "store failure: {e}"),
+            StoreError::Corrupt(e) => write!(f, "a stored record is unreadable: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// The storage contract: everything above it uses only these calls.
+pub trait Kv: Send + Sync {
+    /// One value.
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// All entries whose key starts with `prefix`, in key order.
+    fn scan_prefix(&self, tree: Tree, prefix: &[u8])
+        -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    /// Apply all ops atomically and durably, or none.
+    fn apply(&self, ops: &[Op]) -> Result<(), StoreError>;
+}
+
+/// sled behind `Kv`.
+pub struct SledKv {
+    db: sled::Db,
+    trees: Vec<sled::Tree>,
+}
+
+fn backend(e: impl core::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl SledKv {
+    /// Open (creating) the sled store in `dir`.
+    pub fn open(dir: &Path) -> Result<SledKv, StoreError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| StoreError::Dir(dir.to_owned(), e))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| StoreError::Dir(dir.to_owned(), e))?;
+        let db_dir = dir.join("db");
+        let db = sled::Config::new()
+            .path(&db_dir)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                    StoreError::Locked(dir.to_owned())
+                }
+                other => backend(other),
+            })?;
+        let trees = Tree::ALL
+            .iter()
+            .map(|t| db.open_tree(t.name()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(backend)?;
+        secure_files(&db_dir);
+        Ok(SledKv { db, trees })
+    }
+
+    fn tree(&self, tree: Tree) -> Result<&sled::Tree, StoreError> {
+        self.trees
+            .get(tree.index())
+            .ok_or_else(|| backend("missing tree"))
+    }
+}
+
+/// Best effort 0600/0700 on what sled created (the process umask also says 077).
+fn secure_files(dir: &Path) {
+    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                secure_files(&path);
+            } else {
+                let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o600));
+            }
+        }
+    }
+}
+
+impl Kv for SledKv {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .tree(tree)?
+            .get(key)
+            .map_err(backend)?
+            .map(|v| v.to_vec()))
+    }
+
+    fn scan_prefix(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.tree(tree)?
+            .scan_prefix(prefix)
+            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(backend))
+            .collect()
+    }
+
+    fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
+        use sled::Transactional;
+        let result: Result<(), sled::transaction::TransactionError<()>> =
+            self.trees.as_slice().transaction(|txs| {
+                for op in ops {
+                    match op {
+                        Op::Put(tree, k, v) => {
+                            if let Some(tx) = txs.get(tree.index()) {
+                                tx.insert(k.as_slice(), v.as_slice())?;
+                            }
+                        }
+                        Op::Delete(tree, k) => {
+                            if let Some(tx) = txs.get(tree.index()) {
+                                tx.remove(k.as_slice())?;
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            });
+        result.map_err(|e| backend(format!("{e:?}")))?;
+        self.db.flush().map_err(backend)?;
+        Ok(())
+    }
+}
+
+/// A tenant and the DNS names it owns (normalised).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    /// Unique name.
+    pub name: String,
+    /// Owned DNS names, lowercase, no trailing dot.
+    pub dns: Vec<String>,
+}
+
+/// System-wide settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemSettings {
+    /// The PBX's own DNS name.
+    pub dns: Option<String>,
+    /// The admin's e-mail address.
+    pub admin_email: Option<String>,
+    /// The certificate served without SNI, when set explicitly.
+    pub default_cert: Option<String>,
+}
+
+/// Where a certificate came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// Imported by an admin.
+    Upload,
+    /// Generated by the daemon on first start.
+    SelfSigned,
+    /// Issued through ACME.
+    Acme,
+}
+
+impl Source {
+    /// The name used by the CLI and API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Upload => "upload",
+            Source::SelfSigned => "self-signed",
+            Source::Acme => "acme",
+        }
+    }
+}
+
+/// The metadata of a stored certificate (its chain is in `Tree::Chains`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertRecord {
+    /// Hex SHA-256 of the leaf DER.
+    pub id: String,
+    /// Server, domain or STIR/SHAKEN.
+    pub kind: Kind,
+    /// Owning tenant of a domain certificate.
+    pub tenant: Option<String>,
+    /// Normalised DNS names of the leaf.
+    pub names: Vec<String>,
+    /// Leaf subject (RFC 4514).
+    pub subject: String,
+    /// Leaf issuer (RFC 4514).
+    pub issuer: String,
+    /// Unix seconds.
+    pub not_before: i64,
+    /// Unix seconds.
+    pub not_after: i64,
+    /// Upload, self-signed, ACME.
+    pub source: Source,
+    /// `rsa2048`, `p256`, ...
+    pub key_type: String,
+    /// ID of the private key (hex SHA-256 of the public key).
+    pub key_id: String,
+    /// Import order.
+    pub seq: u64,
+}
+
+/// A stored private key.
+pub struct StoredKey {
+    /// Encoding.
+    pub format: KeyFormat,
+    /// Secret bytes.
+    pub der: Vec<u8>,
+}
+
+const SETTING_SYSTEM: &[u8] = b"system";
+const SETTING_ROOTS_VERSION: &[u8] = b"roots_version";
+const SETTING_NEXT_SEQ: &[u8] = b"next_seq";
+
+/// The typed store used by every operation.
+pub struct Store {
+    kv: Box<dyn Kv>,
+}
+
+fn corrupt(e: impl core::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+impl Store {
+    /// Open the sled store in `dir`, seeding a fresh store with the bundled
+    /// Root CA list.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::with_backend(Box::new(SledKv::open(dir)?))
+    }
+
+    /// Use another backend (tests, clusters).
+    pub fn with_backend(kv: Box<dyn Kv>) -> Result<Store, StoreError> {
+        let store = Store { kv };
+        if store.roots_version()?.is_none() {
+            let mut batch = Batch::default();
+            crate::roots::reset_ops(&store, &mut batch)?;
+            store.commit(batch)?;
+        }
+        Ok(store)
+    }
+
+    /// Apply a batch atomically and durably.
+    pub fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        if batch.ops.is_empty() {
+            return Ok(());
+        }
+        self.kv.apply(&batch.ops)
+    }
+
+    /// All tenants, by name.
+    pub fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        self.kv
+            .scan_prefix(Tree::Tenants, b"")?
+            .into_iter()
+            .map(|(_, v)| serde_json::from_slice(&v).map_err(corrupt))
+            .collect()
+    }
+
+    /// One tenant.
+    pub fn tenant(&self, name: &str) -> Result<Option<Tenant>, StoreError> {
+        self.kv
+            .get(Tree::Tenants, name.as_bytes())?
+            .map(|v| serde_json::from_slice(&v).map_err(corrupt))
+            .transpose()
+    }
+
+    /// All certificates, in import order.
+    pub fn certs(&self) -> Result<Vec<CertRecord>, StoreError> {
+        let mut certs = self
+            .kv
+            .scan_prefix(Tree::Certs, b"")?
+            .into_iter()
+            .map(|(_, v)| serde_json::from_slice::<CertRecord>(&v).map_err(corrupt))
+            .collect::<Result<Vec<_>, _>>()?;
+        certs.sort_by_key(|c| c.seq);
+        Ok(certs)
+    }
+
+    /// One certificate by full ID.
+    pub fn cert(&self, id: &str) -> Result<Option<CertRecord>, StoreError> {
+        self.kv
+            .get(Tree::Certs, id.as_bytes())?
+            .map(|v| serde_json::from_slice(&v).map_err(corrupt))
+            .transpose()
+    }
+
+    /// The chain (leaf first) of a certificate.
+    pub fn chain(&self, id: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        let bytes = self
+            .kv
+            .get(Tree::Chains, id.as_bytes())?
+            .unwrap_or_default();
+        split_der(&bytes).ok_or_else(|| corrupt(format!("chain of {id}")))
+    }
+
+    /// A private key by key ID.
+    pub fn key(&self, key_id: &str) -> Result<Option<StoredKey>, StoreError> {
+        let Some(bytes) = self.kv.get(Tree::Keys, key_id.as_bytes())? else {
+            return Ok(None);
+        };
+        let (tag, der) = bytes.split_first().ok_or_else(|| corrupt("empty key"))?;
+        let format = KeyFormat::from_tag(*tag).ok_or_else(|| corrupt("key format"))?;
+        Ok(Some(StoredKey {
+            format,
+            der: der.to_vec(),
+        }))
+    }
+
+    /// The Root CA list: (ID, DER), by ID.
+    pub fn roots(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.kv
+            .scan_prefix(Tree::Roots, b"")?
+            .into_iter()
+            .map(|(k, v)| Ok((String::from_utf8(k).map_err(corrupt)?, v)))
+            .collect()
+    }
+
+    /// IDs of stored certificates (or roots) starting with `prefix`.
+    pub fn ids_with_prefix(&self, tree: Tree, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.kv
+            .scan_prefix(tree, prefix.as_bytes())?
+            .into_iter()
+            .map(|(k, _)| String::from_utf8(k).map_err(corrupt))
+            .collect()
+    }
+
+    /// System settings.
+    pub fn system(&self) -> Result<SystemSettings, StoreError> {
+        self.kv
+            .get(Tree::Settings, SETTING_SYSTEM)?
+            .map(|v| serde_json::from_slice(&v).map_err(corrupt))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    }
+
+    /// The version of the Root CA list the store holds (set by reset).
+    pub fn roots_version(&self) -> Result<Option<String>, StoreError> {
+        self.kv
+            .get(Tree::Settings, SETTING_ROOTS_VERSION)?
+            .map(|v| String::from_utf8(v).map_err(corrupt))
+            .transpose()
+    }
+
+    /// Record a Root CA list version (used by reset, and by tests to
+    /// simulate a store written by an older release).
+    pub fn set_roots_version(&self, version: &str) -> Result<(), StoreError> {
+        let mut batch = Batch::default();
+        batch.put_roots_version(version);
+        self.commit(batch)
+    }
+
+    /// The next import sequence number (the batch must bump it).
+    pub fn next_seq(&self) -> Result<u64, StoreError> {
+        Ok(match self.kv.get(Tree::Settings, SETTING_NEXT_SEQ)? {
+            Some(v) => u64::from_be_bytes(v.as_slice().try_into().map_err(corrupt)?),
+            None => 1,
+        })
+    }
+}
+
+/// Split concatenated DER objects; `None` if a length is inconsistent.
+fn split_der(mut bytes: &[u8]) -> Option<Vec<Vec<u8>>> {
+    use der::{Decode, Encode};
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let mut reader = der::SliceReader::new(bytes).ok()?;
+        let header = der::Header::decode(&mut reader).ok()?;
+        let len = usize::try_from((header.encoded_len().ok()? + header.length).ok()?).ok()?;
+        let (one, rest) = (bytes.get(..len)?, bytes.get(len..)?);
+        out.push(one.to_vec());
+        bytes = rest;
+    }
+    Some(out)
+}
+
+/// The changes of one operation, committed together.
+#[derive(Debug, Default)]
+pub struct Batch {
+    ops: Vec<Op>,
+}
+
+impl Batch {
+    fn put_json(&mut self, tree: Tree, key: &str, value: &impl Serialize) {
+        // Serialising our own plain structs to JSON cannot fail.
+        let bytes = serde_json::to_vec(value).unwrap_or_default();
+        self.ops.push(Op::Put(tree, key.as_bytes().to_vec(), bytes));
+    }
+
+    /// Store a certificate and its chain.
+    pub fn put_cert(&mut self, record: &CertRecord, chain: &[Vec<u8>]) {
+        self.put_json(Tree::Certs, &record.id, record);
+        self.ops.push(Op::Put(
+            Tree::Chains,
+            record.id.clone().into_bytes(),
+            chain.concat(),
+        ));
+    }
+
+    /// Remove a certificate and its chain.
+    pub fn delete_cert(&mut self, id: &str) {
+        self.ops
+            .push(Op::Delete(Tree::Certs, id.as_bytes().to_vec()));
+        self.ops
+            .push(Op::Delete(Tree::Chains, id.as_bytes().to_vec()));
+    }
+
+    /// Store a private key.
+    pub fn put_key(&mut self, key_id: &str, format: KeyFormat, der: &[u8]) {
+        let mut value = vec![format.tag()];
+        value.extend_from_slice(der);
+        self.ops
+            .push(Op::Put(Tree::Keys, key_id.as_bytes().to_vec(), value));
+    }
+
+    /// Remove a private key.
+    pub fn delete_key(&mut self, key_id: &str) {
+        self.ops
+            .push(Op::Delete(Tree::Keys, key_id.as_bytes().to_vec()));
+    }
+
+    /// Add a root.
+    pub fn put_root(&mut self, id: &str, der: &[u8]) {
+        self.ops
+            .push(Op::Put(Tree::Roots, id.as_bytes().to_vec(), der.to_vec()));
+    }
+
+    /// Remove a root.
+    pub fn delete_root(&mut self, id: &str) {
+        self.ops
+            .push(Op::Delete(Tree::Roots, id.as_bytes().to_vec()));
+    }
+
+    /// Store a tenant.
+    pub fn put_tenant(&mut self, tenant: &Tenant) {
+        self.put_json(Tree::Tenants, &tenant.name, tenant);
+    }
+
+    /// Remove a tenant.
+    pub fn delete_tenant(&mut self, name: &str) {
+        self.ops
+            .push(Op::Delete(Tree::Tenants, name.as_bytes().to_vec()));
+    }
+
+    /// Store system settings.
+    pub fn put_system(&mut self, system: &SystemSettings) {
+        self.put_json(Tree::Settings, "system", system);
+    }
+
+    /// Record the Root CA list version.
+    pub fn put_roots_version(&mut self, version: &str) {
+        self.ops.push(Op::Put(
+            Tree::Settings,
+            SETTING_ROOTS_VERSION.to_vec(),
+            version.as_bytes().to_vec(),
+        ));
+    }
+
+    /// Record the next import sequence number.
+    pub fn put_next_seq(&mut self, seq: u64) {
+        self.ops.push(Op::Put(
+            Tree::Settings,
+            SETTING_NEXT_SEQ.to_vec(),
+            seq.to_be_bytes().to_vec(),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_der_round_trips_and_rejects_truncation() {
+        let a = vec![0x30, 0x03, 1, 2, 3];
+        let b = vec![0x30, 0x81, 0x80];
+        let mut b_full = b.clone();
+        b_full.extend(std::iter::repeat(7).take(0x80));
+        let joined = [a.clone(), b_full.clone()].concat();
+        assert_eq!(split_der(&joined).unwrap(), vec![a, b_full]);
+        assert!(split_der(&joined[..joined.len() - 1]).is_none());
+        assert_eq!(split_der(&[]).unwrap(), Vec::<Vec<u8>>::new());
+    }
+
+    #[test]
+    fn batch_is_atomic_and_second_open_is_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.roots().unwrap().len() >= 100);
+        let t = Tenant {
+            name: "a".into(),
+            dns: vec!["a.example".into()],
+        };
+        let mut batch = Batch::default();
+        batch.put_tenant(&t);
+        store.commit(batch).unwrap();
+        assert_eq!(store.tenants().unwrap(), vec![t]);
+        match Store::open(dir.path()) {
+            Err(StoreError::Locked(_)) => {}
+            other => panic!("expected Locked, got {:?}", other.map(|_| ())),
+        }
+        let mode = fs::metadata(dir.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+}

@@ -1,0 +1,134 @@
+//! Tenants (each owns DNS names) and the system settings.
+//!
+//! Why: a domain certificate belongs to the tenant owning its names, and the
+//! SNI choice starts from the tenant owning the SNI name. A DNS name therefore
+//! belongs to at most one tenant.
+//!
+//! What must hold: names are stored normalised (`names::normalize`); tenant
+//! changes never reclassify stored certificates; removing a tenant that still
+//! owns domain certificates is refused.
+
+use crate::error::Error;
+use crate::limits::{MAX_DNS_NAMES_PER_TENANT, MAX_TENANT_NAME_LEN};
+use crate::names;
+use crate::pki::Kind;
+use crate::store::{Batch, Store, SystemSettings, Tenant};
+
+fn check_tenant_name(name: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_TENANT_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadName(
+            name.to_owned(),
+            format!(
+                "a tenant name has 1 to {MAX_TENANT_NAME_LEN} letters, digits, '-', '_' or '.'"
+            ),
+        ))
+    }
+}
+
+/// `tenant add NAME --dns HOST...`
+pub fn add(store: &Store, name: &str, dns: &[String]) -> Result<Tenant, Error> {
+    check_tenant_name(name)?;
+    let mut names_ok = Vec::new();
+    for raw in dns {
+        let n = names::normalize(raw, false).map_err(|e| Error::bad_name(raw, e))?;
+        if !names_ok.contains(&n) {
+            names_ok.push(n);
+        }
+    }
+    if names_ok.len() > MAX_DNS_NAMES_PER_TENANT {
+        return Err(Error::LimitExceeded(format!(
+            "a tenant may own at most {MAX_DNS_NAMES_PER_TENANT} DNS names"
+        )));
+    }
+    if store.tenant(name)?.is_some() {
+        return Err(Error::TenantExists(name.to_owned()));
+    }
+    for other in store.tenants()? {
+        if let Some(taken) = names_ok.iter().find(|n| other.dns.contains(n)) {
+            return Err(Error::DnsNameTaken(taken.clone(), other.name));
+        }
+    }
+    let tenant = Tenant {
+        name: name.to_owned(),
+        dns: names_ok,
+    };
+    let mut batch = Batch::default();
+    batch.put_tenant(&tenant);
+    store.commit(batch)?;
+    Ok(tenant)
+}
+
+/// `tenant remove NAME`
+pub fn remove(store: &Store, name: &str) -> Result<(), Error> {
+    if store.tenant(name)?.is_none() {
+        return Err(Error::NoSuchTenant(name.to_owned()));
+    }
+    let owned = store
+        .certs()?
+        .iter()
+        .filter(|c| c.kind == Kind::Domain && c.tenant.as_deref() == Some(name))
+        .count();
+    if owned > 0 {
+        return Err(Error::TenantInUse(name.to_owned(), owned));
+    }
+    let mut batch = Batch::default();
+    batch.delete_tenant(name);
+    store.commit(batch)?;
+    Ok(())
+}
+
+/// What `system set` changes; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct SystemChange {
+    /// The PBX's DNS name.
+    pub dns: Option<String>,
+    /// The admin e-mail (`none` clears it).
+    pub admin_email: Option<String>,
+    /// A certificate ID (already resolved) or `None` inside to clear.
+    pub default_cert: Option<Option<String>>,
+}
+
+/// `system set`
+pub fn set_system(store: &Store, change: &SystemChange) -> Result<SystemSettings, Error> {
+    let mut system = store.system()?;
+    if let Some(dns) = &change.dns {
+        system.dns = match dns.as_str() {
+            "none" => None,
+            raw => Some(names::normalize(raw, false).map_err(|e| Error::bad_name(raw, e))?),
+        };
+    }
+    if let Some(email) = &change.admin_email {
+        system.admin_email = match email.as_str() {
+            "none" => None,
+            e => {
+                let valid = e.split_once('@').is_some_and(|(user, host)| {
+                    !user.is_empty() && host.contains('.') && !host.contains('@')
+                }) && !e.chars().any(|c| c.is_whitespace() || c.is_control());
+                if !valid {
+                    return Err(Error::BadEmail(e.to_owned()));
+                }
+                Some(e.to_owned())
+            }
+        };
+    }
+    if let Some(default) = &change.default_cert {
+        if let Some(id) = default {
+            let record = store.cert(id)?.ok_or_else(|| Error::NotFound(id.clone()))?;
+            if record.kind == Kind::StirShaken {
+                return Err(Error::NotServable(id.clone()));
+            }
+        }
+        system.default_cert = default.clone();
+    }
+    let mut batch = Batch::default();
+    batch.put_system(&system);
+    store.commit(batch)?;
+    Ok(system)
+}
