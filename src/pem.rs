@@ -63,6 +63,9 @@ impl core::fmt::Display for PemError {
     }
 }
 
+/// A block being read: label, headers, Base64 body, still in the header part.
+type OpenBlock = (String, Vec<(String, String)>, String, bool);
+
 fn boundary<'a>(line: &'a str, kind: &str) -> Option<&'a str> {
     line.strip_prefix("-----")?
         .strip_prefix(kind)?
@@ -73,8 +76,7 @@ fn boundary<'a>(line: &'a str, kind: &str) -> Option<&'a str> {
 /// Every PEM block in `input`, in order; text outside blocks is ignored.
 pub fn parse(input: &[u8]) -> Result<Vec<Block>, PemError> {
     let mut blocks = Vec::new();
-    // (label, headers, body, still reading headers)
-    let mut open: Option<(String, Vec<(String, String)>, String, bool)> = None;
+    let mut open: Option<OpenBlock> = None;
     for raw in input.split(|&b| b == b'\n') {
         let line = String::from_utf8_lossy(raw);
         let line = line.trim();

@@ -76,7 +76,7 @@ pub fn list(store: &Store) -> Result<Vec<RootInfo>, StoreError> {
             },
         })
         .collect();
-    out.sort_by(|a, b| a.subject.to_lowercase().cmp(&b.subject.to_lowercase()));
+    out.sort_by_cached_key(|r| r.subject.to_lowercase());
     Ok(out)
 }
 

@@ -13,6 +13,7 @@
 //!    §6.4.3, one label) → `server`;
 //! 3. the default certificate (also with no SNI) → `default`;
 //! 4. nothing → `none`.
+//!
 //! Among candidates of one step the latest `notAfter` wins; a certificate
 //! outside its validity is used only when no valid one qualifies at any step.
 //!

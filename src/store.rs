@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::pki::{KeyFormat, Kind};
 
+/// A key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// The trees (tables) of the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tree {
@@ -117,8 +120,7 @@ pub trait Kv: Send + Sync {
     /// One value.
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// All entries whose key starts with `prefix`, in key order.
-    fn scan_prefix(&self, tree: Tree, prefix: &[u8])
-        -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<Entry>, StoreError>;
     /// Apply all ops atomically and durably, or none.
     fn apply(&self, ops: &[Op]) -> Result<(), StoreError>;
 }
@@ -193,11 +195,7 @@ impl Kv for SledKv {
             .map(|v| v.to_vec()))
     }
 
-    fn scan_prefix(
-        &self,
-        tree: Tree,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
         self.tree(tree)?
             .scan_prefix(prefix)
             .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(backend))
@@ -576,7 +574,7 @@ mod tests {
         let a = vec![0x30, 0x03, 1, 2, 3];
         let b = vec![0x30, 0x81, 0x80];
         let mut b_full = b.clone();
-        b_full.extend(std::iter::repeat(7).take(0x80));
+        b_full.extend(std::iter::repeat_n(7, 0x80));
         let joined = [a.clone(), b_full.clone()].concat();
         assert_eq!(split_der(&joined).unwrap(), vec![a, b_full]);
         assert!(split_der(&joined[..joined.len() - 1]).is_none());

@@ -1,0 +1,127 @@
+//! The handshake path allocates nothing: `Snapshot::resolve` is called under a
+//! counting global allocator and must not allocate, for every rule (domain,
+//! server exact, wildcard, default, none, over-long and non-ASCII SNI).
+//!
+//! `unsafe` is needed only to implement `GlobalAlloc` in this test binary; the
+//! crate itself forbids unsafe code.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use pbx_certd::pki::{CertInfo, Kind};
+use pbx_certd::snapshot::{Input, Match, Snapshot};
+use pbx_certd::store::{CertRecord, Source, SystemSettings, Tenant};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::sign::CertifiedKey;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.with(Cell::get) {
+            ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        }
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.with(Cell::get) {
+            ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        }
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn input(
+    names: &[&str],
+    kind: Kind,
+    tenant: Option<&str>,
+    key: &rcgen::KeyPair,
+    seq: u64,
+) -> Input {
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let cert = rcgen::CertificateParams::new(names)
+        .unwrap()
+        .self_signed(key)
+        .unwrap();
+    let info = CertInfo::parse(cert.der().to_vec()).unwrap();
+    let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key_der).unwrap();
+    Input {
+        record: CertRecord {
+            id: info.id.clone(),
+            kind,
+            tenant: tenant.map(str::to_owned),
+            names: info.names.clone(),
+            subject: info.subject.clone(),
+            issuer: info.issuer.clone(),
+            not_before: info.not_before,
+            not_after: info.not_after,
+            source: Source::Upload,
+            key_type: info.key_alg.name(),
+            key_id: info.key_id(),
+            seq,
+        },
+        certified: Arc::new(CertifiedKey::new(
+            vec![CertificateDer::from(info.der.clone())],
+            signer,
+        )),
+    }
+}
+
+#[test]
+fn resolve_does_not_allocate() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let tenants = vec![Tenant {
+        name: "acme".into(),
+        dns: vec!["pbx.acme.test".into()],
+    }];
+    let inputs = vec![
+        input(&["pbx.acme.test"], Kind::Domain, Some("acme"), &key, 1),
+        input(&["exact.example.test"], Kind::Server, None, &key, 2),
+        input(&["*.example.test"], Kind::Server, None, &key, 3),
+    ];
+    let snap = Snapshot::build(inputs, &tenants, &SystemSettings::default());
+    let now = pbx_certd::clock::now();
+    let long = "a".repeat(400);
+    let cases: [(Option<&str>, Match); 8] = [
+        (Some("pbx.acme.test"), Match::Domain),
+        (Some("PBX.ACME.TEST."), Match::Domain),
+        (Some("exact.example.test"), Match::Server),
+        (Some("other.example.test"), Match::Server),
+        (Some("nobody.invalid"), Match::Default),
+        (None, Match::Default),
+        (Some(long.as_str()), Match::Default),
+        (Some("bücher.example.test"), Match::Default),
+    ];
+    for (sni, expected) in cases {
+        ALLOCATIONS.store(0, Ordering::SeqCst);
+        COUNTING.with(|c| c.set(true));
+        let matched = snap.resolve(sni, now).matched;
+        COUNTING.with(|c| c.set(false));
+        assert_eq!(matched, expected, "sni {sni:?}");
+        assert_eq!(
+            ALLOCATIONS.load(Ordering::SeqCst),
+            0,
+            "resolve({sni:?}) allocated"
+        );
+    }
+    // The counter itself works: a Vec allocation is seen.
+    COUNTING.with(|c| c.set(true));
+    let v: Vec<u8> = Vec::with_capacity(std::hint::black_box(64));
+    COUNTING.with(|c| c.set(false));
+    drop(v);
+    assert!(ALLOCATIONS.load(Ordering::SeqCst) > 0);
+}
