@@ -966,3 +966,112 @@ fn classify(
         KindRequest::Root => Err(ImportError::NotACa(leaf.subject.clone())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> Context<'static> {
+        Context {
+            tenants: &[],
+            roots: &[],
+            now: crate::clock::now(),
+        }
+    }
+
+    fn leaf_and_key() -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["a.example.test".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn self_signed_leaf_with_key_is_a_server_cert() {
+        let (cert, key) = leaf_and_key();
+        match analyse(
+            cert.as_bytes(),
+            Some(key.as_bytes()),
+            KindRequest::Auto,
+            &ctx(),
+        )
+        .unwrap()
+        {
+            Analysis::Leaf(leaf) => {
+                assert_eq!(leaf.kind, Kind::Server);
+                assert_eq!(leaf.chain.len(), 1);
+                assert_eq!(leaf.chain[0].names, vec!["a.example.test".to_string()]);
+                assert_eq!(leaf.chain[0].key_alg, KeyAlg::P256);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn truncated_or_mutated_der_never_panics() {
+        let (cert, _) = leaf_and_key();
+        let der = pem::parse(cert.as_bytes()).unwrap().remove(0).der;
+        for len in 0..der.len() {
+            assert!(
+                CertInfo::parse(der[..len].to_vec()).is_none(),
+                "prefix {len} parsed"
+            );
+        }
+        // Flip every byte in turn: parsing may succeed or fail, never panic,
+        // and a parsed mutant still checks its signature without panicking.
+        for i in 0..der.len() {
+            let mut m = der.clone();
+            m[i] ^= 0xff;
+            if let Some(info) = CertInfo::parse(m) {
+                let _ = info.is_signed_by(&info);
+            }
+        }
+    }
+
+    #[test]
+    fn mutated_key_boxes_never_panic() {
+        let (_, key) = leaf_and_key();
+        let der = pem::parse(key.as_bytes()).unwrap().remove(0).der;
+        for i in 0..der.len() {
+            let mut m = der.clone();
+            m[i] = m[i].wrapping_add(1);
+            let boxed = pem::encode("PRIVATE KEY", &m);
+            let _ = parse_key_box(boxed.as_bytes());
+            let _ = load_key(KeyFormat::Sec1, &m);
+            let _ = load_key(KeyFormat::Pkcs1, &m);
+        }
+        for len in 0..der.len() {
+            assert!(load_key(KeyFormat::Pkcs8, &der[..len]).is_err());
+        }
+    }
+
+    #[test]
+    fn key_box_rules() {
+        let enc =
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        assert_eq!(
+            parse_key_box(enc.as_bytes()).unwrap_err().code(),
+            "encrypted-key"
+        );
+        let dsa = "-----BEGIN DSA PRIVATE KEY-----\nAAAA\n-----END DSA PRIVATE KEY-----\n";
+        assert_eq!(
+            parse_key_box(dsa.as_bytes()).unwrap_err().code(),
+            "unsupported-key"
+        );
+        assert_eq!(parse_key_box(b"no key here").unwrap_err().code(), "bad-key");
+        let junk = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+        assert_eq!(
+            parse_key_box(junk.as_bytes()).unwrap_err().code(),
+            "bad-key"
+        );
+    }
+
+    #[test]
+    fn uint_bits_counts_significant_bits() {
+        assert_eq!(uint_bits(&[0x00, 0x80, 0x00]), 16);
+        assert_eq!(uint_bits(&[0x01]), 1);
+        assert_eq!(uint_bits(&[]), 0);
+    }
+}
