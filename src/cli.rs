@@ -81,6 +81,11 @@ pub enum Cmd {
         /// The SNI host name; omitted: a client sending no SNI.
         sni: Option<String>,
     },
+    /// Web admin settings.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCmd,
+    },
     /// STIR/SHAKEN certificate choice.
     #[command(name = "stir-shaken")]
     StirShaken {
@@ -162,6 +167,13 @@ pub enum RootsCmd {
     },
     /// Restore exactly the bundled Root CA list.
     Reset,
+}
+
+/// `admin` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AdminCmd {
+    /// Set the web admin password (read as one line from stdin).
+    Password,
 }
 
 /// `stir-shaken` subcommands.
@@ -290,7 +302,25 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
         Cmd::StirShaken {
             command: StirCmd::Select { tenant },
         } => Command::StirShakenSelect { tenant },
+        Cmd::Admin { command: AdminCmd::Password } => Command::AdminPassword { password: read_password()? },
     })
+}
+
+/// One line from stdin (a prompt on stderr when it is a terminal).
+fn read_password() -> Result<String, Error> {
+    use std::io::{BufRead, IsTerminal};
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("New admin password: ");
+    }
+    let mut line = String::new();
+    let limit = u64::try_from(crate::limits::MAX_PASSWORD_LEN * 4 + 2).unwrap_or(u64::MAX);
+    stdin
+        .lock()
+        .take(limit)
+        .read_line(&mut line)
+        .map_err(|e| Error::ReadFailed("stdin".into(), e.to_string()))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 fn s(v: &Value) -> &str {
@@ -409,6 +439,7 @@ pub fn render(command: &Command, v: &Value) -> String {
             None => "no STIR/SHAKEN certificate\n".into(),
         },
         Command::TenantRemove { .. }
+        | Command::AdminPassword { .. }
         | Command::SystemSet { .. }
         | Command::CertDelete { .. }
         | Command::RootsDelete { .. }

@@ -40,6 +40,8 @@ pub enum Error {
     ReadFailed(String, String),
     /// The certificate cannot be the default (STIR/SHAKEN certs never serve TLS).
     NotServable(String),
+    /// The admin password is not acceptable.
+    BadPassword(String),
 }
 
 impl Error {
@@ -59,6 +61,7 @@ impl Error {
             Error::LimitExceeded(_) => "limit-exceeded",
             Error::ReadFailed(..) => "read-failed",
             Error::NotServable(_) => "not-servable",
+            Error::BadPassword(_) => "bad-password",
         }
     }
 
@@ -97,6 +100,7 @@ impl core::fmt::Display for Error {
             Error::BadEmail(e) => write!(f, "\"{e}\" is not an e-mail address"),
             Error::LimitExceeded(what) => f.write_str(what),
             Error::ReadFailed(path, why) => write!(f, "cannot read {path}: {why}"),
+            Error::BadPassword(why) => f.write_str(why),
             Error::NotServable(id) => write!(
                 f,
                 "certificate {id} is not a server or domain certificate and cannot serve TLS"

@@ -10,9 +10,12 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod auth;
 pub mod certs;
 pub mod cli;
 pub mod clock;
+pub mod daemon;
+pub mod http;
 pub mod error;
 pub mod limits;
 pub mod names;

@@ -38,3 +38,13 @@ pub const ID_LEN: usize = 64;
 /// Most certificates in one stored chain (leaf + intermediates): real chains
 /// have 2–4; anything longer is a mistake or an attack on chain building.
 pub const MAX_CHAIN_LEN: usize = 8;
+
+/// Shortest admin password: below this, guessing beats the rate limit.
+pub const MIN_PASSWORD_LEN: usize = 10;
+
+/// Longest admin password: bounds the work of one login attempt.
+pub const MAX_PASSWORD_LEN: usize = 256;
+
+/// PBKDF2-HMAC-SHA256 iterations for the admin password: ~0.1 s on a
+/// Cortex-A53, slow enough for a stolen store, fast enough for a login.
+pub const PBKDF2_ITERATIONS: u32 = 100_000;

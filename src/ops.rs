@@ -64,6 +64,8 @@ pub enum Command {
     Resolve { sni: Option<String> },
     /// `stir-shaken select --tenant NAME`
     StirShakenSelect { tenant: String },
+    /// `admin password` (the password read from the terminal or stdin)
+    AdminPassword { password: String },
 }
 
 impl Command {
@@ -182,6 +184,10 @@ pub fn execute(store: &Store, command: &Command) -> Result<Value, Error> {
                 "match": r.matched.as_str(),
                 "tenant": r.tenant,
             }))
+        }
+        Command::AdminPassword { password } => {
+            crate::auth::set_password(store, password)?;
+            Ok(ok())
         }
         Command::StirShakenSelect { tenant } => {
             let (id, matched) = certs::stir_select(store, tenant)?;

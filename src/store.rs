@@ -449,6 +449,11 @@ impl Store {
         self.commit(batch)
     }
 
+    /// A raw setting (daemon-owned values such as the admin password hash).
+    pub fn setting(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.kv.get(Tree::Settings, name.as_bytes())
+    }
+
     /// The next import sequence number (the batch must bump it).
     pub fn next_seq(&self) -> Result<u64, StoreError> {
         Ok(match self.kv.get(Tree::Settings, SETTING_NEXT_SEQ)? {
@@ -553,6 +558,16 @@ impl Batch {
             SETTING_ROOTS_VERSION.to_vec(),
             version.as_bytes().to_vec(),
         ));
+    }
+
+    /// Store a raw setting.
+    pub fn put_setting(&mut self, name: &str, value: &[u8]) {
+        self.ops.push(Op::Put(Tree::Settings, name.as_bytes().to_vec(), value.to_vec()));
+    }
+
+    /// Remove a raw setting.
+    pub fn delete_setting(&mut self, name: &str) {
+        self.ops.push(Op::Delete(Tree::Settings, name.as_bytes().to_vec()));
     }
 
     /// Record the next import sequence number.

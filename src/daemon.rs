@@ -1,0 +1,101 @@
+//! The running service's shared state: the store, the current SNI snapshot
+//! and the write path that keeps them in step.
+//!
+//! Why: the TLS resolver, the web admin, the JSON API and the control socket
+//! all act on one store; every change must be serialised, committed, and then
+//! published as a new immutable snapshot that the next handshake reads.
+//!
+//! What must hold: writes are serialised by `write_lock`; a snapshot is
+//! swapped in only after its change committed; readers never block writers
+//! (arc-swap), and the handshake path never touches the store.
+
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::ops::{self, Command};
+use crate::snapshot::Snapshot;
+use crate::store::{Store, StoreError};
+
+/// State shared by every task of the daemon.
+pub struct Shared {
+    store: Store,
+    snapshot: ArcSwap<Snapshot>,
+    write_lock: Mutex<()>,
+    /// One-time token accepted by the web admin until a password is set
+    /// (printed to the log by `serve`); `None` once a password exists.
+    pub setup_token: Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// Wrap an open store and build the first snapshot.
+    pub fn new(store: Store) -> Result<Arc<Shared>, StoreError> {
+        let snapshot = Snapshot::load(&store, None)?;
+        Ok(Arc::new(Shared {
+            store,
+            snapshot: ArcSwap::from_pointee(snapshot),
+            write_lock: Mutex::new(()),
+            setup_token: Mutex::new(None),
+        }))
+    }
+
+    /// The store, for reads (writes go through `execute` or `write`).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The current snapshot (lock-free).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// The swap cell itself, for the TLS resolver.
+    pub fn snapshot_cell(&self) -> &ArcSwap<Snapshot> {
+        &self.snapshot
+    }
+
+    /// Run a CLI/API command; writes are serialised and republish the
+    /// snapshot. Blocking (store I/O): from async code use `execute_async`.
+    pub fn execute(&self, command: &Command) -> Result<Value, Error> {
+        if !command.changes_serving() && !is_write(command) {
+            return ops::execute(&self.store, command);
+        }
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let result = ops::execute(&self.store, command);
+        if result.is_ok() && command.changes_serving() {
+            self.rebuild_locked()?;
+        }
+        result
+    }
+
+    /// `execute` on smol's blocking thread pool.
+    pub async fn execute_async(self: &Arc<Self>, command: Command) -> Result<Value, Error> {
+        let shared = self.clone();
+        smol::unblock(move || shared.execute(&command)).await
+    }
+
+    /// Run any other serialised write (e.g. the admin password), then
+    /// republish the snapshot.
+    pub fn write<T>(&self, f: impl FnOnce(&Store) -> Result<T, Error>) -> Result<T, Error> {
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let out = f(&self.store)?;
+        self.rebuild_locked()?;
+        Ok(out)
+    }
+
+    fn rebuild_locked(&self) -> Result<(), StoreError> {
+        let previous = self.snapshot.load_full();
+        let next = Snapshot::load(&self.store, Some(&previous))?;
+        self.snapshot.store(Arc::new(next));
+        Ok(())
+    }
+}
+
+fn is_write(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::RootsDelete { .. } | Command::RootsReset | Command::AdminPassword { .. }
+    )
+}
