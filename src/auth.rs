@@ -77,14 +77,20 @@ pub fn check_password(store: &Store, password: &str) -> Result<bool, Error> {
     };
     let record = String::from_utf8_lossy(&record);
     let mut parts = record.split('$');
-    let (Some("pbkdf2-sha256"), Some(iter), Some(salt), Some(hash), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some("pbkdf2-sha256"), Some(iter), Some(salt), Some(hash), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
         return Ok(false);
     };
-    let (Ok(iter), Ok(salt), Ok(hash)) =
-        (iter.parse::<u32>(), Base64::decode_vec(salt), Base64::decode_vec(hash))
-    else {
+    let (Ok(iter), Ok(salt), Ok(hash)) = (
+        iter.parse::<u32>(),
+        Base64::decode_vec(salt),
+        Base64::decode_vec(hash),
+    ) else {
         return Ok(false);
     };
     Ok(ring::pbkdf2::verify(
@@ -107,7 +113,10 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         assert!(!password_is_set(&store).unwrap());
         assert!(!check_password(&store, "whatever-long").unwrap());
-        assert_eq!(set_password(&store, "short").unwrap_err().code(), "bad-password");
+        assert_eq!(
+            set_password(&store, "short").unwrap_err().code(),
+            "bad-password"
+        );
         set_password(&store, "correct horse battery").unwrap();
         assert!(password_is_set(&store).unwrap());
         assert!(check_password(&store, "correct horse battery").unwrap());

@@ -81,6 +81,8 @@ pub enum Cmd {
         /// The SNI host name; omitted: a client sending no SNI.
         sni: Option<String>,
     },
+    /// Run the daemon: HTTPS admin, port 80, TLS forwards, control socket.
+    Serve(ServeArgs),
     /// Web admin settings.
     Admin {
         #[command(subcommand)]
@@ -169,6 +171,23 @@ pub enum RootsCmd {
     Reset,
 }
 
+/// `serve` options (each also settable in `--config FILE`; flags win).
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// HTTPS admin listener address, or `none` [default: 0.0.0.0:443].
+    #[arg(long)]
+    pub https: Option<String>,
+    /// Port-80 listener (ACME HTTP-01, redirect to HTTPS), or `none` [default: 0.0.0.0:80].
+    #[arg(long)]
+    pub http: Option<String>,
+    /// Extra TLS listener forwarding to a local TCP service (repeatable).
+    #[arg(long = "tls-forward", value_name = "LISTEN=TARGET")]
+    pub tls_forward: Vec<crate::serve::Forward>,
+    /// Config file with `https = ADDR`, `http = ADDR`, `tls-forward = L=T` lines.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
 /// `admin` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum AdminCmd {
@@ -252,6 +271,12 @@ fn read_box(path: &str) -> Result<Vec<u8>, Error> {
 /// Turn parsed arguments into a `Command` (reading input files).
 pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
     Ok(match cmd {
+        Cmd::Serve(_) => {
+            return Err(Error::BadName(
+                "serve".into(),
+                "serve is not a store command".into(),
+            ))
+        }
         Cmd::Tenant {
             command: TenantCmd::Add { name, dns },
         } => Command::TenantAdd { name, dns },
@@ -302,7 +327,11 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
         Cmd::StirShaken {
             command: StirCmd::Select { tenant },
         } => Command::StirShakenSelect { tenant },
-        Cmd::Admin { command: AdminCmd::Password } => Command::AdminPassword { password: read_password()? },
+        Cmd::Admin {
+            command: AdminCmd::Password,
+        } => Command::AdminPassword {
+            password: read_password()?,
+        },
     })
 }
 
@@ -447,18 +476,60 @@ pub fn render(command: &Command, v: &Value) -> String {
     }
 }
 
+/// Where a command ran: locally on the store, or in the running daemon.
+enum Ran {
+    Local(Store),
+    Daemon,
+}
+
+/// Run a command locally, or through the daemon's control socket when the
+/// daemon holds the store.
+fn execute(data_dir: &std::path::Path, command: &Command) -> Result<(Value, Ran), Error> {
+    match Store::open(data_dir) {
+        Ok(store) => {
+            let value = ops::execute(&store, command)?;
+            Ok((value, Ran::Local(store)))
+        }
+        Err(crate::store::StoreError::Locked(dir)) => {
+            match crate::control::request(data_dir, command) {
+                Ok(Ok(value)) => Ok((value, Ran::Daemon)),
+                Ok(Err(error)) => Err(Error::Remote(crate::control::RemoteError::from_json(
+                    &error,
+                ))),
+                Err(crate::control::ClientError::NoDaemon) => {
+                    Err(Error::Store(crate::store::StoreError::Locked(dir)))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Run the CLI for already-parsed arguments; returns the exit code.
 pub fn run(cli: Cli) -> i32 {
     let json = cli.json;
+    if let Cmd::Serve(args) = cli.command {
+        return run_serve(cli.data_dir, args, json);
+    }
     let result = to_command(cli.command).and_then(|command| {
-        let store = Store::open(&cli.data_dir)?;
-        let value = ops::execute(&store, &command)?;
-        Ok((command, value, store))
+        let (value, ran) = execute(&cli.data_dir, &command)?;
+        Ok((command, value, ran))
     });
     match result {
-        Ok((command, value, store)) => {
-            let extra = match command {
-                Command::Roots if !json => roots_note(&store),
+        Ok((command, value, ran)) => {
+            let extra = match (&command, ran) {
+                (Command::Roots, Ran::Local(store)) if !json => roots_note(&store),
+                (Command::Roots, Ran::Daemon) if !json => execute(&cli.data_dir, &Command::SystemShow)
+                    .ok()
+                    .filter(|(v, _)| v["roots_update_available"].as_bool() == Some(true))
+                    .map(|(v, _)| {
+                        format!(
+                            "note: this release bundles a newer Root CA list ({}); `pbx-certd roots reset` would update it\n",
+                            s(&v["bundled_roots_version"])
+                        )
+                    })
+                    .unwrap_or_default(),
                 _ => String::new(),
             };
             if json {
@@ -472,7 +543,7 @@ pub fn run(cli: Cli) -> i32 {
             if json {
                 println!("{}", e.to_json());
             }
-            eprintln!("pbx-certd: error [{}]: {e}", e.code());
+            eprintln!("pbx-certd: error [{}]: {e}", e.code_str());
             1
         }
     }
@@ -485,5 +556,102 @@ fn roots_note(store: &Store) -> String {
             crate::roots::bundled_version()
         ),
         _ => String::new(),
+    }
+}
+
+/// Read `key = value` lines of a serve config file.
+fn read_config(path: &std::path::Path, args: &mut ServeArgs) -> Result<(), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = line
+            .split_once('=')
+            .map(|(k, v)| (k.trim(), v.trim()))
+            .ok_or_else(|| format!("{}:{}: expected `key = value`", path.display(), n + 1))?;
+        match key {
+            "https" => {
+                args.https.get_or_insert_with(|| value.to_owned());
+            }
+            "http" => {
+                args.http.get_or_insert_with(|| value.to_owned());
+            }
+            "tls-forward" => args.tls_forward.push(
+                value
+                    .parse()
+                    .map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?,
+            ),
+            other => {
+                return Err(format!(
+                    "{}:{}: unknown setting `{other}`",
+                    path.display(),
+                    n + 1
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn listen_addr(value: Option<&str>, default: &str) -> Result<Option<std::net::SocketAddr>, String> {
+    match value.unwrap_or(default) {
+        "none" => Ok(None),
+        addr => addr
+            .parse()
+            .map(Some)
+            .map_err(|e| format!("bad listen address {addr}: {e}")),
+    }
+}
+
+fn run_serve(data_dir: PathBuf, mut args: ServeArgs, json: bool) -> i32 {
+    crate::logger::init();
+    let config = (|| {
+        if let Some(path) = args.config.clone() {
+            read_config(&path, &mut args)?;
+        }
+        Ok::<_, String>(crate::serve::ServeConfig {
+            data_dir,
+            https: listen_addr(args.https.as_deref(), "0.0.0.0:443")?,
+            http: listen_addr(args.http.as_deref(), "0.0.0.0:80")?,
+            forwards: args.tls_forward.clone(),
+        })
+    })();
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pbx-certd: {e}");
+            return 2;
+        }
+    };
+    let shutdown = async {
+        use async_signal::{Signal, Signals};
+        use smol::stream::StreamExt;
+        match Signals::new([Signal::Term, Signal::Int]) {
+            Ok(mut signals) => {
+                if let Some(Ok(sig)) = signals.next().await {
+                    log::info!("received {sig:?}");
+                }
+            }
+            Err(e) => {
+                log::error!("cannot watch signals ({e}); stop with SIGKILL");
+                smol::future::pending::<()>().await;
+            }
+        }
+    };
+    match crate::serve::run(config, shutdown) {
+        Ok(()) => 0,
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"error": {"code": e.code(), "message": e.to_string()}})
+                );
+            }
+            eprintln!("pbx-certd: error [{}]: {e}", e.code());
+            1
+        }
     }
 }

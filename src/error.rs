@@ -42,6 +42,8 @@ pub enum Error {
     NotServable(String),
     /// The admin password is not acceptable.
     BadPassword(String),
+    /// An error reported by the running daemon (code kept as it sent it).
+    Remote(crate::control::RemoteError),
 }
 
 impl Error {
@@ -62,12 +64,21 @@ impl Error {
             Error::ReadFailed(..) => "read-failed",
             Error::NotServable(_) => "not-servable",
             Error::BadPassword(_) => "bad-password",
+            Error::Remote(_) => "remote",
         }
     }
 
     /// `{"error":{"code","message"}}`.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}})
+        serde_json::json!({"error": {"code": self.code_str(), "message": self.to_string()}})
+    }
+
+    /// The code, including one relayed from the daemon.
+    pub fn code_str(&self) -> &str {
+        match self {
+            Error::Remote(r) => &r.code,
+            other => other.code(),
+        }
     }
 
     pub(crate) fn bad_name(name: &str, why: NameError) -> Error {
@@ -101,6 +112,7 @@ impl core::fmt::Display for Error {
             Error::LimitExceeded(what) => f.write_str(what),
             Error::ReadFailed(path, why) => write!(f, "cannot read {path}: {why}"),
             Error::BadPassword(why) => f.write_str(why),
+            Error::Remote(r) => f.write_str(&r.message),
             Error::NotServable(id) => write!(
                 f,
                 "certificate {id} is not a server or domain certificate and cannot serve TLS"

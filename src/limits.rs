@@ -48,3 +48,29 @@ pub const MAX_PASSWORD_LEN: usize = 256;
 /// PBKDF2-HMAC-SHA256 iterations for the admin password: ~0.1 s on a
 /// Cortex-A53, slow enough for a stolen store, fast enough for a login.
 pub const PBKDF2_ITERATIONS: u32 = 100_000;
+
+/// Largest control-socket request or reply: an import of two 1 MiB boxes,
+/// Base64-encoded in JSON, plus room; also bounds `certs --json` replies.
+pub const MAX_CONTROL_REQUEST_BYTES: usize = 8 * 1024 * 1024;
+
+/// How long the CLI waits for the daemon's reply (an import with a full
+/// snapshot rebuild of thousands of certificates takes well under this).
+pub const CONTROL_CLIENT_TIMEOUT_SECS: u64 = 120;
+
+/// Most simultaneous TCP connections over all listeners: bounds memory on a
+/// small appliance (each TLS connection costs ~40 KiB of buffers).
+pub const MAX_CONNECTIONS: usize = 512;
+
+/// Longest time a TLS handshake may take before the connection is dropped,
+/// so half-open or slow clients cannot hold connection slots.
+pub const TLS_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
+
+/// How long a `--tls-forward` connection to its local target may take.
+pub const FORWARD_CONNECT_TIMEOUT_SECS: u64 = 5;
+
+/// After SIGTERM/SIGINT, how long open connections get to finish.
+pub const SHUTDOWN_GRACE_SECS: u64 = 5;
+
+/// Validity of the first-start self-signed certificate (825 days, the most
+/// Apple platforms accept); it is regenerated at start once expired.
+pub const SELF_SIGNED_DAYS: i64 = 825;

@@ -40,9 +40,11 @@ pub enum Command {
     },
     /// `system show`
     SystemShow,
-    /// `import --cert FILE [--key FILE] [--kind K]`
+    /// `import --cert FILE [--key FILE] [--kind K]` (boxes travel as Base64)
     Import {
+        #[serde(with = "b64")]
         cert: Vec<u8>,
+        #[serde(with = "b64_opt", default)]
         key: Option<Vec<u8>>,
         kind: KindRequest,
     },
@@ -66,6 +68,43 @@ pub enum Command {
     StirShakenSelect { tenant: String },
     /// `admin password` (the password read from the terminal or stdin)
     AdminPassword { password: String },
+}
+
+/// Bytes as a Base64 string in JSON (compact on the control socket).
+mod b64 {
+    use base64ct::{Base64, Encoding};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&Base64::encode_string(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        Base64::decode_vec(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `Option` of `b64`.
+mod b64_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(b) => super::b64::serialize(b, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        use base64ct::{Base64, Encoding};
+        match Option::<String>::deserialize(d)? {
+            Some(text) => Base64::decode_vec(&text)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
+    }
 }
 
 impl Command {

@@ -123,6 +123,8 @@ pub trait Kv: Send + Sync {
     fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<Entry>, StoreError>;
     /// Apply all ops atomically and durably, or none.
     fn apply(&self, ops: &[Op]) -> Result<(), StoreError>;
+    /// Make everything durable (at shutdown).
+    fn flush(&self) -> Result<(), StoreError>;
 }
 
 /// sled behind `Kv`.
@@ -225,6 +227,10 @@ impl Kv for SledKv {
         result.map_err(|e| backend(format!("{e:?}")))?;
         self.db.flush().map_err(backend)?;
         Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(backend)
     }
 }
 
@@ -345,6 +351,11 @@ impl Store {
             return Ok(());
         }
         self.kv.apply(&batch.ops)
+    }
+
+    /// Make everything durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.kv.flush()
     }
 
     /// All tenants, by name.
@@ -562,12 +573,17 @@ impl Batch {
 
     /// Store a raw setting.
     pub fn put_setting(&mut self, name: &str, value: &[u8]) {
-        self.ops.push(Op::Put(Tree::Settings, name.as_bytes().to_vec(), value.to_vec()));
+        self.ops.push(Op::Put(
+            Tree::Settings,
+            name.as_bytes().to_vec(),
+            value.to_vec(),
+        ));
     }
 
     /// Remove a raw setting.
     pub fn delete_setting(&mut self, name: &str) {
-        self.ops.push(Op::Delete(Tree::Settings, name.as_bytes().to_vec()));
+        self.ops
+            .push(Op::Delete(Tree::Settings, name.as_bytes().to_vec()));
     }
 
     /// Record the next import sequence number.

@@ -1,0 +1,477 @@
+//! `pbx-certd serve`: the appliance service.
+//!
+//! Why: one smol runtime drives the store, the SNI snapshot, the HTTPS admin
+//! listener, the port-80 listener (ACME HTTP-01, redirect), `--tls-forward`
+//! listeners (TLS in front of local services such as SIP on 5060) and the
+//! control socket the CLI uses while the daemon holds the store.
+//!
+//! What must hold: every connection is its own task on one `LocalExecutor`
+//! (picoserve handlers are `!Send`), so a slow or idle client never blocks
+//! another; store I/O runs on smol's blocking pool; total connections are
+//! bounded (`MAX_CONNECTIONS`); a failed handshake is logged and the process
+//! lives on; SIGTERM/SIGINT stop accepting, give open connections
+//! `SHUTDOWN_GRACE_SECS`, then flush the store and remove the socket.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_rustls::TlsAcceptor;
+use smol::future::FutureExt as _;
+use smol::io::AsyncWriteExt;
+use smol::net::{TcpListener, TcpStream};
+use smol::LocalExecutor;
+
+use crate::certs;
+use crate::clock;
+use crate::daemon::Shared;
+use crate::limits::{
+    FORWARD_CONNECT_TIMEOUT_SECS, MAX_CONNECTIONS, SELF_SIGNED_DAYS, SHUTDOWN_GRACE_SECS,
+    TLS_HANDSHAKE_TIMEOUT_SECS,
+};
+use crate::pki::{Kind, KindRequest};
+use crate::store::{Source, Store, StoreError};
+
+/// One `--tls-forward LISTEN=TARGET`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    /// Where TLS clients connect.
+    pub listen: SocketAddr,
+    /// The local plain-TCP service that gets the decrypted stream.
+    pub target: SocketAddr,
+}
+
+impl std::str::FromStr for Forward {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Forward, String> {
+        let (listen, target) = s.split_once('=').ok_or_else(|| {
+            format!("expected LISTEN=TARGET, e.g. 0.0.0.0:5061=127.0.0.1:5060, got {s}")
+        })?;
+        Ok(Forward {
+            listen: listen
+                .trim()
+                .parse()
+                .map_err(|e| format!("bad listen address {listen}: {e}"))?,
+            target: target
+                .trim()
+                .parse()
+                .map_err(|e| format!("bad target address {target}: {e}"))?,
+        })
+    }
+}
+
+/// What `serve` runs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Data directory (the store and the control socket).
+    pub data_dir: PathBuf,
+    /// HTTPS admin listener; `None` disables it.
+    pub https: Option<SocketAddr>,
+    /// Port-80 listener; `None` disables it.
+    pub http: Option<SocketAddr>,
+    /// Extra TLS listeners forwarding to local services.
+    pub forwards: Vec<Forward>,
+}
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug)]
+pub enum ServeError {
+    /// The store could not be opened (e.g. another daemon holds it).
+    Store(StoreError),
+    /// A listener could not be bound.
+    Bind(String, std::io::Error),
+    /// The first-start certificate could not be made.
+    SelfSigned(String),
+    /// The TLS configuration was refused by rustls.
+    Tls(rustls::Error),
+}
+
+impl core::fmt::Display for ServeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ServeError::Store(e) => e.fmt(f),
+            ServeError::Bind(what, e) => write!(f, "cannot listen on {what}: {e}"),
+            ServeError::SelfSigned(e) => {
+                write!(f, "cannot create the self-signed certificate: {e}")
+            }
+            ServeError::Tls(e) => write!(f, "TLS configuration refused: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {}
+
+impl ServeError {
+    /// Stable code (for the CLI's error line).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ServeError::Store(e) => e.code(),
+            ServeError::Bind(..) => "bind-failed",
+            ServeError::SelfSigned(_) => "self-signed-failed",
+            ServeError::Tls(_) => "tls-config",
+        }
+    }
+}
+
+impl From<StoreError> for ServeError {
+    fn from(e: StoreError) -> ServeError {
+        ServeError::Store(e)
+    }
+}
+
+/// The host name for the first-start certificate: the system DNS name, else
+/// the kernel's host name, else `pbx.local`.
+fn self_signed_name(store: &Store) -> Result<String, StoreError> {
+    if let Some(dns) = store.system()?.dns {
+        return Ok(dns);
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    Ok(crate::names::normalize(host.trim(), false).unwrap_or_else(|_| "pbx.local".into()))
+}
+
+/// First start (or every valid server certificate gone): make a self-signed
+/// server certificate so the admin page is reachable over HTTPS at once.
+pub fn ensure_self_signed(store: &Store) -> Result<Option<String>, ServeError> {
+    let now = clock::now();
+    let has_server = store
+        .certs()?
+        .iter()
+        .any(|c| c.kind == Kind::Server && c.not_after > now);
+    if has_server {
+        return Ok(None);
+    }
+    let name = self_signed_name(store)?;
+    let fail = |e: &dyn core::fmt::Display| ServeError::SelfSigned(e.to_string());
+    let key = rcgen::KeyPair::generate().map_err(|e| fail(&e))?;
+    let mut params = rcgen::CertificateParams::new(vec![name.clone()]).map_err(|e| fail(&e))?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name.as_str());
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "pbx-certd self-signed");
+    let start = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let days = u64::try_from(SELF_SIGNED_DAYS).unwrap_or(1);
+    params.not_before = start.into();
+    params.not_after = (start + Duration::from_secs(days * 86_400)).into();
+    let cert = params.self_signed(&key).map_err(|e| fail(&e))?;
+    let imported = certs::import(
+        store,
+        cert.pem().as_bytes(),
+        Some(key.serialize_pem().as_bytes()),
+        KindRequest::Server,
+        Source::SelfSigned,
+    )
+    .map_err(|e| fail(&e))?;
+    log::info!("created self-signed certificate {} for {name}", imported.id);
+    Ok(Some(imported.id))
+}
+
+/// Counts open connections; the guard decrements on drop.
+#[derive(Clone, Default)]
+struct Slots(Rc<Cell<usize>>);
+
+struct Slot(Rc<Cell<usize>>);
+
+impl Slots {
+    fn take(&self) -> Option<Slot> {
+        let n = self.0.get();
+        if n >= MAX_CONNECTIONS {
+            return None;
+        }
+        self.0.set(n + 1);
+        Some(Slot(self.0.clone()))
+    }
+
+    fn open(&self) -> usize {
+        self.0.get()
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, ServeError> {
+    // std bind, then hand to smol: same socket options, synchronous errors.
+    let std = std::net::TcpListener::bind(addr)
+        .map_err(|e| ServeError::Bind(format!("{what} {addr}"), e))?;
+    TcpListener::try_from(std).map_err(|e| ServeError::Bind(format!("{what} {addr}"), e))
+}
+
+async fn with_timeout<T>(secs: u64, f: impl Future<Output = T>) -> Option<T> {
+    async { Some(f.await) }
+        .or(async {
+            smol::Timer::after(Duration::from_secs(secs)).await;
+            None
+        })
+        .await
+}
+
+async fn tls_accept(
+    acceptor: &TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) -> Option<futures_rustls::server::TlsStream<TcpStream>> {
+    match with_timeout(TLS_HANDSHAKE_TIMEOUT_SECS, acceptor.accept(tcp)).await {
+        Some(Ok(tls)) => Some(tls),
+        Some(Err(e)) => {
+            log::info!("TLS handshake with {peer} failed: {e}");
+            None
+        }
+        None => {
+            log::debug!("TLS handshake with {peer} timed out");
+            None
+        }
+    }
+}
+
+/// Pipe a TLS client to a local plain-TCP target until both sides close.
+async fn forward(
+    tls: futures_rustls::server::TlsStream<TcpStream>,
+    target: SocketAddr,
+    peer: SocketAddr,
+) {
+    let upstream =
+        match with_timeout(FORWARD_CONNECT_TIMEOUT_SECS, TcpStream::connect(target)).await {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                log::warn!("forward for {peer}: cannot connect to {target}: {e}");
+                return;
+            }
+            None => {
+                log::warn!("forward for {peer}: connecting to {target} timed out");
+                return;
+            }
+        };
+    let (tls_read, mut tls_write) = smol::io::split(tls);
+    let mut up_write = upstream.clone();
+    let to_target = async {
+        let _ = smol::io::copy(tls_read, &mut up_write).await;
+        let _ = up_write.shutdown(std::net::Shutdown::Write);
+    };
+    let to_client = async {
+        let _ = smol::io::copy(upstream, &mut tls_write).await;
+        let _ = tls_write.close().await;
+    };
+    smol::future::zip(to_target, to_client).await;
+}
+
+/// Run the daemon until `shutdown` completes.
+pub fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    let store = Store::open(&config.data_dir)?;
+    ensure_self_signed(&store)?;
+    let setup_needed =
+        !crate::auth::password_is_set(&store).map_err(|e| ServeError::SelfSigned(e.to_string()))?;
+    let shared = Shared::new(store)?;
+    if setup_needed {
+        let token =
+            crate::auth::random_token(18).map_err(|e| ServeError::SelfSigned(e.to_string()))?;
+        log::warn!(
+            "no admin password is set: log in to the web admin once with setup-token={token} and choose one \
+             (or run `pbx-certd admin password`)"
+        );
+        *shared.setup_token.lock().unwrap_or_else(|p| p.into_inner()) = Some(token);
+    }
+    let ex = LocalExecutor::new();
+    let result = smol::block_on(ex.run(serve_all(&ex, &config, shared.clone(), shutdown)));
+    // Let open connections finish, bounded.
+    smol::block_on(ex.run(async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(SHUTDOWN_GRACE_SECS);
+        while !ex.is_empty() && std::time::Instant::now() < deadline {
+            smol::Timer::after(Duration::from_millis(50)).await;
+        }
+    }));
+    drop(ex);
+    let _ = std::fs::remove_file(crate::control::socket_path(&config.data_dir));
+    shared.store().flush()?;
+    log::info!("stopped");
+    result
+}
+
+async fn serve_all(
+    ex: &LocalExecutor<'_>,
+    config: &ServeConfig,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let slots = Slots::default();
+    let mut ready = Vec::new();
+    let mut loops: Vec<std::pin::Pin<Box<dyn Future<Output = ()> + '_>>> = Vec::new();
+
+    let https_port = config.https.map_or(443, |a| a.port());
+    if let Some(addr) = config.https {
+        let listener = bind(addr, "https")?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| ServeError::Bind(addr.to_string(), e))?;
+        ready.push(format!("https={local}"));
+        let tls =
+            crate::tls::server_config(shared.clone(), &[b"http/1.1"]).map_err(ServeError::Tls)?;
+        let acceptor = TlsAcceptor::from(tls);
+        let (shared, slots) = (shared.clone(), slots.clone());
+        loops.push(Box::pin(accept_loop(
+            listener,
+            slots,
+            move |tcp, peer, slot| {
+                let (acceptor, shared) = (acceptor.clone(), shared.clone());
+                ex.spawn(async move {
+                    let _slot = slot;
+                    if let Some(tls) = tls_accept(&acceptor, tcp, peer).await {
+                        interim_https(shared, tls, peer).await;
+                    }
+                })
+                .detach();
+            },
+        )));
+    }
+    if let Some(addr) = config.http {
+        let listener = bind(addr, "http")?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| ServeError::Bind(addr.to_string(), e))?;
+        ready.push(format!("http={local}"));
+        let (shared, slots) = (shared.clone(), slots.clone());
+        loops.push(Box::pin(accept_loop(
+            listener,
+            slots,
+            move |tcp, _peer, slot| {
+                let shared = shared.clone();
+                ex.spawn(async move {
+                    let _slot = slot;
+                    interim_http(shared, tcp, https_port).await;
+                })
+                .detach();
+            },
+        )));
+    }
+    for fwd in &config.forwards {
+        let listener = bind(fwd.listen, "tls-forward")?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| ServeError::Bind(fwd.listen.to_string(), e))?;
+        ready.push(format!("forward={local}->{}", fwd.target));
+        let acceptor = TlsAcceptor::from(
+            crate::tls::server_config(shared.clone(), &[]).map_err(ServeError::Tls)?,
+        );
+        let target = fwd.target;
+        loops.push(Box::pin(accept_loop(
+            listener,
+            slots.clone(),
+            move |tcp, peer, slot| {
+                let acceptor = acceptor.clone();
+                ex.spawn(async move {
+                    let _slot = slot;
+                    if let Some(tls) = tls_accept(&acceptor, tcp, peer).await {
+                        forward(tls, target, peer).await;
+                    }
+                })
+                .detach();
+            },
+        )));
+    }
+    let control = crate::control::bind(&config.data_dir).map_err(|e| {
+        ServeError::Bind(
+            format!("control socket in {}", config.data_dir.display()),
+            e,
+        )
+    })?;
+    {
+        let shared = shared.clone();
+        loops.push(Box::pin(async move {
+            loop {
+                match control.accept().await {
+                    Ok((stream, _)) => {
+                        ex.spawn(crate::control::serve_connection(shared.clone(), stream))
+                            .detach();
+                    }
+                    Err(e) => {
+                        log::warn!("control socket: {e}");
+                        smol::Timer::after(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }));
+    }
+    let snapshot = shared.snapshot();
+    log::info!(
+        "ready: {} ({} certificates to serve, data dir {})",
+        ready.join(" "),
+        snapshot.len(),
+        config.data_dir.display()
+    );
+    let all = async {
+        let mut loops = loops;
+        smol::future::poll_fn(|cx| {
+            for l in loops.iter_mut() {
+                let _ = l.as_mut().poll(cx);
+            }
+            std::task::Poll::<()>::Pending
+        })
+        .await;
+    };
+    all.or(shutdown).await;
+    log::info!(
+        "shutting down: no new connections; {} still open",
+        slots.open()
+    );
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    slots: Slots,
+    on_conn: impl Fn(TcpStream, SocketAddr, Slot),
+) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => match slots.take() {
+                Some(slot) => {
+                    let _ = tcp.set_nodelay(true);
+                    on_conn(tcp, peer, slot);
+                }
+                None => log::warn!("connection limit ({MAX_CONNECTIONS}) reached; dropping {peer}"),
+            },
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                log::warn!("accept failed: {e}");
+                smol::Timer::after(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+// INTERIM until src/http lands: minimal responders so the TLS path is testable.
+async fn interim_https(
+    _shared: Arc<Shared>,
+    mut tls: futures_rustls::server::TlsStream<TcpStream>,
+    _peer: SocketAddr,
+) {
+    use smol::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let _ = tls.read(&mut buf).await;
+    let body = "pbx-certd\n";
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tls.write_all(resp.as_bytes()).await;
+    let _ = tls.close().await;
+}
+
+async fn interim_http(_shared: Arc<Shared>, mut tcp: TcpStream, https_port: u16) {
+    use smol::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let _ = tcp.read(&mut buf).await;
+    let resp = format!(
+        "HTTP/1.1 308 Permanent Redirect\r\nLocation: https://localhost:{https_port}/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let _ = tcp.write_all(resp.as_bytes()).await;
+}
