@@ -1,0 +1,600 @@
+//! The daemon end to end: `pbx-certd serve` on loopback ports, real TLS
+//! clients (rustls in-process, `openssl s_client`, `curl --resolve`) checking
+//! which leaf each SNI gets, live CLI changes through the control socket,
+//! `--tls-forward` to a local echo service, and a clean SIGTERM shutdown.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pbx-certd");
+
+fn sha256_hex(der: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+struct Daemon {
+    child: Child,
+    dir: Option<tempfile::TempDir>,
+    https: SocketAddr,
+    http: SocketAddr,
+    forward: Option<SocketAddr>,
+    log: mpsc::Receiver<String>,
+    startup: Vec<String>,
+}
+
+impl Daemon {
+    fn start(dir: tempfile::TempDir, forward_target: Option<SocketAddr>) -> Daemon {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--data-dir").arg(dir.path()).args([
+            "serve",
+            "--https",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ]);
+        if let Some(target) = forward_target {
+            cmd.arg("--tls-forward")
+                .arg(format!("127.0.0.1:0={target}"));
+        }
+        let mut child = cmd
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut startup = Vec::new();
+        let ready = loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("daemon did not log `ready` in time");
+            if line.contains("ready:") {
+                break line;
+            }
+            startup.push(line);
+        };
+        let field = |name: &str| -> Option<SocketAddr> {
+            ready
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .map(|a| a.split("->").next().unwrap().parse().unwrap())
+        };
+        Daemon {
+            https: field("https=").unwrap(),
+            http: field("http=").unwrap(),
+            forward: field("forward="),
+            child,
+            dir: Some(dir),
+            log: rx,
+            startup,
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        cli(self.dir.as_ref().unwrap().path(), args)
+    }
+
+    fn stop(mut self) -> (std::process::ExitStatus, Vec<String>, tempfile::TempDir) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        let mut lines = std::mem::take(&mut self.startup);
+        lines.extend(self.log.try_iter());
+        (status, lines, self.dir.take().unwrap())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json(out: &(i32, String, String)) -> serde_json::Value {
+    assert_eq!(out.0, 0, "command failed: {}", out.2);
+    serde_json::from_str(&out.1).unwrap()
+}
+
+/// A CA, plus leaf certificates it signs, written as PEM files.
+struct Pki {
+    ca_key: rcgen::KeyPair,
+    ca: rcgen::Certificate,
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Pki {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Daemon Test Root");
+        let ca = params.self_signed(&ca_key).unwrap();
+        std::fs::write(dir.join("root.pem"), ca.pem()).unwrap();
+        Pki {
+            ca_key,
+            ca,
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// Writes `<file>.pem` and `<file>.key`; returns the leaf's ID.
+    fn leaf(&self, file: &str, names: &[&str]) -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let cert = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &self.ca, &self.ca_key)
+            .unwrap();
+        std::fs::write(self.dir.join(format!("{file}.pem")), cert.pem()).unwrap();
+        std::fs::write(self.dir.join(format!("{file}.key")), key.serialize_pem()).unwrap();
+        sha256_hex(cert.der())
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).to_string_lossy().into_owned()
+    }
+}
+
+/// Records the presented leaf and accepts it (we test choice, not trust).
+#[derive(Debug)]
+struct Capture(std::sync::Mutex<Option<Vec<u8>>>);
+
+impl ServerCertVerifier for Capture {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        *self.0.lock().unwrap() = Some(end_entity.to_vec());
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Handshake with `sni` (None: an IP address, so rustls sends no SNI); the
+/// ID of the presented leaf, or the handshake error.
+fn presented(addr: SocketAddr, sni: Option<&str>) -> Result<String, String> {
+    presented_stream(addr, sni).map(|(id, _)| id)
+}
+
+fn presented_stream(
+    addr: SocketAddr,
+    sni: Option<&str>,
+) -> Result<
+    (
+        String,
+        rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    ),
+    String,
+> {
+    let capture = Arc::new(Capture(std::sync::Mutex::new(None)));
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(capture.clone())
+    .with_no_client_auth();
+    let name = match sni {
+        Some(s) => ServerName::try_from(s.to_string()).unwrap(),
+        None => ServerName::IpAddress(addr.ip().into()),
+    };
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn
+            .complete_io(&mut tls.sock)
+            .map_err(|e| e.to_string())?;
+    }
+    let der = capture.0.lock().unwrap().clone().ok_or("no certificate")?;
+    Ok((sha256_hex(&der), tls))
+}
+
+#[test]
+fn sni_choice_over_real_handshakes_and_live_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let pki = Pki::new(files.path());
+    let domain = pki.leaf("domain", &["pbx.acme.test"]);
+    let exact = pki.leaf("exact", &["sip.example.test"]);
+    let wild = pki.leaf("wild", &["*.example.test"]);
+    let d = dir.path();
+    assert_eq!(cli(d, &["import", "--cert", &pki.path("root.pem")]).0, 0);
+    assert_eq!(
+        cli(d, &["tenant", "add", "acme", "--dns", "pbx.acme.test"]).0,
+        0
+    );
+    for f in ["domain", "exact", "wild"] {
+        let out = cli(
+            d,
+            &[
+                "import",
+                "--cert",
+                &pki.path(&format!("{f}.pem")),
+                "--key",
+                &pki.path(&format!("{f}.key")),
+            ],
+        );
+        assert_eq!(out.0, 0, "{}", out.2);
+    }
+    let daemon = Daemon::start(dir, None);
+    let default = json(&daemon.cli(&["resolve", "--json"]));
+    assert_eq!(default["match"], "default");
+
+    assert_eq!(
+        presented(daemon.https, Some("pbx.acme.test")).unwrap(),
+        domain
+    );
+    assert_eq!(
+        presented(daemon.https, Some("PBX.ACME.TEST")).unwrap(),
+        domain
+    );
+    assert_eq!(
+        presented(daemon.https, Some("sip.example.test")).unwrap(),
+        exact
+    );
+    assert_eq!(
+        presented(daemon.https, Some("other.example.test")).unwrap(),
+        wild
+    );
+    let unknown = presented(daemon.https, Some("nobody.invalid")).unwrap();
+    assert_eq!(unknown, default["id"].as_str().unwrap());
+    assert_eq!(presented(daemon.https, None).unwrap(), unknown);
+
+    // A change through the CLI (control socket) is served on the next handshake.
+    let newer = pki.leaf("newer", &["pbx.acme.test"]);
+    let out = daemon.cli(&[
+        "import",
+        "--cert",
+        &pki.path("newer.pem"),
+        "--key",
+        &pki.path("newer.key"),
+        "--json",
+    ]);
+    assert_eq!(json(&out)["id"], newer.as_str());
+    let now_served = presented(daemon.https, Some("pbx.acme.test")).unwrap();
+    assert!(now_served == newer || now_served == domain);
+    assert_eq!(daemon.cli(&["cert", "delete", &domain]).0, 0);
+    assert_eq!(
+        presented(daemon.https, Some("pbx.acme.test")).unwrap(),
+        newer
+    );
+    assert_eq!(daemon.cli(&["cert", "delete", &exact]).0, 0);
+    assert_eq!(
+        presented(daemon.https, Some("sip.example.test")).unwrap(),
+        wild
+    );
+
+    // The same answers through the control socket as `resolve` gives.
+    let r = json(&daemon.cli(&["resolve", "sip.example.test", "--json"]));
+    assert_eq!(r["id"], wild.as_str());
+    assert_eq!(r["match"], "server");
+
+    // Errors keep their codes through the socket.
+    let out = daemon.cli(&["tenant", "remove", "nosuch", "--json"]);
+    assert_eq!(out.0, 1);
+    let v: serde_json::Value = serde_json::from_str(&out.1).unwrap();
+    assert_eq!(v["error"]["code"], "no-such-tenant");
+
+    let (status, lines, dir) = daemon.stop();
+    assert!(status.success(), "exit {status:?}: {lines:?}");
+    assert!(!dir.path().join("control.sock").exists());
+    // The store is intact and free again after shutdown.
+    let certs = json(&cli(dir.path(), &["certs", "--json"]));
+    let ids: Vec<&str> = certs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&newer.as_str()) && !ids.contains(&domain.as_str()));
+}
+
+#[test]
+fn first_start_self_signed_then_real_server_cert_becomes_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let pki = Pki::new(files.path());
+    let daemon = Daemon::start(dir, None);
+    let certs = json(&daemon.cli(&["certs", "--json"]));
+    let certs = certs.as_array().unwrap();
+    assert_eq!(certs.len(), 1);
+    assert_eq!(certs[0]["source"], "self-signed");
+    let self_signed = certs[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(presented(daemon.https, None).unwrap(), self_signed);
+    let real = pki.leaf("real", &["pbx.example.test"]);
+    assert_eq!(
+        daemon.cli(&["import", "--cert", &pki.path("root.pem")]).0,
+        0
+    );
+    let out = daemon.cli(&[
+        "import",
+        "--cert",
+        &pki.path("real.pem"),
+        "--key",
+        &pki.path("real.key"),
+    ]);
+    assert_eq!(out.0, 0, "{}", out.2);
+    assert_eq!(presented(daemon.https, None).unwrap(), real);
+    // The setup token was logged because no admin password is set.
+    let (_, lines, _) = daemon.stop();
+    assert!(
+        lines.iter().any(|l| l.contains("setup-token=")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn nothing_to_serve_fails_the_handshake_and_the_daemon_lives_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir, None);
+    let certs = json(&daemon.cli(&["certs", "--json"]));
+    let id = certs[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(daemon.cli(&["cert", "delete", &id]).0, 0);
+    assert_eq!(json(&daemon.cli(&["resolve", "--json"]))["match"], "none");
+    assert!(presented(daemon.https, Some("any.example.test")).is_err());
+    assert!(presented(daemon.https, None).is_err());
+    // Still alive and answering.
+    assert_eq!(daemon.cli(&["tenant", "list", "--json"]).1.trim(), "[]");
+}
+
+#[test]
+fn openssl_and_curl_see_the_chosen_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let pki = Pki::new(files.path());
+    pki.leaf("t1", &["pbx.one.test"]);
+    pki.leaf("t2", &["pbx.two.test"]);
+    let d = dir.path();
+    assert_eq!(cli(d, &["import", "--cert", &pki.path("root.pem")]).0, 0);
+    assert_eq!(
+        cli(d, &["tenant", "add", "one", "--dns", "pbx.one.test"]).0,
+        0
+    );
+    assert_eq!(
+        cli(d, &["tenant", "add", "two", "--dns", "pbx.two.test"]).0,
+        0
+    );
+    for f in ["t1", "t2"] {
+        assert_eq!(
+            cli(
+                d,
+                &[
+                    "import",
+                    "--cert",
+                    &pki.path(&format!("{f}.pem")),
+                    "--key",
+                    &pki.path(&format!("{f}.key"))
+                ]
+            )
+            .0,
+            0
+        );
+    }
+    let daemon = Daemon::start(dir, None);
+    for (sni, cn) in [
+        ("pbx.one.test", "pbx.one.test"),
+        ("pbx.two.test", "pbx.two.test"),
+    ] {
+        let out = Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &daemon.https.to_string(),
+                "-servername",
+                sni,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .expect("openssl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let subject_line = text
+            .lines()
+            .find(|l| l.contains("DNS:") || l.starts_with("subject="))
+            .unwrap_or("");
+        // rcgen leaves the subject empty; the SAN shows in the -text output.
+        let pem_start = text
+            .find("-----BEGIN CERTIFICATE-----")
+            .expect("no certificate printed");
+        let pem_end =
+            text.find("-----END CERTIFICATE-----").unwrap() + "-----END CERTIFICATE-----".len();
+        let mut x509 = Command::new("openssl")
+            .args(["x509", "-noout", "-ext", "subjectAltName"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        x509.stdin
+            .take()
+            .unwrap()
+            .write_all(&text.as_bytes()[pem_start..pem_end])
+            .unwrap();
+        let san = String::from_utf8(x509.wait_with_output().unwrap().stdout).unwrap();
+        assert!(
+            san.contains(&format!("DNS:{cn}")),
+            "sni {sni}: {san} ({subject_line})"
+        );
+
+        // curl with the test root as CA: verification by name succeeds only
+        // if the right certificate is served.
+        let port = daemon.https.port();
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{ssl_verify_result}",
+                "--cacert",
+                &pki.path("root.pem"),
+            ])
+            .arg("--resolve")
+            .arg(format!("{sni}:{port}:127.0.0.1"))
+            .arg(format!("https://{sni}:{port}/"))
+            .output()
+            .expect("curl");
+        assert!(
+            out.status.success(),
+            "curl {sni}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "0");
+    }
+    // Port 80 redirects to HTTPS.
+    let mut tcp = TcpStream::connect(daemon.http).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.write_all(b"GET /admin HTTP/1.1\r\nHost: pbx.one.test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    let _ = tcp.read_to_string(&mut resp);
+    let status = resp.lines().next().unwrap_or("");
+    assert!(
+        status.contains(" 301 ") || status.contains(" 308 "),
+        "{resp}"
+    );
+    assert!(
+        resp.to_ascii_lowercase().contains("location: https://"),
+        "{resp}"
+    );
+}
+
+fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if stream.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn tls_forward_serves_tenant_cert_and_echoes_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let pki = Pki::new(files.path());
+    let sip = pki.leaf("sip", &["sip.acme.test"]);
+    let d = dir.path();
+    assert_eq!(cli(d, &["import", "--cert", &pki.path("root.pem")]).0, 0);
+    assert_eq!(
+        cli(d, &["tenant", "add", "acme", "--dns", "sip.acme.test"]).0,
+        0
+    );
+    assert_eq!(
+        cli(
+            d,
+            &[
+                "import",
+                "--cert",
+                &pki.path("sip.pem"),
+                "--key",
+                &pki.path("sip.key")
+            ]
+        )
+        .0,
+        0
+    );
+    let target = echo_server();
+    let daemon = Daemon::start(dir, Some(target));
+    let fwd = daemon.forward.expect("forward listener");
+
+    // A stalled client: TCP connected, no ClientHello; must not block others.
+    let _stalled = TcpStream::connect(fwd).unwrap();
+    // One that finished its handshake and then goes quiet.
+    let (_, _quiet) = presented_stream(fwd, Some("sip.acme.test")).unwrap();
+
+    let threads: Vec<_> = (0..16)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let (id, mut tls) = presented_stream(fwd, Some("sip.acme.test")).unwrap();
+                let msg = format!("REGISTER sip:acme {i}\r\n");
+                tls.write_all(msg.as_bytes()).unwrap();
+                tls.flush().unwrap();
+                let mut got = vec![0u8; msg.len()];
+                tls.read_exact(&mut got).unwrap();
+                (id, String::from_utf8(got).unwrap(), msg)
+            })
+        })
+        .collect();
+    for t in threads {
+        let (id, got, msg) = t.join().unwrap();
+        assert_eq!(id, sip);
+        assert_eq!(got, msg);
+    }
+}
