@@ -366,9 +366,7 @@ fn list(v: &Value) -> String {
 pub fn render(command: &Command, v: &Value) -> String {
     let rows = || v.as_array().cloned().unwrap_or_default();
     match command {
-        Command::TenantAdd { .. } => {
-            format!("tenant {} added ({})\n", s(&v["name"]), list(&v["dns"]))
-        }
+        Command::TenantAdd { name, dns } => format!("tenant {name} added ({})\n", dns.join(", ")),
         Command::TenantList => {
             let mut out = String::new();
             for t in rows() {

@@ -140,8 +140,8 @@ fn ok() -> Value {
 pub fn execute(store: &Store, command: &Command) -> Result<Value, Error> {
     match command {
         Command::TenantAdd { name, dns } => {
-            let t = tenant::add(store, name, dns)?;
-            Ok(json!({"name": t.name, "dns": t.dns}))
+            tenant::add(store, name, dns)?;
+            Ok(ok())
         }
         Command::TenantList => Ok(serde_json::to_value(store.tenants()?).unwrap_or_default()),
         Command::TenantRemove { name } => tenant::remove(store, name).map(|()| ok()),
