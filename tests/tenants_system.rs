@@ -1,0 +1,259 @@
+//! `tenant add/list/remove` and `system set/show`, including the default cert.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn tenant_list(pbx: &Pbx) -> Vec<Value> {
+    as_array(pbx.ok(&["tenant", "list"]))
+}
+
+#[test]
+fn tenant_add_and_list() {
+    let pbx = Pbx::new();
+    assert_eq!(pbx.ok(&["tenant", "list"]), json!([]));
+    pbx.tenant_add("acme", &["pbx.acme.example.com", "sip.acme.example.com"]);
+    pbx.tenant_add("globex", &["pbx.globex.example.com"]);
+    let list = tenant_list(&pbx);
+    assert_eq!(list.len(), 2);
+    let acme = list
+        .iter()
+        .find(|t| t["name"] == "acme")
+        .expect("acme listed");
+    let mut dns = str_list(acme, "dns");
+    dns.sort();
+    assert_eq!(dns, vec!["pbx.acme.example.com", "sip.acme.example.com"]);
+    let globex = list
+        .iter()
+        .find(|t| t["name"] == "globex")
+        .expect("globex listed");
+    assert_eq!(str_list(globex, "dns"), vec!["pbx.globex.example.com"]);
+}
+
+#[test]
+fn tenant_dns_names_are_case_insensitive_and_ignore_trailing_dot() {
+    let pbx = Pbx::new();
+    pbx.tenant_add("acme", &["PBX.Acme.Example.COM."]);
+    let r = pbx.resolve(Some("pbx.acme.example.com"));
+    assert_eq!(r["tenant"], "acme");
+    // The same name in another spelling is taken.
+    let e = pbx.err(&["tenant", "add", "other", "--dns", "pbx.acme.example.com"]);
+    e.expect("dns-name-taken");
+}
+
+#[test]
+fn tenant_exists() {
+    let pbx = Pbx::new();
+    pbx.tenant_add("acme", &["pbx.acme.example.com"]);
+    pbx.err(&["tenant", "add", "acme", "--dns", "other.example.com"])
+        .expect("tenant-exists");
+    let list = tenant_list(&pbx);
+    assert_eq!(list.len(), 1);
+    assert_eq!(str_list(&list[0], "dns"), vec!["pbx.acme.example.com"]);
+}
+
+#[test]
+fn dns_name_taken() {
+    let pbx = Pbx::new();
+    pbx.tenant_add("acme", &["pbx.acme.example.com"]);
+    pbx.err(&[
+        "tenant",
+        "add",
+        "globex",
+        "--dns",
+        "pbx.globex.example.com",
+        "--dns",
+        "pbx.acme.example.com",
+    ])
+    .expect("dns-name-taken");
+    assert_eq!(tenant_list(&pbx).len(), 1, "nothing added");
+}
+
+#[test]
+fn bad_names() {
+    let pbx = Pbx::new();
+    for dns in [
+        "bad name.example.com",
+        "a..example.com",
+        "exa$mple.com",
+        "*.*.example.com",
+    ] {
+        pbx.err(&["tenant", "add", "acme", "--dns", dns])
+            .expect("bad-name");
+    }
+    let long_label = format!("{}.example.com", "a".repeat(64));
+    pbx.err(&["tenant", "add", "acme", "--dns", &long_label])
+        .expect("bad-name");
+    let too_long_tenant = "t".repeat(65);
+    pbx.err(&["tenant", "add", &too_long_tenant, "--dns", "ok.example.com"])
+        .expect("bad-name");
+    pbx.err(&["tenant", "add", "", "--dns", "ok.example.com"])
+        .expect("bad-name");
+    assert_eq!(pbx.ok(&["tenant", "list"]), json!([]));
+}
+
+#[test]
+fn tenant_add_without_dns_is_a_usage_error() {
+    let pbx = Pbx::new();
+    pbx.run_json(&["tenant", "add", "acme"]).usage_error();
+    pbx.run_json(&["tenant", "add"]).usage_error();
+}
+
+#[test]
+fn tenant_remove() {
+    let pbx = Pbx::new();
+    pbx.tenant_add("acme", &["pbx.acme.example.com"]);
+    pbx.tenant_add("globex", &["pbx.globex.example.com"]);
+    pbx.ok_true(&["tenant", "remove", "acme"]);
+    let list = tenant_list(&pbx);
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["name"], "globex");
+    pbx.err(&["tenant", "remove", "acme"])
+        .expect("no-such-tenant");
+    // Its DNS name is free again.
+    pbx.tenant_add("initech", &["pbx.acme.example.com"]);
+}
+
+#[test]
+fn tenant_in_use_until_its_domain_certs_are_gone() {
+    let pbx = Pbx::new();
+    pbx.tenant_add("acme", &["pbx.acme.example.com"]);
+    let pki = Pki::new();
+    let d = pki.leaf(leaf(&["pbx.acme.example.com"]));
+    assert_eq!(pki.import(&pbx, &d, &[])["kind"], "domain");
+    pbx.err(&["tenant", "remove", "acme"])
+        .expect("tenant-in-use");
+    assert_eq!(tenant_list(&pbx).len(), 1);
+    pbx.ok_true(&["cert", "delete", &d.id()]);
+    pbx.ok_true(&["tenant", "remove", "acme"]);
+    assert_eq!(pbx.ok(&["tenant", "list"]), json!([]));
+}
+
+#[test]
+fn server_certs_do_not_keep_a_tenant_in_use() {
+    let pbx = Pbx::new();
+    pbx.tenant_add("acme", &["pbx.acme.example.com"]);
+    let pki = Pki::new();
+    let s = pki.leaf(leaf(&["*.acme.example.com"]));
+    assert_eq!(pki.import(&pbx, &s, &[])["kind"], "server");
+    pbx.ok_true(&["tenant", "remove", "acme"]);
+}
+
+#[test]
+fn system_set_and_show() {
+    let pbx = Pbx::new();
+    let v = pbx.system();
+    for k in [
+        "dns",
+        "admin_email",
+        "default_cert",
+        "roots_update_available",
+    ] {
+        assert!(v.get(k).is_some(), "system show without {k}: {v}");
+    }
+    assert_eq!(v["default_cert"], Value::Null);
+    assert_eq!(v["roots_update_available"], false);
+    pbx.ok_true(&[
+        "system",
+        "set",
+        "--dns",
+        "pbx.example.com",
+        "--admin-email",
+        "admin@example.com",
+    ]);
+    let v = pbx.system();
+    assert_eq!(v["dns"], "pbx.example.com");
+    assert_eq!(v["admin_email"], "admin@example.com");
+    // Setting one field keeps the others.
+    pbx.ok_true(&["system", "set", "--admin-email", "noc@example.com"]);
+    let v = pbx.system();
+    assert_eq!(v["dns"], "pbx.example.com");
+    assert_eq!(v["admin_email"], "noc@example.com");
+    // Human output mentions the values.
+    let out = pbx.run(&["system", "show"]);
+    out.success();
+    assert!(out.stdout.contains("pbx.example.com"), "{}", out.describe());
+}
+
+#[test]
+fn system_set_bad_dns_name() {
+    let pbx = Pbx::new();
+    let before = pbx.system();
+    pbx.err(&["system", "set", "--dns", "not a name"])
+        .expect("bad-name");
+    assert_eq!(pbx.system(), before);
+}
+
+#[test]
+fn default_cert_set_cleared_by_none_and_by_delete() {
+    let pbx = Pbx::new();
+    let pki = Pki::new();
+    let a = pki.leaf(leaf(&["a.example.com"]).valid_days(-1, 30));
+    let b = pki.leaf(leaf(&["b.example.com"]).valid_days(-1, 60));
+    pki.import(&pbx, &a, &[]);
+    pki.import(&pbx, &b, &[]);
+    pbx.ok_true(&["system", "set", "--default-cert", &a.id()]);
+    assert_eq!(pbx.system()["default_cert"], a.id());
+    let r = pbx.resolve(None);
+    assert_eq!(
+        (r["id"].clone(), r["match"].clone()),
+        (json!(a.id()), json!("default"))
+    );
+
+    pbx.ok_true(&["system", "set", "--default-cert", "none"]);
+    assert_eq!(pbx.system()["default_cert"], Value::Null);
+    // Back to the latest not_after.
+    assert_eq!(pbx.resolve(None)["id"], b.id());
+
+    pbx.ok_true(&["system", "set", "--default-cert", &a.id()[..10]]);
+    assert_eq!(pbx.system()["default_cert"], a.id());
+    pbx.ok_true(&["cert", "delete", &a.id()]);
+    assert_eq!(pbx.system()["default_cert"], Value::Null);
+    assert_eq!(pbx.resolve(None)["id"], b.id());
+}
+
+#[test]
+fn default_cert_may_be_a_domain_cert() {
+    let pbx = Pbx::new();
+    pbx.tenant_add("acme", &["pbx.acme.example.com"]);
+    let pki = Pki::new();
+    let d = pki.leaf(leaf(&["pbx.acme.example.com"]));
+    pki.import(&pbx, &d, &[]);
+    pbx.ok_true(&["system", "set", "--default-cert", &d.id()]);
+    let r = pbx.resolve(Some("unknown.example.net"));
+    assert_eq!(r["id"], d.id());
+    assert_eq!(r["match"], "default");
+}
+
+#[test]
+fn default_cert_errors() {
+    let pbx = Pbx::new();
+    let pki = Pki::new();
+    let st = pki.leaf(leaf(&["sip.example.com"]).tn_auth_list());
+    pki.import(&pbx, &st, &[]);
+    pbx.err(&["system", "set", "--default-cert", &st.id()])
+        .expect("not-servable");
+    pbx.err(&["system", "set", "--default-cert", &sha256_hex(b"nothing")])
+        .expect("not-found");
+    pbx.run_json(&["system", "set", "--default-cert", "abc"])
+        .usage_error();
+    assert_eq!(pbx.system()["default_cert"], Value::Null);
+}
+
+#[test]
+fn failed_system_set_changes_nothing() {
+    let pbx = Pbx::new();
+    pbx.ok_true(&["system", "set", "--dns", "pbx.example.com"]);
+    // One bad value among good ones: nothing applied.
+    pbx.err(&[
+        "system",
+        "set",
+        "--dns",
+        "other.example.com",
+        "--default-cert",
+        &sha256_hex(b"nothing"),
+    ])
+    .expect("not-found");
+    assert_eq!(pbx.system()["dns"], "pbx.example.com");
+}
