@@ -36,20 +36,7 @@ fn make(
     let der = cert.der().to_vec();
     let info = CertInfo::parse(der.clone()).expect("parse");
     Made {
-        record: CertRecord {
-            id: info.id.clone(),
-            kind,
-            tenant,
-            names: info.names.clone(),
-            subject: info.subject.clone(),
-            issuer: info.issuer.clone(),
-            not_before: info.not_before,
-            not_after: info.not_after,
-            source: Source::Upload,
-            key_type: info.key_alg.name(),
-            key_id: info.key_id(),
-            seq,
-        },
+        record: CertRecord::from_leaf(&info, kind, tenant, Source::Upload, seq),
         der,
     }
 }

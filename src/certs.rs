@@ -132,20 +132,7 @@ pub fn import(
             next
         }
     };
-    let record = CertRecord {
-        id: info.id.clone(),
-        kind: leaf.kind,
-        tenant: leaf.tenant.clone(),
-        names: info.names.clone(),
-        subject: info.subject.clone(),
-        issuer: info.issuer.clone(),
-        not_before: info.not_before,
-        not_after: info.not_after,
-        source,
-        key_type: info.key_alg.name(),
-        key_id,
-        seq,
-    };
+    let record = CertRecord::from_leaf(info, leaf.kind, leaf.tenant.clone(), source, seq);
     let chain: Vec<Vec<u8>> = leaf.chain.iter().map(|c| c.der.clone()).collect();
     batch.put_cert(&record, &chain);
     store.commit(batch)?;

@@ -306,6 +306,32 @@ pub struct CertRecord {
     pub seq: u64,
 }
 
+impl CertRecord {
+    /// The record of a parsed leaf.
+    pub fn from_leaf(
+        info: &crate::pki::CertInfo,
+        kind: Kind,
+        tenant: Option<String>,
+        source: Source,
+        seq: u64,
+    ) -> CertRecord {
+        CertRecord {
+            id: info.id.clone(),
+            kind,
+            tenant,
+            names: info.names.clone(),
+            subject: info.subject.clone(),
+            issuer: info.issuer.clone(),
+            not_before: info.not_before,
+            not_after: info.not_after,
+            source,
+            key_type: info.key_alg.name(),
+            key_id: info.key_id(),
+            seq,
+        }
+    }
+}
+
 /// A stored private key.
 pub struct StoredKey {
     /// Encoding.

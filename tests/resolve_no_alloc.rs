@@ -60,20 +60,7 @@ fn input(
     let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     let signer = rustls::crypto::ring::sign::any_supported_type(&key_der).unwrap();
     Input {
-        record: CertRecord {
-            id: info.id.clone(),
-            kind,
-            tenant: tenant.map(str::to_owned),
-            names: info.names.clone(),
-            subject: info.subject.clone(),
-            issuer: info.issuer.clone(),
-            not_before: info.not_before,
-            not_after: info.not_after,
-            source: Source::Upload,
-            key_type: info.key_alg.name(),
-            key_id: info.key_id(),
-            seq,
-        },
+        record: CertRecord::from_leaf(&info, kind, tenant.map(str::to_owned), Source::Upload, seq),
         certified: Arc::new(CertifiedKey::new(
             vec![CertificateDer::from(info.der.clone())],
             signer,
