@@ -331,3 +331,240 @@ pub fn certified_key(
     let chain = chain.into_iter().map(CertificateDer::from).collect();
     Ok(Some(Arc::new(CertifiedKey::new(chain, parsed.signer))))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Maker {
+        key: rcgen::KeyPair,
+        signer: Arc<dyn rustls::sign::SigningKey>,
+        seq: u64,
+    }
+
+    impl Maker {
+        fn new() -> Maker {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+            let signer = rustls::crypto::ring::sign::any_supported_type(&der).unwrap();
+            Maker {
+                key,
+                signer,
+                seq: 0,
+            }
+        }
+
+        /// A certificate valid from `from` to `to` (Unix seconds).
+        fn cert(
+            &mut self,
+            names: &[&str],
+            kind: Kind,
+            tenant: Option<&str>,
+            source: Source,
+            from: i64,
+            to: i64,
+        ) -> Input {
+            let mut params = rcgen::CertificateParams::new(
+                names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
+            .unwrap();
+            let at = |t: i64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(t as u64);
+            params.not_before = at(from).into();
+            params.not_after = at(to).into();
+            let cert = params.self_signed(&self.key).unwrap();
+            let info = pki::CertInfo::parse(cert.der().to_vec()).unwrap();
+            self.seq += 1;
+            Input {
+                record: CertRecord::from_leaf(
+                    &info,
+                    kind,
+                    tenant.map(str::to_owned),
+                    source,
+                    self.seq,
+                ),
+                certified: Arc::new(CertifiedKey::new(
+                    vec![cert.der().clone()],
+                    self.signer.clone(),
+                )),
+            }
+        }
+    }
+
+    const NOW: i64 = 1_800_000_000;
+    const DAY: i64 = 86_400;
+
+    fn id(input: &Input) -> String {
+        input.record.id.clone()
+    }
+
+    #[test]
+    fn self_signed_serves_only_as_default_until_a_real_server_cert_exists() {
+        let mut m = Maker::new();
+        let own = m.cert(
+            &["pbx.example.test"],
+            Kind::Server,
+            None,
+            Source::SelfSigned,
+            NOW - DAY,
+            NOW + 800 * DAY,
+        );
+        let own_id = id(&own);
+        let snap = Snapshot::build(vec![own], &[], &SystemSettings::default());
+        assert_eq!(&*snap.resolve(None, NOW).served.unwrap().id, own_id);
+        // Not by name: a self-signed cert is a fallback, never a name match.
+        assert_eq!(
+            snap.resolve(Some("pbx.example.test"), NOW).matched,
+            Match::Default
+        );
+
+        let own = m.cert(
+            &["pbx.example.test"],
+            Kind::Server,
+            None,
+            Source::SelfSigned,
+            NOW - DAY,
+            NOW + 800 * DAY,
+        );
+        let real = m.cert(
+            &["*.example.test"],
+            Kind::Server,
+            None,
+            Source::Upload,
+            NOW - DAY,
+            NOW + 30 * DAY,
+        );
+        let real_id = id(&real);
+        let snap = Snapshot::build(vec![own, real], &[], &SystemSettings::default());
+        assert_eq!(&*snap.resolve(None, NOW).served.unwrap().id, real_id);
+        let r = snap.resolve(Some("pbx.example.test"), NOW);
+        assert_eq!(
+            (r.matched, &*r.served.unwrap().id),
+            (Match::Server, real_id.as_str())
+        );
+    }
+
+    #[test]
+    fn domain_cert_serves_only_while_its_tenant_owns_the_name() {
+        let mut m = Maker::new();
+        let dom = m.cert(
+            &["a.example.test"],
+            Kind::Domain,
+            Some("acme"),
+            Source::Upload,
+            NOW - DAY,
+            NOW + 90 * DAY,
+        );
+        let tenants = vec![Tenant {
+            name: "other".into(),
+            dns: vec!["a.example.test".into()],
+        }];
+        let snap = Snapshot::build(vec![dom], &tenants, &SystemSettings::default());
+        let r = snap.resolve(Some("a.example.test"), NOW);
+        assert_eq!((r.matched, r.tenant), (Match::None, Some("other")));
+    }
+
+    #[test]
+    fn valid_beats_latest_not_after_and_out_of_validity_is_the_last_resort() {
+        let mut m = Maker::new();
+        let valid = m.cert(
+            &["x.example.test"],
+            Kind::Server,
+            None,
+            Source::Upload,
+            NOW - DAY,
+            NOW + 10 * DAY,
+        );
+        let future = m.cert(
+            &["x.example.test"],
+            Kind::Server,
+            None,
+            Source::Upload,
+            NOW + DAY,
+            NOW + 300 * DAY,
+        );
+        let (valid_id, future_id) = (id(&valid), id(&future));
+        let snap = Snapshot::build(vec![valid, future], &[], &SystemSettings::default());
+        assert_eq!(
+            &*snap.resolve(Some("x.example.test"), NOW).served.unwrap().id,
+            valid_id
+        );
+        // Once the first has expired and the second is valid, the second serves.
+        assert_eq!(
+            &*snap
+                .resolve(Some("x.example.test"), NOW + 20 * DAY)
+                .served
+                .unwrap()
+                .id,
+            future_id
+        );
+        // When nothing is valid, the latest notAfter of the first step serves.
+        assert_eq!(
+            &*snap
+                .resolve(Some("x.example.test"), NOW + 400 * DAY)
+                .served
+                .unwrap()
+                .id,
+            future_id
+        );
+    }
+
+    #[test]
+    fn default_prefers_the_explicit_setting_then_the_system_name() {
+        let mut m = Maker::new();
+        let certs = |m: &mut Maker| {
+            vec![
+                m.cert(
+                    &["other.test"],
+                    Kind::Server,
+                    None,
+                    Source::Upload,
+                    NOW - DAY,
+                    NOW + 300 * DAY,
+                ),
+                m.cert(
+                    &["pbx.example.test"],
+                    Kind::Server,
+                    None,
+                    Source::Upload,
+                    NOW - DAY,
+                    NOW + 30 * DAY,
+                ),
+                m.cert(
+                    &["d.example.test"],
+                    Kind::Domain,
+                    Some("t"),
+                    Source::Upload,
+                    NOW - DAY,
+                    NOW + 9 * DAY,
+                ),
+            ]
+        };
+        let default_of = |inputs: Vec<Input>, system: &SystemSettings| {
+            let snap = Snapshot::build(inputs, &[], system);
+            let r = snap.resolve(None, NOW);
+            assert_eq!(r.matched, Match::Default);
+            r.served.unwrap().id.to_string()
+        };
+        // Nothing set: the server certificate with the latest notAfter.
+        let inputs = certs(&mut m);
+        let latest = id(&inputs[0]);
+        assert_eq!(default_of(inputs, &SystemSettings::default()), latest);
+        // The server certificate covering the system DNS name.
+        let inputs = certs(&mut m);
+        let system_cert = id(&inputs[1]);
+        let system = SystemSettings {
+            dns: Some("pbx.example.test".into()),
+            ..SystemSettings::default()
+        };
+        assert_eq!(default_of(inputs, &system), system_cert);
+        // An explicit default wins, even a domain certificate.
+        let inputs = certs(&mut m);
+        let explicit = id(&inputs[2]);
+        let system = SystemSettings {
+            dns: Some("pbx.example.test".into()),
+            default_cert: Some(explicit.clone()),
+            ..SystemSettings::default()
+        };
+        assert_eq!(default_of(inputs, &system), explicit);
+    }
+}
