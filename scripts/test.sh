@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run every test of pbx-certd on a fresh machine: installs what the tests
-# need (openssl is used by tests to make RSA/encrypted keys), then runs the
+# need (openssl/curl as real TLS peers and key makers, chromium for the web
+# admin), then runs the
 # unit tests, integration tests (they drive the real binary) and doc tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
 fi
+
+# The web admin's browser test needs Debian's chromium and playwright-core.
+scripts/web-test/setup.sh
 
 # Benches are not tests: they run with `cargo bench` (see README).
 cargo test --locked --lib --bins --tests "$@"

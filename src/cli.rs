@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
 use crate::error::Error;
-use crate::limits::{ID_LEN, MAX_BOX_BYTES, MIN_ID_PREFIX_LEN};
+use crate::limits::MAX_BOX_BYTES;
 use crate::ops::{self, Command};
 use crate::pki::KindRequest;
 use crate::store::Store;
@@ -234,16 +234,7 @@ impl From<KindArg> for KindRequest {
 }
 
 fn parse_id(raw: &str) -> Result<String, String> {
-    let ok = raw.len() >= MIN_ID_PREFIX_LEN
-        && raw.len() <= ID_LEN
-        && raw.bytes().all(|b| b.is_ascii_hexdigit());
-    if ok {
-        Ok(raw.to_ascii_lowercase())
-    } else {
-        Err(format!(
-            "an ID is {MIN_ID_PREFIX_LEN} to {ID_LEN} hexadecimal digits (a unique prefix of the full ID)"
-        ))
-    }
+    ops::valid_id(raw).ok_or_else(ops::bad_id_message)
 }
 
 fn parse_id_or_none(raw: &str) -> Result<String, String> {

@@ -27,6 +27,8 @@ pub struct Shared {
     /// One-time token accepted by the web admin until a password is set
     /// (printed to the log by `serve`); `None` once a password exists.
     pub setup_token: Mutex<Option<String>>,
+    /// Web admin sessions and the login rate limiter (in memory only).
+    pub web: Arc<crate::http::WebState>,
 }
 
 impl Shared {
@@ -38,6 +40,7 @@ impl Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             write_lock: Mutex::new(()),
             setup_token: Mutex::new(None),
+            web: Arc::new(crate::http::WebState::new()),
         }))
     }
 

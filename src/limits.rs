@@ -3,6 +3,8 @@
 //! What must hold: code elsewhere never repeats one of these numbers; hitting a
 //! limit produces a named error (never a truncation or a panic).
 
+use std::time::Duration;
+
 /// Largest certificate or key box accepted by `import`: a full chain with a
 /// Root CA bundle is < 300 KiB, so 1 MiB leaves room without inviting abuse.
 pub const MAX_BOX_BYTES: usize = 1024 * 1024;
@@ -74,3 +76,79 @@ pub const SHUTDOWN_GRACE_SECS: u64 = 5;
 /// Validity of the first-start self-signed certificate (825 days, the most
 /// Apple platforms accept); it is regenerated at start once expired.
 pub const SELF_SIGNED_DAYS: i64 = 825;
+
+// --- Web admin and HTTP listeners -------------------------------------------
+
+/// picoserve's per-connection buffer on HTTPS: the request line and headers
+/// must fit (browsers send 1–4 KiB, cookies included); bodies are read
+/// separately into a buffer of their declared size.
+pub const HTTPS_HEAD_BUFFER_BYTES: usize = 16 * 1024;
+
+/// The same on port 80, where only short ACME and redirect requests come.
+pub const HTTP_HEAD_BUFFER_BYTES: usize = 8 * 1024;
+
+/// Largest login form body: one password field (`MAX_PASSWORD_LEN` characters,
+/// up to 4 bytes each, %-encoded to 3 bytes per byte) and slack.
+pub const MAX_LOGIN_BODY_BYTES: usize = 4 * 1024;
+
+/// Largest body of the other admin forms and API writes: the Root CA page
+/// posts ~70 bytes per ticked root, so 64 KiB covers ~900 roots.
+pub const MAX_FORM_BODY_BYTES: usize = 64 * 1024;
+
+/// Largest body of the import form or `POST /api/import`: two boxes of
+/// `MAX_BOX_BYTES` (certificate and key), grown by form encoding (PEM text
+/// grows ~12 %: `+`, `/`, `=` and CR LF are %-escaped), plus slack; a box
+/// over 1 MiB still gets the import rule's own `too-large`.
+pub const MAX_IMPORT_BODY_BYTES: usize = MAX_BOX_BYTES * 5 / 2 + 64 * 1024;
+
+/// Most fields in one form or query string.
+pub const MAX_FORM_FIELDS: usize = 1024;
+
+/// Time for a new connection to send its first request (slowloris bound).
+pub const HTTP_FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Idle time allowed between requests on a kept-alive connection.
+pub const HTTP_KEEP_ALIVE_IDLE: Duration = Duration::from_secs(15);
+
+/// Time to read one whole request, head and body: a 2.6 MiB import at
+/// ~45 KB/s still fits.
+pub const HTTP_READ_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Time for one write to the client to make progress.
+pub const HTTP_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Requests served on one kept-alive connection before it is closed.
+pub const HTTP_MAX_REQUESTS_PER_CONNECTION: usize = 100;
+
+/// Longest life of one connection, whatever it does.
+pub const HTTP_MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(10 * 60);
+
+/// A web admin session ends after this long without a request.
+pub const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
+
+/// A web admin session ends this long after login in any case.
+pub const SESSION_MAX_AGE: Duration = Duration::from_secs(12 * 3600);
+
+/// Most live sessions; the least recently used is dropped beyond it.
+pub const MAX_SESSIONS: usize = 64;
+
+/// Random bytes in a session ID or CSRF token (256 bits).
+pub const TOKEN_BYTES: usize = 32;
+
+/// Client IPs whose failed logins are remembered (oldest replaced when full).
+pub const LOGIN_LIMITER_SLOTS: usize = 256;
+
+/// Failed logins from one IP before lockouts start (typos happen).
+pub const LOGIN_FREE_FAILURES: u32 = 5;
+
+/// First lockout; each further failure doubles it.
+pub const LOGIN_LOCKOUT_BASE: Duration = Duration::from_secs(2);
+
+/// Longest lockout.
+pub const LOGIN_LOCKOUT_MAX: Duration = Duration::from_secs(15 * 60);
+
+/// Failures older than this are forgotten.
+pub const LOGIN_LOCKOUT_RESET: Duration = Duration::from_secs(3600);
+
+/// Longest ACME HTTP-01 token looked up (RFC 8555 tokens are ~43 characters).
+pub const MAX_ACME_TOKEN_LEN: usize = 256;

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use crate::certs;
 use crate::clock;
 use crate::error::Error;
+use crate::limits::{ID_LEN, MIN_ID_PREFIX_LEN};
 use crate::pki::KindRequest;
 use crate::roots;
 use crate::snapshot::Snapshot;
@@ -119,6 +120,20 @@ impl Command {
                 | Command::CertDelete { .. }
         )
     }
+}
+
+/// An ID prefix as the CLI accepts it: 8 to 64 hex digits (lowercased).
+pub fn valid_id(raw: &str) -> Option<String> {
+    let ok = (MIN_ID_PREFIX_LEN..=ID_LEN).contains(&raw.len())
+        && raw.bytes().all(|b| b.is_ascii_hexdigit());
+    ok.then(|| raw.to_ascii_lowercase())
+}
+
+/// Message for a malformed ID.
+pub fn bad_id_message() -> String {
+    format!(
+        "an ID is {MIN_ID_PREFIX_LEN} to {ID_LEN} hexadecimal digits (a unique prefix of the full ID)"
+    )
 }
 
 /// Resolve an ID prefix (already checked: ≥ 8 lowercase hex digits).

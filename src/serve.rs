@@ -325,7 +325,7 @@ async fn serve_all(
                 ex.spawn(async move {
                     let _slot = slot;
                     if let Some(tls) = tls_accept(&acceptor, tcp, peer).await {
-                        interim_https(shared, tls, peer).await;
+                        crate::http::serve_https(shared, tls, peer).await;
                     }
                 })
                 .detach();
@@ -346,7 +346,7 @@ async fn serve_all(
                 let shared = shared.clone();
                 ex.spawn(async move {
                     let _slot = slot;
-                    interim_http(shared, tcp, https_port).await;
+                    crate::http::serve_http(shared, tcp, https_port).await;
                 })
                 .detach();
             },
@@ -446,32 +446,4 @@ async fn accept_loop(
             }
         }
     }
-}
-
-// INTERIM until src/http lands: minimal responders so the TLS path is testable.
-async fn interim_https(
-    _shared: Arc<Shared>,
-    mut tls: futures_rustls::server::TlsStream<TcpStream>,
-    _peer: SocketAddr,
-) {
-    use smol::io::AsyncReadExt;
-    let mut buf = [0u8; 4096];
-    let _ = tls.read(&mut buf).await;
-    let body = "pbx-certd\n";
-    let resp = format!(
-        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = tls.write_all(resp.as_bytes()).await;
-    let _ = tls.close().await;
-}
-
-async fn interim_http(_shared: Arc<Shared>, mut tcp: TcpStream, https_port: u16) {
-    use smol::io::AsyncReadExt;
-    let mut buf = [0u8; 4096];
-    let _ = tcp.read(&mut buf).await;
-    let resp = format!(
-        "HTTP/1.1 308 Permanent Redirect\r\nLocation: https://localhost:{https_port}/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    let _ = tcp.write_all(resp.as_bytes()).await;
 }

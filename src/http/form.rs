@@ -78,13 +78,22 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
-/// Percent-decode one component (`+` is a space).
+/// Percent-decode one form component (`+` is a space).
 pub fn decode(raw: &[u8]) -> Result<String, FormError> {
+    decode_with(raw, true)
+}
+
+/// Percent-decode one path segment (`+` stays `+`).
+pub fn decode_path(raw: &str) -> Result<String, FormError> {
+    decode_with(raw.as_bytes(), false)
+}
+
+fn decode_with(raw: &[u8], plus_is_space: bool) -> Result<String, FormError> {
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while let Some(&b) = raw.get(i) {
         match b {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' => {
                 let hi = raw.get(i + 1).copied().and_then(hex);
                 let lo = raw.get(i + 2).copied().and_then(hex);
@@ -123,6 +132,12 @@ mod tests {
             f.get("cert"),
             Some("-----BEGIN CERTIFICATE-----\r\nMII+/=\r\n")
         );
+    }
+
+    #[test]
+    fn path_segments_keep_plus() {
+        assert_eq!(decode_path("a+b%20c").unwrap(), "a+b c");
+        assert!(decode_path("%e0%80").is_err());
     }
 
     #[test]

@@ -133,10 +133,7 @@ impl Resp {
 
     /// A redirect to a local path (`303 See Other` after a form, or 301/308).
     pub fn redirect(status: u16, location: &str) -> Resp {
-        let location: String = location
-            .chars()
-            .filter(|c| !c.is_control())
-            .collect();
+        let location: String = location.chars().filter(|c| !c.is_control()).collect();
         let mut r = Resp::text(status, format!("see {location}\n"));
         r.headers.push(("Location", location));
         r

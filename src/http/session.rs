@@ -180,7 +180,11 @@ impl WebState {
     /// `Err(wait)` while this IP is locked out.
     pub fn login_allowed(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
         let slots = self.slots();
-        match slots.iter().find(|s| s.ip == ip).and_then(|s| s.locked_until) {
+        match slots
+            .iter()
+            .find(|s| s.ip == ip)
+            .and_then(|s| s.locked_until)
+        {
             Some(until) if until > now => Err(until - now),
             _ => Ok(()),
         }
@@ -318,13 +322,19 @@ mod tests {
         for n in 0..=LOGIN_FREE_FAILURES {
             assert_eq!(lockout_for(n), None);
         }
-        assert_eq!(lockout_for(LOGIN_FREE_FAILURES + 1), Some(LOGIN_LOCKOUT_BASE));
+        assert_eq!(
+            lockout_for(LOGIN_FREE_FAILURES + 1),
+            Some(LOGIN_LOCKOUT_BASE)
+        );
         assert_eq!(
             lockout_for(LOGIN_FREE_FAILURES + 2),
             Some(LOGIN_LOCKOUT_BASE * 2)
         );
         assert_eq!(lockout_for(u32::MAX), Some(LOGIN_LOCKOUT_MAX));
-        assert_eq!(lockout_for(LOGIN_FREE_FAILURES + 40), Some(LOGIN_LOCKOUT_MAX));
+        assert_eq!(
+            lockout_for(LOGIN_FREE_FAILURES + 40),
+            Some(LOGIN_LOCKOUT_MAX)
+        );
     }
 
     #[test]

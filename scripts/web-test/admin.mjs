@@ -1,0 +1,297 @@
+// Drives the pbx-certd web admin in real headless Chromium (Debian's
+// /usr/bin/chromium, through playwright-core; no browser download).
+// Started by tests/web_admin.rs against a running `pbx-certd serve`; exits
+// non-zero at the first failed step. Install with scripts/web-test/setup.sh.
+//
+// Environment:
+//   PBX_URL          https://127.0.0.1:PORT of the daemon
+//   PBX_SETUP_TOKEN  the setup-token=... the daemon logged
+//   PBX_PASSWORD     the admin password to set
+//   PBX_CERT         PEM file: a server certificate (names PBX_CERT_NAME)
+//   PBX_KEY          PEM file: its private key
+//   PBX_CERT_NAME    the DNS name in that certificate
+//   PBX_SCREENSHOTS  directory for screenshots (created)
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { chromium, request } from 'playwright-core';
+
+function env(name) {
+  const v = process.env[name];
+  if (!v) throw new Error(`environment variable ${name} is not set`);
+  return v;
+}
+
+const BASE = env('PBX_URL').replace(/\/$/, '');
+const TOKEN = env('PBX_SETUP_TOKEN');
+const PASSWORD = env('PBX_PASSWORD');
+const CERT = fs.readFileSync(env('PBX_CERT'), 'utf8');
+const KEY = fs.readFileSync(env('PBX_KEY'), 'utf8');
+const CERT_NAME = env('PBX_CERT_NAME');
+const SHOTS = env('PBX_SCREENSHOTS');
+fs.mkdirSync(SHOTS, { recursive: true });
+// A line from the middle of the key: must never come back over HTTP.
+const KEY_LINE = KEY.split('\n').filter((l) => l && !l.startsWith('-----'))[0];
+
+let step = 'start';
+function check(cond, message) {
+  if (!cond) throw new Error(`${step}: ${message}`);
+}
+function begin(name) {
+  step = name;
+  console.log(`web-test: ${name}`);
+}
+
+const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pbx-certd-chromium-'));
+const context = await chromium.launchPersistentContext(userDataDir, {
+  executablePath: '/usr/bin/chromium',
+  headless: true,
+  ignoreHTTPSErrors: true,
+  acceptDownloads: true,
+  viewport: { width: 1280, height: 900 },
+  args: [
+    '--headless',
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+    '--ignore-certificate-errors',
+  ],
+});
+context.setDefaultTimeout(15000);
+
+let api = null;
+let anon = null;
+let exitCode = 0;
+try {
+  const page = context.pages()[0] ?? (await context.newPage());
+  const shot = (name) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+  const text = () => page.locator('body').innerText();
+  const noKey = async () => check(!(await page.content()).includes(KEY_LINE), 'the page contains the private key');
+
+  begin('no page without login; security headers');
+  let resp = await page.goto(`${BASE}/certs`);
+  check(new URL(page.url()).pathname === '/login', `expected /login, got ${page.url()}`);
+  const h = resp.headers();
+  check((h['content-security-policy'] || '').includes("default-src 'none'"), `CSP: ${h['content-security-policy']}`);
+  check((h['content-security-policy'] || '').includes("frame-ancestors 'none'"), 'CSP frame-ancestors');
+  check(h['x-frame-options'] === 'DENY', 'X-Frame-Options');
+  check(h['x-content-type-options'] === 'nosniff', 'X-Content-Type-Options');
+  check(h['referrer-policy'] === 'no-referrer', 'Referrer-Policy');
+  check((await text()).includes('Setup token'), 'the login page asks for the setup token');
+  await shot('01-login-setup-token');
+
+  begin('a wrong setup token is refused');
+  await page.fill('#password', 'not-the-token');
+  resp = await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]).then((r) => r[0]);
+  check(resp.status() === 401, `status ${resp.status()}`);
+  check((await text()).includes('wrong setup token'), 'error shown');
+
+  begin('the setup token leads to the password form');
+  await page.fill('#password', TOKEN);
+  await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
+  check(new URL(page.url()).pathname === '/password', `expected /password, got ${page.url()}`);
+  await page.goto(`${BASE}/certs`);
+  check(new URL(page.url()).pathname === '/password', 'nothing else before a password is set');
+  await shot('02-set-password');
+
+  begin('set the admin password');
+  await page.fill('#new', PASSWORD);
+  await page.fill('#confirm', PASSWORD);
+  await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
+  check(new URL(page.url()).pathname === '/certs', `expected /certs, got ${page.url()}`);
+  check((await text()).includes('the admin password is set'), 'confirmation shown');
+  const cookies = await context.cookies(BASE);
+  const session = cookies.find((c) => c.name === '__Host-pbx-certd');
+  check(session, `session cookie missing: ${JSON.stringify(cookies)}`);
+  check(session.httpOnly && session.secure && session.sameSite === 'Strict' && session.path === '/',
+    `cookie flags: ${JSON.stringify(session)}`);
+  await shot('03-certificates-empty');
+
+  begin('log out');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Log out")')]);
+  check(new URL(page.url()).pathname === '/login', `expected /login, got ${page.url()}`);
+  await page.goto(`${BASE}/certs`);
+  check(new URL(page.url()).pathname === '/login', 'logged out means no pages');
+
+  begin('a wrong password is refused');
+  check((await text()).includes('Password'), 'the login page asks for the password now');
+  await page.fill('#password', 'wrong-password-123');
+  resp = await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]).then((r) => r[0]);
+  check(resp.status() === 401, `status ${resp.status()}`);
+  check((await text()).includes('wrong password'), 'error shown');
+  await shot('04-wrong-password');
+  await page.fill('#password', TOKEN);
+  resp = await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]).then((r) => r[0]);
+  check(resp.status() === 401, 'the setup token no longer works');
+
+  begin('log in with the password');
+  await page.fill('#password', PASSWORD);
+  await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
+  check(new URL(page.url()).pathname === '/certs', `expected /certs, got ${page.url()}`);
+
+  begin('an import error shows its code');
+  await page.goto(`${BASE}/import`);
+  await page.fill('#cert', 'this is not a certificate');
+  await page.fill('#key', KEY);
+  resp = await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]).then((r) => r[0]);
+  check(resp.status() === 400, `status ${resp.status()}`);
+  check((await text()).includes('[no-certificate]'), 'code shown');
+  await noKey();
+  await shot('05-import-error');
+
+  begin('import a certificate and key through the form');
+  await page.goto(`${BASE}/import`);
+  await page.fill('#cert', CERT);
+  await page.fill('#key', KEY);
+  await page.selectOption('#kind', 'auto');
+  await shot('06-import-form');
+  await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
+  check(new URL(page.url()).pathname === '/certs', `expected /certs, got ${page.url()}`);
+  check((await text()).includes('imported server certificate'), 'success shown');
+  const row = page.locator('tr', { hasText: CERT_NAME });
+  check((await row.count()) === 1, 'the certificate is listed');
+  const certId = await row.getAttribute('data-id');
+  check(/^[0-9a-f]{64}$/.test(certId || ''), `row id ${certId}`);
+  check((await row.innerText()).includes('days left'), 'days left shown');
+  check(await row.locator('button:has-text("Reissue")').isDisabled(), 'Reissue is disabled');
+  await noKey();
+  await shot('07-certificates-imported');
+
+  begin('a 1 MiB certificate box and a 1 MiB key box import through the form');
+  // Text around PEM blocks is allowed; base64-like padding grows most under
+  // form encoding ('+', '/', '=' and CR LF are %-escaped).
+  const pad = (pem) => {
+    const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+    const lines = [];
+    let size = pem.length;
+    for (let i = 0; size < 1000 * 1024; i++) {
+      let line = '';
+      for (let j = 0; j < 64; j++) line += alphabet[(i * 31 + j * 7) % 64];
+      lines.push(line);
+      size += 66;
+    }
+    return `${pem}\n${lines.join('\n')}\n`;
+  };
+  await page.goto(`${BASE}/import`);
+  // (Setting the value directly: typing 2 MiB through fill() is too slow.)
+  await page.locator('#cert').evaluate((el, v) => { el.value = v; }, pad(CERT));
+  await page.locator('#key').evaluate((el, v) => { el.value = v; }, pad(KEY));
+  resp = await Promise.all([page.waitForNavigation({ timeout: 60000 }), page.click('button[type=submit]')]).then((r) => r[0]);
+  check(new URL(page.url()).pathname === '/certs', `expected /certs, got ${page.url()} (${resp.status()}): ${(await text()).slice(0, 300)}`);
+  check((await text()).includes(`imported server certificate ${certId}`), 'the same certificate again');
+
+  begin('download the PEM chain (never the key)');
+  const [download] = await Promise.all([
+    page.waitForEvent('download'),
+    row.locator('a:has-text("Download PEM")').click(),
+  ]);
+  const pem = fs.readFileSync(await download.path(), 'utf8');
+  check(pem.includes('-----BEGIN CERTIFICATE-----'), 'a certificate was downloaded');
+  check(!pem.includes('PRIVATE KEY') && !pem.includes(KEY_LINE), 'the download holds no key');
+  check(download.suggestedFilename().endsWith('.pem'), `file name ${download.suggestedFilename()}`);
+
+  begin('a POST without the CSRF token is refused');
+  let r = await context.request.post(`${BASE}/certs/delete`, { form: { id: certId }, maxRedirects: 0 });
+  check(r.status() === 403, `no token: status ${r.status()}`);
+  r = await context.request.post(`${BASE}/certs/delete`, { form: { id: certId, csrf: 'forged' }, maxRedirects: 0 });
+  check(r.status() === 403, `forged token: status ${r.status()}`);
+  r = await context.request.delete(`${BASE}/api/certs/${certId}`);
+  check(r.status() === 403 && (await r.json()).error.code === 'csrf', `API without X-CSRF-Token: ${r.status()}`);
+  await page.goto(`${BASE}/certs`);
+  check((await page.locator('tr', { hasText: CERT_NAME }).count()) === 1, 'still listed');
+
+  begin('delete the certificate');
+  await Promise.all([
+    page.waitForNavigation(),
+    page.locator('tr', { hasText: CERT_NAME }).locator('button:has-text("Delete")').click(),
+  ]);
+  check((await text()).includes(`certificate ${certId} deleted`), 'deletion confirmed');
+  check((await page.locator('tr', { hasText: CERT_NAME }).count()) === 0, 'no longer listed');
+  await shot('08-certificates-deleted');
+
+  begin('Root CA list: delete one, then reset with confirmation');
+  await page.goto(`${BASE}/roots`);
+  const rows = page.locator('tbody tr');
+  const before = await rows.count();
+  check(before > 50, `only ${before} roots`);
+  await shot('09-root-ca');
+  await rows.first().locator('input[type=checkbox]').check();
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Delete selected")')]);
+  check((await text()).includes('1 root(s) deleted'), 'deletion confirmed');
+  check((await rows.count()) === before - 1, 'one root fewer');
+  await Promise.all([page.waitForNavigation(), page.click('a:has-text("Reset to the bundled list")')]);
+  check(new URL(page.url()).pathname === '/roots/reset', 'confirmation step');
+  await shot('10-root-ca-reset-confirm');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Yes, reset")')]);
+  check(new URL(page.url()).pathname === '/roots', `expected /roots, got ${page.url()}`);
+  check((await text()).includes('bundled list again'), 'reset confirmed');
+  check((await rows.count()) === before, 'every bundled root is back');
+  await shot('11-root-ca-after-reset');
+
+  begin('tenants and system settings');
+  await page.goto(`${BASE}/tenants`);
+  await page.fill('#tname', 'acme');
+  await page.fill('#tdns', 'pbx.acme.example\nsip.acme.example');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Add tenant")')]);
+  check((await text()).includes('tenant acme added'), 'tenant added');
+  check((await page.locator('tr', { hasText: 'sip.acme.example' }).count()) === 1, 'tenant listed');
+  await page.fill('#tname', 'acme');
+  await page.fill('#tdns', 'other.example');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Add tenant")')]);
+  check((await text()).includes('[tenant-exists]'), 'duplicate refused with its code');
+  await page.fill('#sdns', 'pbx.example.com');
+  await page.fill('#smail', 'admin@example.com');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Save")')]);
+  check((await text()).includes('system settings saved'), 'system saved');
+  check((await page.inputValue('#sdns')) === 'pbx.example.com', 'system DNS name shown');
+  await shot('12-tenants-system');
+
+  begin('the JSON API with HTTP Basic');
+  anon = await request.newContext({ ignoreHTTPSErrors: true });
+  r = await anon.get(`${BASE}/api/certs`);
+  check(r.status() === 401 && (await r.json()).error.code === 'unauthenticated', `anonymous: ${r.status()}`);
+  const basic = 'Basic ' + Buffer.from(`admin:${PASSWORD}`).toString('base64');
+  api = await request.newContext({ ignoreHTTPSErrors: true, extraHTTPHeaders: { Authorization: basic } });
+  r = await api.post(`${BASE}/api/import`, { data: { cert: CERT, key: KEY, kind: 'auto' } });
+  check(r.status() === 200, `import: ${r.status()} ${await r.text()}`);
+  const imported = await r.json();
+  check(imported.id === certId && imported.kind === 'server' && imported.names.includes(CERT_NAME)
+    && Array.isArray(imported.warnings), `import shape: ${JSON.stringify(imported)}`);
+  r = await api.get(`${BASE}/api/certs`);
+  const list = await r.json();
+  const uploaded = list.filter((c) => c.source === 'upload');
+  check(uploaded.length === 1 && uploaded[0].id === certId && uploaded[0].key_type === 'p256',
+    `certs: ${JSON.stringify(list)}`);
+  check(list.every((c) => ['upload', 'self-signed'].includes(c.source)), `sources: ${JSON.stringify(list)}`);
+  check(!JSON.stringify(list).includes(KEY_LINE), 'no key in the API');
+  r = await api.get(`${BASE}/api/resolve?sni=${CERT_NAME.toUpperCase()}`);
+  const res = await r.json();
+  check(res.id === certId && res.match === 'server', `resolve: ${JSON.stringify(res)}`);
+  r = await api.post(`${BASE}/api/import`, { data: { cert: 'junk' } });
+  check(r.status() === 400 && (await r.json()).error.code === 'no-certificate', `bad import: ${r.status()}`);
+  r = await api.delete(`${BASE}/api/tenants/acme`);
+  check(r.status() === 200, `tenant remove: ${r.status()}`);
+  r = await api.delete(`${BASE}/api/tenants/acme`);
+  check(r.status() === 404 && (await r.json()).error.code === 'no-such-tenant', `again: ${r.status()}`);
+  r = await api.get(`${BASE}/api/certs/${certId.slice(0, 8)}`);
+  const shown = await r.json();
+  check(shown.pem.includes('BEGIN CERTIFICATE') && !shown.pem.includes('PRIVATE KEY'), 'cert show');
+  await page.goto(`${BASE}/certs`);
+  check((await page.locator('tr', { hasText: CERT_NAME }).count()) === 1, 'the API import shows on the page');
+  await shot('13-certificates-after-api');
+  console.log('web-test: all steps passed');
+} catch (e) {
+  console.error(`web-test: FAILED: ${e.stack || e}`);
+  exitCode = 1;
+} finally {
+  if (api) await api.dispose();
+  if (anon) await anon.dispose();
+  await context.close();
+  fs.rmSync(userDataDir, { recursive: true, force: true });
+}
+process.exit(exitCode);

@@ -1,0 +1,1300 @@
+//! The HTTPS side: routing, the login gate, and the admin pages.
+//!
+//! Why: one place decides, from the head of each request, whether it may go
+//! on: the login and setup flow, sessions, HTTP Basic for API scripts,
+//! CSRF and cross-site checks, and how large a body the route accepts. The
+//! pages then call the same `ops::Command`s as the CLI (through
+//! `Shared::execute_async`, so every write rebuilds the SNI snapshot).
+//!
+//! The login flow: while no admin password is set, `/login` accepts only the
+//! one-time setup token (`Shared::setup_token`) and grants a session that can
+//! do nothing but set the password; setting it clears the token, and the
+//! session is replaced by a full one. Sessions live in `WebState`.
+//!
+//! What must hold: nothing but `/login` answers without a valid session (or
+//! Basic auth on `/api/`); every POST from a page carries the session's CSRF
+//! token and every API write by a session the `X-CSRF-Token` header; a
+//! request marked cross-site by the browser never writes; failed logins are
+//! rate-limited per IP; private keys never appear in a response.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use base64ct::{Base64, Encoding};
+use serde_json::Value;
+
+use super::api::{self, ApiRoute};
+use super::form::Form;
+use super::html::{self, Line};
+use super::msg::{ct_eq, Head, Req, Resp};
+use super::server::Handler;
+use super::session::{Flash, Grant, SessionView, WebState};
+use super::{MAX_FORM_BODY_BYTES, MAX_IMPORT_BODY_BYTES, MAX_LOGIN_BODY_BYTES, SESSION_COOKIE};
+use crate::auth;
+use crate::clock;
+use crate::daemon::Shared;
+use crate::error::Error;
+use crate::ops::Command;
+use crate::pki::KindRequest;
+
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /`
+    Home,
+    /// `GET /login`
+    Login,
+    /// `POST /login`
+    LoginPost,
+    /// `POST /logout`
+    Logout,
+    /// `GET /password`
+    Password,
+    /// `POST /password`
+    PasswordPost,
+    /// `GET /certs`
+    Certs,
+    /// `GET /certs/{id}.pem`
+    CertPem(String),
+    /// `POST /certs/delete`
+    CertDelete,
+    /// `GET /roots`
+    Roots,
+    /// `GET /roots/{id}.pem`
+    RootPem(String),
+    /// `POST /roots/delete`
+    RootsDelete,
+    /// `GET /roots/reset` (the confirmation step)
+    RootsResetConfirm,
+    /// `POST /roots/reset`
+    RootsReset,
+    /// `GET /import`
+    Import,
+    /// `POST /import`
+    ImportPost,
+    /// `GET /tenants`
+    Tenants,
+    /// `POST /tenants/add`
+    TenantAdd,
+    /// `POST /tenants/remove`
+    TenantRemove,
+    /// `POST /system`
+    SystemPost,
+    /// `/api/...`
+    Api(ApiRoute),
+    /// No such page.
+    NotFound,
+    /// The page exists, not with this method.
+    MethodNotAllowed,
+}
+
+pub use crate::ops::{bad_id_message, valid_id};
+
+/// Map method and path to a route (`HEAD` is routed as `GET`).
+pub fn route(method: &str, path: &str, query: Option<&str>) -> Route {
+    let get = method == "GET" || method == "HEAD";
+    let post = method == "POST";
+    if path == "/api" || path.starts_with("/api/") {
+        return Route::Api(api::route(method, &path[4..], query));
+    }
+    let page = |r: Route, ok: bool| if ok { r } else { Route::MethodNotAllowed };
+    let pem = |rest: &str, make: fn(String) -> Route| match rest
+        .strip_suffix(".pem")
+        .and_then(valid_id)
+    {
+        Some(id) => page(make(id), get),
+        None => Route::NotFound,
+    };
+    match path {
+        "/" => page(Route::Home, get),
+        "/login" => match method {
+            "POST" => Route::LoginPost,
+            _ => page(Route::Login, get),
+        },
+        "/logout" => page(Route::Logout, post),
+        "/password" => match method {
+            "POST" => Route::PasswordPost,
+            _ => page(Route::Password, get),
+        },
+        "/certs" => page(Route::Certs, get),
+        "/certs/delete" => page(Route::CertDelete, post),
+        "/roots" => page(Route::Roots, get),
+        "/roots/delete" => page(Route::RootsDelete, post),
+        "/roots/reset" => match method {
+            "POST" => Route::RootsReset,
+            _ => page(Route::RootsResetConfirm, get),
+        },
+        "/import" => match method {
+            "POST" => Route::ImportPost,
+            _ => page(Route::Import, get),
+        },
+        "/tenants" => page(Route::Tenants, get),
+        "/tenants/add" => page(Route::TenantAdd, post),
+        "/tenants/remove" => page(Route::TenantRemove, post),
+        "/system" => page(Route::SystemPost, post),
+        _ => {
+            if let Some(rest) = path.strip_prefix("/certs/") {
+                pem(rest, Route::CertPem)
+            } else if let Some(rest) = path.strip_prefix("/roots/") {
+                pem(rest, Route::RootPem)
+            } else {
+                Route::NotFound
+            }
+        }
+    }
+}
+
+/// Who is asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// Nobody.
+    None,
+    /// A browser session.
+    Session(SessionView),
+    /// HTTP Basic with the admin password (API only).
+    Basic,
+}
+
+/// What `begin` found out.
+#[derive(Debug)]
+pub struct Ctx {
+    route: Route,
+    auth: Auth,
+}
+
+/// True when the browser says the request comes from another site.
+pub fn cross_site(head: &Head) -> bool {
+    if let Some(site) = head.header("sec-fetch-site") {
+        if !matches!(site, "same-origin" | "none") {
+            return true;
+        }
+    }
+    match (head.header("origin"), head.header("host")) {
+        (None | Some("null"), _) => false,
+        (Some(origin), Some(host)) => !origin.eq_ignore_ascii_case(&format!("https://{host}")),
+        (Some(_), None) => true,
+    }
+}
+
+/// The password of an `Authorization: Basic` header (any user name).
+pub fn basic_password(head: &Head) -> Option<String> {
+    let value = head.header("authorization")?;
+    let (scheme, b64) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = Base64::decode_vec(b64.trim()).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (_, password) = text.split_once(':')?;
+    Some(password.to_owned())
+}
+
+/// The session cookie.
+pub fn set_cookie(id: &str) -> String {
+    format!("{SESSION_COOKIE}={id}; HttpOnly; Secure; SameSite=Strict; Path=/")
+}
+
+fn clear_cookie() -> String {
+    format!("{SESSION_COOKIE}=; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=0")
+}
+
+/// The HTTPS handler of one connection.
+pub struct Admin {
+    /// The daemon's state.
+    pub shared: Arc<Shared>,
+    /// Sessions and limiter.
+    pub web: Arc<WebState>,
+    /// The client, for the login limiter and the log.
+    pub ip: IpAddr,
+}
+
+fn is_api(route: &Route) -> bool {
+    matches!(route, Route::Api(_))
+}
+
+fn forbidden(api: bool, code: &str, message: &str) -> Resp {
+    if api {
+        Resp::json_error(403, code, message)
+    } else {
+        Resp::html(
+            403,
+            html::message("Forbidden", None, &[("err", code.into(), message.into())]),
+        )
+    }
+}
+
+fn retry_after(wait: std::time::Duration) -> String {
+    wait.as_secs().saturating_add(1).to_string()
+}
+
+impl Admin {
+    /// A handler for a connection from `ip`.
+    pub fn new(shared: Arc<Shared>, web: Arc<WebState>, ip: IpAddr) -> Admin {
+        Admin { shared, web, ip }
+    }
+
+    async fn run(&self, command: Command) -> Result<Value, Error> {
+        self.shared.execute_async(command).await
+    }
+
+    async fn password_is_set(&self) -> Result<bool, Error> {
+        let shared = self.shared.clone();
+        smol::unblock(move || auth::password_is_set(shared.store())).await
+    }
+
+    fn setup_token(&self) -> Option<String> {
+        self.shared
+            .setup_token
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// True while the setup token may still be used.
+    async fn setup_open(&self) -> bool {
+        self.setup_token().is_some() && matches!(self.password_is_set().await, Ok(false))
+    }
+
+    async fn check_basic(&self, password: String) -> Result<Auth, Resp> {
+        let now = Instant::now();
+        if let Err(wait) = self.web.login_allowed(self.ip, now) {
+            return Err(Resp::json_error(
+                429,
+                "rate-limited",
+                "too many failed logins from this address; try again later",
+            )
+            .with("Retry-After", retry_after(wait)));
+        }
+        let shared = self.shared.clone();
+        let ok = smol::unblock(move || auth::check_password(shared.store(), &password)).await;
+        match ok {
+            Ok(true) => {
+                self.web.login_succeeded(self.ip);
+                Ok(Auth::Basic)
+            }
+            Ok(false) => {
+                log::warn!("web admin: failed API login from {}", self.ip);
+                self.web.login_failed(self.ip, now);
+                Err(Resp::json_error(
+                    401,
+                    "unauthenticated",
+                    "wrong password (HTTP Basic, any user name, the admin password)",
+                ))
+            }
+            Err(e) => Err(api::error_resp(&e)),
+        }
+    }
+
+    fn flash_lines(&self, session: &SessionView) -> Vec<Line> {
+        self.web
+            .take_flash(&session.id)
+            .map(|f| f.lines)
+            .unwrap_or_default()
+    }
+
+    fn back(&self, session: &SessionView, to: &str, flash: Flash) -> Resp {
+        self.web.set_flash(&session.id, flash);
+        Resp::redirect(303, to)
+    }
+
+    fn outcome(&self, session: &SessionView, to: &str, r: Result<Value, Error>, ok: &str) -> Resp {
+        let flash = match r {
+            Ok(_) => Flash::one("ok", "", ok),
+            Err(e) => Flash::one("err", e.code_str(), e.to_string()),
+        };
+        self.back(session, to, flash)
+    }
+
+    /// The form of a POST, after checking its CSRF field.
+    fn form(&self, req: &Req, session: &SessionView) -> Result<Form, Resp> {
+        let form = Form::parse(&req.body).map_err(|e| {
+            Resp::html(
+                400,
+                html::message(
+                    "Bad request",
+                    Some(&session.csrf),
+                    &[("err", "bad-request".into(), e.to_string())],
+                ),
+            )
+        })?;
+        match form.get("csrf") {
+            Some(token) if ct_eq(token.as_bytes(), session.csrf.as_bytes()) => Ok(form),
+            _ => Err(forbidden(
+                false,
+                "csrf",
+                "the form's security token is missing or out of date; reload the page and try again",
+            )),
+        }
+    }
+
+    fn error_page(
+        &self,
+        status: u16,
+        title: &str,
+        session: Option<&SessionView>,
+        e: &Error,
+    ) -> Resp {
+        Resp::html(
+            status,
+            html::message(
+                title,
+                session.map(|s| s.csrf.as_str()),
+                &[("err", e.code_str().into(), e.to_string())],
+            ),
+        )
+    }
+
+    async fn login_page(&self, status: u16, message: &[Line]) -> Resp {
+        let set = match self.password_is_set().await {
+            Ok(set) => set,
+            Err(e) => return self.error_page(500, "Error", None, &e),
+        };
+        Resp::html(
+            status,
+            html::login(set, self.setup_token().is_some(), message),
+        )
+    }
+
+    async fn login_post(&self, req: &Req, old: Option<&SessionView>) -> Resp {
+        let now = Instant::now();
+        if let Err(wait) = self.web.login_allowed(self.ip, now) {
+            return self
+                .login_page(
+                    429,
+                    &[(
+                        "err",
+                        "rate-limited".into(),
+                        format!(
+                            "too many failed logins from this address; try again in {} s",
+                            retry_after(wait)
+                        ),
+                    )],
+                )
+                .await
+                .with("Retry-After", retry_after(wait));
+        }
+        let form = match Form::parse(&req.body) {
+            Ok(f) => f,
+            Err(e) => {
+                return self
+                    .login_page(400, &[("err", "bad-request".into(), e.to_string())])
+                    .await
+            }
+        };
+        let given = form.get("password").unwrap_or("").to_owned();
+        let set = match self.password_is_set().await {
+            Ok(set) => set,
+            Err(e) => return self.error_page(500, "Error", None, &e),
+        };
+        let grant = if set {
+            let shared = self.shared.clone();
+            let candidate = given.clone();
+            match smol::unblock(move || auth::check_password(shared.store(), &candidate)).await {
+                Ok(true) => Some(Grant::Admin),
+                Ok(false) => None,
+                Err(e) => return self.error_page(500, "Error", None, &e),
+            }
+        } else {
+            match self.setup_token() {
+                Some(token) if !given.is_empty() && ct_eq(token.as_bytes(), given.as_bytes()) => {
+                    Some(Grant::Setup)
+                }
+                _ => None,
+            }
+        };
+        let Some(grant) = grant else {
+            let lockout = self.web.login_failed(self.ip, now);
+            log::warn!(
+                "web admin: failed login from {}{}",
+                self.ip,
+                lockout
+                    .map(|d| format!(", locked out for {} s", d.as_secs()))
+                    .unwrap_or_default()
+            );
+            let what = if set {
+                "wrong password"
+            } else {
+                "wrong setup token"
+            };
+            return self
+                .login_page(401, &[("err", "unauthenticated".into(), what.into())])
+                .await;
+        };
+        self.web.login_succeeded(self.ip);
+        if let Some(old) = old {
+            self.web.remove(&old.id);
+        }
+        let session = match self.web.create(grant, now) {
+            Ok(s) => s,
+            Err(e) => return self.error_page(500, "Error", None, &e),
+        };
+        log::info!("web admin: login from {} ({:?})", self.ip, grant);
+        let to = if grant == Grant::Setup {
+            "/password"
+        } else {
+            "/certs"
+        };
+        Resp::redirect(303, to).with("Set-Cookie", set_cookie(&session.id))
+    }
+
+    async fn password_post(&self, req: &Req, session: &SessionView) -> Resp {
+        let form = match self.form(req, session) {
+            Ok(f) => f,
+            Err(r) => return r,
+        };
+        let setup = session.grant == Grant::Setup;
+        let password = form.get("password").unwrap_or("").to_owned();
+        if form.get("confirm") != Some(password.as_str()) {
+            return Resp::html(
+                400,
+                html::password(
+                    &session.csrf,
+                    setup,
+                    &[(
+                        "err",
+                        "bad-password".into(),
+                        "the two passwords differ".into(),
+                    )],
+                ),
+            );
+        }
+        if let Err(e) = self.run(Command::AdminPassword { password }).await {
+            return Resp::html(
+                400,
+                html::password(
+                    &session.csrf,
+                    setup,
+                    &[("err", e.code_str().into(), e.to_string())],
+                ),
+            );
+        }
+        *self
+            .shared
+            .setup_token
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+        log::info!("web admin: admin password set from {}", self.ip);
+        // A new session ID for the new privilege; every other session ends.
+        self.web.remove(&session.id);
+        self.web.remove_others("");
+        let fresh = match self.web.create(Grant::Admin, Instant::now()) {
+            Ok(s) => s,
+            Err(e) => return self.error_page(500, "Error", None, &e),
+        };
+        self.web
+            .set_flash(&fresh.id, Flash::one("ok", "", "the admin password is set"));
+        Resp::redirect(303, "/certs").with("Set-Cookie", set_cookie(&fresh.id))
+    }
+
+    async fn import_post(&self, req: &Req, session: &SessionView) -> Resp {
+        let form = match self.form(req, session) {
+            Ok(f) => f,
+            Err(r) => return r,
+        };
+        let cert = form.get("cert").unwrap_or("").to_owned();
+        let kind_name = form.get("kind").unwrap_or("auto");
+        let Some(kind) = kind_request(kind_name) else {
+            return Resp::html(
+                400,
+                html::import(
+                    &session.csrf,
+                    &cert,
+                    "auto",
+                    &[(
+                        "err",
+                        "bad-request".into(),
+                        format!("unknown kind \"{kind_name}\""),
+                    )],
+                ),
+            );
+        };
+        let key = form
+            .get("key")
+            .filter(|k| !k.trim().is_empty())
+            .map(|k| k.as_bytes().to_vec());
+        let had_key = key.is_some();
+        let command = Command::Import {
+            cert: cert.as_bytes().to_vec(),
+            key,
+            kind,
+        };
+        match self.run(command).await {
+            Ok(v) => {
+                let s = |k: &str| v[k].as_str().unwrap_or("").to_owned();
+                let mut lines: Vec<Line> = vec![(
+                    "ok",
+                    String::new(),
+                    format!(
+                        "imported {} certificate {}{}",
+                        s("kind"),
+                        s("id"),
+                        v["tenant"]
+                            .as_str()
+                            .map(|t| format!(" for tenant {t}"))
+                            .unwrap_or_default()
+                    ),
+                )];
+                for w in v["warnings"].as_array().into_iter().flatten() {
+                    lines.push((
+                        "warn",
+                        w["code"].as_str().unwrap_or("").to_owned(),
+                        w["message"].as_str().unwrap_or("").to_owned(),
+                    ));
+                }
+                let to = if s("kind") == "root" {
+                    "/roots"
+                } else {
+                    "/certs"
+                };
+                self.back(session, to, Flash { lines })
+            }
+            Err(e) => {
+                let mut lines: Vec<Line> = vec![("err", e.code_str().into(), e.to_string())];
+                if had_key {
+                    lines.push((
+                        "warn",
+                        String::new(),
+                        "the private key is not shown again; paste it once more".into(),
+                    ));
+                }
+                Resp::html(
+                    api::status_of(&e),
+                    html::import(&session.csrf, &cert, kind_name, &lines),
+                )
+            }
+        }
+    }
+
+    async fn pem(&self, command: Command, id: &str, session: &SessionView) -> Resp {
+        match self.run(command).await {
+            Ok(v) => {
+                let short = id.get(..16).unwrap_or(id);
+                Resp::new(
+                    200,
+                    "application/x-pem-file",
+                    v["pem"].as_str().unwrap_or("").to_owned(),
+                )
+                .with(
+                    "Content-Disposition",
+                    format!("attachment; filename=\"{short}.pem\""),
+                )
+            }
+            Err(e) => self.error_page(api::status_of(&e), "Not found", Some(session), &e),
+        }
+    }
+
+    async fn page(&self, route: Route, req: &Req, session: &SessionView) -> Resp {
+        let now = clock::now();
+        let csrf = session.csrf.as_str();
+        match route {
+            Route::Home => Resp::redirect(303, "/certs"),
+            Route::Logout => {
+                if let Err(r) = self.form(req, session) {
+                    return r;
+                }
+                self.web.remove(&session.id);
+                Resp::redirect(303, "/login").with("Set-Cookie", clear_cookie())
+            }
+            Route::Password => Resp::html(
+                200,
+                html::password(
+                    csrf,
+                    session.grant == Grant::Setup,
+                    &self.flash_lines(session),
+                ),
+            ),
+            Route::PasswordPost => self.password_post(req, session).await,
+            Route::Certs => match self.run(Command::Certs).await {
+                Ok(v) => Resp::html(200, html::certs(csrf, &v, &self.flash_lines(session), now)),
+                Err(e) => self.error_page(500, "Error", Some(session), &e),
+            },
+            Route::CertPem(id) => {
+                self.pem(Command::CertShow { id: id.clone() }, &id, session)
+                    .await
+            }
+            Route::CertDelete => {
+                let form = match self.form(req, session) {
+                    Ok(f) => f,
+                    Err(r) => return r,
+                };
+                let Some(id) = form.get("id").and_then(valid_id) else {
+                    return self.back(
+                        session,
+                        "/certs",
+                        Flash::one("err", "bad-request", bad_id_message()),
+                    );
+                };
+                let r = self.run(Command::CertDelete { id: id.clone() }).await;
+                self.outcome(session, "/certs", r, &format!("certificate {id} deleted"))
+            }
+            Route::Roots => {
+                let roots = self.run(Command::Roots).await;
+                let system = self.run(Command::SystemShow).await;
+                match (roots, system) {
+                    (Ok(roots), Ok(system)) => {
+                        let update = (system["roots_update_available"].as_bool() == Some(true))
+                            .then(|| system["bundled_roots_version"].as_str().unwrap_or(""));
+                        Resp::html(
+                            200,
+                            html::roots(csrf, &roots, update, &self.flash_lines(session), now),
+                        )
+                    }
+                    (Err(e), _) | (_, Err(e)) => self.error_page(500, "Error", Some(session), &e),
+                }
+            }
+            Route::RootPem(id) => {
+                self.pem(Command::RootsShow { id: id.clone() }, &id, session)
+                    .await
+            }
+            Route::RootsDelete => {
+                let form = match self.form(req, session) {
+                    Ok(f) => f,
+                    Err(r) => return r,
+                };
+                let raw = form.all("id");
+                if raw.is_empty() {
+                    return self.back(
+                        session,
+                        "/roots",
+                        Flash::one("err", "bad-request", "tick the roots to delete first"),
+                    );
+                }
+                let Some(ids) = raw.iter().map(|i| valid_id(i)).collect::<Option<Vec<_>>>() else {
+                    return self.back(
+                        session,
+                        "/roots",
+                        Flash::one("err", "bad-request", bad_id_message()),
+                    );
+                };
+                let n = ids.len();
+                let r = self.run(Command::RootsDelete { ids }).await;
+                self.outcome(session, "/roots", r, &format!("{n} root(s) deleted"))
+            }
+            Route::RootsResetConfirm => match self.run(Command::Roots).await {
+                Ok(v) => Resp::html(
+                    200,
+                    html::roots_reset_confirm(
+                        csrf,
+                        v.as_array().map(Vec::len).unwrap_or(0),
+                        &crate::roots::bundled_version(),
+                    ),
+                ),
+                Err(e) => self.error_page(500, "Error", Some(session), &e),
+            },
+            Route::RootsReset => {
+                let form = match self.form(req, session) {
+                    Ok(f) => f,
+                    Err(r) => return r,
+                };
+                if form.get("confirm") != Some("yes") {
+                    return Resp::redirect(303, "/roots/reset");
+                }
+                let r = self.run(Command::RootsReset).await;
+                self.outcome(
+                    session,
+                    "/roots",
+                    r,
+                    "the Root CA list is the bundled list again",
+                )
+            }
+            Route::Import => Resp::html(
+                200,
+                html::import(csrf, "", "auto", &self.flash_lines(session)),
+            ),
+            Route::ImportPost => self.import_post(req, session).await,
+            Route::Tenants => {
+                let tenants = self.run(Command::TenantList).await;
+                let system = self.run(Command::SystemShow).await;
+                let certs = self.run(Command::Certs).await;
+                match (tenants, system, certs) {
+                    (Ok(t), Ok(s), Ok(c)) => Resp::html(
+                        200,
+                        html::tenants(csrf, &t, &s, &c, &self.flash_lines(session)),
+                    ),
+                    (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                        self.error_page(500, "Error", Some(session), &e)
+                    }
+                }
+            }
+            Route::TenantAdd => {
+                let form = match self.form(req, session) {
+                    Ok(f) => f,
+                    Err(r) => return r,
+                };
+                let name = form.get("name").unwrap_or("").trim().to_owned();
+                let dns: Vec<String> = form
+                    .get("dns")
+                    .unwrap_or("")
+                    .split(|c: char| c.is_whitespace() || c == ',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                let r = self
+                    .run(Command::TenantAdd {
+                        name: name.clone(),
+                        dns,
+                    })
+                    .await;
+                self.outcome(session, "/tenants", r, &format!("tenant {name} added"))
+            }
+            Route::TenantRemove => {
+                let form = match self.form(req, session) {
+                    Ok(f) => f,
+                    Err(r) => return r,
+                };
+                let name = form.get("name").unwrap_or("").to_owned();
+                let r = self.run(Command::TenantRemove { name: name.clone() }).await;
+                self.outcome(session, "/tenants", r, &format!("tenant {name} removed"))
+            }
+            Route::SystemPost => {
+                let form = match self.form(req, session) {
+                    Ok(f) => f,
+                    Err(r) => return r,
+                };
+                let or_none = |k: &str| {
+                    let v = form.get(k).unwrap_or("").trim();
+                    if v.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        v.to_owned()
+                    }
+                };
+                let default_cert = or_none("default_cert");
+                if default_cert != "none" && valid_id(&default_cert).is_none() {
+                    return self.back(
+                        session,
+                        "/tenants",
+                        Flash::one("err", "bad-request", bad_id_message()),
+                    );
+                }
+                let command = Command::SystemSet {
+                    dns: Some(or_none("dns")),
+                    admin_email: Some(or_none("admin_email")),
+                    default_cert: Some(default_cert),
+                };
+                let r = self.run(command).await;
+                self.outcome(session, "/tenants", r, "system settings saved")
+            }
+            Route::NotFound => Resp::html(
+                404,
+                html::message(
+                    "Not found",
+                    Some(csrf),
+                    &[(
+                        "err",
+                        "no-such-page".into(),
+                        format!("there is no page {}", req.head.path),
+                    )],
+                ),
+            ),
+            Route::MethodNotAllowed => Resp::html(
+                405,
+                html::message(
+                    "Method not allowed",
+                    Some(csrf),
+                    &[(
+                        "err",
+                        "method-not-allowed".into(),
+                        format!("{} is not allowed here", req.head.method),
+                    )],
+                ),
+            ),
+            // Handled before a session exists or by the API module.
+            Route::Login | Route::LoginPost | Route::Api(_) => Resp::redirect(303, "/"),
+        }
+    }
+}
+
+/// `auto|root|server|domain|stir-shaken`.
+pub fn kind_request(name: &str) -> Option<KindRequest> {
+    Some(match name {
+        "auto" => KindRequest::Auto,
+        "root" => KindRequest::Root,
+        "server" => KindRequest::Server,
+        "domain" => KindRequest::Domain,
+        "stir-shaken" => KindRequest::StirShaken,
+        _ => return None,
+    })
+}
+
+impl Handler for Admin {
+    type Ctx = Ctx;
+
+    async fn begin(&self, head: &Head) -> Result<(Ctx, usize), Resp> {
+        let route = route(&head.method, &head.path, head.query.as_deref());
+        let api = is_api(&route);
+        if !head.is_read() && cross_site(head) {
+            return Err(forbidden(
+                api,
+                "cross-site",
+                "the browser marked this request as coming from another site",
+            ));
+        }
+        let now = Instant::now();
+        let mut auth = Auth::None;
+        if let Some(session) = head
+            .cookie(SESSION_COOKIE)
+            .and_then(|id| self.web.get(id, now))
+        {
+            if session.grant == Grant::Setup && !self.setup_open().await {
+                self.web.remove(&session.id);
+            } else {
+                auth = Auth::Session(session);
+            }
+        } else if api {
+            if let Some(password) = basic_password(head) {
+                auth = self.check_basic(password).await?;
+            }
+        }
+        if matches!(route, Route::Login | Route::LoginPost) {
+            return Ok((Ctx { route, auth }, MAX_LOGIN_BODY_BYTES));
+        }
+        match &auth {
+            Auth::None if api => {
+                return Err(Resp::json_error(
+                    401,
+                    "unauthenticated",
+                    "log in first: a session cookie with X-CSRF-Token, or HTTP Basic with the admin password",
+                ))
+            }
+            Auth::None => return Err(Resp::redirect(303, "/login")),
+            Auth::Session(s)
+                if s.grant == Grant::Setup
+                    && !matches!(route, Route::Password | Route::PasswordPost | Route::Logout) =>
+            {
+                return Err(if api {
+                    Resp::json_error(403, "password-required", "set the admin password first")
+                } else {
+                    Resp::redirect(303, "/password")
+                });
+            }
+            _ => {}
+        }
+        if api && !head.is_read() {
+            if let Auth::Session(s) = &auth {
+                let ok = head
+                    .header("x-csrf-token")
+                    .is_some_and(|t| ct_eq(t.as_bytes(), s.csrf.as_bytes()));
+                if !ok {
+                    return Err(forbidden(
+                        true,
+                        "csrf",
+                        "API writes with a session cookie need the X-CSRF-Token header",
+                    ));
+                }
+            }
+            if head.method == "POST" && head.media_type() != "application/json" {
+                return Err(Resp::json_error(
+                    415,
+                    "unsupported-media-type",
+                    "send the request body as Content-Type: application/json",
+                ));
+            }
+        }
+        let limit = match route {
+            Route::ImportPost | Route::Api(ApiRoute::Import) => MAX_IMPORT_BODY_BYTES,
+            _ => MAX_FORM_BODY_BYTES,
+        };
+        Ok((Ctx { route, auth }, limit))
+    }
+
+    async fn finish(&self, ctx: Ctx, req: Req) -> Resp {
+        let Ctx { route, auth } = ctx;
+        let session = match &auth {
+            Auth::Session(s) => Some(s),
+            _ => None,
+        };
+        match (route, session) {
+            (Route::Login, Some(s)) if s.grant == Grant::Admin => Resp::redirect(303, "/certs"),
+            (Route::Login, _) => self.login_page(200, &[]).await,
+            (Route::LoginPost, old) => self.login_post(&req, old).await,
+            (Route::Api(r), _) => api::handle(self, r, &req).await,
+            (route, Some(s)) => self.page(route, &req, s).await,
+            (_, None) => Resp::redirect(303, "/login"),
+        }
+    }
+
+    fn too_large(&self, head: &Head, limit: usize) -> Resp {
+        let message = format!(
+            "the request body has {} bytes; at most {limit} are accepted here",
+            head.content_length
+        );
+        if head.path.starts_with("/api/") {
+            Resp::json_error(413, "too-large", &message)
+        } else {
+            Resp::html(
+                413,
+                html::message("Too large", None, &[("err", "too-large".into(), message)]),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn id() -> String {
+        "ab".repeat(32)
+    }
+
+    #[test]
+    fn routes() {
+        let i = id();
+        assert_eq!(route("GET", "/", None), Route::Home);
+        assert_eq!(route("HEAD", "/certs", None), Route::Certs);
+        assert_eq!(route("POST", "/certs", None), Route::MethodNotAllowed);
+        assert_eq!(route("GET", "/login", None), Route::Login);
+        assert_eq!(route("POST", "/login", None), Route::LoginPost);
+        assert_eq!(route("GET", "/logout", None), Route::MethodNotAllowed);
+        assert_eq!(
+            route("GET", &format!("/certs/{i}.pem"), None),
+            Route::CertPem(i.clone())
+        );
+        assert_eq!(
+            route(
+                "GET",
+                &format!("/roots/{}.pem", &i[..8].to_uppercase()),
+                None
+            ),
+            Route::RootPem(i[..8].to_owned())
+        );
+        assert_eq!(route("GET", "/certs/abc.pem", None), Route::NotFound);
+        assert_eq!(route("GET", &format!("/certs/{i}"), None), Route::NotFound);
+        assert_eq!(route("GET", "/roots/reset", None), Route::RootsResetConfirm);
+        assert_eq!(route("POST", "/roots/reset", None), Route::RootsReset);
+        assert_eq!(route("POST", "/import", None), Route::ImportPost);
+        assert_eq!(
+            route("GET", "/api/certs", None),
+            Route::Api(ApiRoute::Certs)
+        );
+        assert_eq!(route("GET", "/apix", None), Route::NotFound);
+        assert_eq!(route("GET", "/../etc/passwd", None), Route::NotFound);
+    }
+
+    fn head(method: &str, path: &str, headers: &[(&str, &str)], len: usize) -> Head {
+        let (path, query) = match path.split_once('?') {
+            Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+            None => (path.to_owned(), None),
+        };
+        Head {
+            method: method.into(),
+            path,
+            query,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            content_length: len,
+        }
+    }
+
+    #[test]
+    fn cross_site_detection() {
+        let h = |hs: &[(&str, &str)]| cross_site(&head("POST", "/", hs, 0));
+        assert!(!h(&[]));
+        assert!(!h(&[("sec-fetch-site", "same-origin")]));
+        assert!(!h(&[("sec-fetch-site", "none")]));
+        assert!(h(&[("sec-fetch-site", "cross-site")]));
+        assert!(h(&[("sec-fetch-site", "same-site")]));
+        assert!(!h(&[("origin", "null"), ("host", "pbx:8443")]));
+        assert!(!h(&[("origin", "https://pbx:8443"), ("host", "pbx:8443")]));
+        assert!(h(&[
+            ("origin", "https://evil.example"),
+            ("host", "pbx:8443")
+        ]));
+        assert!(h(&[("origin", "http://pbx:8443"), ("host", "pbx:8443")]));
+    }
+
+    #[test]
+    fn basic_auth_is_parsed() {
+        let h = |v: &str| basic_password(&head("GET", "/", &[("authorization", v)], 0));
+        // admin:s3cret pa:ss
+        assert_eq!(
+            h("Basic YWRtaW46czNjcmV0IHBhOnNz").as_deref(),
+            Some("s3cret pa:ss")
+        );
+        assert_eq!(h("basic OnB3").as_deref(), Some("pw"));
+        assert_eq!(h("Bearer abc"), None);
+        assert_eq!(h("Basic !!!"), None);
+        assert_eq!(h("Basic bm9jb2xvbg=="), None);
+    }
+
+    struct Client {
+        admin: Admin,
+        cookie: Option<String>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Client {
+        fn new() -> Client {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).unwrap();
+            let shared = Shared::new(store).unwrap();
+            *shared.setup_token.lock().unwrap() = Some("the-setup-token".into());
+            Client {
+                admin: Admin::new(
+                    shared,
+                    Arc::new(WebState::new()),
+                    IpAddr::from([127, 0, 0, 1]),
+                ),
+                cookie: None,
+                _dir: dir,
+            }
+        }
+
+        fn call(&mut self, method: &str, path: &str, extra: &[(&str, &str)], body: &[u8]) -> Resp {
+            let mut headers: Vec<(&str, &str)> = vec![("host", "pbx:8443")];
+            let cookie = self
+                .cookie
+                .as_ref()
+                .map(|c| format!("{SESSION_COOKIE}={c}"));
+            if let Some(c) = &cookie {
+                headers.push(("cookie", c));
+            }
+            headers.extend_from_slice(extra);
+            let h = head(method, path, &headers, body.len());
+            let resp = smol::block_on(async {
+                match self.admin.begin(&h).await {
+                    Err(r) => r,
+                    Ok((_, limit)) if body.len() > limit => self.admin.too_large(&h, limit),
+                    Ok((ctx, _)) => {
+                        self.admin
+                            .finish(
+                                ctx,
+                                Req {
+                                    head: h.clone(),
+                                    body: body.to_vec(),
+                                },
+                            )
+                            .await
+                    }
+                }
+            });
+            if let Some(c) = resp.header("set-cookie") {
+                let value = c.split(';').next().unwrap().split_once('=').unwrap().1;
+                self.cookie = (!value.is_empty()).then(|| value.to_owned());
+            }
+            resp
+        }
+
+        fn form(&mut self, path: &str, body: &str) -> Resp {
+            self.call(
+                "POST",
+                path,
+                &[("content-type", "application/x-www-form-urlencoded")],
+                body.as_bytes(),
+            )
+        }
+
+        fn csrf(&mut self) -> String {
+            let page = self.call("GET", "/password", &[], b"");
+            let html = String::from_utf8(page.body).unwrap();
+            let start = html.find("name=\"csrf\" value=\"").unwrap() + 19;
+            html[start..].split('"').next().unwrap().to_owned()
+        }
+    }
+
+    fn json(r: &Resp) -> serde_json::Value {
+        serde_json::from_slice(&r.body).unwrap()
+    }
+
+    #[test]
+    fn login_setup_csrf_and_api_flow() {
+        let mut c = Client::new();
+        // Nothing works before login.
+        let r = c.call("GET", "/certs", &[], b"");
+        assert_eq!((r.status, r.header("location")), (303, Some("/login")));
+        let r = c.call("GET", "/api/certs", &[], b"");
+        assert_eq!(r.status, 401);
+        assert_eq!(json(&r)["error"]["code"], "unauthenticated");
+        let r = c.call("GET", "/nope", &[], b"");
+        assert_eq!(r.status, 303);
+        let r = c.call("GET", "/login", &[], b"");
+        assert_eq!(r.status, 200);
+        assert!(String::from_utf8_lossy(&r.body).contains("Setup token"));
+
+        // The setup token, not a guess, opens a setup-only session.
+        let r = c.form("/login", "password=wrong");
+        assert_eq!(r.status, 401);
+        assert!(c.cookie.is_none());
+        let r = c.form("/login", "password=the-setup-token");
+        assert_eq!((r.status, r.header("location")), (303, Some("/password")));
+        let setup_cookie = c.cookie.clone().unwrap();
+        let r = c.call("GET", "/certs", &[], b"");
+        assert_eq!((r.status, r.header("location")), (303, Some("/password")));
+        let r = c.call("GET", "/api/certs", &[], b"");
+        assert_eq!(r.status, 403);
+        assert_eq!(json(&r)["error"]["code"], "password-required");
+
+        // Setting the password needs the CSRF token and matching fields.
+        let csrf = c.csrf();
+        let r = c.form(
+            "/password",
+            "password=correct+horse+battery&confirm=correct+horse+battery",
+        );
+        assert_eq!(r.status, 403);
+        let r = c.form(
+            "/password",
+            &format!("csrf={csrf}&password=correct+horse+battery&confirm=other"),
+        );
+        assert_eq!(r.status, 400);
+        let r = c.form(
+            "/password",
+            &format!("csrf={csrf}&password=short&confirm=short"),
+        );
+        assert_eq!(r.status, 400);
+        assert!(String::from_utf8_lossy(&r.body).contains("bad-password"));
+        let r = c.form(
+            "/password",
+            &format!("csrf={csrf}&password=correct+horse+battery&confirm=correct+horse+battery"),
+        );
+        assert_eq!((r.status, r.header("location")), (303, Some("/certs")));
+        assert_ne!(c.cookie.as_deref(), Some(setup_cookie.as_str()));
+        assert!(c.admin.shared.setup_token.lock().unwrap().is_none());
+        let r = c.call("GET", "/certs", &[], b"");
+        assert_eq!(r.status, 200);
+        let page = String::from_utf8(r.body).unwrap();
+        assert!(page.contains("the admin password is set"));
+        assert!(page.contains("No certificates yet"));
+
+        // The old setup session is gone; the token no longer logs in.
+        let admin_cookie = c.cookie.replace(setup_cookie);
+        assert_eq!(c.call("GET", "/password", &[], b"").status, 303);
+        c.cookie = None;
+        assert_eq!(c.form("/login", "password=the-setup-token").status, 401);
+        c.cookie = admin_cookie;
+
+        // Page POSTs need the CSRF field; API writes need the header.
+        let csrf = c.csrf();
+        let r = c.form("/tenants/add", "name=acme&dns=pbx.acme.example");
+        assert_eq!(r.status, 403);
+        let r = c.form(
+            "/tenants/add",
+            &format!("csrf={csrf}X&name=acme&dns=pbx.acme.example"),
+        );
+        assert_eq!(r.status, 403);
+        let r = c.form(
+            "/tenants/add",
+            &format!("csrf={csrf}&name=acme&dns=pbx.acme.example+b.acme.example"),
+        );
+        assert_eq!((r.status, r.header("location")), (303, Some("/tenants")));
+        let body = br#"{"name":"beta","dns":["pbx.beta.example"]}"#;
+        let ct = ("content-type", "application/json");
+        let r = c.call("POST", "/api/tenants", &[ct], body);
+        assert_eq!(r.status, 403);
+        assert_eq!(json(&r)["error"]["code"], "csrf");
+        let r = c.call("POST", "/api/tenants", &[ct, ("x-csrf-token", &csrf)], body);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(json(&r), serde_json::json!({"ok": true}));
+        let r = c.call("POST", "/api/tenants", &[("x-csrf-token", &csrf)], body);
+        assert_eq!(r.status, 415);
+        let r = c.call("POST", "/api/tenants", &[ct, ("x-csrf-token", &csrf)], body);
+        assert_eq!(r.status, 409);
+        assert_eq!(json(&r)["error"]["code"], "tenant-exists");
+        let r = c.call("GET", "/api/tenants", &[], b"");
+        assert_eq!(json(&r)[1]["dns"][0], "pbx.beta.example");
+        let r = c.call(
+            "POST",
+            "/api/tenants",
+            &[
+                ct,
+                ("x-csrf-token", &csrf),
+                ("sec-fetch-site", "cross-site"),
+            ],
+            body,
+        );
+        assert_eq!(r.status, 403);
+        assert_eq!(json(&r)["error"]["code"], "cross-site");
+
+        // Errors keep their codes; IDs are checked like the CLI's.
+        let r = c.call("GET", "/api/certs/0123456789", &[], b"");
+        assert_eq!(
+            (r.status, json(&r)["error"]["code"].as_str()),
+            (404, Some("not-found"))
+        );
+        let r = c.call("GET", "/api/certs/012", &[], b"");
+        assert_eq!(
+            (r.status, json(&r)["error"]["code"].as_str()),
+            (400, Some("bad-request"))
+        );
+        let r = c.call(
+            "POST",
+            "/api/import",
+            &[ct, ("x-csrf-token", &csrf)],
+            br#"{"cert":"junk"}"#,
+        );
+        assert_eq!(
+            (r.status, json(&r)["error"]["code"].as_str()),
+            (400, Some("no-certificate"))
+        );
+        let r = c.call("GET", "/api/resolve?sni=pbx.acme.example", &[], b"");
+        assert_eq!(json(&r)["match"], "none");
+        assert_eq!(json(&r)["tenant"], "acme");
+
+        // The import route accepts a large body; others do not.
+        let big = vec![b'a'; MAX_FORM_BODY_BYTES + 1];
+        let r = c.call("POST", "/tenants/add", &[], &big);
+        assert_eq!(r.status, 413);
+        let r = c.form(
+            "/import",
+            &format!(
+                "csrf={csrf}&cert={}&kind=auto",
+                "a".repeat(MAX_FORM_BODY_BYTES)
+            ),
+        );
+        assert_eq!(r.status, 400);
+        assert!(String::from_utf8_lossy(&r.body).contains("no-certificate"));
+
+        // HTTP Basic for scripts: the admin password, rate limited.
+        c.cookie = None;
+        let good = format!(
+            "Basic {}",
+            Base64::encode_string(b"admin:correct horse battery")
+        );
+        let bad = format!("Basic {}", Base64::encode_string(b"admin:nope"));
+        let r = c.call("GET", "/api/tenants", &[("authorization", &good)], b"");
+        assert_eq!(r.status, 200);
+        let r = c.call("GET", "/api/tenants", &[("authorization", &bad)], b"");
+        assert_eq!(r.status, 401);
+        let r = c.call("GET", "/certs", &[("authorization", &good)], b"");
+        assert_eq!(r.status, 303, "Basic auth is for the API only");
+        let r = c.call("POST", "/api/roots/reset", &[("authorization", &good)], b"");
+        assert_eq!(r.status, 415);
+        let r = c.call(
+            "POST",
+            "/api/roots/reset",
+            &[("authorization", &good), ct],
+            b"",
+        );
+        assert_eq!(r.status, 200);
+
+        // Logging in with the password, then out.
+        let r = c.form("/login", "password=correct+horse+battery");
+        assert_eq!((r.status, r.header("location")), (303, Some("/certs")));
+        let csrf = c.csrf();
+        let sessions = c.admin.web.session_count();
+        let last = c.cookie.clone();
+        let r = c.form("/logout", &format!("csrf={csrf}"));
+        assert_eq!((r.status, r.header("location")), (303, Some("/login")));
+        assert!(c.cookie.is_none());
+        assert_eq!(c.admin.web.session_count(), sessions - 1);
+        c.cookie = last;
+        assert_eq!(c.call("GET", "/certs", &[], b"").status, 303);
+    }
+
+    #[test]
+    fn login_is_rate_limited() {
+        let mut c = Client::new();
+        for _ in 0..crate::http::LOGIN_FREE_FAILURES {
+            assert_eq!(c.form("/login", "password=guess").status, 401);
+        }
+        assert_eq!(c.form("/login", "password=guess").status, 401);
+        let r = c.form("/login", "password=the-setup-token");
+        assert_eq!(r.status, 429, "locked out even with the right token");
+        assert!(r.header("retry-after").is_some());
+        assert!(c.cookie.is_none());
+    }
+}

@@ -1,0 +1,492 @@
+//! The JSON API under `/api/`: the CLI's commands over HTTPS, with the same
+//! JSON shapes and error codes as `pbx-certd --json` (README, "CLI reference").
+//!
+//! Authentication, either:
+//! - HTTP Basic with the admin password (any user name), e.g.
+//!   `curl -k -u admin:PASSWORD https://pbx:443/api/certs`; failed attempts
+//!   count against the same per-IP login limit as the login page; or
+//! - the web admin's session cookie, plus the header `X-CSRF-Token: TOKEN` (the
+//!   value of the pages' hidden `csrf` field) on every POST and DELETE.
+//!
+//! Every POST sends `Content-Type: application/json` (an empty body counts
+//! as `{}`). Requests a browser marks as cross-site are refused.
+//!
+//! | method | path | CLI | request body / query | answer |
+//! |---|---|---|---|---|
+//! | GET | `/api/certs` | `certs` | | `[{"id","kind","names","tenant","not_before","not_after","source","key_type"}]` |
+//! | GET | `/api/certs/{id}` | `cert show ID` | | `{"id","pem"}` (chain, never the key) |
+//! | DELETE | `/api/certs/{id}` | `cert delete ID` | | `{"ok":true}` |
+//! | POST | `/api/import` | `import` | `{"cert":"PEM","key":"PEM"\|null,"kind":"auto"\|"root"\|"server"\|"domain"\|"stir-shaken"}` (`key`, `kind` optional) | `{"id","kind","tenant","names","not_after","warnings":[{"code","message"}]}` (+ `"ids"` for roots) |
+//! | GET | `/api/roots` | `roots` | | `[{"id","subject","not_after"}]` |
+//! | GET | `/api/roots/{id}` | `roots show ID` | | `{"id","pem"}` |
+//! | DELETE | `/api/roots/{id}` | `roots delete ID` | | `{"ok":true}` |
+//! | POST | `/api/roots/delete` | `roots delete ID...` | `{"ids":["ID",...]}` (all or nothing) | `{"ok":true}` |
+//! | POST | `/api/roots/reset` | `roots reset` | | `{"ok":true}` |
+//! | GET | `/api/tenants` | `tenant list` | | `[{"name","dns":[...]}]` |
+//! | POST | `/api/tenants` | `tenant add` | `{"name":"NAME","dns":["HOST",...]}` | `{"ok":true}` |
+//! | DELETE | `/api/tenants/{name}` | `tenant remove` | | `{"ok":true}` |
+//! | GET | `/api/system` | `system show` | | `{"dns","admin_email","default_cert","roots_version","bundled_roots_version","roots_update_available"}` |
+//! | POST | `/api/system` | `system set` | `{"dns","admin_email","default_cert"}`, each optional; `"none"` clears | `{"ok":true}` |
+//! | GET | `/api/resolve` | `resolve [SNI]` | `?sni=NAME` (omit: a client without SNI) | `{"sni","id","match","tenant"}` |
+//! | GET | `/api/stir-shaken/select` | `stir-shaken select` | `?tenant=NAME` | `{"id","match"}` |
+//! | POST | `/api/admin/password` | `admin password` | `{"password":"..."}` | `{"ok":true}` |
+//!
+//! IDs are full IDs or unique prefixes of at least 8 hex digits, as on the CLI.
+//!
+//! Errors are `{"error":{"code","message"}}` with the CLI's codes and status:
+//! 400 for import-rule failures (`bad-pem`, `key-mismatch`, ...) and other
+//! refused input (`bad-name`, `ambiguous-id`, `bad-request` for malformed
+//! JSON, a bad ID or a missing parameter), 401 `unauthenticated`, 403 `csrf` /
+//! `cross-site` / `password-required`, 404 `not-found` / `no-such-tenant` /
+//! `no-such-route`, 405 `method-not-allowed`, 409 `tenant-in-use` /
+//! `tenant-exists` / `dns-name-taken`, 413 `too-large` (request body),
+//! 415 `unsupported-media-type`, 429 `rate-limited` (with `Retry-After`),
+//! 503 `store-locked`, 500 other store failures.
+//!
+//! What must hold: each route maps to exactly one `ops::Command`, so the API
+//! cannot drift from the CLI; writes go through `Shared::execute_async`.
+
+use serde::Deserialize;
+
+use super::admin::{bad_id_message, valid_id, Admin};
+use super::form::{decode_path, Form};
+use super::msg::{Req, Resp};
+use crate::error::Error;
+use crate::ops::Command;
+use crate::pki::KindRequest;
+
+/// An API route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiRoute {
+    /// `GET /api/certs`
+    Certs,
+    /// `GET /api/certs/{id}`
+    CertShow(String),
+    /// `DELETE /api/certs/{id}`
+    CertDelete(String),
+    /// `POST /api/import`
+    Import,
+    /// `GET /api/roots`
+    Roots,
+    /// `GET /api/roots/{id}`
+    RootShow(String),
+    /// `DELETE /api/roots/{id}`
+    RootDelete(String),
+    /// `POST /api/roots/delete`
+    RootsDelete,
+    /// `POST /api/roots/reset`
+    RootsReset,
+    /// `GET /api/tenants`
+    Tenants,
+    /// `POST /api/tenants`
+    TenantAdd,
+    /// `DELETE /api/tenants/{name}`
+    TenantRemove(String),
+    /// `GET /api/system`
+    System,
+    /// `POST /api/system`
+    SystemSet,
+    /// `GET /api/resolve[?sni=NAME]`
+    Resolve(Option<String>),
+    /// `GET /api/stir-shaken/select?tenant=NAME`
+    StirSelect(String),
+    /// `POST /api/admin/password`
+    AdminPassword,
+    /// A malformed request (bad ID, missing parameter): 400.
+    Bad(String),
+    /// No such route: 404.
+    NotFound,
+    /// The route exists, not with this method: 405.
+    MethodNotAllowed,
+}
+
+/// Map method, path (after `/api`) and query to a route.
+pub fn route(method: &str, path: &str, query: Option<&str>) -> ApiRoute {
+    let method = if method == "HEAD" { "GET" } else { method };
+    let query = match Form::parse(query.unwrap_or("").as_bytes()) {
+        Ok(q) => q,
+        Err(e) => return ApiRoute::Bad(e.to_string()),
+    };
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let id = |raw: &str, make: fn(String) -> ApiRoute| match valid_id(raw) {
+        Some(id) => make(id),
+        None => ApiRoute::Bad(bad_id_message()),
+    };
+    let pick = |options: &[(&str, ApiRoute)]| {
+        options
+            .iter()
+            .find(|(m, _)| *m == method)
+            .map(|(_, r)| r.clone())
+            .unwrap_or(ApiRoute::MethodNotAllowed)
+    };
+    match segments.as_slice() {
+        ["certs"] => pick(&[("GET", ApiRoute::Certs)]),
+        ["certs", raw] => match method {
+            "GET" => id(raw, ApiRoute::CertShow),
+            "DELETE" => id(raw, ApiRoute::CertDelete),
+            _ => ApiRoute::MethodNotAllowed,
+        },
+        ["import"] => pick(&[("POST", ApiRoute::Import)]),
+        ["roots"] => pick(&[("GET", ApiRoute::Roots)]),
+        ["roots", "delete"] => pick(&[("POST", ApiRoute::RootsDelete)]),
+        ["roots", "reset"] => pick(&[("POST", ApiRoute::RootsReset)]),
+        ["roots", raw] => match method {
+            "GET" => id(raw, ApiRoute::RootShow),
+            "DELETE" => id(raw, ApiRoute::RootDelete),
+            _ => ApiRoute::MethodNotAllowed,
+        },
+        ["tenants"] => pick(&[("GET", ApiRoute::Tenants), ("POST", ApiRoute::TenantAdd)]),
+        ["tenants", raw] => match (method, decode_path(raw)) {
+            ("DELETE", Ok(name)) => ApiRoute::TenantRemove(name),
+            ("DELETE", Err(e)) => ApiRoute::Bad(e.to_string()),
+            _ => ApiRoute::MethodNotAllowed,
+        },
+        ["system"] => pick(&[("GET", ApiRoute::System), ("POST", ApiRoute::SystemSet)]),
+        ["resolve"] => pick(&[(
+            "GET",
+            ApiRoute::Resolve(query.get("sni").map(str::to_owned)),
+        )]),
+        ["stir-shaken", "select"] => match (method, query.get("tenant")) {
+            ("GET", Some(t)) => ApiRoute::StirSelect(t.to_owned()),
+            ("GET", None) => ApiRoute::Bad("give the tenant: ?tenant=NAME".into()),
+            _ => ApiRoute::MethodNotAllowed,
+        },
+        ["admin", "password"] => pick(&[("POST", ApiRoute::AdminPassword)]),
+        _ => ApiRoute::NotFound,
+    }
+}
+
+/// The HTTP status for an operation's error (by its stable code, so errors
+/// relayed from elsewhere map the same way).
+pub fn status_of(e: &Error) -> u16 {
+    status_of_code(e.code_str())
+}
+
+/// The HTTP status for an error code.
+pub fn status_of_code(code: &str) -> u16 {
+    match code {
+        "not-found" | "no-such-tenant" => 404,
+        "tenant-in-use" | "tenant-exists" | "dns-name-taken" => 409,
+        "store-locked" => 503,
+        "store-error" | "store-corrupt" | "remote" => 500,
+        _ => 400,
+    }
+}
+
+/// `{"error":{...}}` with the status for `e`.
+pub fn error_resp(e: &Error) -> Resp {
+    Resp::json(status_of(e), &e.to_json())
+}
+
+fn bad(message: impl Into<String>) -> Resp {
+    Resp::json_error(400, "bad-request", &message.into())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportBody {
+    cert: String,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    kind: Option<KindRequest>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantBody {
+    name: String,
+    dns: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SystemBody {
+    #[serde(default)]
+    dns: Option<String>,
+    #[serde(default)]
+    admin_email: Option<String>,
+    #[serde(default)]
+    default_cert: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdsBody {
+    ids: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordBody {
+    password: String,
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Resp> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        &b"{}"[..]
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| bad(format!("the JSON body does not fit: {e}")))
+}
+
+fn check_ids(ids: Vec<String>) -> Result<Vec<String>, Resp> {
+    if ids.is_empty() {
+        return Err(bad("give at least one ID"));
+    }
+    ids.iter()
+        .map(|i| valid_id(i).ok_or_else(|| bad(bad_id_message())))
+        .collect()
+}
+
+/// The command for a route and body (pure: unit-tested without a store).
+pub fn to_command(route: ApiRoute, body: &[u8]) -> Result<Command, Resp> {
+    Ok(match route {
+        ApiRoute::Certs => Command::Certs,
+        ApiRoute::CertShow(id) => Command::CertShow { id },
+        ApiRoute::CertDelete(id) => Command::CertDelete { id },
+        ApiRoute::Import => {
+            let b: ImportBody = parse(body)?;
+            Command::Import {
+                cert: b.cert.into_bytes(),
+                key: b
+                    .key
+                    .filter(|k| !k.trim().is_empty())
+                    .map(String::into_bytes),
+                kind: b.kind.unwrap_or(KindRequest::Auto),
+            }
+        }
+        ApiRoute::Roots => Command::Roots,
+        ApiRoute::RootShow(id) => Command::RootsShow { id },
+        ApiRoute::RootDelete(id) => Command::RootsDelete { ids: vec![id] },
+        ApiRoute::RootsDelete => {
+            let b: IdsBody = parse(body)?;
+            Command::RootsDelete {
+                ids: check_ids(b.ids)?,
+            }
+        }
+        ApiRoute::RootsReset => Command::RootsReset,
+        ApiRoute::Tenants => Command::TenantList,
+        ApiRoute::TenantAdd => {
+            let b: TenantBody = parse(body)?;
+            Command::TenantAdd {
+                name: b.name,
+                dns: b.dns,
+            }
+        }
+        ApiRoute::TenantRemove(name) => Command::TenantRemove { name },
+        ApiRoute::System => Command::SystemShow,
+        ApiRoute::SystemSet => {
+            let b: SystemBody = parse(body)?;
+            if let Some(id) = b.default_cert.as_deref() {
+                if id != "none" && valid_id(id).is_none() {
+                    return Err(bad(bad_id_message()));
+                }
+            }
+            Command::SystemSet {
+                dns: b.dns,
+                admin_email: b.admin_email,
+                default_cert: b.default_cert.map(|d| d.to_ascii_lowercase()),
+            }
+        }
+        ApiRoute::Resolve(sni) => Command::Resolve { sni },
+        ApiRoute::StirSelect(tenant) => Command::StirShakenSelect { tenant },
+        ApiRoute::AdminPassword => {
+            let b: PasswordBody = parse(body)?;
+            Command::AdminPassword {
+                password: b.password,
+            }
+        }
+        ApiRoute::Bad(message) => return Err(bad(message)),
+        ApiRoute::NotFound => {
+            return Err(Resp::json_error(
+                404,
+                "no-such-route",
+                "no such API route (see the route list in the README)",
+            ))
+        }
+        ApiRoute::MethodNotAllowed => {
+            return Err(Resp::json_error(
+                405,
+                "method-not-allowed",
+                "this API route does not take that method",
+            ))
+        }
+    })
+}
+
+/// Answer one API request (authentication is already checked).
+pub async fn handle(admin: &Admin, route: ApiRoute, req: &Req) -> Resp {
+    let command = match to_command(route, &req.body) {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let password = matches!(command, Command::AdminPassword { .. });
+    match admin.shared.execute_async(command).await {
+        Ok(value) => {
+            if password {
+                // A new password ends every browser session and the setup token.
+                *admin
+                    .shared
+                    .setup_token
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = None;
+                admin.web.remove_others("");
+                log::info!(
+                    "web admin: admin password set over the API from {}",
+                    admin.ip
+                );
+            }
+            Resp::json(200, &value)
+        }
+        Err(e) => error_resp(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> String {
+        "0123456789abcdef".repeat(4)
+    }
+
+    #[test]
+    fn routes_map_like_the_cli() {
+        let i = id();
+        assert_eq!(route("GET", "/certs", None), ApiRoute::Certs);
+        assert_eq!(route("HEAD", "/certs", None), ApiRoute::Certs);
+        assert_eq!(
+            route("GET", &format!("/certs/{}", &i[..8]), None),
+            ApiRoute::CertShow(i[..8].into())
+        );
+        assert_eq!(
+            route("DELETE", &format!("/certs/{}", i.to_uppercase()), None),
+            ApiRoute::CertDelete(i.clone())
+        );
+        assert!(matches!(
+            route("GET", "/certs/1234567", None),
+            ApiRoute::Bad(_)
+        ));
+        assert!(matches!(
+            route("GET", "/certs/zzzzzzzz", None),
+            ApiRoute::Bad(_)
+        ));
+        assert_eq!(route("POST", "/certs", None), ApiRoute::MethodNotAllowed);
+        assert_eq!(route("POST", "/import", None), ApiRoute::Import);
+        assert_eq!(route("GET", "/import", None), ApiRoute::MethodNotAllowed);
+        assert_eq!(route("POST", "/roots/reset", None), ApiRoute::RootsReset);
+        assert_eq!(route("POST", "/roots/delete", None), ApiRoute::RootsDelete);
+        assert_eq!(
+            route("DELETE", &format!("/roots/{i}"), None),
+            ApiRoute::RootDelete(i.clone())
+        );
+        assert_eq!(route("POST", "/tenants", None), ApiRoute::TenantAdd);
+        assert_eq!(
+            route("DELETE", "/tenants/acme%2Dx", None),
+            ApiRoute::TenantRemove("acme-x".into())
+        );
+        assert_eq!(route("POST", "/system", None), ApiRoute::SystemSet);
+        assert_eq!(
+            route("GET", "/resolve", Some("sni=Pbx.Example.COM")),
+            ApiRoute::Resolve(Some("Pbx.Example.COM".into()))
+        );
+        assert_eq!(route("GET", "/resolve", None), ApiRoute::Resolve(None));
+        assert_eq!(
+            route("GET", "/stir-shaken/select", Some("tenant=acme")),
+            ApiRoute::StirSelect("acme".into())
+        );
+        assert!(matches!(
+            route("GET", "/stir-shaken/select", None),
+            ApiRoute::Bad(_)
+        ));
+        assert!(matches!(
+            route("GET", "/resolve", Some("sni=%zz")),
+            ApiRoute::Bad(_)
+        ));
+        assert_eq!(
+            route("POST", "/admin/password", None),
+            ApiRoute::AdminPassword
+        );
+        assert_eq!(route("GET", "/nope", None), ApiRoute::NotFound);
+        assert_eq!(route("GET", "", None), ApiRoute::NotFound);
+    }
+
+    #[test]
+    fn bodies_become_commands() {
+        let c = to_command(
+            ApiRoute::Import,
+            br#"{"cert":"C","key":"","kind":"stir-shaken"}"#,
+        )
+        .unwrap();
+        match c {
+            Command::Import { cert, key, kind } => {
+                assert_eq!(cert, b"C");
+                assert_eq!(key, None);
+                assert_eq!(kind, KindRequest::StirShaken);
+            }
+            other => panic!("{other:?}"),
+        }
+        let c = to_command(ApiRoute::Import, br#"{"cert":"C","key":"K"}"#).unwrap();
+        assert!(
+            matches!(c, Command::Import { key: Some(k), kind: KindRequest::Auto, .. } if k == b"K")
+        );
+        let c = to_command(ApiRoute::SystemSet, b"").unwrap();
+        assert!(matches!(
+            c,
+            Command::SystemSet {
+                dns: None,
+                admin_email: None,
+                default_cert: None
+            }
+        ));
+        let c = to_command(ApiRoute::RootsDelete, br#"{"ids":["ABCDEF0123"]}"#).unwrap();
+        assert!(matches!(c, Command::RootsDelete { ids } if ids == vec!["abcdef0123"]));
+    }
+
+    #[test]
+    fn bad_bodies_are_400_with_a_code() {
+        for (route, body) in [
+            (ApiRoute::Import, &b"{"[..]),
+            (ApiRoute::Import, br#"{"cert":"C","kind":"banana"}"#),
+            (ApiRoute::Import, br#"{"cert":"C","extra":1}"#),
+            (ApiRoute::Import, br#"{}"#),
+            (ApiRoute::TenantAdd, br#"{"name":"a"}"#),
+            (ApiRoute::RootsDelete, br#"{"ids":[]}"#),
+            (ApiRoute::RootsDelete, br#"{"ids":["xyz"]}"#),
+            (ApiRoute::SystemSet, br#"{"default_cert":"abc"}"#),
+            (ApiRoute::Import, &[0xff, 0xfe][..]),
+        ] {
+            let r = to_command(route.clone(), body).unwrap_err();
+            assert_eq!(r.status, 400, "{route:?} {body:?}");
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(v["error"]["code"], "bad-request");
+        }
+        assert_eq!(to_command(ApiRoute::NotFound, b"").unwrap_err().status, 404);
+        assert_eq!(
+            to_command(ApiRoute::MethodNotAllowed, b"")
+                .unwrap_err()
+                .status,
+            405
+        );
+    }
+
+    #[test]
+    fn error_statuses() {
+        assert_eq!(status_of(&Error::NotFound("x".into())), 404);
+        assert_eq!(status_of(&Error::TenantInUse("t".into(), 1)), 409);
+        assert_eq!(status_of(&Error::TenantExists("t".into())), 409);
+        assert_eq!(status_of(&Error::BadEmail("x".into())), 400);
+        assert_eq!(
+            status_of(&Error::Store(crate::store::StoreError::Locked("/x".into()))),
+            503
+        );
+        assert_eq!(status_of_code("key-mismatch"), 400);
+        assert_eq!(status_of_code("dns-name-taken"), 409);
+        let r = error_resp(&Error::NoSuchTenant("t".into()));
+        assert_eq!(r.status, 404);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["error"]["code"], "no-such-tenant");
+    }
+}
