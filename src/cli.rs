@@ -22,6 +22,16 @@ use crate::ops::{self, Command};
 use crate::pki::KindRequest;
 use crate::store::Store;
 
+/// `--version`: version, target triple and the bundled Root CA list.
+pub fn long_version() -> String {
+    format!(
+        "{} (target {}; bundled Root CA list: {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("PBX_CERTD_TARGET"),
+        crate::roots::bundled_version()
+    )
+}
+
 /// Default data directory on an appliance.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/pbx-certd";
 
