@@ -5,6 +5,11 @@
 
 use std::time::Duration;
 
+/// sled's page cache (default; env `PBX_CERTD_CACHE_BYTES` overrides it):
+/// the store of 1000 tenants is ~2 MiB, so 4 MiB keeps it all hot while
+/// bounding RSS on small boards (sled's own default is 1 GiB).
+pub const DEFAULT_CACHE_BYTES: u64 = 4 * 1024 * 1024;
+
 /// Largest certificate or key box accepted by `import`: a full chain with a
 /// Root CA bundle is < 300 KiB, so 1 MiB leaves room without inviting abuse.
 pub const MAX_BOX_BYTES: usize = 1024 * 1024;
