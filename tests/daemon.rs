@@ -577,7 +577,7 @@ fn tls_forward_serves_tenant_cert_and_echoes_without_blocking() {
     // A stalled client: TCP connected, no ClientHello; must not block others.
     let _stalled = TcpStream::connect(fwd).unwrap();
     // One that finished its handshake and then goes quiet.
-    let (_, _quiet) = presented_stream(fwd, Some("sip.acme.test")).unwrap();
+    let (_, mut quiet) = presented_stream(fwd, Some("sip.acme.test")).unwrap();
 
     let threads: Vec<_> = (0..16)
         .map(|i| {
@@ -597,4 +597,27 @@ fn tls_forward_serves_tenant_cert_and_echoes_without_blocking() {
         assert_eq!(id, sip);
         assert_eq!(got, msg);
     }
+
+    // A change (new certificate, snapshot rebuilt) drops no open connection:
+    // the quiet one still works, and new handshakes get the new certificate.
+    let newer = pki.leaf("newer", &["sip.acme.test"]);
+    assert_eq!(daemon.cli(&["cert", "delete", &sip]).0, 0);
+    assert_eq!(
+        daemon
+            .cli(&[
+                "import",
+                "--cert",
+                &pki.path("newer.pem"),
+                "--key",
+                &pki.path("newer.key")
+            ])
+            .0,
+        0
+    );
+    quiet.write_all(b"OPTIONS sip:still-here\r\n").unwrap();
+    quiet.flush().unwrap();
+    let mut got = [0u8; 24];
+    quiet.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"OPTIONS sip:still-here\r\n");
+    assert_eq!(presented(fwd, Some("sip.acme.test")).unwrap(), newer);
 }
