@@ -10,6 +10,7 @@
 # <= 8 MiB with 1000 tenant certificates; stripped size <= 6 MiB.
 #
 # Usage: scripts/footprint.sh [N]
+# FOOTPRINT_STORE=DIR keeps the populated store in DIR and reuses it next time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-1000}"
@@ -33,8 +34,11 @@ serve_rss() {
     kill -TERM "$pid"; wait "$pid" || true
 }
 
+store="${FOOTPRINT_STORE:-$work/store}"
+if [ -d "$store" ]; then
+    echo "reusing the store in $store"
+else
 echo "populating a store with $N tenants, each with its own domain certificate..."
-store="$work/store"
 ca="$work/ca"; mkdir -p "$ca"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
     -subj "/CN=Footprint Root" -addext basicConstraints=critical,CA:true \
@@ -55,6 +59,7 @@ for i in $(seq 1 "$N"); do
     "$native" --data-dir "$store" import --cert "$ca/leaf.pem" --key "$ca/leaf.key" >/dev/null
 done
 kill -TERM "$pop"; wait "$pop" || true
+fi
 certs=$("$native" --data-dir "$store" certs --json | grep -o '"id"' | wc -l)
 
 printf '\n%-34s %12s %14s %12s\n' "binary" "size (KiB)" "idle RSS (KiB)" "store (KiB)"
