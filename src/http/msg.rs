@@ -177,17 +177,27 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn head(headers: &[(&str, &str)]) -> Head {
+impl Head {
+    /// A request head for unit tests.
+    pub(crate) fn for_test(method: &str, headers: &[(&str, &str)]) -> Head {
         Head {
+            method: method.into(),
+            path: "/".into(),
             headers: headers
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.to_string()))
                 .collect(),
             ..Head::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(headers: &[(&str, &str)]) -> Head {
+        Head::for_test("GET", headers)
     }
 
     #[test]

@@ -237,15 +237,7 @@ mod tests {
     use super::*;
 
     fn head(headers: &[(&str, &str)]) -> Head {
-        Head {
-            method: "POST".into(),
-            path: "/".into(),
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
-            ..Head::default()
-        }
+        Head::for_test("POST", headers)
     }
 
     #[test]
