@@ -86,8 +86,14 @@ cat > "$root/init" <<'EOF'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
-for m in virtio virtio_ring virtio_mmio failover net_failover virtio_net; do
-    insmod /lib/modules/$m.ko || echo "boot: insmod $m failed"
+# No depmod here: load in passes until every module is in (dependencies first).
+for pass in 1 2 3 4 5 6; do
+    for m in virtio_ring virtio virtio_mmio failover net_failover virtio_net; do
+        grep -q "^$m " /proc/modules || insmod /lib/modules/$m.ko 2>/dev/null
+    done
+done
+for m in virtio_ring virtio virtio_mmio failover net_failover virtio_net; do
+    grep -q "^$m " /proc/modules || echo "boot: module $m did not load"
 done
 ip link set lo up; ip link set eth0 up
 ip addr add 10.0.2.15/24 dev eth0; ip route add default via 10.0.2.2
@@ -128,12 +134,13 @@ grep -E "pbx-certd [0-9]|ready:" "$console"
 status=0
 for t in one two; do
     got=$(openssl s_client -connect "127.0.0.1:$port" -servername "pbx.$t.test" </dev/null 2>/dev/null \
-        | openssl x509 -noout -fingerprint -sha256 | cut -d= -f2)
+        | openssl x509 -noout -fingerprint -sha256 2>/dev/null | cut -d= -f2 || true)
     want=$(fp "$pki/pbx.$t.test.pem")
     if [ "$got" = "$want" ]; then
         echo "qemu-boot: SNI pbx.$t.test -> its tenant's certificate (ok)"
     else
         echo "qemu-boot: SNI pbx.$t.test -> WRONG certificate ($got, want $want)" >&2
+        (openssl s_client -connect "127.0.0.1:$port" -servername "pbx.$t.test" </dev/null 2>&1 || true) | head -30 >&2
         status=1
     fi
 done
@@ -143,4 +150,5 @@ for _ in $(seq 1 30); do grep -q "boot: pbx-certd VmRSS" "$console" && break; sl
 rss=$(grep "boot: pbx-certd VmRSS" "$console" | tail -1 | sed 's/.*VmRSS://')
 echo "qemu-boot: pbx-certd in-guest VmRSS:${rss:- not reported}"
 [ -n "$rss" ] || status=1
+[ $status = 0 ] || { echo "--- guest console ---" >&2; grep -v "VmRSS" "$console" | tail -30 >&2; }
 exit $status
