@@ -8,7 +8,7 @@
 # The store is prepared before boot with the same aarch64 binary's CLI (run
 # by qemu-user), like a factory image would be.
 #
-# Usage: scripts/qemu-boot.sh [aarch64]
+# Usage: [BOOT_STORE=DIR] scripts/qemu-boot.sh [aarch64]
 # Needs: root for apt (installs qemu-system-arm, qemu-user, openssl, cpio).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,6 +68,11 @@ root="$work/root"
 mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,etc/pbx-certd,etc/default,lib/modules,usr/bin,var/lib}
 store="$root/var/lib/pbx-certd"
 cli() { qemu-aarch64 "$bin" --data-dir "$store" "$@"; }
+# BOOT_STORE=DIR starts from a populated store (e.g. FOOTPRINT_STORE of
+# scripts/footprint.sh, 1000 tenant certificates) to measure the in-guest RSS.
+if [ -n "${BOOT_STORE:-}" ]; then
+    mkdir -p "$store"; cp -a "$BOOT_STORE"/. "$store"/
+fi
 cli import --cert "$pki/root.pem" >/dev/null
 for t in one two; do
     leaf "pbx.$t.test"

@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
 # Run every test of pbx-certd on a fresh machine: installs what the tests
 # need (openssl/curl as real TLS peers and key makers, chromium for the web
-# admin), then runs the
-# unit tests, integration tests (they drive the real binary) and doc tests.
+# admin, zig and qemu for the ARM targets), then runs
+#   1. the native suite: unit tests and integration tests (they drive the
+#      real binary),
+#   2. the same suite for aarch64 and armv7 (musl) under qemu-user
+#      (scripts/test-qemu.sh),
+#   3. the appliance boot test: the aarch64 release binary in Debian's arm64
+#      kernel under qemu-system-aarch64 (scripts/qemu-boot.sh).
+#
+#   scripts/test.sh                    all of it (CI runs this)
+#   scripts/test.sh --native [ARGS]    step 1 only; ARGS go to `cargo test`
 set -euo pipefail
 cd "$(dirname "$0")/.."
+native_only=false
+if [ "${1:-}" = --native ]; then native_only=true; shift; fi
 
 need_apt=()
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
@@ -21,3 +31,8 @@ scripts/web-test/setup.sh
 
 # Benches are not tests: they run with `cargo bench` (see README).
 cargo test --locked --lib --bins --tests "$@"
+$native_only && exit 0
+
+scripts/test-qemu.sh all
+scripts/build-arm.sh aarch64     # the release binary the boot test flashes
+scripts/qemu-boot.sh aarch64

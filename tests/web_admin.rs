@@ -7,8 +7,10 @@
 //! wrong password refused, import through the form, listing, PEM download
 //! without key, CSRF refusals, delete, Root CA delete + reset with
 //! confirmation, tenants and system settings, and the JSON API. Screenshots
-//! land in `target/screenshots/`. It fails (never skips) when Chromium or
-//! node are missing: run `scripts/web-test/setup.sh` as root first.
+//! land in `target/screenshots/`. It fails when Chromium or node are
+//! missing (run `scripts/web-test/setup.sh` as root first); it skips only
+//! when emulated (`PBX_CERTD_EMULATED`, set by `cross test` through
+//! Cross.toml) in a container that has no browser.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -119,7 +121,8 @@ fn wait_with_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     }
 }
 
-fn require_browser_tools(root: &Path) {
+/// Whether the browser tools are all here; `Err` names what is missing.
+fn require_browser_tools(root: &Path) -> Result<(), String> {
     let node = Command::new("node").arg("--version").output();
     let playwright = root.join("scripts/web-test/node_modules/playwright-core/package.json");
     let missing: Vec<&str> = [
@@ -134,17 +137,30 @@ fn require_browser_tools(root: &Path) {
     .filter(|(ok, _)| !ok)
     .map(|(_, what)| what)
     .collect();
-    assert!(
-        missing.is_empty(),
-        "the browser test needs {}: run `scripts/web-test/setup.sh` (as root) first",
-        missing.join(", ")
-    );
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the browser test needs {}: run `scripts/web-test/setup.sh` (as root) first",
+            missing.join(", ")
+        ))
+    }
 }
 
 #[test]
 fn admin_pages_in_headless_chromium() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    require_browser_tools(root);
+    if let Err(missing) = require_browser_tools(root) {
+        // Under `cross test` the emulated test runs inside cross's Docker
+        // image, which has no Chromium or node for the x86_64 host to drive
+        // (Cross.toml sets PBX_CERTD_EMULATED there). Everywhere else a
+        // missing browser is a failure, never a skip.
+        if let Ok(emulator) = std::env::var("PBX_CERTD_EMULATED") {
+            eprintln!("skipped under {emulator}: {missing}");
+            return;
+        }
+        panic!("{missing}");
+    }
     let daemon = start_daemon();
     let token = daemon
         .setup_token
@@ -171,7 +187,13 @@ fn admin_pages_in_headless_chromium() {
         .env("PBX_SCREENSHOTS", &shots)
         .spawn()
         .expect("start node");
-    let status = wait_with_timeout(&mut child, Duration::from_secs(300));
+    // Under qemu-user (scripts/test-qemu.sh) the page timeouts are raised
+    // through PBX_WEB_TEST_TIMEOUT_MS; the whole run may take 40 of them.
+    let overall = std::env::var("PBX_WEB_TEST_TIMEOUT_MS")
+        .ok()
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .map_or(300, |ms| (ms * 40 / 1000).max(300));
+    let status = wait_with_timeout(&mut child, Duration::from_secs(overall));
     assert!(
         daemon.is_running(),
         "the daemon died during the browser test:\n{}",
@@ -351,8 +373,10 @@ fn tls_connect(addr: SocketAddr) -> Tls {
 /// Send raw bytes over TLS; everything read until the server closes.
 fn https_raw(addr: SocketAddr, request: &[u8]) -> String {
     let mut tls = tls_connect(addr);
-    tls.write_all(request).expect("write");
-    tls.flush().expect("flush");
+    // The server may answer and close before the whole request is sent (it
+    // refuses a huge body unread), so a failed write is no failure here: the
+    // answer read below is what callers check.
+    let _ = tls.write_all(request).and_then(|()| tls.flush());
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -377,10 +401,22 @@ fn https_requires_login_and_bounds_every_connection() {
     // timeout; checked in the background while the rest runs.
     let idle = std::thread::spawn(move || {
         let mut tls = tls_connect(addr);
-        let start = Instant::now();
         let mut buf = [0u8; 64];
-        let closed = matches!(tls.read(&mut buf), Ok(0) | Err(_));
-        (closed, start.elapsed())
+        // Closed by the server (EOF or reset), not our 30 s read timeout:
+        // the server's first-request timeout is shorter.
+        match tls.read(&mut buf) {
+            Ok(0) => Ok(()),
+            Ok(n) => Err(format!("{n} unexpected bytes")),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err("still open after 30 s".to_owned())
+            }
+            Err(_) => Ok(()),
+        }
     });
     // A client that stalls in the middle of its request head.
     let mut stalled = tls_connect(addr);
@@ -420,9 +456,10 @@ fn https_requires_login_and_bounds_every_connection() {
     assert_eq!(status(&a), "200", "{a}");
     assert_eq!(body(&a), "");
 
-    // A huge declared body is answered at once, unread, when not logged in.
+    // A huge declared body is answered at once, unread, when not logged in
+    // (were it read, only `{` of it comes and no answer would come before the
+    // read timeout closes the connection).
     for path in ["/api/import", "/import"] {
-        let start = Instant::now();
         let a = https_raw(
             addr,
             format!(
@@ -431,10 +468,6 @@ fn https_requires_login_and_bounds_every_connection() {
             .as_bytes(),
         );
         assert!(matches!(status(&a), "401" | "303"), "{path}: {a}");
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "{path} waited for the body"
-        );
     }
     let a = https_raw(
         addr,
@@ -471,8 +504,8 @@ fn https_requires_login_and_bounds_every_connection() {
         "{a}"
     );
 
-    // The stalled client blocks nobody.
-    let start = Instant::now();
+    // The stalled client blocks nobody: were it served first, these would
+    // wait for the server's 60 s request timeout, past our 30 s read timeout.
     for _ in 0..10 {
         let a = https_raw(
             addr,
@@ -480,18 +513,9 @@ fn https_requires_login_and_bounds_every_connection() {
         );
         assert_eq!(status(&a), "200");
     }
-    assert!(
-        start.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        start.elapsed()
-    );
     drop(stalled);
 
-    let (closed, after) = idle.join().expect("idle thread");
-    assert!(closed, "an idle connection stayed open");
-    assert!(
-        after < Duration::from_secs(20),
-        "closed only after {after:?}"
-    );
+    let idle = idle.join().expect("idle thread");
+    assert_eq!(idle, Ok(()), "an idle connection (TLS done, no request)");
     assert!(daemon.is_running(), "{}", daemon.log());
 }

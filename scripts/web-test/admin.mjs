@@ -62,7 +62,10 @@ const context = await chromium.launchPersistentContext(userDataDir, {
     '--ignore-certificate-errors',
   ],
 });
-context.setDefaultTimeout(15000);
+// PBX_WEB_TEST_TIMEOUT_MS: scripts/test-qemu.sh raises it, because the daemon
+// then runs under qemu-user (password hashing is ~20x slower emulated).
+const TIMEOUT = Number(process.env.PBX_WEB_TEST_TIMEOUT_MS || 15000);
+context.setDefaultTimeout(TIMEOUT);
 
 let api = null;
 let anon = null;
@@ -181,7 +184,7 @@ try {
   // (Setting the value directly: typing 2 MiB through fill() is too slow.)
   await page.locator('#cert').evaluate((el, v) => { el.value = v; }, pad(CERT));
   await page.locator('#key').evaluate((el, v) => { el.value = v; }, pad(KEY));
-  resp = await Promise.all([page.waitForNavigation({ timeout: 60000 }), page.click('button[type=submit]')]).then((r) => r[0]);
+  resp = await Promise.all([page.waitForNavigation({ timeout: Math.max(60000, 4 * TIMEOUT) }), page.click('button[type=submit]')]).then((r) => r[0]);
   check(new URL(page.url()).pathname === '/certs', `expected /certs, got ${page.url()} (${resp.status()}): ${(await text()).slice(0, 300)}`);
   check((await text()).includes(`imported server certificate ${certId}`), 'the same certificate again');
 
