@@ -42,6 +42,10 @@ pub enum Error {
     NotServable(String),
     /// The admin password is not acceptable.
     BadPassword(String),
+    /// An `acme set` value is not acceptable.
+    BadSetting(String),
+    /// `cert reissue` of a certificate ACME does not manage.
+    NotAcmeManaged(String),
     /// An error reported by the running daemon (code kept as it sent it).
     Remote(crate::control::RemoteError),
 }
@@ -64,6 +68,8 @@ impl Error {
             Error::ReadFailed(..) => "read-failed",
             Error::NotServable(_) => "not-servable",
             Error::BadPassword(_) => "bad-password",
+            Error::BadSetting(_) => "bad-setting",
+            Error::NotAcmeManaged(_) => "not-acme-managed",
             Error::Remote(_) => "remote",
         }
     }
@@ -112,6 +118,7 @@ impl core::fmt::Display for Error {
             Error::LimitExceeded(what) => f.write_str(what),
             Error::ReadFailed(path, why) => write!(f, "cannot read {path}: {why}"),
             Error::BadPassword(why) => f.write_str(why),
+            Error::BadSetting(why) | Error::NotAcmeManaged(why) => f.write_str(why),
             Error::Remote(r) => f.write_str(&r.message),
             Error::NotServable(id) => write!(
                 f,

@@ -1,0 +1,220 @@
+//! The renewal timer of `serve`: checks every name set, orders what is due.
+//!
+//! Why: certificates must stay valid without an admin (issue 5; certmagic
+//! `maintain.go` has the same shape). A check runs every `check_interval`
+//! (default 6 h, at most 24 h) plus jitter, and at once when woken by
+//! `acme set` or `cert reissue`. A set is due when it has no ACME
+//! certificate, when under 1/3 of the lifetime is left, or when forced.
+//! (RFC 9773 ARI windows: not yet; pebble 2.4 has no ARI.)
+//!
+//! What must hold: one loop runs all orders one after the other, so
+//! concurrent triggers for the same names run once; a named lease in the
+//! store is taken and the need re-checked before ordering (clustered stores);
+//! failures back off doubling up to `ACME_BACKOFF_MAX_SECS`, are logged and
+//! kept in the status, and never remove the served certificate.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use smol::future::FutureExt as _;
+
+use super::issue::{issue, Listeners};
+use super::{AcmeError, ErrorInfo, Target};
+use crate::clock;
+use crate::daemon::Shared;
+use crate::limits::{
+    ACME_BACKOFF_BASE_SECS, ACME_BACKOFF_MAX_SECS, ACME_JITTER_DIVISOR, ACME_LEASE_SECS,
+};
+
+/// Back-off after `failures` failures in a row.
+pub fn backoff_secs(failures: u32) -> i64 {
+    let shift = failures.saturating_sub(1).min(30);
+    ACME_BACKOFF_BASE_SECS
+        .saturating_mul(1i64 << shift)
+        .min(ACME_BACKOFF_MAX_SECS)
+}
+
+fn jitter(interval: u64) -> Duration {
+    let span_ms = interval.saturating_mul(1000) / ACME_JITTER_DIVISOR;
+    let mut b = [0u8; 8];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    Duration::from_millis(u64::from_le_bytes(b) % span_ms.max(1))
+}
+
+/// The renewal loop; runs until the daemon stops.
+pub async fn run(shared: Arc<Shared>, listeners: Listeners) {
+    let holder = format!(
+        "{}:{}:{}",
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_default()
+            .trim(),
+        std::process::id(),
+        crate::auth::random_token(6).unwrap_or_default()
+    );
+    let wake = shared.acme_wake_receiver();
+    loop {
+        let settings = {
+            let s = shared.clone();
+            smol::unblock(move || super::settings(s.store())).await
+        };
+        let interval = match settings {
+            Ok(settings) => {
+                if settings.enabled {
+                    check_once(&shared, &settings, listeners, &holder).await;
+                }
+                settings.check_interval
+            }
+            Err(e) => {
+                log::warn!("ACME: cannot read settings: {e}");
+                crate::limits::ACME_DEFAULT_CHECK_INTERVAL_SECS
+            }
+        };
+        let wait = Duration::from_secs(interval) + jitter(interval);
+        async {
+            smol::Timer::after(wait).await;
+        }
+        .or(async {
+            let _ = wake.recv().await;
+        })
+        .await;
+    }
+}
+
+/// One pass over all name sets.
+pub async fn check_once(
+    shared: &Arc<Shared>,
+    settings: &super::AcmeSettings,
+    listeners: Listeners,
+    holder: &str,
+) {
+    let targets = {
+        let s = shared.clone();
+        smol::unblock(move || super::targets(s.store())).await
+    };
+    let targets = match targets {
+        Ok(t) => t,
+        Err(e) => {
+            log::warn!("ACME: cannot list names: {e}");
+            return;
+        }
+    };
+    for target in targets {
+        if let Err(e) = renew_one(shared, settings, &target, listeners, holder).await {
+            log::warn!("ACME: {}: {e}", target.names.join(", "));
+        }
+    }
+}
+
+/// Is this set due now (and not backing off)?
+fn needs_order(shared: &Shared, target: &Target) -> Result<bool, crate::Error> {
+    let store = shared.store();
+    let st = super::status(store, &target.key)?;
+    let cert = super::current_cert(store, target)?;
+    let now = clock::now();
+    if st.force {
+        return Ok(true);
+    }
+    if !super::due(cert.as_ref(), now) {
+        return Ok(false);
+    }
+    Ok(st.next_attempt.is_none_or(|n| n <= now) || st.failures == 0)
+}
+
+async fn renew_one(
+    shared: &Arc<Shared>,
+    settings: &super::AcmeSettings,
+    target: &Target,
+    listeners: Listeners,
+    holder: &str,
+) -> Result<(), crate::Error> {
+    let (s, t) = (shared.clone(), target.clone());
+    if !smol::unblock(move || needs_order(&s, &t)).await? {
+        return Ok(());
+    }
+    let (s, key, h) = (shared.clone(), target.key.clone(), holder.to_owned());
+    let taken =
+        smol::unblock(move || super::take_lease(s.store(), &key, &h, ACME_LEASE_SECS)).await?;
+    if !taken {
+        log::info!(
+            "ACME: {} is being ordered elsewhere (lease held)",
+            target.key
+        );
+        return Ok(());
+    }
+    // Re-check after taking the lease: another node may have finished.
+    let (s, t) = (shared.clone(), target.clone());
+    let still = smol::unblock(move || needs_order(&s, &t)).await;
+    let outcome = match still {
+        Ok(true) => {
+            log::info!(
+                "ACME: ordering a certificate for {}",
+                target.names.join(", ")
+            );
+            Some(issue(shared, settings, target, listeners, None).await)
+        }
+        Ok(false) => None,
+        Err(e) => Some(Err(AcmeError::new("store-error", e.to_string()))),
+    };
+    let (s, t, h) = (shared.clone(), target.clone(), holder.to_owned());
+    smol::unblock(move || {
+        let store = s.store();
+        if let Some(outcome) = outcome {
+            record(store, &t, outcome)?;
+        }
+        super::release_lease(store, &t.key, &h)
+    })
+    .await
+}
+
+fn record(
+    store: &crate::Store,
+    target: &Target,
+    outcome: Result<String, AcmeError>,
+) -> Result<(), crate::Error> {
+    let mut st = super::status(store, &target.key)?;
+    let now = clock::now();
+    st.last_attempt = Some(now);
+    st.force = false;
+    match outcome {
+        Ok(id) => {
+            log::info!(
+                "ACME: certificate {id} issued for {}",
+                target.names.join(", ")
+            );
+            st.state = "valid".into();
+            st.failures = 0;
+            st.last_error = None;
+            st.next_attempt = None;
+        }
+        Err(e) => {
+            st.failures = st.failures.saturating_add(1);
+            let wait = backoff_secs(st.failures);
+            log::warn!(
+                "ACME: order for {} failed [{}]: {}; next attempt in {wait} s",
+                target.names.join(", "),
+                e.code,
+                e.message
+            );
+            st.state = "failed".into();
+            st.last_error = Some(ErrorInfo {
+                code: e.code.into(),
+                message: e.message,
+            });
+            st.next_attempt = Some(now + wait);
+        }
+    }
+    super::put_status(store, &target.key, &st)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff_secs(1), ACME_BACKOFF_BASE_SECS);
+        assert_eq!(backoff_secs(2), 2 * ACME_BACKOFF_BASE_SECS);
+        assert_eq!(backoff_secs(40), ACME_BACKOFF_MAX_SECS);
+        assert!(jitter(10) < Duration::from_secs(1));
+    }
+}
