@@ -24,7 +24,8 @@ PEERS_ZONE=${PEERS_ZONE:-pbx.test}
 PEERS_TSIG_NAME=${PEERS_TSIG_NAME:-pbx-certd-test.}
 export PEBBLE_VA_NOSLEEP=1
 export PEBBLE_WFE_NONCEREJECT=${PEBBLE_WFE_NONCEREJECT:-0}
-export PEBBLE_AUTHZREUSE=${PEBBLE_AUTHZREUSE:-50}
+# 0: every order validates (deterministic tests); tests set 100 to test reuse.
+export PEBBLE_AUTHZREUSE=${PEBBLE_AUTHZREUSE:-0}
 
 ETC=$PEERS_DIR/etc
 RUN=$PEERS_DIR/run
@@ -148,7 +149,7 @@ EOF
     setsid pebble -config "$ETC/pebble.json" -dnsserver "127.0.0.1:$PEERS_DNS_PORT" -strict=false \
       >"$RUN/pebble.log" 2>&1 </dev/null &
     echo $! >"$RUN/pebble.pid"
-    log "started pebble (pid $!, nonce reject ${PEBBLE_WFE_NONCEREJECT}%)"
+    log "started pebble (pid $!, nonce reject ${PEBBLE_WFE_NONCEREJECT}%, authz reuse ${PEBBLE_AUTHZREUSE}%)"
   fi
   wait_for 30 pebble curl -sf --cacert "$ETC/ca.pem" "https://127.0.0.1:$PEERS_ACME_PORT/dir"
 
@@ -158,6 +159,7 @@ ACME_CA_FILE=$ETC/ca.pem
 PEBBLE_MGMT_URL=https://127.0.0.1:$PEERS_MGMT_PORT
 PEBBLE_PID=$(<"$RUN/pebble.pid")
 PEBBLE_NONCEREJECT=$PEBBLE_WFE_NONCEREJECT
+PEBBLE_AUTHZREUSE=$PEBBLE_AUTHZREUSE
 ACME_HTTP01_PORT=$PEERS_HTTP01_PORT
 ACME_TLSALPN01_PORT=$PEERS_TLSALPN01_PORT
 DNS_SERVER=127.0.0.1:$PEERS_DNS_PORT
