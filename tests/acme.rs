@@ -268,6 +268,21 @@ fn status_of(dir: &Path, key: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no status for {key}"))
 }
 
+/// HTTP status of the daemon's port-80 answer for an HTTP-01 token.
+fn challenge_status(env: &HashMap<String, String>, token: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut tcp = TcpStream::connect(format!("127.0.0.1:{}", env["ACME_HTTP01_PORT"])).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        tcp,
+        "GET /.well-known/acme-challenge/{token} HTTP/1.1\r\nHost: alpha.pbx.test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    let _ = tcp.read_to_string(&mut resp);
+    resp.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 /// A TLS handshake with `sni` that verifies the chain against `root_pem` only
 /// (and the name); returns the leaf ID.
 fn verified_leaf(addr: SocketAddr, sni: &str, root_pem: &str) -> Result<String, String> {
@@ -342,7 +357,16 @@ fn http01_issues_verifies_serves_survives_restart_and_reissues() {
     let root = pebble_root(&env);
 
     let mut daemon = Daemon::start(d, &env, true);
+    let answering = daemon.wait_log(&["answering http-01 for "]);
+    let token = answering
+        .rsplit("(token ")
+        .next()
+        .unwrap()
+        .trim_end_matches(')')
+        .to_owned();
     daemon.next_outcome().expect("first order");
+    // The challenge answer was withdrawn after the order.
+    assert_eq!(challenge_status(&env, &token), 404);
     let certs = acme_certs(d);
     assert_eq!(certs.len(), 1, "{certs:?}");
     let cert = &certs[0];

@@ -430,6 +430,8 @@ async fn run_order(
                 ChallengeType::Http01 => {
                     let token = challenge.token.clone();
                     let value = key_auth.as_str().to_owned();
+                    // The token is public (it is in the URL the CA fetches).
+                    log::info!("ACME: answering http-01 for {name} (token {token})");
                     presented.push(Presented::Http(token.clone()));
                     blocking(shared, move |s| {
                         s.set_challenges(|c| {
@@ -440,6 +442,7 @@ async fn run_order(
                 }
                 ChallengeType::TlsAlpn01 => {
                     let cert = alpn_cert(&name, key_auth.digest().as_ref())?;
+                    log::info!("ACME: answering tls-alpn-01 for {name}");
                     let n = name.clone();
                     presented.push(Presented::Alpn(n.clone()));
                     blocking(shared, move |s| {

@@ -578,7 +578,7 @@ pub fn status_report(store: &Store) -> Result<Value, Error> {
             "last_error": st.last_error,
             "failures": st.failures,
             "last_attempt": st.last_attempt.map(clock::rfc3339),
-            "next_attempt": next.map(|n| clock::rfc3339(n.max(now.min(n)))),
+            "next_attempt": next.map(clock::rfc3339),
         }));
     }
     Ok(Value::Array(out))
@@ -688,6 +688,29 @@ mod tests {
         assert!(!due(Some(&c), 59));
         assert!(due(Some(&c), 60));
         assert!(due(None, 0));
+    }
+
+    #[test]
+    fn a_lease_is_taken_once_until_released_or_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(take_lease(&store, "system", "node-a", 600).unwrap());
+        assert!(
+            take_lease(&store, "system", "node-a", 600).unwrap(),
+            "re-entrant"
+        );
+        assert!(!take_lease(&store, "system", "node-b", 600).unwrap());
+        assert!(
+            take_lease(&store, "tenant:x", "node-b", 600).unwrap(),
+            "per name set"
+        );
+        release_lease(&store, "system", "node-b").unwrap(); // not its lease: no effect
+        assert!(!take_lease(&store, "system", "node-b", 600).unwrap());
+        release_lease(&store, "system", "node-a").unwrap();
+        assert!(take_lease(&store, "system", "node-b", 600).unwrap());
+        // A holder that died: its lease expires.
+        assert!(take_lease(&store, "stale", "node-a", -1).unwrap());
+        assert!(take_lease(&store, "stale", "node-b", 600).unwrap());
     }
 
     #[test]
