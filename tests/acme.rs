@@ -703,3 +703,138 @@ fn an_authorization_the_ca_still_holds_valid_is_reused_without_a_challenge() {
         std::panic::resume_unwind(e);
     }
 }
+
+/// A tiny RFC 9773 server: `/dir` is pebble's directory plus `renewalInfo`
+/// pointing here; `/ari/{certID}` suggests a window that has already begun.
+/// Pebble 2.4 has no ARI, hence this stand-in. Returns its CA (PEM), its
+/// directory URL and the certIDs it was asked about.
+fn ari_server(pebble_dir: serde_json::Value) -> (String, String, Arc<Mutex<Vec<String>>>) {
+    use std::io::{Read, Write};
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "ARI test CA");
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.subject_alt_names = vec![rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap())];
+    let leaf = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("https://{}", listener.local_addr().unwrap());
+    let mut dir = pebble_dir;
+    dir["renewalInfo"] = format!("{base}/ari").into();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().map_while(Result::ok) {
+            let (config, dir, seen) = (config.clone(), dir.clone(), seen2.clone());
+            std::thread::spawn(move || {
+                let mut tcp = tcp;
+                let mut conn = rustls::ServerConnection::new(config).unwrap();
+                let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match tls.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+                let body = if path == "/dir" {
+                    Some(dir.to_string())
+                } else if let Some(id) = path.strip_prefix("/ari/") {
+                    seen.lock().unwrap().push(id.to_owned());
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs() as i64;
+                    let t = |u: i64| pbx_certd::clock::rfc3339(u);
+                    Some(format!(
+                        r#"{{"suggestedWindow":{{"start":"{}","end":"{}"}}}}"#,
+                        t(now - 7200),
+                        t(now - 3600)
+                    ))
+                } else {
+                    None
+                };
+                let resp = match body {
+                    Some(b) => format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nRetry-After: 21600\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
+                        b.len()
+                    ),
+                    None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
+                };
+                let _ = tls.write_all(resp.as_bytes());
+                let _ = tls.flush();
+                tls.conn.send_close_notify();
+                let _ = tls.conn.complete_io(tls.sock);
+            });
+        }
+    });
+    (ca.pem(), format!("{base}/dir"), seen)
+}
+
+#[test]
+fn ari_window_that_has_begun_renews_a_certificate_with_most_of_its_life_left() {
+    let Some((_lock, env)) = peers() else { return };
+    let dir = setup(&env, true);
+    let d = dir.path();
+    ok(d, &["tenant", "add", "eta", "--dns", "eta.pbx.test"]);
+    let mut daemon = Daemon::start(d, &env, true);
+    daemon.next_outcome().expect("first order");
+    let old = acme_certs(d)[0].clone();
+    let old_id = old["id"].as_str().unwrap().to_owned();
+    daemon.stop();
+    // Pebble's certificates live 5 years: the 1/3 rule says "not due".
+    let pem = ok(d, &["cert", "show", &old_id])["pem"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let leaf = pem_certs(&pem).remove(0);
+    let expected_id = pbx_certd::acme::ari::cert_id(&leaf).expect("pebble leaf has an AKI");
+
+    let out = Command::new("curl")
+        .args([
+            "-sf",
+            "--cacert",
+            &env["ACME_CA_FILE"],
+            &env["ACME_DIRECTORY_URL"],
+        ])
+        .output()
+        .unwrap();
+    let pebble_dir: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (ca_pem, ari_dir, seen) = ari_server(pebble_dir);
+    let ca = d.join("ari-ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    ok(
+        d,
+        &["import", "--cert", ca.to_str().unwrap(), "--kind", "root"],
+    );
+    ok(d, &["acme", "set", "--directory", &ari_dir]);
+
+    let mut daemon = Daemon::start(d, &env, true);
+    let window = daemon.wait_log(&["renewal window for eta.pbx.test"]);
+    assert!(window.contains("renewing after"), "{window}");
+    daemon.next_outcome().expect("renewal by ARI");
+    assert_eq!(seen.lock().unwrap().first(), Some(&expected_id));
+    let certs = acme_certs(d);
+    assert_eq!(certs.len(), 1);
+    assert_ne!(certs[0]["id"], old_id.as_str());
+    daemon.stop();
+}

@@ -14,6 +14,7 @@
 //! (`acme status`) with a stable error code; settings are validated before
 //! they are stored; secrets (EAB HMAC, account key) are never shown back.
 
+pub mod ari;
 pub mod http;
 pub mod issue;
 pub mod renew;
@@ -161,6 +162,12 @@ pub struct SetStatus {
     pub failures: u32,
     /// `cert reissue`: renew at the next check whatever the expiry.
     pub force: bool,
+    /// RFC 9773: the CA's window for `ari_cert` and the time picked in it.
+    #[serde(default)]
+    pub ari: Option<ari::AriChoice>,
+    /// The certificate `ari` is about.
+    #[serde(default)]
+    pub ari_cert: Option<String>,
 }
 
 /// A stable code and a message.
@@ -554,18 +561,27 @@ pub fn status_report(store: &Store) -> Result<Value, Error> {
     for t in targets(store)? {
         let st = status(store, &t.key)?;
         let cert = current_cert(store, &t)?;
+        let ari_due = st
+            .ari
+            .filter(|_| st.ari_cert.is_some() && st.ari_cert == cert.as_ref().map(|c| c.id.clone()))
+            .map(|a| a.at);
         let state = if st.failures > 0 {
             "failed"
-        } else if cert.is_some() && !st.force && !due(cert.as_ref(), now) {
+        } else if cert.is_some()
+            && !st.force
+            && !due(cert.as_ref(), now)
+            && ari_due.is_none_or(|at| now < at)
+        {
             "valid"
         } else {
             "pending"
         };
         let next = match (&cert, st.next_attempt) {
             (_, Some(n)) if st.failures > 0 || st.force => Some(n),
-            (Some(c), _) => {
-                Some(c.not_after - (c.not_after - c.not_before).max(0) / ACME_RENEW_FRACTION)
-            }
+            (Some(c), _) => Some(
+                (c.not_after - (c.not_after - c.not_before).max(0) / ACME_RENEW_FRACTION)
+                    .min(ari_due.unwrap_or(i64::MAX)),
+            ),
             (None, n) => n,
         };
         out.push(json!({

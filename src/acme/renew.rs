@@ -98,11 +98,86 @@ pub async fn check_once(
             return;
         }
     };
+    let client = {
+        let s = shared.clone();
+        smol::unblock(move || super::http::Client::from_store(s.store())).await
+    };
+    // RFC 9773 §3: ARI only when the directory offers renewalInfo.
+    let ari_url = match &client {
+        Ok(c) => match super::ari::renewal_info_url(c, &settings.directory).await {
+            Ok(url) => url,
+            Err(e) => {
+                log::debug!("ACME: no renewal information: {e}");
+                None
+            }
+        },
+        Err(_) => None,
+    };
     for target in targets {
+        if let (Some(url), Ok(c)) = (&ari_url, &client) {
+            if let Err(e) = refresh_ari(shared, c, url, &target).await {
+                log::info!("ACME: renewal information for {}: {e}", target.key);
+            }
+        }
         if let Err(e) = renew_one(shared, settings, &target, listeners, holder).await {
             log::warn!("ACME: {}: {e}", target.names.join(", "));
         }
     }
+}
+
+/// Fetch the CA's renewal window for the set's current certificate
+/// (RFC 9773 §4.2) and keep it in the status.
+async fn refresh_ari(
+    shared: &Arc<Shared>,
+    client: &super::http::Client,
+    url: &str,
+    target: &Target,
+) -> Result<(), crate::Error> {
+    let (s, t) = (shared.clone(), target.clone());
+    let found = smol::unblock(move || -> Result<_, crate::Error> {
+        let store = s.store();
+        let Some(cert) = super::current_cert(store, &t)? else {
+            return Ok(None);
+        };
+        let leaf = store
+            .chain(&cert.id)?
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        Ok(Some((cert.id, leaf, super::status(store, &t.key)?)))
+    })
+    .await?;
+    let Some((cert_id, leaf, st)) = found else {
+        return Ok(());
+    };
+    let previous = st
+        .ari
+        .filter(|_| st.ari_cert.as_deref() == Some(cert_id.as_str()));
+    let choice = super::ari::fetch(client, url, &leaf, previous)
+        .await
+        .map_err(|e| crate::Error::LimitExceeded(e.message))?;
+    if choice == previous {
+        return Ok(());
+    }
+    if let Some(c) = choice {
+        log::info!(
+            "ACME: renewal window for {} is {} .. {}; renewing after {}",
+            target.names.join(", "),
+            clock::rfc3339(c.start),
+            clock::rfc3339(c.end),
+            clock::rfc3339(c.at)
+        );
+    }
+    let key = target.key.clone();
+    let s = shared.clone();
+    smol::unblock(move || {
+        let store = s.store();
+        let mut st = super::status(store, &key)?;
+        st.ari = choice;
+        st.ari_cert = Some(cert_id);
+        super::put_status(store, &key, &st)
+    })
+    .await
 }
 
 /// Is this set due now (and not backing off)?
@@ -114,7 +189,10 @@ fn needs_order(shared: &Shared, target: &Target) -> Result<bool, crate::Error> {
     if st.force {
         return Ok(true);
     }
-    if !super::due(cert.as_ref(), now) {
+    let ari_due = st
+        .ari
+        .is_some_and(|a| now >= a.at && cert.as_ref().map(|c| &c.id) == st.ari_cert.as_ref());
+    if !super::due(cert.as_ref(), now) && !ari_due {
         return Ok(false);
     }
     Ok(st.next_attempt.is_none_or(|n| n <= now) || st.failures == 0)
@@ -185,6 +263,8 @@ fn record(
             st.failures = 0;
             st.last_error = None;
             st.next_attempt = None;
+            st.ari = None;
+            st.ari_cert = None;
         }
         Err(e) => {
             st.failures = st.failures.saturating_add(1);
