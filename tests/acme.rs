@@ -838,3 +838,129 @@ fn ari_window_that_has_begun_renews_a_certificate_with_most_of_its_life_left() {
     assert_ne!(certs[0]["id"], old_id.as_str());
     daemon.stop();
 }
+
+/// A test DNS provider: RFC 2136 updates signed with the peers' TSIG key,
+/// sent by BIND's own `nsupdate` (the real provider is src/dns/'s job).
+struct Nsupdate {
+    server: String,
+    zone: String,
+    key: String,
+    added: Mutex<Vec<String>>,
+    removed: Mutex<Vec<String>>,
+}
+
+impl Nsupdate {
+    fn send(&self, line: String) -> Result<(), pbx_certd::acme::AcmeError> {
+        use std::io::Write;
+        let (host, port) = self.server.split_once(':').unwrap();
+        let mut child = Command::new("nsupdate")
+            .args(["-y", &self.key])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let script = format!("server {host} {port}\nzone {}\n{line}\nsend\n", self.zone);
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(pbx_certd::acme::AcmeError::new(
+                "dns-update-failed",
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ))
+        }
+    }
+}
+
+impl pbx_certd::acme::DnsProvider for Nsupdate {
+    fn covers(&self, fqdn: &str) -> bool {
+        fqdn.trim_start_matches("*.").ends_with(&self.zone)
+    }
+    fn add_txt<'a>(
+        &'a self,
+        fqdn: &'a str,
+        value: &'a str,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), pbx_certd::acme::AcmeError>> + Send + 'a>,
+    > {
+        self.added.lock().unwrap().push(format!("{fqdn} {value}"));
+        Box::pin(async move { self.send(format!("update add {fqdn}. 60 TXT \"{value}\"")) })
+    }
+    fn remove_txt<'a>(
+        &'a self,
+        fqdn: &'a str,
+        value: &'a str,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), pbx_certd::acme::AcmeError>> + Send + 'a>,
+    > {
+        self.removed.lock().unwrap().push(format!("{fqdn} {value}"));
+        Box::pin(async move { self.send(format!("update delete {fqdn}. TXT \"{value}\"")) })
+    }
+}
+
+#[test]
+fn dns01_through_a_provider_issues_a_wildcard_and_removes_the_records() {
+    let Some((_lock, env)) = peers() else { return };
+    let dir = setup(&env, true);
+    let root = pebble_root(&env);
+    let store = pbx_certd::Store::open(dir.path()).unwrap();
+    let shared = pbx_certd::daemon::Shared::new(store).unwrap();
+    let provider = Arc::new(Nsupdate {
+        server: env["DNS_SERVER"].clone(),
+        zone: env["DNS_ZONE"].clone(),
+        key: format!(
+            "hmac-sha256:{}:{}",
+            env["TSIG_KEY_NAME"], env["TSIG_SECRET"]
+        ),
+        added: Mutex::new(Vec::new()),
+        removed: Mutex::new(Vec::new()),
+    });
+    let settings = pbx_certd::acme::settings(shared.store()).unwrap();
+    let target = pbx_certd::acme::Target {
+        key: "system".into(),
+        tenant: None,
+        names: vec!["w.pbx.test".into(), "*.w.pbx.test".into()],
+    };
+    // No listeners at all: only DNS-01 can work.
+    let id = smol::block_on(pbx_certd::acme::issue::issue(
+        &shared,
+        &settings,
+        &target,
+        pbx_certd::acme::issue::Listeners::default(),
+        Some(provider.clone()),
+    ))
+    .expect("DNS-01 order");
+    let added = provider.added.lock().unwrap().clone();
+    assert_eq!(added.len(), 2, "{added:?}");
+    assert!(added
+        .iter()
+        .all(|a| a.starts_with("_acme-challenge.w.pbx.test ")));
+    let mut removed = provider.removed.lock().unwrap().clone();
+    removed.sort();
+    let mut added_sorted = added.clone();
+    added_sorted.sort();
+    assert_eq!(removed, added_sorted, "every TXT record withdrawn");
+    let txt = Command::new("dig")
+        .args(["+short", "-p", env["DNS_SERVER"].split(':').nth(1).unwrap()])
+        .args(["@127.0.0.1", "_acme-challenge.w.pbx.test", "TXT"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&txt.stdout).trim(),
+        "",
+        "TXT left in the zone"
+    );
+    let record = shared.store().cert(&id).unwrap().unwrap();
+    assert_eq!(record.source, pbx_certd::store::Source::Acme);
+    let mut names = record.names.clone();
+    names.sort();
+    assert_eq!(names, ["*.w.pbx.test", "w.pbx.test"]);
+    drop(shared);
+    assert_chain_verifies(dir.path(), &id, &root);
+}

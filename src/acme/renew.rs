@@ -228,7 +228,8 @@ async fn renew_one(
                 "ACME: ordering a certificate for {}",
                 target.names.join(", ")
             );
-            Some(issue(shared, settings, target, listeners, None).await)
+            let dns = shared.dns_provider();
+            Some(issue(shared, settings, target, listeners, dns).await)
         }
         Ok(false) => None,
         Err(e) => Some(Err(AcmeError::new("store-error", e.to_string()))),
