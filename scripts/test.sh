@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run every test of pbx-certd on a fresh machine: installs what the tests
 # need (openssl/curl as real TLS peers and key makers, chromium for the web
-# admin), then runs the
+# admin, pebble + bind9 as ACME peers), then runs the
 # unit tests, integration tests (they drive the real binary) and doc tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +18,12 @@ fi
 
 # The web admin's browser test needs Debian's chromium and playwright-core.
 scripts/web-test/setup.sh
+
+# The ACME tests (tests/acme.rs) start Debian's pebble and BIND9 on loopback
+# themselves through scripts/acme-peers.sh (installed with apt when missing);
+# stop them, by PID, when the tests are done.
+trap 'scripts/acme-peers.sh down' EXIT
+scripts/acme-peers.sh up
 
 # Benches are not tests: they run with `cargo bench` (see README).
 cargo test --locked --lib --bins --tests "$@"
