@@ -277,7 +277,10 @@ pub async fn issue(
     // Always withdraw what was presented (RFC 8555 §8.3/§8.4: the client
     // removes the answer once the challenge is done).
     withdraw(shared, presented, dns.as_deref()).await;
-    let (cert_pem, key_pem) = result?;
+    let (cert_pem, key_pem) = result.map_err(|mut e| {
+        e.retry_after = client.take_retry_after();
+        e
+    })?;
     let target = target.clone();
     blocking(shared, move |s| {
         store_issued(s, &target, &cert_pem, &key_pem)

@@ -190,6 +190,9 @@ pub struct AcmeError {
     pub code: &'static str,
     /// Text for the admin.
     pub message: String,
+    /// The CA's `Retry-After` in seconds, when it sent one with the error
+    /// (RFC 8555 §6.6: rate limits).
+    pub retry_after: Option<u64>,
 }
 
 impl AcmeError {
@@ -203,7 +206,11 @@ impl AcmeError {
             }
             message.truncate(end);
         }
-        AcmeError { code, message }
+        AcmeError {
+            code,
+            message,
+            retry_after: None,
+        }
     }
 
     /// Is this the CA saying the nonce was bad (retry with a fresh one)?

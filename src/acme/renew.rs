@@ -26,6 +26,16 @@ use crate::limits::{
     ACME_BACKOFF_BASE_SECS, ACME_BACKOFF_MAX_SECS, ACME_JITTER_DIVISOR, ACME_LEASE_SECS,
 };
 
+/// The wait before the next attempt: the back-off, or longer when the CA
+/// asked for it with Retry-After (capped like the back-off).
+pub fn next_wait(failures: u32, retry_after: Option<u64>) -> i64 {
+    let asked = retry_after
+        .map(|s| i64::try_from(s).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+        .min(ACME_BACKOFF_MAX_SECS);
+    backoff_secs(failures).max(asked)
+}
+
 /// Back-off after `failures` failures in a row.
 pub fn backoff_secs(failures: u32) -> i64 {
     let shift = failures.saturating_sub(1).min(30);
@@ -269,7 +279,7 @@ fn record(
         }
         Err(e) => {
             st.failures = st.failures.saturating_add(1);
-            let wait = backoff_secs(st.failures);
+            let wait = next_wait(st.failures, e.retry_after);
             log::warn!(
                 "ACME: order for {} failed [{}]: {}; next attempt in {wait} s",
                 target.names.join(", "),
@@ -297,5 +307,13 @@ mod tests {
         assert_eq!(backoff_secs(2), 2 * ACME_BACKOFF_BASE_SECS);
         assert_eq!(backoff_secs(40), ACME_BACKOFF_MAX_SECS);
         assert!(jitter(10) < Duration::from_secs(1));
+        assert_eq!(next_wait(1, None), ACME_BACKOFF_BASE_SECS);
+        assert_eq!(
+            next_wait(1, Some(3600)),
+            3600,
+            "a rate limit's Retry-After wins"
+        );
+        assert_eq!(next_wait(3, Some(1)), 4 * ACME_BACKOFF_BASE_SECS);
+        assert_eq!(next_wait(1, Some(u64::MAX)), ACME_BACKOFF_MAX_SECS);
     }
 }
