@@ -46,6 +46,8 @@ pub enum Error {
     BadSetting(String),
     /// `cert reissue` of a certificate ACME does not manage.
     NotAcmeManaged(String),
+    /// `cert reissue` while ACME is disabled.
+    AcmeDisabled,
     /// An error reported by the running daemon (code kept as it sent it).
     Remote(crate::control::RemoteError),
 }
@@ -70,6 +72,7 @@ impl Error {
             Error::BadPassword(_) => "bad-password",
             Error::BadSetting(_) => "bad-setting",
             Error::NotAcmeManaged(_) => "not-acme-managed",
+            Error::AcmeDisabled => "acme-disabled",
             Error::Remote(_) => "remote",
         }
     }
@@ -119,6 +122,9 @@ impl core::fmt::Display for Error {
             Error::ReadFailed(path, why) => write!(f, "cannot read {path}: {why}"),
             Error::BadPassword(why) => f.write_str(why),
             Error::BadSetting(why) | Error::NotAcmeManaged(why) => f.write_str(why),
+            Error::AcmeDisabled => {
+                f.write_str("ACME is disabled; enable it with `pbx-certd acme set --enabled true`")
+            }
             Error::Remote(r) => f.write_str(&r.message),
             Error::NotServable(id) => write!(
                 f,

@@ -670,6 +670,18 @@ fn acme_settings_are_validated_and_secrets_masked() {
     );
     assert_eq!(out.0, 1);
     assert!(out.1.contains("not-acme-managed"), "{}", out.1);
+    ok(d, &["acme", "set", "--enabled", "false"]);
+    let out = cli(
+        d,
+        &[
+            "cert",
+            "reissue",
+            imported["id"].as_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(out.0, 1);
+    assert!(out.1.contains("acme-disabled"), "{}", out.1);
     // The uploaded cert covers a.example.com: only b.example.com stays for ACME.
     let st = ok(d, &["acme", "status"]);
     assert_eq!(st[0]["names"], serde_json::json!(["b.example.com"]));

@@ -613,6 +613,9 @@ pub fn reissue(store: &Store, id: &str) -> Result<Value, Error> {
     let record = store
         .cert(id)?
         .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+    if !settings(store)?.enabled {
+        return Err(Error::AcmeDisabled);
+    }
     if record.source == Source::Upload {
         return Err(Error::NotAcmeManaged(format!(
             "certificate {id} was uploaded; ACME never replaces uploaded certificates"
