@@ -117,8 +117,10 @@ impl Default for AcmeSettings {
     }
 }
 
-/// A change from `acme set` (each field optional).
+/// A change from `acme set` (each field optional; also the body of
+/// `POST /api/acme`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AcmeChange {
     /// New directory URL.
     pub directory: Option<String>,
