@@ -409,8 +409,9 @@ async fn serve_all(
             http: config.http.is_some(),
             https: config.https.is_some(),
         };
-        ex.spawn(crate::acme::renew::run(shared.clone(), listeners))
-            .detach();
+        // Polled with the listeners (not spawned), so it stops with them
+        // and does not hold the executor during the shutdown grace time.
+        loops.push(Box::pin(crate::acme::renew::run(shared.clone(), listeners)));
     }
     let snapshot = shared.snapshot();
     log::info!(

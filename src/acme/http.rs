@@ -472,8 +472,11 @@ impl instant_acme::HttpClient for Client {
                 .request(parts.method.as_str(), &url, &headers, &body)
                 .await
                 .map_err(|e| instant_acme::Error::Other(Box::new(e)))?;
-            if let Some(secs) = resp
-                .header("retry-after")
+            // Only ACME POSTs (polls, orders) carry a Retry-After that
+            // paces us (RFC 8555 §7.4, §6.6); a GET's would be stale.
+            if let Some(secs) = (parts.method == http::Method::POST)
+                .then(|| resp.header("retry-after"))
+                .flatten()
                 .and_then(|v| std::str::from_utf8(v).ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
             {

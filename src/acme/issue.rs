@@ -477,6 +477,7 @@ async fn run_order(
     }
 
     // Wait until the order is ready (or invalid).
+    let _ = client.take_retry_after(); // nothing stale from earlier requests
     let start = Instant::now();
     let mut delay = ACME_POLL_FIRST_DELAY;
     loop {
