@@ -976,3 +976,164 @@ fn dns01_through_a_provider_issues_a_wildcard_and_removes_the_records() {
     drop(shared);
     assert_chain_verifies(dir.path(), &id, &root);
 }
+
+/// Accepts any server certificate and records the leaf (we test choice here).
+#[derive(Debug)]
+struct Capture(Mutex<Option<Vec<u8>>>);
+
+impl rustls::client::danger::ServerCertVerifier for Capture {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        *self.0.lock().unwrap() = Some(end_entity.to_vec());
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// An in-memory handshake; the leaf the server presented.
+fn leaf_in_memory(
+    server: &Arc<rustls::ServerConfig>,
+    sni: &str,
+    alpn: &[&[u8]],
+) -> Option<Vec<u8>> {
+    let capture = Arc::new(Capture(Mutex::new(None)));
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(capture.clone())
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let name = ServerName::try_from(sni.to_string()).unwrap();
+    let mut client = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut srv = rustls::ServerConnection::new(server.clone()).unwrap();
+    for _ in 0..10 {
+        let mut buf = Vec::new();
+        client.write_tls(&mut buf).unwrap();
+        if srv.read_tls(&mut buf.as_slice()).is_err() || srv.process_new_packets().is_err() {
+            break;
+        }
+        let mut back = Vec::new();
+        srv.write_tls(&mut back).unwrap();
+        if client.read_tls(&mut back.as_slice()).is_err() || client.process_new_packets().is_err() {
+            break;
+        }
+        if !client.is_handshaking() {
+            break;
+        }
+    }
+    let leaf = capture.0.lock().unwrap().clone();
+    leaf
+}
+
+#[test]
+fn only_a_client_offering_exactly_acme_tls_1_gets_the_challenge_certificate() {
+    // RFC 8737 §3/§6.2, in memory (no peers needed).
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["x.example".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (c, k) = (d.join("c.pem"), d.join("k.pem"));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    ok(
+        d,
+        &[
+            "import",
+            "--cert",
+            c.to_str().unwrap(),
+            "--key",
+            k.to_str().unwrap(),
+            "--kind",
+            "server",
+        ],
+    );
+    let shared = pbx_certd::daemon::Shared::new(pbx_certd::Store::open(d).unwrap()).unwrap();
+    let server = pbx_certd::tls::server_config(
+        shared.clone(),
+        &[b"http/1.1", pbx_certd::acme::issue::ACME_TLS_ALPN],
+    )
+    .unwrap();
+    let acme: &[u8] = b"acme-tls/1";
+    let normal = cert.der().to_vec();
+    // A validation client with no challenge pending gets no certificate at
+    // all (never the normal one, which it would take as a wrong answer).
+    assert_eq!(
+        leaf_in_memory(&server, "x.example", &[acme]),
+        None,
+        "no challenge yet"
+    );
+    assert_eq!(
+        leaf_in_memory(&server, "x.example", &[]),
+        Some(normal.clone())
+    );
+
+    let challenge = pbx_certd::acme::issue::alpn_cert("x.example", &[7u8; 32]).unwrap();
+    let challenge_der = challenge.cert[0].to_vec();
+    shared
+        .set_challenges(|c| {
+            c.alpn.insert("x.example".into(), challenge);
+        })
+        .unwrap();
+    assert_eq!(
+        leaf_in_memory(&server, "X.Example", &[acme]),
+        Some(challenge_der.clone())
+    );
+    assert_eq!(
+        leaf_in_memory(&server, "x.example", &[]),
+        Some(normal.clone())
+    );
+    assert_eq!(
+        leaf_in_memory(&server, "x.example", &[b"http/1.1"]),
+        Some(normal.clone())
+    );
+    assert_eq!(
+        leaf_in_memory(&server, "x.example", &[b"http/1.1", acme]),
+        Some(normal.clone()),
+        "acme-tls/1 among others is a normal client"
+    );
+    assert_eq!(
+        leaf_in_memory(&server, "other.example", &[acme]),
+        None,
+        "no challenge for that name"
+    );
+    // The challenge certificate carries the critical acmeIdentifier (1.3.6.1.5.5.7.1.31).
+    let oid_der = [
+        0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x01, 0x1f, 0x01, 0x01, 0xff,
+    ];
+    assert!(challenge_der.windows(oid_der.len()).any(|w| w == oid_der));
+    shared.set_challenges(|c| c.alpn.clear()).unwrap();
+    assert_eq!(leaf_in_memory(&server, "x.example", &[acme]), None);
+    assert_eq!(leaf_in_memory(&server, "x.example", &[]), Some(normal));
+}
