@@ -10,7 +10,8 @@
 # TLS certificate with openssl (Debian ships none), starts both, waits until
 # they answer, and writes $PEERS_DIR/env (KEY=VALUE lines the tests read).
 # `down` stops them by the PIDs recorded at start (never by name).
-# Knobs: PEBBLE_WFE_NONCEREJECT (default 0 here), PEBBLE_AUTHZREUSE, PEERS_*.
+# Knobs: PEBBLE_WFE_NONCEREJECT (default 0 here), PEBBLE_AUTHZREUSE (default 0
+# here), PEBBLE_CERT_VALIDITY (seconds; pebble's default is 5 years), PEERS_*.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -131,6 +132,9 @@ EOF
   wait_for 20 named bash -c "dig +time=1 +tries=1 @127.0.0.1 -p $PEERS_DNS_PORT x.$PEERS_ZONE A +short | grep -q 127.0.0.1"
 
   if ! alive pebble pebble; then
+    local validity=""
+    [[ -n ${PEBBLE_CERT_VALIDITY:-} ]] && validity=",
+    \"certificateValidityPeriod\": $PEBBLE_CERT_VALIDITY"
     cat >"$ETC/pebble.json" <<EOF
 {
   "pebble": {
@@ -141,7 +145,7 @@ EOF
     "httpPort": $PEERS_HTTP01_PORT,
     "tlsPort": $PEERS_TLSALPN01_PORT,
     "ocspResponderURL": "",
-    "externalAccountBindingRequired": false
+    "externalAccountBindingRequired": false$validity
   }
 }
 EOF

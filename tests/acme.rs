@@ -1137,3 +1137,42 @@ fn only_a_client_offering_exactly_acme_tls_1_gets_the_challenge_certificate() {
     assert_eq!(leaf_in_memory(&server, "x.example", &[acme]), None);
     assert_eq!(leaf_in_memory(&server, "x.example", &[]), Some(normal));
 }
+
+#[test]
+fn the_timer_renews_when_a_third_of_the_lifetime_is_left() {
+    let Some((_lock, _)) = peers() else { return };
+    // 30-second certificates: due 20 s after issuance (1/3 rule), no trigger.
+    let env = peers_script(&["restart-pebble"], &[("PEBBLE_CERT_VALIDITY", "30")]);
+    let result = std::panic::catch_unwind(|| {
+        let dir = setup(&env, true);
+        let d = dir.path();
+        ok(d, &["tenant", "add", "theta", "--dns", "theta.pbx.test"]);
+        ok(d, &["acme", "set", "--check-interval", "1"]);
+        let mut daemon = Daemon::start(d, &env, true);
+        daemon.next_outcome().expect("first order");
+        let first = acme_certs(d)[0].clone();
+        let life = parse_time(first["not_after"].as_str().unwrap())
+            - parse_time(first["not_before"].as_str().unwrap());
+        assert!(
+            life <= 60,
+            "pebble ignored certificateValidityPeriod: {first}"
+        );
+        daemon.next_outcome().expect("renewal by the timer");
+        let certs = acme_certs(d);
+        assert_eq!(
+            certs.len(),
+            1,
+            "the renewed certificate replaced the old one"
+        );
+        assert_ne!(certs[0]["id"], first["id"]);
+        daemon.stop();
+    });
+    peers_script(&["restart-pebble"], &[]);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+fn parse_time(s: &str) -> i64 {
+    pbx_certd::clock::parse_rfc3339(s).unwrap()
+}
