@@ -539,7 +539,18 @@ fn pebble_restart_forgets_the_account_and_fifty_percent_bad_nonces_still_succeed
     let Some((_lock, env)) = peers() else { return };
     let dir = setup(&env, true);
     let d = dir.path();
-    ok(d, &["tenant", "add", "eps", "--dns", "eps.pbx.test"]);
+    ok(
+        d,
+        &[
+            "tenant",
+            "add",
+            "eps",
+            "--dns",
+            "eps.pbx.test",
+            "--dns",
+            "www.eps.pbx.test",
+        ],
+    );
     let mut daemon = Daemon::start(d, &env, true);
     daemon.next_outcome().expect("first order");
     let id = acme_certs(d)[0]["id"].as_str().unwrap().to_owned();

@@ -174,8 +174,7 @@ async fn login(
             blocking(shared, move |s| super::put_account(s.store(), &pre))
                 .await
                 .map_err(store_err)?;
-            let first = Some(key);
-            let mut first = first;
+            let mut first = Some(key);
             let (account, _) = nonce_retry!({
                 let key = match first.take() {
                     Some(k) => k,
@@ -387,7 +386,10 @@ async fn run_order(
     );
 
     // Present one challenge per pending authorization.
-    let mut ready_urls = Vec::new();
+    // Authorizations already answered: a retry after a badNonce while
+    // fetching a later one must not answer them twice.
+    let mut answered: Vec<String> = Vec::new();
+    let mut fetched = false;
     'fetch: for _ in 0..=ACME_BAD_NONCE_RETRIES {
         let mut auths = order.authorizations();
         while let Some(auth) = auths.next().await {
@@ -412,6 +414,9 @@ async fn run_order(
                 }
             }
             let name = auth.identifier().to_string();
+            if answered.contains(&name) {
+                continue;
+            }
             let wildcard = auth.identifier().wildcard;
             let covered = dns.is_some_and(|d| d.covers(&name));
             let kind = match settings.challenge {
@@ -471,9 +476,16 @@ async fn run_order(
                 }
             }
             nonce_retry!(challenge.set_ready().await)?;
-            ready_urls.push(name);
+            answered.push(name);
         }
+        fetched = true;
         break;
+    }
+    if !fetched {
+        return Err(AcmeError::new(
+            "bad-nonce",
+            "the CA kept rejecting nonces while the authorizations were fetched",
+        ));
     }
 
     // Wait until the order is ready (or invalid).
