@@ -411,7 +411,12 @@ async fn serve_all(
         };
         // Polled with the listeners (not spawned), so it stops with them
         // and does not hold the executor during the shutdown grace time.
-        loops.push(Box::pin(crate::acme::renew::run(shared.clone(), listeners)));
+        let node = crate::acme::renew::node_id(&config.data_dir);
+        loops.push(Box::pin(crate::acme::renew::run(
+            shared.clone(),
+            listeners,
+            node,
+        )));
     }
     let snapshot = shared.snapshot();
     log::info!(

@@ -52,15 +52,27 @@ fn jitter(interval: u64) -> Duration {
 }
 
 /// The renewal loop; runs until the daemon stops.
-pub async fn run(shared: Arc<Shared>, listeners: Listeners) {
-    let holder = format!(
-        "{}:{}:{}",
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .unwrap_or_default()
-            .trim(),
-        std::process::id(),
-        crate::auth::random_token(6).unwrap_or_default()
-    );
+/// This node's name as a lease holder: a random ID kept in the data
+/// directory (`node-id`, not in the store, which a cluster shares), so a
+/// daemon restarted after a crash holds its own stale lease again at once.
+pub fn node_id(data_dir: &std::path::Path) -> String {
+    let path = data_dir.join("node-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        if !id.is_empty() && id.len() <= 64 {
+            return id.to_owned();
+        }
+    }
+    let id = crate::auth::random_token(12).unwrap_or_else(|_| std::process::id().to_string());
+    if let Err(e) = std::fs::write(&path, &id) {
+        log::warn!("cannot keep the node ID in {}: {e}", path.display());
+    }
+    id
+}
+
+/// The renewal loop; runs until the daemon stops. `holder` names this node
+/// in leases (`node_id`).
+pub async fn run(shared: Arc<Shared>, listeners: Listeners, holder: String) {
     let wake = shared.acme_wake_receiver();
     loop {
         let settings = {
@@ -300,6 +312,16 @@ fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_node_id_is_kept_in_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = node_id(dir.path());
+        assert!(a.len() >= 16);
+        assert_eq!(node_id(dir.path()), a);
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(node_id(other.path()), a);
+    }
 
     #[test]
     fn backoff_doubles_and_is_capped() {
