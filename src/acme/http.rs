@@ -49,6 +49,8 @@ pub enum HttpError {
     Timeout,
     /// The Root CA list is empty or unusable.
     NoRoots,
+    /// The Root CA list could not be read from the store.
+    Store(String),
 }
 
 impl HttpError {
@@ -63,6 +65,7 @@ impl HttpError {
             HttpError::TooLarge(_) => "response-too-large",
             HttpError::Timeout => "timeout",
             HttpError::NoRoots => "no-roots",
+            HttpError::Store(_) => "store-error",
         }
     }
 }
@@ -78,6 +81,7 @@ impl core::fmt::Display for HttpError {
             HttpError::TooLarge(what) => write!(f, "HTTP response {what} too large"),
             HttpError::Timeout => f.write_str("no HTTP response in time"),
             HttpError::NoRoots => f.write_str("the Root CA list has no usable root"),
+            HttpError::Store(e) => write!(f, "cannot read the Root CA list: {e}"),
         }
     }
 }
@@ -228,10 +232,9 @@ impl Client {
     }
 
     /// A client trusting exactly the store's Root CA list.
-    pub fn from_store(store: &crate::Store) -> Result<Client, crate::Error> {
-        let roots = store.roots()?;
+    pub fn from_store(store: &crate::Store) -> Result<Client, HttpError> {
+        let roots = store.roots().map_err(|e| HttpError::Store(e.to_string()))?;
         Client::with_roots(roots.iter().map(|(_, der)| der.as_slice()))
-            .map_err(|e| crate::Error::LimitExceeded(e.to_string()))
     }
 
     /// One request. `headers` must not include Host, Content-Length or

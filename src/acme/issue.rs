@@ -260,7 +260,7 @@ pub async fn issue(
 ) -> Result<String, AcmeError> {
     let client = {
         let c = blocking(shared, |s| Client::from_store(s.store())).await;
-        c.map_err(|e| AcmeError::new("no-roots", e.to_string()))?
+        c.map_err(|e| AcmeError::new(e.code(), e.to_string()))?
     };
     let mut presented = Vec::new();
     let result = run_order(
