@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run every test of pbx-certd on a fresh machine: installs what the tests
 # need (openssl/curl as real TLS peers and key makers, chromium for the web
-# admin, zig and qemu for the ARM targets), then runs
+# admin, pebble + bind9 as ACME peers, zig and qemu for the ARM targets),
+# then runs
 #   1. the native suite: unit tests and integration tests (they drive the
 #      real binary),
 #   2. the same suite for aarch64 and armv7 (musl) under qemu-user
@@ -28,6 +29,12 @@ fi
 
 # The web admin's browser test needs Debian's chromium and playwright-core.
 scripts/web-test/setup.sh
+
+# The ACME tests (tests/acme.rs) start Debian's pebble and BIND9 on loopback
+# themselves through scripts/acme-peers.sh (installed with apt when missing);
+# stop them, by PID, when the tests are done.
+trap 'scripts/acme-peers.sh down' EXIT
+scripts/acme-peers.sh up
 
 # Benches are not tests: they run with `cargo bench` (see README).
 cargo test --locked --lib --bins --tests "$@"

@@ -86,6 +86,11 @@ pub enum Cmd {
         #[command(subcommand)]
         command: Option<RootsCmd>,
     },
+    /// ACME: settings, account, status.
+    Acme {
+        #[command(subcommand)]
+        command: AcmeCmd,
+    },
     /// Which certificate a TLS client with this SNI gets.
     Resolve {
         /// The SNI host name; omitted: a client sending no SNI.
@@ -160,6 +165,46 @@ pub enum CertCmd {
         #[arg(value_parser = parse_id)]
         id: String,
     },
+    /// Renew an ACME (or self-signed) certificate now (at the daemon's next
+    /// check, which this triggers when the daemon runs).
+    Reissue {
+        /// Certificate ID or a unique prefix of at least 8 hex digits.
+        #[arg(value_parser = parse_id)]
+        id: String,
+    },
+}
+
+/// `acme` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AcmeCmd {
+    /// Change ACME settings.
+    Set {
+        /// Directory URL (https).
+        #[arg(long)]
+        directory: Option<String>,
+        /// Contact e-mail, or `none` (then the admin e-mail is used).
+        #[arg(long)]
+        email: Option<String>,
+        /// Order certificates automatically.
+        #[arg(long, value_parser = clap::value_parser!(bool), action = clap::ArgAction::Set)]
+        enabled: Option<bool>,
+        /// auto|http-01|dns-01|tls-alpn-01
+        #[arg(long, value_parser = ["auto", "http-01", "dns-01", "tls-alpn-01"])]
+        challenge: Option<String>,
+        /// External Account Binding key ID (`none` removes the binding).
+        #[arg(long, requires = "eab_hmac")]
+        eab_kid: Option<String>,
+        /// External Account Binding HMAC key (base64url).
+        #[arg(long, requires = "eab_kid")]
+        eab_hmac: Option<String>,
+        /// Seconds between renewal checks (1 to 86400; default 21600).
+        #[arg(long)]
+        check_interval: Option<u64>,
+    },
+    /// Settings and account state.
+    Show,
+    /// Per certificate name set: valid|pending|failed, last error, next attempt.
+    Status,
 }
 
 /// `roots` subcommands.
@@ -314,6 +359,35 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
         Cmd::Cert {
             command: CertCmd::Delete { id },
         } => Command::CertDelete { id },
+        Cmd::Cert {
+            command: CertCmd::Reissue { id },
+        } => Command::CertReissue { id },
+        Cmd::Acme {
+            command:
+                AcmeCmd::Set {
+                    directory,
+                    email,
+                    enabled,
+                    challenge,
+                    eab_kid,
+                    eab_hmac,
+                    check_interval,
+                },
+        } => Command::AcmeSet(crate::acme::AcmeChange {
+            directory,
+            email,
+            enabled,
+            challenge,
+            eab_kid,
+            eab_hmac,
+            check_interval,
+        }),
+        Cmd::Acme {
+            command: AcmeCmd::Show,
+        } => Command::AcmeShow,
+        Cmd::Acme {
+            command: AcmeCmd::Status,
+        } => Command::AcmeStatus,
         Cmd::Roots { command: None } => Command::Roots,
         Cmd::Roots {
             command: Some(RootsCmd::Show { id }),
@@ -466,7 +540,42 @@ pub fn render(command: &Command, v: &Value) -> String {
             Some(id) => format!("{id} ({})\n", s(&v["match"])),
             None => "no STIR/SHAKEN certificate\n".into(),
         },
+        Command::AcmeShow => format!(
+            "enabled:        {}\ndirectory:      {}\ncontact:        {}\nchallenge:      {}\neab:            {}\ncheck interval: {} s\naccount:        {} {}\n",
+            v["enabled"],
+            s(&v["directory"]),
+            s(&v["contact"]),
+            s(&v["challenge"]),
+            s(&v["eab_kid"]),
+            v["check_interval"],
+            s(&v["account"]["state"]),
+            v["account"]["url"].as_str().unwrap_or_default(),
+        ),
+        Command::AcmeStatus => {
+            let mut out = String::new();
+            for r in rows() {
+                out += &format!(
+                    "{:<8} {}  next {}{}\n",
+                    s(&r["state"]),
+                    list(&r["names"]),
+                    s(&r["next_attempt"]),
+                    r["last_error"]["code"]
+                        .as_str()
+                        .map(|c| format!("  error [{c}]: {}", s(&r["last_error"]["message"])))
+                        .unwrap_or_default(),
+                );
+            }
+            if out.is_empty() {
+                out = "no names for ACME (set a system DNS name or add tenants)\n".into();
+            }
+            out
+        }
+        Command::CertReissue { .. } => format!(
+            "renewal of {} requested (runs at the daemon's next check)\n",
+            list(&v["names"])
+        ),
         Command::TenantRemove { .. }
+        | Command::AcmeSet(_)
         | Command::AdminPassword { .. }
         | Command::SystemSet { .. }
         | Command::CertDelete { .. }

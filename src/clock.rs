@@ -30,6 +30,72 @@ pub fn rfc3339(unix: i64) -> String {
     )
 }
 
+/// Parse RFC 3339 (`2026-11-26T23:06:13Z`, fractions and `±hh:mm` offsets
+/// allowed) to Unix seconds; `None` for anything else. Total: never panics.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = s.get(r)?;
+        if part.is_empty() || !part.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        part.parse().ok()
+    };
+    if b.len() < 20 || b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
+        return None;
+    }
+    if !matches!(b.get(10), Some(b'T' | b't' | b' '))
+        || b.get(13) != Some(&b':')
+        || b.get(16) != Some(&b':')
+    {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = s.get(19..)?;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        rest = frac.get(digits..)?;
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first() {
+                Some(b'+') => 1,
+                Some(b'-') => -1,
+                _ => return None,
+            };
+            let (oh, om) = rest.get(1..)?.split_once(':')?;
+            if oh.len() != 2 || om.len() != 2 {
+                return None;
+            }
+            let (oh, om): (i64, i64) = (oh.parse().ok()?, om.parse().ok()?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            sign * (oh * 3600 + om * 60)
+        }
+    };
+    Some(days_from_civil(y, mo, d) * DAY + h * 3600 + mi * 60 + sec - offset)
+}
+
+/// (year, month, day) → days since 1970-01-01; H. Hinnant's algorithm.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 → (year, month, day); H. Hinnant's algorithm.
 fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
@@ -54,5 +120,38 @@ mod tests {
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_795_734_373), "2026-11-26T23:06:13Z");
         assert_eq!(rfc3339(253_402_300_799), "9999-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn parses_rfc3339_and_refuses_garbage() {
+        for t in [0, 951_782_400, 1_795_734_373, 253_402_300_799, -86_400] {
+            assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t));
+        }
+        assert_eq!(
+            parse_rfc3339("2026-11-26T23:06:13.123456Z"),
+            Some(1_795_734_373)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-27T00:06:13+01:00"),
+            Some(1_795_734_373)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-26T22:06:13-01:00"),
+            Some(1_795_734_373)
+        );
+        for bad in [
+            "",
+            "2026-11-26",
+            "2026-13-26T00:00:00Z",
+            "2026-11-26T00:00:00",
+            "2026-11-26T00:00:00.Z",
+            "2026-11-26T00:00:00+0100",
+            "2026-11-26T0a:00:00Z",
+            "+026-11-26T00:00:00Z",
+            "2026-11-26T00:00:00Zjunk",
+            "é026-11-26T00:00:00Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
     }
 }

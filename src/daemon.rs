@@ -14,9 +14,10 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use serde_json::Value;
 
+use crate::acme::AcmeError;
 use crate::error::Error;
 use crate::ops::{self, Command};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Challenges, Snapshot};
 use crate::store::{Store, StoreError};
 
 /// State shared by every task of the daemon.
@@ -29,6 +30,13 @@ pub struct Shared {
     pub setup_token: Mutex<Option<String>>,
     /// Web admin sessions and the login rate limiter (in memory only).
     pub web: Arc<crate::http::WebState>,
+    /// ACME challenge answers while orders run (published in the snapshot).
+    challenges: Mutex<Challenges>,
+    /// DNS-01 provider (RFC 8555 §8.4). TODO(dns): set from the `dns add`
+    /// configuration once src/dns/ lands; until then only tests set one.
+    dns_provider: Mutex<Option<Arc<dyn crate::acme::DnsProvider>>>,
+    /// Wakes the renewal loop (`acme set`, `cert reissue`).
+    acme_wake: (smol::channel::Sender<()>, smol::channel::Receiver<()>),
 }
 
 impl Shared {
@@ -41,6 +49,9 @@ impl Shared {
             write_lock: Mutex::new(()),
             setup_token: Mutex::new(None),
             web: Arc::new(crate::http::WebState::new()),
+            challenges: Mutex::new(Challenges::default()),
+            dns_provider: Mutex::new(None),
+            acme_wake: smol::channel::bounded(1),
         }))
     }
 
@@ -70,6 +81,9 @@ impl Shared {
         if result.is_ok() && command.changes_serving() {
             self.rebuild_locked()?;
         }
+        if result.is_ok() && command.wakes_acme() {
+            self.wake_acme();
+        }
         result
     }
 
@@ -88,9 +102,40 @@ impl Shared {
         Ok(out)
     }
 
+    /// Change the ACME challenge answers and republish the snapshot.
+    pub fn set_challenges(&self, f: impl FnOnce(&mut Challenges)) -> Result<(), AcmeError> {
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut self.challenges.lock().unwrap_or_else(|p| p.into_inner()));
+        self.rebuild_locked().map_err(AcmeError::from)
+    }
+
+    /// Install (or remove) the DNS-01 provider used by the next orders.
+    pub fn set_dns_provider(&self, provider: Option<Arc<dyn crate::acme::DnsProvider>>) {
+        *self.dns_provider.lock().unwrap_or_else(|p| p.into_inner()) = provider;
+    }
+
+    /// The DNS-01 provider, if one is configured.
+    pub fn dns_provider(&self) -> Option<Arc<dyn crate::acme::DnsProvider>> {
+        self.dns_provider
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Wake the renewal loop (a check runs now).
+    pub fn wake_acme(&self) {
+        let _ = self.acme_wake.0.try_send(());
+    }
+
+    /// The renewal loop's end of the wake channel.
+    pub fn acme_wake_receiver(&self) -> smol::channel::Receiver<()> {
+        self.acme_wake.1.clone()
+    }
+
     fn rebuild_locked(&self) -> Result<(), StoreError> {
         let previous = self.snapshot.load_full();
-        let next = Snapshot::load(&self.store, Some(&previous))?;
+        let mut next = Snapshot::load(&self.store, Some(&previous))?;
+        next.set_challenges(&self.challenges.lock().unwrap_or_else(|p| p.into_inner()));
         self.snapshot.store(Arc::new(next));
         Ok(())
     }
@@ -99,6 +144,10 @@ impl Shared {
 fn is_write(command: &Command) -> bool {
     matches!(
         command,
-        Command::RootsDelete { .. } | Command::RootsReset | Command::AdminPassword { .. }
+        Command::RootsDelete { .. }
+            | Command::RootsReset
+            | Command::AdminPassword { .. }
+            | Command::AcmeSet { .. }
+            | Command::CertReissue { .. }
     )
 }

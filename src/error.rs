@@ -42,6 +42,12 @@ pub enum Error {
     NotServable(String),
     /// The admin password is not acceptable.
     BadPassword(String),
+    /// An `acme set` value is not acceptable.
+    BadSetting(String),
+    /// `cert reissue` of a certificate ACME does not manage.
+    NotAcmeManaged(String),
+    /// `cert reissue` while ACME is disabled.
+    AcmeDisabled,
     /// An error reported by the running daemon (code kept as it sent it).
     Remote(crate::control::RemoteError),
 }
@@ -64,6 +70,9 @@ impl Error {
             Error::ReadFailed(..) => "read-failed",
             Error::NotServable(_) => "not-servable",
             Error::BadPassword(_) => "bad-password",
+            Error::BadSetting(_) => "bad-setting",
+            Error::NotAcmeManaged(_) => "not-acme-managed",
+            Error::AcmeDisabled => "acme-disabled",
             Error::Remote(_) => "remote",
         }
     }
@@ -112,6 +121,10 @@ impl core::fmt::Display for Error {
             Error::LimitExceeded(what) => f.write_str(what),
             Error::ReadFailed(path, why) => write!(f, "cannot read {path}: {why}"),
             Error::BadPassword(why) => f.write_str(why),
+            Error::BadSetting(why) | Error::NotAcmeManaged(why) => f.write_str(why),
+            Error::AcmeDisabled => {
+                f.write_str("ACME is disabled; enable it with `pbx-certd acme set --enabled true`")
+            }
             Error::Remote(r) => f.write_str(&r.message),
             Error::NotServable(id) => write!(
                 f,

@@ -157,3 +157,66 @@ pub const LOGIN_LOCKOUT_RESET: Duration = Duration::from_secs(3600);
 
 /// Longest ACME HTTP-01 token looked up (RFC 8555 tokens are ~43 characters).
 pub const MAX_ACME_TOKEN_LEN: usize = 256;
+
+// ---- Outgoing HTTPS client (ACME, later DNS provider APIs) ----
+
+/// Time to open a TCP connection to a CA or API (a dead host must not stall renewal).
+pub const CLIENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whole request (connect, TLS, send, receive); a slow CA is retried later.
+pub const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Largest response head (status line + headers) accepted.
+pub const CLIENT_MAX_HEAD: usize = 32 * 1024;
+
+/// Largest response accepted (a certificate chain is a few KiB; a directory less).
+pub const CLIENT_MAX_RESPONSE: usize = 1024 * 1024;
+
+/// Most headers in one response.
+pub const CLIENT_MAX_HEADERS: usize = 64;
+
+// ---- ACME (RFC 8555) ----
+
+/// Default directory: Let's Encrypt production (issue 5).
+pub const ACME_DEFAULT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// Default interval between renewal checks (issue 5: 6 h, with jitter).
+pub const ACME_DEFAULT_CHECK_INTERVAL_SECS: u64 = 6 * 3600;
+
+/// Shortest check interval (tests use seconds).
+pub const ACME_MIN_CHECK_INTERVAL_SECS: u64 = 1;
+
+/// Longest check interval: the seed asks for a check at least daily.
+pub const ACME_MAX_CHECK_INTERVAL_SECS: u64 = 24 * 3600;
+
+/// Jitter added to each check: up to this fraction (1/N) of the interval, so
+/// many appliances do not hit the CA at the same second.
+pub const ACME_JITTER_DIVISOR: u64 = 10;
+
+/// Extra badNonce retries per ACME request, on top of instant-acme's own 3
+/// (RFC 8555 §6.5: the client retries with the fresh nonce it got).
+pub const ACME_BAD_NONCE_RETRIES: u32 = 10;
+
+/// Longest wait for a challenge or order to change state (polling with refresh).
+pub const ACME_POLL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// First wait between polls when the CA sends no Retry-After.
+pub const ACME_POLL_FIRST_DELAY: Duration = Duration::from_millis(250);
+
+/// Longest wait between polls (also caps a CA's Retry-After while polling).
+pub const ACME_POLL_MAX_DELAY: Duration = Duration::from_secs(10);
+
+/// First back-off after a failed order.
+pub const ACME_BACKOFF_BASE_SECS: i64 = 60;
+
+/// Back-off cap after repeated failures (a day: retries still happen daily).
+pub const ACME_BACKOFF_MAX_SECS: i64 = 24 * 3600;
+
+/// A lease on a name set older than this is stale (the holder died).
+pub const ACME_LEASE_SECS: i64 = 10 * 60;
+
+/// Renew when less than 1/N of the lifetime is left (issue 5: 1/3).
+pub const ACME_RENEW_FRACTION: i64 = 3;
+
+/// Longest error message kept in the status (CA problem details can be long).
+pub const ACME_MAX_ERROR_LEN: usize = 1024;

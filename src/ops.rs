@@ -69,6 +69,14 @@ pub enum Command {
     StirShakenSelect { tenant: String },
     /// `admin password` (the password read from the terminal or stdin)
     AdminPassword { password: String },
+    /// `acme set`
+    AcmeSet(crate::acme::AcmeChange),
+    /// `acme show`
+    AcmeShow,
+    /// `acme status`
+    AcmeStatus,
+    /// `cert reissue ID`
+    CertReissue { id: String },
 }
 
 /// Bytes as a Base64 string in JSON (compact on the control socket).
@@ -119,6 +127,11 @@ impl Command {
                 | Command::Import { .. }
                 | Command::CertDelete { .. }
         )
+    }
+
+    /// True when a successful run should wake the daemon's renewal loop.
+    pub fn wakes_acme(&self) -> bool {
+        matches!(self, Command::AcmeSet(_) | Command::CertReissue { .. })
     }
 }
 
@@ -242,6 +255,16 @@ pub fn execute(store: &Store, command: &Command) -> Result<Value, Error> {
         Command::AdminPassword { password } => {
             crate::auth::set_password(store, password)?;
             Ok(ok())
+        }
+        Command::AcmeSet(change) => {
+            crate::acme::set(store, change)?;
+            Ok(ok())
+        }
+        Command::AcmeShow => crate::acme::show(store),
+        Command::AcmeStatus => crate::acme::status_report(store),
+        Command::CertReissue { id } => {
+            let id = resolve_id(store, Tree::Certs, id)?;
+            crate::acme::reissue(store, &id)
         }
         Command::StirShakenSelect { tenant } => {
             let (id, matched) = certs::stir_select(store, tenant)?;

@@ -313,8 +313,11 @@ async fn serve_all(
             .local_addr()
             .map_err(|e| ServeError::Bind(addr.to_string(), e))?;
         ready.push(format!("https={local}"));
-        let tls =
-            crate::tls::server_config(shared.clone(), &[b"http/1.1"]).map_err(ServeError::Tls)?;
+        let tls = crate::tls::server_config(
+            shared.clone(),
+            &[b"http/1.1", crate::acme::issue::ACME_TLS_ALPN],
+        )
+        .map_err(ServeError::Tls)?;
         let acceptor = TlsAcceptor::from(tls);
         let (shared, slots) = (shared.clone(), slots.clone());
         loops.push(Box::pin(accept_loop(
@@ -399,6 +402,21 @@ async fn serve_all(
                 }
             }
         }));
+    }
+    {
+        // ACME renewal (reads its settings each pass; idle when disabled).
+        let listeners = crate::acme::issue::Listeners {
+            http: config.http.is_some(),
+            https: config.https.is_some(),
+        };
+        // Polled with the listeners (not spawned), so it stops with them
+        // and does not hold the executor during the shutdown grace time.
+        let node = crate::acme::renew::node_id(&config.data_dir);
+        loops.push(Box::pin(crate::acme::renew::run(
+            shared.clone(),
+            listeners,
+            node,
+        )));
     }
     let snapshot = shared.snapshot();
     log::info!(

@@ -110,6 +110,16 @@ pub struct Snapshot {
     tenants: Vec<Box<str>>,
     ids: HashMap<Box<str>, u32>,
     challenges: HashMap<Box<str>, Box<str>>,
+    alpn_challenges: HashMap<Box<str>, Arc<CertifiedKey>>,
+}
+
+/// ACME challenge answers held by the daemon while an order runs.
+#[derive(Default, Clone)]
+pub struct Challenges {
+    /// HTTP-01: token → key authorization.
+    pub http: HashMap<String, String>,
+    /// TLS-ALPN-01: DNS name (normalised) → challenge certificate.
+    pub alpn: HashMap<String, Arc<CertifiedKey>>,
 }
 
 /// One certificate handed to `build`.
@@ -262,6 +272,32 @@ impl Snapshot {
     /// filled by the ACME client, empty until then.
     pub fn http_challenge(&self, token: &str) -> Option<&str> {
         self.challenges.get(token).map(|v| &**v)
+    }
+
+    /// Put the ACME challenge answers in (HTTP-01 token → key authorization,
+    /// RFC 8555 §8.3; TLS-ALPN-01 name → challenge certificate, RFC 8737 §3).
+    pub fn set_challenges(&mut self, challenges: &Challenges) {
+        self.challenges = challenges
+            .http
+            .iter()
+            .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+            .collect();
+        self.alpn_challenges = challenges
+            .alpn
+            .iter()
+            .map(|(k, v)| (k.as_str().into(), v.clone()))
+            .collect();
+    }
+
+    /// The TLS-ALPN-01 certificate for an SNI name (RFC 8737 §3), for
+    /// ClientHellos offering exactly `acme-tls/1`. Allocation-free.
+    pub fn tls_alpn_challenge(&self, sni: &str) -> Option<&Arc<CertifiedKey>> {
+        if self.alpn_challenges.is_empty() {
+            return None;
+        }
+        let mut buf = NameBuf::new();
+        names::normalize_into(sni, &mut buf)?;
+        self.alpn_challenges.get(buf.as_str())
     }
 
     /// Number of servable certificates.

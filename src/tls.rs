@@ -40,6 +40,16 @@ impl SniResolver {
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let snapshot = self.shared.snapshot_cell().load();
+        // TLS-ALPN-01 (RFC 8737 §3): only a ClientHello offering exactly
+        // `acme-tls/1` gets the challenge certificate.
+        if let Some(mut alpn) = client_hello.alpn() {
+            if alpn.next() == Some(crate::acme::issue::ACME_TLS_ALPN) && alpn.next().is_none() {
+                return client_hello
+                    .server_name()
+                    .and_then(|sni| snapshot.tls_alpn_challenge(sni))
+                    .cloned();
+            }
+        }
         let resolution = snapshot.resolve(client_hello.server_name(), crate::clock::now());
         resolution.served.map(|s| s.certified.clone())
     }

@@ -59,6 +59,8 @@ pub enum Route {
     CertPem(String),
     /// `POST /certs/delete`
     CertDelete,
+    /// `POST /certs/reissue`
+    CertReissue,
     /// `GET /roots`
     Roots,
     /// `GET /roots/{id}.pem`
@@ -119,6 +121,7 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> Route {
         },
         "/certs" => page(Route::Certs, get),
         "/certs/delete" => page(Route::CertDelete, post),
+        "/certs/reissue" => page(Route::CertReissue, post),
         "/roots" => page(Route::Roots, get),
         "/roots/delete" => page(Route::RootsDelete, post),
         "/roots/reset" => match method {
@@ -606,9 +609,36 @@ impl Admin {
             ),
             Route::PasswordPost => self.password_post(req, session).await,
             Route::Certs => match self.run(Command::Certs).await {
-                Ok(v) => Resp::html(200, html::certs(csrf, &v, &self.flash_lines(session), now)),
+                Ok(v) => {
+                    let acme_on = self
+                        .run(Command::AcmeShow)
+                        .await
+                        .is_ok_and(|a| a["enabled"] == true);
+                    let flash = self.flash_lines(session);
+                    Resp::html(200, html::certs(csrf, &v, &flash, now, acme_on))
+                }
                 Err(e) => self.error_page(500, "Error", Some(session), &e),
             },
+            Route::CertReissue => {
+                let form = match self.form(req, session) {
+                    Ok(f) => f,
+                    Err(r) => return r,
+                };
+                let Some(id) = form.get("id").and_then(valid_id) else {
+                    return self.back(
+                        session,
+                        "/certs",
+                        Flash::one("err", "bad-request", bad_id_message()),
+                    );
+                };
+                let r = self.run(Command::CertReissue { id: id.clone() }).await;
+                self.outcome(
+                    session,
+                    "/certs",
+                    r,
+                    &format!("renewal of certificate {id} requested; it runs now"),
+                )
+            }
             Route::CertPem(id) => {
                 self.pem(Command::CertShow { id: id.clone() }, &id, session)
                     .await

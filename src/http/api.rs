@@ -30,6 +30,10 @@
 //! | GET | `/api/resolve` | `resolve [SNI]` | `?sni=NAME` (omit: a client without SNI) | `{"sni","id","match","tenant"}` |
 //! | GET | `/api/stir-shaken/select` | `stir-shaken select` | `?tenant=NAME` | `{"id","match"}` |
 //! | POST | `/api/admin/password` | `admin password` | `{"password":"..."}` | `{"ok":true}` |
+//! | GET | `/api/acme` | `acme show` | | `{"directory","email","contact","enabled","challenge","eab_kid","eab_hmac","check_interval","account"}` |
+//! | POST | `/api/acme` | `acme set` | `{"directory","email","enabled","challenge","eab_kid","eab_hmac","check_interval"}`, each optional | `{"ok":true}` |
+//! | GET | `/api/acme/status` | `acme status` | | `[{"key","tenant","names","state","cert_id","not_after","last_error","failures","last_attempt","next_attempt"}]` |
+//! | POST | `/api/certs/{id}/reissue` | `cert reissue ID` | | `{"ok":true,"key","names"}` |
 //!
 //! IDs are full IDs or unique prefixes of at least 8 hex digits, as on the CLI.
 //!
@@ -92,6 +96,14 @@ pub enum ApiRoute {
     StirSelect(String),
     /// `POST /api/admin/password`
     AdminPassword,
+    /// `GET /api/acme`
+    AcmeShow,
+    /// `POST /api/acme`
+    AcmeSet,
+    /// `GET /api/acme/status`
+    AcmeStatus,
+    /// `POST /api/certs/{id}/reissue`
+    CertReissue(String),
     /// A malformed request (bad ID, missing parameter): 400.
     Bad(String),
     /// No such route: 404.
@@ -126,6 +138,12 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> ApiRoute {
             "DELETE" => id(raw, ApiRoute::CertDelete),
             _ => ApiRoute::MethodNotAllowed,
         },
+        ["certs", raw, "reissue"] => match method {
+            "POST" => id(raw, ApiRoute::CertReissue),
+            _ => ApiRoute::MethodNotAllowed,
+        },
+        ["acme"] => pick(&[("GET", ApiRoute::AcmeShow), ("POST", ApiRoute::AcmeSet)]),
+        ["acme", "status"] => pick(&[("GET", ApiRoute::AcmeStatus)]),
         ["import"] => pick(&[("POST", ApiRoute::Import)]),
         ["roots"] => pick(&[("GET", ApiRoute::Roots)]),
         ["roots", "delete"] => pick(&[("POST", ApiRoute::RootsDelete)]),
@@ -298,6 +316,10 @@ pub fn to_command(route: ApiRoute, body: &[u8]) -> Result<Command, Resp> {
                 password: b.password,
             }
         }
+        ApiRoute::AcmeShow => Command::AcmeShow,
+        ApiRoute::AcmeStatus => Command::AcmeStatus,
+        ApiRoute::AcmeSet => Command::AcmeSet(parse(body)?),
+        ApiRoute::CertReissue(id) => Command::CertReissue { id },
         ApiRoute::Bad(message) => return Err(bad(message)),
         ApiRoute::NotFound => {
             return Err(Resp::json_error(
@@ -411,6 +433,44 @@ mod tests {
         );
         assert_eq!(route("GET", "/nope", None), ApiRoute::NotFound);
         assert_eq!(route("GET", "", None), ApiRoute::NotFound);
+    }
+
+    #[test]
+    fn acme_routes_map_like_the_cli() {
+        let i = id();
+        assert_eq!(route("GET", "/acme", None), ApiRoute::AcmeShow);
+        assert_eq!(route("POST", "/acme", None), ApiRoute::AcmeSet);
+        assert_eq!(route("GET", "/acme/status", None), ApiRoute::AcmeStatus);
+        assert_eq!(route("DELETE", "/acme", None), ApiRoute::MethodNotAllowed);
+        assert_eq!(
+            route("POST", &format!("/certs/{i}/reissue"), None),
+            ApiRoute::CertReissue(i.clone())
+        );
+        assert_eq!(
+            route("GET", &format!("/certs/{i}/reissue"), None),
+            ApiRoute::MethodNotAllowed
+        );
+        assert!(matches!(
+            route("POST", "/certs/xyz/reissue", None),
+            ApiRoute::Bad(_)
+        ));
+        match to_command(
+            ApiRoute::AcmeSet,
+            br#"{"enabled":true,"check_interval":60}"#,
+        ) {
+            Ok(Command::AcmeSet(c)) => {
+                assert_eq!(
+                    (c.enabled, c.check_interval, c.directory),
+                    (Some(true), Some(60), None)
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(to_command(ApiRoute::AcmeSet, br#"{"enabeld":true}"#).is_err());
+        assert!(matches!(
+            to_command(ApiRoute::AcmeSet, b""),
+            Ok(Command::AcmeSet(_))
+        ));
     }
 
     #[test]

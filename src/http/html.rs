@@ -230,7 +230,8 @@ pub fn password(csrf: &str, setup: bool, message: &[Line]) -> String {
 }
 
 /// Certificates: `certs --json` rows.
-pub fn certs(csrf: &str, certs: &Value, flash: &[Line], now: i64) -> String {
+/// `acme_enabled`: Reissue works for ACME and self-signed certificates.
+pub fn certs(csrf: &str, certs: &Value, flash: &[Line], now: i64, acme_enabled: bool) -> String {
     let rows = certs.as_array().cloned().unwrap_or_default();
     let mut body = lines(flash);
     if rows.is_empty() {
@@ -241,14 +242,24 @@ pub fn certs(csrf: &str, certs: &Value, flash: &[Line], now: i64) -> String {
         for c in &rows {
             let id = s(&c["id"]);
             let short = id.get(..16).unwrap_or(id);
+            let managed = matches!(s(&c["source"]), "acme" | "self-signed");
+            let reissue = match (acme_enabled, managed) {
+                (true, true) => format!(
+                    "<form method=\"post\" action=\"/certs/reissue\">{}<input type=\"hidden\" name=\"id\" \
+value=\"{}\"><button type=\"submit\" title=\"port 80 must be open to the CA\">Reissue</button></form>",
+                    csrf_field(csrf),
+                    esc(id)
+                ),
+                (false, _) => "<button type=\"button\" disabled title=\"available once ACME is enabled\">Reissue</button>".into(),
+                (true, false) => "<button type=\"button\" disabled title=\"uploaded certificates are never replaced by ACME\">Reissue</button>".into(),
+            };
             body += &format!(
                 "<tr data-id=\"{id}\"><td>{names}</td><td>{kind}</td><td>{tenant}</td>\
 <td>{expires}<br><span class=\"note\">{days}</span></td><td>{source}</td><td>{key}</td>\
 <td><code title=\"{id}\">{short}…</code></td><td>\
 <a href=\"/certs/{id}.pem\" download>Download PEM</a> \
 <form method=\"post\" action=\"/certs/delete\">{csrf}<input type=\"hidden\" name=\"id\" value=\"{id}\">\
-<button class=\"danger\" type=\"submit\">Delete</button></form> \
-<button type=\"button\" disabled title=\"available once ACME is enabled\">Reissue</button></td></tr>",
+<button class=\"danger\" type=\"submit\">Delete</button></form> {reissue}</td></tr>",
                 id = esc(id),
                 short = esc(short),
                 names = list(&c["names"]),
@@ -259,10 +270,13 @@ pub fn certs(csrf: &str, certs: &Value, flash: &[Line], now: i64) -> String {
                 source = esc(s(&c["source"])),
                 key = esc(s(&c["key_type"])),
                 csrf = csrf_field(csrf),
+                reissue = reissue,
             );
         }
         body += "</tbody></table><p class=\"note\">Download gives the certificate chain (PEM), never the key. \
-Reissue is available once ACME is enabled.</p>";
+Reissue orders a new certificate through ACME now (certificates from ACME or self-signed; uploaded ones \
+are never replaced): the CA must reach this PBX on port 80 (HTTP-01) or, with port 80 closed, on \
+port 443 (TLS-ALPN-01).</p>";
     }
     layout("Certificates", Nav::Certs, Some(csrf), &body)
 }
@@ -454,6 +468,22 @@ mod tests {
     }
 
     #[test]
+    fn reissue_is_a_form_only_for_acme_managed_certificates_with_acme_on() {
+        let row = |source: &str| {
+            json!([{"id": "ab".repeat(32), "kind": "server", "names": ["a.example"], "tenant": null,
+                "not_after": "2030-01-01T00:00:00Z", "source": source, "key_type": "p256"}])
+        };
+        let on = super::certs("T", &row("acme"), &[], 0, true);
+        assert!(on.contains("action=\"/certs/reissue\""), "{on}");
+        for (source, enabled) in [("acme", false), ("upload", true), ("self-signed", false)] {
+            let page = super::certs("T", &row(source), &[], 0, enabled);
+            assert!(!page.contains("/certs/reissue"), "{source} {enabled}");
+            assert!(page.contains("disabled"), "{source} {enabled}");
+        }
+        assert!(super::certs("T", &row("self-signed"), &[], 0, true).contains("/certs/reissue"));
+    }
+
+    #[test]
     fn every_form_carries_the_csrf_token() {
         let certs = json!([{"id": "ab".repeat(32), "kind": "server", "names": ["a.example"],
             "tenant": null, "not_after": "2030-01-01T00:00:00Z", "source": "upload", "key_type": "p256"}]);
@@ -461,7 +491,7 @@ mod tests {
         let tenants = json!([{"name": "t", "dns": ["t.example"]}]);
         let system = json!({"dns": null, "admin_email": null, "default_cert": null});
         let pages = [
-            super::certs("TOKEN", &certs, &[], 0),
+            super::certs("TOKEN", &certs, &[], 0, true),
             super::roots("TOKEN", &roots, Some("v2"), &[], 0),
             super::roots_reset_confirm("TOKEN", 1, "v"),
             super::import("TOKEN", "", "auto", &[]),
@@ -482,7 +512,7 @@ mod tests {
     fn store_values_are_escaped() {
         let certs = json!([{"id": "<id>", "kind": "server", "names": ["<script>x</script>"],
             "tenant": "a\"b", "not_after": "x", "source": "upload", "key_type": "p256"}]);
-        let page = super::certs("t", &certs, &[("err", "c<".into(), "m>".into())], 0);
+        let page = super::certs("t", &certs, &[("err", "c<".into(), "m>".into())], 0, false);
         assert!(!page.contains("<script>x"));
         assert!(!page.contains("a\"b"));
         assert!(page.contains("&lt;script&gt;"));

@@ -1,0 +1,558 @@
+//! One ACME order, from account to stored certificate (RFC 8555 §7.4, §7.5,
+//! §8; RFC 8737 §3 for TLS-ALPN-01).
+//!
+//! Why: this is the protocol flow the daemon runs for a name set: account
+//! (created once, key stored, re-registered on `accountDoesNotExist`), order,
+//! authorizations (already valid ones reused, §7.5), one challenge each
+//! (presented through the snapshot or a DNS provider), polling with
+//! `refresh()` on smol timers (instant-acme's own polling needs tokio),
+//! finalize with a fresh P-256 key and CSR, download, and import through the
+//! same rules as an upload with `source: "acme"`.
+//!
+//! What must hold: challenges are withdrawn whatever the outcome; badNonce
+//! (§6.5) is retried with the fresh nonce; the old certificate stays until
+//! the new one is stored; nothing the CA sends can panic.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use instant_acme::{
+    Account, AuthorizationStatus, ChallengeType, ExternalAccountKey, Identifier, NewAccount,
+    NewOrder, OrderStatus,
+};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::sign::CertifiedKey;
+
+use super::http::Client;
+use super::{AcmeError, AcmeSettings, ChallengeChoice, DnsProvider, StoredAccount, Target};
+use crate::daemon::Shared;
+use crate::limits::{
+    ACME_BAD_NONCE_RETRIES, ACME_POLL_FIRST_DELAY, ACME_POLL_MAX_DELAY, ACME_POLL_TIMEOUT,
+};
+use crate::pki::KindRequest;
+use crate::store::Source;
+
+/// The ALPN protocol of TLS-ALPN-01 (RFC 8737 §6.2).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// What the daemon can answer challenges on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Listeners {
+    /// A port-80 listener runs (HTTP-01).
+    pub http: bool,
+    /// An HTTPS listener runs (TLS-ALPN-01).
+    pub https: bool,
+}
+
+/// Retry an ACME call while the CA answers badNonce (RFC 8555 §6.5).
+macro_rules! nonce_retry {
+    ($e:expr) => {{
+        let mut tries = 0;
+        loop {
+            match $e {
+                Ok(v) => break Ok(v),
+                Err(e) => {
+                    let e = AcmeError::from(e);
+                    if e.is_bad_nonce() && tries < ACME_BAD_NONCE_RETRIES {
+                        tries += 1;
+                        continue;
+                    }
+                    break Err(e);
+                }
+            }
+        }
+    }};
+}
+
+async fn blocking<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    f: impl FnOnce(&Shared) -> T + Send + 'static,
+) -> T {
+    let shared = shared.clone();
+    smol::unblock(move || f(&shared)).await
+}
+
+fn internal(e: impl core::fmt::Display) -> AcmeError {
+    AcmeError::new("internal", e.to_string())
+}
+
+fn store_err(e: crate::Error) -> AcmeError {
+    AcmeError::new("store-error", e.to_string())
+}
+
+/// Log in: the stored account (registering it when needed).
+async fn login(
+    shared: &Arc<Shared>,
+    settings: &AcmeSettings,
+    client: &Client,
+    force_register: bool,
+) -> Result<Account, AcmeError> {
+    use base64ct::{Base64, Encoding};
+    let dir = settings.directory.clone();
+    let stored = blocking(shared, |s| super::account(s.store()))
+        .await
+        .map_err(store_err)?
+        .filter(|a| a.directory == dir);
+    let contact = {
+        let s = settings.clone();
+        blocking(shared, move |sh| sh.store().system())
+            .await
+            .map(|system| super::contact(&s, &system))?
+    };
+    // Existing account with a URL: no request beyond the directory.
+    if let Some(StoredAccount {
+        key_pkcs8,
+        id: Some(id),
+        ..
+    }) = &stored
+    {
+        if !force_register {
+            let der = Base64::decode_vec(key_pkcs8).map_err(internal)?;
+            return Account::builder_with_http(Box::new(client.clone()))
+                .from_parts(id.clone(), PrivatePkcs8KeyDer::from(der), dir)
+                .await
+                .map_err(AcmeError::from);
+        }
+    }
+    let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
+    let (account, key_b64) = match (&stored, &settings.eab) {
+        (Some(s), _) => {
+            // Same key, registered (again): RFC 8555 §7.3 returns the existing
+            // account or creates one (e.g. after the CA forgot it).
+            let der = Base64::decode_vec(&s.key_pkcs8).map_err(internal)?;
+            let (account, _) = nonce_retry!({
+                let key = instant_acme::Key::from_pkcs8_der(PrivatePkcs8KeyDer::from(der.clone()))
+                    .map_err(AcmeError::from)?;
+                Account::builder_with_http(Box::new(client.clone()))
+                    .create_from_key(
+                        (
+                            key,
+                            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der.clone())),
+                        ),
+                        dir.clone(),
+                    )
+                    .await
+            })?;
+            (account, s.key_pkcs8.clone())
+        }
+        (None, Some(eab)) => {
+            let hmac = base64ct::Base64UrlUnpadded::decode_vec(&eab.hmac).map_err(internal)?;
+            let eak = ExternalAccountKey::new(eab.kid.clone(), &hmac);
+            let (account, creds) = nonce_retry!(
+                Account::builder_with_http(Box::new(client.clone()))
+                    .create(
+                        &NewAccount {
+                            contact: &contacts,
+                            terms_of_service_agreed: true,
+                            only_return_existing: false,
+                        },
+                        dir.clone(),
+                        Some(&eak),
+                    )
+                    .await
+            )?;
+            let creds = serde_json::to_value(&creds).map_err(internal)?;
+            let key = creds["key_pkcs8"]
+                .as_str()
+                .ok_or_else(|| internal("account credentials without key"))?
+                .to_owned();
+            // instant-acme stores it base64url; keep standard base64.
+            let der = base64ct::Base64UrlUnpadded::decode_vec(key.trim_end_matches('='))
+                .or_else(|_| Base64::decode_vec(&key))
+                .map_err(internal)?;
+            (account, Base64::encode_string(&der))
+        }
+        (None, None) => {
+            let (key, der) = instant_acme::Key::generate_pkcs8().map_err(AcmeError::from)?;
+            let bytes = der.secret_pkcs8_der().to_vec();
+            // Store the key before registering: a crash leaves a key, not an orphan account.
+            let pre = StoredAccount {
+                directory: dir.clone(),
+                key_pkcs8: Base64::encode_string(&bytes),
+                id: None,
+            };
+            blocking(shared, move |s| super::put_account(s.store(), &pre))
+                .await
+                .map_err(store_err)?;
+            let mut first = Some(key);
+            let (account, _) = nonce_retry!({
+                let key = match first.take() {
+                    Some(k) => k,
+                    None => {
+                        instant_acme::Key::from_pkcs8_der(PrivatePkcs8KeyDer::from(bytes.clone()))
+                            .map_err(AcmeError::from)?
+                    }
+                };
+                Account::builder_with_http(Box::new(client.clone()))
+                    .create_from_key(
+                        (
+                            key,
+                            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(bytes.clone())),
+                        ),
+                        dir.clone(),
+                    )
+                    .await
+            })?;
+            (account, Base64::encode_string(&bytes))
+        }
+    };
+    if !contacts.is_empty() && settings.eab.is_none() {
+        nonce_retry!(account.update_contacts(&contacts).await)?;
+    }
+    let record = StoredAccount {
+        directory: dir,
+        key_pkcs8: key_b64,
+        id: Some(account.id().to_owned()),
+    };
+    blocking(shared, move |s| super::put_account(s.store(), &record))
+        .await
+        .map_err(store_err)?;
+    log::info!("ACME account {} ready", account.id());
+    Ok(account)
+}
+
+/// A challenge answer that must be withdrawn.
+enum Presented {
+    Http(String),
+    Alpn(String),
+    Dns(String, String),
+}
+
+/// The TLS-ALPN-01 certificate (RFC 8737 §3): self-signed, the name as its
+/// only SAN, the critical acmeIdentifier extension with SHA-256 of the key
+/// authorization.
+pub fn alpn_cert(name: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, AcmeError> {
+    let key = rcgen::KeyPair::generate().map_err(internal)?;
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).map_err(internal)?;
+    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
+    let cert = params.self_signed(&key).map_err(internal)?;
+    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let signer = rustls::crypto::ring::sign::any_supported_type(&der).map_err(internal)?;
+    Ok(Arc::new(CertifiedKey::new(
+        vec![cert.der().clone()],
+        signer,
+    )))
+}
+
+async fn sleep(d: Duration) {
+    smol::Timer::after(d).await;
+}
+
+/// The wait before the next poll: the CA's Retry-After (capped), else a
+/// doubling delay.
+fn next_delay(client: &Client, delay: &mut Duration) -> Duration {
+    let wait = client
+        .take_retry_after()
+        .map(Duration::from_secs)
+        .unwrap_or(*delay)
+        .min(ACME_POLL_MAX_DELAY);
+    *delay = (*delay * 2).min(ACME_POLL_MAX_DELAY);
+    wait
+}
+
+/// Run one order for `target`; returns the new certificate's ID.
+pub async fn issue(
+    shared: &Arc<Shared>,
+    settings: &AcmeSettings,
+    target: &Target,
+    listeners: Listeners,
+    dns: Option<Arc<dyn DnsProvider>>,
+) -> Result<String, AcmeError> {
+    let client = {
+        let c = blocking(shared, |s| Client::from_store(s.store())).await;
+        c.map_err(|e| AcmeError::new(e.code(), e.to_string()))?
+    };
+    let mut presented = Vec::new();
+    let result = run_order(
+        shared,
+        settings,
+        target,
+        listeners,
+        dns.as_deref(),
+        &client,
+        &mut presented,
+    )
+    .await;
+    // Always withdraw what was presented (RFC 8555 §8.3/§8.4: the client
+    // removes the answer once the challenge is done).
+    withdraw(shared, presented, dns.as_deref()).await;
+    let (cert_pem, key_pem) = result.map_err(|mut e| {
+        e.retry_after = client.take_retry_after();
+        e
+    })?;
+    let target = target.clone();
+    blocking(shared, move |s| {
+        store_issued(s, &target, &cert_pem, &key_pem)
+    })
+    .await
+}
+
+fn store_issued(
+    shared: &Shared,
+    target: &Target,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<String, AcmeError> {
+    let kind = if target.tenant.is_some() {
+        KindRequest::Domain
+    } else {
+        KindRequest::Server
+    };
+    shared
+        .write(|store| {
+            let imported = crate::certs::import(
+                store,
+                cert_pem.as_bytes(),
+                Some(key_pem.as_bytes()),
+                kind,
+                Source::Acme,
+            )?;
+            // The new certificate is stored: older ACME ones of this set go.
+            let mut want = target.names.clone();
+            want.sort();
+            for old in store.certs()? {
+                let mut names = old.names.clone();
+                names.sort();
+                if old.source == Source::Acme
+                    && old.id != imported.id
+                    && old.tenant == target.tenant
+                    && names == want
+                {
+                    crate::certs::delete(store, &old.id)?;
+                }
+            }
+            Ok(imported.id)
+        })
+        .map_err(|e| AcmeError::new("import-failed", e.to_string()))
+}
+
+async fn withdraw(shared: &Arc<Shared>, presented: Vec<Presented>, dns: Option<&dyn DnsProvider>) {
+    let mut snapshot_change = false;
+    for p in &presented {
+        if let (Presented::Dns(fqdn, value), Some(provider)) = (p, dns) {
+            if let Err(e) = provider.remove_txt(fqdn, value).await {
+                log::warn!("ACME: cannot remove TXT {fqdn}: {e}");
+            }
+        } else {
+            snapshot_change = true;
+        }
+    }
+    if snapshot_change {
+        let result = blocking(shared, move |s| {
+            s.set_challenges(|c| {
+                for p in &presented {
+                    match p {
+                        Presented::Http(token) => {
+                            c.http.remove(token);
+                        }
+                        Presented::Alpn(name) => {
+                            c.alpn.remove(name);
+                        }
+                        Presented::Dns(..) => {}
+                    }
+                }
+            })
+        })
+        .await;
+        if let Err(e) = result {
+            log::warn!("ACME: cannot withdraw challenges: {e}");
+        }
+    }
+}
+
+async fn run_order(
+    shared: &Arc<Shared>,
+    settings: &AcmeSettings,
+    target: &Target,
+    listeners: Listeners,
+    dns: Option<&dyn DnsProvider>,
+    client: &Client,
+    presented: &mut Vec<Presented>,
+) -> Result<(String, String), AcmeError> {
+    let identifiers: Vec<Identifier> = target.names.iter().cloned().map(Identifier::Dns).collect();
+    let mut account = login(shared, settings, client, false).await?;
+    let mut order = match nonce_retry!(account.new_order(&NewOrder::new(&identifiers)).await) {
+        Err(e) if e.code == "account-does-not-exist" => {
+            log::info!("ACME: the CA does not know our account; registering the same key again");
+            account = login(shared, settings, client, true).await?;
+            nonce_retry!(account.new_order(&NewOrder::new(&identifiers)).await)?
+        }
+        other => other?,
+    };
+    log::info!(
+        "ACME: order {} for {}",
+        order.url(),
+        target.names.join(", ")
+    );
+
+    // Present one challenge per pending authorization.
+    // Authorizations already answered: a retry after a badNonce while
+    // fetching a later one must not answer them twice.
+    let mut answered: Vec<String> = Vec::new();
+    let mut fetched = false;
+    'fetch: for _ in 0..=ACME_BAD_NONCE_RETRIES {
+        let mut auths = order.authorizations();
+        while let Some(auth) = auths.next().await {
+            let mut auth = match auth {
+                Ok(a) => a,
+                Err(e) => {
+                    let e = AcmeError::from(e);
+                    if e.is_bad_nonce() {
+                        continue 'fetch;
+                    }
+                    return Err(e);
+                }
+            };
+            match auth.status {
+                AuthorizationStatus::Valid => continue, // reused (RFC 8555 §7.5)
+                AuthorizationStatus::Pending => {}
+                other => {
+                    return Err(AcmeError::new(
+                        "validation-failed",
+                        format!("authorization for {} is {other:?}", auth.identifier()),
+                    ))
+                }
+            }
+            let name = auth.identifier().to_string();
+            if answered.contains(&name) {
+                continue;
+            }
+            let wildcard = auth.identifier().wildcard;
+            let covered = dns.is_some_and(|d| d.covers(&name));
+            let kind = match settings.challenge {
+                ChallengeChoice::Http01 => ChallengeType::Http01,
+                ChallengeChoice::TlsAlpn01 => ChallengeType::TlsAlpn01,
+                ChallengeChoice::Dns01 => ChallengeType::Dns01,
+                ChallengeChoice::Auto if covered || wildcard => ChallengeType::Dns01,
+                ChallengeChoice::Auto if listeners.http => ChallengeType::Http01,
+                ChallengeChoice::Auto => ChallengeType::TlsAlpn01,
+            };
+            let Some(mut challenge) = auth.challenge(kind.clone()) else {
+                return Err(AcmeError::new(
+                    "no-challenge",
+                    format!("the CA offers no {kind:?} challenge for {name}"),
+                ));
+            };
+            let key_auth = challenge.key_authorization();
+            match kind {
+                ChallengeType::Http01 => {
+                    let token = challenge.token.clone();
+                    let value = key_auth.as_str().to_owned();
+                    // The token is public (it is in the URL the CA fetches).
+                    log::info!("ACME: answering http-01 for {name} (token {token})");
+                    presented.push(Presented::Http(token.clone()));
+                    blocking(shared, move |s| {
+                        s.set_challenges(|c| {
+                            c.http.insert(token, value);
+                        })
+                    })
+                    .await?;
+                }
+                ChallengeType::TlsAlpn01 => {
+                    let cert = alpn_cert(&name, key_auth.digest().as_ref())?;
+                    log::info!("ACME: answering tls-alpn-01 for {name}");
+                    let n = name.clone();
+                    presented.push(Presented::Alpn(n.clone()));
+                    blocking(shared, move |s| {
+                        s.set_challenges(|c| {
+                            c.alpn.insert(n, cert);
+                        })
+                    })
+                    .await?;
+                }
+                _ => {
+                    // DNS-01 (RFC 8555 §8.4). TODO(dns): the provider comes
+                    // from `pbx-certd dns add` (src/dns/, another branch).
+                    let provider = dns.filter(|d| d.covers(&name)).ok_or_else(|| {
+                        AcmeError::new(
+                            "no-dns-provider",
+                            format!("DNS-01 for {name} needs a DNS provider covering its zone"),
+                        )
+                    })?;
+                    let fqdn = format!("_acme-challenge.{}", name.trim_start_matches("*."));
+                    let value = key_auth.dns_value();
+                    presented.push(Presented::Dns(fqdn.clone(), value.clone()));
+                    provider.add_txt(&fqdn, &value).await?;
+                }
+            }
+            nonce_retry!(challenge.set_ready().await)?;
+            answered.push(name);
+        }
+        fetched = true;
+        break;
+    }
+    if !fetched {
+        return Err(AcmeError::new(
+            "bad-nonce",
+            "the CA kept rejecting nonces while the authorizations were fetched",
+        ));
+    }
+
+    // Wait until the order is ready (or invalid).
+    let _ = client.take_retry_after(); // nothing stale from earlier requests
+    let start = Instant::now();
+    let mut delay = ACME_POLL_FIRST_DELAY;
+    loop {
+        let (status, error) =
+            nonce_retry!(order.refresh().await.map(|s| (s.status, s.error.clone())))?;
+        match status {
+            OrderStatus::Ready => break,
+            OrderStatus::Pending => {}
+            OrderStatus::Invalid => {
+                let mut why = error
+                    .map(|p| AcmeError::from(instant_acme::Error::Api(p)).message)
+                    .unwrap_or_default();
+                // The challenge errors say what the CA saw.
+                let mut auths = order.authorizations();
+                while let Some(Ok(mut a)) = auths.next().await {
+                    if let Ok(state) = a.refresh().await {
+                        for c in &state.challenges {
+                            if let Some(p) = &c.error {
+                                why.push_str(&format!(
+                                    " {}: {}",
+                                    state.identifier(),
+                                    p.detail.as_deref().unwrap_or("failed")
+                                ));
+                            }
+                        }
+                    }
+                }
+                return Err(AcmeError::new(
+                    "validation-failed",
+                    format!(
+                        "the CA could not validate {}:{why}",
+                        target.names.join(", ")
+                    ),
+                ));
+            }
+            other => {
+                return Err(AcmeError::new(
+                    "ca-error",
+                    format!("order in unexpected state {other:?}"),
+                ))
+            }
+        }
+        if start.elapsed() > ACME_POLL_TIMEOUT {
+            return Err(AcmeError::new("timeout", "the CA did not validate in time"));
+        }
+        sleep(next_delay(client, &mut delay)).await;
+    }
+
+    // Finalize with a fresh key (never reused across certificates).
+    let key = rcgen::KeyPair::generate().map_err(internal)?;
+    let mut params = rcgen::CertificateParams::new(target.names.clone()).map_err(internal)?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    let csr = params.serialize_request(&key).map_err(internal)?;
+    nonce_retry!(order.finalize_csr(csr.der()).await)?;
+    let mut delay = ACME_POLL_FIRST_DELAY;
+    let chain = loop {
+        if let Some(pem) = nonce_retry!(order.certificate().await)? {
+            break pem;
+        }
+        if start.elapsed() > ACME_POLL_TIMEOUT {
+            return Err(AcmeError::new("timeout", "the CA did not issue in time"));
+        }
+        sleep(next_delay(client, &mut delay)).await;
+    };
+    Ok((chain, key.serialize_pem()))
+}

@@ -1,0 +1,768 @@
+//! ACME (RFC 8555): settings, the account, which names get certificates, the
+//! per-name-set status, and the DNS provider hook.
+//!
+//! Why: the appliance must "just get a certificate" and keep it valid. The
+//! protocol (JWS, nonces, account, order objects; RFC 8555 §6–7) comes from
+//! instant-acme on our own HTTP client (`http`, trusting exactly the Root CA
+//! list); challenges are answered by the daemon itself: HTTP-01 (RFC 8555
+//! §8.3) on the port-80 listener, TLS-ALPN-01 (RFC 8737 §3) on the HTTPS
+//! listener, DNS-01 (RFC 8555 §8.4) through a `DnsProvider`. The flow of one
+//! order is in `issue`, the renewal timer in `renew`.
+//!
+//! What must hold: uploaded certificates are never replaced; a failed order
+//! never removes a served certificate; every outcome is kept in the store
+//! (`acme status`) with a stable error code; settings are validated before
+//! they are stored; secrets (EAB HMAC, account key) are never shown back.
+
+pub mod ari;
+pub mod http;
+pub mod issue;
+pub mod renew;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::clock;
+use crate::error::Error;
+use crate::limits::{
+    ACME_DEFAULT_CHECK_INTERVAL_SECS, ACME_DEFAULT_DIRECTORY, ACME_MAX_CHECK_INTERVAL_SECS,
+    ACME_MAX_ERROR_LEN, ACME_MIN_CHECK_INTERVAL_SECS, ACME_RENEW_FRACTION,
+};
+use crate::pki::Kind;
+use crate::store::{Batch, CertRecord, Source, Store};
+
+const SETTING_ACME: &str = "acme";
+const SETTING_ACCOUNT: &str = "acme_account";
+const STATUS_PREFIX: &str = "acme_status:";
+const LEASE_PREFIX: &str = "acme_lease:";
+
+/// Which challenge to answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChallengeChoice {
+    /// DNS-01 when a provider covers the name, else HTTP-01 (port 80
+    /// listener on), else TLS-ALPN-01.
+    #[default]
+    Auto,
+    /// RFC 8555 §8.3.
+    #[serde(rename = "http-01")]
+    Http01,
+    /// RFC 8555 §8.4.
+    #[serde(rename = "dns-01")]
+    Dns01,
+    /// RFC 8737.
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+}
+
+impl ChallengeChoice {
+    /// Parse the CLI value.
+    pub fn parse(s: &str) -> Option<ChallengeChoice> {
+        Some(match s {
+            "auto" => ChallengeChoice::Auto,
+            "http-01" => ChallengeChoice::Http01,
+            "dns-01" => ChallengeChoice::Dns01,
+            "tls-alpn-01" => ChallengeChoice::TlsAlpn01,
+            _ => return None,
+        })
+    }
+
+    /// The CLI value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChallengeChoice::Auto => "auto",
+            ChallengeChoice::Http01 => "http-01",
+            ChallengeChoice::Dns01 => "dns-01",
+            ChallengeChoice::TlsAlpn01 => "tls-alpn-01",
+        }
+    }
+}
+
+/// External Account Binding (RFC 8555 §7.3.4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Eab {
+    /// Key identifier given by the CA.
+    pub kid: String,
+    /// HMAC key, base64url as the CA gives it (never shown back).
+    pub hmac: String,
+}
+
+/// The ACME settings (`acme set`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcmeSettings {
+    /// Directory URL (https).
+    pub directory: String,
+    /// Contact e-mail; `None`: the admin e-mail if set.
+    pub email: Option<String>,
+    /// Order certificates at all.
+    pub enabled: bool,
+    /// Challenge choice.
+    pub challenge: ChallengeChoice,
+    /// External Account Binding.
+    pub eab: Option<Eab>,
+    /// Seconds between renewal checks.
+    pub check_interval: u64,
+}
+
+impl Default for AcmeSettings {
+    fn default() -> AcmeSettings {
+        AcmeSettings {
+            directory: ACME_DEFAULT_DIRECTORY.into(),
+            email: None,
+            enabled: false,
+            challenge: ChallengeChoice::Auto,
+            eab: None,
+            check_interval: ACME_DEFAULT_CHECK_INTERVAL_SECS,
+        }
+    }
+}
+
+/// A change from `acme set` (each field optional; also the body of
+/// `POST /api/acme`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AcmeChange {
+    /// New directory URL.
+    pub directory: Option<String>,
+    /// New e-mail, `none` clears.
+    pub email: Option<String>,
+    /// Enable or disable.
+    pub enabled: Option<bool>,
+    /// `auto|http-01|dns-01|tls-alpn-01`.
+    pub challenge: Option<String>,
+    /// EAB key ID (with `eab_hmac`).
+    pub eab_kid: Option<String>,
+    /// EAB HMAC key (with `eab_kid`).
+    pub eab_hmac: Option<String>,
+    /// Seconds between checks.
+    pub check_interval: Option<u64>,
+}
+
+/// The stored account: its key (PKCS#8, base64) and, once registered, its URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredAccount {
+    /// The directory it belongs to.
+    pub directory: String,
+    /// ECDSA P-256 private key, PKCS#8 DER in base64.
+    pub key_pkcs8: String,
+    /// Account URL (RFC 8555 §7.3), when registered.
+    pub id: Option<String>,
+}
+
+/// The outcome of the last attempt for a name set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetStatus {
+    /// `valid`, `pending` or `failed`.
+    pub state: String,
+    /// Code and message of the last failure.
+    pub last_error: Option<ErrorInfo>,
+    /// Unix seconds of the last attempt.
+    pub last_attempt: Option<i64>,
+    /// Unix seconds before which no new attempt is made (back-off).
+    pub next_attempt: Option<i64>,
+    /// Failures in a row.
+    pub failures: u32,
+    /// `cert reissue`: renew at the next check whatever the expiry.
+    pub force: bool,
+    /// RFC 9773: the CA's window for `ari_cert` and the time picked in it.
+    #[serde(default)]
+    pub ari: Option<ari::AriChoice>,
+    /// The certificate `ari` is about.
+    #[serde(default)]
+    pub ari_cert: Option<String>,
+}
+
+/// A stable code and a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// Stable code.
+    pub code: String,
+    /// Text for the admin.
+    pub message: String,
+}
+
+/// Why an ACME operation failed (kept in the status; codes are stable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeError {
+    /// Stable code: `rate-limited`, `ca-unreachable`, `tls-failed`,
+    /// `validation-failed`, `timeout`, `account-does-not-exist`,
+    /// `unauthorized`, `bad-nonce`, `ca-error`, `bad-response`,
+    /// `no-challenge`, `no-dns-provider`, `import-failed`, `lease-held`,
+    /// `store-error`, `internal`.
+    pub code: &'static str,
+    /// Text for the admin.
+    pub message: String,
+    /// The CA's `Retry-After` in seconds, when it sent one with the error
+    /// (RFC 8555 §6.6: rate limits).
+    pub retry_after: Option<u64>,
+}
+
+impl AcmeError {
+    /// An error with this code.
+    pub fn new(code: &'static str, message: impl Into<String>) -> AcmeError {
+        let mut message: String = message.into();
+        if message.len() > ACME_MAX_ERROR_LEN {
+            let mut end = ACME_MAX_ERROR_LEN;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
+        AcmeError {
+            code,
+            message,
+            retry_after: None,
+        }
+    }
+
+    /// Is this the CA saying the nonce was bad (retry with a fresh one)?
+    pub fn is_bad_nonce(&self) -> bool {
+        self.code == "bad-nonce"
+    }
+}
+
+impl core::fmt::Display for AcmeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<instant_acme::Error> for AcmeError {
+    fn from(e: instant_acme::Error) -> AcmeError {
+        use instant_acme::Error as E;
+        match e {
+            E::Api(p) => {
+                let kind = p
+                    .r#type
+                    .as_deref()
+                    .and_then(|t| t.strip_prefix("urn:ietf:params:acme:error:"))
+                    .unwrap_or("");
+                let code = match kind {
+                    "rateLimited" => "rate-limited",
+                    "badNonce" => "bad-nonce",
+                    "accountDoesNotExist" => "account-does-not-exist",
+                    "unauthorized" | "caa" | "dns" | "connection" | "incorrectResponse" | "tls" => {
+                        "validation-failed"
+                    }
+                    "externalAccountRequired" => "eab-required",
+                    _ => "ca-error",
+                };
+                let mut message = format!(
+                    "the CA refused: {} ({})",
+                    p.detail.as_deref().unwrap_or("no detail"),
+                    p.r#type.as_deref().unwrap_or("no type")
+                );
+                for sub in &p.subproblems {
+                    message.push_str(&format!(
+                        "; {}",
+                        sub.detail.as_deref().unwrap_or("(no detail)")
+                    ));
+                }
+                AcmeError::new(code, message)
+            }
+            E::Other(inner) => match inner.downcast::<http::HttpError>() {
+                Ok(h) => {
+                    let code = match *h {
+                        http::HttpError::Connect(_) => "ca-unreachable",
+                        http::HttpError::Tls(_) => "tls-failed",
+                        http::HttpError::Timeout => "timeout",
+                        _ => "bad-response",
+                    };
+                    AcmeError::new(code, format!("ACME server: {h}"))
+                }
+                Err(other) => AcmeError::new("bad-response", other.to_string()),
+            },
+            E::Json(j) => AcmeError::new("bad-response", format!("ACME server sent bad JSON: {j}")),
+            E::Timeout(_) => AcmeError::new("timeout", "the CA did not finish in time"),
+            other => AcmeError::new("ca-error", other.to_string()),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for AcmeError {
+    fn from(e: crate::store::StoreError) -> AcmeError {
+        AcmeError::new("store-error", e.to_string())
+    }
+}
+
+/// A DNS provider for DNS-01 (RFC 8555 §8.4): publishes and withdraws the
+/// `_acme-challenge` TXT record. Implementations (RFC 2136, Cloudflare, ...)
+/// live in `src/dns/`; they must wait until the record is visible at the
+/// zone's authoritative servers before `add_txt` returns.
+pub trait DnsProvider: Send + Sync {
+    /// Does this provider manage the zone of `fqdn`?
+    fn covers(&self, fqdn: &str) -> bool;
+    /// Add a TXT record `value` at `fqdn` (e.g. `_acme-challenge.pbx.example`).
+    fn add_txt<'a>(
+        &'a self,
+        fqdn: &'a str,
+        value: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), AcmeError>> + Send + 'a>>;
+    /// Remove exactly that TXT record (other values at `fqdn` stay).
+    fn remove_txt<'a>(
+        &'a self,
+        fqdn: &'a str,
+        value: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), AcmeError>> + Send + 'a>>;
+}
+
+/// A set of names that gets one certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `system` or `tenant:NAME`.
+    pub key: String,
+    /// Owner (domain certificate) or `None` (server certificate).
+    pub tenant: Option<String>,
+    /// Names (normalised).
+    pub names: Vec<String>,
+}
+
+impl Target {
+    /// The kind the certificate is imported as.
+    pub fn kind(&self) -> Kind {
+        if self.tenant.is_some() {
+            Kind::Domain
+        } else {
+            Kind::Server
+        }
+    }
+}
+
+/// The stored settings (defaults when never set).
+pub fn settings(store: &Store) -> Result<AcmeSettings, Error> {
+    match store.setting(SETTING_ACME)? {
+        Some(raw) => serde_json::from_slice(&raw)
+            .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()).into()),
+        None => Ok(AcmeSettings::default()),
+    }
+}
+
+/// The stored account, if any.
+pub fn account(store: &Store) -> Result<Option<StoredAccount>, Error> {
+    match store.setting(SETTING_ACCOUNT)? {
+        Some(raw) => serde_json::from_slice(&raw)
+            .map(Some)
+            .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()).into()),
+        None => Ok(None),
+    }
+}
+
+/// Store the account.
+pub fn put_account(store: &Store, account: &StoredAccount) -> Result<(), Error> {
+    let mut batch = Batch::default();
+    batch.put_setting(
+        SETTING_ACCOUNT,
+        &serde_json::to_vec(account).unwrap_or_default(),
+    );
+    Ok(store.commit(batch)?)
+}
+
+fn bad(what: &str, why: impl core::fmt::Display) -> Error {
+    Error::BadSetting(format!("{what}: {why}"))
+}
+
+/// `acme set`.
+pub fn set(store: &Store, change: &AcmeChange) -> Result<AcmeSettings, Error> {
+    let mut s = settings(store)?;
+    if let Some(dir) = &change.directory {
+        let url = http::Url::parse(dir).map_err(|e| bad("--directory", e))?;
+        if !url.tls {
+            return Err(bad(
+                "--directory",
+                "an ACME directory is an https:// URL (RFC 8555 §6.1)",
+            ));
+        }
+        s.directory = dir.clone();
+    }
+    if let Some(email) = &change.email {
+        s.email = match email.as_str() {
+            "none" | "" => None,
+            e => {
+                let ok = e.len() <= 254
+                    && e.split_once('@').is_some_and(|(l, d)| {
+                        !l.is_empty() && d.contains('.') && !e.contains(char::is_whitespace)
+                    });
+                if !ok {
+                    return Err(Error::BadEmail(e.to_owned()));
+                }
+                Some(e.to_owned())
+            }
+        };
+    }
+    if let Some(enabled) = change.enabled {
+        s.enabled = enabled;
+    }
+    if let Some(ch) = &change.challenge {
+        s.challenge = ChallengeChoice::parse(ch).ok_or_else(|| {
+            bad(
+                "--challenge",
+                "expected auto, http-01, dns-01 or tls-alpn-01",
+            )
+        })?;
+    }
+    match (&change.eab_kid, &change.eab_hmac) {
+        (Some(kid), Some(hmac)) if kid == "none" => {
+            let _ = hmac;
+            s.eab = None;
+        }
+        (Some(kid), Some(hmac)) => {
+            use base64ct::{Base64UrlUnpadded, Encoding};
+            let trimmed = hmac.trim_end_matches('=');
+            if kid.is_empty()
+                || Base64UrlUnpadded::decode_vec(trimmed).map_or(true, |k| k.is_empty())
+            {
+                return Err(bad(
+                    "--eab-hmac",
+                    "expected the base64url HMAC key the CA gave",
+                ));
+            }
+            s.eab = Some(Eab {
+                kid: kid.clone(),
+                hmac: trimmed.to_owned(),
+            });
+        }
+        (None, None) => {}
+        _ => return Err(bad("--eab-kid/--eab-hmac", "give both, or neither")),
+    }
+    if let Some(secs) = change.check_interval {
+        if !(ACME_MIN_CHECK_INTERVAL_SECS..=ACME_MAX_CHECK_INTERVAL_SECS).contains(&secs) {
+            return Err(bad(
+                "--check-interval",
+                format!("between {ACME_MIN_CHECK_INTERVAL_SECS} and {ACME_MAX_CHECK_INTERVAL_SECS} seconds"),
+            ));
+        }
+        s.check_interval = secs;
+    }
+    let old = settings(store)?;
+    let mut batch = Batch::default();
+    batch.put_setting(SETTING_ACME, &serde_json::to_vec(&s).unwrap_or_default());
+    if old.directory != s.directory || old.eab != s.eab {
+        // Another CA (or binding): the next order registers afresh.
+        batch.delete_setting(SETTING_ACCOUNT);
+    }
+    store.commit(batch)?;
+    Ok(s)
+}
+
+/// `acme show`.
+pub fn show(store: &Store) -> Result<Value, Error> {
+    let s = settings(store)?;
+    let system = store.system()?;
+    let account = account(store)?.filter(|a| a.directory == s.directory);
+    Ok(json!({
+        "directory": s.directory,
+        "email": s.email,
+        "contact": contact(&s, &system).map(|c| c.trim_start_matches("mailto:").to_owned()),
+        "enabled": s.enabled,
+        "challenge": s.challenge.as_str(),
+        "eab_kid": s.eab.as_ref().map(|e| e.kid.clone()),
+        "eab_hmac": s.eab.as_ref().map(|_| "********"),
+        "check_interval": s.check_interval,
+        "account": match account {
+            Some(StoredAccount { id: Some(id), .. }) => json!({"state": "registered", "url": id}),
+            Some(_) => json!({"state": "key-only", "url": null}),
+            None => json!({"state": "none", "url": null}),
+        },
+    }))
+}
+
+/// The contact URL: the ACME e-mail, else the admin e-mail.
+pub fn contact(s: &AcmeSettings, system: &crate::store::SystemSettings) -> Option<String> {
+    s.email
+        .clone()
+        .or_else(|| system.admin_email.clone())
+        .map(|e| format!("mailto:{e}"))
+}
+
+/// Is `name` covered by a valid uploaded server/domain certificate?
+fn uploaded_covers(certs: &[CertRecord], name: &str, now: i64) -> bool {
+    certs.iter().any(|c| {
+        c.source == Source::Upload
+            && matches!(c.kind, Kind::Server | Kind::Domain)
+            && c.not_before <= now
+            && now < c.not_after
+            && c.names.iter().any(|n| crate::names::covers(n, name))
+    })
+}
+
+/// The name sets that get ACME certificates (whether or not ACME is enabled):
+/// each tenant's DNS names without a valid uploaded certificate (one
+/// certificate per tenant), and the system DNS name.
+pub fn targets(store: &Store) -> Result<Vec<Target>, Error> {
+    let certs = store.certs()?;
+    let now = clock::now();
+    let mut out = Vec::new();
+    if let Some(dns) = store.system()?.dns {
+        if !uploaded_covers(&certs, &dns, now) {
+            out.push(Target {
+                key: "system".into(),
+                tenant: None,
+                names: vec![dns],
+            });
+        }
+    }
+    for t in store.tenants()? {
+        let names: Vec<String> = t
+            .dns
+            .iter()
+            .filter(|n| !uploaded_covers(&certs, n, now))
+            .cloned()
+            .collect();
+        if !names.is_empty() {
+            out.push(Target {
+                key: format!("tenant:{}", t.name),
+                tenant: Some(t.name.clone()),
+                names,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The newest ACME certificate serving exactly this target's names.
+pub fn current_cert(store: &Store, target: &Target) -> Result<Option<CertRecord>, Error> {
+    let mut want = target.names.clone();
+    want.sort();
+    Ok(store
+        .certs()?
+        .into_iter()
+        .filter(|c| {
+            let mut names = c.names.clone();
+            names.sort();
+            c.source == Source::Acme && c.tenant == target.tenant && names == want
+        })
+        .max_by_key(|c| c.not_after))
+}
+
+/// Renewal due: no certificate, or less than 1/3 of its lifetime left.
+pub fn due(cert: Option<&CertRecord>, now: i64) -> bool {
+    match cert {
+        None => true,
+        Some(c) => {
+            let life = (c.not_after - c.not_before).max(0);
+            now >= c.not_after - life / ACME_RENEW_FRACTION
+        }
+    }
+}
+
+/// The stored status of a name set.
+pub fn status(store: &Store, key: &str) -> Result<SetStatus, Error> {
+    match store.setting(&format!("{STATUS_PREFIX}{key}"))? {
+        Some(raw) => Ok(serde_json::from_slice(&raw).unwrap_or_default()),
+        None => Ok(SetStatus::default()),
+    }
+}
+
+/// Store the status of a name set.
+pub fn put_status(store: &Store, key: &str, status: &SetStatus) -> Result<(), Error> {
+    let mut batch = Batch::default();
+    batch.put_setting(
+        &format!("{STATUS_PREFIX}{key}"),
+        &serde_json::to_vec(status).unwrap_or_default(),
+    );
+    Ok(store.commit(batch)?)
+}
+
+/// `acme status`: one entry per name set.
+pub fn status_report(store: &Store) -> Result<Value, Error> {
+    let now = clock::now();
+    let mut out = Vec::new();
+    for t in targets(store)? {
+        let st = status(store, &t.key)?;
+        let cert = current_cert(store, &t)?;
+        let ari_due = st
+            .ari
+            .filter(|_| st.ari_cert.is_some() && st.ari_cert == cert.as_ref().map(|c| c.id.clone()))
+            .map(|a| a.at);
+        let state = if st.failures > 0 {
+            "failed"
+        } else if cert.is_some()
+            && !st.force
+            && !due(cert.as_ref(), now)
+            && ari_due.is_none_or(|at| now < at)
+        {
+            "valid"
+        } else {
+            "pending"
+        };
+        let next = match (&cert, st.next_attempt) {
+            (_, Some(n)) if st.failures > 0 || st.force => Some(n),
+            (Some(c), _) => Some(
+                (c.not_after - (c.not_after - c.not_before).max(0) / ACME_RENEW_FRACTION)
+                    .min(ari_due.unwrap_or(i64::MAX)),
+            ),
+            (None, n) => n,
+        };
+        out.push(json!({
+            "key": t.key,
+            "tenant": t.tenant,
+            "names": t.names,
+            "state": state,
+            "cert_id": cert.as_ref().map(|c| c.id.clone()),
+            "not_after": cert.as_ref().map(|c| clock::rfc3339(c.not_after)),
+            "last_error": st.last_error,
+            "failures": st.failures,
+            "last_attempt": st.last_attempt.map(clock::rfc3339),
+            "next_attempt": next.map(clock::rfc3339),
+        }));
+    }
+    Ok(Value::Array(out))
+}
+
+/// `cert reissue ID`: mark the name set of this certificate for renewal at
+/// the next check (the daemon is woken when it runs).
+pub fn reissue(store: &Store, id: &str) -> Result<Value, Error> {
+    let record = store
+        .cert(id)?
+        .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+    if !settings(store)?.enabled {
+        return Err(Error::AcmeDisabled);
+    }
+    if record.source == Source::Upload {
+        return Err(Error::NotAcmeManaged(format!(
+            "certificate {id} was uploaded; ACME never replaces uploaded certificates"
+        )));
+    }
+    let target = targets(store)?
+        .into_iter()
+        .find(|t| {
+            t.tenant == record.tenant
+                && record
+                    .names
+                    .iter()
+                    .any(|n| t.names.iter().any(|m| crate::names::covers(n, m)))
+        })
+        .ok_or_else(|| {
+            Error::NotAcmeManaged(format!(
+                "certificate {id} covers no tenant or system name that ACME manages"
+            ))
+        })?;
+    let mut st = status(store, &target.key)?;
+    st.force = true;
+    st.next_attempt = Some(clock::now());
+    put_status(store, &target.key, &st)?;
+    Ok(json!({"ok": true, "key": target.key, "names": target.names}))
+}
+
+/// A lease holder's record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Lease {
+    holder: String,
+    until: i64,
+}
+
+/// Take the named lease for a name set (RFC-free: a store record that a
+/// clustered store shares between nodes). `Ok(false)`: another holder has it.
+pub fn take_lease(store: &Store, key: &str, holder: &str, secs: i64) -> Result<bool, Error> {
+    let name = format!("{LEASE_PREFIX}{key}");
+    let now = clock::now();
+    if let Some(raw) = store.setting(&name)? {
+        if let Ok(l) = serde_json::from_slice::<Lease>(&raw) {
+            if l.holder != holder && l.until > now {
+                return Ok(false);
+            }
+        }
+    }
+    let mut batch = Batch::default();
+    let lease = Lease {
+        holder: holder.to_owned(),
+        until: now + secs,
+    };
+    batch.put_setting(&name, &serde_json::to_vec(&lease).unwrap_or_default());
+    store.commit(batch)?;
+    // Re-read: with a shared store another node may have written in between.
+    Ok(store
+        .setting(&name)?
+        .and_then(|raw| serde_json::from_slice::<Lease>(&raw).ok())
+        .is_some_and(|l| l.holder == holder))
+}
+
+/// Release the lease if we hold it.
+pub fn release_lease(store: &Store, key: &str, holder: &str) -> Result<(), Error> {
+    let name = format!("{LEASE_PREFIX}{key}");
+    let ours = store
+        .setting(&name)?
+        .and_then(|raw| serde_json::from_slice::<Lease>(&raw).ok())
+        .is_some_and(|l| l.holder == holder);
+    if ours {
+        let mut batch = Batch::default();
+        batch.delete_setting(&name);
+        store.commit(batch)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_at_one_third_of_lifetime() {
+        let rec = |nb: i64, na: i64| CertRecord {
+            id: String::new(),
+            kind: Kind::Server,
+            tenant: None,
+            names: vec![],
+            subject: String::new(),
+            issuer: String::new(),
+            not_before: nb,
+            not_after: na,
+            source: Source::Acme,
+            key_type: String::new(),
+            key_id: String::new(),
+            seq: 0,
+        };
+        let c = rec(0, 90);
+        assert!(!due(Some(&c), 59));
+        assert!(due(Some(&c), 60));
+        assert!(due(None, 0));
+    }
+
+    #[test]
+    fn a_lease_is_taken_once_until_released_or_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(take_lease(&store, "system", "node-a", 600).unwrap());
+        assert!(
+            take_lease(&store, "system", "node-a", 600).unwrap(),
+            "re-entrant"
+        );
+        assert!(!take_lease(&store, "system", "node-b", 600).unwrap());
+        assert!(
+            take_lease(&store, "tenant:x", "node-b", 600).unwrap(),
+            "per name set"
+        );
+        release_lease(&store, "system", "node-b").unwrap(); // not its lease: no effect
+        assert!(!take_lease(&store, "system", "node-b", 600).unwrap());
+        release_lease(&store, "system", "node-a").unwrap();
+        assert!(take_lease(&store, "system", "node-b", 600).unwrap());
+        // A holder that died: its lease expires.
+        assert!(take_lease(&store, "stale", "node-a", -1).unwrap());
+        assert!(take_lease(&store, "stale", "node-b", 600).unwrap());
+    }
+
+    #[test]
+    fn problem_types_map_to_codes() {
+        let p = |t: &str| {
+            instant_acme::Error::Api(instant_acme::Problem {
+                r#type: Some(format!("urn:ietf:params:acme:error:{t}")),
+                detail: Some("d".into()),
+                status: Some(400),
+                subproblems: vec![],
+            })
+        };
+        assert_eq!(AcmeError::from(p("rateLimited")).code, "rate-limited");
+        assert_eq!(AcmeError::from(p("badNonce")).code, "bad-nonce");
+        assert_eq!(
+            AcmeError::from(p("accountDoesNotExist")).code,
+            "account-does-not-exist"
+        );
+        assert_eq!(
+            AcmeError::from(p("incorrectResponse")).code,
+            "validation-failed"
+        );
+        assert_eq!(AcmeError::from(p("weird")).code, "ca-error");
+        let long = AcmeError::new("x", "é".repeat(ACME_MAX_ERROR_LEN));
+        assert!(long.message.len() <= ACME_MAX_ERROR_LEN);
+    }
+}

@@ -1,0 +1,1189 @@
+//! ACME end to end against real peers: Debian's pebble (a real ACME CA) and
+//! BIND9, started by `scripts/acme-peers.sh up` on loopback (installed with
+//! apt when missing). The daemon runs on the ports pebble validates
+//! (HTTP-01 → `ACME_HTTP01_PORT`, TLS-ALPN-01 → `ACME_TLSALPN01_PORT`), so
+//! the tests of this binary run one at a time (a lock).
+//!
+//! Every wait is bounded and waits for an event (a log line or a state), never
+//! for time; assertions are on contents, never on durations.
+//! Set `PBX_CERTD_NO_PEERS=1` only where the peers cannot run: the tests then
+//! pass without checking anything (and say so).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::{CertificateDer, ServerName};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pbx-certd");
+/// Upper bound for one order against local pebble (normally under 2 s).
+const ORDER_BOUND: Duration = Duration::from_secs(120);
+
+static LOCK: Mutex<()> = Mutex::new(());
+
+fn root_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn peers_script(args: &[&str], envs: &[(&str, &str)]) -> HashMap<String, String> {
+    let status = Command::new(root_dir().join("scripts/acme-peers.sh"))
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdout(Stdio::null())
+        .status()
+        .expect("run scripts/acme-peers.sh");
+    assert!(status.success(), "scripts/acme-peers.sh {args:?} failed");
+    let text =
+        std::fs::read_to_string(root_dir().join("target/acme-peers/env")).expect("peers env");
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// The peers (started once, or restarted with other pebble settings), and
+/// the lock that keeps the tests of this binary one at a time.
+fn peers() -> Option<(MutexGuard<'static, ()>, HashMap<String, String>)> {
+    if std::env::var("PBX_CERTD_NO_PEERS").as_deref() == Ok("1") {
+        eprintln!("PBX_CERTD_NO_PEERS=1: ACME peer tests skipped");
+        return None;
+    }
+    let guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        peers_script(&["restart-pebble"], &[]);
+    });
+    let env = peers_script(&["up"], &[]);
+    Some((guard, env))
+}
+
+fn sha256_hex(der: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn pem_certs(text: &str) -> Vec<Vec<u8>> {
+    use base64ct::{Base64, Encoding};
+    let mut out = Vec::new();
+    let mut cur: Option<String> = None;
+    for line in text.lines() {
+        let line = line.trim();
+        if line == "-----BEGIN CERTIFICATE-----" {
+            cur = Some(String::new());
+        } else if line == "-----END CERTIFICATE-----" {
+            out.push(Base64::decode_vec(&cur.take().unwrap()).unwrap());
+        } else if let Some(c) = cur.as_mut() {
+            c.push_str(line);
+        }
+    }
+    out
+}
+
+/// Pebble's issuing root (new at every pebble start), from its management port.
+fn pebble_root(env: &HashMap<String, String>) -> String {
+    let out = Command::new("curl")
+        .args(["-sf", "--cacert", &env["ACME_CA_FILE"]])
+        .arg(format!("{}/roots/0", env["PEBBLE_MGMT_URL"]))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cannot fetch pebble's root");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = cli(dir, &all);
+    assert_eq!(out.0, 0, "{args:?} failed: {} {}", out.1, out.2);
+    serde_json::from_str(&out.1).unwrap()
+}
+
+struct Daemon {
+    child: Child,
+    log: mpsc::Receiver<String>,
+    https: SocketAddr,
+    seen: Vec<String>,
+}
+
+impl Daemon {
+    fn start(dir: &Path, env: &HashMap<String, String>, http: bool) -> Daemon {
+        let http_addr = if http {
+            format!("127.0.0.1:{}", env["ACME_HTTP01_PORT"])
+        } else {
+            "none".into()
+        };
+        let mut child = Command::new(BIN)
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["serve", "--https"])
+            .arg(format!("127.0.0.1:{}", env["ACME_TLSALPN01_PORT"]))
+            .args(["--http", &http_addr])
+            .env("PBX_CERTD_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut d = Daemon {
+            child,
+            log: rx,
+            https: "127.0.0.1:0".parse().unwrap(),
+            seen: Vec::new(),
+        };
+        let ready = d.wait_log(&["ready:"]);
+        d.https = ready
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("https="))
+            .unwrap()
+            .parse()
+            .unwrap();
+        d
+    }
+
+    /// The next log line containing one of `needles` (bounded wait).
+    fn wait_log(&mut self, needles: &[&str]) -> String {
+        let end = Instant::now() + ORDER_BOUND;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if needles.iter().any(|n| line.contains(n)) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no log line with {needles:?}; daemon log:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Wait for the outcome of the next order: Ok(line) issued, Err(line) failed.
+    fn next_outcome(&mut self) -> Result<String, String> {
+        let line = self.wait_log(&["ACME: certificate ", "ACME: order for "]);
+        if line.contains(" issued for ") {
+            Ok(line)
+        } else {
+            Err(line)
+        }
+    }
+
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A store trusting the peers: the CA of pebble's HTTPS listener (what the
+/// client checks) and pebble's issuing root, both in the Root CA list.
+fn setup(env: &HashMap<String, String>, trust: bool) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    if trust {
+        ok(
+            d,
+            &["import", "--cert", &env["ACME_CA_FILE"], "--kind", "root"],
+        );
+        let root = d.join("pebble-root.pem");
+        std::fs::write(&root, pebble_root(env)).unwrap();
+        ok(
+            d,
+            &["import", "--cert", root.to_str().unwrap(), "--kind", "root"],
+        );
+    }
+    ok(
+        d,
+        &[
+            "acme",
+            "set",
+            "--directory",
+            &env["ACME_DIRECTORY_URL"],
+            "--enabled",
+            "true",
+            "--email",
+            "admin@pbx.test",
+            "--check-interval",
+            "86400",
+        ],
+    );
+    dir
+}
+
+fn acme_certs(dir: &Path) -> Vec<serde_json::Value> {
+    ok(dir, &["certs"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["source"] == "acme")
+        .cloned()
+        .collect()
+}
+
+fn status_of(dir: &Path, key: &str) -> serde_json::Value {
+    ok(dir, &["acme", "status"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["key"] == key)
+        .cloned()
+        .unwrap_or_else(|| panic!("no status for {key}"))
+}
+
+/// HTTP status of the daemon's port-80 answer for an HTTP-01 token.
+fn challenge_status(env: &HashMap<String, String>, token: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut tcp = TcpStream::connect(format!("127.0.0.1:{}", env["ACME_HTTP01_PORT"])).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        tcp,
+        "GET /.well-known/acme-challenge/{token} HTTP/1.1\r\nHost: alpha.pbx.test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    let _ = tcp.read_to_string(&mut resp);
+    resp.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A TLS handshake with `sni` that verifies the chain against `root_pem` only
+/// (and the name); returns the leaf ID.
+fn verified_leaf(addr: SocketAddr, sni: &str, root_pem: &str) -> Result<String, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for der in pem_certs(root_pem) {
+        roots.add(CertificateDer::from(der)).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = ServerName::try_from(sni.to_string()).unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp).map_err(|e| e.to_string())?;
+    }
+    let leaf = conn.peer_certificates().ok_or("no certificate")?[0].to_vec();
+    Ok(sha256_hex(&leaf))
+}
+
+/// The issued chain verifies (openssl) against pebble's issuing root.
+fn assert_chain_verifies(dir: &Path, id: &str, root_pem: &str) {
+    let pem = ok(dir, &["cert", "show", id])["pem"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let certs = pem_certs(&pem);
+    assert!(certs.len() >= 2, "leaf + intermediate expected");
+    assert_eq!(sha256_hex(&certs[0]), id);
+    let tmp = tempfile::tempdir().unwrap();
+    let (chain, root) = (tmp.path().join("chain.pem"), tmp.path().join("root.pem"));
+    std::fs::write(&chain, &pem).unwrap();
+    std::fs::write(&root, root_pem).unwrap();
+    let out = Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(&root)
+        .arg("-untrusted")
+        .arg(&chain)
+        .arg(&chain)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "chain does not verify against pebble's root: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn http01_issues_verifies_serves_survives_restart_and_reissues() {
+    let Some((_lock, env)) = peers() else { return };
+    let dir = setup(&env, true);
+    let d = dir.path();
+    ok(
+        d,
+        &[
+            "tenant",
+            "add",
+            "alpha",
+            "--dns",
+            "alpha.pbx.test",
+            "--dns",
+            "www.alpha.pbx.test",
+        ],
+    );
+    ok(d, &["acme", "set", "--challenge", "http-01"]);
+    let root = pebble_root(&env);
+
+    let mut daemon = Daemon::start(d, &env, true);
+    let answering = daemon.wait_log(&["answering http-01 for "]);
+    let token = answering
+        .rsplit("(token ")
+        .next()
+        .unwrap()
+        .trim_end_matches(')')
+        .to_owned();
+    daemon.next_outcome().expect("first order");
+    // The challenge answer was withdrawn after the order.
+    assert_eq!(challenge_status(&env, &token), 404);
+    let certs = acme_certs(d);
+    assert_eq!(certs.len(), 1, "{certs:?}");
+    let cert = &certs[0];
+    let id = cert["id"].as_str().unwrap().to_owned();
+    assert_eq!(cert["kind"], "domain");
+    assert_eq!(cert["tenant"], "alpha");
+    assert_eq!(cert["key_type"], "p256");
+    let mut names: Vec<&str> = cert["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["alpha.pbx.test", "www.alpha.pbx.test"]);
+    assert_chain_verifies(d, &id, &root);
+    assert_eq!(
+        verified_leaf(daemon.https, "alpha.pbx.test", &root),
+        Ok(id.clone())
+    );
+    assert_eq!(
+        verified_leaf(daemon.https, "www.alpha.pbx.test", &root),
+        Ok(id.clone())
+    );
+    let st = status_of(d, "tenant:alpha");
+    assert_eq!(st["state"], "valid", "{st}");
+    assert_eq!(st["cert_id"], id.as_str());
+    // The challenge was withdrawn: nothing under the token path answers.
+    let show = ok(d, &["acme", "show"]);
+    assert_eq!(show["account"]["state"], "registered", "{show}");
+    assert_eq!(show["contact"], "admin@pbx.test");
+    let account = show["account"]["url"].as_str().unwrap().to_owned();
+    daemon.stop();
+
+    // Restart: same account, same certificate, nothing ordered.
+    let mut daemon = Daemon::start(d, &env, true);
+    assert_eq!(
+        verified_leaf(daemon.https, "alpha.pbx.test", &root),
+        Ok(id.clone())
+    );
+    assert_eq!(ok(d, &["acme", "show"])["account"]["url"], account.as_str());
+    assert_eq!(acme_certs(d).len(), 1);
+
+    // Reissue through the control socket: a new certificate, new key, same
+    // account; the old one is gone only after the new one is stored.
+    let r = ok(d, &["cert", "reissue", &id[..12]]);
+    assert_eq!(r["key"], "tenant:alpha");
+    daemon.next_outcome().expect("reissue");
+    let certs = acme_certs(d);
+    assert_eq!(certs.len(), 1);
+    let new_id = certs[0]["id"].as_str().unwrap().to_owned();
+    assert_ne!(new_id, id);
+    assert_eq!(
+        verified_leaf(daemon.https, "alpha.pbx.test", &root),
+        Ok(new_id.clone())
+    );
+    assert_eq!(ok(d, &["acme", "show"])["account"]["url"], account.as_str());
+    daemon.stop();
+}
+
+#[test]
+fn tls_alpn01_issues_for_the_system_name_without_port_80() {
+    let Some((_lock, env)) = peers() else { return };
+    let dir = setup(&env, true);
+    let d = dir.path();
+    ok(d, &["system", "set", "--dns", "pbx.pbx.test"]);
+    // auto + no port-80 listener → TLS-ALPN-01 on the HTTPS listener.
+    let root = pebble_root(&env);
+    let mut daemon = Daemon::start(d, &env, false);
+    daemon.next_outcome().expect("TLS-ALPN-01 order");
+    let certs = acme_certs(d);
+    assert_eq!(certs.len(), 1, "{certs:?}");
+    let id = certs[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(certs[0]["kind"], "server");
+    assert_chain_verifies(d, &id, &root);
+    // It serves for the name, and (as the real server certificate for the
+    // system name) also as the default instead of the self-signed one.
+    assert_eq!(
+        verified_leaf(daemon.https, "pbx.pbx.test", &root),
+        Ok(id.clone())
+    );
+    assert_eq!(ok(d, &["resolve"])["id"], id.as_str());
+    // A normal client (no acme-tls/1) never sees a challenge certificate.
+    assert_eq!(status_of(d, "system")["state"], "valid");
+    daemon.stop();
+}
+
+#[test]
+fn without_the_peers_ca_in_the_root_list_the_client_refuses_pebble() {
+    let Some((_lock, env)) = peers() else { return };
+    let dir = setup(&env, false);
+    let d = dir.path();
+    ok(d, &["tenant", "add", "beta", "--dns", "beta.pbx.test"]);
+    let mut daemon = Daemon::start(d, &env, true);
+    let line = daemon.next_outcome().expect_err("must not trust pebble");
+    assert!(line.contains("[tls-failed]"), "{line}");
+    let st = status_of(d, "tenant:beta");
+    assert_eq!(st["state"], "failed");
+    assert_eq!(st["last_error"]["code"], "tls-failed");
+    assert!(st["next_attempt"].is_string());
+    assert!(acme_certs(d).is_empty());
+    daemon.stop();
+}
+
+#[test]
+fn failing_validation_and_unreachable_ca_keep_the_old_cert_and_report() {
+    let Some((_lock, env)) = peers() else { return };
+    let dir = setup(&env, true);
+    let d = dir.path();
+    ok(d, &["tenant", "add", "gamma", "--dns", "gamma.pbx.test"]);
+    ok(d, &["acme", "set", "--challenge", "http-01"]);
+    let root = pebble_root(&env);
+    let mut daemon = Daemon::start(d, &env, true);
+    daemon.next_outcome().expect("first order");
+    let id = acme_certs(d)[0]["id"].as_str().unwrap().to_owned();
+    daemon.stop();
+
+    // No port-80 listener, HTTP-01 forced: pebble's validation fails.
+    let mut daemon = Daemon::start(d, &env, false);
+    ok(d, &["cert", "reissue", &id]);
+    let line = daemon.next_outcome().expect_err("validation must fail");
+    assert!(line.contains("[validation-failed]"), "{line}");
+    let st = status_of(d, "tenant:gamma");
+    assert_eq!(st["state"], "failed", "{st}");
+    assert_eq!(st["last_error"]["code"], "validation-failed");
+    assert_eq!(
+        verified_leaf(daemon.https, "gamma.pbx.test", &root),
+        Ok(id.clone())
+    );
+
+    // Unreachable CA: a closed port.
+    ok(
+        d,
+        &["acme", "set", "--directory", "https://127.0.0.1:9/dir"],
+    );
+    ok(d, &["cert", "reissue", &id]);
+    let line = daemon.next_outcome().expect_err("CA is unreachable");
+    assert!(line.contains("[ca-unreachable]"), "{line}");
+    let st = status_of(d, "tenant:gamma");
+    assert_eq!(st["last_error"]["code"], "ca-unreachable");
+    assert_eq!(st["failures"], 2);
+    let text = cli(d, &["acme", "status"]);
+    assert!(text.1.contains("ca-unreachable"), "{}", text.1);
+    assert_eq!(
+        verified_leaf(daemon.https, "gamma.pbx.test", &root),
+        Ok(id.clone())
+    );
+    assert_eq!(acme_certs(d).len(), 1);
+    daemon.stop();
+}
+
+#[test]
+fn the_timer_orders_for_a_tenant_added_while_running() {
+    let Some((_lock, env)) = peers() else { return };
+    let dir = setup(&env, true);
+    let d = dir.path();
+    ok(d, &["acme", "set", "--check-interval", "1"]);
+    let root = pebble_root(&env);
+    let mut daemon = Daemon::start(d, &env, true);
+    // `tenant add` does not wake the renewal loop: only the timer finds it.
+    ok(d, &["tenant", "add", "delta", "--dns", "delta.pbx.test"]);
+    daemon.next_outcome().expect("order by timer");
+    let id = acme_certs(d)[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(verified_leaf(daemon.https, "delta.pbx.test", &root), Ok(id));
+    daemon.stop();
+}
+
+#[test]
+fn pebble_restart_forgets_the_account_and_fifty_percent_bad_nonces_still_succeed() {
+    let Some((_lock, env)) = peers() else { return };
+    let dir = setup(&env, true);
+    let d = dir.path();
+    ok(
+        d,
+        &[
+            "tenant",
+            "add",
+            "eps",
+            "--dns",
+            "eps.pbx.test",
+            "--dns",
+            "www.eps.pbx.test",
+        ],
+    );
+    let mut daemon = Daemon::start(d, &env, true);
+    daemon.next_outcome().expect("first order");
+    let id = acme_certs(d)[0]["id"].as_str().unwrap().to_owned();
+    let account = ok(d, &["acme", "show"])["account"]["url"].clone();
+
+    // Pebble forgets everything (accountDoesNotExist) and now rejects half
+    // of all nonces (badNonce).
+    let env2 = peers_script(&["restart-pebble"], &[("PEBBLE_WFE_NONCEREJECT", "50")]);
+    assert_eq!(env2["PEBBLE_NONCEREJECT"], "50");
+    // The issuing root changed with the restart; trust it for the chain check.
+    let root = pebble_root(&env2);
+    ok(d, &["cert", "reissue", &id]);
+    let outcome = daemon.next_outcome();
+    // Back to normal for the other tests whatever happened.
+    peers_script(&["restart-pebble"], &[]);
+    outcome.expect("reissue under 50% badNonce after pebble forgot the account");
+    let certs = acme_certs(d);
+    let new_id = certs[0]["id"].as_str().unwrap().to_owned();
+    assert_ne!(new_id, id);
+    assert_chain_verifies(d, &new_id, &root);
+    assert_ne!(ok(d, &["acme", "show"])["account"]["url"], account);
+    daemon.stop();
+}
+
+#[test]
+fn acme_settings_are_validated_and_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let show = ok(d, &["acme", "show"]);
+    assert_eq!(show["enabled"], false);
+    assert_eq!(
+        show["directory"],
+        "https://acme-v02.api.letsencrypt.org/directory"
+    );
+    assert_eq!(show["check_interval"], 21600);
+    assert_eq!(show["account"]["state"], "none");
+    for (args, code) in [
+        (&["--directory", "http://ca.example/dir"][..], "bad-setting"),
+        (&["--directory", "not a url"][..], "bad-setting"),
+        (&["--email", "nobody"][..], "bad-email"),
+        (&["--check-interval", "0"][..], "bad-setting"),
+        (&["--check-interval", "90000"][..], "bad-setting"),
+        (&["--eab-kid", "k", "--eab-hmac", "!!"][..], "bad-setting"),
+    ] {
+        let mut all = vec!["acme", "set"];
+        all.extend_from_slice(args);
+        all.push("--json");
+        let out = cli(d, &all);
+        assert_eq!(out.0, 1, "{args:?}: {}", out.1);
+        let v: serde_json::Value = serde_json::from_str(&out.1).unwrap();
+        assert_eq!(v["error"]["code"], code, "{args:?}");
+    }
+    assert_eq!(
+        cli(d, &["acme", "set", "--challenge", "smoke-signals"]).0,
+        2
+    );
+    assert_eq!(cli(d, &["acme", "set", "--eab-kid", "k"]).0, 2);
+    ok(
+        d,
+        &[
+            "acme",
+            "set",
+            "--eab-kid",
+            "kid-1",
+            "--eab-hmac",
+            "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W",
+            "--challenge",
+            "tls-alpn-01",
+            "--enabled",
+            "true",
+            "--check-interval",
+            "5",
+        ],
+    );
+    let show = ok(d, &["acme", "show"]);
+    assert_eq!(show["eab_kid"], "kid-1");
+    assert_eq!(show["eab_hmac"], "********");
+    assert_eq!(show["challenge"], "tls-alpn-01");
+    assert_eq!(
+        (show["enabled"].clone(), show["check_interval"].clone()),
+        (true.into(), 5.into())
+    );
+    let text = cli(d, &["acme", "show"]).1;
+    assert!(!text.contains("zWNDZM6"), "{text}");
+    // Status: per name set, pending until ordered; uploaded certs excluded.
+    ok(
+        d,
+        &[
+            "tenant",
+            "add",
+            "t1",
+            "--dns",
+            "a.example.com",
+            "--dns",
+            "b.example.com",
+        ],
+    );
+    let st = ok(d, &["acme", "status"]);
+    assert_eq!(st[0]["key"], "tenant:t1");
+    assert_eq!(st[0]["state"], "pending");
+    // Reissue of an uploaded certificate is refused.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["a.example.com".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (c, k) = (d.join("c.pem"), d.join("k.pem"));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    let imported = ok(
+        d,
+        &[
+            "import",
+            "--cert",
+            c.to_str().unwrap(),
+            "--key",
+            k.to_str().unwrap(),
+        ],
+    );
+    let out = cli(
+        d,
+        &[
+            "cert",
+            "reissue",
+            imported["id"].as_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(out.0, 1);
+    assert!(out.1.contains("not-acme-managed"), "{}", out.1);
+    ok(d, &["acme", "set", "--enabled", "false"]);
+    let out = cli(
+        d,
+        &[
+            "cert",
+            "reissue",
+            imported["id"].as_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(out.0, 1);
+    assert!(out.1.contains("acme-disabled"), "{}", out.1);
+    // The uploaded cert covers a.example.com: only b.example.com stays for ACME.
+    let st = ok(d, &["acme", "status"]);
+    assert_eq!(st[0]["names"], serde_json::json!(["b.example.com"]));
+}
+
+#[test]
+fn an_authorization_the_ca_still_holds_valid_is_reused_without_a_challenge() {
+    let Some((_lock, _)) = peers() else { return };
+    // Pebble reuses every valid authorization (RFC 8555 §7.5 allows it).
+    let env = peers_script(&["restart-pebble"], &[("PEBBLE_AUTHZREUSE", "100")]);
+    let result = std::panic::catch_unwind(|| {
+        let dir = setup(&env, true);
+        let d = dir.path();
+        ok(d, &["tenant", "add", "zeta", "--dns", "zeta.pbx.test"]);
+        ok(d, &["acme", "set", "--challenge", "http-01"]);
+        let mut daemon = Daemon::start(d, &env, true);
+        daemon.next_outcome().expect("first order");
+        let id = acme_certs(d)[0]["id"].as_str().unwrap().to_owned();
+        daemon.stop();
+        // No port-80 listener: only a reused authorization can succeed.
+        let mut daemon = Daemon::start(d, &env, false);
+        ok(d, &["cert", "reissue", &id]);
+        daemon
+            .next_outcome()
+            .expect("reissue with the reused authorization");
+        assert_ne!(acme_certs(d)[0]["id"], id.as_str());
+        daemon.stop();
+    });
+    peers_script(&["restart-pebble"], &[]);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+/// A tiny RFC 9773 server: `/dir` is pebble's directory plus `renewalInfo`
+/// pointing here; `/ari/{certID}` suggests a window that has already begun.
+/// Pebble 2.4 has no ARI, hence this stand-in. Returns its CA (PEM), its
+/// directory URL and the certIDs it was asked about.
+fn ari_server(pebble_dir: serde_json::Value) -> (String, String, Arc<Mutex<Vec<String>>>) {
+    use std::io::{Read, Write};
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "ARI test CA");
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.subject_alt_names = vec![rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap())];
+    let leaf = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("https://{}", listener.local_addr().unwrap());
+    let mut dir = pebble_dir;
+    dir["renewalInfo"] = format!("{base}/ari").into();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().map_while(Result::ok) {
+            let (config, dir, seen) = (config.clone(), dir.clone(), seen2.clone());
+            std::thread::spawn(move || {
+                let mut tcp = tcp;
+                let mut conn = rustls::ServerConnection::new(config).unwrap();
+                let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match tls.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+                let body = if path == "/dir" {
+                    Some(dir.to_string())
+                } else if let Some(id) = path.strip_prefix("/ari/") {
+                    seen.lock().unwrap().push(id.to_owned());
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs() as i64;
+                    let t = |u: i64| pbx_certd::clock::rfc3339(u);
+                    Some(format!(
+                        r#"{{"suggestedWindow":{{"start":"{}","end":"{}"}}}}"#,
+                        t(now - 7200),
+                        t(now - 3600)
+                    ))
+                } else {
+                    None
+                };
+                let resp = match body {
+                    Some(b) => format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nRetry-After: 21600\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
+                        b.len()
+                    ),
+                    None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
+                };
+                let _ = tls.write_all(resp.as_bytes());
+                let _ = tls.flush();
+                tls.conn.send_close_notify();
+                let _ = tls.conn.complete_io(tls.sock);
+            });
+        }
+    });
+    (ca.pem(), format!("{base}/dir"), seen)
+}
+
+#[test]
+fn ari_window_that_has_begun_renews_a_certificate_with_most_of_its_life_left() {
+    let Some((_lock, env)) = peers() else { return };
+    let dir = setup(&env, true);
+    let d = dir.path();
+    ok(d, &["tenant", "add", "eta", "--dns", "eta.pbx.test"]);
+    let mut daemon = Daemon::start(d, &env, true);
+    daemon.next_outcome().expect("first order");
+    let old = acme_certs(d)[0].clone();
+    let old_id = old["id"].as_str().unwrap().to_owned();
+    daemon.stop();
+    // Pebble's certificates live 5 years: the 1/3 rule says "not due".
+    let pem = ok(d, &["cert", "show", &old_id])["pem"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let leaf = pem_certs(&pem).remove(0);
+    let expected_id = pbx_certd::acme::ari::cert_id(&leaf).expect("pebble leaf has an AKI");
+
+    let out = Command::new("curl")
+        .args([
+            "-sf",
+            "--cacert",
+            &env["ACME_CA_FILE"],
+            &env["ACME_DIRECTORY_URL"],
+        ])
+        .output()
+        .unwrap();
+    let pebble_dir: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (ca_pem, ari_dir, seen) = ari_server(pebble_dir);
+    let ca = d.join("ari-ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    ok(
+        d,
+        &["import", "--cert", ca.to_str().unwrap(), "--kind", "root"],
+    );
+    ok(d, &["acme", "set", "--directory", &ari_dir]);
+
+    let mut daemon = Daemon::start(d, &env, true);
+    let window = daemon.wait_log(&["renewal window for eta.pbx.test"]);
+    assert!(window.contains("renewing after"), "{window}");
+    daemon.next_outcome().expect("renewal by ARI");
+    assert_eq!(seen.lock().unwrap().first(), Some(&expected_id));
+    let certs = acme_certs(d);
+    assert_eq!(certs.len(), 1);
+    assert_ne!(certs[0]["id"], old_id.as_str());
+    daemon.stop();
+}
+
+/// A test DNS provider: RFC 2136 updates signed with the peers' TSIG key,
+/// sent by BIND's own `nsupdate` (the real provider is src/dns/'s job).
+struct Nsupdate {
+    server: String,
+    zone: String,
+    key: String,
+    added: Mutex<Vec<String>>,
+    removed: Mutex<Vec<String>>,
+}
+
+impl Nsupdate {
+    fn send(&self, line: String) -> Result<(), pbx_certd::acme::AcmeError> {
+        use std::io::Write;
+        let (host, port) = self.server.split_once(':').unwrap();
+        let mut child = Command::new("nsupdate")
+            .args(["-y", &self.key])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let script = format!("server {host} {port}\nzone {}\n{line}\nsend\n", self.zone);
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(pbx_certd::acme::AcmeError::new(
+                "dns-update-failed",
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ))
+        }
+    }
+}
+
+impl pbx_certd::acme::DnsProvider for Nsupdate {
+    fn covers(&self, fqdn: &str) -> bool {
+        fqdn.trim_start_matches("*.").ends_with(&self.zone)
+    }
+    fn add_txt<'a>(
+        &'a self,
+        fqdn: &'a str,
+        value: &'a str,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), pbx_certd::acme::AcmeError>> + Send + 'a>,
+    > {
+        self.added.lock().unwrap().push(format!("{fqdn} {value}"));
+        Box::pin(async move { self.send(format!("update add {fqdn}. 60 TXT \"{value}\"")) })
+    }
+    fn remove_txt<'a>(
+        &'a self,
+        fqdn: &'a str,
+        value: &'a str,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), pbx_certd::acme::AcmeError>> + Send + 'a>,
+    > {
+        self.removed.lock().unwrap().push(format!("{fqdn} {value}"));
+        Box::pin(async move { self.send(format!("update delete {fqdn}. TXT \"{value}\"")) })
+    }
+}
+
+#[test]
+fn dns01_through_a_provider_issues_a_wildcard_and_removes_the_records() {
+    let Some((_lock, env)) = peers() else { return };
+    let dir = setup(&env, true);
+    let root = pebble_root(&env);
+    let store = pbx_certd::Store::open(dir.path()).unwrap();
+    let shared = pbx_certd::daemon::Shared::new(store).unwrap();
+    let provider = Arc::new(Nsupdate {
+        server: env["DNS_SERVER"].clone(),
+        zone: env["DNS_ZONE"].clone(),
+        key: format!(
+            "hmac-sha256:{}:{}",
+            env["TSIG_KEY_NAME"], env["TSIG_SECRET"]
+        ),
+        added: Mutex::new(Vec::new()),
+        removed: Mutex::new(Vec::new()),
+    });
+    let settings = pbx_certd::acme::settings(shared.store()).unwrap();
+    let target = pbx_certd::acme::Target {
+        key: "system".into(),
+        tenant: None,
+        names: vec!["w.pbx.test".into(), "*.w.pbx.test".into()],
+    };
+    // No listeners at all: only DNS-01 can work.
+    let id = smol::block_on(pbx_certd::acme::issue::issue(
+        &shared,
+        &settings,
+        &target,
+        pbx_certd::acme::issue::Listeners::default(),
+        Some(provider.clone()),
+    ))
+    .expect("DNS-01 order");
+    let added = provider.added.lock().unwrap().clone();
+    assert_eq!(added.len(), 2, "{added:?}");
+    assert!(added
+        .iter()
+        .all(|a| a.starts_with("_acme-challenge.w.pbx.test ")));
+    let mut removed = provider.removed.lock().unwrap().clone();
+    removed.sort();
+    let mut added_sorted = added.clone();
+    added_sorted.sort();
+    assert_eq!(removed, added_sorted, "every TXT record withdrawn");
+    let txt = Command::new("dig")
+        .args(["+short", "-p", env["DNS_SERVER"].split(':').nth(1).unwrap()])
+        .args(["@127.0.0.1", "_acme-challenge.w.pbx.test", "TXT"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&txt.stdout).trim(),
+        "",
+        "TXT left in the zone"
+    );
+    let record = shared.store().cert(&id).unwrap().unwrap();
+    assert_eq!(record.source, pbx_certd::store::Source::Acme);
+    let mut names = record.names.clone();
+    names.sort();
+    assert_eq!(names, ["*.w.pbx.test", "w.pbx.test"]);
+    drop(shared);
+    assert_chain_verifies(dir.path(), &id, &root);
+}
+
+/// Accepts any server certificate and records the leaf (we test choice here).
+#[derive(Debug)]
+struct Capture(Mutex<Option<Vec<u8>>>);
+
+impl rustls::client::danger::ServerCertVerifier for Capture {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        *self.0.lock().unwrap() = Some(end_entity.to_vec());
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// An in-memory handshake; the leaf the server presented.
+fn leaf_in_memory(
+    server: &Arc<rustls::ServerConfig>,
+    sni: &str,
+    alpn: &[&[u8]],
+) -> Option<Vec<u8>> {
+    let capture = Arc::new(Capture(Mutex::new(None)));
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(capture.clone())
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let name = ServerName::try_from(sni.to_string()).unwrap();
+    let mut client = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut srv = rustls::ServerConnection::new(server.clone()).unwrap();
+    for _ in 0..10 {
+        let mut buf = Vec::new();
+        client.write_tls(&mut buf).unwrap();
+        if srv.read_tls(&mut buf.as_slice()).is_err() || srv.process_new_packets().is_err() {
+            break;
+        }
+        let mut back = Vec::new();
+        srv.write_tls(&mut back).unwrap();
+        if client.read_tls(&mut back.as_slice()).is_err() || client.process_new_packets().is_err() {
+            break;
+        }
+        if !client.is_handshaking() {
+            break;
+        }
+    }
+    let leaf = capture.0.lock().unwrap().clone();
+    leaf
+}
+
+#[test]
+fn only_a_client_offering_exactly_acme_tls_1_gets_the_challenge_certificate() {
+    // RFC 8737 §3/§6.2, in memory (no peers needed).
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["x.example".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (c, k) = (d.join("c.pem"), d.join("k.pem"));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    ok(
+        d,
+        &[
+            "import",
+            "--cert",
+            c.to_str().unwrap(),
+            "--key",
+            k.to_str().unwrap(),
+            "--kind",
+            "server",
+        ],
+    );
+    let shared = pbx_certd::daemon::Shared::new(pbx_certd::Store::open(d).unwrap()).unwrap();
+    let server = pbx_certd::tls::server_config(
+        shared.clone(),
+        &[b"http/1.1", pbx_certd::acme::issue::ACME_TLS_ALPN],
+    )
+    .unwrap();
+    let acme: &[u8] = b"acme-tls/1";
+    let normal = cert.der().to_vec();
+    // A validation client with no challenge pending gets no certificate at
+    // all (never the normal one, which it would take as a wrong answer).
+    assert_eq!(
+        leaf_in_memory(&server, "x.example", &[acme]),
+        None,
+        "no challenge yet"
+    );
+    assert_eq!(
+        leaf_in_memory(&server, "x.example", &[]),
+        Some(normal.clone())
+    );
+
+    let challenge = pbx_certd::acme::issue::alpn_cert("x.example", &[7u8; 32]).unwrap();
+    let challenge_der = challenge.cert[0].to_vec();
+    shared
+        .set_challenges(|c| {
+            c.alpn.insert("x.example".into(), challenge);
+        })
+        .unwrap();
+    assert_eq!(
+        leaf_in_memory(&server, "X.Example", &[acme]),
+        Some(challenge_der.clone())
+    );
+    assert_eq!(
+        leaf_in_memory(&server, "x.example", &[]),
+        Some(normal.clone())
+    );
+    assert_eq!(
+        leaf_in_memory(&server, "x.example", &[b"http/1.1"]),
+        Some(normal.clone())
+    );
+    assert_eq!(
+        leaf_in_memory(&server, "x.example", &[b"http/1.1", acme]),
+        Some(normal.clone()),
+        "acme-tls/1 among others is a normal client"
+    );
+    assert_eq!(
+        leaf_in_memory(&server, "other.example", &[acme]),
+        None,
+        "no challenge for that name"
+    );
+    // The challenge certificate carries the critical acmeIdentifier (1.3.6.1.5.5.7.1.31).
+    let oid_der = [
+        0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x01, 0x1f, 0x01, 0x01, 0xff,
+    ];
+    assert!(challenge_der.windows(oid_der.len()).any(|w| w == oid_der));
+    shared.set_challenges(|c| c.alpn.clear()).unwrap();
+    assert_eq!(leaf_in_memory(&server, "x.example", &[acme]), None);
+    assert_eq!(leaf_in_memory(&server, "x.example", &[]), Some(normal));
+}
+
+#[test]
+fn the_timer_renews_when_a_third_of_the_lifetime_is_left() {
+    let Some((_lock, _)) = peers() else { return };
+    // 30-second certificates: due 20 s after issuance (1/3 rule), no trigger.
+    let env = peers_script(&["restart-pebble"], &[("PEBBLE_CERT_VALIDITY", "30")]);
+    let result = std::panic::catch_unwind(|| {
+        let dir = setup(&env, true);
+        let d = dir.path();
+        ok(d, &["tenant", "add", "theta", "--dns", "theta.pbx.test"]);
+        ok(d, &["acme", "set", "--check-interval", "1"]);
+        let mut daemon = Daemon::start(d, &env, true);
+        daemon.next_outcome().expect("first order");
+        let first = acme_certs(d)[0].clone();
+        let life = parse_time(first["not_after"].as_str().unwrap())
+            - parse_time(first["not_before"].as_str().unwrap());
+        assert!(
+            life <= 60,
+            "pebble ignored certificateValidityPeriod: {first}"
+        );
+        daemon.next_outcome().expect("renewal by the timer");
+        let certs = acme_certs(d);
+        assert_eq!(
+            certs.len(),
+            1,
+            "the renewed certificate replaced the old one"
+        );
+        assert_ne!(certs[0]["id"], first["id"]);
+        daemon.stop();
+    });
+    peers_script(&["restart-pebble"], &[]);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+fn parse_time(s: &str) -> i64 {
+    pbx_certd::clock::parse_rfc3339(s).unwrap()
+}
