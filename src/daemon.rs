@@ -99,6 +99,11 @@ impl Shared {
 fn is_write(command: &Command) -> bool {
     matches!(
         command,
-        Command::RootsDelete { .. } | Command::RootsReset | Command::AdminPassword { .. }
+        Command::RootsDelete { .. }
+            | Command::RootsReset
+            | Command::AdminPassword { .. }
+            | Command::DnsAdd { .. }
+            | Command::DnsRemove { .. }
+            | Command::DnsSet { .. }
     )
 }

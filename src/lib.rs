@@ -16,6 +16,7 @@ pub mod cli;
 pub mod clock;
 pub mod control;
 pub mod daemon;
+pub mod dns;
 pub mod error;
 pub mod http;
 pub mod limits;

@@ -157,3 +157,42 @@ pub const LOGIN_LOCKOUT_RESET: Duration = Duration::from_secs(3600);
 
 /// Longest ACME HTTP-01 token looked up (RFC 8555 tokens are ~43 characters).
 pub const MAX_ACME_TOKEN_LEN: usize = 256;
+
+// --- DNS-01 providers (src/dns/) --------------------------------------------
+
+/// Largest UDP DNS answer read: we send no EDNS(0), so servers answer in
+/// 512 bytes or set TC (then TCP); 4 KiB also takes servers that ignore that.
+pub const MAX_DNS_UDP_BYTES: usize = 4096;
+
+/// Time for one DNS exchange on one transport (UDP, then TCP) with one server:
+/// a primary on the LAN answers in milliseconds, one across the world in < 1 s.
+pub const DNS_EXCHANGE_TIMEOUT_SECS: u64 = 5;
+
+/// TTL of the challenge TXT record: short, so a stale value is not cached
+/// long by the CA's resolvers if a retry puts a new one.
+pub const DNS01_TXT_TTL: u32 = 60;
+
+/// Default time to wait for the TXT record on the zone's servers (setting
+/// `dns set --propagation-timeout`): secondaries get NOTIFY within seconds,
+/// a SOA refresh can take minutes.
+pub const DNS_PROPAGATION_TIMEOUT_SECS: u64 = 120;
+
+/// Longest propagation timeout accepted: an ACME order's authorizations stay
+/// pending for hours, but a renewal must not hang for longer than this.
+pub const DNS_PROPAGATION_MAX_TIMEOUT_SECS: u64 = 3600;
+
+/// Default pause between propagation checks (setting `--propagation-interval`).
+pub const DNS_PROPAGATION_INTERVAL_SECS: u64 = 2;
+
+/// Shortest pause between propagation checks: do not hammer the servers.
+pub const DNS_PROPAGATION_MIN_INTERVAL_SECS: u64 = 1;
+
+/// Most DNS providers configured: one per zone; a PBX hosts few zones.
+pub const MAX_DNS_PROVIDERS: usize = 256;
+
+/// Longest provider name: an identifier for humans and scripts.
+pub const MAX_DNS_PROVIDER_NAME_LEN: usize = 64;
+
+/// Longest TSIG secret or API token (Base64 of a 512-bit HMAC key is 88
+/// characters; API tokens are < 200).
+pub const MAX_DNS_SECRET_LEN: usize = 1024;

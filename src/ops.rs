@@ -69,6 +69,21 @@ pub enum Command {
     StirShakenSelect { tenant: String },
     /// `admin password` (the password read from the terminal or stdin)
     AdminPassword { password: String },
+    /// `dns add NAME --provider P --zone Z ...`
+    DnsAdd {
+        name: String,
+        zone: String,
+        config: crate::dns::ProviderConfig,
+    },
+    /// `dns list`
+    DnsList,
+    /// `dns remove NAME`
+    DnsRemove { name: String },
+    /// `dns set [--propagation-timeout S] [--propagation-interval S]`
+    DnsSet {
+        propagation_timeout: Option<u64>,
+        propagation_interval: Option<u64>,
+    },
 }
 
 /// Bytes as a Base64 string in JSON (compact on the control socket).
@@ -242,6 +257,28 @@ pub fn execute(store: &Store, command: &Command) -> Result<Value, Error> {
         Command::AdminPassword { password } => {
             crate::auth::set_password(store, password)?;
             Ok(ok())
+        }
+        Command::DnsAdd { name, zone, config } => {
+            crate::dns::add(store, name, zone, config.clone())?;
+            Ok(ok())
+        }
+        Command::DnsList => Ok(Value::Array(
+            crate::dns::list(store)?
+                .iter()
+                .map(crate::dns::ProviderEntry::listing)
+                .collect(),
+        )),
+        Command::DnsRemove { name } => crate::dns::remove(store, name).map(|()| ok()),
+        Command::DnsSet {
+            propagation_timeout,
+            propagation_interval,
+        } => {
+            let s =
+                crate::dns::set_propagation(store, *propagation_timeout, *propagation_interval)?;
+            Ok(json!({
+                "propagation_timeout": s.timeout_secs,
+                "propagation_interval": s.interval_secs,
+            }))
         }
         Command::StirShakenSelect { tenant } => {
             let (id, matched) = certs::stir_select(store, tenant)?;

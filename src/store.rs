@@ -491,6 +491,11 @@ impl Store {
         self.kv.get(Tree::Settings, name.as_bytes())
     }
 
+    /// Raw settings whose name starts with `prefix` (DNS providers, ...).
+    pub fn settings_with_prefix(&self, prefix: &str) -> Result<Vec<Entry>, StoreError> {
+        self.kv.scan_prefix(Tree::Settings, prefix.as_bytes())
+    }
+
     /// The next import sequence number (the batch must bump it).
     pub fn next_seq(&self) -> Result<u64, StoreError> {
         Ok(match self.kv.get(Tree::Settings, SETTING_NEXT_SEQ)? {
