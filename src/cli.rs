@@ -103,6 +103,20 @@ pub enum Cmd {
         #[command(subcommand)]
         command: DnsCmd,
     },
+    /// Make a new key (kept in the store) and print a CSR to buy a certificate with.
+    Csr {
+        /// A DNS name for the certificate (repeatable; the first is the CN).
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
+        /// Key type.
+        #[arg(long, value_enum, default_value_t = KeyTypeArg::P256)]
+        key_type: KeyTypeArg,
+    },
+    /// The local CA for closed networks (init, issue, show).
+    Ca {
+        #[command(subcommand)]
+        command: CaCmd,
+    },
     /// STIR/SHAKEN certificate choice.
     #[command(name = "stir-shaken")]
     StirShaken {
@@ -208,6 +222,30 @@ pub struct ServeArgs {
 pub enum AdminCmd {
     /// Set the web admin password (read as one line from stdin).
     Password,
+}
+
+/// `--key-type` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeyTypeArg {
+    /// ECDSA P-256.
+    P256,
+    /// RSA 2048 (not available in this build: unsupported-key-type).
+    Rsa2048,
+}
+
+/// `ca` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CaCmd {
+    /// Create the local CA (key and root certificate, kept in the store).
+    Init,
+    /// Issue a certificate for a tenant's DNS names, signed by the local CA.
+    Issue {
+        /// Tenant name.
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Print the local CA's root certificate (PEM), to load onto phones.
+    Show,
 }
 
 /// `dns` subcommands.
@@ -418,6 +456,22 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
             command: StirCmd::Select { tenant },
         } => Command::StirShakenSelect { tenant },
         Cmd::Dns { command } => dns_command(command)?,
+        Cmd::Csr { names, key_type } => Command::Csr {
+            names,
+            key_type: match key_type {
+                KeyTypeArg::P256 => crate::localca::KeyType::P256,
+                KeyTypeArg::Rsa2048 => crate::localca::KeyType::Rsa2048,
+            },
+        },
+        Cmd::Ca {
+            command: CaCmd::Init,
+        } => Command::CaInit,
+        Cmd::Ca {
+            command: CaCmd::Show,
+        } => Command::CaShow,
+        Cmd::Ca {
+            command: CaCmd::Issue { tenant },
+        } => Command::CaIssue { tenant },
         Cmd::Admin {
             command: AdminCmd::Password,
         } => Command::AdminPassword {
@@ -525,7 +579,9 @@ pub fn render(command: &Command, v: &Value) -> String {
             }
             out
         }
-        Command::Import { .. } => {
+        Command::Csr { .. } => s(&v["csr"]).to_owned(),
+        Command::CaInit | Command::CaShow => s(&v["pem"]).to_owned(),
+        Command::Import { .. } | Command::CaIssue { .. } => {
             let mut out = format!(
                 "imported {} certificate {}{}\n  names: {}\n  expires: {}\n",
                 s(&v["kind"]),

@@ -105,5 +105,7 @@ fn is_write(command: &Command) -> bool {
             | Command::DnsAdd { .. }
             | Command::DnsRemove { .. }
             | Command::DnsSet { .. }
+            | Command::Csr { .. }
+            | Command::CaInit
     )
 }

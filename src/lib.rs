@@ -20,6 +20,7 @@ pub mod dns;
 pub mod error;
 pub mod http;
 pub mod limits;
+pub mod localca;
 pub mod logger;
 pub mod names;
 pub mod ops;

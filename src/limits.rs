@@ -196,3 +196,16 @@ pub const MAX_DNS_PROVIDER_NAME_LEN: usize = 64;
 /// Longest TSIG secret or API token (Base64 of a 512-bit HMAC key is 88
 /// characters; API tokens are < 200).
 pub const MAX_DNS_SECRET_LEN: usize = 1024;
+
+// --- CSR and local CA (src/localca.rs) --------------------------------------
+
+/// Most DNS names in one CSR: public CAs allow 100 SANs per certificate.
+pub const MAX_CSR_NAMES: usize = 100;
+
+/// Validity of the local CA's root: ten years, so phones loaded with it
+/// keep working for the life of the appliance.
+pub const LOCAL_CA_DAYS: u64 = 3650;
+
+/// Validity of a certificate issued by the local CA: 825 days, the most
+/// Apple platforms accept for a TLS server certificate.
+pub const LOCAL_CA_LEAF_DAYS: u64 = 825;

@@ -77,6 +77,17 @@ pub enum Command {
     },
     /// `dns list`
     DnsList,
+    /// `csr --name HOST... [--key-type T]`
+    Csr {
+        names: Vec<String>,
+        key_type: crate::localca::KeyType,
+    },
+    /// `ca init`
+    CaInit,
+    /// `ca show`
+    CaShow,
+    /// `ca issue --tenant NAME`
+    CaIssue { tenant: String },
     /// `dns remove NAME`
     DnsRemove { name: String },
     /// `dns set [--propagation-timeout S] [--propagation-interval S]`
@@ -133,6 +144,7 @@ impl Command {
                 | Command::SystemSet { .. }
                 | Command::Import { .. }
                 | Command::CertDelete { .. }
+                | Command::CaIssue { .. }
         )
     }
 }
@@ -257,6 +269,13 @@ pub fn execute(store: &Store, command: &Command) -> Result<Value, Error> {
         Command::AdminPassword { password } => {
             crate::auth::set_password(store, password)?;
             Ok(ok())
+        }
+        Command::Csr { names, key_type } => crate::localca::csr(store, names, *key_type),
+        Command::CaInit => crate::localca::init(store),
+        Command::CaShow => crate::localca::show(store),
+        Command::CaIssue { tenant } => {
+            let imported = crate::localca::issue(store, tenant)?;
+            Ok(serde_json::to_value(imported).unwrap_or_default())
         }
         Command::DnsAdd { name, zone, config } => {
             crate::dns::add(store, name, zone, config.clone())?;

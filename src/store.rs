@@ -264,6 +264,8 @@ pub enum Source {
     SelfSigned,
     /// Issued through ACME.
     Acme,
+    /// Issued by the PBX's own local CA (`ca issue`).
+    LocalCa,
 }
 
 impl Source {
@@ -273,6 +275,7 @@ impl Source {
             Source::Upload => "upload",
             Source::SelfSigned => "self-signed",
             Source::Acme => "acme",
+            Source::LocalCa => "local-ca",
         }
     }
 }
