@@ -458,6 +458,22 @@ fn cli_add_list_remove_masks_secrets_and_the_provider_drives_bind() {
         cf.provider().err().map(|e| e.code()),
         Some("dns-provider-unavailable")
     );
+
+    // The ACME client's path: prepare (store) → publish (add + wait) → cleanup.
+    let ch = pbx_certd::dns::Challenge::prepare(&store, "*.pbx.test", &value("acme"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(ch.fqdn, "_acme-challenge.pbx.test");
+    assert_eq!(ch.provider_name, "sub");
+    block(ch.publish()).unwrap();
+    assert_eq!(peer.dig_txt(&ch.fqdn), vec![value("acme")]);
+    block(ch.cleanup()).unwrap();
+    assert!(peer.dig_txt(&ch.fqdn).is_empty());
+    assert!(
+        pbx_certd::dns::Challenge::prepare(&store, "www.other.test", "v")
+            .unwrap()
+            .is_none()
+    );
     drop(store);
 
     pbx.ok_true(&["dns", "remove", "sub"]);

@@ -244,6 +244,57 @@ pub fn challenge_name(domain: &str) -> String {
     format!("_acme-challenge.{}", base.to_ascii_lowercase())
 }
 
+/// One DNS-01 challenge record, ready to publish: what the ACME client
+/// holds between "challenge received" and "challenge done".
+///
+/// Use: `Challenge::prepare` (blocking: reads the store) → `publish` (add the
+/// TXT record, then wait until the zone's servers answer it) → tell the CA to
+/// validate → `cleanup` (always, also after a failure).
+pub struct Challenge {
+    /// The provider's name (for logs and errors).
+    pub provider_name: String,
+    /// `_acme-challenge.<domain>`.
+    pub fqdn: String,
+    value: String,
+    provider: Box<dyn DnsProvider>,
+    settings: PropagationSettings,
+}
+
+impl Challenge {
+    /// The challenge for `domain` (a host or `*.host`) with the DNS-01
+    /// `value` (Base64url SHA-256 of the key authorization, RFC 8555 §8.4),
+    /// or `None` when no provider covers the domain.
+    pub fn prepare(store: &Store, domain: &str, value: &str) -> Result<Option<Challenge>, Error> {
+        let Some(entry) = provider_for(store, domain)? else {
+            return Ok(None);
+        };
+        Ok(Some(Challenge {
+            provider: entry.provider()?,
+            provider_name: entry.name,
+            fqdn: challenge_name(domain),
+            value: value.to_owned(),
+            settings: propagation_settings(store)?,
+        }))
+    }
+
+    /// Add the TXT record and wait until every authoritative server has it.
+    pub async fn publish(&self) -> Result<(), DnsError> {
+        self.provider.add_txt(&self.fqdn, &self.value).await?;
+        propagation::wait_for_txt(
+            &self.provider.authoritative_servers(),
+            &self.fqdn,
+            &self.value,
+            self.settings,
+        )
+        .await
+    }
+
+    /// Remove the TXT record (absent is fine).
+    pub async fn cleanup(&self) -> Result<(), DnsError> {
+        self.provider.remove_txt(&self.fqdn, &self.value).await
+    }
+}
+
 /// Is the (normalised) `name` inside (normalised) `zone`?
 pub fn in_zone(name: &str, zone: &str) -> bool {
     name == zone
