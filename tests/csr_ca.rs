@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::*;
+use serde_json::Value;
 
 fn openssl_ok(args: &[&str], stdin: Option<&[u8]>) -> Out {
     let mut cmd = Command::new("openssl");
@@ -222,6 +223,8 @@ fn local_ca_issues_a_chain_openssl_verifies_and_the_daemon_serves_it() {
         .expect("no-such-tenant");
 
     // Issue while the daemon runs: the command goes over the control socket.
+    pbx.run_stdin(&["admin", "password"], b"correct horse battery\n")
+        .success();
     let daemon = Daemon::start(&pbx);
     let issued = pbx.ok(&["ca", "issue", "--tenant", "acme"]);
     assert_eq!(issued["kind"], "domain");
@@ -284,4 +287,59 @@ fn local_ca_issues_a_chain_openssl_verifies_and_the_daemon_serves_it() {
     );
     let served = pem_certs(&out.stdout);
     assert_eq!(sha256_hex(&served[0]), id);
+
+    // The same through the JSON API (HTTP Basic), and dns commands with the
+    // daemon up.
+    let api = |method: &str, path: &str, body: Option<&str>| -> Value {
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-sk",
+            "-u",
+            "admin:correct horse battery",
+            "-X",
+            method,
+            &format!("https://{}/api{path}", daemon.https),
+        ]);
+        if method == "POST" {
+            let b = body.unwrap_or("{}");
+            cmd.args(["-H", "Content-Type: application/json", "--data", b]);
+        }
+        let out = run_command(cmd, None);
+        out.success();
+        out.json()
+    };
+    assert_eq!(api("GET", "/ca", None)["pem"], root_pem.as_str());
+    let csr = api("POST", "/csr", Some(r#"{"names":["web.acme.test"]}"#));
+    assert!(csr["csr"]
+        .as_str()
+        .unwrap()
+        .starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
+    assert_eq!(
+        api(
+            "POST",
+            "/csr",
+            Some(r#"{"names":["a.test"],"key_type":"rsa2048"}"#)
+        )["error"]["code"],
+        "unsupported-key-type"
+    );
+    assert_eq!(api("POST", "/ca/init", None)["error"]["code"], "ca-exists");
+    pbx.ok_true(&[
+        "dns",
+        "add",
+        "cf",
+        "--provider",
+        "cloudflare",
+        "--zone",
+        "acme.test",
+        "--token",
+        "cf-token-0123456789abcdef",
+    ]);
+    let list = api("GET", "/dns", None);
+    assert_eq!(list[0]["name"], "cf");
+    assert!(!list.to_string().contains("cf-token-0123456789abcdef"));
+    assert_eq!(
+        api("DELETE", "/dns/cf", None),
+        serde_json::json!({"ok": true})
+    );
+    assert_eq!(as_array(pbx.ok(&["dns", "list"])).len(), 0);
 }
