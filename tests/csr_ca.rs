@@ -342,4 +342,61 @@ fn local_ca_issues_a_chain_openssl_verifies_and_the_daemon_serves_it() {
         serde_json::json!({"ok": true})
     );
     assert_eq!(as_array(pbx.ok(&["dns", "list"])).len(), 0);
+
+    // The web admin's CSR page: log in, read the CSRF token, post the form,
+    // get the CSR as a download.
+    let jar = pbx.files.join("cookies.txt");
+    let jar = path_str(&jar);
+    let base = format!("https://{}", daemon.https);
+    let curl = |args: &[&str]| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sk", "-c", jar, "-b", jar]).args(args);
+        let out = run_command(cmd, None);
+        out.success();
+        out.stdout
+    };
+    curl(&[
+        "-X",
+        "POST",
+        "--data-urlencode",
+        "password=correct horse battery",
+        &format!("{base}/login"),
+    ]);
+    let page = curl(&[&format!("{base}/csr")]);
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no CSRF token on the CSR page:\n{page}"))
+        .to_string();
+    let answer = curl(&[
+        "-D",
+        "-",
+        "-X",
+        "POST",
+        "--data-urlencode",
+        &format!("csrf={csrf}"),
+        "--data-urlencode",
+        "names=page.acme.test\nsip2.acme.test",
+        "--data-urlencode",
+        "key_type=p256",
+        &format!("{base}/csr"),
+    ]);
+    let lower = answer.to_ascii_lowercase();
+    assert!(
+        lower.contains("content-disposition: attachment; filename=\"page.acme.test.csr\""),
+        "{answer}"
+    );
+    let pem_start = answer.find("-----BEGIN CERTIFICATE REQUEST-----").unwrap();
+    let csr_file = pbx.file("page.csr", &answer[pem_start..]);
+    let out = openssl_ok(
+        &["req", "-in", &csr_file, "-noout", "-verify", "-text"],
+        None,
+    );
+    assert!(
+        out.stdout.contains("DNS:sip2.acme.test"),
+        "{}",
+        out.describe()
+    );
+    assert!(!answer.contains("PRIVATE KEY"));
 }

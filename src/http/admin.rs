@@ -73,6 +73,10 @@ pub enum Route {
     Import,
     /// `POST /import`
     ImportPost,
+    /// `GET /csr`
+    Csr,
+    /// `POST /csr` (answers with the CSR as a download)
+    CsrPost,
     /// `GET /tenants`
     Tenants,
     /// `POST /tenants/add`
@@ -128,6 +132,10 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> Route {
         "/import" => match method {
             "POST" => Route::ImportPost,
             _ => page(Route::Import, get),
+        },
+        "/csr" => match method {
+            "POST" => Route::CsrPost,
+            _ => page(Route::Csr, get),
         },
         "/tenants" => page(Route::Tenants, get),
         "/tenants/add" => page(Route::TenantAdd, post),
@@ -566,6 +574,49 @@ impl Admin {
         }
     }
 
+    async fn csr_post(&self, req: &Req, session: &SessionView) -> Resp {
+        let form = match self.form(req, session) {
+            Ok(f) => f,
+            Err(r) => return r,
+        };
+        let raw = form.get("names").unwrap_or("").to_owned();
+        let names: Vec<String> = raw
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let key_type = match form.get("key_type").unwrap_or("p256") {
+            "rsa2048" => crate::localca::KeyType::Rsa2048,
+            _ => crate::localca::KeyType::P256,
+        };
+        match self.run(Command::Csr { names, key_type }).await {
+            Ok(v) => {
+                let first = v["names"][0].as_str().unwrap_or("request");
+                let file: String = first
+                    .chars()
+                    .map(|c| if c == '*' { '_' } else { c })
+                    .collect();
+                Resp::new(
+                    200,
+                    "application/pkcs10",
+                    v["csr"].as_str().unwrap_or("").to_owned(),
+                )
+                .with(
+                    "Content-Disposition",
+                    format!("attachment; filename=\"{file}.csr\""),
+                )
+            }
+            Err(e) => Resp::html(
+                api::status_of(&e),
+                html::csr(
+                    &session.csrf,
+                    &raw,
+                    &[("err", e.code_str().into(), e.to_string())],
+                ),
+            ),
+        }
+    }
+
     async fn pem(&self, command: Command, id: &str, session: &SessionView) -> Resp {
         match self.run(command).await {
             Ok(v) => {
@@ -703,6 +754,8 @@ impl Admin {
                 html::import(csrf, "", "auto", &self.flash_lines(session)),
             ),
             Route::ImportPost => self.import_post(req, session).await,
+            Route::Csr => Resp::html(200, html::csr(csrf, "", &self.flash_lines(session))),
+            Route::CsrPost => self.csr_post(req, session).await,
             Route::Tenants => {
                 let tenants = self.run(Command::TenantList).await;
                 let system = self.run(Command::SystemShow).await;
@@ -966,6 +1019,9 @@ mod tests {
         assert_eq!(route("GET", "/roots/reset", None), Route::RootsResetConfirm);
         assert_eq!(route("POST", "/roots/reset", None), Route::RootsReset);
         assert_eq!(route("POST", "/import", None), Route::ImportPost);
+        assert_eq!(route("GET", "/csr", None), Route::Csr);
+        assert_eq!(route("POST", "/csr", None), Route::CsrPost);
+        assert_eq!(route("DELETE", "/csr", None), Route::MethodNotAllowed);
         assert_eq!(
             route("GET", "/api/certs", None),
             Route::Api(ApiRoute::Certs)

@@ -336,7 +336,9 @@ placeholder=\"-----BEGIN PRIVATE KEY-----\"></textarea>\
 <p class=\"note\">May be left empty to update a certificate whose key is already stored. \
 The key is stored on the PBX and never shown or sent again.</p>\
 <label for=\"kind\">Kind</label><select id=\"kind\" name=\"kind\">{}{}{}{}{}</select>\
-<div><button type=\"submit\">Import</button></div></form>",
+<div><button type=\"submit\">Import</button></div></form>\
+<p class=\"note\">No certificate yet? <a href=\"/csr\">Make a key and a CSR</a> to buy one; \
+its key stays on the PBX, so the bought certificate is imported here with an empty key box.</p>",
         lines(message),
         csrf_field(csrf),
         esc(cert),
@@ -347,6 +349,33 @@ The key is stored on the PBX and never shown or sent again.</p>\
         option("stir-shaken", "STIR/SHAKEN"),
     );
     layout("Import", Nav::Import, Some(csrf), &body)
+}
+
+/// The CSR form: names (one per line) and key type; the answer is a download.
+pub fn csr(csrf: &str, names: &str, message: &[Line]) -> String {
+    let body = format!(
+        "{}<form method=\"post\" action=\"/csr\" class=\"box\">{}\
+<label for=\"names\">DNS names</label>\
+<textarea id=\"names\" name=\"names\" rows=\"5\" spellcheck=\"false\" required \
+placeholder=\"pbx.example.com&#10;sip.example.com\">{}</textarea>\
+<p class=\"note\">One name per line; the first is the certificate's common name.</p>\
+<label for=\"key_type\">Key type</label><select id=\"key_type\" name=\"key_type\">\
+<option value=\"p256\" selected>ECDSA P-256</option><option value=\"rsa2048\">RSA 2048 \
+(not available in this build)</option></select>\
+<p class=\"note\">A new private key is made and stored on the PBX; it is never shown. \
+Send the downloaded <code>.csr</code> to the CA, then import the certificate it sends \
+with an empty key box.</p>\
+<div><button type=\"submit\">Make key and download CSR</button></div></form>",
+        lines(message),
+        csrf_field(csrf),
+        esc(names),
+    );
+    layout(
+        "Certificate signing request",
+        Nav::Import,
+        Some(csrf),
+        &body,
+    )
 }
 
 /// Tenants and system settings.
@@ -465,6 +494,7 @@ mod tests {
             super::roots("TOKEN", &roots, Some("v2"), &[], 0),
             super::roots_reset_confirm("TOKEN", 1, "v"),
             super::import("TOKEN", "", "auto", &[]),
+            super::csr("TOKEN", "a.example", &[]),
             super::tenants("TOKEN", &tenants, &system, &certs, &[]),
             super::password("TOKEN", false, &[]),
         ];
