@@ -486,3 +486,63 @@ fn cli_add_list_remove_masks_secrets_and_the_provider_drives_bind() {
     pbx.err(&["dns", "set", "--propagation-interval", "0"])
         .expect("bad-dns-config");
 }
+
+/// A UDP "server" that answers each request once with `reply(request)`.
+fn fake_server(reply: fn(&[u8]) -> Vec<u8>) -> String {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let _ = sock.send_to(&reply(&buf[..n]), from);
+        }
+    });
+    addr
+}
+
+fn fake_provider(server: &str) -> Rfc2136 {
+    Rfc2136::new(
+        "example.test",
+        server,
+        "k.",
+        TsigAlgorithm::HmacSha256,
+        &base64_encode(&[1u8; 32]),
+    )
+    .unwrap()
+}
+
+#[test]
+fn an_unsigned_success_answer_is_not_believed() {
+    // A spoofed NOERROR without TSIG (the request echoed back as an answer)
+    // must not count as a successful update.
+    let server = fake_server(|req| {
+        let mut a = req.to_vec();
+        a[2] |= 0x80; // QR
+        a[3] &= 0xf0; // RCODE NOERROR
+        a[10] = 0; // ARCOUNT 0: drop the TSIG record
+        a[11] = 0;
+        a
+    });
+    let e = block(fake_provider(&server).add_txt("_acme-challenge.example.test", "v")).unwrap_err();
+    assert_eq!(e.code(), "dns-bad-response", "{e}");
+}
+
+#[test]
+fn garbage_answers_are_named_errors() {
+    // Right ID and QR, then nonsense: a header claiming records that are not there.
+    let server = fake_server(|req| {
+        let mut a = req[..12].to_vec();
+        a[2] |= 0x80;
+        a[4..12].copy_from_slice(&[0, 1, 0, 9, 0, 9, 0, 9]);
+        a.extend_from_slice(&[0xc0, 0xff, 0xff]);
+        a
+    });
+    let e = block(fake_provider(&server).add_txt("_acme-challenge.example.test", "v")).unwrap_err();
+    assert_eq!(e.code(), "dns-bad-response", "{e}");
+    let e = block(propagation::query_txt(
+        &server,
+        "_acme-challenge.example.test",
+    ))
+    .unwrap_err();
+    assert_eq!(e.code(), "dns-bad-response", "{e}");
+}
