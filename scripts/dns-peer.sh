@@ -5,7 +5,10 @@
 # (hmac-sha256 and hmac-sha512), `update-policy { grant KEY zonesub TXT; }`.
 #
 #   DNS_PEER_DIR   state directory (default target/dns-peer); one peer per dir
-#   DNS_PEER_PORT  UDP+TCP port on 127.0.0.1 (default 8053)
+#   DNS_PEER_ADDR  loopback address to listen on (default 127.0.0.1); the
+#                  zones' NS host ns1, apex and `*` have this address, so a
+#                  peer on ADDR port 53 is what the zones' NS records name
+#   DNS_PEER_PORT  UDP+TCP port (default 8053)
 #   DNS_PEER_ZONES zones (default "example.test pbx.test")
 #
 # `up` recreates the zones on every start (BIND will not reload a dynamic zone
@@ -17,6 +20,7 @@ set -euo pipefail
 
 DIR=${DNS_PEER_DIR:-$PWD/target/dns-peer}
 PORT=${DNS_PEER_PORT:-8053}
+ADDR=${DNS_PEER_ADDR:-127.0.0.1}
 ZONES=${DNS_PEER_ZONES:-"example.test pbx.test"}
 PIDFILE=$DIR/named.pid
 
@@ -72,9 +76,9 @@ up() {
 \$TTL 60
 @       IN SOA  ns1.$z. hostmaster.$z. ( 1 60 60 3600 30 )
         IN NS   ns1.$z.
-ns1     IN A    127.0.0.1
-@       IN A    127.0.0.1
-*       IN A    127.0.0.1
+ns1     IN A    $ADDR
+@       IN A    $ADDR
+*       IN A    $ADDR
 ZONE
         zones_conf+="zone \"$z\" { type primary; file \"$DIR/zones/$z.zone\"; update-policy { grant update-sha256. zonesub TXT; grant update-sha512. zonesub TXT; }; };"$'\n'
     done
@@ -85,7 +89,7 @@ options {
     pid-file none;
     session-keyfile "$DIR/session.key";
     managed-keys-directory "$DIR/zones";
-    listen-on port $PORT { 127.0.0.1; };
+    listen-on port $PORT { $ADDR; };
     listen-on-v6 { none; };
     recursion no;
     allow-transfer { none; };
@@ -100,17 +104,17 @@ CONF
     echo $! >"$PIDFILE"
     local first=${ZONES%% *}
     for _ in $(seq 200); do
-        if dig +time=1 +tries=1 @127.0.0.1 -p "$PORT" "$first" SOA +short 2>/dev/null | grep -q ns1; then
+        if dig +time=1 +tries=1 @"$ADDR" -p "$PORT" "$first" SOA +short 2>/dev/null | grep -q ns1; then
             break
         fi
         is_ours "$(<"$PIDFILE")" || { cat "$DIR/named.log" >&2; die "named exited"; }
         sleep 0.1
     done
-    dig +time=1 +tries=1 @127.0.0.1 -p "$PORT" "$first" SOA +short | grep -q ns1 \
+    dig +time=1 +tries=1 @"$ADDR" -p "$PORT" "$first" SOA +short | grep -q ns1 \
         || { cat "$DIR/named.log" >&2; down; die "named does not answer"; }
     secret() { sed -n "/key \"$1\"/,/};/s/.*secret \"\(.*\)\";.*/\1/p" "$DIR/keys.conf"; }
     {
-        echo "DNS_SERVER=127.0.0.1:$PORT"
+        echo "DNS_SERVER=$ADDR:$PORT"
         echo "DNS_ZONES=$ZONES"
         echo "TSIG256_NAME=update-sha256."
         echo "TSIG256_SECRET=$(secret update-sha256.)"

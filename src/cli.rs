@@ -292,6 +292,9 @@ pub enum DnsCmd {
         /// Seconds between two checks.
         #[arg(long)]
         propagation_interval: Option<u64>,
+        /// Also check the zone's name servers (its NS records, port 53).
+        #[arg(long)]
+        check_ns: Option<bool>,
     },
 }
 
@@ -514,9 +517,11 @@ fn dns_command(command: DnsCmd) -> Result<Command, Error> {
         DnsCmd::Set {
             propagation_timeout,
             propagation_interval,
+            check_ns,
         } => Command::DnsSet {
             propagation_timeout,
             propagation_interval,
+            check_ns,
         },
     })
 }
@@ -679,8 +684,8 @@ pub fn render(command: &Command, v: &Value) -> String {
             out
         }
         Command::DnsSet { .. } => format!(
-            "propagation timeout {} s, interval {} s\n",
-            v["propagation_timeout"], v["propagation_interval"]
+            "propagation timeout {} s, interval {} s, check NS servers: {}\n",
+            v["propagation_timeout"], v["propagation_interval"], v["check_ns"]
         ),
         Command::TenantRemove { .. }
         | Command::DnsAdd { .. }

@@ -209,3 +209,7 @@ pub const LOCAL_CA_DAYS: u64 = 3650;
 /// Validity of a certificate issued by the local CA: 825 days, the most
 /// Apple platforms accept for a TLS server certificate.
 pub const LOCAL_CA_LEAF_DAYS: u64 = 825;
+
+/// Most name servers of a zone checked for propagation: real zones have 2–6;
+/// this bounds the work a hostile NS RRset can cause.
+pub const MAX_ZONE_NAME_SERVERS: usize = 16;

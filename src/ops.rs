@@ -94,6 +94,8 @@ pub enum Command {
     DnsSet {
         propagation_timeout: Option<u64>,
         propagation_interval: Option<u64>,
+        #[serde(default)]
+        check_ns: Option<bool>,
     },
 }
 
@@ -291,12 +293,18 @@ pub fn execute(store: &Store, command: &Command) -> Result<Value, Error> {
         Command::DnsSet {
             propagation_timeout,
             propagation_interval,
+            check_ns,
         } => {
-            let s =
-                crate::dns::set_propagation(store, *propagation_timeout, *propagation_interval)?;
+            let s = crate::dns::set_propagation(
+                store,
+                *propagation_timeout,
+                *propagation_interval,
+                *check_ns,
+            )?;
             Ok(json!({
                 "propagation_timeout": s.timeout_secs,
                 "propagation_interval": s.interval_secs,
+                "check_ns": s.check_ns,
             }))
         }
         Command::StirShakenSelect { tenant } => {

@@ -1,6 +1,8 @@
 //! DNS-01 through RFC 2136 + TSIG against a real BIND9 (Debian `bind9`),
-//! started per test by `scripts/dns-peer.sh up` on a free loopback port and
-//! stopped by its PID (`down`) when the test ends. Records are checked with
+//! started per test by `scripts/dns-peer.sh up` on a free port of 127.0.0.1
+//! and stopped by its PID (`down`) when the test ends. (The zones' NS host
+//! has address 127.0.0.1, so the NS check asks 127.0.0.1:53, where no peer
+//! of ours listens: used to prove the NS check is real.) Records are checked with
 //! `dig` (an independent client) and with our own query.
 
 mod common;
@@ -24,17 +26,6 @@ struct Peer {
 
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/dns-peer.sh")
-}
-
-fn free_port() -> u16 {
-    // A port free for TCP and UDP right now (BIND binds both).
-    loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
 }
 
 impl Peer {
@@ -152,6 +143,7 @@ fn add_is_seen_by_bind_then_remove_removes_it() {
     let settings = PropagationSettings {
         timeout_secs: 30,
         interval_secs: 1,
+        check_ns: true,
     };
     block(propagation::wait_for_txt(
         &p.authoritative_servers(),
@@ -240,6 +232,7 @@ fn wildcard_challenge_goes_to_the_base_name() {
     let settings = PropagationSettings {
         timeout_secs: 30,
         interval_secs: 1,
+        check_ns: true,
     };
     block(propagation::wait_for_txt(
         &p.authoritative_servers(),
@@ -286,6 +279,7 @@ fn propagation_gives_up_with_a_named_error() {
     let settings = PropagationSettings {
         timeout_secs: 0,
         interval_secs: 1,
+        check_ns: true,
     };
     let e = block(propagation::wait_for_txt(
         &[peer.server().to_string()],
@@ -412,6 +406,11 @@ fn cli_add_list_remove_masks_secrets_and_the_provider_drives_bind() {
     ])
     .usage_error();
 
+    // The peer is not on port 53, so the zone's NS servers cannot be asked
+    // here (see ns_check_asks_the_servers_the_zone_names).
+    let s = pbx.ok(&["dns", "set", "--check-ns", "false"]);
+    assert_eq!(s["check_ns"], false);
+    assert_eq!(s["propagation_timeout"], 120);
     let list = pbx.ok(&["dns", "list"]);
     let text = list.to_string();
     assert!(!text.contains(&secret), "{text}");
@@ -474,6 +473,20 @@ fn cli_add_list_remove_masks_secrets_and_the_provider_drives_bind() {
             .unwrap()
             .is_none()
     );
+    // With the NS check on, publish also waits for 127.0.0.1:53 (the zone's
+    // NS): it gives up with the named error, and cleanup still works.
+    pbx_certd::dns::set_propagation(&store, Some(0), None, Some(true)).unwrap();
+    let ch = pbx_certd::dns::Challenge::prepare(&store, "pbx.test", &value("ns"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        block(ch.servers()).unwrap(),
+        vec![peer.server().to_string(), "127.0.0.1:53".to_string()]
+    );
+    let e = block(ch.publish()).unwrap_err();
+    assert_eq!(e.code(), "dns-not-propagated", "{e}");
+    block(ch.cleanup()).unwrap();
+    assert!(peer.dig_txt(&ch.fqdn).is_empty());
     drop(store);
 
     pbx.ok_true(&["dns", "remove", "sub"]);
@@ -483,8 +496,51 @@ fn cli_add_list_remove_masks_secrets_and_the_provider_drives_bind() {
     let s = pbx.ok(&["dns", "set", "--propagation-timeout", "30"]);
     assert_eq!(s["propagation_timeout"], 30);
     assert_eq!(s["propagation_interval"], 2);
+    assert_eq!(s["check_ns"], true);
     pbx.err(&["dns", "set", "--propagation-interval", "0"])
         .expect("bad-dns-config");
+}
+
+#[test]
+fn ns_check_asks_the_servers_the_zone_names() {
+    // The zone's NS RRset names ns1.example.test, whose glue address is
+    // 127.0.0.1: the NS check asks 127.0.0.1:53, not the peer's own port,
+    // where the record is not (nothing of ours listens there), so the check
+    // must not pass although the primary has the record.
+    let peer = Peer::start();
+    let ns = block(propagation::zone_servers(peer.server(), "example.test")).unwrap();
+    assert_eq!(ns, vec!["127.0.0.1:53".to_string()]);
+    let p = peer.provider(TsigAlgorithm::HmacSha256);
+    let name = challenge_name("ns.example.test");
+    let v = value("ns");
+    block(p.add_txt(&name, &v)).unwrap();
+    let only_primary = [peer.server().to_string()];
+    let settings = PropagationSettings {
+        timeout_secs: 0,
+        interval_secs: 1,
+        check_ns: true,
+    };
+    block(propagation::wait_for_txt(
+        &only_primary,
+        &name,
+        &v,
+        settings,
+    ))
+    .unwrap();
+    let with_ns = [peer.server().to_string(), ns[0].clone()];
+    let e = block(propagation::wait_for_txt(&with_ns, &name, &v, settings)).unwrap_err();
+    assert_eq!(e.code(), "dns-not-propagated");
+    assert!(e.to_string().contains("127.0.0.1:53"), "{e}");
+}
+
+fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A UDP "server" that answers each request once with `reply(request)`.

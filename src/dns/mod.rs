@@ -255,6 +255,8 @@ pub struct Challenge {
     pub provider_name: String,
     /// `_acme-challenge.<domain>`.
     pub fqdn: String,
+    /// The provider's zone.
+    pub zone: String,
     value: String,
     provider: Box<dyn DnsProvider>,
     settings: PropagationSettings,
@@ -271,22 +273,33 @@ impl Challenge {
         Ok(Some(Challenge {
             provider: entry.provider()?,
             provider_name: entry.name,
+            zone: entry.zone,
             fqdn: challenge_name(domain),
             value: value.to_owned(),
             settings: propagation_settings(store)?,
         }))
     }
 
+    /// The servers `publish` waits for: the provider's, plus (with
+    /// `check_ns`) the zone's name servers as its NS RRset names them.
+    pub async fn servers(&self) -> Result<Vec<String>, DnsError> {
+        let mut servers = self.provider.authoritative_servers();
+        if self.settings.check_ns {
+            let primary = servers.first().cloned().unwrap_or_default();
+            for s in propagation::zone_servers(&primary, &self.zone).await? {
+                if !servers.contains(&s) {
+                    servers.push(s);
+                }
+            }
+        }
+        Ok(servers)
+    }
+
     /// Add the TXT record and wait until every authoritative server has it.
     pub async fn publish(&self) -> Result<(), DnsError> {
         self.provider.add_txt(&self.fqdn, &self.value).await?;
-        propagation::wait_for_txt(
-            &self.provider.authoritative_servers(),
-            &self.fqdn,
-            &self.value,
-            self.settings,
-        )
-        .await
+        let servers = self.servers().await?;
+        propagation::wait_for_txt(&servers, &self.fqdn, &self.value, self.settings).await
     }
 
     /// Remove the TXT record (absent is fine).
@@ -432,6 +445,14 @@ pub struct PropagationSettings {
     pub timeout_secs: u64,
     /// Ask again after this many seconds.
     pub interval_secs: u64,
+    /// Also ask every name server of the zone's NS RRset (port 53), not only
+    /// the provider's server.
+    #[serde(default = "yes")]
+    pub check_ns: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for PropagationSettings {
@@ -439,6 +460,7 @@ impl Default for PropagationSettings {
         PropagationSettings {
             timeout_secs: DNS_PROPAGATION_TIMEOUT_SECS,
             interval_secs: DNS_PROPAGATION_INTERVAL_SECS,
+            check_ns: true,
         }
     }
 }
@@ -457,6 +479,7 @@ pub fn set_propagation(
     store: &Store,
     timeout_secs: Option<u64>,
     interval_secs: Option<u64>,
+    check_ns: Option<bool>,
 ) -> Result<PropagationSettings, Error> {
     use crate::limits::{DNS_PROPAGATION_MAX_TIMEOUT_SECS, DNS_PROPAGATION_MIN_INTERVAL_SECS};
     let mut s = propagation_settings(store)?;
@@ -465,6 +488,9 @@ pub fn set_propagation(
     }
     if let Some(i) = interval_secs {
         s.interval_secs = i;
+    }
+    if let Some(c) = check_ns {
+        s.check_ns = c;
     }
     if s.timeout_secs > DNS_PROPAGATION_MAX_TIMEOUT_SECS {
         return Err(bad(format!(

@@ -33,7 +33,7 @@
 //! | GET | `/api/dns` | `dns list` | | `[{"name","provider","zone",...}]` (secrets masked) |
 //! | POST | `/api/dns` | `dns add` | `{"name","provider":"rfc2136"\|"cloudflare","zone","server","tsig_name","tsig_algorithm","tsig_secret"}` or `{..,"token"}` | `{"ok":true}` |
 //! | DELETE | `/api/dns/{name}` | `dns remove` | | `{"ok":true}` |
-//! | POST | `/api/dns/settings` | `dns set` | `{"propagation_timeout","propagation_interval"}` (seconds, each optional) | `{"propagation_timeout","propagation_interval"}` |
+//! | POST | `/api/dns/settings` | `dns set` | `{"propagation_timeout","propagation_interval","check_ns"}` (seconds, bool; each optional) | `{"propagation_timeout","propagation_interval","check_ns"}` |
 //! | POST | `/api/csr` | `csr` | `{"names":["HOST",...],"key_type":"p256"}` | `{"csr","names","key_type","key_id"}` |
 //! | GET | `/api/ca` | `ca show` | | `{"id","subject","not_after","pem"}` |
 //! | POST | `/api/ca/init` | `ca init` | | as `GET /api/ca` |
@@ -286,6 +286,8 @@ struct DnsSetBody {
     propagation_timeout: Option<u64>,
     #[serde(default)]
     propagation_interval: Option<u64>,
+    #[serde(default)]
+    check_ns: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -416,6 +418,7 @@ pub fn to_command(route: ApiRoute, body: &[u8]) -> Result<Command, Resp> {
             Command::DnsSet {
                 propagation_timeout: b.propagation_timeout,
                 propagation_interval: b.propagation_interval,
+                check_ns: b.check_ns,
             }
         }
         ApiRoute::Csr => {
