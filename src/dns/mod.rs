@@ -139,8 +139,8 @@ impl TsigAlgorithm {
     }
 }
 
-/// How a provider reaches its zone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// How a provider reaches its zone. `Debug` masks the secrets.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "provider", rename_all = "kebab-case")]
 pub enum ProviderConfig {
     /// RFC 2136 dynamic update with TSIG to a primary server.
@@ -159,6 +159,27 @@ pub enum ProviderConfig {
         /// API token (secret).
         token: String,
     },
+}
+
+impl core::fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ProviderConfig::Rfc2136 {
+                server,
+                tsig_name,
+                tsig_algorithm,
+                tsig_secret,
+            } => write!(
+                f,
+                "Rfc2136 {{ server: {server}, tsig_name: {tsig_name}, tsig_algorithm: {}, tsig_secret: {} }}",
+                tsig_algorithm.as_str(),
+                mask(tsig_secret)
+            ),
+            ProviderConfig::Cloudflare { token } => {
+                write!(f, "Cloudflare {{ token: {} }}", mask(token))
+            }
+        }
+    }
 }
 
 /// A configured provider: a name, the zone it covers, how to reach it.
@@ -537,6 +558,22 @@ mod tests {
         assert!(in_zone("a.example.test", "example.test"));
         assert!(!in_zone("badexample.test", "example.test"));
         assert!(!in_zone("test", "example.test"));
+    }
+
+    #[test]
+    fn debug_never_shows_a_secret() {
+        let secret = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0";
+        let c = ProviderConfig::Rfc2136 {
+            server: "s:53".into(),
+            tsig_name: "k".into(),
+            tsig_algorithm: TsigAlgorithm::HmacSha256,
+            tsig_secret: secret.into(),
+        };
+        assert!(!format!("{c:?}").contains("LXNlY3JldC1zZWNyZXQ"));
+        let t = ProviderConfig::Cloudflare {
+            token: secret.into(),
+        };
+        assert!(!format!("{t:?}").contains("LXNlY3JldC1zZWNyZXQ"));
     }
 
     #[test]
