@@ -399,4 +399,23 @@ fn local_ca_issues_a_chain_openssl_verifies_and_the_daemon_serves_it() {
         out.describe()
     );
     assert!(!answer.contains("PRIVATE KEY"));
+
+    // The tenants page lists DNS providers (masked) and links the CA root.
+    pbx.ok_true(&[
+        "dns",
+        "add",
+        "cf2",
+        "--provider",
+        "cloudflare",
+        "--zone",
+        "acme.test",
+        "--token",
+        "cf-token-0123456789abcdef",
+    ]);
+    let tenants = curl(&[&format!("{base}/tenants")]);
+    assert!(tenants.contains("DNS providers"), "{tenants}");
+    assert!(tenants.contains("cf2") && tenants.contains("acme.test"));
+    assert!(!tenants.contains("cf-token-0123456789abcdef"));
+    assert!(tenants.contains("href=\"/ca.pem\""));
+    assert_eq!(curl(&[&format!("{base}/ca.pem")]), root_pem);
 }

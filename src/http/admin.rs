@@ -73,6 +73,8 @@ pub enum Route {
     Import,
     /// `POST /import`
     ImportPost,
+    /// `GET /ca.pem` (the local CA's root)
+    CaPem,
     /// `GET /csr`
     Csr,
     /// `POST /csr` (answers with the CSR as a download)
@@ -133,6 +135,7 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> Route {
             "POST" => Route::ImportPost,
             _ => page(Route::Import, get),
         },
+        "/ca.pem" => page(Route::CaPem, get),
         "/csr" => match method {
             "POST" => Route::CsrPost,
             _ => page(Route::Csr, get),
@@ -754,16 +757,20 @@ impl Admin {
                 html::import(csrf, "", "auto", &self.flash_lines(session)),
             ),
             Route::ImportPost => self.import_post(req, session).await,
+            Route::CaPem => self.pem(Command::CaShow, "local-ca-root", session).await,
             Route::Csr => Resp::html(200, html::csr(csrf, "", &self.flash_lines(session))),
             Route::CsrPost => self.csr_post(req, session).await,
             Route::Tenants => {
                 let tenants = self.run(Command::TenantList).await;
                 let system = self.run(Command::SystemShow).await;
                 let certs = self.run(Command::Certs).await;
+                let dns = self.run(Command::DnsList).await.unwrap_or_default();
+                let ca = self.run(Command::CaShow).await.ok();
+                let extra = html::dns_and_ca(&dns, ca.as_ref());
                 match (tenants, system, certs) {
                     (Ok(t), Ok(s), Ok(c)) => Resp::html(
                         200,
-                        html::tenants(csrf, &t, &s, &c, &self.flash_lines(session)),
+                        html::tenants(csrf, &t, &s, &c, &extra, &self.flash_lines(session)),
                     ),
                     (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                         self.error_page(500, "Error", Some(session), &e)
@@ -1020,6 +1027,7 @@ mod tests {
         assert_eq!(route("POST", "/roots/reset", None), Route::RootsReset);
         assert_eq!(route("POST", "/import", None), Route::ImportPost);
         assert_eq!(route("GET", "/csr", None), Route::Csr);
+        assert_eq!(route("GET", "/ca.pem", None), Route::CaPem);
         assert_eq!(route("POST", "/csr", None), Route::CsrPost);
         assert_eq!(route("DELETE", "/csr", None), Route::MethodNotAllowed);
         assert_eq!(

@@ -351,6 +351,53 @@ its key stays on the PBX, so the bought certificate is imported here with an emp
     layout("Import", Nav::Import, Some(csrf), &body)
 }
 
+/// DNS providers (secrets already masked by `dns list`) and the local CA,
+/// shown on the tenants page.
+pub fn dns_and_ca(dns: &Value, ca: Option<&Value>) -> String {
+    let mut out = String::from("<h2>DNS providers (ACME DNS-01)</h2>");
+    let rows = dns.as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        out += "<p>No DNS providers.</p>";
+    } else {
+        out += "<table><tr><th>Name</th><th>Provider</th><th>Zone</th><th>Access</th></tr>";
+        for p in &rows {
+            let access = match s(&p["provider"]) {
+                "rfc2136" => format!(
+                    "{} · key {} ({}) · secret {}",
+                    esc(s(&p["server"])),
+                    esc(s(&p["tsig_name"])),
+                    esc(s(&p["tsig_algorithm"])),
+                    esc(s(&p["tsig_secret"]))
+                ),
+                _ => format!("token {}", esc(s(&p["token"]))),
+            };
+            out += &format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{access}</td></tr>",
+                esc(s(&p["name"])),
+                esc(s(&p["provider"])),
+                esc(s(&p["zone"]))
+            );
+        }
+        out += "</table>";
+    }
+    out += "<p class=\"note\">Add and remove with <code>pbx-certd dns add|remove</code> \
+or <code>/api/dns</code>; secrets are never shown in full.</p><h2>Local CA</h2>";
+    match ca {
+        Some(ca) => {
+            out += &format!(
+                "<p>{} · expires {} · <a href=\"/ca.pem\">download the root (PEM)</a> to load onto phones.</p>",
+                esc(s(&ca["subject"])),
+                esc(s(&ca["not_after"]))
+            );
+        }
+        None => {
+            out += "<p>No local CA. For closed networks: <code>pbx-certd ca init</code>, then \
+<code>pbx-certd ca issue --tenant NAME</code>.</p>";
+        }
+    }
+    out
+}
+
 /// The CSR form: names (one per line) and key type; the answer is a download.
 pub fn csr(csrf: &str, names: &str, message: &[Line]) -> String {
     let body = format!(
@@ -384,6 +431,7 @@ pub fn tenants(
     tenants: &Value,
     system: &Value,
     certs: &Value,
+    extra: &str,
     flash: &[Line],
 ) -> String {
     let mut body = lines(flash);
@@ -447,6 +495,7 @@ pub fn tenants(
         esc(system["admin_email"].as_str().unwrap_or("")),
         esc(system["roots_version"].as_str().unwrap_or("-")),
     );
+    body += extra;
     layout("Tenants & system", Nav::Tenants, Some(csrf), &body)
 }
 
@@ -495,7 +544,7 @@ mod tests {
             super::roots_reset_confirm("TOKEN", 1, "v"),
             super::import("TOKEN", "", "auto", &[]),
             super::csr("TOKEN", "a.example", &[]),
-            super::tenants("TOKEN", &tenants, &system, &certs, &[]),
+            super::tenants("TOKEN", &tenants, &system, &certs, "", &[]),
             super::password("TOKEN", false, &[]),
         ];
         for page in &pages {
