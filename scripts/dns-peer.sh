@@ -5,9 +5,9 @@
 # (hmac-sha256 and hmac-sha512), `update-policy { grant KEY zonesub TXT; }`.
 #
 #   DNS_PEER_DIR   state directory (default target/dns-peer); one peer per dir
-#   DNS_PEER_ADDR  loopback address to listen on (default 127.0.0.1); the
-#                  zones' NS host ns1, apex and `*` have this address, so a
-#                  peer on ADDR port 53 is what the zones' NS records name
+#   DNS_PEER_ADDR  address to listen on (default 127.0.0.1; named binds only
+#                  addresses configured on an interface); the zones' NS host
+#                  ns1, apex and `*` have this address
 #   DNS_PEER_PORT  UDP+TCP port (default 8053)
 #   DNS_PEER_ZONES zones (default "example.test pbx.test")
 #
