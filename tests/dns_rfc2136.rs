@@ -256,6 +256,24 @@ fn name_outside_the_zone_is_refused_before_sending() {
 }
 
 #[test]
+fn a_zone_the_server_is_not_primary_for_is_refused() {
+    // The key is right, but BIND serves no zone lab.example.test: NOTAUTH.
+    let peer = Peer::start();
+    let p = Rfc2136::new(
+        "lab.example.test",
+        peer.server(),
+        &peer.env["TSIG256_NAME"],
+        TsigAlgorithm::HmacSha256,
+        &peer.env["TSIG256_SECRET"],
+    )
+    .unwrap();
+    let name = challenge_name("lab.example.test");
+    let e = block(p.add_txt(&name, &value("lab"))).unwrap_err();
+    assert_eq!(e.code(), "dns-refused", "{e}");
+    assert!(peer.dig_txt(&name).is_empty());
+}
+
+#[test]
 fn big_answers_fall_back_to_tcp() {
     // 20 values of 43 characters do not fit a 512-byte UDP answer: BIND sets
     // TC and our query must retry over TCP to see them all.
