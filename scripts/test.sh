@@ -21,6 +21,9 @@ need_apt=()
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
+# DNS-01 tests run a real BIND9 (scripts/dns-peer.sh) and check with dig.
+[ -x /usr/sbin/named ] || command -v named >/dev/null 2>&1 || need_apt+=(bind9)
+command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq

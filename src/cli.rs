@@ -103,6 +103,25 @@ pub enum Cmd {
         #[command(subcommand)]
         command: AdminCmd,
     },
+    /// DNS providers for ACME DNS-01 challenges (RFC 2136, Cloudflare).
+    Dns {
+        #[command(subcommand)]
+        command: DnsCmd,
+    },
+    /// Make a new key (kept in the store) and print a CSR to buy a certificate with.
+    Csr {
+        /// A DNS name for the certificate (repeatable; the first is the CN).
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
+        /// Key type.
+        #[arg(long, value_enum, default_value_t = KeyTypeArg::P256)]
+        key_type: KeyTypeArg,
+    },
+    /// The local CA for closed networks (init, issue, show).
+    Ca {
+        #[command(subcommand)]
+        command: CaCmd,
+    },
     /// STIR/SHAKEN certificate choice.
     #[command(name = "stir-shaken")]
     StirShaken {
@@ -248,6 +267,117 @@ pub struct ServeArgs {
 pub enum AdminCmd {
     /// Set the web admin password (read as one line from stdin).
     Password,
+}
+
+/// `--key-type` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeyTypeArg {
+    /// ECDSA P-256.
+    P256,
+    /// RSA 2048 (not available in this build: unsupported-key-type).
+    Rsa2048,
+}
+
+/// `ca` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CaCmd {
+    /// Create the local CA (key and root certificate, kept in the store).
+    Init,
+    /// Issue a certificate for a tenant's DNS names, signed by the local CA.
+    Issue {
+        /// Tenant name.
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Print the local CA's root certificate (PEM), to load onto phones.
+    Show,
+}
+
+/// `dns` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DnsCmd {
+    /// Add a DNS provider covering a zone.
+    Add {
+        /// Provider name (unique).
+        name: String,
+        /// How to change the zone.
+        #[arg(long, value_enum)]
+        provider: ProviderArg,
+        /// The zone the provider may change (e.g. example.com).
+        #[arg(long)]
+        zone: String,
+        /// rfc2136: the primary server, HOST:PORT.
+        #[arg(long, required_if_eq("provider", "rfc2136"))]
+        server: Option<String>,
+        /// rfc2136: TSIG key name.
+        #[arg(long, required_if_eq("provider", "rfc2136"))]
+        tsig_name: Option<String>,
+        /// rfc2136: TSIG algorithm.
+        #[arg(long, value_enum, required_if_eq("provider", "rfc2136"))]
+        tsig_algorithm: Option<TsigArg>,
+        /// rfc2136: TSIG secret, Base64 ('-' reads one line from stdin).
+        #[arg(long, required_if_eq("provider", "rfc2136"))]
+        tsig_secret: Option<String>,
+        /// cloudflare: API token ('-' reads one line from stdin).
+        #[arg(long, required_if_eq("provider", "cloudflare"))]
+        token: Option<String>,
+    },
+    /// List DNS providers (secrets masked).
+    List,
+    /// Remove a DNS provider.
+    Remove {
+        /// Provider name.
+        name: String,
+    },
+    /// DNS-01 propagation check settings.
+    Set {
+        /// Seconds to wait for the TXT record on the zone's servers.
+        #[arg(long)]
+        propagation_timeout: Option<u64>,
+        /// Seconds between two checks.
+        #[arg(long)]
+        propagation_interval: Option<u64>,
+        /// Also check the zone's name servers (its NS records, port 53).
+        #[arg(long)]
+        check_ns: Option<bool>,
+    },
+}
+
+/// `dns add --provider` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProviderArg {
+    /// RFC 2136 dynamic update with TSIG.
+    Rfc2136,
+    /// Cloudflare API (needs the HTTPS client; stored only).
+    Cloudflare,
+}
+
+/// `--tsig-algorithm` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TsigArg {
+    /// HMAC-SHA256.
+    HmacSha256,
+    /// HMAC-SHA512.
+    HmacSha512,
+}
+
+/// A secret given on the command line, or `-` for one line of stdin.
+fn secret_arg(value: Option<String>) -> Result<String, Error> {
+    match value.as_deref() {
+        Some("-") => {
+            use std::io::BufRead;
+            let mut line = String::new();
+            let limit = u64::try_from(crate::limits::MAX_DNS_SECRET_LEN + 2).unwrap_or(u64::MAX);
+            std::io::stdin()
+                .lock()
+                .take(limit)
+                .read_line(&mut line)
+                .map_err(|e| Error::ReadFailed("stdin".into(), e.to_string()))?;
+            Ok(line.trim().to_owned())
+        }
+        Some(v) => Ok(v.to_owned()),
+        None => Ok(String::new()),
+    }
 }
 
 /// `stir-shaken` subcommands.
@@ -402,10 +532,70 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
         Cmd::StirShaken {
             command: StirCmd::Select { tenant },
         } => Command::StirShakenSelect { tenant },
+        Cmd::Dns { command } => dns_command(command)?,
+        Cmd::Csr { names, key_type } => Command::Csr {
+            names,
+            key_type: match key_type {
+                KeyTypeArg::P256 => crate::localca::KeyType::P256,
+                KeyTypeArg::Rsa2048 => crate::localca::KeyType::Rsa2048,
+            },
+        },
+        Cmd::Ca {
+            command: CaCmd::Init,
+        } => Command::CaInit,
+        Cmd::Ca {
+            command: CaCmd::Show,
+        } => Command::CaShow,
+        Cmd::Ca {
+            command: CaCmd::Issue { tenant },
+        } => Command::CaIssue { tenant },
         Cmd::Admin {
             command: AdminCmd::Password,
         } => Command::AdminPassword {
             password: read_password()?,
+        },
+    })
+}
+
+fn dns_command(command: DnsCmd) -> Result<Command, Error> {
+    use crate::dns::{ProviderConfig, TsigAlgorithm};
+    Ok(match command {
+        DnsCmd::Add {
+            name,
+            provider,
+            zone,
+            server,
+            tsig_name,
+            tsig_algorithm,
+            tsig_secret,
+            token,
+        } => {
+            let config = match provider {
+                ProviderArg::Rfc2136 => ProviderConfig::Rfc2136 {
+                    server: server.unwrap_or_default(),
+                    tsig_name: tsig_name.unwrap_or_default(),
+                    tsig_algorithm: match tsig_algorithm {
+                        Some(TsigArg::HmacSha512) => TsigAlgorithm::HmacSha512,
+                        _ => TsigAlgorithm::HmacSha256,
+                    },
+                    tsig_secret: secret_arg(tsig_secret)?,
+                },
+                ProviderArg::Cloudflare => ProviderConfig::Cloudflare {
+                    token: secret_arg(token)?,
+                },
+            };
+            Command::DnsAdd { name, zone, config }
+        }
+        DnsCmd::List => Command::DnsList,
+        DnsCmd::Remove { name } => Command::DnsRemove { name },
+        DnsCmd::Set {
+            propagation_timeout,
+            propagation_interval,
+            check_ns,
+        } => Command::DnsSet {
+            propagation_timeout,
+            propagation_interval,
+            check_ns,
         },
     })
 }
@@ -468,7 +658,9 @@ pub fn render(command: &Command, v: &Value) -> String {
             }
             out
         }
-        Command::Import { .. } => {
+        Command::Csr { .. } => s(&v["csr"]).to_owned(),
+        Command::CaInit | Command::CaShow => s(&v["pem"]).to_owned(),
+        Command::Import { .. } | Command::CaIssue { .. } => {
             let mut out = format!(
                 "imported {} certificate {}{}\n  names: {}\n  expires: {}\n",
                 s(&v["kind"]),
@@ -574,8 +766,39 @@ pub fn render(command: &Command, v: &Value) -> String {
             "renewal of {} requested (runs at the daemon's next check)\n",
             list(&v["names"])
         ),
+        Command::DnsList => {
+            let mut out = String::new();
+            for p in rows() {
+                let how = match s(&p["provider"]) {
+                    "rfc2136" => format!(
+                        "server {}  key {} ({})  secret {}",
+                        s(&p["server"]),
+                        s(&p["tsig_name"]),
+                        s(&p["tsig_algorithm"]),
+                        s(&p["tsig_secret"])
+                    ),
+                    _ => format!("token {}", s(&p["token"])),
+                };
+                out += &format!(
+                    "{}\t{}\tzone {}\t{how}\n",
+                    s(&p["name"]),
+                    s(&p["provider"]),
+                    s(&p["zone"])
+                );
+            }
+            if out.is_empty() {
+                out = "no DNS providers\n".into();
+            }
+            out
+        }
+        Command::DnsSet { .. } => format!(
+            "propagation timeout {} s, interval {} s, check NS servers: {}\n",
+            v["propagation_timeout"], v["propagation_interval"], v["check_ns"]
+        ),
         Command::TenantRemove { .. }
         | Command::AcmeSet(_)
+        | Command::DnsAdd { .. }
+        | Command::DnsRemove { .. }
         | Command::AdminPassword { .. }
         | Command::SystemSet { .. }
         | Command::CertDelete { .. }

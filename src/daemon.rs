@@ -149,5 +149,10 @@ fn is_write(command: &Command) -> bool {
             | Command::AdminPassword { .. }
             | Command::AcmeSet { .. }
             | Command::CertReissue { .. }
+            | Command::DnsAdd { .. }
+            | Command::DnsRemove { .. }
+            | Command::DnsSet { .. }
+            | Command::Csr { .. }
+            | Command::CaInit
     )
 }

@@ -220,3 +220,58 @@ pub const ACME_RENEW_FRACTION: i64 = 3;
 
 /// Longest error message kept in the status (CA problem details can be long).
 pub const ACME_MAX_ERROR_LEN: usize = 1024;
+// --- DNS-01 providers (src/dns/) --------------------------------------------
+
+/// Largest UDP DNS answer read: we send no EDNS(0), so servers answer in
+/// 512 bytes or set TC (then TCP); 4 KiB also takes servers that ignore that.
+pub const MAX_DNS_UDP_BYTES: usize = 4096;
+
+/// Time for one DNS exchange on one transport (UDP, then TCP) with one server:
+/// a primary on the LAN answers in milliseconds, one across the world in < 1 s.
+pub const DNS_EXCHANGE_TIMEOUT_SECS: u64 = 5;
+
+/// TTL of the challenge TXT record: short, so a stale value is not cached
+/// long by the CA's resolvers if a retry puts a new one.
+pub const DNS01_TXT_TTL: u32 = 60;
+
+/// Default time to wait for the TXT record on the zone's servers (setting
+/// `dns set --propagation-timeout`): secondaries get NOTIFY within seconds,
+/// a SOA refresh can take minutes.
+pub const DNS_PROPAGATION_TIMEOUT_SECS: u64 = 120;
+
+/// Longest propagation timeout accepted: an ACME order's authorizations stay
+/// pending for hours, but a renewal must not hang for longer than this.
+pub const DNS_PROPAGATION_MAX_TIMEOUT_SECS: u64 = 3600;
+
+/// Default pause between propagation checks (setting `--propagation-interval`).
+pub const DNS_PROPAGATION_INTERVAL_SECS: u64 = 2;
+
+/// Shortest pause between propagation checks: do not hammer the servers.
+pub const DNS_PROPAGATION_MIN_INTERVAL_SECS: u64 = 1;
+
+/// Most DNS providers configured: one per zone; a PBX hosts few zones.
+pub const MAX_DNS_PROVIDERS: usize = 256;
+
+/// Longest provider name: an identifier for humans and scripts.
+pub const MAX_DNS_PROVIDER_NAME_LEN: usize = 64;
+
+/// Longest TSIG secret or API token (Base64 of a 512-bit HMAC key is 88
+/// characters; API tokens are < 200).
+pub const MAX_DNS_SECRET_LEN: usize = 1024;
+
+// --- CSR and local CA (src/localca.rs) --------------------------------------
+
+/// Most DNS names in one CSR: public CAs allow 100 SANs per certificate.
+pub const MAX_CSR_NAMES: usize = 100;
+
+/// Validity of the local CA's root: ten years, so phones loaded with it
+/// keep working for the life of the appliance.
+pub const LOCAL_CA_DAYS: u64 = 3650;
+
+/// Validity of a certificate issued by the local CA: 825 days, the most
+/// Apple platforms accept for a TLS server certificate.
+pub const LOCAL_CA_LEAF_DAYS: u64 = 825;
+
+/// Most name servers of a zone checked for propagation: real zones have 2–6;
+/// this bounds the work a hostile NS RRset can cause.
+pub const MAX_ZONE_NAME_SERVERS: usize = 16;

@@ -77,6 +77,34 @@ pub enum Command {
     AcmeStatus,
     /// `cert reissue ID`
     CertReissue { id: String },
+    /// `dns add NAME --provider P --zone Z ...`
+    DnsAdd {
+        name: String,
+        zone: String,
+        config: crate::dns::ProviderConfig,
+    },
+    /// `dns list`
+    DnsList,
+    /// `csr --name HOST... [--key-type T]`
+    Csr {
+        names: Vec<String>,
+        key_type: crate::localca::KeyType,
+    },
+    /// `ca init`
+    CaInit,
+    /// `ca show`
+    CaShow,
+    /// `ca issue --tenant NAME`
+    CaIssue { tenant: String },
+    /// `dns remove NAME`
+    DnsRemove { name: String },
+    /// `dns set [--propagation-timeout S] [--propagation-interval S]`
+    DnsSet {
+        propagation_timeout: Option<u64>,
+        propagation_interval: Option<u64>,
+        #[serde(default)]
+        check_ns: Option<bool>,
+    },
 }
 
 /// Bytes as a Base64 string in JSON (compact on the control socket).
@@ -126,6 +154,7 @@ impl Command {
                 | Command::SystemSet { .. }
                 | Command::Import { .. }
                 | Command::CertDelete { .. }
+                | Command::CaIssue { .. }
         )
     }
 
@@ -265,6 +294,41 @@ pub fn execute(store: &Store, command: &Command) -> Result<Value, Error> {
         Command::CertReissue { id } => {
             let id = resolve_id(store, Tree::Certs, id)?;
             crate::acme::reissue(store, &id)
+        }
+        Command::Csr { names, key_type } => crate::localca::csr(store, names, *key_type),
+        Command::CaInit => crate::localca::init(store),
+        Command::CaShow => crate::localca::show(store),
+        Command::CaIssue { tenant } => {
+            let imported = crate::localca::issue(store, tenant)?;
+            Ok(serde_json::to_value(imported).unwrap_or_default())
+        }
+        Command::DnsAdd { name, zone, config } => {
+            crate::dns::add(store, name, zone, config.clone())?;
+            Ok(ok())
+        }
+        Command::DnsList => Ok(Value::Array(
+            crate::dns::list(store)?
+                .iter()
+                .map(crate::dns::ProviderEntry::listing)
+                .collect(),
+        )),
+        Command::DnsRemove { name } => crate::dns::remove(store, name).map(|()| ok()),
+        Command::DnsSet {
+            propagation_timeout,
+            propagation_interval,
+            check_ns,
+        } => {
+            let s = crate::dns::set_propagation(
+                store,
+                *propagation_timeout,
+                *propagation_interval,
+                *check_ns,
+            )?;
+            Ok(json!({
+                "propagation_timeout": s.timeout_secs,
+                "propagation_interval": s.interval_secs,
+                "check_ns": s.check_ns,
+            }))
         }
         Command::StirShakenSelect { tenant } => {
             let (id, matched) = certs::stir_select(store, tenant)?;

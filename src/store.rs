@@ -264,6 +264,8 @@ pub enum Source {
     SelfSigned,
     /// Issued through ACME.
     Acme,
+    /// Issued by the PBX's own local CA (`ca issue`).
+    LocalCa,
 }
 
 impl Source {
@@ -273,6 +275,7 @@ impl Source {
             Source::Upload => "upload",
             Source::SelfSigned => "self-signed",
             Source::Acme => "acme",
+            Source::LocalCa => "local-ca",
         }
     }
 }
@@ -489,6 +492,11 @@ impl Store {
     /// A raw setting (daemon-owned values such as the admin password hash).
     pub fn setting(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.kv.get(Tree::Settings, name.as_bytes())
+    }
+
+    /// Raw settings whose name starts with `prefix` (DNS providers, ...).
+    pub fn settings_with_prefix(&self, prefix: &str) -> Result<Vec<Entry>, StoreError> {
+        self.kv.scan_prefix(Tree::Settings, prefix.as_bytes())
     }
 
     /// The next import sequence number (the batch must bump it).

@@ -75,6 +75,12 @@ pub enum Route {
     Import,
     /// `POST /import`
     ImportPost,
+    /// `GET /ca.pem` (the local CA's root)
+    CaPem,
+    /// `GET /csr`
+    Csr,
+    /// `POST /csr` (answers with the CSR as a download)
+    CsrPost,
     /// `GET /tenants`
     Tenants,
     /// `POST /tenants/add`
@@ -131,6 +137,11 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> Route {
         "/import" => match method {
             "POST" => Route::ImportPost,
             _ => page(Route::Import, get),
+        },
+        "/ca.pem" => page(Route::CaPem, get),
+        "/csr" => match method {
+            "POST" => Route::CsrPost,
+            _ => page(Route::Csr, get),
         },
         "/tenants" => page(Route::Tenants, get),
         "/tenants/add" => page(Route::TenantAdd, post),
@@ -569,6 +580,49 @@ impl Admin {
         }
     }
 
+    async fn csr_post(&self, req: &Req, session: &SessionView) -> Resp {
+        let form = match self.form(req, session) {
+            Ok(f) => f,
+            Err(r) => return r,
+        };
+        let raw = form.get("names").unwrap_or("").to_owned();
+        let names: Vec<String> = raw
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let key_type = match form.get("key_type").unwrap_or("p256") {
+            "rsa2048" => crate::localca::KeyType::Rsa2048,
+            _ => crate::localca::KeyType::P256,
+        };
+        match self.run(Command::Csr { names, key_type }).await {
+            Ok(v) => {
+                let first = v["names"][0].as_str().unwrap_or("request");
+                let file: String = first
+                    .chars()
+                    .map(|c| if c == '*' { '_' } else { c })
+                    .collect();
+                Resp::new(
+                    200,
+                    "application/pkcs10",
+                    v["csr"].as_str().unwrap_or("").to_owned(),
+                )
+                .with(
+                    "Content-Disposition",
+                    format!("attachment; filename=\"{file}.csr\""),
+                )
+            }
+            Err(e) => Resp::html(
+                api::status_of(&e),
+                html::csr(
+                    &session.csrf,
+                    &raw,
+                    &[("err", e.code_str().into(), e.to_string())],
+                ),
+            ),
+        }
+    }
+
     async fn pem(&self, command: Command, id: &str, session: &SessionView) -> Resp {
         match self.run(command).await {
             Ok(v) => {
@@ -733,14 +787,20 @@ impl Admin {
                 html::import(csrf, "", "auto", &self.flash_lines(session)),
             ),
             Route::ImportPost => self.import_post(req, session).await,
+            Route::CaPem => self.pem(Command::CaShow, "local-ca-root", session).await,
+            Route::Csr => Resp::html(200, html::csr(csrf, "", &self.flash_lines(session))),
+            Route::CsrPost => self.csr_post(req, session).await,
             Route::Tenants => {
                 let tenants = self.run(Command::TenantList).await;
                 let system = self.run(Command::SystemShow).await;
                 let certs = self.run(Command::Certs).await;
+                let dns = self.run(Command::DnsList).await.unwrap_or_default();
+                let ca = self.run(Command::CaShow).await.ok();
+                let extra = html::dns_and_ca(&dns, ca.as_ref());
                 match (tenants, system, certs) {
                     (Ok(t), Ok(s), Ok(c)) => Resp::html(
                         200,
-                        html::tenants(csrf, &t, &s, &c, &self.flash_lines(session)),
+                        html::tenants(csrf, &t, &s, &c, &extra, &self.flash_lines(session)),
                     ),
                     (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                         self.error_page(500, "Error", Some(session), &e)
@@ -996,6 +1056,10 @@ mod tests {
         assert_eq!(route("GET", "/roots/reset", None), Route::RootsResetConfirm);
         assert_eq!(route("POST", "/roots/reset", None), Route::RootsReset);
         assert_eq!(route("POST", "/import", None), Route::ImportPost);
+        assert_eq!(route("GET", "/csr", None), Route::Csr);
+        assert_eq!(route("GET", "/ca.pem", None), Route::CaPem);
+        assert_eq!(route("POST", "/csr", None), Route::CsrPost);
+        assert_eq!(route("DELETE", "/csr", None), Route::MethodNotAllowed);
         assert_eq!(
             route("GET", "/api/certs", None),
             Route::Api(ApiRoute::Certs)

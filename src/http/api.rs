@@ -34,6 +34,14 @@
 //! | POST | `/api/acme` | `acme set` | `{"directory","email","enabled","challenge","eab_kid","eab_hmac","check_interval"}`, each optional | `{"ok":true}` |
 //! | GET | `/api/acme/status` | `acme status` | | `[{"key","tenant","names","state","cert_id","not_after","last_error","failures","last_attempt","next_attempt"}]` |
 //! | POST | `/api/certs/{id}/reissue` | `cert reissue ID` | | `{"ok":true,"key","names"}` |
+//! | GET | `/api/dns` | `dns list` | | `[{"name","provider","zone",...}]` (secrets masked) |
+//! | POST | `/api/dns` | `dns add` | `{"name","provider":"rfc2136"\|"cloudflare","zone","server","tsig_name","tsig_algorithm","tsig_secret"}` or `{..,"token"}` | `{"ok":true}` |
+//! | DELETE | `/api/dns/{name}` | `dns remove` | | `{"ok":true}` |
+//! | POST | `/api/dns/settings` | `dns set` | `{"propagation_timeout","propagation_interval","check_ns"}` (seconds, bool; each optional) | `{"propagation_timeout","propagation_interval","check_ns"}` |
+//! | POST | `/api/csr` | `csr` | `{"names":["HOST",...],"key_type":"p256"}` | `{"csr","names","key_type","key_id"}` |
+//! | GET | `/api/ca` | `ca show` | | `{"id","subject","not_after","pem"}` |
+//! | POST | `/api/ca/init` | `ca init` | | as `GET /api/ca` |
+//! | POST | `/api/ca/issue` | `ca issue` | `{"tenant":"NAME"}` | as `/api/import` |
 //!
 //! IDs are full IDs or unique prefixes of at least 8 hex digits, as on the CLI.
 //!
@@ -104,6 +112,22 @@ pub enum ApiRoute {
     AcmeStatus,
     /// `POST /api/certs/{id}/reissue`
     CertReissue(String),
+    /// `GET /api/dns`
+    DnsList,
+    /// `POST /api/dns`
+    DnsAdd,
+    /// `DELETE /api/dns/{name}`
+    DnsRemove(String),
+    /// `POST /api/dns/settings`
+    DnsSet,
+    /// `POST /api/csr`
+    Csr,
+    /// `GET /api/ca`
+    CaShow,
+    /// `POST /api/ca/init`
+    CaInit,
+    /// `POST /api/ca/issue`
+    CaIssue,
     /// A malformed request (bad ID, missing parameter): 400.
     Bad(String),
     /// No such route: 404.
@@ -170,6 +194,17 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> ApiRoute {
             _ => ApiRoute::MethodNotAllowed,
         },
         ["admin", "password"] => pick(&[("POST", ApiRoute::AdminPassword)]),
+        ["dns"] => pick(&[("GET", ApiRoute::DnsList), ("POST", ApiRoute::DnsAdd)]),
+        ["dns", "settings"] => pick(&[("POST", ApiRoute::DnsSet)]),
+        ["dns", raw] => match (method, decode_path(raw)) {
+            ("DELETE", Ok(name)) => ApiRoute::DnsRemove(name),
+            ("DELETE", Err(e)) => ApiRoute::Bad(e.to_string()),
+            _ => ApiRoute::MethodNotAllowed,
+        },
+        ["csr"] => pick(&[("POST", ApiRoute::Csr)]),
+        ["ca"] => pick(&[("GET", ApiRoute::CaShow)]),
+        ["ca", "init"] => pick(&[("POST", ApiRoute::CaInit)]),
+        ["ca", "issue"] => pick(&[("POST", ApiRoute::CaIssue)]),
         _ => ApiRoute::NotFound,
     }
 }
@@ -183,10 +218,14 @@ pub fn status_of(e: &Error) -> u16 {
 /// The HTTP status for an error code.
 pub fn status_of_code(code: &str) -> u16 {
     match code {
-        "not-found" | "no-such-tenant" => 404,
-        "tenant-in-use" | "tenant-exists" | "dns-name-taken" => 409,
+        "not-found" | "no-such-tenant" | "no-such-dns-provider" | "no-ca" => 404,
+        "tenant-in-use"
+        | "tenant-exists"
+        | "dns-name-taken"
+        | "dns-provider-exists"
+        | "ca-exists" => 409,
         "store-locked" => 503,
-        "store-error" | "store-corrupt" | "remote" => 500,
+        "store-error" | "store-corrupt" | "remote" | "key-generation-failed" => 500,
         _ => 400,
     }
 }
@@ -238,6 +277,79 @@ struct IdsBody {
 #[serde(deny_unknown_fields)]
 struct PasswordBody {
     password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DnsBody {
+    name: String,
+    provider: String,
+    zone: String,
+    #[serde(default)]
+    server: Option<String>,
+    #[serde(default)]
+    tsig_name: Option<String>,
+    #[serde(default)]
+    tsig_algorithm: Option<crate::dns::TsigAlgorithm>,
+    #[serde(default)]
+    tsig_secret: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DnsSetBody {
+    #[serde(default)]
+    propagation_timeout: Option<u64>,
+    #[serde(default)]
+    propagation_interval: Option<u64>,
+    #[serde(default)]
+    check_ns: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CsrBody {
+    names: Vec<String>,
+    #[serde(default)]
+    key_type: Option<crate::localca::KeyType>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantNameBody {
+    tenant: String,
+}
+
+fn dns_add(b: DnsBody) -> Result<Command, Resp> {
+    use crate::dns::ProviderConfig;
+    let need = |v: Option<String>, field: &str| {
+        v.ok_or_else(|| bad(format!("provider {} needs \"{field}\"", b.provider)))
+    };
+    let config = match b.provider.as_str() {
+        "rfc2136" => ProviderConfig::Rfc2136 {
+            server: need(b.server.clone(), "server")?,
+            tsig_name: need(b.tsig_name.clone(), "tsig_name")?,
+            tsig_algorithm: b
+                .tsig_algorithm
+                .ok_or_else(|| bad("provider rfc2136 needs \"tsig_algorithm\""))?,
+            tsig_secret: need(b.tsig_secret.clone(), "tsig_secret")?,
+        },
+        "cloudflare" => ProviderConfig::Cloudflare {
+            token: need(b.token.clone(), "token")?,
+        },
+        other => {
+            return Err(bad(format!(
+                "unknown provider \"{other}\" (rfc2136, cloudflare)"
+            )))
+        }
+    };
+    Ok(Command::DnsAdd {
+        name: b.name,
+        zone: b.zone,
+        config,
+    })
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Resp> {
@@ -320,6 +432,30 @@ pub fn to_command(route: ApiRoute, body: &[u8]) -> Result<Command, Resp> {
         ApiRoute::AcmeStatus => Command::AcmeStatus,
         ApiRoute::AcmeSet => Command::AcmeSet(parse(body)?),
         ApiRoute::CertReissue(id) => Command::CertReissue { id },
+        ApiRoute::DnsList => Command::DnsList,
+        ApiRoute::DnsAdd => dns_add(parse(body)?)?,
+        ApiRoute::DnsRemove(name) => Command::DnsRemove { name },
+        ApiRoute::DnsSet => {
+            let b: DnsSetBody = parse(body)?;
+            Command::DnsSet {
+                propagation_timeout: b.propagation_timeout,
+                propagation_interval: b.propagation_interval,
+                check_ns: b.check_ns,
+            }
+        }
+        ApiRoute::Csr => {
+            let b: CsrBody = parse(body)?;
+            Command::Csr {
+                names: b.names,
+                key_type: b.key_type.unwrap_or(crate::localca::KeyType::P256),
+            }
+        }
+        ApiRoute::CaShow => Command::CaShow,
+        ApiRoute::CaInit => Command::CaInit,
+        ApiRoute::CaIssue => {
+            let b: TenantNameBody = parse(body)?;
+            Command::CaIssue { tenant: b.tenant }
+        }
         ApiRoute::Bad(message) => return Err(bad(message)),
         ApiRoute::NotFound => {
             return Err(Resp::json_error(
@@ -405,6 +541,37 @@ mod tests {
             ApiRoute::RootDelete(i.clone())
         );
         assert_eq!(route("POST", "/tenants", None), ApiRoute::TenantAdd);
+        assert_eq!(route("GET", "/dns", None), ApiRoute::DnsList);
+        assert_eq!(route("POST", "/dns", None), ApiRoute::DnsAdd);
+        assert_eq!(
+            route("DELETE", "/dns/corp", None),
+            ApiRoute::DnsRemove("corp".into())
+        );
+        assert_eq!(route("POST", "/dns/settings", None), ApiRoute::DnsSet);
+        assert_eq!(route("POST", "/csr", None), ApiRoute::Csr);
+        assert_eq!(route("GET", "/ca", None), ApiRoute::CaShow);
+        assert_eq!(route("POST", "/ca/init", None), ApiRoute::CaInit);
+        assert_eq!(route("POST", "/ca/issue", None), ApiRoute::CaIssue);
+        assert_eq!(route("GET", "/ca/issue", None), ApiRoute::MethodNotAllowed);
+        assert!(to_command(
+            ApiRoute::DnsAdd,
+            br#"{"name":"a","provider":"rfc2136","zone":"x.test"}"#
+        )
+        .is_err());
+        assert!(matches!(
+            to_command(
+                ApiRoute::DnsAdd,
+                br#"{"name":"a","provider":"cloudflare","zone":"x.test","token":"t"}"#
+            ),
+            Ok(Command::DnsAdd { .. })
+        ));
+        assert!(matches!(
+            to_command(
+                ApiRoute::Csr,
+                br#"{"names":["a.test"],"key_type":"rsa2048"}"#
+            ),
+            Ok(Command::Csr { .. })
+        ));
         assert_eq!(
             route("DELETE", "/tenants/acme%2Dx", None),
             ApiRoute::TenantRemove("acme-x".into())

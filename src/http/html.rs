@@ -350,7 +350,9 @@ placeholder=\"-----BEGIN PRIVATE KEY-----\"></textarea>\
 <p class=\"note\">May be left empty to update a certificate whose key is already stored. \
 The key is stored on the PBX and never shown or sent again.</p>\
 <label for=\"kind\">Kind</label><select id=\"kind\" name=\"kind\">{}{}{}{}{}</select>\
-<div><button type=\"submit\">Import</button></div></form>",
+<div><button type=\"submit\">Import</button></div></form>\
+<p class=\"note\">No certificate yet? <a href=\"/csr\">Make a key and a CSR</a> to buy one; \
+its key stays on the PBX, so the bought certificate is imported here with an empty key box.</p>",
         lines(message),
         csrf_field(csrf),
         esc(cert),
@@ -363,12 +365,87 @@ The key is stored on the PBX and never shown or sent again.</p>\
     layout("Import", Nav::Import, Some(csrf), &body)
 }
 
+/// DNS providers (secrets already masked by `dns list`) and the local CA,
+/// shown on the tenants page.
+pub fn dns_and_ca(dns: &Value, ca: Option<&Value>) -> String {
+    let mut out = String::from("<h2>DNS providers (ACME DNS-01)</h2>");
+    let rows = dns.as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        out += "<p>No DNS providers.</p>";
+    } else {
+        out += "<table><tr><th>Name</th><th>Provider</th><th>Zone</th><th>Access</th></tr>";
+        for p in &rows {
+            let access = match s(&p["provider"]) {
+                "rfc2136" => format!(
+                    "{} · key {} ({}) · secret {}",
+                    esc(s(&p["server"])),
+                    esc(s(&p["tsig_name"])),
+                    esc(s(&p["tsig_algorithm"])),
+                    esc(s(&p["tsig_secret"]))
+                ),
+                _ => format!("token {}", esc(s(&p["token"]))),
+            };
+            out += &format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{access}</td></tr>",
+                esc(s(&p["name"])),
+                esc(s(&p["provider"])),
+                esc(s(&p["zone"]))
+            );
+        }
+        out += "</table>";
+    }
+    out += "<p class=\"note\">Add and remove with <code>pbx-certd dns add|remove</code> \
+or <code>/api/dns</code>; secrets are never shown in full.</p><h2>Local CA</h2>";
+    match ca {
+        Some(ca) => {
+            out += &format!(
+                "<p>{} · expires {} · <a href=\"/ca.pem\">download the root (PEM)</a> to load onto phones.</p>",
+                esc(s(&ca["subject"])),
+                esc(s(&ca["not_after"]))
+            );
+        }
+        None => {
+            out += "<p>No local CA. For closed networks: <code>pbx-certd ca init</code>, then \
+<code>pbx-certd ca issue --tenant NAME</code>.</p>";
+        }
+    }
+    out
+}
+
+/// The CSR form: names (one per line) and key type; the answer is a download.
+pub fn csr(csrf: &str, names: &str, message: &[Line]) -> String {
+    let body = format!(
+        "{}<form method=\"post\" action=\"/csr\" class=\"box\">{}\
+<label for=\"names\">DNS names</label>\
+<textarea id=\"names\" name=\"names\" rows=\"5\" spellcheck=\"false\" required \
+placeholder=\"pbx.example.com&#10;sip.example.com\">{}</textarea>\
+<p class=\"note\">One name per line; the first is the certificate's common name.</p>\
+<label for=\"key_type\">Key type</label><select id=\"key_type\" name=\"key_type\">\
+<option value=\"p256\" selected>ECDSA P-256</option><option value=\"rsa2048\">RSA 2048 \
+(not available in this build)</option></select>\
+<p class=\"note\">A new private key is made and stored on the PBX; it is never shown. \
+Send the downloaded <code>.csr</code> to the CA, then import the certificate it sends \
+with an empty key box.</p>\
+<div><button type=\"submit\">Make key and download CSR</button></div></form>",
+        lines(message),
+        csrf_field(csrf),
+        esc(names),
+    );
+    layout(
+        "Certificate signing request",
+        Nav::Import,
+        Some(csrf),
+        &body,
+    )
+}
+
 /// Tenants and system settings.
 pub fn tenants(
     csrf: &str,
     tenants: &Value,
     system: &Value,
     certs: &Value,
+    extra: &str,
     flash: &[Line],
 ) -> String {
     let mut body = lines(flash);
@@ -432,6 +509,7 @@ pub fn tenants(
         esc(system["admin_email"].as_str().unwrap_or("")),
         esc(system["roots_version"].as_str().unwrap_or("-")),
     );
+    body += extra;
     layout("Tenants & system", Nav::Tenants, Some(csrf), &body)
 }
 
@@ -495,7 +573,8 @@ mod tests {
             super::roots("TOKEN", &roots, Some("v2"), &[], 0),
             super::roots_reset_confirm("TOKEN", 1, "v"),
             super::import("TOKEN", "", "auto", &[]),
-            super::tenants("TOKEN", &tenants, &system, &certs, &[]),
+            super::csr("TOKEN", "a.example", &[]),
+            super::tenants("TOKEN", &tenants, &system, &certs, "", &[]),
             super::password("TOKEN", false, &[]),
         ];
         for page in &pages {

@@ -1,0 +1,269 @@
+//! Making keys and certificates on the PBX: a CSR to buy a certificate with,
+//! and a local CA (like mkcert) for closed networks.
+//!
+//! Why: buying a certificate starts with a CSR whose private key must never
+//! leave the PBX; keeping the key in the store makes the later
+//! `import --cert bought.crt` (no key) match it by import rule 7. A PBX in a
+//! closed network has no public CA at all: `ca init` makes a root whose
+//! certificate the admin loads onto the phones, and `ca issue` signs a server
+//! certificate for a tenant's names, imported like any other (`source:
+//! "local-ca"`).
+//!
+//! What must hold: keys are generated on the PBX (ring's system RNG) and
+//! stored only in the store; no command prints a private key; the CA key
+//! never signs anything but leaf certificates (pathLen 0); an issued
+//! certificate passes the same import rules as an upload. RSA keys cannot be
+//! generated with ring (rcgen reports `KeyGenerationUnavailable`), so
+//! `--key-type rsa2048` is `unsupported-key-type` in this build.
+
+use std::time::{Duration, SystemTime};
+
+use base64ct::{Base64, Encoding};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::certs::{self, Imported};
+use crate::error::Error;
+use crate::limits::{LOCAL_CA_DAYS, LOCAL_CA_LEAF_DAYS, MAX_CSR_NAMES};
+use crate::names;
+use crate::pki::{self, KeyFormat, KindRequest};
+use crate::store::{Batch, Source, Store};
+
+/// Key types `csr --key-type` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyType {
+    /// ECDSA P-256 (default).
+    P256,
+    /// RSA 2048 (not available in this build).
+    Rsa2048,
+}
+
+impl KeyType {
+    /// The name the CLI uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyType::P256 => "p256",
+            KeyType::Rsa2048 => "rsa2048",
+        }
+    }
+}
+
+fn gen_err(e: impl core::fmt::Display) -> Error {
+    Error::KeyGeneration(e.to_string())
+}
+
+fn new_key(key_type: KeyType) -> Result<KeyPair, Error> {
+    match key_type {
+        KeyType::P256 => KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(gen_err),
+        KeyType::Rsa2048 => Err(Error::UnsupportedKeyType(key_type.as_str().into())),
+    }
+}
+
+/// Validate and normalise DNS names for a certificate (wildcards allowed).
+fn cert_names(raw: &[String]) -> Result<Vec<String>, Error> {
+    if raw.is_empty() {
+        return Err(Error::BadName(
+            String::new(),
+            "give at least one --name".into(),
+        ));
+    }
+    if raw.len() > MAX_CSR_NAMES {
+        return Err(Error::LimitExceeded(format!(
+            "at most {MAX_CSR_NAMES} names in one certificate"
+        )));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for name in raw {
+        let n = names::normalize(name, true).map_err(|e| Error::bad_name(name, e))?;
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    Ok(out)
+}
+
+/// Put a generated key into a batch under its key ID (as import would).
+fn stage_key(batch: &mut Batch, key: &KeyPair) -> Result<String, Error> {
+    let der = key.serialize_der();
+    let parsed = pki::load_key(KeyFormat::Pkcs8, &der)?;
+    let key_id = parsed.key_id();
+    batch.put_key(&key_id, KeyFormat::Pkcs8, &der);
+    Ok(key_id)
+}
+
+/// `csr --name HOST... [--key-type T]`: a new key kept in the store and the
+/// PEM CSR (RFC 2986) for it.
+pub fn csr(store: &Store, names: &[String], key_type: KeyType) -> Result<serde_json::Value, Error> {
+    let names = cert_names(names)?;
+    let key = new_key(key_type)?;
+    let mut params = CertificateParams::new(names.clone()).map_err(gen_err)?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, names[0].as_str());
+    params.distinguished_name = dn;
+    let request = params.serialize_request(&key).map_err(gen_err)?;
+    let pem = request.pem().map_err(gen_err)?;
+    let mut batch = Batch::default();
+    let key_id = stage_key(&mut batch, &key)?;
+    store.commit(batch)?;
+    Ok(serde_json::json!({
+        "csr": pem,
+        "names": names,
+        "key_type": key_type.as_str(),
+        "key_id": key_id,
+    }))
+}
+
+/// The stored local CA.
+#[derive(Serialize, Deserialize)]
+struct CaRecord {
+    /// The root's Common Name (its DN is rebuilt from it to sign).
+    cn: String,
+    /// PKCS#8 of the CA key, Base64.
+    key: String,
+    /// The root certificate DER, Base64.
+    cert: String,
+}
+
+const SETTING_CA: &str = "local-ca";
+
+/// The CA's parameters: the same DN, key usages and key identifier method
+/// at `init` and at every `issue`, so issued certificates chain to the root.
+fn ca_params(cn: &str) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    dn.push(DnType::OrganizationName, "pbx-certd local CA");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params
+}
+
+fn load_ca(store: &Store) -> Result<(CaRecord, Vec<u8>), Error> {
+    let raw = store.setting(SETTING_CA)?.ok_or(Error::NoCa)?;
+    let corrupt = |e: &dyn core::fmt::Display| {
+        Error::Store(crate::store::StoreError::Corrupt(format!("local CA: {e}")))
+    };
+    let record: CaRecord = serde_json::from_slice(&raw).map_err(|e| corrupt(&e))?;
+    let der = Base64::decode_vec(&record.cert).map_err(|e| corrupt(&e))?;
+    Ok((record, der))
+}
+
+fn validity(params: &mut CertificateParams, days: u64) {
+    // An hour back: clocks of phones are often a little behind.
+    let start = SystemTime::now() - Duration::from_secs(3600);
+    params.not_before = start.into();
+    params.not_after = (start + Duration::from_secs(days * 86_400)).into();
+}
+
+/// `ca init`: a new CA key and self-signed root.
+pub fn init(store: &Store) -> Result<serde_json::Value, Error> {
+    if store.setting(SETTING_CA)?.is_some() {
+        return Err(Error::CaExists);
+    }
+    let host = store.system()?.dns.unwrap_or_else(|| "pbx".to_owned());
+    let cn = format!("pbx-certd local CA {host}");
+    let key = new_key(KeyType::P256)?;
+    let mut params = ca_params(&cn);
+    validity(&mut params, LOCAL_CA_DAYS);
+    let root = params.self_signed(&key).map_err(gen_err)?;
+    let record = CaRecord {
+        cn,
+        key: Base64::encode_string(&key.serialize_der()),
+        cert: Base64::encode_string(root.der()),
+    };
+    let mut batch = Batch::default();
+    batch.put_setting(SETTING_CA, &serde_json::to_vec(&record).unwrap_or_default());
+    store.commit(batch)?;
+    show(store)
+}
+
+/// `ca show`: the root (to load onto phones).
+pub fn show(store: &Store) -> Result<serde_json::Value, Error> {
+    let (_, der) = load_ca(store)?;
+    let info = pki::CertInfo::parse(der.clone())
+        .ok_or_else(|| Error::Store(crate::store::StoreError::Corrupt("local CA root".into())))?;
+    Ok(serde_json::json!({
+        "id": info.id,
+        "subject": info.subject,
+        "not_after": crate::clock::rfc3339(info.not_after),
+        "pem": crate::pem::encode("CERTIFICATE", &der),
+    }))
+}
+
+/// `ca issue --tenant NAME`: a server certificate for the tenant's DNS names,
+/// signed by the local CA and imported (leaf + root) as the tenant's domain
+/// certificate.
+pub fn issue(store: &Store, tenant: &str) -> Result<Imported, Error> {
+    let t = store
+        .tenant(tenant)?
+        .ok_or_else(|| Error::NoSuchTenant(tenant.to_owned()))?;
+    if t.dns.is_empty() {
+        return Err(Error::NothingToIssue(tenant.to_owned()));
+    }
+    let (record, root_der) = load_ca(store)?;
+    let ca_key_der = Base64::decode_vec(&record.key).map_err(|e| {
+        Error::Store(crate::store::StoreError::Corrupt(format!(
+            "local CA key: {e}"
+        )))
+    })?;
+    let ca_key = KeyPair::try_from(ca_key_der.as_slice()).map_err(gen_err)?;
+    // The issuer object: same DN, key and key identifier as the stored root.
+    let issuer = ca_params(&record.cn)
+        .self_signed(&ca_key)
+        .map_err(gen_err)?;
+
+    let key = new_key(KeyType::P256)?;
+    let mut params = CertificateParams::new(t.dns.clone()).map_err(gen_err)?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, t.dns[0].as_str());
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    validity(&mut params, LOCAL_CA_LEAF_DAYS);
+    let leaf = params.signed_by(&key, &issuer, &ca_key).map_err(gen_err)?;
+    let mut chain = leaf.pem();
+    chain.push_str(&crate::pem::encode("CERTIFICATE", &root_der));
+    certs::import(
+        store,
+        chain.as_bytes(),
+        Some(key.serialize_pem().as_bytes()),
+        KindRequest::Domain,
+        Source::LocalCa,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_and_deduplicated() {
+        let n = cert_names(&["WWW.Example.com.".into(), "www.example.com".into()]).unwrap();
+        assert_eq!(n, vec!["www.example.com"]);
+        assert_eq!(cert_names(&[]).unwrap_err().code(), "bad-name");
+        assert_eq!(cert_names(&["a b".into()]).unwrap_err().code(), "bad-name");
+        assert!(cert_names(&["*.example.com".into()]).is_ok());
+    }
+
+    #[test]
+    fn rsa_generation_is_a_named_error() {
+        assert_eq!(
+            new_key(KeyType::Rsa2048).err().map(|e| e.code()),
+            Some("unsupported-key-type")
+        );
+    }
+}
