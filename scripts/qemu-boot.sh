@@ -110,6 +110,7 @@ pid=$!
 while :; do
     sleep 5
     echo "boot: pbx-certd $(grep VmRSS /proc/$pid/status)"
+    echo "boot: pbx-certd detail:" $(grep -E 'RssAnon|RssFile|VmHWM|Threads' /proc/$pid/status)
 done
 EOF
 chmod +x "$root/init"
@@ -154,6 +155,7 @@ done
 for _ in $(seq 1 30); do grep -q "boot: pbx-certd VmRSS" "$console" && break; sleep 1; done
 rss=$(grep "boot: pbx-certd VmRSS" "$console" | tail -1 | sed 's/.*VmRSS://')
 echo "qemu-boot: pbx-certd in-guest VmRSS:${rss:- not reported}"
+grep "boot: pbx-certd detail:" "$console" | tail -1 | sed 's/^boot:/qemu-boot:/'
 [ -n "$rss" ] || status=1
 [ $status = 0 ] || { echo "--- guest console ---" >&2; grep -v "VmRSS" "$console" | tail -30 >&2; }
 exit $status
