@@ -3,10 +3,12 @@
 //!
 //! Why: DNS-01 is the only challenge that proves control of a wildcard name
 //! and the only one that works for a PBX unreachable from the Internet. The
-//! ACME client (`src/acme/`, written elsewhere) calls `provider_for(name)`,
-//! then `add_txt` on `challenge_name(name)`, then `propagation::wait_for_txt`
-//! on the provider's `authoritative_servers`, tells the CA to validate, and
-//! always calls `remove_txt` afterwards.
+//! ACME client (`acme::issue`) uses `Challenge`: `prepare` picks the stored
+//! provider covering the name (`provider_for`), `publish` adds the TXT record
+//! at `challenge_name(name)` and waits (`propagation::wait_for_txt`) until the
+//! zone's servers answer it, then the CA is told to validate, and `cleanup`
+//! removes the record whatever the outcome. `DnsProvider` is the one provider
+//! trait.
 //!
 //! Providers are configured with `pbx-certd dns add` and stored in the store's
 //! settings tree under the prefix `dns-provider/` (one JSON record per name).
