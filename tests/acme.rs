@@ -887,6 +887,7 @@ fn dig_txt(env: &HashMap<String, String>, name: &str) -> Vec<String> {
 /// where no peer listens, so propagation is checked at the provider's
 /// server only (`--check-ns false`, as for split DNS).
 fn add_peers_provider(d: &Path, env: &HashMap<String, String>, secret: &str) {
+    ok(d, &["dns", "set", "--check-ns", "false"]);
     ok(
         d,
         &[
@@ -907,7 +908,6 @@ fn add_peers_provider(d: &Path, env: &HashMap<String, String>, secret: &str) {
             secret,
         ],
     );
-    ok(d, &["dns", "set", "--check-ns", "false"]);
 }
 
 /// DNS-01 from the stored provider: `dns add` + a system name in its zone →
@@ -967,6 +967,45 @@ fn dns01_from_a_stored_rfc2136_provider_issues_the_system_wildcard_and_removes_t
     daemon.stop();
 }
 
+/// A provider added while the daemon runs: the system name set becomes
+/// `NAME` + `*.NAME`, ordered at once by DNS-01, and the HTTP-01 certificate
+/// for `NAME` alone is replaced.
+#[test]
+fn dns_add_while_running_reorders_the_system_name_with_its_wildcard() {
+    let Some((_lock, env)) = peers() else { return };
+    let dir = setup(&env, true);
+    let d = dir.path();
+    let root = pebble_root(&env);
+    ok(d, &["system", "set", "--dns", "u.pbx.test"]);
+    let mut daemon = Daemon::start(d, &env, true);
+    daemon.next_outcome().expect("HTTP-01 order");
+    let first = acme_certs(d);
+    assert_eq!(first[0]["names"], serde_json::json!(["u.pbx.test"]));
+    let old = first[0]["id"].as_str().unwrap().to_owned();
+
+    add_peers_provider(d, &env, &env["TSIG_SECRET"]);
+    daemon.next_outcome().expect("DNS-01 order after dns add");
+    assert!(daemon
+        .seen
+        .iter()
+        .any(|l| l.contains("answering dns-01 for *.u.pbx.test")));
+    let certs = acme_certs(d);
+    assert_eq!(
+        certs.len(),
+        1,
+        "the narrower certificate is replaced: {certs:?}"
+    );
+    let id = certs[0]["id"].as_str().unwrap().to_owned();
+    assert_ne!(id, old);
+    assert_eq!(
+        verified_leaf(daemon.https, "phone.u.pbx.test", &root),
+        Ok(id.clone())
+    );
+    assert_eq!(verified_leaf(daemon.https, "u.pbx.test", &root), Ok(id));
+    assert!(dig_txt(&env, "_acme-challenge.u.pbx.test").is_empty());
+    daemon.stop();
+}
+
 /// A wrong TSIG secret: the order fails with the DNS error's code in
 /// `acme status`, nothing is added to the zone, and the certificate issued
 /// before keeps being served.
@@ -983,9 +1022,13 @@ fn dns01_with_a_wrong_tsig_secret_fails_with_the_dns_code_and_keeps_the_served_c
     let id = acme_certs(d)[0]["id"].as_str().unwrap().to_owned();
 
     // Same key name and algorithm, another secret (valid Base64, 32 bytes).
+    // Changed with the daemon stopped: `dns remove`/`dns add` wake the
+    // renewal loop, and only the reissue's order is wanted here.
+    daemon.stop();
     ok(d, &["dns", "remove", "peers"]);
     add_peers_provider(d, &env, "d3JvbmctdHNpZy1zZWNyZXQtd3JvbmctdHNpZy1zZWM=");
     ok(d, &["cert", "reissue", &id]);
+    let mut daemon = Daemon::start(d, &env, false);
     let line = daemon
         .next_outcome()
         .expect_err("BIND must reject the TSIG");

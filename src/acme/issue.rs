@@ -318,16 +318,14 @@ fn store_issued(
                 kind,
                 Source::Acme,
             )?;
-            // The new certificate is stored: older ACME ones of this set go.
-            let mut want = target.names.clone();
-            want.sort();
+            // The new certificate is stored: older ACME ones of this owner
+            // whose names it all has go (also a set that grew, e.g. the
+            // system name that got `*.NAME` with a DNS provider).
             for old in store.certs()? {
-                let mut names = old.names.clone();
-                names.sort();
                 if old.source == Source::Acme
                     && old.id != imported.id
                     && old.tenant == target.tenant
-                    && names == want
+                    && old.names.iter().all(|n| target.names.contains(n))
                 {
                     crate::certs::delete(store, &old.id)?;
                 }
