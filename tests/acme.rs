@@ -2,7 +2,9 @@
 //! BIND9, started by `scripts/acme-peers.sh up` on loopback (installed with
 //! apt when missing). The daemon runs on the ports pebble validates
 //! (HTTP-01 → `ACME_HTTP01_PORT`, TLS-ALPN-01 → `ACME_TLSALPN01_PORT`), so
-//! the tests of this binary run one at a time (a lock).
+//! the tests of this binary run one at a time (a lock). DNS-01 runs from a
+//! provider stored with `pbx-certd dns add --provider rfc2136` pointed at that
+//! BIND with the peers' TSIG key (pebble resolves through the same BIND).
 //!
 //! Every wait is bounded and waits for an event (a log line or a state), never
 //! for time; assertions are on contents, never on durations.
