@@ -11,6 +11,9 @@
 //! Set `PBX_CERTD_NO_PEERS=1` only where the peers cannot run: the tests then
 //! pass without checking anything (and say so).
 
+#[path = "common/fake_cloudflare.rs"]
+mod fake_cloudflare;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
@@ -966,6 +969,109 @@ fn dns01_from_a_stored_rfc2136_provider_issues_the_system_wildcard_and_removes_t
         dig_txt(&env, "_acme-challenge.w.pbx.test").is_empty(),
         "TXT records left in the zone"
     );
+    daemon.stop();
+}
+
+/// One RFC 2136 update to the peers' BIND, sent by BIND's own `nsupdate`
+/// with the peers' TSIG key (the fake Cloudflare API's back end).
+fn nsupdate(env: &HashMap<String, String>, line: &str) {
+    use std::io::Write;
+    let (host, port) = env["DNS_SERVER"].split_once(':').unwrap();
+    let key = format!(
+        "{}:{}:{}",
+        env["TSIG_ALGORITHM"], env["TSIG_KEY_NAME"], env["TSIG_SECRET"]
+    );
+    let mut child = Command::new("nsupdate")
+        .args(["-y", &key])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let script = format!(
+        "server {host} {port}\nzone {}\n{line}\nsend\n",
+        env["DNS_ZONE"]
+    );
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "nsupdate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// DNS-01 through the Cloudflare provider: a local HTTPS server following
+/// Cloudflare's API v4 (its CA in the Root CA list, `--api-base` pointing at
+/// it) that mirrors each TXT record into the peers' BIND, where pebble looks.
+#[test]
+fn dns01_through_the_cloudflare_api_issues_the_system_wildcard() {
+    let Some((_lock, env)) = peers() else { return };
+    let dir = setup(&env, true);
+    let d = dir.path();
+    let root = pebble_root(&env);
+    let api = Arc::new(Mutex::new(fake_cloudflare::Api::new(&env["DNS_ZONE"])));
+    let peers_env = env.clone();
+    api.lock().unwrap().on_change = Some(Box::new(move |op, name, content| {
+        let line = if op == "add" {
+            format!("update add {name}. 60 TXT \"{content}\"")
+        } else {
+            format!("update delete {name}. TXT \"{content}\"")
+        };
+        nsupdate(&peers_env, &line);
+    }));
+    let (base, ca_pem) = fake_cloudflare::start_api(api.clone());
+    let ca = d.join("api-ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    ok(
+        d,
+        &["import", "--cert", ca.to_str().unwrap(), "--kind", "root"],
+    );
+    ok(d, &["dns", "set", "--check-ns", "false"]);
+    ok(
+        d,
+        &[
+            "dns",
+            "add",
+            "cf",
+            "--provider",
+            "cloudflare",
+            "--zone",
+            &env["DNS_ZONE"],
+            "--token",
+            fake_cloudflare::TOKEN,
+            "--api-base",
+            &base,
+        ],
+    );
+    ok(d, &["system", "set", "--dns", "c.pbx.test"]);
+    let mut daemon = Daemon::start(d, &env, false);
+    daemon
+        .next_outcome()
+        .expect("DNS-01 order through Cloudflare");
+    let certs = acme_certs(d);
+    assert_eq!(certs.len(), 1, "{certs:?}");
+    assert_eq!(
+        certs[0]["names"],
+        serde_json::json!(["c.pbx.test", "*.c.pbx.test"])
+    );
+    let id = certs[0]["id"].as_str().unwrap().to_owned();
+    assert_chain_verifies(d, &id, &root);
+    assert_eq!(
+        verified_leaf(daemon.https, "phone.c.pbx.test", &root),
+        Ok(id)
+    );
+    let api = api.lock().unwrap();
+    assert!(api.records.is_empty(), "records left at the API");
+    let posts = api.log.iter().filter(|l| l.starts_with("POST ")).count();
+    let deletes = api.log.iter().filter(|l| l.starts_with("DELETE ")).count();
+    assert_eq!((posts, deletes), (2, 2), "{:?}", api.log);
+    assert!(dig_txt(&env, "_acme-challenge.c.pbx.test").is_empty());
+    drop(api);
     daemon.stop();
 }
 
