@@ -321,6 +321,9 @@ pub enum DnsCmd {
         /// cloudflare: API token ('-' reads one line from stdin).
         #[arg(long, required_if_eq("provider", "cloudflare"))]
         token: Option<String>,
+        /// cloudflare: API base URL (default https://api.cloudflare.com/client/v4).
+        #[arg(long)]
+        api_base: Option<String>,
     },
     /// List DNS providers (secrets masked).
     List,
@@ -348,7 +351,7 @@ pub enum DnsCmd {
 pub enum ProviderArg {
     /// RFC 2136 dynamic update with TSIG.
     Rfc2136,
-    /// Cloudflare API (needs the HTTPS client; stored only).
+    /// Cloudflare API v4 (bearer token).
     Cloudflare,
 }
 
@@ -569,6 +572,7 @@ fn dns_command(command: DnsCmd) -> Result<Command, Error> {
             tsig_algorithm,
             tsig_secret,
             token,
+            api_base,
         } => {
             let config = match provider {
                 ProviderArg::Rfc2136 => ProviderConfig::Rfc2136 {
@@ -582,6 +586,7 @@ fn dns_command(command: DnsCmd) -> Result<Command, Error> {
                 },
                 ProviderArg::Cloudflare => ProviderConfig::Cloudflare {
                     token: secret_arg(token)?,
+                    api_base: api_base.unwrap_or_else(crate::dns::cloudflare_api_base),
                 },
             };
             Command::DnsAdd { name, zone, config }

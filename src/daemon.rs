@@ -32,9 +32,6 @@ pub struct Shared {
     pub web: Arc<crate::http::WebState>,
     /// ACME challenge answers while orders run (published in the snapshot).
     challenges: Mutex<Challenges>,
-    /// DNS-01 provider (RFC 8555 §8.4). TODO(dns): set from the `dns add`
-    /// configuration once src/dns/ lands; until then only tests set one.
-    dns_provider: Mutex<Option<Arc<dyn crate::acme::DnsProvider>>>,
     /// Wakes the renewal loop (`acme set`, `cert reissue`).
     acme_wake: (smol::channel::Sender<()>, smol::channel::Receiver<()>),
 }
@@ -50,7 +47,6 @@ impl Shared {
             setup_token: Mutex::new(None),
             web: Arc::new(crate::http::WebState::new()),
             challenges: Mutex::new(Challenges::default()),
-            dns_provider: Mutex::new(None),
             acme_wake: smol::channel::bounded(1),
         }))
     }
@@ -107,19 +103,6 @@ impl Shared {
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut self.challenges.lock().unwrap_or_else(|p| p.into_inner()));
         self.rebuild_locked().map_err(AcmeError::from)
-    }
-
-    /// Install (or remove) the DNS-01 provider used by the next orders.
-    pub fn set_dns_provider(&self, provider: Option<Arc<dyn crate::acme::DnsProvider>>) {
-        *self.dns_provider.lock().unwrap_or_else(|p| p.into_inner()) = provider;
-    }
-
-    /// The DNS-01 provider, if one is configured.
-    pub fn dns_provider(&self) -> Option<Arc<dyn crate::acme::DnsProvider>> {
-        self.dns_provider
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
     }
 
     /// Wake the renewal loop (a check runs now).

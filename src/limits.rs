@@ -275,3 +275,14 @@ pub const LOCAL_CA_LEAF_DAYS: u64 = 825;
 /// Most name servers of a zone checked for propagation: real zones have 2–6;
 /// this bounds the work a hostile NS RRset can cause.
 pub const MAX_ZONE_NAME_SERVERS: usize = 16;
+
+/// Cloudflare's API v4 base URL (a `dns add --api-base` may point elsewhere,
+/// e.g. a test server or a proxy).
+pub const CLOUDFLARE_DEFAULT_API_BASE: &str = "https://api.cloudflare.com/client/v4";
+
+/// TTL of a challenge TXT record at Cloudflare: its API accepts 1 (automatic)
+/// or 60..=86400 (60 only on some plans, 120 on all).
+pub const CLOUDFLARE_TXT_TTL: u32 = 120;
+
+/// Longest Cloudflare API base URL accepted.
+pub const MAX_CLOUDFLARE_API_BASE_LEN: usize = 512;

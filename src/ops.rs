@@ -160,7 +160,15 @@ impl Command {
 
     /// True when a successful run should wake the daemon's renewal loop.
     pub fn wakes_acme(&self) -> bool {
-        matches!(self, Command::AcmeSet(_) | Command::CertReissue { .. })
+        // A DNS provider changes how (and for the system name, for which
+        // names) certificates are ordered.
+        matches!(
+            self,
+            Command::AcmeSet(_)
+                | Command::CertReissue { .. }
+                | Command::DnsAdd { .. }
+                | Command::DnsRemove { .. }
+        )
     }
 }
 

@@ -2,12 +2,17 @@
 //! BIND9, started by `scripts/acme-peers.sh up` on loopback (installed with
 //! apt when missing). The daemon runs on the ports pebble validates
 //! (HTTP-01 → `ACME_HTTP01_PORT`, TLS-ALPN-01 → `ACME_TLSALPN01_PORT`), so
-//! the tests of this binary run one at a time (a lock).
+//! the tests of this binary run one at a time (a lock). DNS-01 runs from a
+//! provider stored with `pbx-certd dns add --provider rfc2136` pointed at that
+//! BIND with the peers' TSIG key (pebble resolves through the same BIND).
 //!
 //! Every wait is bounded and waits for an event (a log line or a state), never
 //! for time; assertions are on contents, never on durations.
 //! Set `PBX_CERTD_NO_PEERS=1` only where the peers cannot run: the tests then
 //! pass without checking anything (and say so).
+
+#[path = "common/fake_cloudflare.rs"]
+mod fake_cloudflare;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -862,130 +867,311 @@ fn ari_window_that_has_begun_renews_a_certificate_with_most_of_its_life_left() {
     daemon.stop();
 }
 
-/// A test DNS provider: RFC 2136 updates signed with the peers' TSIG key,
-/// sent by BIND's own `nsupdate` (the real provider is src/dns/'s job).
-struct Nsupdate {
-    server: String,
-    zone: String,
-    key: String,
-    added: Mutex<Vec<String>>,
-    removed: Mutex<Vec<String>>,
-}
-
-impl Nsupdate {
-    fn send(&self, line: String) -> Result<(), pbx_certd::acme::AcmeError> {
-        use std::io::Write;
-        let (host, port) = self.server.split_once(':').unwrap();
-        let mut child = Command::new("nsupdate")
-            .args(["-y", &self.key])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let script = format!("server {host} {port}\nzone {}\n{line}\nsend\n", self.zone);
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(script.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(pbx_certd::acme::AcmeError::new(
-                "dns-update-failed",
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            ))
-        }
-    }
-}
-
-impl pbx_certd::acme::DnsProvider for Nsupdate {
-    fn covers(&self, fqdn: &str) -> bool {
-        fqdn.trim_start_matches("*.").ends_with(&self.zone)
-    }
-    fn add_txt<'a>(
-        &'a self,
-        fqdn: &'a str,
-        value: &'a str,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<(), pbx_certd::acme::AcmeError>> + Send + 'a>,
-    > {
-        self.added.lock().unwrap().push(format!("{fqdn} {value}"));
-        Box::pin(async move { self.send(format!("update add {fqdn}. 60 TXT \"{value}\"")) })
-    }
-    fn remove_txt<'a>(
-        &'a self,
-        fqdn: &'a str,
-        value: &'a str,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<(), pbx_certd::acme::AcmeError>> + Send + 'a>,
-    > {
-        self.removed.lock().unwrap().push(format!("{fqdn} {value}"));
-        Box::pin(async move { self.send(format!("update delete {fqdn}. TXT \"{value}\"")) })
-    }
-}
-
-#[test]
-fn dns01_through_a_provider_issues_a_wildcard_and_removes_the_records() {
-    let Some((_lock, env)) = peers() else { return };
-    let dir = setup(&env, true);
-    let root = pebble_root(&env);
-    let store = pbx_certd::Store::open(dir.path()).unwrap();
-    let shared = pbx_certd::daemon::Shared::new(store).unwrap();
-    let provider = Arc::new(Nsupdate {
-        server: env["DNS_SERVER"].clone(),
-        zone: env["DNS_ZONE"].clone(),
-        key: format!(
-            "hmac-sha256:{}:{}",
-            env["TSIG_KEY_NAME"], env["TSIG_SECRET"]
-        ),
-        added: Mutex::new(Vec::new()),
-        removed: Mutex::new(Vec::new()),
-    });
-    let settings = pbx_certd::acme::settings(shared.store()).unwrap();
-    let target = pbx_certd::acme::Target {
-        key: "system".into(),
-        tenant: None,
-        names: vec!["w.pbx.test".into(), "*.w.pbx.test".into()],
-    };
-    // No listeners at all: only DNS-01 can work.
-    let id = smol::block_on(pbx_certd::acme::issue::issue(
-        &shared,
-        &settings,
-        &target,
-        pbx_certd::acme::issue::Listeners::default(),
-        Some(provider.clone()),
-    ))
-    .expect("DNS-01 order");
-    let added = provider.added.lock().unwrap().clone();
-    assert_eq!(added.len(), 2, "{added:?}");
-    assert!(added
-        .iter()
-        .all(|a| a.starts_with("_acme-challenge.w.pbx.test ")));
-    let mut removed = provider.removed.lock().unwrap().clone();
-    removed.sort();
-    let mut added_sorted = added.clone();
-    added_sorted.sort();
-    assert_eq!(removed, added_sorted, "every TXT record withdrawn");
-    let txt = Command::new("dig")
-        .args(["+short", "-p", env["DNS_SERVER"].split(':').nth(1).unwrap()])
-        .args(["@127.0.0.1", "_acme-challenge.w.pbx.test", "TXT"])
+/// TXT values at `name` on the peers' BIND, asked with `dig` (an
+/// independent client), sorted.
+fn dig_txt(env: &HashMap<String, String>, name: &str) -> Vec<String> {
+    let (host, port) = env["DNS_SERVER"].split_once(':').unwrap();
+    let out = Command::new("dig")
+        .args(["+short", "+norecurse", "-p", port])
+        .arg(format!("@{host}"))
+        .args([name, "TXT"])
         .output()
         .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&txt.stdout).trim(),
-        "",
-        "TXT left in the zone"
+    assert!(out.status.success(), "dig failed");
+    let mut values: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().trim_matches('"').to_owned())
+        .filter(|l| !l.is_empty())
+        .collect();
+    values.sort();
+    values
+}
+
+/// `dns add peers --provider rfc2136` for the peers' zone on their BIND,
+/// signed with `secret`. The zone's NS host (ns1.pbx.test) is 127.0.0.1:53,
+/// where no peer listens, so propagation is checked at the provider's
+/// server only (`--check-ns false`, as for split DNS).
+fn add_peers_provider(d: &Path, env: &HashMap<String, String>, secret: &str) {
+    ok(d, &["dns", "set", "--check-ns", "false"]);
+    ok(
+        d,
+        &[
+            "dns",
+            "add",
+            "peers",
+            "--provider",
+            "rfc2136",
+            "--zone",
+            &env["DNS_ZONE"],
+            "--server",
+            &env["DNS_SERVER"],
+            "--tsig-name",
+            &env["TSIG_KEY_NAME"],
+            "--tsig-algorithm",
+            &env["TSIG_ALGORITHM"],
+            "--tsig-secret",
+            secret,
+        ],
     );
-    let record = shared.store().cert(&id).unwrap().unwrap();
-    assert_eq!(record.source, pbx_certd::store::Source::Acme);
-    let mut names = record.names.clone();
+}
+
+/// DNS-01 from the stored provider: `dns add` + a system name in its zone →
+/// the system name set is `NAME` and `*.NAME`, ordered by DNS-01 with no
+/// port-80 listener; the chain verifies against pebble's root and serves for
+/// a name under the wildcard; no TXT record is left in the zone.
+#[test]
+fn dns01_from_a_stored_rfc2136_provider_issues_the_system_wildcard_and_removes_the_records() {
+    let Some((_lock, env)) = peers() else { return };
+    let dir = setup(&env, true);
+    let d = dir.path();
+    let root = pebble_root(&env);
+    add_peers_provider(d, &env, &env["TSIG_SECRET"]);
+    ok(d, &["system", "set", "--dns", "w.pbx.test"]);
+    let st = status_of(d, "system");
+    assert_eq!(
+        st["names"],
+        serde_json::json!(["w.pbx.test", "*.w.pbx.test"])
+    );
+
+    let mut daemon = Daemon::start(d, &env, false);
+    daemon.next_outcome().expect("DNS-01 order");
+    let answered: Vec<&String> = daemon
+        .seen
+        .iter()
+        .filter(|l| l.contains("answering dns-01 for"))
+        .collect();
+    assert_eq!(answered.len(), 2, "{answered:?}");
+    assert!(answered
+        .iter()
+        .all(|l| l.contains("_acme-challenge.w.pbx.test through DNS provider peers")));
+
+    let certs = acme_certs(d);
+    assert_eq!(certs.len(), 1, "{certs:?}");
+    let id = certs[0]["id"].as_str().unwrap().to_owned();
+    let mut names: Vec<String> = certs[0]["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_owned())
+        .collect();
     names.sort();
     assert_eq!(names, ["*.w.pbx.test", "w.pbx.test"]);
-    drop(shared);
-    assert_chain_verifies(dir.path(), &id, &root);
+    assert_chain_verifies(d, &id, &root);
+    assert_eq!(
+        verified_leaf(daemon.https, "phone7.w.pbx.test", &root),
+        Ok(id.clone())
+    );
+    assert_eq!(verified_leaf(daemon.https, "w.pbx.test", &root), Ok(id));
+    let st = status_of(d, "system");
+    assert_eq!(st["state"], "valid", "{st}");
+    assert_eq!(st["last_error"], serde_json::Value::Null);
+    assert!(
+        dig_txt(&env, "_acme-challenge.w.pbx.test").is_empty(),
+        "TXT records left in the zone"
+    );
+    daemon.stop();
+}
+
+/// One RFC 2136 update to the peers' BIND, sent by BIND's own `nsupdate`
+/// with the peers' TSIG key (the fake Cloudflare API's back end).
+fn nsupdate(env: &HashMap<String, String>, line: &str) {
+    use std::io::Write;
+    let (host, port) = env["DNS_SERVER"].split_once(':').unwrap();
+    let key = format!(
+        "{}:{}:{}",
+        env["TSIG_ALGORITHM"], env["TSIG_KEY_NAME"], env["TSIG_SECRET"]
+    );
+    let mut child = Command::new("nsupdate")
+        .args(["-y", &key])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let script = format!(
+        "server {host} {port}\nzone {}\n{line}\nsend\n",
+        env["DNS_ZONE"]
+    );
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "nsupdate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// DNS-01 through the Cloudflare provider: a local HTTPS server following
+/// Cloudflare's API v4 (its CA in the Root CA list, `--api-base` pointing at
+/// it) that mirrors each TXT record into the peers' BIND, where pebble looks.
+#[test]
+fn dns01_through_the_cloudflare_api_issues_the_system_wildcard() {
+    let Some((_lock, env)) = peers() else { return };
+    let dir = setup(&env, true);
+    let d = dir.path();
+    let root = pebble_root(&env);
+    let api = Arc::new(Mutex::new(fake_cloudflare::Api::new(&env["DNS_ZONE"])));
+    let peers_env = env.clone();
+    api.lock().unwrap().on_change = Some(Box::new(move |op, name, content| {
+        let line = if op == "add" {
+            format!("update add {name}. 60 TXT \"{content}\"")
+        } else {
+            format!("update delete {name}. TXT \"{content}\"")
+        };
+        nsupdate(&peers_env, &line);
+    }));
+    let (base, ca_pem) = fake_cloudflare::start_api(api.clone());
+    let ca = d.join("api-ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    ok(
+        d,
+        &["import", "--cert", ca.to_str().unwrap(), "--kind", "root"],
+    );
+    ok(d, &["dns", "set", "--check-ns", "false"]);
+    ok(
+        d,
+        &[
+            "dns",
+            "add",
+            "cf",
+            "--provider",
+            "cloudflare",
+            "--zone",
+            &env["DNS_ZONE"],
+            "--token",
+            fake_cloudflare::TOKEN,
+            "--api-base",
+            &base,
+        ],
+    );
+    ok(d, &["system", "set", "--dns", "c.pbx.test"]);
+    let mut daemon = Daemon::start(d, &env, false);
+    daemon
+        .next_outcome()
+        .expect("DNS-01 order through Cloudflare");
+    let certs = acme_certs(d);
+    assert_eq!(certs.len(), 1, "{certs:?}");
+    assert_eq!(
+        certs[0]["names"],
+        serde_json::json!(["c.pbx.test", "*.c.pbx.test"])
+    );
+    let id = certs[0]["id"].as_str().unwrap().to_owned();
+    assert_chain_verifies(d, &id, &root);
+    assert_eq!(
+        verified_leaf(daemon.https, "phone.c.pbx.test", &root),
+        Ok(id)
+    );
+    let api = api.lock().unwrap();
+    assert!(api.records.is_empty(), "records left at the API");
+    let posts = api.log.iter().filter(|l| l.starts_with("POST ")).count();
+    let deletes = api.log.iter().filter(|l| l.starts_with("DELETE ")).count();
+    assert_eq!((posts, deletes), (2, 2), "{:?}", api.log);
+    assert!(dig_txt(&env, "_acme-challenge.c.pbx.test").is_empty());
+    drop(api);
+    daemon.stop();
+}
+
+/// A provider added while the daemon runs: the system name set becomes
+/// `NAME` + `*.NAME`, ordered at once by DNS-01, and the HTTP-01 certificate
+/// for `NAME` alone is replaced.
+#[test]
+fn dns_add_while_running_reorders_the_system_name_with_its_wildcard() {
+    let Some((_lock, env)) = peers() else { return };
+    let dir = setup(&env, true);
+    let d = dir.path();
+    let root = pebble_root(&env);
+    ok(d, &["system", "set", "--dns", "u.pbx.test"]);
+    let mut daemon = Daemon::start(d, &env, true);
+    daemon.next_outcome().expect("HTTP-01 order");
+    let first = acme_certs(d);
+    assert_eq!(first[0]["names"], serde_json::json!(["u.pbx.test"]));
+    let old = first[0]["id"].as_str().unwrap().to_owned();
+
+    add_peers_provider(d, &env, &env["TSIG_SECRET"]);
+    daemon.next_outcome().expect("DNS-01 order after dns add");
+    assert!(daemon
+        .seen
+        .iter()
+        .any(|l| l.contains("answering dns-01 for *.u.pbx.test")));
+    let certs = acme_certs(d);
+    assert_eq!(
+        certs.len(),
+        1,
+        "the narrower certificate is replaced: {certs:?}"
+    );
+    let id = certs[0]["id"].as_str().unwrap().to_owned();
+    assert_ne!(id, old);
+    assert_eq!(
+        verified_leaf(daemon.https, "phone.u.pbx.test", &root),
+        Ok(id.clone())
+    );
+    assert_eq!(verified_leaf(daemon.https, "u.pbx.test", &root), Ok(id));
+    assert!(dig_txt(&env, "_acme-challenge.u.pbx.test").is_empty());
+    daemon.stop();
+}
+
+/// A wrong TSIG secret: the order fails with the DNS error's code in
+/// `acme status`, nothing is added to the zone, and the certificate issued
+/// before keeps being served.
+#[test]
+fn dns01_with_a_wrong_tsig_secret_fails_with_the_dns_code_and_keeps_the_served_cert() {
+    let Some((_lock, env)) = peers() else { return };
+    let dir = setup(&env, true);
+    let d = dir.path();
+    let root = pebble_root(&env);
+    add_peers_provider(d, &env, &env["TSIG_SECRET"]);
+    ok(d, &["system", "set", "--dns", "v.pbx.test"]);
+    let mut daemon = Daemon::start(d, &env, false);
+    daemon.next_outcome().expect("first DNS-01 order");
+    let id = acme_certs(d)[0]["id"].as_str().unwrap().to_owned();
+
+    // Same key name and algorithm, another secret (valid Base64, 32 bytes).
+    // Changed with the daemon stopped: `dns remove`/`dns add` wake the
+    // renewal loop, and only the reissue's order is wanted here.
+    daemon.stop();
+    ok(d, &["dns", "remove", "peers"]);
+    add_peers_provider(d, &env, "d3JvbmctdHNpZy1zZWNyZXQtd3JvbmctdHNpZy1zZWM=");
+    ok(d, &["cert", "reissue", &id]);
+    let mut daemon = Daemon::start(d, &env, false);
+    let line = daemon
+        .next_outcome()
+        .expect_err("BIND must reject the TSIG");
+    assert!(line.contains("[dns-tsig-rejected]"), "{line}");
+    let st = status_of(d, "system");
+    assert_eq!(st["state"], "failed", "{st}");
+    assert_eq!(st["last_error"]["code"], "dns-tsig-rejected", "{st}");
+    let text = cli(d, &["acme", "status"]);
+    assert!(text.1.contains("dns-tsig-rejected"), "{}", text.1);
+    assert_eq!(
+        verified_leaf(daemon.https, "phone7.v.pbx.test", &root),
+        Ok(id.clone())
+    );
+    assert_eq!(acme_certs(d).len(), 1);
+    assert!(dig_txt(&env, "_acme-challenge.v.pbx.test").is_empty());
+    daemon.stop();
+}
+
+/// No stored provider covers the name and DNS-01 is forced: `no-dns-provider`.
+#[test]
+fn dns01_without_a_provider_for_the_name_is_no_dns_provider() {
+    let Some((_lock, env)) = peers() else { return };
+    let dir = setup(&env, true);
+    let d = dir.path();
+    ok(d, &["tenant", "add", "eps", "--dns", "eps.pbx.test"]);
+    ok(d, &["acme", "set", "--challenge", "dns-01"]);
+    let mut daemon = Daemon::start(d, &env, true);
+    let line = daemon.next_outcome().expect_err("no provider");
+    assert!(line.contains("[no-dns-provider]"), "{line}");
+    assert_eq!(
+        status_of(d, "tenant:eps")["last_error"]["code"],
+        "no-dns-provider"
+    );
+    assert!(acme_certs(d).is_empty());
+    daemon.stop();
 }
 
 /// Accepts any server certificate and records the leaf (we test choice here).

@@ -4,7 +4,10 @@
 //! Why: this is the protocol flow the daemon runs for a name set: account
 //! (created once, key stored, re-registered on `accountDoesNotExist`), order,
 //! authorizations (already valid ones reused, §7.5), one challenge each
-//! (presented through the snapshot or a DNS provider), polling with
+//! (HTTP-01 and TLS-ALPN-01 presented through the snapshot; DNS-01, §8.4,
+//! through the stored provider covering the name, `crate::dns::Challenge`:
+//! the TXT record is published and seen at the zone's servers before the CA
+//! is told to validate), polling with
 //! `refresh()` on smol timers (instant-acme's own polling needs tokio),
 //! finalize with a fresh P-256 key and CSR, download, and import through the
 //! same rules as an upload with `source: "acme"`.
@@ -24,7 +27,7 @@ use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
 
 use super::http::Client;
-use super::{AcmeError, AcmeSettings, ChallengeChoice, DnsProvider, StoredAccount, Target};
+use super::{AcmeError, AcmeSettings, ChallengeChoice, StoredAccount, Target};
 use crate::daemon::Shared;
 use crate::limits::{
     ACME_BAD_NONCE_RETRIES, ACME_POLL_FIRST_DELAY, ACME_POLL_MAX_DELAY, ACME_POLL_TIMEOUT,
@@ -215,7 +218,25 @@ async fn login(
 enum Presented {
     Http(String),
     Alpn(String),
-    Dns(String, String),
+    Dns(Box<crate::dns::Challenge>),
+}
+
+/// A failure of the DNS side of DNS-01, with the DNS error's stable code
+/// (`dns-tsig-rejected`, `dns-not-propagated`, ...).
+fn dns_error(e: crate::Error) -> AcmeError {
+    match e {
+        crate::Error::Dns(d) => AcmeError::new(d.code(), d.to_string()),
+        other => store_err(other),
+    }
+}
+
+/// Does a stored DNS provider cover `name`? (Blocking: reads the store.)
+async fn provider_covers(shared: &Arc<Shared>, name: &str) -> Result<bool, AcmeError> {
+    let name = name.to_owned();
+    blocking(shared, move |s| crate::dns::provider_for(s.store(), &name))
+        .await
+        .map(|p| p.is_some())
+        .map_err(dns_error)
 }
 
 /// The TLS-ALPN-01 certificate (RFC 8737 §3): self-signed, the name as its
@@ -256,26 +277,16 @@ pub async fn issue(
     settings: &AcmeSettings,
     target: &Target,
     listeners: Listeners,
-    dns: Option<Arc<dyn DnsProvider>>,
 ) -> Result<String, AcmeError> {
     let client = {
         let c = blocking(shared, |s| Client::from_store(s.store())).await;
         c.map_err(|e| AcmeError::new(e.code(), e.to_string()))?
     };
     let mut presented = Vec::new();
-    let result = run_order(
-        shared,
-        settings,
-        target,
-        listeners,
-        dns.as_deref(),
-        &client,
-        &mut presented,
-    )
-    .await;
+    let result = run_order(shared, settings, target, listeners, &client, &mut presented).await;
     // Always withdraw what was presented (RFC 8555 §8.3/§8.4: the client
     // removes the answer once the challenge is done).
-    withdraw(shared, presented, dns.as_deref()).await;
+    withdraw(shared, presented).await;
     let (cert_pem, key_pem) = result.map_err(|mut e| {
         e.retry_after = client.take_retry_after();
         e
@@ -307,16 +318,14 @@ fn store_issued(
                 kind,
                 Source::Acme,
             )?;
-            // The new certificate is stored: older ACME ones of this set go.
-            let mut want = target.names.clone();
-            want.sort();
+            // The new certificate is stored: older ACME ones of this owner
+            // whose names it all has go (also a set that grew, e.g. the
+            // system name that got `*.NAME` with a DNS provider).
             for old in store.certs()? {
-                let mut names = old.names.clone();
-                names.sort();
                 if old.source == Source::Acme
                     && old.id != imported.id
                     && old.tenant == target.tenant
-                    && names == want
+                    && old.names.iter().all(|n| target.names.contains(n))
                 {
                     crate::certs::delete(store, &old.id)?;
                 }
@@ -326,12 +335,17 @@ fn store_issued(
         .map_err(|e| AcmeError::new("import-failed", e.to_string()))
 }
 
-async fn withdraw(shared: &Arc<Shared>, presented: Vec<Presented>, dns: Option<&dyn DnsProvider>) {
+async fn withdraw(shared: &Arc<Shared>, presented: Vec<Presented>) {
     let mut snapshot_change = false;
     for p in &presented {
-        if let (Presented::Dns(fqdn, value), Some(provider)) = (p, dns) {
-            if let Err(e) = provider.remove_txt(fqdn, value).await {
-                log::warn!("ACME: cannot remove TXT {fqdn}: {e}");
+        if let Presented::Dns(challenge) = p {
+            if let Err(e) = challenge.cleanup().await {
+                log::warn!(
+                    "ACME: cannot remove TXT {} through DNS provider {} [{}]: {e}",
+                    challenge.fqdn,
+                    challenge.provider_name,
+                    e.code()
+                );
             }
         } else {
             snapshot_change = true;
@@ -365,7 +379,6 @@ async fn run_order(
     settings: &AcmeSettings,
     target: &Target,
     listeners: Listeners,
-    dns: Option<&dyn DnsProvider>,
     client: &Client,
     presented: &mut Vec<Presented>,
 ) -> Result<(String, String), AcmeError> {
@@ -418,12 +431,16 @@ async fn run_order(
                 continue;
             }
             let wildcard = auth.identifier().wildcard;
-            let covered = dns.is_some_and(|d| d.covers(&name));
             let kind = match settings.challenge {
                 ChallengeChoice::Http01 => ChallengeType::Http01,
                 ChallengeChoice::TlsAlpn01 => ChallengeType::TlsAlpn01,
                 ChallengeChoice::Dns01 => ChallengeType::Dns01,
-                ChallengeChoice::Auto if covered || wildcard => ChallengeType::Dns01,
+                // A wildcard needs DNS-01 (RFC 8555 §7.1.3): without a
+                // provider it fails below with `no-dns-provider`.
+                ChallengeChoice::Auto if wildcard => ChallengeType::Dns01,
+                ChallengeChoice::Auto if provider_covers(shared, &name).await? => {
+                    ChallengeType::Dns01
+                }
                 ChallengeChoice::Auto if listeners.http => ChallengeType::Http01,
                 ChallengeChoice::Auto => ChallengeType::TlsAlpn01,
             };
@@ -461,18 +478,34 @@ async fn run_order(
                     .await?;
                 }
                 _ => {
-                    // DNS-01 (RFC 8555 §8.4). TODO(dns): the provider comes
-                    // from `pbx-certd dns add` (src/dns/, another branch).
-                    let provider = dns.filter(|d| d.covers(&name)).ok_or_else(|| {
+                    // DNS-01 (RFC 8555 §8.4): the stored provider with the
+                    // longest zone containing the name.
+                    let value = key_auth.dns_value();
+                    let domain = name.clone();
+                    let dns = blocking(shared, move |s| {
+                        crate::dns::Challenge::prepare(s.store(), &domain, &value)
+                    })
+                    .await
+                    .map_err(dns_error)?
+                    .ok_or_else(|| {
                         AcmeError::new(
                             "no-dns-provider",
-                            format!("DNS-01 for {name} needs a DNS provider covering its zone"),
+                            format!(
+                                "DNS-01 for {name} needs a DNS provider covering its zone (pbx-certd dns add)"
+                            ),
                         )
                     })?;
-                    let fqdn = format!("_acme-challenge.{}", name.trim_start_matches("*."));
-                    let value = key_auth.dns_value();
-                    presented.push(Presented::Dns(fqdn.clone(), value.clone()));
-                    provider.add_txt(&fqdn, &value).await?;
+                    log::info!(
+                        "ACME: answering dns-01 for {name} at {} through DNS provider {}",
+                        dns.fqdn,
+                        dns.provider_name
+                    );
+                    let dns = Box::new(dns);
+                    let published = dns.publish().await;
+                    // Withdrawn even when publishing failed: a record added
+                    // but not seen in time is removed too.
+                    presented.push(Presented::Dns(dns));
+                    published.map_err(|e| AcmeError::new(e.code(), e.to_string()))?;
                 }
             }
             nonce_retry!(challenge.set_ready().await)?;

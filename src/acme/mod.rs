@@ -1,12 +1,13 @@
-//! ACME (RFC 8555): settings, the account, which names get certificates, the
-//! per-name-set status, and the DNS provider hook.
+//! ACME (RFC 8555): settings, the account, which names get certificates, and
+//! the per-name-set status.
 //!
 //! Why: the appliance must "just get a certificate" and keep it valid. The
 //! protocol (JWS, nonces, account, order objects; RFC 8555 §6–7) comes from
 //! instant-acme on our own HTTP client (`http`, trusting exactly the Root CA
 //! list); challenges are answered by the daemon itself: HTTP-01 (RFC 8555
 //! §8.3) on the port-80 listener, TLS-ALPN-01 (RFC 8737 §3) on the HTTPS
-//! listener, DNS-01 (RFC 8555 §8.4) through a `DnsProvider`. The flow of one
+//! listener, DNS-01 (RFC 8555 §8.4) through the stored DNS provider covering
+//! the name (`crate::dns`: RFC 2136 + TSIG, RFC 8945). The flow of one
 //! order is in `issue`, the renewal timer in `renew`.
 //!
 //! What must hold: uploaded certificates are never replaced; a failed order
@@ -188,7 +189,8 @@ pub struct AcmeError {
     /// `validation-failed`, `timeout`, `account-does-not-exist`,
     /// `unauthorized`, `bad-nonce`, `ca-error`, `bad-response`,
     /// `no-challenge`, `no-dns-provider`, `import-failed`, `lease-held`,
-    /// `store-error`, `internal`.
+    /// `store-error`, `internal`, and the DNS-01 provider's codes
+    /// (`crate::dns::DnsError::code`: `dns-tsig-rejected`, ...).
     pub code: &'static str,
     /// Text for the admin.
     pub message: String,
@@ -283,27 +285,6 @@ impl From<crate::store::StoreError> for AcmeError {
     fn from(e: crate::store::StoreError) -> AcmeError {
         AcmeError::new("store-error", e.to_string())
     }
-}
-
-/// A DNS provider for DNS-01 (RFC 8555 §8.4): publishes and withdraws the
-/// `_acme-challenge` TXT record. Implementations (RFC 2136, Cloudflare, ...)
-/// live in `src/dns/`; they must wait until the record is visible at the
-/// zone's authoritative servers before `add_txt` returns.
-pub trait DnsProvider: Send + Sync {
-    /// Does this provider manage the zone of `fqdn`?
-    fn covers(&self, fqdn: &str) -> bool;
-    /// Add a TXT record `value` at `fqdn` (e.g. `_acme-challenge.pbx.example`).
-    fn add_txt<'a>(
-        &'a self,
-        fqdn: &'a str,
-        value: &'a str,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), AcmeError>> + Send + 'a>>;
-    /// Remove exactly that TXT record (other values at `fqdn` stay).
-    fn remove_txt<'a>(
-        &'a self,
-        fqdn: &'a str,
-        value: &'a str,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), AcmeError>> + Send + 'a>>;
 }
 
 /// A set of names that gets one certificate.
@@ -487,17 +468,27 @@ fn uploaded_covers(certs: &[CertRecord], name: &str, now: i64) -> bool {
 
 /// The name sets that get ACME certificates (whether or not ACME is enabled):
 /// each tenant's DNS names without a valid uploaded certificate (one
-/// certificate per tenant), and the system DNS name.
+/// certificate per tenant), and the system DNS name, with `*.NAME` as well
+/// when a DNS provider covers it and the challenge choice allows DNS-01
+/// (wildcards can only be validated by DNS-01, RFC 8555 §7.1.3).
 pub fn targets(store: &Store) -> Result<Vec<Target>, Error> {
     let certs = store.certs()?;
     let now = clock::now();
     let mut out = Vec::new();
     if let Some(dns) = store.system()?.dns {
         if !uploaded_covers(&certs, &dns, now) {
+            let mut names = vec![dns.clone()];
+            let dns01 = matches!(
+                settings(store)?.challenge,
+                ChallengeChoice::Auto | ChallengeChoice::Dns01
+            );
+            if dns01 && crate::dns::provider_for(store, &dns)?.is_some() {
+                names.push(format!("*.{dns}"));
+            }
             out.push(Target {
                 key: "system".into(),
                 tenant: None,
-                names: vec![dns],
+                names,
             });
         }
     }

@@ -250,8 +250,7 @@ async fn renew_one(
                 "ACME: ordering a certificate for {}",
                 target.names.join(", ")
             );
-            let dns = shared.dns_provider();
-            Some(issue(shared, settings, target, listeners, dns).await)
+            Some(issue(shared, settings, target, listeners).await)
         }
         Ok(false) => None,
         Err(e) => Some(Err(AcmeError::new("store-error", e.to_string()))),

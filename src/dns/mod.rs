@@ -3,23 +3,25 @@
 //!
 //! Why: DNS-01 is the only challenge that proves control of a wildcard name
 //! and the only one that works for a PBX unreachable from the Internet. The
-//! ACME client (`src/acme/`, written elsewhere) calls `provider_for(name)`,
-//! then `add_txt` on `challenge_name(name)`, then `propagation::wait_for_txt`
-//! on the provider's `authoritative_servers`, tells the CA to validate, and
-//! always calls `remove_txt` afterwards.
+//! ACME client (`acme::issue`) uses `Challenge`: `prepare` picks the stored
+//! provider covering the name (`provider_for`), `publish` adds the TXT record
+//! at `challenge_name(name)` and waits (`propagation::wait_for_txt`) until the
+//! zone's servers answer it, then the CA is told to validate, and `cleanup`
+//! removes the record whatever the outcome. `DnsProvider` is the one provider
+//! trait.
 //!
 //! Providers are configured with `pbx-certd dns add` and stored in the store's
 //! settings tree under the prefix `dns-provider/` (one JSON record per name).
 //! Implemented: RFC 2136 dynamic update signed with TSIG (RFC 8945), in
-//! `rfc2136`. Cloudflare is stored and listed, but its HTTP API needs the
-//! HTTPS client that is written elsewhere: using it gives
-//! `dns-provider-unavailable`.
+//! `rfc2136`; Cloudflare's API v4 over the ACME HTTPS client (trusting the
+//! Root CA list), in `cloudflare`.
 //!
 //! What must hold: a secret (TSIG secret, API token) is never shown back in
 //! full (`dns list` masks it); every DNS answer is untrusted input, parsed
 //! without panics, and each failure is a `DnsError` with a stable code;
 //! `provider_for` picks the longest zone that contains the name.
 
+pub mod cloudflare;
 pub mod propagation;
 pub mod rfc2136;
 pub mod wire;
@@ -65,6 +67,9 @@ pub enum DnsError {
     BadResponse(String),
     /// The server rejected our TSIG signature (BADKEY, BADSIG, BADTIME).
     TsigRejected(String),
+    /// An HTTP API rejected the credentials (401/403: bad token or missing
+    /// permission).
+    Unauthorized(String),
     /// The server refused the update (REFUSED or NOTAUTH: policy).
     Refused(String),
     /// Any other error RCODE.
@@ -73,8 +78,6 @@ pub enum DnsError {
     NotInZone(String, String),
     /// The TXT value did not appear on every server in time.
     NotPropagated(String),
-    /// The provider is configured but not implemented in this build.
-    ProviderUnavailable(String),
     /// The stored or given configuration is unusable.
     BadConfig(String),
 }
@@ -87,11 +90,11 @@ impl DnsError {
             DnsError::Io(_) => "dns-io",
             DnsError::BadResponse(_) => "dns-bad-response",
             DnsError::TsigRejected(_) => "dns-tsig-rejected",
+            DnsError::Unauthorized(_) => "dns-unauthorized",
             DnsError::Refused(_) => "dns-refused",
             DnsError::ServerError(_) => "dns-server-error",
             DnsError::NotInZone(..) => "dns-not-in-zone",
             DnsError::NotPropagated(_) => "dns-not-propagated",
-            DnsError::ProviderUnavailable(_) => "dns-provider-unavailable",
             DnsError::BadConfig(_) => "bad-dns-config",
         }
     }
@@ -108,10 +111,13 @@ impl core::fmt::Display for DnsError {
                 "the DNS server rejected the TSIG signature ({e}): check key name, algorithm and secret"
             ),
             DnsError::Refused(e) => write!(f, "the DNS server refused the update: {e}"),
+            DnsError::Unauthorized(e) => write!(
+                f,
+                "the DNS provider rejected the credentials ({e}): check the token and its permissions"
+            ),
             DnsError::ServerError(e) => write!(f, "the DNS server answered with an error: {e}"),
             DnsError::NotInZone(name, zone) => write!(f, "{name} is not inside the zone {zone}"),
             DnsError::NotPropagated(e) => write!(f, "the TXT record did not propagate: {e}"),
-            DnsError::ProviderUnavailable(e) => f.write_str(e),
             DnsError::BadConfig(e) => f.write_str(e),
         }
     }
@@ -154,10 +160,13 @@ pub enum ProviderConfig {
         /// TSIG secret, Base64 (secret).
         tsig_secret: String,
     },
-    /// Cloudflare's HTTP API (stored; needs the HTTPS client).
+    /// Cloudflare's API v4.
     Cloudflare {
-        /// API token (secret).
+        /// API token (secret), with DNS Edit permission on the zone.
         token: String,
+        /// API base URL (https).
+        #[serde(default = "cloudflare_api_base")]
+        api_base: String,
     },
 }
 
@@ -175,11 +184,20 @@ impl core::fmt::Debug for ProviderConfig {
                 tsig_algorithm.as_str(),
                 mask(tsig_secret)
             ),
-            ProviderConfig::Cloudflare { token } => {
-                write!(f, "Cloudflare {{ token: {} }}", mask(token))
+            ProviderConfig::Cloudflare { token, api_base } => {
+                write!(
+                    f,
+                    "Cloudflare {{ token: {}, api_base: {api_base} }}",
+                    mask(token)
+                )
             }
         }
     }
+}
+
+/// The default Cloudflare API base.
+pub fn cloudflare_api_base() -> String {
+    crate::limits::CLOUDFLARE_DEFAULT_API_BASE.to_owned()
 }
 
 /// A configured provider: a name, the zone it covers, how to reach it.
@@ -224,17 +242,19 @@ impl ProviderEntry {
                 "tsig_algorithm": tsig_algorithm.as_str(),
                 "tsig_secret": mask(tsig_secret),
             }),
-            ProviderConfig::Cloudflare { token } => serde_json::json!({
+            ProviderConfig::Cloudflare { token, api_base } => serde_json::json!({
                 "name": self.name,
                 "provider": "cloudflare",
                 "zone": self.zone,
                 "token": mask(token),
+                "api_base": api_base,
             }),
         }
     }
 
-    /// A provider object for this entry.
-    pub fn provider(&self) -> Result<Box<dyn DnsProvider>, DnsError> {
+    /// A provider object for this entry (an HTTP API provider trusts the
+    /// store's Root CA list).
+    pub fn provider(&self, store: &Store) -> Result<Box<dyn DnsProvider>, DnsError> {
         match &self.config {
             ProviderConfig::Rfc2136 {
                 server,
@@ -248,10 +268,17 @@ impl ProviderEntry {
                 *tsig_algorithm,
                 tsig_secret,
             )?)),
-            ProviderConfig::Cloudflare { .. } => Err(DnsError::ProviderUnavailable(format!(
-                "DNS provider {}: the Cloudflare API is not implemented in this build (it needs the HTTPS client)",
-                self.name
-            ))),
+            ProviderConfig::Cloudflare { token, api_base } => {
+                let client = crate::acme::http::Client::from_store(store).map_err(|e| {
+                    DnsError::BadConfig(format!(
+                        "DNS provider {}: no HTTPS client for the Cloudflare API: {e}",
+                        self.name
+                    ))
+                })?;
+                Ok(Box::new(cloudflare::Cloudflare::new(
+                    &self.zone, api_base, token, client,
+                )?))
+            }
         }
     }
 }
@@ -292,7 +319,7 @@ impl Challenge {
             return Ok(None);
         };
         Ok(Some(Challenge {
-            provider: entry.provider()?,
+            provider: entry.provider(store)?,
             provider_name: entry.name,
             zone: entry.zone,
             fqdn: challenge_name(domain),
@@ -414,13 +441,14 @@ pub fn add(store: &Store, name: &str, zone: &str, config: ProviderConfig) -> Res
                 zone: zone.clone(),
                 config: config.clone(),
             }
-            .provider()
+            .provider(store)
             .map_err(Error::Dns)?;
             config
         }
-        ProviderConfig::Cloudflare { token } => {
+        ProviderConfig::Cloudflare { token, api_base } => {
             check_secret("API token", &token)?;
-            ProviderConfig::Cloudflare { token }
+            cloudflare::check_api_base(&api_base).map_err(Error::Dns)?;
+            ProviderConfig::Cloudflare { token, api_base }
         }
     };
     let existing = list(store)?;
@@ -572,6 +600,7 @@ mod tests {
         assert!(!format!("{c:?}").contains("LXNlY3JldC1zZWNyZXQ"));
         let t = ProviderConfig::Cloudflare {
             token: secret.into(),
+            api_base: cloudflare_api_base(),
         };
         assert!(!format!("{t:?}").contains("LXNlY3JldC1zZWNyZXQ"));
     }

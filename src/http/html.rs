@@ -383,7 +383,7 @@ pub fn dns_and_ca(dns: &Value, ca: Option<&Value>) -> String {
                     esc(s(&p["tsig_algorithm"])),
                     esc(s(&p["tsig_secret"]))
                 ),
-                _ => format!("token {}", esc(s(&p["token"]))),
+                _ => format!("{} · token {}", esc(s(&p["api_base"])), esc(s(&p["token"]))),
             };
             out += &format!(
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{access}</td></tr>",
