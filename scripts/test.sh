@@ -44,5 +44,5 @@ cargo test --locked --lib --bins --tests "$@"
 $native_only && exit 0
 
 scripts/test-qemu.sh all
-scripts/build-arm.sh aarch64     # the release binary the boot test flashes
+scripts/build-arm.sh all         # release binaries (sizes printed); the boot test flashes aarch64
 scripts/qemu-boot.sh aarch64
