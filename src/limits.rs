@@ -180,6 +180,9 @@ pub const CLIENT_MAX_HEADERS: usize = 64;
 /// Default directory: Let's Encrypt production (issue 5).
 pub const ACME_DEFAULT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
+/// Let's Encrypt staging (a preset on the ACME page; untrusted test certificates).
+pub const ACME_STAGING_DIRECTORY: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
 /// Default interval between renewal checks (issue 5: 6 h, with jitter).
 pub const ACME_DEFAULT_CHECK_INTERVAL_SECS: u64 = 6 * 3600;
 

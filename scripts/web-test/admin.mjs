@@ -254,6 +254,32 @@ try {
   check((await page.inputValue('#sdns')) === 'pbx.example.com', 'system DNS name shown');
   await shot('12-tenants-system');
 
+  begin('ACME page: settings and DNS providers');
+  await page.click('header a:has-text("ACME")');
+  check(page.url().endsWith('/acme'), `nav link: ${page.url()}`);
+  check(!(await page.isChecked('#enabled')), 'ACME off by default');
+  await page.check('#dir-staging');
+  await page.fill('#check_interval', '7200');
+  await page.selectOption('#challenge', 'dns-01');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Save")')]);
+  check((await text()).includes('ACME settings saved'), 'ACME saved');
+  check(await page.isChecked('#dir-staging'), 'staging preset kept');
+  check((await page.inputValue('#check_interval')) === '7200', 'interval shown');
+  check((await page.inputValue('#challenge')) === 'dns-01', 'challenge shown');
+  check((await page.locator('#status tr', { hasText: 'pbx.example.com' }).count()) === 1, 'system name in the status table');
+  const CF_TOKEN = 'browser-cf-token-0123456789abcdef';
+  await page.fill('#c-name', 'cf-web');
+  await page.fill('#c-zone', 'example.com');
+  await page.fill('#c-token', CF_TOKEN);
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Add Cloudflare provider")')]);
+  check((await text()).includes('DNS provider cf-web added'), 'provider added');
+  check(!(await page.content()).includes(CF_TOKEN), 'token shown back');
+  await shot('14-acme');
+  await Promise.all([page.waitForNavigation(),
+    page.locator('tr', { hasText: 'cf-web' }).locator('button:has-text("Remove")').click()]);
+  check((await text()).includes('DNS provider cf-web removed'), 'provider removed');
+  check((await page.locator('tr', { hasText: 'cf-web' }).count()) === 0, 'provider gone');
+
   begin('the JSON API with HTTP Basic');
   anon = await request.newContext({ ignoreHTTPSErrors: true });
   r = await anon.get(`${BASE}/api/certs`);

@@ -31,6 +31,7 @@ use super::msg::{ct_eq, Head, Req, Resp};
 use super::server::Handler;
 use super::session::{Flash, Grant, SessionView, WebState};
 use super::{MAX_FORM_BODY_BYTES, MAX_IMPORT_BODY_BYTES, MAX_LOGIN_BODY_BYTES, SESSION_COOKIE};
+use crate::acme::AcmeChange;
 use crate::auth;
 use crate::clock;
 use crate::daemon::Shared;
@@ -89,6 +90,14 @@ pub enum Route {
     TenantRemove,
     /// `POST /system`
     SystemPost,
+    /// `GET /acme`
+    Acme,
+    /// `POST /acme` (`acme set`)
+    AcmePost,
+    /// `POST /acme/dns/add` (`dns add`)
+    DnsAdd,
+    /// `POST /acme/dns/remove` (`dns remove`)
+    DnsRemove,
     /// `/api/...`
     Api(ApiRoute),
     /// No such page.
@@ -147,6 +156,12 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> Route {
         "/tenants/add" => page(Route::TenantAdd, post),
         "/tenants/remove" => page(Route::TenantRemove, post),
         "/system" => page(Route::SystemPost, post),
+        "/acme" => match method {
+            "POST" => Route::AcmePost,
+            _ => page(Route::Acme, get),
+        },
+        "/acme/dns/add" => page(Route::DnsAdd, post),
+        "/acme/dns/remove" => page(Route::DnsRemove, post),
         _ => {
             if let Some(rest) = path.strip_prefix("/certs/") {
                 pem(rest, Route::CertPem)
@@ -157,6 +172,100 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> Route {
             }
         }
     }
+}
+
+/// The `acme set` change of the ACME page's form. Every field is sent; the
+/// EAB HMAC only when typed (empty keeps the stored one, which is never
+/// shown), an empty EAB key ID removes the binding. `stored_kid` is the key
+/// ID stored now.
+pub fn acme_change(form: &Form, stored_kid: Option<&str>) -> Result<AcmeChange, Error> {
+    let bad = |m: &str| Error::BadSetting(m.to_owned());
+    let directory = match form.get("preset").unwrap_or("custom") {
+        "production" => crate::limits::ACME_DEFAULT_DIRECTORY.to_owned(),
+        "staging" => crate::limits::ACME_STAGING_DIRECTORY.to_owned(),
+        _ => form.get("directory").unwrap_or("").trim().to_owned(),
+    };
+    if directory.is_empty() {
+        return Err(bad(
+            "directory: choose a preset or give the CA's directory URL",
+        ));
+    }
+    let email = match form.get("email").unwrap_or("").trim() {
+        "" => "none".to_owned(),
+        e => e.to_owned(),
+    };
+    let check_interval = match form.get("check_interval").unwrap_or("").trim() {
+        "" => None,
+        n => Some(
+            n.parse::<u64>()
+                .map_err(|_| bad("check interval: a whole number of seconds"))?,
+        ),
+    };
+    let kid = form.get("eab_kid").unwrap_or("").trim();
+    let hmac = form.get("eab_hmac").unwrap_or("").trim();
+    let (eab_kid, eab_hmac) = match (kid.is_empty(), hmac.is_empty()) {
+        (false, false) => (Some(kid.to_owned()), Some(hmac.to_owned())),
+        (true, false) => return Err(bad("EAB: the HMAC key needs its key ID")),
+        (true, true) if stored_kid.is_some() => (Some("none".to_owned()), Some(String::new())),
+        (true, true) => (None, None),
+        (false, true) if stored_kid == Some(kid) => (None, None),
+        (false, true) => return Err(bad("EAB: a new key ID needs its HMAC key")),
+    };
+    Ok(AcmeChange {
+        directory: Some(directory),
+        email: Some(email),
+        enabled: Some(form.get("enabled") == Some("true")),
+        challenge: Some(form.get("challenge").unwrap_or("auto").to_owned()),
+        eab_kid,
+        eab_hmac,
+        check_interval,
+    })
+}
+
+/// The `dns add` command of one of the ACME page's provider forms.
+pub fn dns_add_command(form: &Form) -> Result<Command, Error> {
+    use crate::dns::{ProviderConfig, TsigAlgorithm};
+    let field = |k: &str| form.get(k).unwrap_or("").trim().to_owned();
+    let need = |k: &str, what: &str| {
+        let v = field(k);
+        if v.is_empty() {
+            Err(Error::BadSetting(format!(
+                "DNS provider: {what} is required"
+            )))
+        } else {
+            Ok(v)
+        }
+    };
+    let config = match form.get("provider").unwrap_or("") {
+        "rfc2136" => ProviderConfig::Rfc2136 {
+            server: need("server", "the server")?,
+            tsig_name: need("tsig_name", "the TSIG key name")?,
+            tsig_algorithm: match form.get("tsig_algorithm").unwrap_or("") {
+                "hmac-sha256" => TsigAlgorithm::HmacSha256,
+                "hmac-sha512" => TsigAlgorithm::HmacSha512,
+                _ => {
+                    return Err(Error::BadSetting(
+                        "DNS provider: TSIG algorithm hmac-sha256 or hmac-sha512".into(),
+                    ))
+                }
+            },
+            tsig_secret: need("tsig_secret", "the TSIG secret")?,
+        },
+        "cloudflare" => ProviderConfig::Cloudflare {
+            token: need("token", "the API token")?,
+            api_base: crate::dns::cloudflare_api_base(),
+        },
+        _ => {
+            return Err(Error::BadSetting(
+                "DNS provider: rfc2136 or cloudflare".into(),
+            ))
+        }
+    };
+    Ok(Command::DnsAdd {
+        name: need("name", "the name")?,
+        zone: need("zone", "the zone")?,
+        config,
+    })
 }
 
 /// Who is asking.
@@ -623,6 +732,22 @@ impl Admin {
         }
     }
 
+    async fn acme_post(&self, req: &Req, session: &SessionView) -> Resp {
+        let form = match self.form(req, session) {
+            Ok(f) => f,
+            Err(r) => return r,
+        };
+        let current = match self.run(Command::AcmeShow).await {
+            Ok(v) => v,
+            Err(e) => return self.error_page(500, "Error", Some(session), &e),
+        };
+        let r = match acme_change(&form, current["eab_kid"].as_str()) {
+            Ok(change) => self.run(Command::AcmeSet(change)).await,
+            Err(e) => Err(e),
+        };
+        self.outcome(session, "/acme", r, "ACME settings saved")
+    }
+
     async fn pem(&self, command: Command, id: &str, session: &SessionView) -> Resp {
         match self.run(command).await {
             Ok(v) => {
@@ -790,6 +915,52 @@ impl Admin {
             Route::CaPem => self.pem(Command::CaShow, "local-ca-root", session).await,
             Route::Csr => Resp::html(200, html::csr(csrf, "", &self.flash_lines(session))),
             Route::CsrPost => self.csr_post(req, session).await,
+            Route::Acme => {
+                let show = self.run(Command::AcmeShow).await;
+                let status = self.run(Command::AcmeStatus).await;
+                let dns = self.run(Command::DnsList).await;
+                match (show, status, dns) {
+                    (Ok(a), Ok(st), Ok(d)) => Resp::html(
+                        200,
+                        html::acme(csrf, &a, &st, &d, &self.flash_lines(session)),
+                    ),
+                    (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                        self.error_page(500, "Error", Some(session), &e)
+                    }
+                }
+            }
+            Route::AcmePost => self.acme_post(req, session).await,
+            Route::DnsAdd => {
+                let form = match self.form(req, session) {
+                    Ok(f) => f,
+                    Err(r) => return r,
+                };
+                let r = match dns_add_command(&form) {
+                    Ok(command) => self.run(command).await,
+                    Err(e) => Err(e),
+                };
+                let name = form.get("name").unwrap_or("").trim().to_owned();
+                self.outcome(
+                    session,
+                    "/acme#dns",
+                    r,
+                    &format!("DNS provider {name} added"),
+                )
+            }
+            Route::DnsRemove => {
+                let form = match self.form(req, session) {
+                    Ok(f) => f,
+                    Err(r) => return r,
+                };
+                let name = form.get("name").unwrap_or("").to_owned();
+                let r = self.run(Command::DnsRemove { name: name.clone() }).await;
+                self.outcome(
+                    session,
+                    "/acme#dns",
+                    r,
+                    &format!("DNS provider {name} removed"),
+                )
+            }
             Route::Tenants => {
                 let tenants = self.run(Command::TenantList).await;
                 let system = self.run(Command::SystemShow).await;
@@ -1064,8 +1235,48 @@ mod tests {
             route("GET", "/api/certs", None),
             Route::Api(ApiRoute::Certs)
         );
+        assert_eq!(route("GET", "/acme", None), Route::Acme);
+        assert_eq!(route("POST", "/acme", None), Route::AcmePost);
+        assert_eq!(route("POST", "/acme/dns/add", None), Route::DnsAdd);
+        assert_eq!(
+            route("GET", "/acme/dns/remove", None),
+            Route::MethodNotAllowed
+        );
         assert_eq!(route("GET", "/apix", None), Route::NotFound);
         assert_eq!(route("GET", "/../etc/passwd", None), Route::NotFound);
+    }
+
+    #[test]
+    fn acme_form_keeps_or_removes_the_eab_hmac() {
+        let f = |body: &str| Form::parse(body.as_bytes()).unwrap();
+        let c = acme_change(
+            &f("preset=staging&email=&challenge=dns-01&eab_kid=&eab_hmac=&check_interval=60"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            c.directory.as_deref(),
+            Some(crate::limits::ACME_STAGING_DIRECTORY)
+        );
+        assert_eq!(
+            (c.email.as_deref(), c.enabled, c.check_interval),
+            (Some("none"), Some(false), Some(60))
+        );
+        assert_eq!((c.eab_kid, c.eab_hmac), (None, None));
+        let keep = acme_change(
+            &f("preset=custom&directory=https://x/d&enabled=true&eab_kid=k&eab_hmac="),
+            Some("k"),
+        )
+        .unwrap();
+        assert_eq!(
+            (keep.enabled, keep.eab_kid, keep.eab_hmac),
+            (Some(true), None, None)
+        );
+        let clear = acme_change(&f("preset=production&eab_kid=&eab_hmac="), Some("k")).unwrap();
+        assert_eq!(clear.eab_kid.as_deref(), Some("none"));
+        assert!(acme_change(&f("preset=production&eab_kid=new&eab_hmac="), Some("k")).is_err());
+        assert!(acme_change(&f("preset=custom&directory="), None).is_err());
+        assert!(acme_change(&f("preset=production&check_interval=x"), None).is_err());
     }
 
     fn head(method: &str, path: &str, headers: &[(&str, &str)], len: usize) -> Head {

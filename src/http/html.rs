@@ -23,7 +23,7 @@ table{border-collapse:collapse;width:100%;background:#fff;margin:.6em 0}\
 th,td{border:1px solid #d3d8de;padding:.3em .5em;text-align:left;vertical-align:top;font-size:.92em}\
 th{background:#e8ecf0}td form{display:inline}\
 code{font-size:.9em}textarea{width:100%;font-family:monospace;font-size:.85em}\
-label{display:block;margin:.6em 0 .2em;font-weight:600}\
+label{display:block;margin:.6em 0 .2em;font-weight:600}label.inline{display:inline;font-weight:400}\
 input[type=text],input[type=password],input[type=email],select{min-width:22em;padding:.25em}\
 button{padding:.3em .9em;margin:.4em .3em .4em 0;cursor:pointer}\
 button.danger{background:#b42318;color:#fff;border:1px solid #8a1a12}\
@@ -60,6 +60,8 @@ pub enum Nav {
     Import,
     /// Tenants and system settings.
     Tenants,
+    /// ACME settings, status and DNS providers.
+    Acme,
     /// Password change.
     Password,
     /// Pages outside the bar.
@@ -108,11 +110,12 @@ pub fn layout(title: &str, nav: Nav, csrf: Option<&str>, body: &str) -> String {
                 format!("<a href=\"{href}\"{on}>{text}</a>")
             };
             format!(
-                "{}{}{}{}{}<form method=\"post\" action=\"/logout\">{}<button>Log out</button></form>",
+                "{}{}{}{}{}{}<form method=\"post\" action=\"/logout\">{}<button>Log out</button></form>",
                 link(Nav::Certs, "/certs", "Certificates"),
                 link(Nav::Roots, "/roots", "Root CA"),
                 link(Nav::Import, "/import", "Import"),
                 link(Nav::Tenants, "/tenants", "Tenants &amp; system"),
+                link(Nav::Acme, "/acme", "ACME"),
                 link(Nav::Password, "/password", "Password"),
                 csrf_field(csrf)
             )
@@ -246,7 +249,9 @@ pub fn certs(csrf: &str, certs: &Value, flash: &[Line], now: i64, acme_enabled: 
             let reissue = match (acme_enabled, managed) {
                 (true, true) => format!(
                     "<form method=\"post\" action=\"/certs/reissue\">{}<input type=\"hidden\" name=\"id\" \
-value=\"{}\"><button type=\"submit\" title=\"port 80 must be open to the CA\">Reissue</button></form>",
+value=\"{}\"><button type=\"submit\" title=\"HTTP-01: port 80 must be open to the CA\">Reissue</button></form>\
+<span class=\"note\">HTTP-01 needs port 80 reachable from the Internet; TLS-ALPN-01 needs port 443; \
+DNS-01 needs a <a href=\"/acme#dns\">DNS provider</a>.</span>",
                     csrf_field(csrf),
                     esc(id)
                 ),
@@ -369,33 +374,9 @@ its key stays on the PBX, so the bought certificate is imported here with an emp
 /// shown on the tenants page.
 pub fn dns_and_ca(dns: &Value, ca: Option<&Value>) -> String {
     let mut out = String::from("<h2>DNS providers (ACME DNS-01)</h2>");
-    let rows = dns.as_array().cloned().unwrap_or_default();
-    if rows.is_empty() {
-        out += "<p>No DNS providers.</p>";
-    } else {
-        out += "<table><tr><th>Name</th><th>Provider</th><th>Zone</th><th>Access</th></tr>";
-        for p in &rows {
-            let access = match s(&p["provider"]) {
-                "rfc2136" => format!(
-                    "{} · key {} ({}) · secret {}",
-                    esc(s(&p["server"])),
-                    esc(s(&p["tsig_name"])),
-                    esc(s(&p["tsig_algorithm"])),
-                    esc(s(&p["tsig_secret"]))
-                ),
-                _ => format!("{} · token {}", esc(s(&p["api_base"])), esc(s(&p["token"]))),
-            };
-            out += &format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{access}</td></tr>",
-                esc(s(&p["name"])),
-                esc(s(&p["provider"])),
-                esc(s(&p["zone"]))
-            );
-        }
-        out += "</table>";
-    }
-    out += "<p class=\"note\">Add and remove with <code>pbx-certd dns add|remove</code> \
-or <code>/api/dns</code>; secrets are never shown in full.</p><h2>Local CA</h2>";
+    out += &dns_table(dns, None);
+    out += "<p class=\"note\">Add and remove them on the <a href=\"/acme#dns\">ACME page</a>, with \
+<code>pbx-certd dns add|remove</code> or <code>/api/dns</code>; secrets are never shown in full.</p><h2>Local CA</h2>";
     match ca {
         Some(ca) => {
             out += &format!(
@@ -410,6 +391,200 @@ or <code>/api/dns</code>; secrets are never shown in full.</p><h2>Local CA</h2>"
         }
     }
     out
+}
+
+/// The provider table (secrets already masked by `dns list`); with `csrf`,
+/// each row has a Remove button.
+fn dns_table(dns: &Value, csrf: Option<&str>) -> String {
+    let rows = dns.as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        return "<p>No DNS providers.</p>".into();
+    }
+    let mut out =
+        String::from("<table><tr><th>Name</th><th>Provider</th><th>Zone</th><th>Access</th>");
+    if csrf.is_some() {
+        out += "<th></th>";
+    }
+    out += "</tr>";
+    for p in &rows {
+        let access = match s(&p["provider"]) {
+            "rfc2136" => format!(
+                "{} · key {} ({}) · secret {}",
+                esc(s(&p["server"])),
+                esc(s(&p["tsig_name"])),
+                esc(s(&p["tsig_algorithm"])),
+                esc(s(&p["tsig_secret"]))
+            ),
+            _ => format!("{} · token {}", esc(s(&p["api_base"])), esc(s(&p["token"]))),
+        };
+        let remove = match csrf {
+            Some(csrf) => format!(
+                "<td><form method=\"post\" action=\"/acme/dns/remove\">{}\
+<input type=\"hidden\" name=\"name\" value=\"{}\"><button class=\"danger\" type=\"submit\">Remove</button></form></td>",
+                csrf_field(csrf),
+                esc(s(&p["name"]))
+            ),
+            None => String::new(),
+        };
+        out += &format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{access}</td>{remove}</tr>",
+            esc(s(&p["name"])),
+            esc(s(&p["provider"])),
+            esc(s(&p["zone"]))
+        );
+    }
+    out += "</table>";
+    out
+}
+
+/// ACME: the settings form (`acme show`), the status of each name set
+/// (`acme status`) and the DNS providers with add/remove forms (`dns list`).
+/// The EAB HMAC is never written into the page.
+pub fn acme(csrf: &str, show: &Value, status: &Value, dns: &Value, flash: &[Line]) -> String {
+    use crate::limits::{
+        ACME_DEFAULT_DIRECTORY, ACME_MAX_CHECK_INTERVAL_SECS, ACME_MIN_CHECK_INTERVAL_SECS,
+        ACME_STAGING_DIRECTORY,
+    };
+    let directory = s(&show["directory"]);
+    let preset = match directory {
+        ACME_DEFAULT_DIRECTORY => "production",
+        ACME_STAGING_DIRECTORY => "staging",
+        _ => "custom",
+    };
+    let radio = |value: &str, text: String| {
+        let on = if value == preset { " checked" } else { "" };
+        format!(
+            "<div><input type=\"radio\" id=\"dir-{value}\" name=\"preset\" value=\"{value}\"{on}> \
+<label for=\"dir-{value}\" class=\"inline\">{text}</label></div>"
+        )
+    };
+    let challenge = s(&show["challenge"]);
+    let option = |value: &str, text: &str| {
+        let sel = if value == challenge { " selected" } else { "" };
+        format!("<option value=\"{value}\"{sel}>{text}</option>")
+    };
+    let account = &show["account"];
+    let eab_kid = show["eab_kid"].as_str().unwrap_or("");
+    let mut body = lines(flash);
+    body += &format!(
+        "<h2>Settings</h2><form method=\"post\" action=\"/acme\" class=\"box\">{csrf_field}\
+<div><input type=\"checkbox\" id=\"enabled\" name=\"enabled\" value=\"true\"{enabled}> \
+<label for=\"enabled\" class=\"inline\">Enabled</label></div>\
+<label>Directory</label>{prod}{staging}{custom}\
+<input type=\"text\" id=\"directory\" name=\"directory\" value=\"{custom_url}\" aria-label=\"custom directory URL\" \
+placeholder=\"https://ca.example/directory\">\
+<label for=\"email\">Contact e-mail</label>\
+<input type=\"email\" id=\"email\" name=\"email\" value=\"{email}\" placeholder=\"none\">\
+<p class=\"note\">Empty: none (the admin e-mail is used when set). Contact now: {contact}.</p>\
+<label for=\"challenge\">Challenge</label><select id=\"challenge\" name=\"challenge\">{auto}{http}{dns01}{alpn}</select>\
+<p class=\"note\">auto: DNS-01 when a DNS provider covers the name, else HTTP-01 (port 80 must be \
+reachable from the Internet), else TLS-ALPN-01 (port 443).</p>\
+<label for=\"eab_kid\">External Account Binding key ID</label>\
+<input type=\"text\" id=\"eab_kid\" name=\"eab_kid\" value=\"{eab_kid}\" autocomplete=\"off\">\
+<label for=\"eab_hmac\">EAB HMAC key</label>\
+<input type=\"password\" id=\"eab_hmac\" name=\"eab_hmac\" value=\"\" autocomplete=\"off\" placeholder=\"{hmac_hint}\">\
+<p class=\"note\">Only for CAs that require it. The HMAC key is never shown; leave it empty to keep \
+the stored one. An empty key ID removes the binding.</p>\
+<label for=\"check_interval\">Check interval (seconds, {min}–{max})</label>\
+<input type=\"number\" id=\"check_interval\" name=\"check_interval\" min=\"{min}\" max=\"{max}\" value=\"{interval}\">\
+<div><button type=\"submit\">Save</button></div></form>\
+<p>Account: {account_state}{account_url}</p>",
+        csrf_field = csrf_field(csrf),
+        enabled = if show["enabled"] == true { " checked" } else { "" },
+        prod = radio(
+            "production",
+            format!("Let's Encrypt <code>{}</code>", esc(ACME_DEFAULT_DIRECTORY))
+        ),
+        staging = radio(
+            "staging",
+            format!(
+                "Let's Encrypt staging (test certificates) <code>{}</code>",
+                esc(ACME_STAGING_DIRECTORY)
+            )
+        ),
+        custom = radio("custom", "Another ACME CA:".into()),
+        custom_url = if preset == "custom" { esc(directory) } else { String::new() },
+        email = esc(show["email"].as_str().unwrap_or("")),
+        contact = esc(show["contact"].as_str().unwrap_or("none")),
+        auto = option("auto", "auto"),
+        http = option("http-01", "HTTP-01 (port 80)"),
+        dns01 = option("dns-01", "DNS-01 (DNS provider)"),
+        alpn = option("tls-alpn-01", "TLS-ALPN-01 (port 443)"),
+        eab_kid = esc(eab_kid),
+        hmac_hint = if eab_kid.is_empty() { "" } else { "(stored; unchanged)" },
+        min = ACME_MIN_CHECK_INTERVAL_SECS,
+        max = ACME_MAX_CHECK_INTERVAL_SECS,
+        interval = show["check_interval"].as_u64().unwrap_or(0),
+        account_state = esc(s(&account["state"])),
+        account_url = account["url"]
+            .as_str()
+            .map(|u| format!(" <code>{}</code>", esc(u)))
+            .unwrap_or_default(),
+    );
+    body += "<h2>Status</h2>";
+    let rows = status.as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        body +=
+            "<p>No names to certify: add tenants with DNS names or set the system DNS name.</p>";
+    } else {
+        body += "<table id=\"status\"><thead><tr><th>Name set</th><th>Names</th><th>State</th>\
+<th>Certificate expires</th><th>Last error</th><th>Failures</th><th>Last attempt</th>\
+<th>Next attempt</th></tr></thead><tbody>";
+        for r in &rows {
+            let state = s(&r["state"]);
+            let class = match state {
+                "valid" => "ok",
+                "failed" => "err",
+                _ => "warn",
+            };
+            let error = match r["last_error"].as_object() {
+                Some(e) => format!(
+                    "<code>[{}]</code> {}",
+                    esc(e.get("code").and_then(Value::as_str).unwrap_or("")),
+                    esc(e.get("message").and_then(Value::as_str).unwrap_or(""))
+                ),
+                None => "—".into(),
+            };
+            let or_dash = |v: &Value| esc(v.as_str().unwrap_or("—"));
+            body += &format!(
+                "<tr data-key=\"{key}\"><td>{key}</td><td>{names}</td><td class=\"{class}\">{state}</td>\
+<td>{expires}</td><td>{error}</td><td>{failures}</td><td>{last}</td><td>{next}</td></tr>",
+                key = esc(s(&r["key"])),
+                names = list(&r["names"]),
+                state = esc(state),
+                expires = or_dash(&r["not_after"]),
+                failures = r["failures"].as_u64().unwrap_or(0),
+                last = or_dash(&r["last_attempt"]),
+                next = or_dash(&r["next_attempt"]),
+            );
+        }
+        body += "</tbody></table>";
+    }
+    body += "<p class=\"note\">Failures (the CA unreachable, rate limits, failed validation) back off \
+and never remove the certificate being served. <a href=\"/certs\">Reissue</a> forces a renewal now.</p>";
+    body += "<h2 id=\"dns\">DNS providers (DNS-01)</h2>";
+    body += &dns_table(dns, Some(csrf));
+    body += &format!(
+        "<form method=\"post\" action=\"/acme/dns/add\" class=\"box\">{csrf}\
+<input type=\"hidden\" name=\"provider\" value=\"rfc2136\"><strong>Add an RFC 2136 provider</strong> (dynamic update with TSIG)\
+<label for=\"r-name\">Name</label><input type=\"text\" id=\"r-name\" name=\"name\" required>\
+<label for=\"r-zone\">Zone</label><input type=\"text\" id=\"r-zone\" name=\"zone\" required placeholder=\"example.com\">\
+<label for=\"r-server\">Primary server (HOST:PORT)</label><input type=\"text\" id=\"r-server\" name=\"server\" required placeholder=\"192.0.2.53:53\">\
+<label for=\"r-tsig\">TSIG key name</label><input type=\"text\" id=\"r-tsig\" name=\"tsig_name\" required>\
+<label for=\"r-alg\">TSIG algorithm</label><select id=\"r-alg\" name=\"tsig_algorithm\">\
+<option value=\"hmac-sha256\" selected>hmac-sha256</option><option value=\"hmac-sha512\">hmac-sha512</option></select>\
+<label for=\"r-secret\">TSIG secret (Base64)</label><input type=\"password\" id=\"r-secret\" name=\"tsig_secret\" required autocomplete=\"off\">\
+<div><button type=\"submit\">Add RFC 2136 provider</button></div></form>\
+<form method=\"post\" action=\"/acme/dns/add\" class=\"box\">{csrf}\
+<input type=\"hidden\" name=\"provider\" value=\"cloudflare\"><strong>Add a Cloudflare provider</strong>\
+<label for=\"c-name\">Name</label><input type=\"text\" id=\"c-name\" name=\"name\" required>\
+<label for=\"c-zone\">Zone</label><input type=\"text\" id=\"c-zone\" name=\"zone\" required placeholder=\"example.com\">\
+<label for=\"c-token\">API token (DNS Edit on the zone)</label><input type=\"password\" id=\"c-token\" name=\"token\" required autocomplete=\"off\">\
+<div><button type=\"submit\">Add Cloudflare provider</button></div></form>\
+<p class=\"note\">Secrets are stored on the PBX and never shown again in full.</p>",
+        csrf = csrf_field(csrf),
+    );
+    layout("ACME", Nav::Acme, Some(csrf), &body)
 }
 
 /// The CSR form: names (one per line) and key type; the answer is a download.
@@ -576,6 +751,15 @@ mod tests {
             super::csr("TOKEN", "a.example", &[]),
             super::tenants("TOKEN", &tenants, &system, &certs, "", &[]),
             super::password("TOKEN", false, &[]),
+            super::acme(
+                "TOKEN",
+                &json!({"directory": "https://ca.example/dir", "enabled": true, "challenge": "dns-01",
+                    "eab_kid": "kid", "eab_hmac": "********", "check_interval": 60,
+                    "account": {"state": "none", "url": null}}),
+                &json!([]),
+                &json!([{"name": "d", "provider": "cloudflare", "zone": "z", "token": "ab…", "api_base": "u"}]),
+                &[],
+            ),
         ];
         for page in &pages {
             let forms = page.matches("<form method=\"post\"").count();
@@ -596,6 +780,27 @@ mod tests {
         assert!(!page.contains("a\"b"));
         assert!(page.contains("&lt;script&gt;"));
         assert!(page.contains("[c&lt;]"));
+    }
+
+    #[test]
+    fn acme_page_shows_settings_status_and_errors_escaped() {
+        let show = json!({"directory": crate::limits::ACME_STAGING_DIRECTORY, "email": "a@b.example",
+            "contact": "a@b.example", "enabled": false, "challenge": "tls-alpn-01", "eab_kid": "k<1>",
+            "eab_hmac": "********", "check_interval": 3600, "account": {"state": "registered", "url": "https://ca/acct/1"}});
+        let status = json!([{"key": "tenant:t", "names": ["<b>t.example"], "state": "failed",
+            "not_after": null, "last_error": {"code": "rate-limited", "message": "too many <certs>"},
+            "failures": 3, "last_attempt": "2030-01-01T00:00:00Z", "next_attempt": "2030-01-01T01:00:00Z"}]);
+        let page = super::acme("T", &show, &status, &json!([]), &[]);
+        assert!(page.contains("value=\"staging\" checked"), "{page}");
+        assert!(page.contains("<option value=\"tls-alpn-01\" selected>"));
+        assert!(!page.contains("id=\"enabled\" name=\"enabled\" value=\"true\" checked"));
+        assert!(page.contains("value=\"k&lt;1&gt;\""));
+        assert!(page.contains("name=\"eab_hmac\" value=\"\""));
+        assert!(!page.contains("********"));
+        assert!(page.contains("<td class=\"err\">failed</td>"));
+        assert!(page.contains("<code>[rate-limited]</code> too many &lt;certs&gt;"));
+        assert!(page.contains("&lt;b&gt;t.example"));
+        assert!(page.contains("https://ca/acct/1"));
     }
 
     #[test]
