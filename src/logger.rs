@@ -3,7 +3,8 @@
 //! Why: the daemon logs lifecycle lines (ready, certificate changes, failed
 //! handshakes) to stderr, where systemd/BusyBox init collect them.
 //! What must hold: the level comes from `PBX_CERTD_LOG`
-//! (`error|warn|info|debug|trace`, default `info`); secrets are never logged.
+//! (`error|warn|info|debug|trace`, default `info`); secrets are never logged;
+//! a write error (stderr closed) drops the line and never stops the daemon.
 
 use log::{LevelFilter, Log, Metadata, Record};
 
@@ -16,7 +17,11 @@ impl Log for StderrLogger {
 
     fn log(&self, record: &Record<'_>) {
         if self.enabled(record.metadata()) {
-            eprintln!(
+            // Not eprintln!: it panics when stderr is gone (a closed log
+            // pipe), and a lost log line must never stop the daemon.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr().lock(),
                 "pbx-certd[{}] {}",
                 record.level().as_str().to_ascii_lowercase(),
                 record.args()

@@ -401,6 +401,33 @@ fn nothing_to_serve_fails_the_handshake_and_the_daemon_lives_on() {
 }
 
 #[test]
+fn a_closed_log_pipe_does_not_stop_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(dir, None);
+    // Stop reading the daemon's stderr: the reader thread ends at the next
+    // line and closes the pipe, so later log lines meet a closed pipe.
+    daemon.log = mpsc::channel().1;
+    for _ in 0..4 {
+        // Garbage instead of a ClientHello: the daemon logs the failed
+        // handshake before it closes the connection, so EOF here means the
+        // line was written (or its write failed).
+        let mut tcp = std::net::TcpStream::connect(daemon.https).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let _ = tcp.write_all(b"GET / HTTP/1.0\r\n\r\n");
+        let _ = tcp.read_to_end(&mut Vec::new());
+    }
+    assert!(
+        matches!(daemon.child.try_wait(), Ok(None)),
+        "the daemon exited when its log pipe closed"
+    );
+    assert!(presented(daemon.https, None).is_ok());
+    assert_eq!(daemon.cli(&["tenant", "list", "--json"]).1.trim(), "[]");
+    // The shutdown path logs from the main task: still a clean exit.
+    let (status, _, _) = daemon.stop();
+    assert!(status.success(), "exit after SIGTERM: {status:?}");
+}
+
+#[test]
 fn openssl_and_curl_see_the_chosen_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let files = tempfile::tempdir().unwrap();
