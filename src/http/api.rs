@@ -578,6 +578,24 @@ mod tests {
             ),
             Ok(Command::DnsAdd { .. })
         ));
+        match to_command(
+            ApiRoute::DnsAdd,
+            br#"{"name":"d","provider":"digitalocean","zone":"x.test","token":"t"}"#,
+        ) {
+            Ok(Command::DnsAdd { config, .. }) => assert_eq!(
+                config,
+                crate::dns::ProviderConfig::Digitalocean {
+                    token: "t".into(),
+                    api_base: "https://api.digitalocean.com/v2".into()
+                }
+            ),
+            _ => panic!("digitalocean not accepted"),
+        }
+        assert!(to_command(
+            ApiRoute::DnsAdd,
+            br#"{"name":"d","provider":"digitalocean","zone":"x.test"}"#
+        )
+        .is_err());
         assert!(matches!(
             to_command(
                 ApiRoute::Csr,
