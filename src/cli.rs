@@ -103,7 +103,7 @@ pub enum Cmd {
         #[command(subcommand)]
         command: AdminCmd,
     },
-    /// DNS providers for ACME DNS-01 challenges (RFC 2136, Cloudflare).
+    /// DNS providers for ACME DNS-01 challenges (RFC 2136, Cloudflare, DigitalOcean).
     Dns {
         #[command(subcommand)]
         command: DnsCmd,
@@ -318,10 +318,11 @@ pub enum DnsCmd {
         /// rfc2136: TSIG secret, Base64 ('-' reads one line from stdin).
         #[arg(long, required_if_eq("provider", "rfc2136"))]
         tsig_secret: Option<String>,
-        /// cloudflare: API token ('-' reads one line from stdin).
-        #[arg(long, required_if_eq("provider", "cloudflare"))]
+        /// cloudflare, digitalocean: API token ('-' reads one line from stdin).
+        #[arg(long, required_if_eq_any([("provider", "cloudflare"), ("provider", "digitalocean")]))]
         token: Option<String>,
-        /// cloudflare: API base URL (default https://api.cloudflare.com/client/v4).
+        /// cloudflare, digitalocean: API base URL (default
+        /// https://api.cloudflare.com/client/v4, https://api.digitalocean.com/v2).
         #[arg(long)]
         api_base: Option<String>,
     },
@@ -353,6 +354,8 @@ pub enum ProviderArg {
     Rfc2136,
     /// Cloudflare API v4 (bearer token).
     Cloudflare,
+    /// DigitalOcean API v2 (bearer token).
+    Digitalocean,
 }
 
 /// `--tsig-algorithm` values.
@@ -587,6 +590,10 @@ fn dns_command(command: DnsCmd) -> Result<Command, Error> {
                 ProviderArg::Cloudflare => ProviderConfig::Cloudflare {
                     token: secret_arg(token)?,
                     api_base: api_base.unwrap_or_else(crate::dns::cloudflare_api_base),
+                },
+                ProviderArg::Digitalocean => ProviderConfig::Digitalocean {
+                    token: secret_arg(token)?,
+                    api_base: api_base.unwrap_or_else(crate::dns::digitalocean_api_base),
                 },
             };
             Command::DnsAdd { name, zone, config }

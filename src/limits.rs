@@ -289,3 +289,18 @@ pub const CLOUDFLARE_TXT_TTL: u32 = 120;
 
 /// Longest Cloudflare API base URL accepted.
 pub const MAX_CLOUDFLARE_API_BASE_LEN: usize = 512;
+
+/// DigitalOcean's API v2 base URL (a `dns add --api-base` may point
+/// elsewhere, e.g. a test server or a proxy).
+pub const DIGITALOCEAN_DEFAULT_API_BASE: &str = "https://api.digitalocean.com/v2";
+
+/// TTL of a challenge TXT record at DigitalOcean: its API's minimum is 30;
+/// 60 keeps a stale value short-lived without hammering the resolvers.
+pub const DIGITALOCEAN_TXT_TTL: u32 = 60;
+
+/// Longest DigitalOcean API base URL accepted.
+pub const MAX_DIGITALOCEAN_API_BASE_LEN: usize = 512;
+
+/// TXT records at one name read when removing ours (`per_page`; the API's
+/// maximum is 200): one name holds a handful of challenge values at most.
+pub const MAX_DIGITALOCEAN_RECORDS_LISTED: usize = 200;

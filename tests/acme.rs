@@ -13,6 +13,8 @@
 
 #[path = "common/fake_cloudflare.rs"]
 mod fake_cloudflare;
+#[path = "common/fake_digitalocean.rs"]
+mod fake_digitalocean;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -1071,6 +1073,77 @@ fn dns01_through_the_cloudflare_api_issues_the_system_wildcard() {
     let deletes = api.log.iter().filter(|l| l.starts_with("DELETE ")).count();
     assert_eq!((posts, deletes), (2, 2), "{:?}", api.log);
     assert!(dig_txt(&env, "_acme-challenge.c.pbx.test").is_empty());
+    drop(api);
+    daemon.stop();
+}
+
+/// DNS-01 through the DigitalOcean provider: a local HTTPS server following
+/// DigitalOcean's API v2 (record names relative to the domain; its CA in the
+/// Root CA list, `--api-base` pointing at it) that mirrors each TXT record
+/// into the peers' BIND, where pebble looks.
+#[test]
+fn dns01_through_the_digitalocean_api_issues_the_system_wildcard() {
+    let Some((_lock, env)) = peers() else { return };
+    let dir = setup(&env, true);
+    let d = dir.path();
+    let root = pebble_root(&env);
+    let api = Arc::new(Mutex::new(fake_digitalocean::Api::new(&env["DNS_ZONE"])));
+    let peers_env = env.clone();
+    api.lock().unwrap().on_change = Some(Box::new(move |op, name, content| {
+        let line = if op == "add" {
+            format!("update add {name}. 60 TXT \"{content}\"")
+        } else {
+            format!("update delete {name}. TXT \"{content}\"")
+        };
+        nsupdate(&peers_env, &line);
+    }));
+    let (base, ca_pem) = fake_digitalocean::start_api(api.clone());
+    let ca = d.join("api-ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    ok(
+        d,
+        &["import", "--cert", ca.to_str().unwrap(), "--kind", "root"],
+    );
+    ok(d, &["dns", "set", "--check-ns", "false"]);
+    ok(
+        d,
+        &[
+            "dns",
+            "add",
+            "do",
+            "--provider",
+            "digitalocean",
+            "--zone",
+            &env["DNS_ZONE"],
+            "--token",
+            fake_digitalocean::TOKEN,
+            "--api-base",
+            &base,
+        ],
+    );
+    ok(d, &["system", "set", "--dns", "dgo.pbx.test"]);
+    let mut daemon = Daemon::start(d, &env, false);
+    daemon
+        .next_outcome()
+        .expect("DNS-01 order through DigitalOcean");
+    let certs = acme_certs(d);
+    assert_eq!(certs.len(), 1, "{certs:?}");
+    assert_eq!(
+        certs[0]["names"],
+        serde_json::json!(["dgo.pbx.test", "*.dgo.pbx.test"])
+    );
+    let id = certs[0]["id"].as_str().unwrap().to_owned();
+    assert_chain_verifies(d, &id, &root);
+    assert_eq!(
+        verified_leaf(daemon.https, "phone.dgo.pbx.test", &root),
+        Ok(id)
+    );
+    let api = api.lock().unwrap();
+    assert!(api.records.is_empty(), "records left at the API");
+    let posts: Vec<&String> = api.log.iter().filter(|l| l.starts_with("POST ")).collect();
+    let deletes = api.log.iter().filter(|l| l.starts_with("DELETE ")).count();
+    assert_eq!((posts.len(), deletes), (2, 2), "{:?}", api.log);
+    assert!(dig_txt(&env, "_acme-challenge.dgo.pbx.test").is_empty());
     drop(api);
     daemon.stop();
 }

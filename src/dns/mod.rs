@@ -14,7 +14,8 @@
 //! settings tree under the prefix `dns-provider/` (one JSON record per name).
 //! Implemented: RFC 2136 dynamic update signed with TSIG (RFC 8945), in
 //! `rfc2136`; Cloudflare's API v4 over the ACME HTTPS client (trusting the
-//! Root CA list), in `cloudflare`.
+//! Root CA list), in `cloudflare`; DigitalOcean's API v2 (the same client),
+//! in `digitalocean`.
 //!
 //! What must hold: a secret (TSIG secret, API token) is never shown back in
 //! full (`dns list` masks it); every DNS answer is untrusted input, parsed
@@ -22,6 +23,7 @@
 //! `provider_for` picks the longest zone that contains the name.
 
 pub mod cloudflare;
+pub mod digitalocean;
 pub mod propagation;
 pub mod rfc2136;
 pub mod wire;
@@ -168,6 +170,14 @@ pub enum ProviderConfig {
         #[serde(default = "cloudflare_api_base")]
         api_base: String,
     },
+    /// DigitalOcean's API v2.
+    Digitalocean {
+        /// API token (secret), with the domain read/create/delete scopes.
+        token: String,
+        /// API base URL (https).
+        #[serde(default = "digitalocean_api_base")]
+        api_base: String,
+    },
 }
 
 impl core::fmt::Debug for ProviderConfig {
@@ -191,6 +201,13 @@ impl core::fmt::Debug for ProviderConfig {
                     mask(token)
                 )
             }
+            ProviderConfig::Digitalocean { token, api_base } => {
+                write!(
+                    f,
+                    "Digitalocean {{ token: {}, api_base: {api_base} }}",
+                    mask(token)
+                )
+            }
         }
     }
 }
@@ -198,6 +215,11 @@ impl core::fmt::Debug for ProviderConfig {
 /// The default Cloudflare API base.
 pub fn cloudflare_api_base() -> String {
     crate::limits::CLOUDFLARE_DEFAULT_API_BASE.to_owned()
+}
+
+/// The default DigitalOcean API base.
+pub fn digitalocean_api_base() -> String {
+    crate::limits::DIGITALOCEAN_DEFAULT_API_BASE.to_owned()
 }
 
 /// A configured provider: a name, the zone it covers, how to reach it.
@@ -249,6 +271,13 @@ impl ProviderEntry {
                 "token": mask(token),
                 "api_base": api_base,
             }),
+            ProviderConfig::Digitalocean { token, api_base } => serde_json::json!({
+                "name": self.name,
+                "provider": "digitalocean",
+                "zone": self.zone,
+                "token": mask(token),
+                "api_base": api_base,
+            }),
         }
     }
 
@@ -276,6 +305,17 @@ impl ProviderEntry {
                     ))
                 })?;
                 Ok(Box::new(cloudflare::Cloudflare::new(
+                    &self.zone, api_base, token, client,
+                )?))
+            }
+            ProviderConfig::Digitalocean { token, api_base } => {
+                let client = crate::acme::http::Client::from_store(store).map_err(|e| {
+                    DnsError::BadConfig(format!(
+                        "DNS provider {}: no HTTPS client for the DigitalOcean API: {e}",
+                        self.name
+                    ))
+                })?;
+                Ok(Box::new(digitalocean::DigitalOcean::new(
                     &self.zone, api_base, token, client,
                 )?))
             }
@@ -450,6 +490,11 @@ pub fn add(store: &Store, name: &str, zone: &str, config: ProviderConfig) -> Res
             cloudflare::check_api_base(&api_base).map_err(Error::Dns)?;
             ProviderConfig::Cloudflare { token, api_base }
         }
+        ProviderConfig::Digitalocean { token, api_base } => {
+            check_secret("API token", &token)?;
+            digitalocean::check_api_base(&api_base).map_err(Error::Dns)?;
+            ProviderConfig::Digitalocean { token, api_base }
+        }
     };
     let existing = list(store)?;
     if existing.iter().any(|p| p.name == name) {
@@ -603,6 +648,11 @@ mod tests {
             api_base: cloudflare_api_base(),
         };
         assert!(!format!("{t:?}").contains("LXNlY3JldC1zZWNyZXQ"));
+        let d = ProviderConfig::Digitalocean {
+            token: secret.into(),
+            api_base: digitalocean_api_base(),
+        };
+        assert!(!format!("{d:?}").contains("LXNlY3JldC1zZWNyZXQ"));
     }
 
     #[test]

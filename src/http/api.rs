@@ -35,7 +35,7 @@
 //! | GET | `/api/acme/status` | `acme status` | | `[{"key","tenant","names","state","cert_id","not_after","last_error","failures","last_attempt","next_attempt"}]` |
 //! | POST | `/api/certs/{id}/reissue` | `cert reissue ID` | | `{"ok":true,"key","names"}` |
 //! | GET | `/api/dns` | `dns list` | | `[{"name","provider","zone",...}]` (secrets masked) |
-//! | POST | `/api/dns` | `dns add` | `{"name","provider":"rfc2136"\|"cloudflare","zone","server","tsig_name","tsig_algorithm","tsig_secret"}` or `{..,"token","api_base"?}` | `{"ok":true}` |
+//! | POST | `/api/dns` | `dns add` | `{"name","provider":"rfc2136"\|"cloudflare"\|"digitalocean","zone","server","tsig_name","tsig_algorithm","tsig_secret"}` or `{..,"token","api_base"?}` | `{"ok":true}` |
 //! | DELETE | `/api/dns/{name}` | `dns remove` | | `{"ok":true}` |
 //! | POST | `/api/dns/settings` | `dns set` | `{"propagation_timeout","propagation_interval","check_ns"}` (seconds, bool; each optional) | `{"propagation_timeout","propagation_interval","check_ns"}` |
 //! | POST | `/api/csr` | `csr` | `{"names":["HOST",...],"key_type":"p256"}` | `{"csr","names","key_type","key_id"}` |
@@ -345,9 +345,16 @@ fn dns_add(b: DnsBody) -> Result<Command, Resp> {
                 .clone()
                 .unwrap_or_else(crate::dns::cloudflare_api_base),
         },
+        "digitalocean" => ProviderConfig::Digitalocean {
+            token: need(b.token.clone(), "token")?,
+            api_base: b
+                .api_base
+                .clone()
+                .unwrap_or_else(crate::dns::digitalocean_api_base),
+        },
         other => {
             return Err(bad(format!(
-                "unknown provider \"{other}\" (rfc2136, cloudflare)"
+                "unknown provider \"{other}\" (rfc2136, cloudflare, digitalocean)"
             )))
         }
     };
@@ -571,6 +578,24 @@ mod tests {
             ),
             Ok(Command::DnsAdd { .. })
         ));
+        match to_command(
+            ApiRoute::DnsAdd,
+            br#"{"name":"d","provider":"digitalocean","zone":"x.test","token":"t"}"#,
+        ) {
+            Ok(Command::DnsAdd { config, .. }) => assert_eq!(
+                config,
+                crate::dns::ProviderConfig::Digitalocean {
+                    token: "t".into(),
+                    api_base: "https://api.digitalocean.com/v2".into()
+                }
+            ),
+            _ => panic!("digitalocean not accepted"),
+        }
+        assert!(to_command(
+            ApiRoute::DnsAdd,
+            br#"{"name":"d","provider":"digitalocean","zone":"x.test"}"#
+        )
+        .is_err());
         assert!(matches!(
             to_command(
                 ApiRoute::Csr,
