@@ -286,3 +286,7 @@ pub const CLOUDFLARE_TXT_TTL: u32 = 120;
 
 /// Longest Cloudflare API base URL accepted.
 pub const MAX_CLOUDFLARE_API_BASE_LEN: usize = 512;
+
+/// RSA modulus size of generated keys (`--key-type rsa2048`, per-tenant
+/// ACME `rsa2048`).
+pub const RSA_KEY_BITS: usize = 2048;
