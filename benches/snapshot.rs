@@ -58,6 +58,7 @@ fn main() {
         tenants.push(Tenant {
             name: format!("tenant{i}"),
             dns: vec![name.clone()],
+            ..Default::default()
         });
         made.push(make(
             vec![name],

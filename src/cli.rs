@@ -148,6 +148,17 @@ pub enum TenantCmd {
         /// Tenant name.
         name: String,
     },
+    /// Change a tenant's ACME options ('default' follows `acme set`).
+    Set {
+        /// Tenant name.
+        name: String,
+        /// auto, http-01, dns-01, tls-alpn-01 or default.
+        #[arg(long)]
+        acme_challenge: Option<String>,
+        /// p256, rsa2048 or default (P-256).
+        #[arg(long)]
+        acme_key_type: Option<String>,
+    },
 }
 
 /// `system` subcommands.
@@ -468,6 +479,18 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
         Cmd::Tenant {
             command: TenantCmd::Remove { name },
         } => Command::TenantRemove { name },
+        Cmd::Tenant {
+            command:
+                TenantCmd::Set {
+                    name,
+                    acme_challenge,
+                    acme_key_type,
+                },
+        } => Command::TenantSet {
+            name,
+            acme_challenge,
+            acme_key_type,
+        },
         Cmd::System {
             command:
                 SystemCmd::Set {
@@ -647,7 +670,13 @@ pub fn render(command: &Command, v: &Value) -> String {
         Command::TenantList => {
             let mut out = String::new();
             for t in rows() {
-                out += &format!("{}\t{}\n", s(&t["name"]), list(&t["dns"]));
+                out += &format!("{}\t{}", s(&t["name"]), list(&t["dns"]));
+                for (label, field) in [("challenge", "acme_challenge"), ("key", "acme_key_type")] {
+                    if t[field].as_str().is_some_and(|v| v != "default") {
+                        out += &format!("\tacme {label} {}", s(&t[field]));
+                    }
+                }
+                out += "\n";
             }
             if out.is_empty() {
                 out = "no tenants\n".into();
@@ -806,6 +835,12 @@ pub fn render(command: &Command, v: &Value) -> String {
         Command::DnsSet { .. } => format!(
             "propagation timeout {} s, interval {} s, check NS servers: {}\n",
             v["propagation_timeout"], v["propagation_interval"], v["check_ns"]
+        ),
+        Command::TenantSet { .. } => format!(
+            "tenant {}: acme challenge {}, key type {}\n",
+            s(&v["name"]),
+            s(&v["acme_challenge"]),
+            s(&v["acme_key_type"])
         ),
         Command::TenantRemove { .. }
         | Command::AcmeSet(_)

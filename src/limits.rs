@@ -304,3 +304,6 @@ pub const MAX_DIGITALOCEAN_API_BASE_LEN: usize = 512;
 /// TXT records at one name read when removing ours (`per_page`; the API's
 /// maximum is 200): one name holds a handful of challenge values at most.
 pub const MAX_DIGITALOCEAN_RECORDS_LISTED: usize = 200;
+/// RSA modulus size of generated keys (`--key-type rsa2048`, per-tenant
+/// ACME `rsa2048`).
+pub const RSA_KEY_BITS: usize = 2048;

@@ -12,9 +12,11 @@
 //! What must hold: keys are generated on the PBX (ring's system RNG) and
 //! stored only in the store; no command prints a private key; the CA key
 //! never signs anything but leaf certificates (pathLen 0); an issued
-//! certificate passes the same import rules as an upload. RSA keys cannot be
-//! generated with ring (rcgen reports `KeyGenerationUnavailable`), so
-//! `--key-type rsa2048` is `unsupported-key-type` in this build.
+//! certificate passes the same import rules as an upload. ring cannot generate
+//! RSA keys, so `--key-type rsa2048` keys come from the RustCrypto `rsa`
+//! crate (generation only, from the OS RNG); the PKCS#8 DER is then loaded
+//! into rcgen/ring, which signs, as for P-256. Generation takes up to seconds
+//! on ARM: the daemon runs it off its executor.
 
 use std::time::{Duration, SystemTime};
 
@@ -27,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::certs::{self, Imported};
 use crate::error::Error;
-use crate::limits::{LOCAL_CA_DAYS, LOCAL_CA_LEAF_DAYS, MAX_CSR_NAMES};
+use crate::limits::{LOCAL_CA_DAYS, LOCAL_CA_LEAF_DAYS, MAX_CSR_NAMES, RSA_KEY_BITS};
 use crate::names;
 use crate::pki::{self, KeyFormat, KindRequest};
 use crate::store::{Batch, Source, Store};
@@ -38,7 +40,7 @@ use crate::store::{Batch, Source, Store};
 pub enum KeyType {
     /// ECDSA P-256 (default).
     P256,
-    /// RSA 2048 (not available in this build).
+    /// RSA 2048 (generated with the `rsa` crate, signed with ring).
     Rsa2048,
 }
 
@@ -56,10 +58,19 @@ fn gen_err(e: impl core::fmt::Display) -> Error {
     Error::KeyGeneration(e.to_string())
 }
 
-fn new_key(key_type: KeyType) -> Result<KeyPair, Error> {
+/// A new key of `key_type`. RSA generation is slow (CPU-bound, seconds on
+/// ARM): async callers run this on a blocking thread.
+pub fn new_key(key_type: KeyType) -> Result<KeyPair, Error> {
     match key_type {
         KeyType::P256 => KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(gen_err),
-        KeyType::Rsa2048 => Err(Error::UnsupportedKeyType(key_type.as_str().into())),
+        KeyType::Rsa2048 => {
+            use rsa::pkcs8::EncodePrivateKey;
+            let key =
+                rsa::RsaPrivateKey::new(&mut rand_core::OsRng, RSA_KEY_BITS).map_err(gen_err)?;
+            let der = key.to_pkcs8_der().map_err(gen_err)?;
+            let der = rustls::pki_types::PrivatePkcs8KeyDer::from(der.as_bytes().to_vec());
+            KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_RSA_SHA256).map_err(gen_err)
+        }
     }
 }
 
@@ -260,10 +271,12 @@ mod tests {
     }
 
     #[test]
-    fn rsa_generation_is_a_named_error() {
-        assert_eq!(
-            new_key(KeyType::Rsa2048).err().map(|e| e.code()),
-            Some("unsupported-key-type")
-        );
+    fn rsa2048_keys_are_generated_and_sign() {
+        let key = new_key(KeyType::Rsa2048).unwrap();
+        let parsed = pki::load_key(KeyFormat::Pkcs8, &key.serialize_der()).unwrap();
+        assert_eq!(parsed.alg.name(), "rsa2048");
+        // rcgen signs with it (ring, RSA PKCS#1 v1.5 SHA-256).
+        let params = CertificateParams::new(vec!["a.test".to_string()]).unwrap();
+        assert!(params.serialize_request(&key).is_ok());
     }
 }

@@ -32,6 +32,14 @@ pub enum Command {
     TenantList,
     /// `tenant remove NAME`
     TenantRemove { name: String },
+    /// `tenant set NAME [--acme-challenge C] [--acme-key-type K]`
+    TenantSet {
+        name: String,
+        #[serde(default)]
+        acme_challenge: Option<String>,
+        #[serde(default)]
+        acme_key_type: Option<String>,
+    },
     /// `system set`
     SystemSet {
         dns: Option<String>,
@@ -165,6 +173,7 @@ impl Command {
         matches!(
             self,
             Command::AcmeSet(_)
+                | Command::TenantSet { .. }
                 | Command::CertReissue { .. }
                 | Command::DnsAdd { .. }
                 | Command::DnsRemove { .. }
@@ -208,7 +217,20 @@ pub fn execute(store: &Store, command: &Command) -> Result<Value, Error> {
             tenant::add(store, name, dns)?;
             Ok(ok())
         }
-        Command::TenantList => Ok(serde_json::to_value(store.tenants()?).unwrap_or_default()),
+        Command::TenantList => Ok(Value::Array(
+            store.tenants()?.iter().map(tenant::to_json).collect(),
+        )),
+        Command::TenantSet {
+            name,
+            acme_challenge,
+            acme_key_type,
+        } => tenant::set(
+            store,
+            name,
+            acme_challenge.as_deref(),
+            acme_key_type.as_deref(),
+        )
+        .map(|t| tenant::to_json(&t)),
         Command::TenantRemove { name } => tenant::remove(store, name).map(|()| ok()),
         Command::SystemSet {
             dns,

@@ -493,6 +493,7 @@ mod tests {
         let tenants = vec![Tenant {
             name: "other".into(),
             dns: vec!["a.example.test".into()],
+            ..Default::default()
         }];
         let snap = Snapshot::build(vec![dom], &tenants, &SystemSettings::default());
         let r = snap.resolve(Some("a.example.test"), NOW);

@@ -234,13 +234,21 @@ impl Kv for SledKv {
     }
 }
 
-/// A tenant and the DNS names it owns (normalised).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A tenant and the DNS names it owns (normalised), with its ACME options.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tenant {
     /// Unique name.
     pub name: String,
     /// Owned DNS names, lowercase, no trailing dot.
     pub dns: Vec<String>,
+    /// Challenge for this tenant's ACME orders; `None` follows `acme set`.
+    /// (Records written before these fields existed read as `None`.)
+    #[serde(default)]
+    pub acme_challenge: Option<crate::acme::ChallengeChoice>,
+    /// Key type of this tenant's ACME certificates; `None` is the global
+    /// default (P-256).
+    #[serde(default)]
+    pub acme_key_type: Option<crate::localca::KeyType>,
 }
 
 /// System-wide settings.
@@ -654,6 +662,7 @@ mod tests {
         let t = Tenant {
             name: "a".into(),
             dns: vec!["a.example".into()],
+            ..Default::default()
         };
         let mut batch = Batch::default();
         batch.put_tenant(&t);

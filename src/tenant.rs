@@ -4,12 +4,17 @@
 //! SNI choice starts from the tenant owning the SNI name. A DNS name therefore
 //! belongs to at most one tenant.
 //!
+//! Each tenant may override the global ACME challenge choice and key type
+//! (`tenant set`); the renewal loop reads them per order.
+//!
 //! What must hold: names are stored normalised (`names::normalize`); tenant
 //! changes never reclassify stored certificates; removing a tenant that still
 //! owns domain certificates is refused.
 
+use crate::acme::ChallengeChoice;
 use crate::error::Error;
 use crate::limits::{MAX_DNS_NAMES_PER_TENANT, MAX_TENANT_NAME_LEN};
+use crate::localca::KeyType;
 use crate::names;
 use crate::pki::Kind;
 use crate::store::{Batch, Store, SystemSettings, Tenant};
@@ -58,6 +63,7 @@ pub fn add(store: &Store, name: &str, dns: &[String]) -> Result<Tenant, Error> {
     let tenant = Tenant {
         name: name.to_owned(),
         dns: names_ok,
+        ..Tenant::default()
     };
     let mut batch = Batch::default();
     batch.put_tenant(&tenant);
@@ -82,6 +88,57 @@ pub fn remove(store: &Store, name: &str) -> Result<(), Error> {
     batch.delete_tenant(name);
     store.commit(batch)?;
     Ok(())
+}
+
+/// `tenant set NAME [--acme-challenge C] [--acme-key-type K]`: the tenant's
+/// ACME options; `None` leaves one as it is, `"default"` follows the global
+/// setting (`acme set --challenge`; P-256 for the key type).
+pub fn set(
+    store: &Store,
+    name: &str,
+    acme_challenge: Option<&str>,
+    acme_key_type: Option<&str>,
+) -> Result<Tenant, Error> {
+    let challenge = match acme_challenge {
+        None => None,
+        Some("default") => Some(None),
+        Some(raw) => Some(Some(ChallengeChoice::parse(raw).ok_or_else(|| {
+            Error::BadSetting(format!(
+                "--acme-challenge {raw:?}: expected auto, http-01, dns-01, tls-alpn-01 or default"
+            ))
+        })?)),
+    };
+    let key_type = match acme_key_type {
+        None => None,
+        Some("default") => Some(None),
+        Some("p256") => Some(Some(KeyType::P256)),
+        Some("rsa2048") => Some(Some(KeyType::Rsa2048)),
+        Some(raw) => return Err(Error::UnsupportedKeyType(raw.to_owned())),
+    };
+    let mut tenant = store
+        .tenant(name)?
+        .ok_or_else(|| Error::NoSuchTenant(name.to_owned()))?;
+    if let Some(c) = challenge {
+        tenant.acme_challenge = c;
+    }
+    if let Some(k) = key_type {
+        tenant.acme_key_type = k;
+    }
+    let mut batch = Batch::default();
+    batch.put_tenant(&tenant);
+    store.commit(batch)?;
+    Ok(tenant)
+}
+
+/// A tenant as `tenant list --json` shows it: the ACME options are
+/// `"default"` when they follow the global setting.
+pub fn to_json(t: &Tenant) -> serde_json::Value {
+    serde_json::json!({
+        "name": t.name,
+        "dns": t.dns,
+        "acme_challenge": t.acme_challenge.map_or("default", ChallengeChoice::as_str),
+        "acme_key_type": t.acme_key_type.map_or("default", KeyType::as_str),
+    })
 }
 
 /// What `system set` changes; `None` leaves a field as it is.

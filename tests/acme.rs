@@ -5,6 +5,10 @@
 //! the tests of this binary run one at a time (a lock). DNS-01 runs from a
 //! provider stored with `pbx-certd dns add --provider rfc2136` pointed at that
 //! BIND with the peers' TSIG key (pebble resolves through the same BIND).
+//! Per-tenant options (`tenant set`): an RSA 2048 tenant's served leaf, and
+//! a tenant's TLS-ALPN-01 overriding the global HTTP-01.
+//! The peers' ports are `PEERS_*_PORT` (scripts/acme-peers.sh) when the
+//! defaults are taken by another checkout's peers.
 //!
 //! Every wait is bounded and waits for an event (a log line or a state), never
 //! for time; assertions are on contents, never on durations.
@@ -522,6 +526,64 @@ fn failing_validation_and_unreachable_ca_keep_the_old_cert_and_report() {
         Ok(id.clone())
     );
     assert_eq!(acme_certs(d).len(), 1);
+    daemon.stop();
+}
+
+#[test]
+fn a_tenant_with_rsa2048_gets_and_serves_an_rsa_2048_certificate() {
+    let Some((_lock, env)) = peers() else { return };
+    let dir = setup(&env, true);
+    let d = dir.path();
+    ok(d, &["tenant", "add", "rsa", "--dns", "rsa.pbx.test"]);
+    let t = ok(d, &["tenant", "set", "rsa", "--acme-key-type", "rsa2048"]);
+    assert_eq!(t["acme_key_type"], "rsa2048");
+    let root = pebble_root(&env);
+    let mut daemon = Daemon::start(d, &env, true);
+    daemon.next_outcome().expect("order for the RSA tenant");
+    let certs = acme_certs(d);
+    assert_eq!(certs.len(), 1, "{certs:?}");
+    assert_eq!(certs[0]["key_type"], "rsa2048", "{certs:?}");
+    assert_eq!(certs[0]["tenant"], "rsa");
+    let id = certs[0]["id"].as_str().unwrap().to_owned();
+    assert_chain_verifies(d, &id, &root);
+    // The handshake serves that very leaf (its key is the RSA one).
+    assert_eq!(verified_leaf(daemon.https, "rsa.pbx.test", &root), Ok(id));
+    daemon.stop();
+}
+
+#[test]
+fn a_tenant_choosing_tls_alpn01_overrides_the_global_http01() {
+    let Some((_lock, env)) = peers() else { return };
+    let dir = setup(&env, true);
+    let d = dir.path();
+    ok(d, &["acme", "set", "--challenge", "http-01"]);
+    ok(d, &["tenant", "add", "alpn", "--dns", "alpn.pbx.test"]);
+    ok(
+        d,
+        &["tenant", "set", "alpn", "--acme-challenge", "tls-alpn-01"],
+    );
+    let root = pebble_root(&env);
+    // Port 80 runs too: only the tenant's choice makes it TLS-ALPN-01.
+    let mut daemon = Daemon::start(d, &env, true);
+    let line = daemon.wait_log(&["ACME: answering "]);
+    assert!(
+        line.contains("answering tls-alpn-01 for alpn.pbx.test"),
+        "{line}"
+    );
+    daemon
+        .next_outcome()
+        .expect("TLS-ALPN-01 order for the tenant");
+    assert!(
+        !daemon.seen.iter().any(|l| l.contains("answering http-01")),
+        "{:?}",
+        daemon.seen
+    );
+    let certs = acme_certs(d);
+    assert_eq!(certs.len(), 1, "{certs:?}");
+    assert_eq!(certs[0]["key_type"], "p256");
+    let id = certs[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(verified_leaf(daemon.https, "alpn.pbx.test", &root), Ok(id));
+    assert_eq!(status_of(d, "tenant:alpn")["state"], "valid");
     daemon.stop();
 }
 

@@ -141,11 +141,67 @@ fn csr_key_stays_in_the_store_and_the_bought_cert_imports_without_key() {
         .expect("key-required");
 }
 
+/// Write a PEM CSR, check its signature with `openssl req -verify`; returns
+/// the file's path and openssl's text.
+fn verify_csr(pbx: &Pbx, name: &str, csr: &str) -> (String, String) {
+    let csr_path = pbx.file(name, csr);
+    let out = openssl_ok(
+        &["req", "-in", &csr_path, "-noout", "-verify", "-text"],
+        None,
+    );
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains("verify OK"), "{all}");
+    (csr_path.to_string(), all)
+}
+
+#[test]
+fn csr_rsa2048_verifies_and_the_bought_cert_imports_without_key() {
+    let pbx = Pbx::new();
+    pbx.tenant_add("acme", &["pbx.acme.test"]);
+    let v = pbx.ok(&["csr", "--name", "pbx.acme.test", "--key-type", "rsa2048"]);
+    assert_eq!(v["key_type"], "rsa2048");
+    assert!(!v.to_string().contains("PRIVATE KEY"));
+    let csr = v["csr"].as_str().unwrap().to_string();
+    let (csr_path, text) = verify_csr(&pbx, "rsa.csr", &csr);
+    assert!(text.contains("Public-Key: (2048 bit)"), "{text}");
+    assert!(text.contains("sha256WithRSAEncryption"), "{text}");
+    assert!(text.contains("DNS:pbx.acme.test"), "{text}");
+
+    let (ca_key, ca_cert) = openssl_ca(&pbx);
+    let bought = pbx.files.join("bought-rsa.crt");
+    openssl_ok(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr_path,
+            "-CA",
+            &ca_cert,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "20",
+            "-copy_extensions",
+            "copy",
+            "-out",
+            path_str(&bought),
+        ],
+        None,
+    );
+    let mut chain = std::fs::read_to_string(&bought).unwrap();
+    chain += &std::fs::read_to_string(&ca_cert).unwrap();
+    // No key: the stored RSA key from `csr` matches it.
+    let imported = pbx.import_ok(chain.as_bytes(), None, &[]);
+    let id = imported["id"].as_str().unwrap().to_string();
+    let certs = pbx.certs();
+    assert_eq!(by_id(&certs, &id)["key_type"], "rsa2048");
+    assert_eq!(pbx.resolve(Some("pbx.acme.test"))["id"], id.as_str());
+}
+
 #[test]
 fn csr_errors_are_named() {
     let pbx = Pbx::new();
-    pbx.err(&["csr", "--name", "pbx.acme.test", "--key-type", "rsa2048"])
-        .expect("unsupported-key-type");
     pbx.err(&["csr", "--name", "not a name"]).expect("bad-name");
     pbx.run(&["csr"]).usage_error();
     pbx.run(&["csr", "--name", "a.test", "--key-type", "dsa"])
@@ -314,14 +370,18 @@ fn local_ca_issues_a_chain_openssl_verifies_and_the_daemon_serves_it() {
         .as_str()
         .unwrap()
         .starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
-    assert_eq!(
-        api(
-            "POST",
-            "/csr",
-            Some(r#"{"names":["a.test"],"key_type":"rsa2048"}"#)
-        )["error"]["code"],
-        "unsupported-key-type"
+    assert!(api(
+        "POST",
+        "/csr",
+        Some(r#"{"names":["a.test"],"key_type":"rsa4096"}"#)
+    )["error"]["code"]
+        .is_string());
+    let rsa = api(
+        "POST",
+        "/csr",
+        Some(r#"{"names":["rsa.acme.test"],"key_type":"rsa2048"}"#),
     );
+    assert_eq!(rsa["key_type"], "rsa2048");
     assert_eq!(api("POST", "/ca/init", None)["error"]["code"], "ca-exists");
     pbx.ok_true(&[
         "dns",

@@ -74,6 +74,7 @@ fn resolve_does_not_allocate() {
     let tenants = vec![Tenant {
         name: "acme".into(),
         dns: vec!["pbx.acme.test".into()],
+        ..Default::default()
     }];
     let inputs = vec![
         input(&["pbx.acme.test"], Kind::Domain, Some("acme"), &key, 1),

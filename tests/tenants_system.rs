@@ -1,4 +1,5 @@
-//! `tenant add/list/remove` and `system set/show`, including the default cert.
+//! `tenant add/list/remove/set` and `system set/show`, including the default
+//! cert.
 
 mod common;
 
@@ -29,6 +30,85 @@ fn tenant_add_and_list() {
         .find(|t| t["name"] == "globex")
         .expect("globex listed");
     assert_eq!(str_list(globex, "dns"), vec!["pbx.globex.example.com"]);
+}
+
+#[test]
+fn tenant_set_acme_options_round_trip_and_errors_are_named() {
+    let pbx = Pbx::new();
+    pbx.tenant_add("acme", &["pbx.acme.example.com"]);
+    pbx.tenant_add("globex", &["pbx.globex.example.com"]);
+    let find = |name: &str| {
+        tenant_list(&pbx)
+            .into_iter()
+            .find(|t| t["name"] == name)
+            .expect("tenant listed")
+    };
+    // New tenants follow the global settings.
+    assert_eq!(find("acme")["acme_challenge"], "default");
+    assert_eq!(find("acme")["acme_key_type"], "default");
+
+    let v = pbx.ok(&[
+        "tenant",
+        "set",
+        "acme",
+        "--acme-challenge",
+        "tls-alpn-01",
+        "--acme-key-type",
+        "rsa2048",
+    ]);
+    assert_eq!(v["acme_challenge"], "tls-alpn-01");
+    assert_eq!(v["acme_key_type"], "rsa2048");
+    let acme = find("acme");
+    assert_eq!(acme["acme_challenge"], "tls-alpn-01");
+    assert_eq!(acme["acme_key_type"], "rsa2048");
+    assert_eq!(str_list(&acme, "dns"), vec!["pbx.acme.example.com"]);
+    // The other tenant is untouched.
+    assert_eq!(find("globex")["acme_challenge"], "default");
+
+    // One option alone leaves the other as it is.
+    pbx.ok(&["tenant", "set", "acme", "--acme-key-type", "p256"]);
+    let acme = find("acme");
+    assert_eq!(acme["acme_challenge"], "tls-alpn-01");
+    assert_eq!(acme["acme_key_type"], "p256");
+    // `default` goes back to following `acme set`.
+    pbx.ok(&[
+        "tenant",
+        "set",
+        "acme",
+        "--acme-challenge",
+        "default",
+        "--acme-key-type",
+        "default",
+    ]);
+    let acme = find("acme");
+    assert_eq!(acme["acme_challenge"], "default");
+    assert_eq!(acme["acme_key_type"], "default");
+
+    // Bad values are named errors and change nothing.
+    pbx.ok(&["tenant", "set", "acme", "--acme-challenge", "dns-01"]);
+    pbx.err(&["tenant", "set", "acme", "--acme-challenge", "smtp-01"])
+        .expect("bad-setting");
+    pbx.err(&[
+        "tenant",
+        "set",
+        "acme",
+        "--acme-key-type",
+        "rsa1024",
+        "--acme-challenge",
+        "http-01",
+    ])
+    .expect("unsupported-key-type");
+    assert_eq!(find("acme")["acme_challenge"], "dns-01");
+    pbx.err(&["tenant", "set", "nobody", "--acme-challenge", "auto"])
+        .expect("no-such-tenant");
+    // Text output of the list names the non-default choice.
+    let text = pbx.run(&["tenant", "list"]);
+    text.success();
+    assert!(
+        text.stdout.contains("acme challenge dns-01"),
+        "{}",
+        text.stdout
+    );
 }
 
 #[test]

@@ -9,7 +9,9 @@
 //! the TXT record is published and seen at the zone's servers before the CA
 //! is told to validate), polling with
 //! `refresh()` on smol timers (instant-acme's own polling needs tokio),
-//! finalize with a fresh P-256 key and CSR, download, and import through the
+//! finalize with a fresh key (P-256, or RSA 2048 for tenants that chose it;
+//! the challenge too follows the tenant's choice, `tenant set`) and CSR,
+//! download, and import through the
 //! same rules as an upload with `source: "acme"`.
 //!
 //! What must hold: challenges are withdrawn whatever the outcome; badNonce
@@ -431,7 +433,7 @@ async fn run_order(
                 continue;
             }
             let wildcard = auth.identifier().wildcard;
-            let kind = match settings.challenge {
+            let kind = match target.challenge.unwrap_or(settings.challenge) {
                 ChallengeChoice::Http01 => ChallengeType::Http01,
                 ChallengeChoice::TlsAlpn01 => ChallengeType::TlsAlpn01,
                 ChallengeChoice::Dns01 => ChallengeType::Dns01,
@@ -571,8 +573,12 @@ async fn run_order(
         sleep(next_delay(client, &mut delay)).await;
     }
 
-    // Finalize with a fresh key (never reused across certificates).
-    let key = rcgen::KeyPair::generate().map_err(internal)?;
+    // Finalize with a fresh key (never reused across certificates), of the
+    // tenant's type; RSA generation takes seconds, so not on the executor.
+    let key_type = target.key_type;
+    let key = smol::unblock(move || crate::localca::new_key(key_type))
+        .await
+        .map_err(|e| AcmeError::new(e.code(), e.to_string()))?;
     let mut params = rcgen::CertificateParams::new(target.names.clone()).map_err(internal)?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     let csr = params.serialize_request(&key).map_err(internal)?;

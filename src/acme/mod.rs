@@ -296,6 +296,10 @@ pub struct Target {
     pub tenant: Option<String>,
     /// Names (normalised).
     pub names: Vec<String>,
+    /// The tenant's challenge choice; `None` follows `acme set --challenge`.
+    pub challenge: Option<ChallengeChoice>,
+    /// Key type of the certificate (P-256 unless the tenant chose RSA).
+    pub key_type: crate::localca::KeyType,
 }
 
 impl Target {
@@ -489,6 +493,8 @@ pub fn targets(store: &Store) -> Result<Vec<Target>, Error> {
                 key: "system".into(),
                 tenant: None,
                 names,
+                challenge: None,
+                key_type: crate::localca::KeyType::P256,
             });
         }
     }
@@ -504,6 +510,8 @@ pub fn targets(store: &Store) -> Result<Vec<Target>, Error> {
                 key: format!("tenant:{}", t.name),
                 tenant: Some(t.name.clone()),
                 names,
+                challenge: t.acme_challenge,
+                key_type: t.acme_key_type.unwrap_or(crate::localca::KeyType::P256),
             });
         }
     }

@@ -94,6 +94,8 @@ pub enum ApiRoute {
     TenantAdd,
     /// `DELETE /api/tenants/{name}`
     TenantRemove(String),
+    /// `POST /api/tenants/{name}` (`tenant set`)
+    TenantSet(String),
     /// `GET /api/system`
     System,
     /// `POST /api/system`
@@ -180,7 +182,8 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> ApiRoute {
         ["tenants"] => pick(&[("GET", ApiRoute::Tenants), ("POST", ApiRoute::TenantAdd)]),
         ["tenants", raw] => match (method, decode_path(raw)) {
             ("DELETE", Ok(name)) => ApiRoute::TenantRemove(name),
-            ("DELETE", Err(e)) => ApiRoute::Bad(e.to_string()),
+            ("POST", Ok(name)) => ApiRoute::TenantSet(name),
+            ("DELETE" | "POST", Err(e)) => ApiRoute::Bad(e.to_string()),
             _ => ApiRoute::MethodNotAllowed,
         },
         ["system"] => pick(&[("GET", ApiRoute::System), ("POST", ApiRoute::SystemSet)]),
@@ -320,6 +323,15 @@ struct CsrBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct TenantSetBody {
+    #[serde(default)]
+    acme_challenge: Option<String>,
+    #[serde(default)]
+    acme_key_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TenantNameBody {
     tenant: String,
 }
@@ -419,6 +431,14 @@ pub fn to_command(route: ApiRoute, body: &[u8]) -> Result<Command, Resp> {
             }
         }
         ApiRoute::TenantRemove(name) => Command::TenantRemove { name },
+        ApiRoute::TenantSet(name) => {
+            let b: TenantSetBody = parse(body)?;
+            Command::TenantSet {
+                name,
+                acme_challenge: b.acme_challenge,
+                acme_key_type: b.acme_key_type,
+            }
+        }
         ApiRoute::System => Command::SystemShow,
         ApiRoute::SystemSet => {
             let b: SystemBody = parse(body)?;
@@ -562,6 +582,18 @@ mod tests {
         );
         assert_eq!(route("POST", "/dns/settings", None), ApiRoute::DnsSet);
         assert_eq!(route("POST", "/csr", None), ApiRoute::Csr);
+        assert_eq!(
+            route("POST", "/tenants/acme", None),
+            ApiRoute::TenantSet("acme".into())
+        );
+        assert!(matches!(
+            to_command(
+                ApiRoute::TenantSet("acme".into()),
+                br#"{"acme_challenge":"tls-alpn-01","acme_key_type":"rsa2048"}"#
+            ),
+            Ok(Command::TenantSet { .. })
+        ));
+        assert!(to_command(ApiRoute::TenantSet("acme".into()), br#"{"key":"x"}"#).is_err());
         assert_eq!(route("GET", "/ca", None), ApiRoute::CaShow);
         assert_eq!(route("POST", "/ca/init", None), ApiRoute::CaInit);
         assert_eq!(route("POST", "/ca/issue", None), ApiRoute::CaIssue);
