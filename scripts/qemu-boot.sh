@@ -1,53 +1,66 @@
 #!/usr/bin/env bash
-# Appliance boot test: boot Debian's arm64 cloud kernel under
-# qemu-system-aarch64 (-M virt, Cortex-A53, 128 MiB) with an initramfs whose
-# /init starts `pbx-certd serve` (board/qemu-virt settings), then check from the
-# host, through QEMU's user-mode network (hostfwd), that the right certificate
-# comes back for two SNI names, and report the daemon's in-guest VmRSS.
+# Appliance boot test: boot a Debian kernel under QEMU's `virt` board
+# (aarch64: linux-image-cloud-arm64 on qemu-system-aarch64, Cortex-A53;
+# armv7: linux-image-armmp on qemu-system-arm, Cortex-A15; 128 MiB each) with
+# an initramfs whose /init starts `pbx-certd serve` (board/qemu-virt
+# settings), then check from the host, through QEMU's user-mode network
+# (hostfwd), that the right certificate comes back for two SNI names, and
+# report the daemon's in-guest VmRSS.
 #
-# The store is prepared before boot with the same aarch64 binary's CLI (run
-# by qemu-user), like a factory image would be.
+# The store is prepared before boot with the same ARM binary's CLI (run by
+# qemu-user), like a factory image would be.
 #
-# Usage: [BOOT_STORE=DIR] scripts/qemu-boot.sh [aarch64]
+# Usage: [BOOT_STORE=DIR] scripts/qemu-boot.sh [aarch64|armv7]
 # Needs: root for apt (installs qemu-system-arm, qemu-user, openssl, cpio).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 arch="${1:-aarch64}"
-[ "$arch" = aarch64 ] || { echo "qemu-boot.sh: only aarch64 boots here (see README)" >&2; exit 2; }
-triple=aarch64-unknown-linux-musl
+# Per board: Rust target, Debian arch and kernel metapackage, QEMU, and the
+# virtio-net modules in load order (what the kernel does not build in).
+case "$arch" in
+    aarch64)
+        triple=aarch64-unknown-linux-musl; debarch=arm64; kmeta=linux-image-cloud-arm64
+        qemu_sys=qemu-system-aarch64; cpu=cortex-a53; qemu_user=qemu-aarch64
+        mods="drivers/virtio/virtio.ko drivers/virtio/virtio_ring.ko drivers/virtio/virtio_mmio.ko net/core/failover.ko drivers/net/net_failover.ko drivers/net/virtio_net.ko" ;;
+    armv7)
+        # Debian's armmp kernel (multiplatform ARMv7) boots on -M virt; virtio core is built in.
+        triple=armv7-unknown-linux-musleabihf; debarch=armhf; kmeta=linux-image-armmp
+        qemu_sys=qemu-system-arm; cpu=cortex-a15; qemu_user=qemu-arm
+        mods="drivers/virtio/virtio_mmio.ko net/core/failover.ko drivers/net/net_failover.ko drivers/net/virtio_net.ko" ;;
+    *) echo "usage: scripts/qemu-boot.sh [aarch64|armv7]" >&2; exit 2 ;;
+esac
 bin="target/$triple/release/pbx-certd"
-cache="target/qemu-boot"          # downloaded kernel and busybox (rebuilt if removed)
+cache="target/qemu-boot/$arch"    # downloaded kernel and busybox (rebuilt if removed)
 work="$(mktemp -d)"
 qemu_pid=""
 cleanup() { [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 
 need=()
-command -v qemu-system-aarch64 >/dev/null || need+=(qemu-system-arm)
-command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
+command -v "$qemu_sys" >/dev/null || need+=(qemu-system-arm)
+command -v "$qemu_user" >/dev/null || need+=(qemu-user)
 command -v openssl >/dev/null || need+=(openssl)
 command -v cpio >/dev/null || need+=(cpio)
 if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-[ -x "$bin" ] || scripts/build-arm.sh aarch64
+[ -x "$bin" ] || scripts/build-arm.sh "$arch"
 
 # 1. Kernel and busybox from Debian's arm64 archive (apt-get download).
 mkdir -p "$cache"
 if [ ! -f "$cache/vmlinuz" ] || [ ! -f "$cache/busybox" ]; then
-    dpkg --print-foreign-architectures | grep -qx arm64 || { dpkg --add-architecture arm64; apt-get update -qq; }
-    kpkg=$(apt-cache depends linux-image-cloud-arm64:arm64 | awk '/Depends: linux-image-/ {print $2; exit}')
-    [ -n "$kpkg" ] || { echo "qemu-boot.sh: no linux-image-cloud-arm64 in apt" >&2; exit 1; }
-    (cd "$work" && apt-get download "$kpkg" busybox-static:arm64 2>/dev/null)
+    dpkg --print-foreign-architectures | grep -qx "$debarch" || { dpkg --add-architecture "$debarch"; apt-get update -qq; }
+    kpkg=$(apt-cache depends "$kmeta:$debarch" | awk '/Depends: linux-image-/ {print $2; exit}')
+    [ -n "$kpkg" ] || { echo "qemu-boot.sh: no $kmeta:$debarch in apt" >&2; exit 1; }
+    (cd "$work" && apt-get download "$kpkg" "busybox-static:$debarch" 2>/dev/null)
     mkdir -p "$work/deb"
     for d in "$work"/*.deb; do dpkg-deb -x "$d" "$work/deb"; done
     cp "$work"/deb/boot/vmlinuz-* "$cache/vmlinuz"
     cp "$work/deb/bin/busybox" "$cache/busybox"
     rm -rf "$cache/modules"; mkdir -p "$cache/modules"
     # virtio-net over virtio-mmio, in load order (no depmod in the initramfs).
-    for m in drivers/virtio/virtio.ko drivers/virtio/virtio_ring.ko drivers/virtio/virtio_mmio.ko \
-             net/core/failover.ko drivers/net/net_failover.ko drivers/net/virtio_net.ko; do
+    for m in $mods; do
         cp "$work"/deb/lib/modules/*/kernel/"$m" "$cache/modules/"
     done
     rm -rf "$work/deb" "$work"/*.deb
@@ -67,7 +80,7 @@ leaf() { # name
 root="$work/root"
 mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,etc/pbx-certd,etc/default,lib/modules,usr/bin,var/lib}
 store="$root/var/lib/pbx-certd"
-cli() { qemu-aarch64 "$bin" --data-dir "$store" "$@"; }
+cli() { "$qemu_user" "$bin" --data-dir "$store" "$@"; }
 # BOOT_STORE=DIR starts from a populated store (e.g. FOOTPRINT_STORE of
 # scripts/footprint.sh, 1000 tenant certificates) to measure the in-guest RSS.
 if [ -n "${BOOT_STORE:-}" ]; then
@@ -92,12 +105,13 @@ cat > "$root/init" <<'EOF'
 /bin/busybox --install -s /bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 # No depmod here: load in passes until every module is in (dependencies first).
+mods=$(cd /lib/modules && ls *.ko | sed 's/[.]ko$//')
 for pass in 1 2 3 4 5 6; do
-    for m in virtio_ring virtio virtio_mmio failover net_failover virtio_net; do
+    for m in $mods; do
         grep -q "^$m " /proc/modules || insmod /lib/modules/$m.ko 2>/dev/null
     done
 done
-for m in virtio_ring virtio virtio_mmio failover net_failover virtio_net; do
+for m in $mods; do
     grep -q "^$m " /proc/modules || echo "boot: module $m did not load"
 done
 ip link set lo up; ip link set eth0 up
@@ -119,7 +133,7 @@ chmod +x "$root/init"
 # 4. Boot.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 console="$work/console.log"
-qemu-system-aarch64 -M virt -cpu cortex-a53 -m 128 -nographic -no-reboot \
+"$qemu_sys" -M virt -cpu "$cpu" -m 128 -nographic -no-reboot \
     -kernel "$cache/vmlinuz" -initrd "$work/initrd.gz" -append "console=ttyAMA0 panic=-1 quiet" \
     -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$port-:443" -device virtio-net-device,netdev=n0 \
     </dev/null >"$console" 2>&1 &

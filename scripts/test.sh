@@ -7,8 +7,8 @@
 #      real binary),
 #   2. the same suite for aarch64 and armv7 (musl) under qemu-user
 #      (scripts/test-qemu.sh),
-#   3. the appliance boot test: the aarch64 release binary in Debian's arm64
-#      kernel under qemu-system-aarch64 (scripts/qemu-boot.sh).
+#   3. the appliance boot tests: each release binary in a Debian kernel under
+#      qemu-system (scripts/qemu-boot.sh aarch64|armv7).
 #
 #   scripts/test.sh                    all of it (CI runs this)
 #   scripts/test.sh --native [ARGS]    step 1 only; ARGS go to `cargo test`
@@ -44,5 +44,6 @@ cargo test --locked --lib --bins --tests "$@"
 $native_only && exit 0
 
 scripts/test-qemu.sh all
-scripts/build-arm.sh all         # release binaries (sizes printed); the boot test flashes aarch64
+scripts/build-arm.sh all         # release binaries (sizes printed) for the boot tests
 scripts/qemu-boot.sh aarch64
+scripts/qemu-boot.sh armv7
