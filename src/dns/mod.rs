@@ -22,6 +22,7 @@
 //! without panics, and each failure is a `DnsError` with a stable code;
 //! `provider_for` picks the longest zone that contains the name.
 
+pub mod api;
 pub mod cloudflare;
 pub mod digitalocean;
 pub mod propagation;
