@@ -15,6 +15,8 @@
 mod fake_cloudflare;
 #[path = "common/fake_digitalocean.rs"]
 mod fake_digitalocean;
+#[path = "common/https_server.rs"]
+mod https_server;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -740,29 +742,7 @@ fn an_authorization_the_ca_still_holds_valid_is_reused_without_a_challenge() {
 /// directory URL and the certIDs it was asked about.
 fn ari_server(pebble_dir: serde_json::Value) -> (String, String, Arc<Mutex<Vec<String>>>) {
     use std::io::{Read, Write};
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "ARI test CA");
-    let ca = ca.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.subject_alt_names = vec![rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap())];
-    let leaf = params.signed_by(&key, &ca, &ca_key).unwrap();
-    let config = Arc::new(
-        rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
-        .unwrap(),
-    );
+    let (ca_pem, config) = https_server::tls_config("ARI test CA");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("https://{}", listener.local_addr().unwrap());
     let mut dir = pebble_dir;
@@ -817,7 +797,7 @@ fn ari_server(pebble_dir: serde_json::Value) -> (String, String, Arc<Mutex<Vec<S
             });
         }
     });
-    (ca.pem(), format!("{base}/dir"), seen)
+    (ca_pem, format!("{base}/dir"), seen)
 }
 
 #[test]

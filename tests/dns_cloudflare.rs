@@ -7,6 +7,8 @@
 
 #[path = "common/fake_cloudflare.rs"]
 mod fake_cloudflare;
+#[path = "common/https_server.rs"]
+mod https_server;
 
 use std::path::Path;
 use std::process::Command;

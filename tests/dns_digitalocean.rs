@@ -8,6 +8,8 @@
 
 #[path = "common/fake_digitalocean.rs"]
 mod fake_digitalocean;
+#[path = "common/https_server.rs"]
+mod https_server;
 
 use std::io::Write;
 use std::path::Path;
