@@ -17,9 +17,10 @@ mod fake_cloudflare;
 mod fake_digitalocean;
 #[path = "common/https_server.rs"]
 mod https_server;
+#[path = "common/serve.rs"]
+mod serve;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -142,26 +143,14 @@ impl Daemon {
         } else {
             "none".into()
         };
-        let mut child = Command::new(BIN)
-            .arg("--data-dir")
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--data-dir")
             .arg(dir)
             .args(["serve", "--https"])
             .arg(format!("127.0.0.1:{}", env["ACME_TLSALPN01_PORT"]))
             .args(["--http", &http_addr])
-            .env("PBX_CERTD_LOG", "info")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+            .env("PBX_CERTD_LOG", "info");
+        let (child, rx) = serve::spawn(&mut cmd, serve::Drain::Always, false);
         let mut d = Daemon {
             child,
             log: rx,
