@@ -80,11 +80,7 @@ fn cloudflare_wrong_token_is_dns_unauthorized_and_an_untrusted_api_is_refused() 
     let d = dir.path();
     trust(d, &ca_pem);
     add_provider(d, &base, "wrong-token-0123456789abcdef");
-    let store = pbx_certd::Store::open(d).unwrap();
-    let ch = pbx_certd::dns::Challenge::prepare(&store, "pbx.example.test", "v")
-        .unwrap()
-        .unwrap();
-    let e = smol::block_on(ch.publish()).unwrap_err();
+    let e = api_provider::publish_error(d);
     assert_eq!(e.code(), "dns-unauthorized", "{e}");
     assert!(e.to_string().contains("Invalid access token"), "{e}");
     assert!(api.lock().unwrap().records.is_empty());

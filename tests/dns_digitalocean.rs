@@ -161,11 +161,7 @@ fn digitalocean_wrong_token_is_dns_unauthorized_and_an_untrusted_api_is_refused(
     let d = dir.path();
     trust(d, &ca_pem);
     add_provider(d, &base, "dop_v1_wrong0123456789abcdef");
-    let store = pbx_certd::Store::open(d).unwrap();
-    let ch = pbx_certd::dns::Challenge::prepare(&store, "pbx.example.test", "v")
-        .unwrap()
-        .unwrap();
-    let e = smol::block_on(ch.publish()).unwrap_err();
+    let e = api_provider::publish_error(d);
     assert_eq!(e.code(), "dns-unauthorized", "{e}");
     assert!(e.to_string().contains("Unable to authenticate you"), "{e}");
     assert!(api.lock().unwrap().records.is_empty());

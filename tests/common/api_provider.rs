@@ -64,6 +64,16 @@ pub fn add_provider(dir: &Path, name: &str, provider: &str, base: &str, token: &
     cli(dir, &["dns", "set", "--check-ns", "false"]);
 }
 
+/// The error of publishing the DNS-01 record of `pbx.example.test` (value
+/// `v`) through DIR's provider, which must fail.
+pub fn publish_error(dir: &Path) -> pbx_certd::dns::DnsError {
+    let store = pbx_certd::Store::open(dir).unwrap();
+    let ch = pbx_certd::dns::Challenge::prepare(&store, "pbx.example.test", "v")
+        .unwrap()
+        .unwrap();
+    smol::block_on(ch.publish()).unwrap_err()
+}
+
 /// The API's CA not in the Root CA list: the TLS handshake fails, no
 /// request (and no token) reaches the server. `add` adds the provider (the
 /// right token) to a fresh data dir; `requests` counts the server's
@@ -71,12 +81,8 @@ pub fn add_provider(dir: &Path, name: &str, provider: &str, base: &str, token: &
 pub fn assert_untrusted_api_is_refused(add: impl Fn(&Path), requests: impl Fn() -> usize) {
     let dir2 = tempfile::tempdir().unwrap();
     add(dir2.path());
-    let store2 = pbx_certd::Store::open(dir2.path()).unwrap();
     let before = requests();
-    let ch = pbx_certd::dns::Challenge::prepare(&store2, "pbx.example.test", "v")
-        .unwrap()
-        .unwrap();
-    let e = smol::block_on(ch.publish()).unwrap_err();
+    let e = publish_error(dir2.path());
     assert_eq!(e.code(), "dns-io", "{e}");
     assert!(e.to_string().contains("TLS"), "{e}");
     assert_eq!(requests(), before);
