@@ -20,6 +20,8 @@ mod https_server;
 #[path = "common/serve.rs"]
 mod serve;
 
+use serve::cli;
+
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -105,20 +107,6 @@ fn pebble_root(env: &HashMap<String, String>) -> String {
         .unwrap();
     assert!(out.status.success(), "cannot fetch pebble's root");
     String::from_utf8(out.stdout).unwrap()
-}
-
-fn cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn ok(dir: &Path, args: &[&str]) -> serde_json::Value {

@@ -17,6 +17,8 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 #[path = "common/serve.rs"]
 mod serve;
 
+use serve::cli;
+
 const BIN: &str = env!("CARGO_BIN_EXE_pbx-certd");
 
 fn sha256_hex(der: &[u8]) -> String {
@@ -85,20 +87,6 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn json(out: &(i32, String, String)) -> serde_json::Value {

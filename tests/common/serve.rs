@@ -1,7 +1,7 @@
 //! Starting `pbx-certd serve` from a test: spawn it with stderr piped, read
 //! its log lines on a thread into a channel, wait for the `ready:` line and
 //! take the listeners' addresses from it (`https=ADDR`, `http=ADDR`,
-//! `forward=ADDR->TARGET`).
+//! `forward=ADDR->TARGET`); and `cli`, one CLI run on a data dir.
 //!
 //! What must hold: with `Drain::Always` the reader keeps reading stderr for
 //! the daemon's whole life, even when nobody reads the channel any more, so
@@ -16,9 +16,26 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+/// `pbx-certd --data-dir DIR ARGS` run to its end: exit code (-1 when
+/// killed by a signal), stdout, stderr.
+pub fn cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pbx-certd"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
 
 /// How long the reader thread reads the daemon's stderr.
 #[derive(Clone, Copy, PartialEq, Eq)]
