@@ -19,9 +19,14 @@
 mod fake_cloudflare;
 #[path = "common/fake_digitalocean.rs"]
 mod fake_digitalocean;
+#[path = "common/https_server.rs"]
+mod https_server;
+#[path = "common/serve.rs"]
+mod serve;
+
+use serve::cli;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -108,20 +113,6 @@ fn pebble_root(env: &HashMap<String, String>) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn ok(dir: &Path, args: &[&str]) -> serde_json::Value {
     let mut all = args.to_vec();
     all.push("--json");
@@ -144,26 +135,14 @@ impl Daemon {
         } else {
             "none".into()
         };
-        let mut child = Command::new(BIN)
-            .arg("--data-dir")
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--data-dir")
             .arg(dir)
             .args(["serve", "--https"])
             .arg(format!("127.0.0.1:{}", env["ACME_TLSALPN01_PORT"]))
             .args(["--http", &http_addr])
-            .env("PBX_CERTD_LOG", "info")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+            .env("PBX_CERTD_LOG", "info");
+        let (child, rx) = serve::spawn(&mut cmd, serve::Drain::Always, false);
         let mut d = Daemon {
             child,
             log: rx,
@@ -802,29 +781,7 @@ fn an_authorization_the_ca_still_holds_valid_is_reused_without_a_challenge() {
 /// directory URL and the certIDs it was asked about.
 fn ari_server(pebble_dir: serde_json::Value) -> (String, String, Arc<Mutex<Vec<String>>>) {
     use std::io::{Read, Write};
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "ARI test CA");
-    let ca = ca.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.subject_alt_names = vec![rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap())];
-    let leaf = params.signed_by(&key, &ca, &ca_key).unwrap();
-    let config = Arc::new(
-        rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
-        .unwrap(),
-    );
+    let (ca_pem, config) = https_server::tls_config("ARI test CA");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("https://{}", listener.local_addr().unwrap());
     let mut dir = pebble_dir;
@@ -879,7 +836,7 @@ fn ari_server(pebble_dir: serde_json::Value) -> (String, String, Arc<Mutex<Vec<S
             });
         }
     });
-    (ca.pem(), format!("{base}/dir"), seen)
+    (ca_pem, format!("{base}/dir"), seen)
 }
 
 #[test]

@@ -5,11 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
 use common::*;
 use serde_json::Value;
@@ -208,54 +204,6 @@ fn csr_errors_are_named() {
         .usage_error();
 }
 
-struct Daemon {
-    child: Child,
-    https: SocketAddr,
-}
-
-impl Daemon {
-    fn start(pbx: &Pbx) -> Daemon {
-        let mut child = pbx
-            .command(&["serve", "--https", "127.0.0.1:0", "--http", "none"])
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let ready = loop {
-            // A hang guard, not a timing assertion.
-            let line = rx
-                .recv_timeout(Duration::from_secs(60))
-                .expect("daemon did not log `ready`");
-            if line.contains("ready:") {
-                break line;
-            }
-        };
-        let https = ready
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("https="))
-            .unwrap()
-            .parse()
-            .unwrap();
-        Daemon { child, https }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn local_ca_issues_a_chain_openssl_verifies_and_the_daemon_serves_it() {
     let pbx = Pbx::new();
@@ -281,7 +229,7 @@ fn local_ca_issues_a_chain_openssl_verifies_and_the_daemon_serves_it() {
     // Issue while the daemon runs: the command goes over the control socket.
     pbx.run_stdin(&["admin", "password"], b"correct horse battery\n")
         .success();
-    let daemon = Daemon::start(&pbx);
+    let daemon = pbx.serve(false);
     let issued = pbx.ok(&["ca", "issue", "--tenant", "acme"]);
     assert_eq!(issued["kind"], "domain");
     assert_eq!(issued["tenant"], "acme");

@@ -3,7 +3,7 @@
 //! which leaf each SNI gets, live CLI changes through the control socket,
 //! `--tls-forward` to a local echo service, and a clean SIGTERM shutdown.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -13,6 +13,11 @@ use std::time::Duration;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
+
+#[path = "common/serve.rs"]
+mod serve;
+
+use serve::cli;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pbx-certd");
 
@@ -48,36 +53,10 @@ impl Daemon {
             cmd.arg("--tls-forward")
                 .arg(format!("127.0.0.1:0={target}"));
         }
-        let mut child = cmd
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut startup = Vec::new();
-        let ready = loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(30))
-                .expect("daemon did not log `ready` in time");
-            if line.contains("ready:") {
-                break line;
-            }
-            startup.push(line);
-        };
-        let field = |name: &str| -> Option<SocketAddr> {
-            ready
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix(name))
-                .map(|a| a.split("->").next().unwrap().parse().unwrap())
-        };
+        // The closed-log-pipe test drops the receiver to close the pipe.
+        let (child, rx) = serve::spawn(&mut cmd, serve::Drain::WhileRead, false);
+        let (ready, startup) = serve::wait_ready(&rx, Duration::from_secs(30));
+        let field = |name: &str| serve::addr(&ready, name);
         Daemon {
             https: field("https=").unwrap(),
             http: field("http=").unwrap(),
@@ -108,20 +87,6 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn json(out: &(i32, String, String)) -> serde_json::Value {

@@ -5,52 +5,21 @@
 //! also proves the provider trusts exactly that list; the base URL comes from
 //! `dns add --api-base`.
 
+#[path = "common/api_provider.rs"]
+mod api_provider;
 #[path = "common/fake_cloudflare.rs"]
 mod fake_cloudflare;
+#[path = "common/https_server.rs"]
+mod https_server;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
+use api_provider::{cli, trust};
 use fake_cloudflare::{start_api, Api, TOKEN, ZONE_ID};
-use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_pbx-certd");
-fn cli(dir: &Path, args: &[&str]) -> Value {
-    let out = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {} {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 fn add_provider(dir: &Path, base: &str, token: &str) {
-    cli(
-        dir,
-        &[
-            "dns",
-            "add",
-            "cf",
-            "--provider",
-            "cloudflare",
-            "--zone",
-            "example.test",
-            "--token",
-            token,
-            "--api-base",
-            base,
-        ],
-    );
-    cli(dir, &["dns", "set", "--check-ns", "false"]);
+    api_provider::add_provider(dir, "cf", "cloudflare", base, token);
 }
 
 #[test]
@@ -59,12 +28,7 @@ fn cloudflare_adds_the_txt_record_and_removes_exactly_it() {
     let (base, ca_pem) = start_api(api.clone());
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ca = d.join("api-ca.pem");
-    std::fs::write(&ca, &ca_pem).unwrap();
-    cli(
-        d,
-        &["import", "--cert", ca.to_str().unwrap(), "--kind", "root"],
-    );
+    trust(d, &ca_pem);
     add_provider(d, &base, TOKEN);
     let listed = cli(d, &["dns", "list"]);
     let text = listed.to_string();
@@ -114,62 +78,27 @@ fn cloudflare_wrong_token_is_dns_unauthorized_and_an_untrusted_api_is_refused() 
     // Trusted, wrong token: the API's 403 → dns-unauthorized.
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ca = d.join("api-ca.pem");
-    std::fs::write(&ca, &ca_pem).unwrap();
-    cli(
-        d,
-        &["import", "--cert", ca.to_str().unwrap(), "--kind", "root"],
-    );
+    trust(d, &ca_pem);
     add_provider(d, &base, "wrong-token-0123456789abcdef");
-    let store = pbx_certd::Store::open(d).unwrap();
-    let ch = pbx_certd::dns::Challenge::prepare(&store, "pbx.example.test", "v")
-        .unwrap()
-        .unwrap();
-    let e = smol::block_on(ch.publish()).unwrap_err();
+    let e = api_provider::publish_error(d);
     assert_eq!(e.code(), "dns-unauthorized", "{e}");
     assert!(e.to_string().contains("Invalid access token"), "{e}");
     assert!(api.lock().unwrap().records.is_empty());
 
-    // The API's CA not in the Root CA list: the TLS handshake fails, no
-    // request (and no token) reaches the server.
-    let dir2 = tempfile::tempdir().unwrap();
-    add_provider(dir2.path(), &base, TOKEN);
-    let store2 = pbx_certd::Store::open(dir2.path()).unwrap();
-    let requests = api.lock().unwrap().log.len();
-    let ch = pbx_certd::dns::Challenge::prepare(&store2, "pbx.example.test", "v")
-        .unwrap()
-        .unwrap();
-    let e = smol::block_on(ch.publish()).unwrap_err();
-    assert_eq!(e.code(), "dns-io", "{e}");
-    assert!(e.to_string().contains("TLS"), "{e}");
-    assert_eq!(api.lock().unwrap().log.len(), requests);
+    api_provider::assert_untrusted_api_is_refused(
+        |d| add_provider(d, &base, TOKEN),
+        || api.lock().unwrap().log.len(),
+    );
 }
 
 #[test]
 fn cloudflare_api_base_must_be_https() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args([
-            "dns",
-            "add",
-            "cf",
-            "--provider",
-            "cloudflare",
-            "--zone",
-            "example.test",
-        ])
-        .args([
-            "--token",
-            TOKEN,
-            "--api-base",
-            "http://127.0.0.1:1/client/v4",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["error"]["code"], "bad-dns-config", "{v}");
+    api_provider::assert_http_api_base_is_refused(
+        dir.path(),
+        "cf",
+        "cloudflare",
+        TOKEN,
+        "http://127.0.0.1:1/client/v4",
+    );
 }

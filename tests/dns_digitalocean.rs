@@ -6,62 +6,23 @@
 //! provider trusts exactly that list; the base URL comes from
 //! `dns add --api-base`.
 
+#[path = "common/api_provider.rs"]
+mod api_provider;
 #[path = "common/fake_digitalocean.rs"]
 mod fake_digitalocean;
+#[path = "common/https_server.rs"]
+mod https_server;
 
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
+use api_provider::{cli, trust, BIN};
 use fake_digitalocean::{start_api, Api, TOKEN};
-use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_pbx-certd");
-fn cli(dir: &Path, args: &[&str]) -> Value {
-    let out = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {} {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn trust(dir: &Path, ca_pem: &str) {
-    let ca = dir.join("api-ca.pem");
-    std::fs::write(&ca, ca_pem).unwrap();
-    cli(
-        dir,
-        &["import", "--cert", ca.to_str().unwrap(), "--kind", "root"],
-    );
-}
 
 fn add_provider(dir: &Path, base: &str, token: &str) {
-    cli(
-        dir,
-        &[
-            "dns",
-            "add",
-            "do",
-            "--provider",
-            "digitalocean",
-            "--zone",
-            "example.test",
-            "--token",
-            token,
-            "--api-base",
-            base,
-        ],
-    );
-    cli(dir, &["dns", "set", "--check-ns", "false"]);
+    api_provider::add_provider(dir, "do", "digitalocean", base, token);
 }
 
 fn started() -> (Arc<Mutex<Api>>, String, String) {
@@ -200,28 +161,15 @@ fn digitalocean_wrong_token_is_dns_unauthorized_and_an_untrusted_api_is_refused(
     let d = dir.path();
     trust(d, &ca_pem);
     add_provider(d, &base, "dop_v1_wrong0123456789abcdef");
-    let store = pbx_certd::Store::open(d).unwrap();
-    let ch = pbx_certd::dns::Challenge::prepare(&store, "pbx.example.test", "v")
-        .unwrap()
-        .unwrap();
-    let e = smol::block_on(ch.publish()).unwrap_err();
+    let e = api_provider::publish_error(d);
     assert_eq!(e.code(), "dns-unauthorized", "{e}");
     assert!(e.to_string().contains("Unable to authenticate you"), "{e}");
     assert!(api.lock().unwrap().records.is_empty());
 
-    // The API's CA not in the Root CA list: the TLS handshake fails, no
-    // request (and no token) reaches the server.
-    let dir2 = tempfile::tempdir().unwrap();
-    add_provider(dir2.path(), &base, TOKEN);
-    let store2 = pbx_certd::Store::open(dir2.path()).unwrap();
-    let requests = api.lock().unwrap().log.len();
-    let ch = pbx_certd::dns::Challenge::prepare(&store2, "pbx.example.test", "v")
-        .unwrap()
-        .unwrap();
-    let e = smol::block_on(ch.publish()).unwrap_err();
-    assert_eq!(e.code(), "dns-io", "{e}");
-    assert!(e.to_string().contains("TLS"), "{e}");
-    assert_eq!(api.lock().unwrap().log.len(), requests);
+    api_provider::assert_untrusted_api_is_refused(
+        |d| add_provider(d, &base, TOKEN),
+        || api.lock().unwrap().log.len(),
+    );
 }
 
 #[test]
@@ -278,30 +226,13 @@ fn digitalocean_unknown_domain_and_garbage_answers_are_named_errors() {
 #[test]
 fn digitalocean_api_base_must_be_https() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args([
-            "dns",
-            "add",
-            "do",
-            "--provider",
-            "digitalocean",
-            "--zone",
-            "example.test",
-        ])
-        .args([
-            "--token",
-            TOKEN,
-            "--api-base",
-            "http://127.0.0.1:1/v2",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["error"]["code"], "bad-dns-config", "{v}");
+    api_provider::assert_http_api_base_is_refused(
+        dir.path(),
+        "do",
+        "digitalocean",
+        TOKEN,
+        "http://127.0.0.1:1/v2",
+    );
     // Without --token the CLI refuses (usage error).
     let out = Command::new(BIN)
         .arg("--data-dir")

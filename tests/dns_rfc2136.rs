@@ -66,14 +66,18 @@ impl Peer {
             TsigAlgorithm::HmacSha256 => ("TSIG256_NAME", "TSIG256_SECRET"),
             TsigAlgorithm::HmacSha512 => ("TSIG512_NAME", "TSIG512_SECRET"),
         };
-        Rfc2136::new(
-            "example.test",
-            self.server(),
-            &self.env[name],
-            alg,
-            &self.env[secret],
-        )
-        .unwrap()
+        self.provider_with("example.test", &self.env[name], alg, &self.env[secret])
+    }
+
+    /// A provider for `zone` at this BIND with any key (right or wrong).
+    fn provider_with(
+        &self,
+        zone: &str,
+        key_name: &str,
+        alg: TsigAlgorithm,
+        secret: &str,
+    ) -> Rfc2136 {
+        Rfc2136::new(zone, self.server(), key_name, alg, secret).unwrap()
     }
 
     /// TXT values at `name` according to `dig` (quotes removed, sorted).
@@ -115,6 +119,23 @@ fn block<T>(f: impl std::future::Future<Output = T>) -> T {
     smol::block_on(f)
 }
 
+/// Wait (at most 30 s, polling every second, NS check on) until `p`'s
+/// servers answer `value` at `name`.
+fn wait_visible(p: &Rfc2136, name: &str, value: &str) {
+    let settings = PropagationSettings {
+        timeout_secs: 30,
+        interval_secs: 1,
+        check_ns: true,
+    };
+    block(propagation::wait_for_txt(
+        &p.authoritative_servers(),
+        name,
+        value,
+        settings,
+    ))
+    .unwrap();
+}
+
 /// A value shaped like a DNS-01 digest (43 Base64url characters), unique.
 fn value(tag: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, tag.as_bytes());
@@ -140,18 +161,7 @@ fn add_is_seen_by_bind_then_remove_removes_it() {
     let mut ours = block(propagation::query_txt(peer.server(), &name)).unwrap();
     ours.sort();
     assert_eq!(ours, both);
-    let settings = PropagationSettings {
-        timeout_secs: 30,
-        interval_secs: 1,
-        check_ns: true,
-    };
-    block(propagation::wait_for_txt(
-        &p.authoritative_servers(),
-        &name,
-        &a,
-        settings,
-    ))
-    .unwrap();
+    wait_visible(&p, &name, &a);
     // Removing one value leaves the other (only that RR is deleted).
     block(p.remove_txt(&name, &a)).unwrap();
     assert_eq!(peer.dig_txt(&name), vec![b.clone()]);
@@ -169,37 +179,31 @@ fn wrong_tsig_secret_is_a_named_error_and_changes_nothing() {
     let peer = Peer::start();
     let name = challenge_name("example.test");
     let wrong = base64_encode(&[7u8; 32]);
-    let p = Rfc2136::new(
+    let p = peer.provider_with(
         "example.test",
-        peer.server(),
         &peer.env["TSIG256_NAME"],
         TsigAlgorithm::HmacSha256,
         &wrong,
-    )
-    .unwrap();
+    );
     let e = block(p.add_txt(&name, &value("x"))).unwrap_err();
     assert_eq!(e.code(), "dns-tsig-rejected", "{e}");
     assert!(peer.dig_txt(&name).is_empty());
     // An unknown key name: also rejected by TSIG, nothing changed.
-    let p = Rfc2136::new(
+    let p = peer.provider_with(
         "example.test",
-        peer.server(),
         "nosuchkey.",
         TsigAlgorithm::HmacSha256,
         &peer.env["TSIG256_SECRET"],
-    )
-    .unwrap();
+    );
     let e = block(p.add_txt(&name, &value("x"))).unwrap_err();
     assert_eq!(e.code(), "dns-tsig-rejected", "{e}");
     // The right secret with the wrong algorithm.
-    let p = Rfc2136::new(
+    let p = peer.provider_with(
         "example.test",
-        peer.server(),
         &peer.env["TSIG256_NAME"],
         TsigAlgorithm::HmacSha512,
         &peer.env["TSIG256_SECRET"],
-    )
-    .unwrap();
+    );
     let e = block(p.add_txt(&name, &value("x"))).unwrap_err();
     assert_eq!(e.code(), "dns-tsig-rejected", "{e}");
     assert!(peer.dig_txt(&name).is_empty());
@@ -229,18 +233,7 @@ fn wildcard_challenge_goes_to_the_base_name() {
         peer.dig_txt("_acme-challenge.example.test"),
         vec![v.clone()]
     );
-    let settings = PropagationSettings {
-        timeout_secs: 30,
-        interval_secs: 1,
-        check_ns: true,
-    };
-    block(propagation::wait_for_txt(
-        &p.authoritative_servers(),
-        &name,
-        &v,
-        settings,
-    ))
-    .unwrap();
+    wait_visible(&p, &name, &v);
     block(p.remove_txt(&name, &v)).unwrap();
     assert!(peer.dig_txt(&name).is_empty());
 }
@@ -259,14 +252,12 @@ fn name_outside_the_zone_is_refused_before_sending() {
 fn a_zone_the_server_is_not_primary_for_is_refused() {
     // The key is right, but BIND serves no zone lab.example.test: NOTAUTH.
     let peer = Peer::start();
-    let p = Rfc2136::new(
+    let p = peer.provider_with(
         "lab.example.test",
-        peer.server(),
         &peer.env["TSIG256_NAME"],
         TsigAlgorithm::HmacSha256,
         &peer.env["TSIG256_SECRET"],
-    )
-    .unwrap();
+    );
     let name = challenge_name("lab.example.test");
     let e = block(p.add_txt(&name, &value("lab"))).unwrap_err();
     assert_eq!(e.code(), "dns-refused", "{e}");

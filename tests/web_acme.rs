@@ -7,63 +7,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::net::TcpListener;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::serve::Daemon;
 use common::*;
 
 const PASSWORD: &str = "correct horse battery";
-
-struct Daemon {
-    child: Child,
-    https: SocketAddr,
-}
-
-impl Daemon {
-    fn start(pbx: &Pbx) -> Daemon {
-        let mut child = pbx
-            .command(&["serve", "--https", "127.0.0.1:0", "--http", "none"])
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            // The daemon's log goes to the test's output (shown on failure).
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("daemon: {line}");
-                let _ = tx.send(line);
-            }
-        });
-        let ready = loop {
-            // A hang guard, not a timing assertion.
-            let line = rx
-                .recv_timeout(Duration::from_secs(60))
-                .expect("daemon did not log `ready`");
-            if line.contains("ready:") {
-                break line;
-            }
-        };
-        let https = ready
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("https="))
-            .unwrap()
-            .parse()
-            .unwrap();
-        Daemon { child, https }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A logged-in browser: a cookie jar and the CSRF token.
 struct Browser {
@@ -149,7 +100,7 @@ fn acme_page_sets_settings_refuses_without_csrf_hides_the_hmac_and_shows_failure
     pbx.tenant_add("gamma", &["gamma.pbx.test"]);
     pbx.run_stdin(&["admin", "password"], format!("{PASSWORD}\n").as_bytes())
         .success();
-    let daemon = Daemon::start(&pbx);
+    let daemon = pbx.serve(true);
     let web = Browser::login(&pbx, &daemon);
 
     let page = web.get("/acme");
@@ -273,7 +224,7 @@ fn dns_provider_forms_add_and_remove_without_showing_secrets() {
     let pbx = Pbx::new();
     pbx.run_stdin(&["admin", "password"], format!("{PASSWORD}\n").as_bytes())
         .success();
-    let daemon = Daemon::start(&pbx);
+    let daemon = pbx.serve(true);
     let web = Browser::login(&pbx, &daemon);
     let csrf = web.csrf();
     let tsig = "dHNpZy1zZWNyZXQtMDEyMzQ1Njc4OWFiY2RlZg==";

@@ -17,90 +17,46 @@
 //! untrusted JSON (no panics); only records whose content is our value are
 //! deleted.
 
-use std::sync::Mutex;
-
 use serde_json::{json, Value};
 
-use super::{in_zone, DnsError, DnsFuture, DnsProvider};
-use crate::acme::http::{Client, HttpError, Url};
+use super::api::{self, name_in_zone, status_error, unquote, Api, NameServers};
+use super::{DnsError, DnsFuture, DnsProvider};
+use crate::acme::http::Client;
 use crate::limits::{CLOUDFLARE_TXT_TTL, MAX_CLOUDFLARE_API_BASE_LEN};
 
 /// A zone at Cloudflare.
 pub struct Cloudflare {
     zone: String,
-    api_base: String,
-    token: String,
-    client: Client,
+    api: Api,
     /// The zone's name servers (`HOST:53`) as the API named them.
-    name_servers: Mutex<Vec<String>>,
+    name_servers: NameServers,
 }
 
 /// Check an API base URL: `https://host[:port]/path`.
 pub fn check_api_base(api_base: &str) -> Result<(), DnsError> {
-    let bad = |why: String| DnsError::BadConfig(format!("Cloudflare API base {api_base}: {why}"));
-    if api_base.len() > MAX_CLOUDFLARE_API_BASE_LEN {
-        return Err(bad(format!(
-            "longer than {MAX_CLOUDFLARE_API_BASE_LEN} characters"
-        )));
-    }
-    let url = Url::parse(api_base).map_err(|e| bad(e.to_string()))?;
-    if !url.tls {
-        return Err(bad("must be an https:// URL (the token is a secret)".into()));
-    }
-    if url.path.contains('?') {
-        return Err(bad("must not have a query".into()));
-    }
-    Ok(())
-}
-
-fn http_error(e: HttpError) -> DnsError {
-    match e {
-        HttpError::Timeout => DnsError::Timeout(format!("Cloudflare API: {e}")),
-        HttpError::BadResponse(_) | HttpError::TooLarge(_) => {
-            DnsError::BadResponse(format!("Cloudflare API: {e}"))
-        }
-        _ => DnsError::Io(format!("Cloudflare API: {e}")),
-    }
-}
-
-/// TXT content as Cloudflare may return it (quoted or not).
-fn unquote(s: &str) -> &str {
-    s.strip_prefix('"')
-        .and_then(|s| s.strip_suffix('"'))
-        .unwrap_or(s)
+    api::check_api_base("Cloudflare", api_base, MAX_CLOUDFLARE_API_BASE_LEN)
 }
 
 impl Cloudflare {
     /// A provider for `zone` (normalised) at `api_base` with `token`,
     /// connecting through `client`.
     pub fn new(zone: &str, api_base: &str, token: &str, client: Client) -> Result<Self, DnsError> {
-        check_api_base(api_base)?;
         Ok(Cloudflare {
             zone: zone.to_owned(),
-            api_base: api_base.trim_end_matches('/').to_owned(),
-            token: token.to_owned(),
-            client,
-            name_servers: Mutex::new(Vec::new()),
+            api: Api::new(
+                "Cloudflare",
+                api_base,
+                MAX_CLOUDFLARE_API_BASE_LEN,
+                token,
+                client,
+            )?,
+            name_servers: NameServers::default(),
         })
     }
 
     /// One API call; the envelope when `success` is true.
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, DnsError> {
-        let url = format!("{}{path}", self.api_base);
-        let auth = format!("Bearer {}", self.token);
-        let mut headers = vec![
-            ("Authorization", auth.as_str()),
-            ("Accept", "application/json"),
-        ];
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        if !body.is_empty() {
-            headers.push(("Content-Type", "application/json"));
-        }
-        let resp = self
-            .client
-            .request(method, &url, &headers, body.as_bytes())
-            .await
-            .map_err(http_error)?;
+        let resp = self.api.request(method, path, body).await?;
         let envelope: Value = serde_json::from_slice(&resp.body).map_err(|e| {
             DnsError::BadResponse(format!(
                 "Cloudflare API {method} {path}: HTTP {} with no JSON envelope ({e})",
@@ -123,10 +79,7 @@ impl Cloudflare {
             resp.status,
             errors.join("; ")
         );
-        Err(match resp.status {
-            401 | 403 => DnsError::Unauthorized(why),
-            _ => DnsError::ServerError(why),
-        })
+        Err(status_error(resp.status, why))
     }
 
     /// The zone's ID (and remember its name servers).
@@ -162,20 +115,12 @@ impl Cloudflare {
                     .collect()
             })
             .unwrap_or_default();
-        *self.name_servers.lock().unwrap_or_else(|p| p.into_inner()) = servers;
+        self.name_servers.set(servers);
         Ok(id.to_owned())
     }
 
-    fn check_name(&self, fqdn: &str) -> Result<String, DnsError> {
-        let name = fqdn.strip_suffix('.').unwrap_or(fqdn).to_ascii_lowercase();
-        if !in_zone(&name, &self.zone) {
-            return Err(DnsError::NotInZone(name, self.zone.clone()));
-        }
-        Ok(name)
-    }
-
     async fn add(&self, fqdn: &str, value: &str) -> Result<(), DnsError> {
-        let name = self.check_name(fqdn)?;
+        let name = name_in_zone(fqdn, &self.zone)?;
         let id = self.zone_id().await?;
         let body =
             json!({"type": "TXT", "name": name, "content": value, "ttl": CLOUDFLARE_TXT_TTL});
@@ -185,7 +130,7 @@ impl Cloudflare {
     }
 
     async fn remove(&self, fqdn: &str, value: &str) -> Result<(), DnsError> {
-        let name = self.check_name(fqdn)?;
+        let name = name_in_zone(fqdn, &self.zone)?;
         let id = self.zone_id().await?;
         let v = self
             .call(
@@ -223,9 +168,6 @@ impl DnsProvider for Cloudflare {
     }
 
     fn authoritative_servers(&self) -> Vec<String> {
-        self.name_servers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.name_servers.get()
     }
 }

@@ -22,12 +22,11 @@
 //! untrusted JSON (no panics); only records whose data is our value are
 //! deleted.
 
-use std::sync::Mutex;
-
 use serde_json::{json, Value};
 
-use super::{in_zone, DnsError, DnsFuture, DnsProvider};
-use crate::acme::http::{Client, HttpError, Url};
+use super::api::{self, name_in_zone, status_error, unquote, Api, NameServers};
+use super::{DnsError, DnsFuture, DnsProvider};
+use crate::acme::http::Client;
 use crate::limits::{
     DIGITALOCEAN_TXT_TTL, MAX_DIGITALOCEAN_API_BASE_LEN, MAX_DIGITALOCEAN_RECORDS_LISTED,
     MAX_ZONE_NAME_SERVERS,
@@ -36,46 +35,14 @@ use crate::limits::{
 /// A zone (a "domain") at DigitalOcean.
 pub struct DigitalOcean {
     zone: String,
-    api_base: String,
-    token: String,
-    client: Client,
+    api: Api,
     /// The zone's name servers (`HOST:53`) as its zone file names them.
-    name_servers: Mutex<Vec<String>>,
+    name_servers: NameServers,
 }
 
 /// Check an API base URL: `https://host[:port]/path`.
 pub fn check_api_base(api_base: &str) -> Result<(), DnsError> {
-    let bad = |why: String| DnsError::BadConfig(format!("DigitalOcean API base {api_base}: {why}"));
-    if api_base.len() > MAX_DIGITALOCEAN_API_BASE_LEN {
-        return Err(bad(format!(
-            "longer than {MAX_DIGITALOCEAN_API_BASE_LEN} characters"
-        )));
-    }
-    let url = Url::parse(api_base).map_err(|e| bad(e.to_string()))?;
-    if !url.tls {
-        return Err(bad("must be an https:// URL (the token is a secret)".into()));
-    }
-    if url.path.contains('?') {
-        return Err(bad("must not have a query".into()));
-    }
-    Ok(())
-}
-
-fn http_error(e: HttpError) -> DnsError {
-    match e {
-        HttpError::Timeout => DnsError::Timeout(format!("DigitalOcean API: {e}")),
-        HttpError::BadResponse(_) | HttpError::TooLarge(_) => {
-            DnsError::BadResponse(format!("DigitalOcean API: {e}"))
-        }
-        _ => DnsError::Io(format!("DigitalOcean API: {e}")),
-    }
-}
-
-/// TXT data as an API may return it (quoted or not).
-fn unquote(s: &str) -> &str {
-    s.strip_prefix('"')
-        .and_then(|s| s.strip_suffix('"'))
-        .unwrap_or(s)
+    api::check_api_base("DigitalOcean", api_base, MAX_DIGITALOCEAN_API_BASE_LEN)
 }
 
 /// `fqdn` (normalised, inside `zone`) relative to `zone`: `@` for the apex.
@@ -123,33 +90,22 @@ impl DigitalOcean {
     /// A provider for `zone` (normalised) at `api_base` with `token`,
     /// connecting through `client`.
     pub fn new(zone: &str, api_base: &str, token: &str, client: Client) -> Result<Self, DnsError> {
-        check_api_base(api_base)?;
         Ok(DigitalOcean {
             zone: zone.to_owned(),
-            api_base: api_base.trim_end_matches('/').to_owned(),
-            token: token.to_owned(),
-            client,
-            name_servers: Mutex::new(Vec::new()),
+            api: Api::new(
+                "DigitalOcean",
+                api_base,
+                MAX_DIGITALOCEAN_API_BASE_LEN,
+                token,
+                client,
+            )?,
+            name_servers: NameServers::default(),
         })
     }
 
     /// One API call; the JSON body (`null` for an empty 2xx body).
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, DnsError> {
-        let url = format!("{}{path}", self.api_base);
-        let auth = format!("Bearer {}", self.token);
-        let mut headers = vec![
-            ("Authorization", auth.as_str()),
-            ("Accept", "application/json"),
-        ];
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        if !body.is_empty() {
-            headers.push(("Content-Type", "application/json"));
-        }
-        let resp = self
-            .client
-            .request(method, &url, &headers, body.as_bytes())
-            .await
-            .map_err(http_error)?;
+        let resp = self.api.request(method, path, body).await?;
         let ok = (200..300).contains(&resp.status);
         if ok && resp.body.iter().all(u8::is_ascii_whitespace) {
             return Ok(Value::Null);
@@ -164,10 +120,7 @@ impl DigitalOcean {
                     v["id"].as_str().unwrap_or(""),
                     v["message"].as_str().unwrap_or("")
                 );
-                Err(match resp.status {
-                    401 | 403 => DnsError::Unauthorized(why),
-                    _ => DnsError::ServerError(why),
-                })
+                Err(status_error(resp.status, why))
             }
             Ok(_) => Err(DnsError::BadResponse(format!(
                 "DigitalOcean API {method} {path}: HTTP {} with a JSON body that is no object",
@@ -211,20 +164,12 @@ impl DigitalOcean {
             )));
         }
         let servers = zone_file_name_servers(d["zone_file"].as_str().unwrap_or(""), &self.zone);
-        *self.name_servers.lock().unwrap_or_else(|p| p.into_inner()) = servers;
+        self.name_servers.set(servers);
         Ok(())
     }
 
-    fn check_name(&self, fqdn: &str) -> Result<String, DnsError> {
-        let name = fqdn.strip_suffix('.').unwrap_or(fqdn).to_ascii_lowercase();
-        if !in_zone(&name, &self.zone) {
-            return Err(DnsError::NotInZone(name, self.zone.clone()));
-        }
-        Ok(name)
-    }
-
     async fn add(&self, fqdn: &str, value: &str) -> Result<(), DnsError> {
-        let name = self.check_name(fqdn)?;
+        let name = name_in_zone(fqdn, &self.zone)?;
         self.domain().await?;
         let body = json!({
             "type": "TXT",
@@ -249,7 +194,7 @@ impl DigitalOcean {
     }
 
     async fn remove(&self, fqdn: &str, value: &str) -> Result<(), DnsError> {
-        let name = self.check_name(fqdn)?;
+        let name = name_in_zone(fqdn, &self.zone)?;
         let rel = relative_name(&name, &self.zone);
         let v = self
             .call(
@@ -301,10 +246,7 @@ impl DnsProvider for DigitalOcean {
     }
 
     fn authoritative_servers(&self) -> Vec<String> {
-        self.name_servers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.name_servers.get()
     }
 }
 

@@ -22,6 +22,7 @@
 //! without panics, and each failure is a `DnsError` with a stable code;
 //! `provider_for` picks the longest zone that contains the name.
 
+pub mod api;
 pub mod cloudflare;
 pub mod digitalocean;
 pub mod propagation;
@@ -298,28 +299,33 @@ impl ProviderEntry {
                 tsig_secret,
             )?)),
             ProviderConfig::Cloudflare { token, api_base } => {
-                let client = crate::acme::http::Client::from_store(store).map_err(|e| {
-                    DnsError::BadConfig(format!(
-                        "DNS provider {}: no HTTPS client for the Cloudflare API: {e}",
-                        self.name
-                    ))
-                })?;
+                let client = self.api_client(store, "Cloudflare")?;
                 Ok(Box::new(cloudflare::Cloudflare::new(
                     &self.zone, api_base, token, client,
                 )?))
             }
             ProviderConfig::Digitalocean { token, api_base } => {
-                let client = crate::acme::http::Client::from_store(store).map_err(|e| {
-                    DnsError::BadConfig(format!(
-                        "DNS provider {}: no HTTPS client for the DigitalOcean API: {e}",
-                        self.name
-                    ))
-                })?;
+                let client = self.api_client(store, "DigitalOcean")?;
                 Ok(Box::new(digitalocean::DigitalOcean::new(
                     &self.zone, api_base, token, client,
                 )?))
             }
         }
+    }
+
+    /// The HTTPS client of an API provider (`provider` names it in the
+    /// message), trusting the store's Root CA list.
+    fn api_client(
+        &self,
+        store: &Store,
+        provider: &str,
+    ) -> Result<crate::acme::http::Client, DnsError> {
+        crate::acme::http::Client::from_store(store).map_err(|e| {
+            DnsError::BadConfig(format!(
+                "DNS provider {}: no HTTPS client for the {provider} API: {e}",
+                self.name
+            ))
+        })
     }
 }
 

@@ -3,14 +3,15 @@
 //! `{"success","errors","result"}` envelope), for the Cloudflare provider's
 //! tests. Its own CA (made here) must be imported into the Root CA list.
 //! `Api::on_change` mirrors each added/removed TXT record elsewhere (the ACME
-//! test puts it into BIND, where pebble looks).
+//! test puts it into BIND, where pebble looks). The TLS server loop is
+//! `https_server.rs` (declared by the test binary).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
+
+use crate::https_server;
 
 /// A change hook: (`"add"` or `"delete"`, record name, content).
 pub type OnChange = Box<dyn Fn(&str, &str, &str) + Send>;
@@ -129,83 +130,15 @@ fn handle(api: &mut Api, method: &str, path: &str, auth: &str, body: &[u8]) -> (
 
 /// Start the fake API over HTTPS on 127.0.0.1; its base URL and the CA PEM.
 pub fn start_api(api: Arc<Mutex<Api>>) -> (String, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "fake Cloudflare API CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca, &ca_key)
-        .unwrap();
-    let config = Arc::new(
-        rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-        )
-        .unwrap(),
-    );
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for tcp in listener.incoming() {
-            let Ok(tcp) = tcp else { continue };
-            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
-            let stream = rustls::StreamOwned::new(conn, tcp);
-            let mut reader = BufReader::new(stream);
-            let mut line = String::new();
-            if reader.read_line(&mut line).is_err() {
-                continue; // e.g. a client that does not trust us
-            }
-            let mut parts = line.split_whitespace();
-            let (method, path) = (
-                parts.next().unwrap_or("").to_owned(),
-                parts.next().unwrap_or("").to_owned(),
-            );
-            let (mut auth, mut len) = (String::new(), 0usize);
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-                    break;
-                }
-                if let Some((k, v)) = h.split_once(':') {
-                    match k.trim().to_ascii_lowercase().as_str() {
-                        "authorization" => auth = v.trim().to_owned(),
-                        "content-length" => len = v.trim().parse().unwrap_or(0),
-                        _ => {}
-                    }
-                }
-            }
-            let mut body = vec![0; len];
-            if reader.read_exact(&mut body).is_err() {
-                continue;
-            }
-            let (status, json) = handle(&mut api.lock().unwrap(), &method, &path, &auth, &body);
-            let text = json.to_string();
-            let mut stream = reader.into_inner();
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-                text.len()
-            );
-            let _ = stream.flush();
-            stream.conn.send_close_notify();
-            let _ = stream.flush();
-        }
+    let (port, ca_pem) = https_server::serve("fake Cloudflare API CA", move |r| {
+        let (status, json) = handle(
+            &mut api.lock().unwrap(),
+            &r.method,
+            &r.path,
+            &r.auth,
+            &r.body,
+        );
+        (status, json.to_string())
     });
-    (format!("https://127.0.0.1:{port}/client/v4"), ca.pem())
+    (format!("https://127.0.0.1:{port}/client/v4"), ca_pem)
 }

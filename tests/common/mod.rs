@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod serve;
+
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -250,6 +252,15 @@ impl Pbx {
             .arg(&self.data)
             .args(args);
         cmd
+    }
+
+    /// `serve` on this data dir (HTTPS on a free loopback port, no HTTP),
+    /// ready; with `echo` its log goes to the test's output too.
+    pub fn serve(&self, echo: bool) -> serve::Daemon {
+        serve::Daemon::start(
+            &mut self.command(&["serve", "--https", "127.0.0.1:0", "--http", "none"]),
+            echo,
+        )
     }
 
     pub fn run(&self, args: &[&str]) -> Out {
