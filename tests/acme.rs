@@ -1026,26 +1026,33 @@ fn nsupdate(env: &HashMap<String, String>, line: &str) {
     );
 }
 
-/// DNS-01 through the Cloudflare provider: a local HTTPS server following
-/// Cloudflare's API v4 (its CA in the Root CA list, `--api-base` pointing at
-/// it) that mirrors each TXT record into the peers' BIND, where pebble looks.
-#[test]
-fn dns01_through_the_cloudflare_api_issues_the_system_wildcard() {
-    let Some((_lock, env)) = peers() else { return };
-    let dir = setup(&env, true);
-    let d = dir.path();
-    let root = pebble_root(&env);
-    let api = Arc::new(Mutex::new(fake_cloudflare::Api::new(&env["DNS_ZONE"])));
-    let peers_env = env.clone();
-    api.lock().unwrap().on_change = Some(Box::new(move |op, name, content| {
+/// `on_change` hook of the fake DNS APIs: mirror each TXT record into the
+/// peers' BIND, where pebble looks.
+fn mirror_into_bind(env: &HashMap<String, String>) -> fake_cloudflare::OnChange {
+    let env = env.clone();
+    Box::new(move |op, name, content| {
         let line = if op == "add" {
             format!("update add {name}. 60 TXT \"{content}\"")
         } else {
             format!("update delete {name}. TXT \"{content}\"")
         };
-        nsupdate(&peers_env, &line);
-    }));
-    let (base, ca_pem) = fake_cloudflare::start_api(api.clone());
+        nsupdate(&env, &line);
+    })
+}
+
+/// Trust a fake DNS API (`ca_pem`), add it as provider `provider` at `base`,
+/// set the system name `system` and let the daemon order `system` +
+/// `*.system` by DNS-01: the chain verifies against pebble's root and is
+/// served for a name under the wildcard. Returns the running daemon.
+fn order_system_wildcard_through_api(
+    d: &Path,
+    env: &HashMap<String, String>,
+    provider: &str,
+    token: &str,
+    (base, ca_pem): (String, String),
+    system: &str,
+) -> Daemon {
+    let root = pebble_root(env);
     let ca = d.join("api-ca.pem");
     std::fs::write(&ca, ca_pem).unwrap();
     ok(
@@ -1058,40 +1065,61 @@ fn dns01_through_the_cloudflare_api_issues_the_system_wildcard() {
         &[
             "dns",
             "add",
-            "cf",
+            provider,
             "--provider",
-            "cloudflare",
+            provider,
             "--zone",
             &env["DNS_ZONE"],
             "--token",
-            fake_cloudflare::TOKEN,
+            token,
             "--api-base",
             &base,
         ],
     );
-    ok(d, &["system", "set", "--dns", "c.pbx.test"]);
-    let mut daemon = Daemon::start(d, &env, false);
+    ok(d, &["system", "set", "--dns", system]);
+    let mut daemon = Daemon::start(d, env, false);
     daemon
         .next_outcome()
-        .expect("DNS-01 order through Cloudflare");
+        .unwrap_or_else(|e| panic!("DNS-01 order through {provider}: {e:?}"));
     let certs = acme_certs(d);
     assert_eq!(certs.len(), 1, "{certs:?}");
     assert_eq!(
         certs[0]["names"],
-        serde_json::json!(["c.pbx.test", "*.c.pbx.test"])
+        serde_json::json!([system, format!("*.{system}")])
     );
     let id = certs[0]["id"].as_str().unwrap().to_owned();
     assert_chain_verifies(d, &id, &root);
     assert_eq!(
-        verified_leaf(daemon.https, "phone.c.pbx.test", &root),
+        verified_leaf(daemon.https, &format!("phone.{system}"), &root),
         Ok(id)
+    );
+    assert!(dig_txt(env, &format!("_acme-challenge.{system}")).is_empty());
+    daemon
+}
+
+/// DNS-01 through the Cloudflare provider: a local HTTPS server following
+/// Cloudflare's API v4 (its CA in the Root CA list, `--api-base` pointing at
+/// it) that mirrors each TXT record into the peers' BIND, where pebble looks.
+#[test]
+fn dns01_through_the_cloudflare_api_issues_the_system_wildcard() {
+    let Some((_lock, env)) = peers() else { return };
+    let dir = setup(&env, true);
+    let api = Arc::new(Mutex::new(fake_cloudflare::Api::new(&env["DNS_ZONE"])));
+    api.lock().unwrap().on_change = Some(mirror_into_bind(&env));
+    let served = fake_cloudflare::start_api(api.clone());
+    let daemon = order_system_wildcard_through_api(
+        dir.path(),
+        &env,
+        "cloudflare",
+        fake_cloudflare::TOKEN,
+        served,
+        "c.pbx.test",
     );
     let api = api.lock().unwrap();
     assert!(api.records.is_empty(), "records left at the API");
     let posts = api.log.iter().filter(|l| l.starts_with("POST ")).count();
     let deletes = api.log.iter().filter(|l| l.starts_with("DELETE ")).count();
     assert_eq!((posts, deletes), (2, 2), "{:?}", api.log);
-    assert!(dig_txt(&env, "_acme-challenge.c.pbx.test").is_empty());
     drop(api);
     daemon.stop();
 }
@@ -1104,65 +1132,22 @@ fn dns01_through_the_cloudflare_api_issues_the_system_wildcard() {
 fn dns01_through_the_digitalocean_api_issues_the_system_wildcard() {
     let Some((_lock, env)) = peers() else { return };
     let dir = setup(&env, true);
-    let d = dir.path();
-    let root = pebble_root(&env);
     let api = Arc::new(Mutex::new(fake_digitalocean::Api::new(&env["DNS_ZONE"])));
-    let peers_env = env.clone();
-    api.lock().unwrap().on_change = Some(Box::new(move |op, name, content| {
-        let line = if op == "add" {
-            format!("update add {name}. 60 TXT \"{content}\"")
-        } else {
-            format!("update delete {name}. TXT \"{content}\"")
-        };
-        nsupdate(&peers_env, &line);
-    }));
-    let (base, ca_pem) = fake_digitalocean::start_api(api.clone());
-    let ca = d.join("api-ca.pem");
-    std::fs::write(&ca, ca_pem).unwrap();
-    ok(
-        d,
-        &["import", "--cert", ca.to_str().unwrap(), "--kind", "root"],
-    );
-    ok(d, &["dns", "set", "--check-ns", "false"]);
-    ok(
-        d,
-        &[
-            "dns",
-            "add",
-            "do",
-            "--provider",
-            "digitalocean",
-            "--zone",
-            &env["DNS_ZONE"],
-            "--token",
-            fake_digitalocean::TOKEN,
-            "--api-base",
-            &base,
-        ],
-    );
-    ok(d, &["system", "set", "--dns", "dgo.pbx.test"]);
-    let mut daemon = Daemon::start(d, &env, false);
-    daemon
-        .next_outcome()
-        .expect("DNS-01 order through DigitalOcean");
-    let certs = acme_certs(d);
-    assert_eq!(certs.len(), 1, "{certs:?}");
-    assert_eq!(
-        certs[0]["names"],
-        serde_json::json!(["dgo.pbx.test", "*.dgo.pbx.test"])
-    );
-    let id = certs[0]["id"].as_str().unwrap().to_owned();
-    assert_chain_verifies(d, &id, &root);
-    assert_eq!(
-        verified_leaf(daemon.https, "phone.dgo.pbx.test", &root),
-        Ok(id)
+    api.lock().unwrap().on_change = Some(mirror_into_bind(&env));
+    let served = fake_digitalocean::start_api(api.clone());
+    let daemon = order_system_wildcard_through_api(
+        dir.path(),
+        &env,
+        "digitalocean",
+        fake_digitalocean::TOKEN,
+        served,
+        "dgo.pbx.test",
     );
     let api = api.lock().unwrap();
     assert!(api.records.is_empty(), "records left at the API");
-    let posts: Vec<&String> = api.log.iter().filter(|l| l.starts_with("POST ")).collect();
+    let posts = api.log.iter().filter(|l| l.starts_with("POST ")).count();
     let deletes = api.log.iter().filter(|l| l.starts_with("DELETE ")).count();
-    assert_eq!((posts.len(), deletes), (2, 2), "{:?}", api.log);
-    assert!(dig_txt(&env, "_acme-challenge.dgo.pbx.test").is_empty());
+    assert_eq!((posts, deletes), (2, 2), "{:?}", api.log);
     drop(api);
     daemon.stop();
 }

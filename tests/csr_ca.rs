@@ -49,6 +49,36 @@ fn openssl_ca(pbx: &Pbx) -> (String, String) {
     (path_str(&key).to_string(), path_str(&cert).to_string())
 }
 
+/// "Buy" a certificate: the openssl test CA signs the CSR at `csr_path`,
+/// keeping its SANs; returns the chain (leaf, then the CA) as PEM.
+fn buy(pbx: &Pbx, csr_path: &str, file: &str) -> String {
+    let (ca_key, ca_cert) = openssl_ca(pbx);
+    let bought = pbx.files.join(file);
+    openssl_ok(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            csr_path,
+            "-CA",
+            &ca_cert,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "20",
+            "-copy_extensions",
+            "copy",
+            "-out",
+            path_str(&bought),
+        ],
+        None,
+    );
+    let mut chain = std::fs::read_to_string(&bought).unwrap();
+    chain += &std::fs::read_to_string(&ca_cert).unwrap();
+    chain
+}
+
 #[test]
 fn csr_key_stays_in_the_store_and_the_bought_cert_imports_without_key() {
     let pbx = Pbx::new();
@@ -94,30 +124,7 @@ fn csr_key_stays_in_the_store_and_the_bought_cert_imports_without_key() {
     );
 
     // "Buy" it: the openssl test CA signs the CSR, keeping its SANs.
-    let (ca_key, ca_cert) = openssl_ca(&pbx);
-    let bought = pbx.files.join("bought.crt");
-    openssl_ok(
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr_path,
-            "-CA",
-            &ca_cert,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-days",
-            "20",
-            "-copy_extensions",
-            "copy",
-            "-out",
-            path_str(&bought),
-        ],
-        None,
-    );
-    let mut chain = std::fs::read_to_string(&bought).unwrap();
-    chain += &std::fs::read_to_string(&ca_cert).unwrap();
+    let chain = buy(&pbx, &csr_path, "bought.crt");
     // Import with NO key: rule 7 finds the key the csr command stored.
     let imported = pbx.import_ok(chain.as_bytes(), None, &[]);
     assert_eq!(imported["kind"], "domain");
@@ -163,30 +170,7 @@ fn csr_rsa2048_verifies_and_the_bought_cert_imports_without_key() {
     assert!(text.contains("sha256WithRSAEncryption"), "{text}");
     assert!(text.contains("DNS:pbx.acme.test"), "{text}");
 
-    let (ca_key, ca_cert) = openssl_ca(&pbx);
-    let bought = pbx.files.join("bought-rsa.crt");
-    openssl_ok(
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr_path,
-            "-CA",
-            &ca_cert,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-days",
-            "20",
-            "-copy_extensions",
-            "copy",
-            "-out",
-            path_str(&bought),
-        ],
-        None,
-    );
-    let mut chain = std::fs::read_to_string(&bought).unwrap();
-    chain += &std::fs::read_to_string(&ca_cert).unwrap();
+    let chain = buy(&pbx, &csr_path, "bought-rsa.crt");
     // No key: the stored RSA key from `csr` matches it.
     let imported = pbx.import_ok(chain.as_bytes(), None, &[]);
     let id = imported["id"].as_str().unwrap().to_string();
