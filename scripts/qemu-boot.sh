@@ -166,10 +166,11 @@ for t in one two; do
 done
 
 # 6. Memory, as the guest sees it.
-for _ in $(seq 1 30); do grep -q "boot: pbx-certd VmRSS" "$console" && break; sleep 1; done
+# (The guest prints VmRSS, then the detail line: wait for the second.)
+for _ in $(seq 1 30); do grep -q "boot: pbx-certd detail:" "$console" && break; sleep 1; done
 rss=$(grep "boot: pbx-certd VmRSS" "$console" | tail -1 | sed 's/.*VmRSS://')
 echo "qemu-boot: pbx-certd in-guest VmRSS:${rss:- not reported}"
-grep "boot: pbx-certd detail:" "$console" | tail -1 | sed 's/^boot:/qemu-boot:/'
+{ grep "boot: pbx-certd detail:" "$console" || true; } | tail -1 | sed 's/^boot:/qemu-boot:/'
 [ -n "$rss" ] || status=1
 [ $status = 0 ] || { echo "--- guest console ---" >&2; grep -v "VmRSS" "$console" | tail -30 >&2; }
 exit $status
