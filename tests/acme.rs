@@ -1450,3 +1450,66 @@ fn the_timer_renews_when_a_third_of_the_lifetime_is_left() {
 fn parse_time(s: &str) -> i64 {
     pbx_certd::clock::parse_rfc3339(s).unwrap()
 }
+
+/// Concurrent triggers for one name set run as one order at a time: several
+/// `cert reissue` and `tenant set` calls at once through the control socket
+/// (the latter also checks `tenant set` on the running daemon). The log never
+/// shows a second order start for the names before the first one's outcome.
+#[test]
+fn concurrent_triggers_for_the_same_names_never_overlap() {
+    let Some((_lock, env)) = peers() else { return };
+    let dir = setup(&env, true);
+    let d = dir.path();
+    ok(d, &["tenant", "add", "conc", "--dns", "conc.pbx.test"]);
+    ok(d, &["acme", "set", "--challenge", "http-01"]);
+    let mut daemon = Daemon::start(d, &env, true);
+    daemon.next_outcome().expect("first order");
+    let id = acme_certs(d)[0]["id"].as_str().unwrap().to_owned();
+
+    let threads: Vec<_> = (0..6)
+        .map(|i| {
+            let (d, id) = (d.to_path_buf(), id.clone());
+            std::thread::spawn(move || {
+                if i % 2 == 0 {
+                    ok(&d, &["cert", "reissue", &id]);
+                } else {
+                    ok(
+                        &d,
+                        &["tenant", "set", "conc", "--acme-challenge", "http-01"],
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // The running daemon took `tenant set` through its control socket.
+    let tenants = ok(d, &["tenant", "list"]);
+    assert_eq!(tenants[0]["acme_challenge"], "http-01", "{tenants}");
+    // At least the reissue's order runs; wait for its outcome.
+    daemon.next_outcome().expect("reissue order");
+
+    let starts_and_outcomes: Vec<&String> = daemon
+        .seen
+        .iter()
+        .filter(|l| {
+            l.contains("conc.pbx.test")
+                && (l.contains("ACME: ordering a certificate for ")
+                    || l.contains("ACME: certificate ")
+                    || l.contains("ACME: order for "))
+        })
+        .collect();
+    let mut open = false;
+    for line in &starts_and_outcomes {
+        let start = line.contains("ordering a certificate");
+        assert!(
+            !(start && open),
+            "a second order started before the first ended:\n{}",
+            daemon.seen.join("\n")
+        );
+        open = start;
+    }
+    assert!(starts_and_outcomes.len() >= 4, "{starts_and_outcomes:?}");
+    daemon.stop();
+}
