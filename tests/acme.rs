@@ -1097,6 +1097,15 @@ fn order_system_wildcard_through_api(
     daemon
 }
 
+/// After a two-name DNS-01 order through a fake DNS API: no record left,
+/// one POST and one DELETE per challenge.
+fn assert_api_cleaned_up(no_records_left: bool, log: &[String]) {
+    assert!(no_records_left, "records left at the API");
+    let posts = log.iter().filter(|l| l.starts_with("POST ")).count();
+    let deletes = log.iter().filter(|l| l.starts_with("DELETE ")).count();
+    assert_eq!((posts, deletes), (2, 2), "{log:?}");
+}
+
 /// DNS-01 through the Cloudflare provider: a local HTTPS server following
 /// Cloudflare's API v4 (its CA in the Root CA list, `--api-base` pointing at
 /// it) that mirrors each TXT record into the peers' BIND, where pebble looks.
@@ -1116,10 +1125,7 @@ fn dns01_through_the_cloudflare_api_issues_the_system_wildcard() {
         "c.pbx.test",
     );
     let api = api.lock().unwrap();
-    assert!(api.records.is_empty(), "records left at the API");
-    let posts = api.log.iter().filter(|l| l.starts_with("POST ")).count();
-    let deletes = api.log.iter().filter(|l| l.starts_with("DELETE ")).count();
-    assert_eq!((posts, deletes), (2, 2), "{:?}", api.log);
+    assert_api_cleaned_up(api.records.is_empty(), &api.log);
     drop(api);
     daemon.stop();
 }
@@ -1144,10 +1150,7 @@ fn dns01_through_the_digitalocean_api_issues_the_system_wildcard() {
         "dgo.pbx.test",
     );
     let api = api.lock().unwrap();
-    assert!(api.records.is_empty(), "records left at the API");
-    let posts = api.log.iter().filter(|l| l.starts_with("POST ")).count();
-    let deletes = api.log.iter().filter(|l| l.starts_with("DELETE ")).count();
-    assert_eq!((posts, deletes), (2, 2), "{:?}", api.log);
+    assert_api_cleaned_up(api.records.is_empty(), &api.log);
     drop(api);
     daemon.stop();
 }
