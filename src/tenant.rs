@@ -19,9 +19,15 @@ use crate::names;
 use crate::pki::Kind;
 use crate::store::{Batch, Store, SystemSettings, Tenant};
 
+/// A tenant name: 1 to `MAX_TENANT_NAME_LEN` of `[A-Za-z0-9._-]`, starting
+/// with a letter or digit (so never `.`, `..` or anything else that reads as
+/// a path in `/api/tenants/{name}` or as a flag on the command line).
 fn check_tenant_name(name: &str) -> Result<(), Error> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_TENANT_NAME_LEN
+    let ok = name.len() <= MAX_TENANT_NAME_LEN
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
@@ -31,7 +37,8 @@ fn check_tenant_name(name: &str) -> Result<(), Error> {
         Err(Error::BadName(
             name.to_owned(),
             format!(
-                "a tenant name has 1 to {MAX_TENANT_NAME_LEN} letters, digits, '-', '_' or '.'"
+                "a tenant name has 1 to {MAX_TENANT_NAME_LEN} letters, digits, '-', '_' or '.', \
+                 and starts with a letter or digit"
             ),
         ))
     }

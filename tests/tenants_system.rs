@@ -170,6 +170,12 @@ fn bad_names() {
         .expect("bad-name");
     pbx.err(&["tenant", "add", "", "--dns", "ok.example.com"])
         .expect("bad-name");
+    // Path-like names (they appear in /api/tenants/{name} URLs) and names
+    // that do not start with a letter or digit.
+    for name in [".", "..", ".hidden", "_t", "a/b"] {
+        pbx.err(&["tenant", "add", name, "--dns", "ok.example.com"])
+            .expect("bad-name");
+    }
     assert_eq!(pbx.ok(&["tenant", "list"]), json!([]));
 }
 
