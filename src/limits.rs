@@ -75,6 +75,11 @@ pub const TLS_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
 /// How long a `--tls-forward` connection to its local target may take.
 pub const FORWARD_CONNECT_TIMEOUT_SECS: u64 = 5;
 
+/// One `--tls-forward` copy buffer per direction: a full TLS record's
+/// plaintext is 16 KiB, but SIP messages are small; 8 KiB keeps two per
+/// connection cheap for phones that hold connections for hours.
+pub const FORWARD_COPY_BUFFER_BYTES: usize = 8 * 1024;
+
 /// After SIGTERM/SIGINT, how long open connections get to finish.
 pub const SHUTDOWN_GRACE_SECS: u64 = 5;
 

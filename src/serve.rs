@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use futures_rustls::TlsAcceptor;
 use smol::future::FutureExt as _;
-use smol::io::AsyncWriteExt;
+use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};
 use smol::LocalExecutor;
 
@@ -30,8 +30,8 @@ use crate::certs;
 use crate::clock;
 use crate::daemon::Shared;
 use crate::limits::{
-    FORWARD_CONNECT_TIMEOUT_SECS, MAX_CONNECTIONS, SELF_SIGNED_DAYS, SHUTDOWN_GRACE_SECS,
-    TLS_HANDSHAKE_TIMEOUT_SECS,
+    FORWARD_CONNECT_TIMEOUT_SECS, FORWARD_COPY_BUFFER_BYTES, MAX_CONNECTIONS, SELF_SIGNED_DAYS,
+    SHUTDOWN_GRACE_SECS, TLS_HANDSHAKE_TIMEOUT_SECS,
 };
 use crate::pki::{Kind, KindRequest};
 use crate::store::{Source, Store, StoreError};
@@ -254,14 +254,37 @@ async fn forward(
     let (tls_read, mut tls_write) = smol::io::split(tls);
     let mut up_write = upstream.clone();
     let to_target = async {
-        let _ = smol::io::copy(tls_read, &mut up_write).await;
+        let _ = pump(tls_read, &mut up_write).await;
         let _ = up_write.shutdown(std::net::Shutdown::Write);
     };
     let to_client = async {
-        let _ = smol::io::copy(upstream, &mut tls_write).await;
+        let _ = pump(upstream, &mut tls_write).await;
         let _ = tls_write.close().await;
     };
     smol::future::zip(to_target, to_client).await;
+}
+
+/// Copy `from` to `to` until EOF, flushing after every chunk.
+///
+/// Why not `smol::io::copy`: it flushes only at EOF. The TLS writer accepts
+/// plaintext into rustls' buffer even when the socket to the client is full,
+/// so after a client paused reading, the last records could stay in that
+/// buffer until the target sent more (a phone missing its last NOTIFY).
+/// Flushing each chunk means a chunk is in the kernel before the next read.
+async fn pump<R, W>(mut from: R, to: &mut W) -> std::io::Result<()>
+where
+    R: smol::io::AsyncRead + Unpin,
+    W: smol::io::AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; FORWARD_COPY_BUFFER_BYTES];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        to.write_all(&buf[..n]).await?;
+        to.flush().await?;
+    }
 }
 
 /// Run the daemon until `shutdown` completes.

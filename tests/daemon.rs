@@ -191,6 +191,20 @@ fn presented_stream(
     ),
     String,
 > {
+    presented_stream_rcvbuf(addr, sni, None)
+}
+
+fn presented_stream_rcvbuf(
+    addr: SocketAddr,
+    sni: Option<&str>,
+    rcvbuf: Option<usize>,
+) -> Result<
+    (
+        String,
+        rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    ),
+    String,
+> {
     let capture = Arc::new(Capture(std::sync::Mutex::new(None)));
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -207,6 +221,10 @@ fn presented_stream(
     let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
     let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    if let Some(bytes) = rcvbuf {
+        // A small receive window, as on a congested link to a phone.
+        rustix::net::sockopt::set_socket_recv_buffer_size(&tcp, bytes).unwrap();
+    }
     let mut tls = rustls::StreamOwned::new(conn, tcp);
     while tls.conn.is_handshaking() {
         tls.conn
@@ -612,4 +630,104 @@ fn tls_forward_serves_tenant_cert_and_echoes_without_blocking() {
     quiet.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"OPTIONS sip:still-here\r\n");
     assert_eq!(presented(fwd, Some("sip.acme.test")).unwrap(), newer);
+}
+
+/// Bytes pushed through the forward in each direction by the stall test: more
+/// than the kernel buffers between the peers hold, so pbx-certd's socket
+/// fills while the reader pauses.
+const STALL_BYTES: usize = 8 * 1024 * 1024;
+
+fn pattern(i: usize) -> u8 {
+    (i % 251) as u8
+}
+
+/// Reads until `want` bytes arrived or nothing more comes for `idle`;
+/// returns how many arrived and whether they all matched `pattern`.
+fn read_counted(r: &mut impl Read, want: usize) -> (usize, bool) {
+    let mut got = 0;
+    let mut intact = true;
+    let mut buf = vec![0u8; 64 * 1024];
+    while got < want {
+        match r.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                intact &= buf[..n]
+                    .iter()
+                    .enumerate()
+                    .all(|(k, b)| *b == pattern(got + k));
+                got += n;
+            }
+        }
+    }
+    (got, intact)
+}
+
+fn write_pattern(w: &mut impl Write, total: usize) {
+    let mut sent = 0;
+    while sent < total {
+        let n = (64 * 1024).min(total - sent);
+        let part: Vec<u8> = (sent..sent + n).map(pattern).collect();
+        w.write_all(&part).unwrap();
+        sent += n;
+    }
+    w.flush().unwrap();
+}
+
+/// Issue 12's defect: a client that stops reading until pbx-certd's socket to
+/// it is full, then reads again, must get every byte the target sent, with no
+/// further traffic from the target (which stays connected and silent, as a
+/// SIP server does after its last NOTIFY). The same for the other direction.
+#[test]
+fn tls_forward_delivers_every_byte_to_a_reader_that_paused() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let pki = Pki::new(files.path());
+    pki.leaf("sip", &["sip.acme.test"]);
+    let d = dir.path();
+    assert_eq!(cli(d, &["import", "--cert", &pki.path("root.pem")]).0, 0);
+    let import = [
+        "import",
+        "--cert",
+        &pki.path("sip.pem"),
+        "--key",
+        &pki.path("sip.key"),
+    ];
+    assert_eq!(cli(d, &import).0, 0);
+
+    // The target: on each connection, first pushes STALL_BYTES to the client
+    // and stays silent; then reads what the client sends after a pause.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = listener.local_addr().unwrap();
+    let (got_tx, got_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write_pattern(&mut s, STALL_BYTES);
+        // Direction client -> target: let pbx-certd's socket to us fill.
+        std::thread::sleep(Duration::from_millis(1500));
+        got_tx.send(read_counted(&mut s, STALL_BYTES)).unwrap();
+        // Stay connected and silent until the test ends.
+        let _ = s.read(&mut [0u8; 1]);
+    });
+
+    let daemon = Daemon::start(dir, Some(target));
+    let fwd = daemon.forward.expect("forward listener");
+    let (_, mut tls) =
+        presented_stream_rcvbuf(fwd, Some("sip.acme.test"), Some(64 * 1024)).unwrap();
+    // Direction target -> client: pause until everything in between is full.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (got, intact) = read_counted(&mut tls, STALL_BYTES);
+    assert_eq!(
+        got, STALL_BYTES,
+        "the client got {got} of {STALL_BYTES} bytes; the rest stayed in pbx-certd"
+    );
+    assert!(intact, "the bytes arrived altered or out of order");
+
+    write_pattern(&mut tls, STALL_BYTES);
+    let (got, intact) = got_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert_eq!(
+        got, STALL_BYTES,
+        "the target got {got} of {STALL_BYTES} bytes; the rest stayed in pbx-certd"
+    );
+    assert!(intact, "the bytes arrived altered or out of order");
 }
