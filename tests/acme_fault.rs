@@ -311,7 +311,6 @@ fn http01_and_tls_alpn01_under_bad_nonces_and_failed_validation_leave_no_challen
     let Some((_lock, env)) = fault_peers::peers() else {
         return;
     };
-    let rejected_before = fault_peers::pebble_log().matches("badNonce").count();
     let (dir, mut daemon) = running(&env);
     let d = dir.path();
     // Port 80 runs: `auto` answers HTTP-01.
@@ -405,10 +404,6 @@ fn http01_and_tls_alpn01_under_bad_nonces_and_failed_validation_leave_no_challen
     assert_ne!(new_id, web_id);
     assert_valid_with(d, "tenant:web", &new_id);
     assert_no_http01_left(&daemon, from, web, 2);
-
-    // The fault was real: pebble rejected nonces during these orders.
-    let rejected = fault_peers::pebble_log().matches("badNonce").count() - rejected_before;
-    eprintln!("pebble logged {rejected} badNonce rejections during this test");
     daemon.stop();
 }
 

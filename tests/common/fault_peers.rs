@@ -105,10 +105,17 @@ pub fn peers() -> Option<(MutexGuard<'static, ()>, HashMap<String, String>)> {
         env["PEBBLE_NONCEREJECT"], NONCE_REJECT,
         "the fault pebble must reject nonces"
     );
+    // Pebble's own word that the fault is on (it logs no single rejection).
+    let said = format!("Configured to reject {NONCE_REJECT}% of good nonces");
+    assert!(
+        pebble_log().contains(&said),
+        "pebble does not say {said:?}:\n{}",
+        pebble_log()
+    );
     Some((guard, env))
 }
 
-/// Pebble's log file of the fault instance (for evidence of the faults).
+/// Pebble's log of the fault instance.
 pub fn pebble_log() -> String {
     std::fs::read_to_string(root_dir().join(format!("target/acme-peers-{INSTANCE}/run/pebble.log")))
         .unwrap_or_default()
