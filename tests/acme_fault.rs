@@ -226,6 +226,31 @@ fn enable_acme(d: &Path, env: &HashMap<String, String>) {
     );
 }
 
+/// `dns add peers --provider rfc2136` for the peers' zone on their BIND,
+/// signed with their TSIG key.
+fn add_peers_provider(d: &Path, env: &HashMap<String, String>) {
+    ok(
+        d,
+        &[
+            "dns",
+            "add",
+            "peers",
+            "--provider",
+            "rfc2136",
+            "--zone",
+            &env["DNS_ZONE"],
+            "--server",
+            &env["DNS_SERVER"],
+            "--tsig-name",
+            &env["TSIG_KEY_NAME"],
+            "--tsig-algorithm",
+            &env["TSIG_ALGORITHM"],
+            "--tsig-secret",
+            &env["TSIG_SECRET"],
+        ],
+    );
+}
+
 /// No HTTP-01 answer left on port 80 for any token answered after `from`,
 /// and at least `min` such tokens existed (the check is not vacuous).
 fn assert_no_http01_left(daemon: &Daemon, from: usize, names: &[&str], min: usize) {
@@ -422,26 +447,7 @@ fn dns01_under_bad_nonces_and_failed_validation_leaves_no_txt_record() {
     // The zone's NS host (ns1.pbx.test) is 127.0.0.1:53, where no peer
     // listens: check propagation at the provider's server only.
     ok(d, &["dns", "set", "--check-ns", "false"]);
-    ok(
-        d,
-        &[
-            "dns",
-            "add",
-            "peers",
-            "--provider",
-            "rfc2136",
-            "--zone",
-            &env["DNS_ZONE"],
-            "--server",
-            &env["DNS_SERVER"],
-            "--tsig-name",
-            &env["TSIG_KEY_NAME"],
-            "--tsig-algorithm",
-            &env["TSIG_ALGORITHM"],
-            "--tsig-secret",
-            &env["TSIG_SECRET"],
-        ],
-    );
+    add_peers_provider(d, &env);
     ok(d, &["system", "set", "--dns", "sys.pbx.test"]);
     // `auto`: DNS-01 for the name in the provider's zone, HTTP-01 for the
     // one outside it, which the CA cannot resolve.
@@ -504,26 +510,7 @@ fn a_txt_record_left_by_a_daemon_stopped_mid_order_is_removed_at_the_next_start(
     };
     let (dir, mut daemon) = running(&env);
     let d = dir.path();
-    ok(
-        d,
-        &[
-            "dns",
-            "add",
-            "peers",
-            "--provider",
-            "rfc2136",
-            "--zone",
-            &env["DNS_ZONE"],
-            "--server",
-            &env["DNS_SERVER"],
-            "--tsig-name",
-            &env["TSIG_KEY_NAME"],
-            "--tsig-algorithm",
-            &env["TSIG_ALGORITHM"],
-            "--tsig-secret",
-            &env["TSIG_SECRET"],
-        ],
-    );
+    add_peers_provider(d, &env);
     ok(d, &["system", "set", "--dns", "halt.pbx.test"]);
     let fqdn = "_acme-challenge.halt.pbx.test";
     assert!(dig_txt(&env, fqdn).is_empty());
