@@ -12,10 +12,16 @@
 # `down` stops them by the PIDs recorded at start (never by name).
 # Knobs: PEBBLE_WFE_NONCEREJECT (default 0 here), PEBBLE_AUTHZREUSE (default 0
 # here), PEBBLE_CERT_VALIDITY (seconds; pebble's default is 5 years), PEERS_*.
+# More instances side by side: PEERS_INSTANCE=NAME keeps one in
+# target/acme-peers-NAME (its own BIND, zone, TSIG key and pebble; give it
+# other PEERS_*_PORT values), e.g. tests/acme_fault.rs runs pebble with 50 %
+# bad nonces there while tests/acme.rs uses the default one. `down` without
+# PEERS_INSTANCE stops the default instance and every named one.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PEERS_DIR=${PEERS_DIR:-$ROOT/target/acme-peers}
+PEERS_INSTANCE=${PEERS_INSTANCE:-}
+PEERS_DIR=${PEERS_DIR:-$ROOT/target/acme-peers${PEERS_INSTANCE:+-$PEERS_INSTANCE}}
 PEERS_DNS_PORT=${PEERS_DNS_PORT:-18053}
 PEERS_ACME_PORT=${PEERS_ACME_PORT:-18443}
 PEERS_MGMT_PORT=${PEERS_MGMT_PORT:-18444}
@@ -180,6 +186,14 @@ down() {
   stop pebble pebble
   stop named named
   rm -f "$PEERS_DIR/env"
+  if [[ -z $PEERS_INSTANCE ]]; then
+    local d
+    for d in "$ROOT"/target/acme-peers-*/; do
+      [[ -d $d ]] || continue
+      d=${d%/}
+      PEERS_DIR= PEERS_INSTANCE=${d##*/acme-peers-} "$0" down
+    done
+  fi
 }
 
 case ${1:-} in

@@ -16,7 +16,11 @@
 //!
 //! What must hold: challenges are withdrawn whatever the outcome; badNonce
 //! (§6.5) is retried with the fresh nonce; the old certificate stays until
-//! the new one is stored; nothing the CA sends can panic.
+//! the new one is stored; nothing the CA sends can panic. A DNS-01 TXT
+//! record outlives the process (HTTP-01 and TLS-ALPN-01 answers do not), so
+//! it is noted in the store (`acme_txt:`) before it is published and
+//! forgotten once removed: a daemon stopped mid-order (SIGTERM, crash, power
+//! loss) removes what it left at its next start (`remove_leftover_txt`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -220,7 +224,113 @@ async fn login(
 enum Presented {
     Http(String),
     Alpn(String),
-    Dns(Box<crate::dns::Challenge>),
+    /// The challenge, and the store note of its TXT record (`acme_txt:`).
+    Dns(Box<crate::dns::Challenge>, String),
+}
+
+/// Store notes of DNS-01 TXT records published and not yet removed.
+const PENDING_TXT_PREFIX: &str = "acme_txt:";
+
+/// What a note says: enough to find the provider again and remove exactly
+/// that value (the provider's settings themselves stay in the store).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PendingTxt {
+    /// The name validated (a host or `*.host`).
+    domain: String,
+    /// The TXT value (RFC 8555 §8.4).
+    value: String,
+}
+
+/// Note a TXT record about to be published; returns the note's name.
+async fn note_txt(
+    shared: &Arc<Shared>,
+    fqdn: &str,
+    domain: &str,
+    value: &str,
+) -> Result<String, AcmeError> {
+    let key = format!("{PENDING_TXT_PREFIX}{fqdn} {value}");
+    let note = serde_json::to_vec(&PendingTxt {
+        domain: domain.to_owned(),
+        value: value.to_owned(),
+    })
+    .map_err(internal)?;
+    let k = key.clone();
+    blocking(shared, move |s| {
+        let mut batch = crate::store::Batch::default();
+        batch.put_setting(&k, &note);
+        s.store().commit(batch)
+    })
+    .await?;
+    Ok(key)
+}
+
+/// Forget the note `key` (its record is gone).
+async fn forget_txt(shared: &Arc<Shared>, key: String) {
+    let result = blocking(shared, move |s| {
+        let mut batch = crate::store::Batch::default();
+        batch.delete_setting(&key);
+        s.store().commit(batch)
+    })
+    .await;
+    if let Err(e) = result {
+        log::warn!("ACME: cannot update the store after removing a TXT record: {e}");
+    }
+}
+
+/// Remove the DNS-01 TXT records an order noted but never removed (the
+/// daemon stopped mid-order, or the removal failed): run when the renewal
+/// loop starts, before any order. A note whose name no provider covers any
+/// more is dropped; one whose removal fails is kept for the next start.
+pub async fn remove_leftover_txt(shared: &Arc<Shared>) {
+    let notes = match blocking(shared, |s| {
+        s.store().settings_with_prefix(PENDING_TXT_PREFIX)
+    })
+    .await
+    {
+        Ok(n) => n,
+        Err(e) => {
+            log::warn!("ACME: cannot list TXT records left by earlier orders: {e}");
+            return;
+        }
+    };
+    for (key, raw) in notes {
+        let key = String::from_utf8_lossy(&key).into_owned();
+        let Ok(note) = serde_json::from_slice::<PendingTxt>(&raw) else {
+            forget_txt(shared, key).await;
+            continue;
+        };
+        let (domain, value) = (note.domain.clone(), note.value);
+        let challenge = blocking(shared, move |s| {
+            crate::dns::Challenge::prepare(s.store(), &domain, &value)
+        })
+        .await;
+        match challenge {
+            Ok(Some(c)) => match c.cleanup().await {
+                Ok(()) => {
+                    log::info!(
+                        "ACME: removed TXT {} left by an interrupted order (DNS provider {})",
+                        c.fqdn,
+                        c.provider_name
+                    );
+                    forget_txt(shared, key).await;
+                }
+                Err(e) => log::warn!(
+                    "ACME: cannot remove TXT {} left by an interrupted order through DNS provider {} [{}]: {e}",
+                    c.fqdn,
+                    c.provider_name,
+                    e.code()
+                ),
+            },
+            Ok(None) => {
+                log::warn!(
+                    "ACME: a TXT record for {} was left by an interrupted order, but no DNS provider covers it any more; remove it by hand",
+                    note.domain
+                );
+                forget_txt(shared, key).await;
+            }
+            Err(e) => log::warn!("ACME: cannot remove TXT left for {}: {e}", note.domain),
+        }
+    }
 }
 
 /// A failure of the DNS side of DNS-01, with the DNS error's stable code
@@ -340,14 +450,16 @@ fn store_issued(
 async fn withdraw(shared: &Arc<Shared>, presented: Vec<Presented>) {
     let mut snapshot_change = false;
     for p in &presented {
-        if let Presented::Dns(challenge) = p {
-            if let Err(e) = challenge.cleanup().await {
-                log::warn!(
+        if let Presented::Dns(challenge, note) = p {
+            match challenge.cleanup().await {
+                Ok(()) => forget_txt(shared, note.clone()).await,
+                // The note stays: the next start tries again.
+                Err(e) => log::warn!(
                     "ACME: cannot remove TXT {} through DNS provider {} [{}]: {e}",
                     challenge.fqdn,
                     challenge.provider_name,
                     e.code()
-                );
+                ),
             }
         } else {
             snapshot_change = true;
@@ -483,9 +595,9 @@ async fn run_order(
                     // DNS-01 (RFC 8555 §8.4): the stored provider with the
                     // longest zone containing the name.
                     let value = key_auth.dns_value();
-                    let domain = name.clone();
+                    let (domain, v) = (name.clone(), value.clone());
                     let dns = blocking(shared, move |s| {
-                        crate::dns::Challenge::prepare(s.store(), &domain, &value)
+                        crate::dns::Challenge::prepare(s.store(), &domain, &v)
                     })
                     .await
                     .map_err(dns_error)?
@@ -502,11 +614,14 @@ async fn run_order(
                         dns.fqdn,
                         dns.provider_name
                     );
+                    // Noted before it exists: a stop from here on leaves
+                    // a note the next start acts on.
+                    let note = note_txt(shared, &dns.fqdn, &name, &value).await?;
                     let dns = Box::new(dns);
                     let published = dns.publish().await;
                     // Withdrawn even when publishing failed: a record added
                     // but not seen in time is removed too.
-                    presented.push(Presented::Dns(dns));
+                    presented.push(Presented::Dns(dns, note));
                     published.map_err(|e| AcmeError::new(e.code(), e.to_string()))?;
                 }
             }

@@ -11,7 +11,9 @@
 //! concurrent triggers for the same names run once; a named lease in the
 //! store is taken and the need re-checked before ordering (clustered stores);
 //! failures back off doubling up to `ACME_BACKOFF_MAX_SECS`, are logged and
-//! kept in the status, and never remove the served certificate.
+//! kept in the status, and never remove the served certificate. Before the
+//! first check, DNS-01 TXT records that a stopped daemon left are removed
+//! (`issue::remove_leftover_txt`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,6 +76,8 @@ pub fn node_id(data_dir: &std::path::Path) -> String {
 /// in leases (`node_id`).
 pub async fn run(shared: Arc<Shared>, listeners: Listeners, holder: String) {
     let wake = shared.acme_wake_receiver();
+    // What a daemon stopped mid-order left in DNS zones goes first.
+    super::issue::remove_leftover_txt(&shared).await;
     loop {
         let settings = {
             let s = shared.clone();

@@ -1,0 +1,243 @@
+//! ACME peers under fault for `tests/acme_fault.rs`: a second instance of
+//! `scripts/acme-peers.sh` (`PEERS_INSTANCE=fault`, its own BIND9, zone,
+//! TSIG key and Debian pebble in `target/acme-peers-fault`, on its own
+//! loopback ports) whose pebble rejects half of all nonces
+//! (`PEBBLE_WFE_NONCEREJECT=50`, RFC 8555 §6.5 badNonce) and validates at
+//! once (`PEBBLE_VA_NOSLEEP=1`, set by the script). Being separate, it never
+//! disturbs the default peers of `tests/acme.rs`, even when both test
+//! binaries run at the same time.
+//!
+//! Also the outside views the leak checks use: `dig` for TXT records in
+//! BIND, a raw HTTP/1.1 GET on the port-80 listener for an HTTP-01 token,
+//! and a TLS handshake offering only `acme-tls/1` (RFC 8737 §3) for a
+//! TLS-ALPN-01 certificate.
+//!
+//! Ports: `PEERS_FAULT_PORT_BASE` (default 18150) + 0 HTTP-01, + 1
+//! TLS-ALPN-01, + 3 DNS, + 4 ACME directory, + 5 pebble management.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+
+/// The instance name (`target/acme-peers-fault`).
+pub const INSTANCE: &str = "fault";
+
+/// Percent of nonces the fault pebble rejects.
+pub const NONCE_REJECT: &str = "50";
+
+/// Hang guard of one socket read (not a timing assertion).
+const IO_GUARD: Duration = Duration::from_secs(20);
+
+static LOCK: Mutex<()> = Mutex::new(());
+
+fn root_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn port_base() -> u16 {
+    std::env::var("PEERS_FAULT_PORT_BASE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(18150)
+}
+
+/// `scripts/acme-peers.sh ACTION` for the fault instance; its env file
+/// (empty after `down`).
+fn script(action: &str) -> HashMap<String, String> {
+    let base = port_base();
+    let port = |off: u16| (base + off).to_string();
+    let status = Command::new(root_dir().join("scripts/acme-peers.sh"))
+        .arg(action)
+        .env_remove("PEERS_DIR")
+        .env("PEERS_INSTANCE", INSTANCE)
+        .env("PEERS_HTTP01_PORT", port(0))
+        .env("PEERS_TLSALPN01_PORT", port(1))
+        .env("PEERS_DNS_PORT", port(3))
+        .env("PEERS_ACME_PORT", port(4))
+        .env("PEERS_MGMT_PORT", port(5))
+        .env("PEBBLE_WFE_NONCEREJECT", NONCE_REJECT)
+        .env("PEBBLE_AUTHZREUSE", "0")
+        .env_remove("PEBBLE_CERT_VALIDITY")
+        .stdout(Stdio::null())
+        .status()
+        .expect("run scripts/acme-peers.sh");
+    assert!(
+        status.success(),
+        "PEERS_INSTANCE={INSTANCE} scripts/acme-peers.sh {action} failed"
+    );
+    if action == "down" {
+        return HashMap::new();
+    }
+    let path = root_dir().join(format!("target/acme-peers-{INSTANCE}/env"));
+    let text = std::fs::read_to_string(&path).expect("fault peers env");
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// The fault peers (restarted once per test binary: pebble gets our
+/// settings and BIND a fresh zone whatever an earlier run left), and the
+/// lock that keeps the tests
+/// of the binary one at a time (they share the validation ports). `None`
+/// with `PBX_CERTD_NO_PEERS=1` (said on stderr).
+pub fn peers() -> Option<(MutexGuard<'static, ()>, HashMap<String, String>)> {
+    if std::env::var("PBX_CERTD_NO_PEERS").as_deref() == Ok("1") {
+        eprintln!("PBX_CERTD_NO_PEERS=1: ACME fault tests skipped");
+        return None;
+    }
+    let guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        script("down");
+        script("up");
+    });
+    let env = script("up");
+    assert_eq!(
+        env["PEBBLE_NONCEREJECT"], NONCE_REJECT,
+        "the fault pebble must reject nonces"
+    );
+    // Pebble's own word that the fault is on (it logs no single rejection).
+    let said = format!("Configured to reject {NONCE_REJECT}% of good nonces");
+    assert!(
+        pebble_log().contains(&said),
+        "pebble does not say {said:?}:\n{}",
+        pebble_log()
+    );
+    Some((guard, env))
+}
+
+/// Pebble's log of the fault instance.
+pub fn pebble_log() -> String {
+    std::fs::read_to_string(root_dir().join(format!("target/acme-peers-{INSTANCE}/run/pebble.log")))
+        .unwrap_or_default()
+}
+
+/// Pebble's issuing root (new at every pebble start), from its management port.
+pub fn pebble_root(env: &HashMap<String, String>) -> String {
+    let out = Command::new("curl")
+        .args(["-sf", "--cacert", &env["ACME_CA_FILE"]])
+        .arg(format!("{}/roots/0", env["PEBBLE_MGMT_URL"]))
+        .output()
+        .expect("run curl");
+    assert!(out.status.success(), "cannot fetch pebble's root");
+    String::from_utf8(out.stdout).expect("PEM is text")
+}
+
+/// TXT values at `name` on the instance's BIND, asked with `dig` (an
+/// independent client), sorted.
+pub fn dig_txt(env: &HashMap<String, String>, name: &str) -> Vec<String> {
+    let (host, port) = env["DNS_SERVER"].split_once(':').expect("host:port");
+    let out = Command::new("dig")
+        .args(["+short", "+norecurse", "+time=2", "+tries=2", "-p", port])
+        .arg(format!("@{host}"))
+        .args([name, "TXT"])
+        .output()
+        .expect("run dig");
+    assert!(out.status.success(), "dig failed");
+    let mut values: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().trim_matches('"').to_owned())
+        .filter(|l| !l.is_empty())
+        .collect();
+    values.sort();
+    values
+}
+
+/// The HTTP status and body the port-80 listener (`addr`) answers for an
+/// HTTP-01 token (RFC 8555 §8.3), asked for `host`.
+pub fn http01_answer(addr: SocketAddr, host: &str, token: &str) -> (u16, String) {
+    let mut tcp = TcpStream::connect(addr).expect("connect to port 80 listener");
+    tcp.set_read_timeout(Some(IO_GUARD)).unwrap();
+    write!(
+        tcp,
+        "GET /.well-known/acme-challenge/{token} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    let _ = tcp.read_to_string(&mut resp);
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {resp:?}"));
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Accepts any server certificate and records the leaf.
+#[derive(Debug)]
+struct Capture(Mutex<Option<Vec<u8>>>);
+
+impl rustls::client::danger::ServerCertVerifier for Capture {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        *self.0.lock().unwrap() = Some(end_entity.to_vec());
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The certificate the HTTPS listener (`addr`) shows a TLS-ALPN-01
+/// validator, i.e. a client offering only `acme-tls/1` with SNI `name`
+/// (RFC 8737 §3): `None` when it shows none (no challenge pending).
+pub fn alpn_challenge_cert(addr: SocketAddr, name: &str) -> Option<Vec<u8>> {
+    let capture = Arc::new(Capture(Mutex::new(None)));
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(capture.clone())
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"acme-tls/1".to_vec()];
+    let server_name = ServerName::try_from(name.to_string()).expect("a DNS name");
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), server_name).unwrap();
+    let mut tcp = TcpStream::connect(addr).expect("connect to the HTTPS listener");
+    tcp.set_read_timeout(Some(IO_GUARD)).unwrap();
+    while conn.is_handshaking() {
+        if conn.complete_io(&mut tcp).is_err() {
+            break;
+        }
+    }
+    let leaf = capture.0.lock().unwrap().clone();
+    leaf
+}
