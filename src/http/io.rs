@@ -31,6 +31,7 @@ use picoserve::time::Duration;
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
 use super::server::{HeadError, HeadScanner, Scan};
+use crate::limits::HTTP_HEAD_READ_CHUNK;
 
 /// Marker type naming the smol runtime in picoserve's generic parameters.
 pub struct SmolRuntime;
@@ -72,9 +73,6 @@ impl picoserve::io::Error for IoError {
         }
     }
 }
-
-/// Bytes read from the stream at a time while a request head comes in.
-const HEAD_READ_CHUNK: usize = 2048;
 
 /// The request-head gate of one connection (see the module header).
 #[derive(Debug)]
@@ -207,7 +205,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Read for SocketReader<'_, S> {
                     return Ok(0);
                 }
                 Scan::NeedMore => {
-                    let mut chunk = [0u8; HEAD_READ_CHUNK];
+                    let mut chunk = [0u8; HTTP_HEAD_READ_CHUNK];
                     gate.reading_head = true;
                     let n = self.inner.read(&mut chunk).await.map_err(IoError)?;
                     gate.reading_head = false;

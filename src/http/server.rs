@@ -8,10 +8,20 @@
 //! it accepts), and only then is the body read, into a buffer of exactly the
 //! declared length.
 //!
-//! What must hold: a body is never read past the route's limit; requests with
-//! `Transfer-Encoding` or a bad `Content-Length` are refused and the
-//! connection closed (picoserve frames by `Content-Length` only); a connection
-//! ends after `HTTP_MAX_REQUESTS_PER_CONNECTION` requests or
+//! Before picoserve parses a head, `HeadScanner` (below; run by the socket's
+//! read half in `io.rs`) checks it strictly (RFC 9112 §2-§6): one
+//! `Content-Length` of plain digits, no `Transfer-Encoding`, no obs-fold, no
+//! whitespace before a colon, no control characters, a well-formed request
+//! line, at most the head buffer. A refused head is answered by `HeadError`
+//! (status, code, a body saying what was wrong, the security headers) and the
+//! connection closed before anything after the head is read, so no byte can
+//! be taken for a second request (RFC 9112 §11.2). picoserve's own 400s are
+//! never sent: every head it parses has passed the scanner.
+//!
+//! What must hold: a body is never read past the route's limit; a head the
+//! scanner accepts frames the same way in picoserve (same end, same
+//! `Content-Length`); a connection ends after
+//! `HTTP_MAX_REQUESTS_PER_CONNECTION` requests or
 //! `HTTP_MAX_CONNECTION_LIFETIME`, whichever comes first.
 
 use std::cell::Cell;
