@@ -312,3 +312,12 @@ pub const MAX_DIGITALOCEAN_RECORDS_LISTED: usize = 200;
 /// RSA modulus size of generated keys (`--key-type rsa2048`, per-tenant
 /// ACME `rsa2048`).
 pub const RSA_KEY_BITS: usize = 2048;
+
+// --- HTTP request heads (smuggling gate, src/http/io.rs) ----------------------
+// A head must arrive whole within HTTP_FIRST_REQUEST_TIMEOUT (first request)
+// or HTTP_KEEP_ALIVE_IDLE (later ones) and fit HTTP(S)_HEAD_BUFFER_BYTES;
+// bigger heads get 431, late ones 408, and the connection is closed.
+
+/// Bytes read from the socket at a time while a request head comes in: most
+/// heads are under 2 KiB, so one read usually holds the whole head.
+pub const HTTP_HEAD_READ_CHUNK: usize = 2048;

@@ -256,9 +256,10 @@ fn port_80_redirects_to_https_and_answers_only_challenges() {
         "GET /certs?x=1 HTTP/1.1\r\nHost: pbx.example.com:80\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(status(&a), "301", "{a}");
+    // Not a name this PBX serves (no system name set): the address reached.
     assert_eq!(
         header(&a, "location"),
-        Some(format!("https://pbx.example.com:{port}/certs?x=1").as_str())
+        Some(format!("https://127.0.0.1:{port}/certs?x=1").as_str())
     );
     assert_eq!(header(&a, "x-frame-options"), Some("DENY"));
 
@@ -302,7 +303,7 @@ fn port_80_redirects_to_https_and_answers_only_challenges() {
             "a".repeat(64 * 1024)
         ),
     );
-    assert!(a.is_empty() || status(&a) == "400", "{a}");
+    assert_eq!(status(&a), "431", "{a}");
     assert!(daemon.is_running(), "{}", daemon.log());
 }
 
@@ -487,7 +488,7 @@ fn https_requires_login_and_bounds_every_connection() {
         )
         .as_bytes(),
     );
-    assert!(a.is_empty() || status(&a) == "400", "{a}");
+    assert_eq!(status(&a), "431", "{a}");
     let a = https_raw(
         addr,
         b"POST /login HTTP/1.1\r\nHost: x\r\nOrigin: https://evil.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",

@@ -5,10 +5,23 @@
 //! futures-io `AsyncRead + AsyncWrite` (a smol `TcpStream`, or a futures-rustls
 //! `TlsStream` over one), so one generic adapter serves both listeners.
 //!
+//! The read half is also the gate against request smuggling (RFC 9112
+//! §11.2): picoserve's own parser is lenient (it trims names, drops NULs,
+//! takes `Content-Length: +5` as 5 and ignores `Transfer-Encoding`), so each
+//! request head is first read here whole and checked by
+//! `server::HeadScanner`; picoserve then gets exactly that head and its
+//! declared body, and nothing of the next request until its head is whole
+//! and accepted. A refused head is never handed on: picoserve sees the end
+//! of the stream, and `shutdown` writes our answer (with the security
+//! headers and a body saying what was wrong) and closes the connection.
+//!
 //! What must hold: no `unsafe`, no panics on I/O results (embedded-io's
 //! `write_all` panics on `Ok(0)`, so a zero-length write becomes an error);
 //! a socket marked `closing` reads as end-of-stream, which makes picoserve
-//! stop after the current response (our keep-alive request limit).
+//! stop after the current response (our keep-alive request limit); no byte
+//! after a refused head is ever read as a request; reads are cancel-safe
+//! (picoserve drops them on its timeouts): state changes only after an
+//! `await` returned.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -16,6 +29,9 @@ use std::rc::Rc;
 use picoserve::io::{ErrorKind, ErrorType, Read, Write};
 use picoserve::time::Duration;
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+
+use super::server::{HeadError, HeadScanner, Scan};
+use crate::limits::HTTP_HEAD_READ_CHUNK;
 
 /// Marker type naming the smol runtime in picoserve's generic parameters.
 pub struct SmolRuntime;
@@ -58,22 +74,85 @@ impl picoserve::io::Error for IoError {
     }
 }
 
+/// The request-head gate of one connection (see the module header).
+#[derive(Debug)]
+pub struct Gate {
+    /// Largest head accepted (picoserve's buffer holds it whole).
+    limit: usize,
+    /// Bytes received and not yet handed to picoserve.
+    pending: Vec<u8>,
+    /// Bytes of the current message (accepted head + declared body) still
+    /// to hand on; 0: the next head must be read and checked first.
+    allowed: usize,
+    scanner: HeadScanner,
+    /// The refused head's error, answered in `shutdown`.
+    refused: Option<HeadError>,
+    /// A head read was under way (set before, cleared after its `await`):
+    /// still set at `shutdown`, it was cut by picoserve's timeout.
+    reading_head: bool,
+}
+
+impl Gate {
+    fn new(limit: usize) -> Gate {
+        Gate {
+            limit,
+            pending: Vec::new(),
+            allowed: 0,
+            scanner: HeadScanner::default(),
+            refused: None,
+            reading_head: false,
+        }
+    }
+
+    fn refuse(&mut self, error: HeadError) {
+        log::debug!("http request head refused: {}", error.code());
+        self.refused = Some(error);
+    }
+
+    /// The answer still owed when the connection ends: a refused head, or
+    /// a head cut off by the timeout.
+    fn owed(&self, closing: bool) -> Option<HeadError> {
+        if closing {
+            return None;
+        }
+        self.refused.or_else(|| {
+            (self.reading_head && self.allowed == 0 && !self.pending.is_empty())
+                .then_some(HeadError::Timeout)
+        })
+    }
+
+    /// Hand `pending[..n]` on.
+    fn take(&mut self, out: &mut [u8], n: usize) -> usize {
+        let n = n.min(out.len()).min(self.pending.len());
+        if let (Some(dst), Some(src)) = (out.get_mut(..n), self.pending.get(..n)) {
+            dst.copy_from_slice(src);
+            self.pending.drain(..n);
+            n
+        } else {
+            0
+        }
+    }
+}
+
 /// A stream split once into halves (futures-lite's `split`: the halves share
 /// the stream behind a lock that is only held inside each poll).
 pub struct SmolSocket<S> {
     read: ReadHalf<S>,
     write: WriteHalf<S>,
     closing: Rc<Cell<bool>>,
+    gate: Gate,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> SmolSocket<S> {
-    /// Wrap a connected stream.
-    pub fn new(stream: S) -> Self {
+    /// Wrap a connected stream; request heads may be up to `head_limit`
+    /// bytes (at most picoserve's buffer).
+    pub fn new(stream: S, head_limit: usize) -> Self {
         let (read, write) = smol::io::split(stream);
         SmolSocket {
             read,
             write,
             closing: Rc::new(Cell::new(false)),
+            gate: Gate::new(head_limit),
         }
     }
 
@@ -87,6 +166,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmolSocket<S> {
 pub struct SocketReader<'a, S> {
     inner: &'a mut ReadHalf<S>,
     closing: &'a Cell<bool>,
+    gate: &'a mut Gate,
 }
 
 /// The write half handed to picoserve.
@@ -104,10 +184,54 @@ impl<S> ErrorType for SocketWriter<'_, S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Read for SocketReader<'_, S> {
     async fn read(&mut self, buf: &mut [u8]) -> Result<usize, IoError> {
-        if self.closing.get() {
+        if self.closing.get() || buf.is_empty() {
             return Ok(0);
         }
-        self.inner.read(buf).await.map_err(IoError)
+        let gate = &mut *self.gate;
+        while gate.allowed == 0 {
+            if gate.refused.is_some() {
+                return Ok(0);
+            }
+            match gate.scanner.scan(&gate.pending, gate.limit) {
+                Scan::Complete { head, body } => {
+                    gate.allowed = head.saturating_add(body);
+                    gate.scanner = HeadScanner::default();
+                }
+                Scan::Skip(n) => {
+                    gate.pending.drain(..n.min(gate.pending.len()));
+                }
+                Scan::Refused(error) => {
+                    gate.refuse(error);
+                    return Ok(0);
+                }
+                Scan::NeedMore => {
+                    let mut chunk = [0u8; HTTP_HEAD_READ_CHUNK];
+                    gate.reading_head = true;
+                    let n = self.inner.read(&mut chunk).await.map_err(IoError)?;
+                    gate.reading_head = false;
+                    match chunk.get(..n) {
+                        Some([]) | None => {
+                            if !gate.pending.is_empty() {
+                                gate.refuse(HeadError::Incomplete);
+                            }
+                            return Ok(0);
+                        }
+                        Some(data) => gate.pending.extend_from_slice(data),
+                    }
+                }
+            }
+        }
+        let want = buf.len().min(gate.allowed);
+        let n = if gate.pending.is_empty() {
+            match buf.get_mut(..want) {
+                Some(part) => self.inner.read(part).await.map_err(IoError)?,
+                None => 0,
+            }
+        } else {
+            gate.take(buf, want)
+        };
+        gate.allowed -= n.min(gate.allowed);
+        Ok(n)
     }
 }
 
@@ -159,6 +283,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> picoserve::io::Socket<SmolRuntime> for S
             SocketReader {
                 inner: &mut self.read,
                 closing: &self.closing,
+                gate: &mut self.gate,
             },
             SocketWriter {
                 inner: &mut self.write,
@@ -180,6 +305,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> picoserve::io::Socket<SmolRuntime> for S
         timeouts: &picoserve::Timeouts,
         timer: &T,
     ) -> Result<(), picoserve::Error<IoError>> {
+        // A refused (or timed-out) head is answered here, picoserve having
+        // seen only the end of the stream.
+        if let Some(error) = self.gate.owed(self.closing.get()) {
+            let answer = error.response();
+            timer
+                .run_with_timeout(timeouts.write, self.write.write_all(&answer))
+                .await
+                .map_err(picoserve::Error::WriteTimeout)?
+                .map_err(|e| picoserve::Error::Write(IoError(e)))?;
+        }
         // Flush, send TLS close_notify (for TLS) and FIN; then read what the
         // client still sends until it closes too, within the read timeout.
         timer

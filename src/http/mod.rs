@@ -74,7 +74,12 @@ pub async fn serve_https_with<S>(
 /// One plain-HTTP connection on the port-80 listener: ACME challenge answers
 /// from the snapshot, everything else redirected to HTTPS.
 pub async fn serve_http(shared: Arc<Shared>, stream: TcpStream, https_port: u16) {
-    let handler = plain::Plain { shared, https_port };
+    let local = stream.local_addr().ok().map(|a| a.ip());
+    let handler = plain::Plain {
+        shared,
+        https_port,
+        local,
+    };
     server::serve(stream, handler, HTTP_HEAD_BUFFER_BYTES).await
 }
 

@@ -8,10 +8,20 @@
 //! it accepts), and only then is the body read, into a buffer of exactly the
 //! declared length.
 //!
-//! What must hold: a body is never read past the route's limit; requests with
-//! `Transfer-Encoding` or a bad `Content-Length` are refused and the
-//! connection closed (picoserve frames by `Content-Length` only); a connection
-//! ends after `HTTP_MAX_REQUESTS_PER_CONNECTION` requests or
+//! Before picoserve parses a head, `HeadScanner` (below; run by the socket's
+//! read half in `io.rs`) checks it strictly (RFC 9112 §2-§6): one
+//! `Content-Length` of plain digits, no `Transfer-Encoding`, no obs-fold, no
+//! whitespace before a colon, no control characters, a well-formed request
+//! line, at most the head buffer. A refused head is answered by `HeadError`
+//! (status, code, a body saying what was wrong, the security headers) and the
+//! connection closed before anything after the head is read, so no byte can
+//! be taken for a second request (RFC 9112 §11.2). picoserve's own 400s are
+//! never sent: every head it parses has passed the scanner.
+//!
+//! What must hold: a body is never read past the route's limit; a head the
+//! scanner accepts frames the same way in picoserve (same end, same
+//! `Content-Length`); a connection ends after
+//! `HTTP_MAX_REQUESTS_PER_CONNECTION` requests or
 //! `HTTP_MAX_CONNECTION_LIFETIME`, whichever comes first.
 
 use std::cell::Cell;
@@ -93,25 +103,323 @@ fn head_of(parts: &RequestParts<'_>, content_length: usize) -> Head {
     }
 }
 
-/// Framing problems picoserve would misread: refuse them.
-pub fn framing_error(head: &Head) -> Option<Resp> {
-    if head.header("transfer-encoding").is_some() {
-        return Some(Resp::text(
-            411,
-            "chunked or encoded request bodies are not supported; send Content-Length\n",
-        ));
+/// Why a request head was refused before any handler saw it. After any of
+/// these the connection is answered once and closed: what follows a head
+/// we cannot frame must never be read as another request (RFC 9112 §11.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadError {
+    /// The head does not fit the connection's head buffer (RFC 6585 §5).
+    TooLarge,
+    /// The request line is not `METHOD SP TARGET SP HTTP-VERSION` (RFC 9112 §3).
+    BadRequestLine,
+    /// An HTTP version other than 1.0 and 1.1 (RFC 9110 §15.6.6).
+    UnsupportedVersion,
+    /// A header line that is not `name: value` with a token name (RFC 9112 §5).
+    BadHeaderLine,
+    /// Whitespace between a header name and its colon (RFC 9112 §5.1).
+    SpaceBeforeColon,
+    /// A header line continued on the next line, obs-fold (RFC 9112 §5.2).
+    ObsFold,
+    /// A control character (NUL, bare CR, ...) in the head (RFC 9112 §2.2,
+    /// RFC 9110 §5.5).
+    ControlCharacter,
+    /// `Transfer-Encoding` without `Content-Length`: bodies are framed by
+    /// `Content-Length` only (RFC 9112 §6.1).
+    TransferEncoding,
+    /// Both `Transfer-Encoding` and `Content-Length` (RFC 9112 §6.1, §6.3).
+    TransferEncodingWithLength,
+    /// A `Content-Length` that is not one decimal number (`1*DIGIT`, RFC 9110
+    /// §8.6) or does not fit this machine's `usize`.
+    BadContentLength,
+    /// More than one `Content-Length` field line (RFC 9112 §6.3; identical
+    /// copies are refused too).
+    DuplicateContentLength,
+    /// More than one `Host` field line (RFC 9112 §3.2).
+    DuplicateHost,
+    /// The connection ended in the middle of a head.
+    Incomplete,
+    /// The head did not arrive within the connection's request timeout.
+    Timeout,
+}
+
+impl HeadError {
+    /// Stable code (logs).
+    pub fn code(self) -> &'static str {
+        match self {
+            HeadError::TooLarge => "head-too-large",
+            HeadError::BadRequestLine => "bad-request-line",
+            HeadError::UnsupportedVersion => "unsupported-version",
+            HeadError::BadHeaderLine => "bad-header-line",
+            HeadError::SpaceBeforeColon => "space-before-colon",
+            HeadError::ObsFold => "obs-fold",
+            HeadError::ControlCharacter => "control-character",
+            HeadError::TransferEncoding => "transfer-encoding",
+            HeadError::TransferEncodingWithLength => "transfer-encoding-with-length",
+            HeadError::BadContentLength => "bad-content-length",
+            HeadError::DuplicateContentLength => "duplicate-content-length",
+            HeadError::DuplicateHost => "duplicate-host",
+            HeadError::Incomplete => "head-incomplete",
+            HeadError::Timeout => "head-timeout",
+        }
     }
-    let lengths: Vec<&str> = head
-        .headers
-        .iter()
-        .filter(|(n, _)| n == "content-length")
-        .map(|(_, v)| v.trim())
-        .collect();
-    let parsed: Vec<Option<usize>> = lengths.iter().map(|v| v.parse().ok()).collect();
-    if parsed.iter().any(Option::is_none) || parsed.windows(2).any(|w| w[0] != w[1]) {
-        return Some(Resp::text(400, "bad Content-Length\n"));
+
+    /// HTTP status of the answer.
+    pub fn status(self) -> u16 {
+        match self {
+            HeadError::TooLarge => 431,
+            HeadError::UnsupportedVersion => 505,
+            HeadError::TransferEncoding => 411,
+            HeadError::Timeout => 408,
+            _ => 400,
+        }
     }
-    None
+
+    /// What was wrong, for the answer's body.
+    pub fn message(self) -> &'static str {
+        match self {
+            HeadError::TooLarge => "request head too large",
+            HeadError::BadRequestLine => "malformed request line",
+            HeadError::UnsupportedVersion => "HTTP version not supported; use HTTP/1.1",
+            HeadError::BadHeaderLine => "malformed header line",
+            HeadError::SpaceBeforeColon => "whitespace between a header name and its colon",
+            HeadError::ObsFold => "folded header line (obs-fold) not accepted",
+            HeadError::ControlCharacter => "control character in the request head",
+            HeadError::TransferEncoding => {
+                "Transfer-Encoding is not supported; send the body with Content-Length"
+            }
+            HeadError::TransferEncodingWithLength => {
+                "both Transfer-Encoding and Content-Length in one request"
+            }
+            HeadError::BadContentLength => "Content-Length must be one decimal number",
+            HeadError::DuplicateContentLength => "more than one Content-Length",
+            HeadError::DuplicateHost => "more than one Host",
+            HeadError::Incomplete => "request head incomplete: the connection ended before its end",
+            HeadError::Timeout => "request head not received in time",
+        }
+    }
+
+    /// The whole answer (security headers, `Connection: close`), as bytes.
+    pub fn response(self) -> Vec<u8> {
+        let mut resp =
+            Resp::text(self.status(), format!("{}\n", self.message())).with("Connection", "close");
+        resp.finish_headers();
+        resp.http1()
+    }
+}
+
+/// What `HeadScanner::scan` found in the bytes received so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scan {
+    /// A complete, acceptable head of `head` bytes; its body is the next
+    /// `body` bytes.
+    Complete {
+        /// Length of the head, up to and including its empty line.
+        head: usize,
+        /// The declared `Content-Length` (0 without one).
+        body: usize,
+    },
+    /// Empty lines before the request line (RFC 9112 §2.2: ignored): drop
+    /// these bytes and scan again.
+    Skip(usize),
+    /// Not complete yet: read more.
+    NeedMore,
+    /// Refused.
+    Refused(HeadError),
+}
+
+/// Incremental check of one request head, fed the bytes received so far.
+/// It resumes where it stopped, so a head dripped one byte per read is still
+/// looked at once, and it refuses garbage at the first impossible byte.
+///
+/// What must hold: a head it accepts is one picoserve reads the same way
+/// (same end, same `Content-Length`): every line ends in LF (CR LF or LF),
+/// no line before the empty one is blank or starts with whitespace, names are
+/// tokens directly followed by `:`, at most one `Content-Length` of plain
+/// digits that fits `usize`, no `Transfer-Encoding`, no NUL (picoserve drops
+/// NULs from heads, which would join split names).
+#[derive(Debug, Default)]
+pub struct HeadScanner {
+    /// Start of the line being read.
+    line_start: usize,
+    /// Bytes already checked one by one.
+    checked: usize,
+    /// Complete lines seen (the request line is line 0).
+    lines: usize,
+    /// A space was seen in the request line (the method has ended).
+    method_done: bool,
+    content_length: Option<usize>,
+    transfer_encoding: bool,
+    hosts: usize,
+}
+
+/// `tchar` (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Optional whitespace (RFC 9110 §5.6.3).
+fn is_ows(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+fn trim_ows(mut v: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = v {
+        if !is_ows(*first) {
+            break;
+        }
+        v = rest;
+    }
+    while let [rest @ .., last] = v {
+        if !is_ows(*last) {
+            break;
+        }
+        v = rest;
+    }
+    v
+}
+
+/// `1*DIGIT` that fits a `usize` (RFC 9110 §8.6).
+fn parse_content_length(value: &[u8]) -> Option<usize> {
+    if value.is_empty() {
+        return None;
+    }
+    value.iter().try_fold(0usize, |n, &b| {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(usize::from(b - b'0'))
+    })
+}
+
+fn check_request_line(line: &[u8]) -> Result<(), HeadError> {
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(HeadError::BadRequestLine);
+    };
+    if method.is_empty()
+        || !method.iter().all(|&b| is_tchar(b))
+        || target.is_empty()
+        || !target.iter().all(|b| (0x21..=0x7e).contains(b))
+    {
+        return Err(HeadError::BadRequestLine);
+    }
+    match version {
+        b"HTTP/1.1" | b"HTTP/1.0" => Ok(()),
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            Err(HeadError::UnsupportedVersion)
+        }
+        _ => Err(HeadError::BadRequestLine),
+    }
+}
+
+impl HeadScanner {
+    /// Look at `buf` (the bytes received since the last head ended), at
+    /// most `limit` bytes of head.
+    pub fn scan(&mut self, buf: &[u8], limit: usize) -> Scan {
+        if self.checked == 0 {
+            let mut skip = 0;
+            loop {
+                match buf.get(skip..) {
+                    Some([b'\n', ..]) => skip += 1,
+                    Some([b'\r', b'\n', ..]) => skip += 2,
+                    _ => break,
+                }
+            }
+            if skip > 0 {
+                return Scan::Skip(skip);
+            }
+            if buf == b"\r" {
+                return Scan::NeedMore;
+            }
+        }
+        let end = buf.len().min(limit);
+        while let Some(&b) = buf.get(self.checked).filter(|_| self.checked < end) {
+            if b == b'\n' {
+                let line = buf.get(self.line_start..self.checked).unwrap_or_default();
+                match self.line(line) {
+                    Err(e) => return Scan::Refused(e),
+                    Ok(true) => return self.finish(self.checked + 1),
+                    Ok(false) => self.line_start = self.checked + 1,
+                }
+            } else if self.lines == 0 && !self.method_done {
+                if b == b' ' {
+                    self.method_done = true;
+                } else if !is_tchar(b) {
+                    return Scan::Refused(HeadError::BadRequestLine);
+                }
+            } else if (b < 0x20 && b != b'\t' && b != b'\r') || b == 0x7f {
+                return Scan::Refused(HeadError::ControlCharacter);
+            }
+            self.checked += 1;
+        }
+        if buf.len() >= limit {
+            Scan::Refused(HeadError::TooLarge)
+        } else {
+            Scan::NeedMore
+        }
+    }
+
+    /// One complete line (without its LF); `Ok(true)` at the empty line
+    /// that ends the head.
+    fn line(&mut self, line: &[u8]) -> Result<bool, HeadError> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.contains(&b'\r') {
+            return Err(HeadError::ControlCharacter);
+        }
+        let first = self.lines == 0;
+        self.lines += 1;
+        if first {
+            return check_request_line(line).map(|()| false);
+        }
+        let Some(&start) = line.first() else {
+            return Ok(true);
+        };
+        if is_ows(start) {
+            return Err(HeadError::ObsFold);
+        }
+        let colon = line
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or(HeadError::BadHeaderLine)?;
+        let (name, value) = line.split_at(colon);
+        let value = trim_ows(value.get(1..).unwrap_or_default());
+        if name.iter().any(|&b| is_ows(b)) {
+            return Err(HeadError::SpaceBeforeColon);
+        }
+        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+            return Err(HeadError::BadHeaderLine);
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if self.content_length.is_some() {
+                return Err(HeadError::DuplicateContentLength);
+            }
+            self.content_length =
+                Some(parse_content_length(value).ok_or(HeadError::BadContentLength)?);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            self.transfer_encoding = true;
+        } else if name.eq_ignore_ascii_case(b"host") {
+            self.hosts += 1;
+            if self.hosts > 1 {
+                return Err(HeadError::DuplicateHost);
+            }
+        }
+        Ok(false)
+    }
+
+    fn finish(&self, head: usize) -> Scan {
+        match (self.transfer_encoding, self.content_length) {
+            (true, Some(_)) => Scan::Refused(HeadError::TransferEncodingWithLength),
+            (true, None) => Scan::Refused(HeadError::TransferEncoding),
+            (false, length) => Scan::Complete {
+                head,
+                body: length.unwrap_or(0),
+            },
+        }
+    }
 }
 
 impl<H: Handler> PathRouterService<()> for Glue<H> {
@@ -130,28 +438,23 @@ impl<H: Handler> PathRouterService<()> for Glue<H> {
         let head = head_of(&parts, body_connection.content_length());
         let is_head = head.method == "HEAD";
         let mut body_read = head.content_length == 0;
-        let mut resp = match framing_error(&head) {
-            Some(resp) => resp,
-            None => match self.handler.begin(&head).await {
-                Err(resp) => resp,
-                Ok((_, limit)) if head.content_length > limit => {
-                    self.handler.too_large(&head, limit)
-                }
-                Ok((ctx, _)) => {
-                    let mut body = vec![0u8; head.content_length];
-                    let read = body_connection.body().reader().read_exact(&mut body).await;
-                    match read {
-                        Ok(()) => {
-                            body_read = true;
-                            self.handler.finish(ctx, Req { head, body }).await
-                        }
-                        Err(picoserve::io::ReadExactError::UnexpectedEof) => {
-                            Resp::text(400, "the request body ended early\n")
-                        }
-                        Err(picoserve::io::ReadExactError::Other(e)) => return Err(e),
+        let mut resp = match self.handler.begin(&head).await {
+            Err(resp) => resp,
+            Ok((_, limit)) if head.content_length > limit => self.handler.too_large(&head, limit),
+            Ok((ctx, _)) => {
+                let mut body = vec![0u8; head.content_length];
+                let read = body_connection.body().reader().read_exact(&mut body).await;
+                match read {
+                    Ok(()) => {
+                        body_read = true;
+                        self.handler.finish(ctx, Req { head, body }).await
                     }
+                    Err(picoserve::io::ReadExactError::UnexpectedEof) => {
+                        Resp::text(400, "the request body ended early\n")
+                    }
+                    Err(picoserve::io::ReadExactError::Other(e)) => return Err(e),
                 }
-            },
+            }
         };
         let served = self.served.get().saturating_add(1);
         self.served.set(served);
@@ -210,7 +513,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     H: Handler,
 {
-    let socket = SmolSocket::new(stream);
+    let socket = SmolSocket::new(stream, head_buffer);
     let router = picoserve::Router::from_service(Glue {
         handler,
         closing: socket.closing(),
@@ -236,32 +539,185 @@ where
 mod tests {
     use super::*;
 
-    fn head(headers: &[(&str, &str)]) -> Head {
-        Head::for_test("POST", headers)
+    const LIMIT: usize = 256;
+
+    /// The scan of a whole input, and the same input fed one byte per read
+    /// (both must agree).
+    fn scan_all(input: &[u8]) -> Scan {
+        let whole = scan_fed(input, input.len().max(1));
+        assert_eq!(
+            whole,
+            scan_fed(input, 1),
+            "{:?}",
+            String::from_utf8_lossy(input)
+        );
+        whole
+    }
+
+    fn scan_fed(input: &[u8], step: usize) -> Scan {
+        let mut scanner = HeadScanner::default();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut fed = 0;
+        loop {
+            match scanner.scan(&buf, LIMIT) {
+                Scan::Skip(n) => {
+                    buf.drain(..n);
+                }
+                Scan::NeedMore if fed < input.len() => {
+                    let next = (fed + step).min(input.len());
+                    buf.extend_from_slice(&input[fed..next]);
+                    fed = next;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn refused(input: &str) -> HeadError {
+        match scan_all(input.as_bytes()) {
+            Scan::Refused(e) => e,
+            other => panic!("{input:?} was not refused: {other:?}"),
+        }
     }
 
     #[test]
-    fn framing_is_checked() {
-        assert!(framing_error(&head(&[("content-length", "12")])).is_none());
-        assert!(framing_error(&head(&[])).is_none());
+    fn good_heads_are_framed_by_content_length() {
+        let head = "POST /login HTTP/1.1\r\nHost: x\r\nContent-Length: \t 12 \r\n\r\n";
         assert_eq!(
-            framing_error(&head(&[("transfer-encoding", "chunked")]))
-                .unwrap()
-                .status,
-            411
+            scan_all(format!("{head}body").as_bytes()),
+            Scan::Complete {
+                head: head.len(),
+                body: 12
+            }
         );
+        let head: &[u8] = b"GET / HTTP/1.0\nX-A: b\x80\xff \"q\"\n\n";
         assert_eq!(
-            framing_error(&head(&[("content-length", "-1")]))
-                .unwrap()
-                .status,
-            400
+            scan_all(head),
+            Scan::Complete {
+                head: head.len(),
+                body: 0
+            }
         );
+        // Empty lines before the request line are skipped (RFC 9112 §2.2).
+        let mut scanner = HeadScanner::default();
+        assert_eq!(scanner.scan(b"\r\n\nGET", LIMIT), Scan::Skip(3));
+        assert_eq!(scanner.scan(b"\r", LIMIT), Scan::NeedMore);
+        let head = "GET / HTTP/1.1\r\nContent-Length: 007\r\n\r\n";
         assert_eq!(
-            framing_error(&head(&[("content-length", "1"), ("content-length", "2")]))
-                .unwrap()
-                .status,
-            400
+            scan_all(head.as_bytes()),
+            Scan::Complete {
+                head: head.len(),
+                body: 7
+            }
         );
+    }
+
+    #[test]
+    fn framing_that_could_be_read_two_ways_is_refused() {
+        use HeadError::*;
+        let cases: &[(&str, HeadError)] = &[
+            ("Transfer-Encoding: chunked", TransferEncoding),
+            ("transfer-encoding: identity", TransferEncoding),
+            ("TRANSFER-ENCODING: CHUNKED", TransferEncoding),
+            (
+                "Transfer-Encoding: chunked\r\nContent-Length: 5",
+                TransferEncodingWithLength,
+            ),
+            (
+                "Content-Length: 5\r\nTransfer-Encoding: chunked",
+                TransferEncodingWithLength,
+            ),
+            ("Transfer-Encoding : chunked", SpaceBeforeColon),
+            ("Content-Length\t: 5", SpaceBeforeColon),
+            (
+                "Content-Length: 5\r\nContent-Length: 6",
+                DuplicateContentLength,
+            ),
+            (
+                "Content-Length: 5\r\nContent-Length: 5",
+                DuplicateContentLength,
+            ),
+            ("Content-Length: 5, 5", BadContentLength),
+            ("Content-Length: -1", BadContentLength),
+            ("Content-Length: +5", BadContentLength),
+            ("Content-Length: 1 0", BadContentLength),
+            ("Content-Length: 0x5", BadContentLength),
+            ("Content-Length:", BadContentLength),
+            ("Content-Length: 99999999999999999999999", BadContentLength),
+            ("X-A: a\r\n Transfer-Encoding: chunked", ObsFold),
+            ("X-A: a\r\n\tb", ObsFold),
+            ("Content-Len\0gth: 5", ControlCharacter),
+            ("X-A: a\rTransfer-Encoding: chunked", ControlCharacter),
+            ("X-A: a\x7f", ControlCharacter),
+            ("Host: a\r\nHost: b", DuplicateHost),
+            ("No colon here", BadHeaderLine),
+            (": empty name", BadHeaderLine),
+            ("X(A): b", BadHeaderLine),
+        ];
+        for (header, error) in cases {
+            let input = format!("POST / HTTP/1.1\r\n{header}\r\n\r\nhello");
+            assert_eq!(refused(&input), *error, "{header:?}");
+        }
+    }
+
+    #[test]
+    fn bad_request_lines_and_sizes_are_refused() {
+        use HeadError::*;
+        for line in [
+            "GET /",
+            "GET  / HTTP/1.1",
+            "GET / HTTP/1.1 x",
+            "GET /a\tb HTTP/1.1",
+            "G(T / HTTP/1.1",
+            "GET / FTP/1.0",
+            "\x16\x03\x01\x02\x00\x01",
+        ] {
+            assert_eq!(
+                refused(&format!("{line}\r\n\r\n")),
+                BadRequestLine,
+                "{line:?}"
+            );
+        }
+        assert_eq!(refused("GET / HTTP/2.0\r\n\r\n"), UnsupportedVersion);
+        assert_eq!(refused("GET / HTTP/1.1\r\r\n\r\n"), ControlCharacter);
+        // Garbage is refused at its first impossible byte, before any LF.
+        let mut scanner = HeadScanner::default();
+        assert_eq!(
+            scanner.scan(b"\x16\x03\x01", LIMIT),
+            Scan::Refused(BadRequestLine)
+        );
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(LIMIT));
+        assert_eq!(refused(&big), TooLarge);
+        // Exactly at the limit is fine.
+        let at = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(LIMIT - 23));
+        assert_eq!(at.len(), LIMIT);
+        assert_eq!(
+            scan_all(at.as_bytes()),
+            Scan::Complete {
+                head: LIMIT,
+                body: 0
+            }
+        );
+    }
+
+    #[test]
+    fn refusals_carry_security_headers_and_close() {
+        let text = String::from_utf8(HeadError::TooLarge.response()).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "{text}"
+        );
+        for header in [
+            "Connection: close\r\n",
+            "X-Frame-Options: DENY\r\n",
+            "X-Content-Type-Options: nosniff\r\n",
+            "Referrer-Policy: no-referrer\r\n",
+            "Content-Security-Policy: default-src 'none'",
+            "Content-Length: 23\r\n",
+        ] {
+            assert!(text.contains(header), "{header}: {text}");
+        }
+        assert!(text.ends_with("\r\n\r\nrequest head too large\n"), "{text}");
     }
 
     #[test]
