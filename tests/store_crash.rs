@@ -103,15 +103,28 @@ struct Tally {
     finished_first: usize,
 }
 
-fn generating_files(data: &Path) -> Vec<String> {
+/// Names of the files in sled's directory `data/db` that `keep` keeps.
+fn db_names(data: &Path, keep: impl Fn(&str) -> bool) -> BTreeSet<String> {
     fs::read_dir(data.join("db"))
         .map(|rd| {
             rd.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("snap.") && n.ends_with(".generating"))
+                .filter(|n| keep(n))
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Unfinished snapshots: `db/snap.*.generating`.
+fn generating_files(data: &Path) -> BTreeSet<String> {
+    db_names(data, |n| {
+        n.starts_with("snap.") && n.ends_with(".generating")
+    })
+}
+
+/// Every snapshot file, finished or not.
+fn snapshot_names(data: &Path) -> BTreeSet<String> {
+    db_names(data, |n| n.starts_with("snap."))
 }
 
 /// Runs `cmd` (stdio discarded) and SIGKILLs it at `at`.
@@ -281,16 +294,43 @@ fn pick_instant(rng: &mut Rng, i: usize) -> KillAt {
     }
 }
 
-#[test]
-fn cli_commands_killed_at_random_instants_never_brick_the_store() {
-    let pbx = Pbx::new();
-    let mut c = populate(&pbx);
-    let (most, budget) = bounds((60, 6), (20, 40));
-    let mut rng = Rng::new("cli_commands_killed");
+/// Runs `kill` for kill number 0, 1, ... until the count or the time budget
+/// of `bounds` is reached; then at least 3 kills must have run.
+fn kill_loop(
+    test: &str,
+    (most, budget): (usize, Duration),
+    mut kill: impl FnMut(usize, &mut Rng, &mut Tally),
+) {
+    let mut rng = Rng::new(test);
     let mut tally = Tally::default();
     let start = Instant::now();
     let mut i = 0;
     while i < most && start.elapsed() < budget {
+        kill(i, &mut rng, &mut tally);
+        i += 1;
+    }
+    eprintln!("{test}: {tally:?}");
+    assert!(tally.kills >= 3, "{test}: too few kills: {tally:?}");
+}
+
+/// A fresh store: no certificates, the bundled Root CA list seeded.
+#[track_caller]
+fn assert_fresh_store(data: &Path, context: &str) {
+    let certs = ok_on(data, &["certs"], context);
+    assert_eq!(certs, serde_json::json!([]), "after {context}");
+    let roots = ok_on(data, &["roots"], context);
+    assert!(
+        roots.as_array().expect("list").len() >= 100,
+        "after {context}: the bundled Root CA list is seeded"
+    );
+}
+
+#[test]
+fn cli_commands_killed_at_random_instants_never_brick_the_store() {
+    let pbx = Pbx::new();
+    let mut c = populate(&pbx);
+    let bounds = bounds((60, 6), (20, 40));
+    kill_loop("cli_commands_killed", bounds, |i, rng, tally| {
         // The victim: read-only commands (they write a snapshot at open too)
         // and a write.
         let victim = format!("k{i}");
@@ -299,14 +339,8 @@ fn cli_commands_killed_at_random_instants_never_brick_the_store() {
             1 => vec!["tenant", "list"],
             _ => vec!["tenant", "add", &victim, "--dns", "k.example.org"],
         };
-        let at = pick_instant(&mut rng, i);
-        kill_run(
-            cli_cmd(&pbx.data, &args),
-            &pbx.data,
-            at,
-            &mut rng,
-            &mut tally,
-        );
+        let at = pick_instant(rng, i);
+        kill_run(cli_cmd(&pbx.data, &args), &pbx.data, at, rng, tally);
         let context = format!("kill {i} of `{}` at {at:?}", args.join(" "));
         let maybe = (args[0] == "tenant" && args[1] == "add").then_some(victim.as_str());
         if check_tenants(&pbx.data, &c, maybe, &context) {
@@ -320,70 +354,43 @@ fn cli_commands_killed_at_random_instants_never_brick_the_store() {
         let name = format!("w{i}");
         pbx.tenant_add(&name, &[&format!("{name}.example.org")]);
         c.tenants.insert(name);
-        i += 1;
-    }
-    eprintln!("{tally:?}");
-    assert!(tally.kills >= 3, "too few kills: {tally:?}");
+    });
 }
 
 #[test]
 fn first_open_killed_at_random_instants_leaves_a_usable_store() {
     let pbx = Pbx::new();
-    let (most, budget) = bounds((15, 3), (5, 30));
-    let mut rng = Rng::new("first_open_killed");
-    let mut tally = Tally::default();
-    let start = Instant::now();
-    let mut i = 0;
-    while i < most && start.elapsed() < budget {
+    let bounds = bounds((15, 3), (5, 30));
+    kill_loop("first_open_killed", bounds, |i, rng, tally| {
         let data = pbx.tmp.path().join(format!("fresh{i}"));
         // The first-ever open creates the directory, sled's conf and log,
         // and seeds the bundled Root CA list in one batch.
         let at = KillAt::Delay(rng.below(max_delay_us() * 2));
-        kill_run(cli_cmd(&data, &["certs"]), &data, at, &mut rng, &mut tally);
-        let context = format!("kill {i} of a first open at {at:?}");
-        let certs = ok_on(&data, &["certs"], &context);
-        assert_eq!(certs, serde_json::json!([]), "after {context}");
-        assert!(
-            ok_on(&data, &["roots"], &context)
-                .as_array()
-                .expect("list")
-                .len()
-                >= 100,
-            "after {context}: the bundled Root CA list is seeded"
-        );
-        i += 1;
-    }
-    eprintln!("{tally:?}");
-    assert!(tally.kills >= 3, "too few kills: {tally:?}");
+        kill_run(cli_cmd(&data, &["certs"]), &data, at, rng, tally);
+        assert_fresh_store(&data, &format!("kill {i} of a first open at {at:?}"));
+    });
 }
 
 #[test]
 fn serve_killed_during_start_up_never_bricks_the_store() {
     let pbx = Pbx::new();
     let mut c = populate(&pbx);
-    let (most, budget) = bounds((12, 5), (5, 40));
-    let mut rng = Rng::new("serve_killed");
-    let mut tally = Tally::default();
-    let start = Instant::now();
-    let mut i = 0;
-    while i < most && start.elapsed() < budget {
+    let bounds = bounds((12, 5), (5, 40));
+    kill_loop("serve_killed", bounds, |i, rng, tally| {
         // A grown log: the daemon's open writes a snapshot.
         let name = format!("s{i}");
         pbx.tenant_add(&name, &[&format!("{name}.example.org")]);
         c.tenants.insert(name);
-        let at = pick_instant(&mut rng, i);
+        let at = pick_instant(rng, i);
         let serve = cli_cmd(
             &pbx.data,
             &["serve", "--https", "127.0.0.1:0", "--http", "none"],
         );
-        kill_run(serve, &pbx.data, at, &mut rng, &mut tally);
+        kill_run(serve, &pbx.data, at, rng, tally);
         let context = format!("kill {i} of `serve` at {at:?}");
         check_tenants(&pbx.data, &c, None, &context);
         check_certs(&pbx.data, &c, true, &context);
-        i += 1;
-    }
-    eprintln!("{tally:?}");
-    assert!(tally.kills >= 3, "too few kills: {tally:?}");
+    });
     // And the daemon starts and serves the whole store.
     let _daemon = pbx.serve(false);
     check_tenants(&pbx.data, &c, None, "the kills, through the daemon");
@@ -400,17 +407,6 @@ fn copy_dir(from: &Path, to: &Path) {
             fs::copy(entry.path(), &target).unwrap();
         }
     }
-}
-
-fn snapshot_names(data: &Path) -> BTreeSet<String> {
-    fs::read_dir(data.join("db"))
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("snap."))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Everything the CLI shows of the store.
@@ -518,19 +514,7 @@ fn a_kill_inside_the_config_write_of_the_first_open_is_recovered() {
         fs::create_dir_all(data.join("db").join("blobs")).unwrap();
         fs::write(data.join("db").join("conf"), content).unwrap();
         let context = format!("a kill inside the first open's conf write ({what})");
-        assert_eq!(
-            ok_on(&data, &["certs"], &context),
-            serde_json::json!([]),
-            "after {context}"
-        );
-        assert!(
-            ok_on(&data, &["roots"], &context)
-                .as_array()
-                .expect("list")
-                .len()
-                >= 100,
-            "after {context}: the bundled Root CA list is seeded"
-        );
+        assert_fresh_store(&data, &context);
         assert_eq!(
             fs::read(data.join("db").join("conf")).unwrap(),
             conf,
