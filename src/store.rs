@@ -148,6 +148,7 @@ impl SledKv {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
             .map_err(|e| StoreError::Dir(dir.to_owned(), e))?;
         let db_dir = dir.join("db");
+        let recovery = crash::recover(dir, &db_dir)?;
         let db = sled::Config::new()
             .path(&db_dir)
             .open()
@@ -157,6 +158,9 @@ impl SledKv {
                 }
                 other => backend(other),
             })?;
+        if recovery.conf_rewritten {
+            crash::sync_new_conf(dir, &db_dir)?;
+        }
         let trees = Tree::ALL
             .iter()
             .map(|t| db.open_tree(t.name()))
@@ -170,6 +174,202 @@ impl SledKv {
         self.trees
             .get(tree.index())
             .ok_or_else(|| backend("missing tree"))
+    }
+}
+
+/// What a process killed, or a power cut, inside sled 0.34.7's open leaves
+/// behind, and its removal before sled opens (issue 9, item 1; upstream
+/// spacejam/sled#1527, #1533).
+///
+/// sled cannot open read-only: every open runs `PageCache::start`, which
+/// zeroes the tail of the active log segment and, when the log grew since the
+/// last snapshot, writes a new snapshot file. So every command, `certs` too,
+/// writes at open, and a kill there must be survivable. Two leftovers were
+/// not, and both are provably never authoritative:
+///
+/// 1. `db/snap.{LSN:016X}.generating`. sled-0.34.7/src/pagecache/snapshot.rs,
+///    `write_snapshot` (the file's only writer):
+///    ```text
+///    let mut f = std::fs::OpenOptions::new().write(true).create(true).open(&path_1)?;
+///    f.write_all(&*bytes)?; f.write_all(&len_bytes)?; f.write_all(&crc32)?;
+///    f.sync_all()?;
+///    std::fs::rename(&path_1, &path_2)?;   // path_2 = snap.{LSN:016X}
+///    ```
+///    Its only caller is `advance_snapshot`
+///    (`if snapshot.stable_lsn > old_stable_lsn { write_snapshot(config, &snapshot)?; }`),
+///    called only from `read_snapshot_or_default`, called only from
+///    `PageCache::start` (pagecache/mod.rs) while the store opens; the other
+///    snapshot maker, `take_fuzzy_snapshot`, is `#[allow(unused)]` and never
+///    called. So a `.generating` file exists only while an open is writing it,
+///    and once the process is gone it is an unfinished copy: the log (which
+///    `write_snapshot` never writes) and the older `snap.*` files are exactly
+///    what a kill one step before its `open` would have left, a state sled
+///    recovers from by design. But config.rs `RunningConfig::get_snapshot_files`
+///    keeps every `snap.` file except `.in___motion` ones, and snapshot.rs
+///    `read_snapshot` reads the greatest name
+///    (`candidates.sort(); let path = candidates.pop().unwrap();`), which is
+///    the `.generating` one since its LSN is above every renamed snapshot's;
+///    when it is short (`if len <= 12 { ... return Err(Error::corruption(None)); }`)
+///    or torn (`if crc_expected != crc_actual { ... return Err(Error::corruption(None)); }`)
+///    the open fails, and `read_snapshot_or_default` says so on purpose
+///    (`NB we want to error out if the read snapshot was corrupted.`). A kill
+///    leaves it empty between the create and the first write; a power cut
+///    before `sync_all` returns leaves it empty or torn. We delete it.
+///    A renamed `snap.N` is always whole: its bytes were fsynced before the
+///    rename (above), and older snapshots are removed only after the rename
+///    (`// clean up any old snapshots`), so a cut keeps one whole snapshot.
+/// 2. A torn `db/conf`. config.rs `write_config` (run by `verify_config` on
+///    `Ok(None) => self.write_config()`, i.e. only when there is none) does
+///    `f.write_all(&*bytes)?; f.write_all(&crc_arr)?;` with no fsync, and
+///    `read_config` rewrites a file of 8 bytes or less
+///    (`if f.metadata()?.len() <= 8 { ... return Ok(None); }`) but on a CRC
+///    mismatch only warns (`"crc for settings file {:?} failed! can't verify
+///    that config is safe"`) and parses the text without its last 4 bytes,
+///    which fails: a kill between the two writes of the first-ever open
+///    bricked the store. The file holds only `segment_size`,
+///    `use_compression` and `version`, which `verify_config` compares with
+///    the `Config` we open with (always sled's defaults here), so deleting a
+///    torn one loses nothing: sled writes the same again, and we then fsync
+///    it.
+///
+/// The cleanup holds the lock sled takes (config.rs `try_lock`: fs2
+/// `try_lock_exclusive`, i.e. `flock(LOCK_EX|LOCK_NB)` on `db/db`), so the
+/// files of a live process (the daemon) are never touched, and releases it
+/// just before sled takes it (two open files' flocks conflict even in one
+/// process). Cost: one open, flock, directory read and 62-byte read.
+mod crash {
+    use std::fs;
+    use std::io::ErrorKind;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::path::Path;
+
+    use super::StoreError;
+
+    /// What the cleanup found.
+    pub(super) struct Recovery {
+        /// sled writes `conf` in this open (first open, or a torn one was
+        /// removed): it must be made durable afterwards.
+        pub conf_rewritten: bool,
+    }
+
+    /// Remove what a dead open left in `db_dir` (see the module comment).
+    pub(super) fn recover(dir: &Path, db_dir: &Path) -> Result<Recovery, StoreError> {
+        let dir_err = |e: std::io::Error| StoreError::Dir(dir.to_owned(), e);
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(db_dir)
+            .map_err(dir_err)?;
+        // sled opens its log with `options.create(true)` too.
+        let log = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(db_dir.join("db"))
+            .map_err(dir_err)?;
+        match rustix::fs::flock(&log, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                return Err(StoreError::Locked(dir.to_owned()))
+            }
+            Err(e) => return Err(dir_err(e.into())),
+        }
+        let mut removed = false;
+        for entry in fs::read_dir(db_dir).map_err(dir_err)? {
+            let entry = entry.map_err(dir_err)?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("snap.") && name.ends_with(".generating") {
+                log::warn!(
+                    "store: removing {name}, a snapshot an interrupted open left unfinished"
+                );
+                fs::remove_file(entry.path()).map_err(dir_err)?;
+                removed = true;
+            }
+        }
+        let conf = db_dir.join("conf");
+        let conf_rewritten = match fs::read(&conf) {
+            Ok(bytes) if conf_is_whole(&bytes) => false,
+            Ok(_) => {
+                log::warn!("store: removing db/conf, torn by an interrupted first open");
+                fs::remove_file(&conf).map_err(dir_err)?;
+                removed = true;
+                true
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => true,
+            Err(e) => return Err(dir_err(e)),
+        };
+        if removed {
+            sync_dir(db_dir).map_err(dir_err)?;
+        }
+        // Closing our descriptor releases the lock for sled's own.
+        drop(log);
+        Ok(Recovery { conf_rewritten })
+    }
+
+    /// After sled wrote `conf` (unsynced): make it and the new directory
+    /// entries durable, so a power cut cannot tear it.
+    pub(super) fn sync_new_conf(dir: &Path, db_dir: &Path) -> Result<(), StoreError> {
+        let dir_err = |e: std::io::Error| StoreError::Dir(dir.to_owned(), e);
+        fs::File::open(db_dir.join("conf"))
+            .and_then(|f| f.sync_all())
+            .map_err(dir_err)?;
+        sync_dir(db_dir).map_err(dir_err)?;
+        sync_dir(dir).map_err(dir_err)
+    }
+
+    fn sync_dir(dir: &Path) -> std::io::Result<()> {
+        fs::File::open(dir)?.sync_all()
+    }
+
+    /// sled's `conf`: text, then the CRC-32 (IEEE, little-endian) of the
+    /// text (config.rs `write_config`); more than 8 bytes, as `read_config`
+    /// wants.
+    fn conf_is_whole(bytes: &[u8]) -> bool {
+        if bytes.len() <= 8 {
+            return false;
+        }
+        let (text, crc) = bytes.split_at(bytes.len() - 4);
+        crc.try_into()
+            .map(u32::from_le_bytes)
+            .is_ok_and(|crc| crc == crc32(text))
+    }
+
+    /// CRC-32/IEEE (what sled's `crc32fast` computes), bitwise: the input is
+    /// sled's ~60-byte conf, once per open.
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn crc32_is_ieee_and_conf_check_needs_the_whole_file() {
+            // The standard check value of CRC-32/IEEE.
+            assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+            let text = b"segment_size: 524288\nuse_compression: false\nversion: 0.34\n";
+            let mut conf = text.to_vec();
+            conf.extend_from_slice(&crc32(text).to_le_bytes());
+            assert!(conf_is_whole(&conf));
+            assert!(!conf_is_whole(&conf[..conf.len() - 4]));
+            assert!(!conf_is_whole(&conf[..8]));
+            assert!(!conf_is_whole(&[]));
+        }
     }
 }
 
