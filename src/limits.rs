@@ -321,3 +321,17 @@ pub const RSA_KEY_BITS: usize = 2048;
 /// Bytes read from the socket at a time while a request head comes in: most
 /// heads are under 2 KiB, so one read usually holds the whole head.
 pub const HTTP_HEAD_READ_CHUNK: usize = 2048;
+
+// --- Login limit (src/http/session.rs) --------------------------------------
+
+/// Password checks (PBKDF2, ~0.1 s of one core each on a Cortex-A53) running
+/// at once over all clients: 2 keeps at least half of a 2-4 core appliance
+/// for TLS handshakes and the PBX under a guessing attack from many
+/// addresses; one admin (and the API scripts) need one at a time. Beyond
+/// it a login gets 503 `busy` with `Retry-After`.
+pub const MAX_CONCURRENT_PASSWORD_CHECKS: usize = 2;
+
+/// `Retry-After` of a login refused because a check is running (from the
+/// same address, 429, or `MAX_CONCURRENT_PASSWORD_CHECKS` in all, 503): a
+/// check takes ~0.1 s, so a second is enough.
+pub const LOGIN_BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);

@@ -7,19 +7,25 @@
 //! `Shared::execute_async`, so every write rebuilds the SNI snapshot).
 //!
 //! The login flow: while no admin password is set, `/login` accepts only the
-//! one-time setup token (`Shared::setup_token`) and grants a session that can
-//! do nothing but set the password; setting it clears the token, and the
-//! session is replaced by a full one. Sessions live in `WebState`.
+//! setup token (`Shared::setup_token`), once: the login that presents it
+//! takes it, and gets a session that can do nothing but set the password
+//! (valid while no password is set); setting the password replaces that
+//! session by a full one. Sessions live in `WebState`. The login form and
+//! HTTP Basic on `/api/` share one path, `Admin::attempt_login`, and with it
+//! the limiter of `session` (counted before the check; one check per IP at a
+//! time; `MAX_CONCURRENT_PASSWORD_CHECKS` in all).
 //!
 //! What must hold: nothing but `/login` answers without a valid session (or
 //! Basic auth on `/api/`); every POST from a page carries the session's CSRF
 //! token and every API write by a session the `X-CSRF-Token` header; a
 //! request marked cross-site by the browser never writes; failed logins are
-//! rate-limited per IP; private keys never appear in a response.
+//! rate-limited per IP, and a guess is counted before its password hash is
+//! checked; the setup token opens at most one session; private keys never
+//! appear in a response.
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use base64ct::{Base64, Encoding};
 use serde_json::Value;
@@ -29,7 +35,7 @@ use super::form::Form;
 use super::html::{self, Line};
 use super::msg::{ct_eq, Head, Req, Resp};
 use super::server::Handler;
-use super::session::{Flash, Grant, SessionView, WebState};
+use super::session::{Flash, Grant, LoginRefused, SessionView, WebState};
 use super::{MAX_FORM_BODY_BYTES, MAX_IMPORT_BODY_BYTES, MAX_LOGIN_BODY_BYTES, SESSION_COOKIE};
 use crate::acme::AcmeChange;
 use crate::auth;
@@ -347,8 +353,22 @@ fn forbidden(api: bool, code: &str, message: &str) -> Resp {
     }
 }
 
-fn retry_after(wait: std::time::Duration) -> String {
-    wait.as_secs().saturating_add(1).to_string()
+/// Why a login attempt did not log in.
+#[derive(Debug)]
+enum LoginError {
+    /// Refused before any check (429 `rate-limited` or 503 `busy`).
+    Refused(LoginRefused),
+    /// Checked, and wrong (401 `unauthenticated`); the lockout it caused.
+    Wrong(Option<Duration>),
+    /// The store failed (its own code and status).
+    Store(Error),
+}
+
+/// `, locked out for N s` for the log line of a failed login.
+fn lockout_note(lockout: Option<Duration>) -> String {
+    lockout
+        .map(|d| format!(", locked out for {} s", d.as_secs()))
+        .unwrap_or_default()
 }
 
 impl Admin {
@@ -374,38 +394,92 @@ impl Admin {
             .clone()
     }
 
-    /// True while the setup token may still be used.
-    async fn setup_open(&self) -> bool {
-        self.setup_token().is_some() && matches!(self.password_is_set().await, Ok(false))
+    /// True while a setup session may still act: no password is set (the
+    /// token itself is gone once its one login took it).
+    async fn setup_session_valid(&self) -> bool {
+        matches!(self.password_is_set().await, Ok(false))
+    }
+
+    /// Take the setup token if `given` is it (constant-time compare under
+    /// the token's lock, so two logins cannot both take it).
+    fn take_setup_token(&self, given: &str) -> bool {
+        let mut token = self
+            .shared
+            .setup_token
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let matches = token
+            .as_deref()
+            .is_some_and(|t| !given.is_empty() && ct_eq(t.as_bytes(), given.as_bytes()));
+        if matches {
+            *token = None;
+        }
+        matches
+    }
+
+    /// One login attempt, for the login form and HTTP Basic alike: reserve
+    /// it in the limiter (counted as a failure until it succeeds), then
+    /// check `given` against the admin password (PBKDF2 on a blocking thread
+    /// that holds the reservation until the hash is done) or, with `setup`
+    /// and while no password is set, take the single-use setup token.
+    async fn attempt_login(&self, given: String, setup: bool) -> Result<Grant, LoginError> {
+        let set = self.password_is_set().await.map_err(LoginError::Store)?;
+        let attempt = self
+            .web
+            .begin_login(self.ip, Instant::now())
+            .map_err(|refused| {
+                log::debug!(
+                    "web admin: login from {} refused unchecked: {:?}",
+                    self.ip,
+                    refused
+                );
+                LoginError::Refused(refused)
+            })?;
+        if !set && setup {
+            return if self.take_setup_token(&given) {
+                attempt.succeeded();
+                log::info!(
+                    "web admin: setup token used from {}; it is void now",
+                    self.ip
+                );
+                Ok(Grant::Setup)
+            } else {
+                Err(LoginError::Wrong(attempt.failed(Instant::now())))
+            };
+        }
+        let shared = self.shared.clone();
+        smol::unblock(move || match auth::check_password(shared.store(), &given) {
+            Ok(true) => {
+                attempt.succeeded();
+                Ok(Grant::Admin)
+            }
+            Ok(false) => Err(LoginError::Wrong(attempt.failed(Instant::now()))),
+            // `attempt` drops: counted, as a failure.
+            Err(e) => Err(LoginError::Store(e)),
+        })
+        .await
     }
 
     async fn check_basic(&self, password: String) -> Result<Auth, Resp> {
-        let now = Instant::now();
-        if let Err(wait) = self.web.login_allowed(self.ip, now) {
-            return Err(Resp::json_error(
-                429,
-                "rate-limited",
-                "too many failed logins from this address; try again later",
-            )
-            .with("Retry-After", retry_after(wait)));
-        }
-        let shared = self.shared.clone();
-        let ok = smol::unblock(move || auth::check_password(shared.store(), &password)).await;
-        match ok {
-            Ok(true) => {
-                self.web.login_succeeded(self.ip);
-                Ok(Auth::Basic)
+        match self.attempt_login(password, false).await {
+            Ok(_) => Ok(Auth::Basic),
+            Err(LoginError::Refused(r)) => {
+                Err(Resp::json_error(r.status(), r.code(), &r.message())
+                    .with("Retry-After", r.retry_after_secs().to_string()))
             }
-            Ok(false) => {
-                log::warn!("web admin: failed API login from {}", self.ip);
-                self.web.login_failed(self.ip, now);
+            Err(LoginError::Wrong(lockout)) => {
+                log::warn!(
+                    "web admin: failed API login from {}{}",
+                    self.ip,
+                    lockout_note(lockout)
+                );
                 Err(Resp::json_error(
                     401,
                     "unauthenticated",
                     "wrong password (HTTP Basic, any user name, the admin password)",
                 ))
             }
-            Err(e) => Err(api::error_resp(&e)),
+            Err(LoginError::Store(e)) => Err(api::error_resp(&e)),
         }
     }
 
@@ -480,23 +554,6 @@ impl Admin {
     }
 
     async fn login_post(&self, req: &Req, old: Option<&SessionView>) -> Resp {
-        let now = Instant::now();
-        if let Err(wait) = self.web.login_allowed(self.ip, now) {
-            return self
-                .login_page(
-                    429,
-                    &[(
-                        "err",
-                        "rate-limited".into(),
-                        format!(
-                            "too many failed logins from this address; try again in {} s",
-                            retry_after(wait)
-                        ),
-                    )],
-                )
-                .await
-                .with("Retry-After", retry_after(wait));
-        }
         let form = match Form::parse(&req.body) {
             Ok(f) => f,
             Err(e) => {
@@ -506,45 +563,36 @@ impl Admin {
             }
         };
         let given = form.get("password").unwrap_or("").to_owned();
-        let set = match self.password_is_set().await {
-            Ok(set) => set,
-            Err(e) => return self.error_page(500, "Error", None, &e),
-        };
-        let grant = if set {
-            let shared = self.shared.clone();
-            let candidate = given.clone();
-            match smol::unblock(move || auth::check_password(shared.store(), &candidate)).await {
-                Ok(true) => Some(Grant::Admin),
-                Ok(false) => None,
-                Err(e) => return self.error_page(500, "Error", None, &e),
+        let grant = match self.attempt_login(given, true).await {
+            Ok(grant) => grant,
+            Err(LoginError::Refused(r)) => {
+                return self
+                    .login_page(r.status(), &[("err", r.code().into(), r.message())])
+                    .await
+                    .with("Retry-After", r.retry_after_secs().to_string())
             }
-        } else {
-            match self.setup_token() {
-                Some(token) if !given.is_empty() && ct_eq(token.as_bytes(), given.as_bytes()) => {
-                    Some(Grant::Setup)
-                }
-                _ => None,
+            Err(LoginError::Store(e)) => return self.error_page(500, "Error", None, &e),
+            Err(LoginError::Wrong(lockout)) => {
+                log::warn!(
+                    "web admin: failed login from {}{}",
+                    self.ip,
+                    lockout_note(lockout)
+                );
+                let what = match self.password_is_set().await {
+                    Ok(true) => "wrong password",
+                    _ if self.setup_token().is_some() => "wrong setup token",
+                    _ => {
+                        "no setup token is open: it works for one login only; restart \
+                         `pbx-certd serve` for a new one, or run `pbx-certd admin password` \
+                         on the appliance"
+                    }
+                };
+                return self
+                    .login_page(401, &[("err", "unauthenticated".into(), what.into())])
+                    .await;
             }
         };
-        let Some(grant) = grant else {
-            let lockout = self.web.login_failed(self.ip, now);
-            log::warn!(
-                "web admin: failed login from {}{}",
-                self.ip,
-                lockout
-                    .map(|d| format!(", locked out for {} s", d.as_secs()))
-                    .unwrap_or_default()
-            );
-            let what = if set {
-                "wrong password"
-            } else {
-                "wrong setup token"
-            };
-            return self
-                .login_page(401, &[("err", "unauthenticated".into(), what.into())])
-                .await;
-        };
-        self.web.login_succeeded(self.ip);
+        let now = Instant::now();
         if let Some(old) = old {
             self.web.remove(&old.id);
         }
@@ -1098,7 +1146,7 @@ impl Handler for Admin {
             .cookie(SESSION_COOKIE)
             .and_then(|id| self.web.get(id, now))
         {
-            if session.grant == Grant::Setup && !self.setup_open().await {
+            if session.grant == Grant::Setup && !self.setup_session_valid().await {
                 self.web.remove(&session.id);
             } else {
                 auth = Auth::Session(session);
@@ -1428,6 +1476,11 @@ mod tests {
         let r = c.form("/login", "password=the-setup-token");
         assert_eq!((r.status, r.header("location")), (303, Some("/password")));
         let setup_cookie = c.cookie.clone().unwrap();
+        // The token is single-use: a second login with it fails.
+        c.cookie = None;
+        assert_eq!(c.form("/login", "password=the-setup-token").status, 401);
+        assert!(c.admin.shared.setup_token.lock().unwrap().is_none());
+        c.cookie = Some(setup_cookie.clone());
         let r = c.call("GET", "/certs", &[], b"");
         assert_eq!((r.status, r.header("location")), (303, Some("/password")));
         let r = c.call("GET", "/api/certs", &[], b"");

@@ -3,8 +3,13 @@
 //!
 //! Authentication, either:
 //! - HTTP Basic with the admin password (any user name), e.g.
-//!   `curl -k -u admin:PASSWORD https://pbx:443/api/certs`; failed attempts
-//!   count against the same per-IP login limit as the login page; or
+//!   `curl -k -u admin:PASSWORD https://pbx:443/api/certs`; each request is
+//!   a login, through the same path and per-IP limit as the login page: it
+//!   is counted before the password hash is checked, one IP gets one check
+//!   at a time (a concurrent request from the same IP gets 429
+//!   `rate-limited`; run Basic requests one after another, or use a
+//!   session), and `MAX_CONCURRENT_PASSWORD_CHECKS` run in all (beyond
+//!   them 503 `busy`); or
 //! - the web admin's session cookie, plus the header `X-CSRF-Token: TOKEN` (the
 //!   value of the pages' hidden `csrf` field) on every POST and DELETE.
 //!
@@ -53,7 +58,8 @@
 //! `no-such-route`, 405 `method-not-allowed`, 409 `tenant-in-use` /
 //! `tenant-exists` / `dns-name-taken`, 413 `too-large` (request body),
 //! 415 `unsupported-media-type`, 429 `rate-limited` (with `Retry-After`),
-//! 503 `store-locked`, 500 other store failures.
+//! 503 `busy` (login checks, with `Retry-After`) / `store-locked`, 500 other
+//! store failures.
 //!
 //! What must hold: each route maps to exactly one `ops::Command`, so the API
 //! cannot drift from the CLI; writes go through `Shared::execute_async`.

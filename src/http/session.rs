@@ -6,15 +6,29 @@
 //! attempts are limited per client IP in a small fixed table, so guessing is
 //! slow and the table cannot grow.
 //!
+//! The login limiter: every attempt (login form or HTTP Basic, the same path)
+//! first takes a `LoginAttempt` from `WebState::begin_login`. Under the
+//! limiter's one lock that refuses the attempt (an IP locked out; an IP with
+//! a check already running; `MAX_CONCURRENT_PASSWORD_CHECKS` checks running
+//! in all) or reserves it: the attempt is counted as a failure, and the
+//! lockout that failure would cause is set, before the password hash is
+//! checked. Only `LoginAttempt::succeeded` takes that back (it forgets the
+//! IP's failures); a failed check, or an attempt dropped unfinished, stays
+//! counted and restarts the lockout from its end. So parallel guesses cannot
+//! overtake the count: one IP gets at most `LOGIN_FREE_FAILURES + 1` checks
+//! before its first lockout, however many it sends at once, and the PBKDF2
+//! work (`auth::check_password`) is bounded per IP and in all.
+//!
 //! What must hold: IDs and CSRF tokens come from the system RNG
 //! (`auth::random_token`); a session expires after `SESSION_IDLE` without
 //! use and after `SESSION_MAX_AGE` in any case; both tables are bounded
-//! (`MAX_SESSIONS`, `LOGIN_LIMITER_SLOTS`), evicting the oldest entry; a
-//! poisoned lock is recovered, never a panic. Time is passed in, for tests.
+//! (`MAX_SESSIONS`, `LOGIN_LIMITER_SLOTS`), evicting the oldest entry (never
+//! one with a check running); a poisoned lock is recovered, never a panic.
+//! Time is passed in, for tests.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{
@@ -23,6 +37,7 @@ use super::{
 };
 use crate::auth;
 use crate::error::Error;
+use crate::limits::{LOGIN_BUSY_RETRY_AFTER, MAX_CONCURRENT_PASSWORD_CHECKS};
 
 /// What a session may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,15 +87,133 @@ pub struct SessionView {
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     ip: IpAddr,
+    /// Attempts counted (reserved ones included) since the last success.
     failures: u32,
     last_failure: Instant,
     locked_until: Option<Instant>,
+    /// A check for this IP is running (at most one).
+    checking: bool,
+}
+
+/// The login limiter's table, under one lock.
+#[derive(Debug, Default)]
+struct Limiter {
+    slots: Vec<Slot>,
+    /// Checks running over all IPs (at most `MAX_CONCURRENT_PASSWORD_CHECKS`).
+    checking: usize,
+}
+
+/// Why a login attempt was refused before any check (nothing was counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginRefused {
+    /// Too many failed logins from this IP: locked out for this long more
+    /// (429 `rate-limited`).
+    LockedOut(Duration),
+    /// Another login from this IP is being checked; one at a time
+    /// (429 `rate-limited`).
+    InFlight,
+    /// `MAX_CONCURRENT_PASSWORD_CHECKS` logins are being checked already,
+    /// from other IPs: the server is busy, not this client at fault
+    /// (503 `busy`).
+    Busy,
+}
+
+impl LoginRefused {
+    /// Stable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            LoginRefused::LockedOut(_) | LoginRefused::InFlight => "rate-limited",
+            LoginRefused::Busy => "busy",
+        }
+    }
+
+    /// HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            LoginRefused::LockedOut(_) | LoginRefused::InFlight => 429,
+            LoginRefused::Busy => 503,
+        }
+    }
+
+    /// When to try again (the `Retry-After` header).
+    pub fn retry_after(&self) -> Duration {
+        match self {
+            LoginRefused::LockedOut(wait) => *wait,
+            LoginRefused::InFlight | LoginRefused::Busy => LOGIN_BUSY_RETRY_AFTER,
+        }
+    }
+
+    /// `Retry-After` in whole seconds, rounded up, at least 1.
+    pub fn retry_after_secs(&self) -> u64 {
+        let wait = self.retry_after();
+        wait.as_secs()
+            .saturating_add(u64::from(wait.subsec_nanos() > 0))
+            .max(1)
+    }
+
+    /// A sentence for the user.
+    pub fn message(&self) -> String {
+        let secs = self.retry_after_secs();
+        match self {
+            LoginRefused::LockedOut(_) => format!(
+                "too many failed logins from this address; try again in {secs} s"
+            ),
+            LoginRefused::InFlight => format!(
+                "another login from this address is being checked; one at a time, try again in {secs} s"
+            ),
+            LoginRefused::Busy => format!(
+                "too many logins are being checked at once; try again in {secs} s"
+            ),
+        }
+    }
+}
+
+/// A login attempt reserved by `WebState::begin_login`: already counted as a
+/// failure of its IP. `succeeded` forgets the IP's failures; `failed`, or
+/// dropping it unfinished, keeps the count and restarts the lockout from
+/// then. Either way its check slot is given back. It may move to the thread
+/// that runs the hash, so the slot is held exactly as long as the hash runs.
+#[derive(Debug)]
+pub struct LoginAttempt {
+    web: Arc<WebState>,
+    ip: IpAddr,
+    done: bool,
+}
+
+impl LoginAttempt {
+    /// The password or token was right.
+    pub fn succeeded(mut self) {
+        self.done = true;
+        self.web.finish_login(self.ip, true, Instant::now());
+    }
+
+    /// The password or token was wrong: the lockout this causes, if any,
+    /// counted from `now`.
+    pub fn failed(mut self, now: Instant) -> Option<Duration> {
+        self.done = true;
+        self.web.finish_login(self.ip, false, now)
+    }
+}
+
+impl Drop for LoginAttempt {
+    fn drop(&mut self) {
+        if !self.done {
+            self.web.finish_login(self.ip, false, Instant::now());
+        }
+    }
 }
 
 /// Process-wide state of the web admin.
 pub struct WebState {
     sessions: Mutex<HashMap<String, Session>>,
-    limiter: Mutex<Vec<Slot>>,
+    limiter: Mutex<Limiter>,
+}
+
+impl std::fmt::Debug for WebState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the session IDs.
+        f.write_str("WebState")
+    }
 }
 
 impl Default for WebState {
@@ -94,7 +227,10 @@ impl WebState {
     pub fn new() -> WebState {
         WebState {
             sessions: Mutex::new(HashMap::new()),
-            limiter: Mutex::new(Vec::with_capacity(LOGIN_LIMITER_SLOTS)),
+            limiter: Mutex::new(Limiter {
+                slots: Vec::with_capacity(LOGIN_LIMITER_SLOTS),
+                checking: 0,
+            }),
         }
     }
 
@@ -102,7 +238,7 @@ impl WebState {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn slots(&self) -> std::sync::MutexGuard<'_, Vec<Slot>> {
+    fn limiter(&self) -> std::sync::MutexGuard<'_, Limiter> {
         self.limiter.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -177,63 +313,97 @@ impl WebState {
         self.sessions().len()
     }
 
-    /// `Err(wait)` while this IP is locked out.
-    pub fn login_allowed(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
-        let slots = self.slots();
-        match slots
-            .iter()
-            .find(|s| s.ip == ip)
-            .and_then(|s| s.locked_until)
-        {
-            Some(until) if until > now => Err(until - now),
-            _ => Ok(()),
-        }
-    }
-
-    /// Count a failed login; returns the lockout it causes, if any.
-    pub fn login_failed(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
-        let mut slots = self.slots();
-        let index = match slots.iter().position(|s| s.ip == ip) {
-            Some(i) => i,
-            None => {
-                let fresh = Slot {
-                    ip,
-                    failures: 0,
-                    last_failure: now,
-                    locked_until: None,
-                };
-                if slots.len() < LOGIN_LIMITER_SLOTS {
-                    slots.push(fresh);
-                    slots.len() - 1
-                } else {
-                    // Replace the entry whose last failure is oldest.
-                    let i = slots
-                        .iter()
-                        .enumerate()
-                        .min_by_key(|(_, s)| s.last_failure)
-                        .map(|(i, _)| i)
-                        .unwrap_or(0);
-                    if let Some(slot) = slots.get_mut(i) {
-                        *slot = fresh;
-                    }
-                    i
-                }
+    /// Reserve one login attempt from `ip` (see the module header), or say
+    /// why not. Nothing is counted for a refused attempt.
+    pub fn begin_login(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        now: Instant,
+    ) -> Result<LoginAttempt, LoginRefused> {
+        let mut limiter = self.limiter();
+        let found = limiter.slots.iter().position(|s| s.ip == ip);
+        if let Some(slot) = found.and_then(|i| limiter.slots.get(i)) {
+            match slot.locked_until {
+                Some(until) if until > now => return Err(LoginRefused::LockedOut(until - now)),
+                _ => {}
             }
+            if slot.checking {
+                return Err(LoginRefused::InFlight);
+            }
+        }
+        if limiter.checking >= MAX_CONCURRENT_PASSWORD_CHECKS {
+            return Err(LoginRefused::Busy);
+        }
+        let index = match found {
+            Some(i) => i,
+            None => limiter.new_slot(ip, now).ok_or(LoginRefused::Busy)?,
         };
-        let slot = slots.get_mut(index)?;
+        let slot = limiter.slots.get_mut(index).ok_or(LoginRefused::Busy)?;
         if now.saturating_duration_since(slot.last_failure) > LOGIN_LOCKOUT_RESET {
             slot.failures = 0;
         }
+        // Counted now, before the check: only `succeeded` takes it back.
         slot.failures = slot.failures.saturating_add(1);
+        slot.last_failure = now;
+        slot.locked_until = lockout_for(slot.failures).map(|d| now + d);
+        slot.checking = true;
+        limiter.checking += 1;
+        Ok(LoginAttempt {
+            web: self.clone(),
+            ip,
+            done: false,
+        })
+    }
+
+    /// End a reserved attempt: give its check slot back; forget the IP's
+    /// failures after a success; restart the lockout from `now` after a
+    /// failure (the check may have outlasted the lockout set at reservation).
+    fn finish_login(&self, ip: IpAddr, ok: bool, now: Instant) -> Option<Duration> {
+        let mut limiter = self.limiter();
+        limiter.checking = limiter.checking.saturating_sub(1);
+        let index = limiter.slots.iter().position(|s| s.ip == ip)?;
+        if ok {
+            limiter.slots.swap_remove(index);
+            return None;
+        }
+        let slot = limiter.slots.get_mut(index)?;
+        slot.checking = false;
         slot.last_failure = now;
         let lockout = lockout_for(slot.failures);
         slot.locked_until = lockout.map(|d| now + d);
         lockout
     }
 
-    /// Forget the failures of an IP after a successful login.
-    pub fn login_succeeded(&self, ip: IpAddr) {
-        self.slots().retain(|s| s.ip != ip);
+    /// Checks running now (tests, diagnostics).
+    pub fn checks_running(&self) -> usize {
+        self.limiter().checking
+    }
+}
+
+impl Limiter {
+    /// A fresh slot for `ip`; when the table is full it replaces the slot
+    /// whose last failure is oldest, never one with a check running.
+    fn new_slot(&mut self, ip: IpAddr, now: Instant) -> Option<usize> {
+        let fresh = Slot {
+            ip,
+            failures: 0,
+            last_failure: now,
+            locked_until: None,
+            checking: false,
+        };
+        if self.slots.len() < LOGIN_LIMITER_SLOTS {
+            self.slots.push(fresh);
+            return Some(self.slots.len() - 1);
+        }
+        let i = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.checking)
+            .min_by_key(|(_, s)| s.last_failure)
+            .map(|(i, _)| i)?;
+        *self.slots.get_mut(i)? = fresh;
+        Some(i)
     }
 }
 
@@ -337,51 +507,135 @@ mod tests {
         );
     }
 
+    /// A failed check from `ip` at `now`: the lockout it causes.
+    fn fail(web: &Arc<WebState>, addr: IpAddr, now: Instant) -> Option<Duration> {
+        web.begin_login(addr, now).unwrap().failed(now)
+    }
+
     #[test]
     fn limiter_locks_out_one_ip_only_and_forgives_success() {
-        let web = WebState::new();
+        let web = Arc::new(WebState::new());
         let now = Instant::now();
         for _ in 0..LOGIN_FREE_FAILURES {
-            assert_eq!(web.login_failed(ip(1), now), None);
-            assert!(web.login_allowed(ip(1), now).is_ok());
+            assert_eq!(fail(&web, ip(1), now), None);
         }
-        assert_eq!(web.login_failed(ip(1), now), Some(LOGIN_LOCKOUT_BASE));
-        assert_eq!(web.login_allowed(ip(1), now), Err(LOGIN_LOCKOUT_BASE));
-        assert!(web.login_allowed(ip(2), now).is_ok());
-        assert!(web.login_allowed(ip(1), now + LOGIN_LOCKOUT_BASE).is_ok());
+        assert_eq!(fail(&web, ip(1), now), Some(LOGIN_LOCKOUT_BASE));
+        assert_eq!(
+            web.begin_login(ip(1), now).unwrap_err(),
+            LoginRefused::LockedOut(LOGIN_LOCKOUT_BASE)
+        );
+        assert!(web.begin_login(ip(2), now).is_ok());
         // The next failure doubles the lockout.
         let later = now + LOGIN_LOCKOUT_BASE;
-        assert_eq!(web.login_failed(ip(1), later), Some(LOGIN_LOCKOUT_BASE * 2));
-        web.login_succeeded(ip(1));
-        assert!(web.login_allowed(ip(1), later).is_ok());
-        assert_eq!(web.login_failed(ip(1), later), None);
+        assert_eq!(fail(&web, ip(1), later), Some(LOGIN_LOCKOUT_BASE * 2));
+        let later = later + LOGIN_LOCKOUT_BASE * 2;
+        web.begin_login(ip(1), later).unwrap().succeeded();
+        assert_eq!(fail(&web, ip(1), later), None, "a success forgets");
+        assert_eq!(web.checks_running(), 0);
+    }
+
+    #[test]
+    fn an_attempt_is_counted_before_its_check() {
+        let web = Arc::new(WebState::new());
+        let now = Instant::now();
+        for _ in 0..LOGIN_FREE_FAILURES {
+            assert_eq!(fail(&web, ip(1), now), None);
+        }
+        // The attempt that will cause the lockout locks the IP as soon as
+        // it is reserved, while its check still runs.
+        let sixth = web.begin_login(ip(1), now).unwrap();
+        assert_eq!(
+            web.begin_login(ip(1), now).unwrap_err(),
+            LoginRefused::LockedOut(LOGIN_LOCKOUT_BASE)
+        );
+        // A slow check: the lockout runs from its end.
+        let end = now + LOGIN_LOCKOUT_BASE * 3;
+        assert_eq!(sixth.failed(end), Some(LOGIN_LOCKOUT_BASE));
+        assert_eq!(
+            web.begin_login(ip(1), end + LOGIN_LOCKOUT_BASE / 2)
+                .unwrap_err(),
+            LoginRefused::LockedOut(LOGIN_LOCKOUT_BASE / 2)
+        );
+        // An attempt dropped unfinished (its request cancelled) stays counted.
+        let later = end + LOGIN_LOCKOUT_BASE;
+        drop(web.begin_login(ip(1), later).unwrap());
+        let slot = *web.limiter().slots.iter().find(|s| s.ip == ip(1)).unwrap();
+        assert_eq!(slot.failures, LOGIN_FREE_FAILURES + 2);
+        assert!(!slot.checking && slot.locked_until.is_some());
+        assert_eq!(web.checks_running(), 0);
+    }
+
+    #[test]
+    fn one_check_per_ip_and_a_global_bound() {
+        let web = Arc::new(WebState::new());
+        let now = Instant::now();
+        let first = web.begin_login(ip(1), now).unwrap();
+        let refused = web.begin_login(ip(1), now).unwrap_err();
+        assert_eq!(refused, LoginRefused::InFlight);
+        assert_eq!((refused.status(), refused.code()), (429, "rate-limited"));
+        assert_eq!(refused.retry_after_secs(), 1);
+        let mut running = vec![first];
+        for n in 2..=MAX_CONCURRENT_PASSWORD_CHECKS {
+            running.push(web.begin_login(ip(n as u8), now).unwrap());
+        }
+        let busy = web.begin_login(ip(200), now).unwrap_err();
+        assert_eq!(busy, LoginRefused::Busy);
+        assert_eq!((busy.status(), busy.code()), (503, "busy"));
+        assert_eq!(web.checks_running(), MAX_CONCURRENT_PASSWORD_CHECKS);
+        // Refusals counted nothing: ip(200) has no slot, ip(1) one failure.
+        running.pop().unwrap().succeeded();
+        running.pop().unwrap().failed(now);
+        assert!(web.begin_login(ip(200), now).is_ok());
+        assert_eq!(
+            web.limiter()
+                .slots
+                .iter()
+                .find(|s| s.ip == ip(1))
+                .map(|s| s.failures),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn refusals_say_when_to_retry() {
+        let locked = LoginRefused::LockedOut(Duration::from_millis(1500));
+        assert_eq!(locked.retry_after_secs(), 2);
+        assert!(locked.message().contains("in 2 s"));
+        assert_eq!(
+            LoginRefused::LockedOut(Duration::ZERO).retry_after_secs(),
+            1
+        );
     }
 
     #[test]
     fn limiter_forgets_old_failures() {
-        let web = WebState::new();
+        let web = Arc::new(WebState::new());
         let now = Instant::now();
         for _ in 0..LOGIN_FREE_FAILURES {
-            web.login_failed(ip(1), now);
+            fail(&web, ip(1), now);
         }
         let much_later = now + LOGIN_LOCKOUT_RESET + Duration::from_secs(1);
-        assert_eq!(web.login_failed(ip(1), much_later), None);
+        assert_eq!(fail(&web, ip(1), much_later), None);
     }
 
     #[test]
     fn limiter_table_is_bounded() {
-        let web = WebState::new();
+        let web = Arc::new(WebState::new());
         let now = Instant::now();
         for _ in 0..=LOGIN_FREE_FAILURES {
-            web.login_failed(ip(0), now);
+            fail(&web, ip(0), now);
         }
-        assert!(web.login_allowed(ip(0), now).is_err());
+        assert!(web.begin_login(ip(0), now).is_err());
+        // A check running keeps its slot whatever its age.
+        let running = web.begin_login(ip(9), now).unwrap();
         for i in 0..LOGIN_LIMITER_SLOTS {
             let addr = IpAddr::from([10, 0, (i >> 8) as u8, i as u8]);
-            web.login_failed(addr, now + Duration::from_millis(1 + i as u64));
+            fail(&web, addr, now + Duration::from_millis(1 + i as u64));
         }
-        assert_eq!(web.slots().len(), LOGIN_LIMITER_SLOTS);
+        assert_eq!(web.limiter().slots.len(), LOGIN_LIMITER_SLOTS);
+        assert!(web.limiter().slots.iter().any(|s| s.ip == ip(9)));
+        drop(running);
         // The oldest entry (ip 0) was replaced.
-        assert!(web.login_allowed(ip(0), now).is_ok());
+        assert!(web.begin_login(ip(0), now).is_ok());
     }
 }
