@@ -339,8 +339,10 @@ pub const MAX_UNPROVEN_PER_IP: usize = 16;
 pub const UNPROVEN_TLS_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Whole life of a port-80 connection: an ACME HTTP-01 check or a redirect
-/// is one short request, so a slowloris holds a slot at most this long.
-pub const PLAIN_HTTP_DEADLINE: Duration = Duration::from_secs(10);
+/// is one short request, so a slowloris holds a slot at most this long; 2 s
+/// past `HTTP_FIRST_REQUEST_TIMEOUT`, so a slow head still gets its 408.
+pub const PLAIN_HTTP_DEADLINE: Duration =
+    Duration::from_secs(HTTP_FIRST_REQUEST_TIMEOUT.as_secs() + 2);
 
 /// Established TLS connections of the HTTPS listener (web admin, API): a few
 /// admins with ~6 browser connections each need far fewer; ~10 MiB at most.
