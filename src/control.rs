@@ -152,11 +152,6 @@ impl ControlGate {
         self.clients.set(n + 1);
         Some(ClientSlot(self.clients.clone()))
     }
-
-    /// Clients being served now.
-    pub fn clients(&self) -> usize {
-        self.clients.get()
-    }
 }
 
 /// Read one request line (with its newline), its buffer counted in the
