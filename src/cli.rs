@@ -268,7 +268,11 @@ pub struct ServeArgs {
     /// Extra TLS listener forwarding to a local TCP service (repeatable).
     #[arg(long = "tls-forward", value_name = "LISTEN=TARGET")]
     pub tls_forward: Vec<crate::serve::Forward>,
-    /// Config file with `https = ADDR`, `http = ADDR`, `tls-forward = L=T` lines.
+    /// Established connections from one client IP (IPv6: one /64) per listener [default: 128].
+    #[arg(long = "max-conns-per-ip", value_name = "N")]
+    pub max_conns_per_ip: Option<crate::serve::MaxConnsPerIp>,
+    /// Config file with `https = ADDR`, `http = ADDR`, `tls-forward = L=T`,
+    /// `max-conns-per-ip = N` lines.
     #[arg(long)]
     pub config: Option<PathBuf>,
 }
@@ -957,6 +961,15 @@ fn read_config(path: &std::path::Path, args: &mut ServeArgs) -> Result<(), Strin
             "http" => {
                 args.http.get_or_insert_with(|| value.to_owned());
             }
+            "max-conns-per-ip" => {
+                if args.max_conns_per_ip.is_none() {
+                    args.max_conns_per_ip = Some(
+                        value
+                            .parse()
+                            .map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?,
+                    );
+                }
+            }
             "tls-forward" => args.tls_forward.push(
                 value
                     .parse()
@@ -995,6 +1008,7 @@ fn run_serve(data_dir: PathBuf, mut args: ServeArgs, json: bool) -> i32 {
             https: listen_addr(args.https.as_deref(), "0.0.0.0:443")?,
             http: listen_addr(args.http.as_deref(), "0.0.0.0:80")?,
             forwards: args.tls_forward.clone(),
+            max_conns_per_ip: args.max_conns_per_ip.unwrap_or_default(),
         })
     })();
     let config = match config {

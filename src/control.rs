@@ -9,19 +9,32 @@
 //! `{"ok": VALUE}` or the `{"error":{"code","message"}}` of `Error::to_json`.
 //!
 //! What must hold: the socket is mode 0600 inside the 0700 data directory
-//! (only the daemon's user can reach it); requests are bounded
-//! (`MAX_CONTROL_REQUEST_BYTES`); one slow client does not block others.
+//! (only the daemon's user can reach it); one slow client does not block
+//! others; and no client set can grow the daemon without bound: at most
+//! `MAX_CONTROL_CLIENTS` are served at once (more get `busy`), a request line
+//! is at most `MAX_CONTROL_REQUEST_BYTES` (`too-large`), all unfinished lines
+//! together hold at most `MAX_CONTROL_BUFFERED_BYTES` (a line that would pass
+//! it gets `busy`), a request must arrive within `CONTROL_READ_TIMEOUT`
+//! (`timeout`) and the reply is written within `CONTROL_WRITE_TIMEOUT`.
 
+use std::cell::Cell;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
+
+use smol::future::FutureExt as _;
 
 use serde_json::{json, Value};
 
 use crate::daemon::Shared;
 use crate::error::Error;
-use crate::limits::{CONTROL_CLIENT_TIMEOUT_SECS, MAX_CONTROL_REQUEST_BYTES};
+use crate::limits::{
+    CONTROL_CLIENT_TIMEOUT_SECS, CONTROL_READ_CHUNK, CONTROL_READ_TIMEOUT, CONTROL_WRITE_TIMEOUT,
+    MAX_CONTROL_BUFFERED_BYTES, MAX_CONTROL_CLIENTS, MAX_CONTROL_REPLY_BYTES,
+    MAX_CONTROL_REQUEST_BYTES,
+};
 use crate::ops::Command;
 
 /// The socket's file name inside the data directory.
@@ -42,32 +55,201 @@ pub fn bind(data_dir: &Path) -> std::io::Result<smol::net::unix::UnixListener> {
     Ok(listener)
 }
 
-/// Serve one control connection.
-pub async fn serve_connection(shared: Arc<Shared>, stream: smol::net::unix::UnixStream) {
-    use smol::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-    let mut reader =
-        smol::io::BufReader::new(stream.clone()).take(MAX_CONTROL_REQUEST_BYTES as u64);
-    let mut line = Vec::new();
-    let reply = match reader.read_until(b'\n', &mut line).await {
-        Ok(_) if line.last() == Some(&b'\n') => match serde_json::from_slice::<Command>(&line) {
-            Ok(command) => match shared.execute_async(command).await {
-                Ok(value) => json!({ "ok": value }),
-                Err(e) => e.to_json(),
-            },
-            Err(e) => {
-                json!({"error": {"code": "bad-request", "message": format!("bad control request: {e}")}})
-            }
-        },
-        Ok(_) => {
-            json!({"error": {"code": "too-large", "message": "control request too large or incomplete"}})
+/// Why the daemon refused a control request before running it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestError {
+    /// `MAX_CONTROL_CLIENTS` are being served, or the unfinished lines of all
+    /// clients would pass `MAX_CONTROL_BUFFERED_BYTES`.
+    Busy,
+    /// The line is longer than `MAX_CONTROL_REQUEST_BYTES`.
+    TooLarge,
+    /// The client closed before the end of the line.
+    Incomplete,
+    /// The line did not arrive within `CONTROL_READ_TIMEOUT`.
+    Timeout,
+    /// The line is not a command (JSON error), or reading failed.
+    BadRequest(String),
+}
+
+impl RequestError {
+    /// Stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RequestError::Busy => "busy",
+            RequestError::TooLarge => "too-large",
+            RequestError::Incomplete => "incomplete",
+            RequestError::Timeout => "timeout",
+            RequestError::BadRequest(_) => "bad-request",
         }
-        Err(e) => json!({"error": {"code": "bad-request", "message": e.to_string()}}),
+    }
+
+    fn to_json(&self) -> Value {
+        let message = match self {
+            RequestError::Busy => {
+                "the daemon is serving too many control requests; try again".into()
+            }
+            RequestError::TooLarge => format!(
+                "control request larger than {} bytes",
+                MAX_CONTROL_REQUEST_BYTES
+            ),
+            RequestError::Incomplete => "control request ended before its newline".into(),
+            RequestError::Timeout => format!(
+                "control request not received within {} s",
+                CONTROL_READ_TIMEOUT.as_secs()
+            ),
+            RequestError::BadRequest(why) => format!("bad control request: {why}"),
+        };
+        json!({"error": {"code": self.code(), "message": message}})
+    }
+}
+
+/// The bounds all control connections share (one per daemon; cheap to clone).
+#[derive(Clone, Default)]
+pub struct ControlGate {
+    clients: Rc<Cell<usize>>,
+    buffered: Rc<Cell<usize>>,
+}
+
+/// A control client's place; given back on drop.
+struct ClientSlot(Rc<Cell<usize>>);
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+/// Bytes of the shared line budget held by one client; given back on drop.
+struct Reserved {
+    pool: Rc<Cell<usize>>,
+    bytes: usize,
+}
+
+impl Reserved {
+    fn grow(&mut self, more: usize) -> Result<(), RequestError> {
+        let used = self.pool.get();
+        if used.saturating_add(more) > MAX_CONTROL_BUFFERED_BYTES {
+            return Err(RequestError::Busy);
+        }
+        self.pool.set(used + more);
+        self.bytes += more;
+        Ok(())
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        self.pool.set(self.pool.get().saturating_sub(self.bytes));
+    }
+}
+
+impl ControlGate {
+    fn enter(&self) -> Option<ClientSlot> {
+        let n = self.clients.get();
+        if n >= MAX_CONTROL_CLIENTS {
+            return None;
+        }
+        self.clients.set(n + 1);
+        Some(ClientSlot(self.clients.clone()))
+    }
+}
+
+/// Read one request line (with its newline), its buffer counted in the
+/// shared budget: capacity grows by doubling, never past the request bound.
+async fn read_line(
+    stream: &mut smol::net::unix::UnixStream,
+    gate: &ControlGate,
+) -> Result<(Vec<u8>, Reserved), RequestError> {
+    use smol::io::AsyncReadExt;
+    let mut reserved = Reserved {
+        pool: gate.buffered.clone(),
+        bytes: 0,
     };
-    let mut stream = stream;
+    let mut line: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; CONTROL_READ_CHUNK];
+    reserved.grow(chunk.len())?;
+    loop {
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| RequestError::BadRequest(e.to_string()))?;
+        if n == 0 {
+            return Err(RequestError::Incomplete);
+        }
+        let data = &chunk[..n];
+        let (data, done) = match data.iter().position(|&b| b == b'\n') {
+            Some(i) => (&data[..=i], true),
+            None => (data, false),
+        };
+        let len = line.len() + data.len();
+        if len > MAX_CONTROL_REQUEST_BYTES {
+            return Err(RequestError::TooLarge);
+        }
+        if len > line.capacity() {
+            let cap = len
+                .max(line.capacity().saturating_mul(2))
+                .min(MAX_CONTROL_REQUEST_BYTES);
+            reserved.grow(cap - line.capacity())?;
+            line.reserve_exact(cap - line.len());
+        }
+        line.extend_from_slice(data);
+        if done {
+            return Ok((line, reserved));
+        }
+    }
+}
+
+async fn write_reply(stream: &mut smol::net::unix::UnixStream, reply: &Value) {
+    use smol::io::AsyncWriteExt;
     let mut out = reply.to_string();
     out.push('\n');
-    let _ = stream.write_all(out.as_bytes()).await;
-    let _ = stream.flush().await;
+    let write = async {
+        let _ = stream.write_all(out.as_bytes()).await;
+        let _ = stream.flush().await;
+    };
+    write
+        .or(async {
+            smol::Timer::after(CONTROL_WRITE_TIMEOUT).await;
+            log::debug!("control socket: reply not taken in time");
+        })
+        .await;
+}
+
+/// Serve one control connection.
+pub async fn serve_connection(
+    shared: Arc<Shared>,
+    mut stream: smol::net::unix::UnixStream,
+    gate: ControlGate,
+) {
+    let Some(_slot) = gate.enter() else {
+        log::debug!("control socket: {MAX_CONTROL_CLIENTS} clients already; busy");
+        write_reply(&mut stream, &RequestError::Busy.to_json()).await;
+        return;
+    };
+    let read = async { read_line(&mut stream, &gate).await }
+        .or(async {
+            smol::Timer::after(CONTROL_READ_TIMEOUT).await;
+            Err(RequestError::Timeout)
+        })
+        .await;
+    let command = read.and_then(|(line, reserved)| {
+        let command = serde_json::from_slice::<Command>(&line)
+            .map_err(|e| RequestError::BadRequest(e.to_string()));
+        // The line and its share of the budget go before the command runs.
+        drop((line, reserved));
+        command
+    });
+    let reply = match command {
+        Ok(command) => match shared.execute_async(command).await {
+            Ok(value) => json!({ "ok": value }),
+            Err(e) => e.to_json(),
+        },
+        Err(e) => {
+            log::debug!("control socket: refused a request: {}", e.code());
+            e.to_json()
+        }
+    };
+    write_reply(&mut stream, &reply).await;
 }
 
 /// Why the CLI could not use the daemon.
@@ -92,7 +274,7 @@ pub fn request(data_dir: &Path, command: &Command) -> Result<Result<Value, Value
         .write_all(&line)
         .map_err(|e| ClientError::BadReply(e.to_string()))?;
     let mut reply = String::new();
-    BufReader::new(stream.take(MAX_CONTROL_REQUEST_BYTES as u64))
+    BufReader::new(stream.take(MAX_CONTROL_REPLY_BYTES as u64))
         .read_line(&mut reply)
         .map_err(|e| ClientError::BadReply(e.to_string()))?;
     let mut value: Value =
@@ -140,5 +322,31 @@ impl From<ClientError> for Error {
                 "bad reply from the daemon: {why}"
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::MAX_BOX_BYTES;
+    use crate::pki::KindRequest;
+
+    #[test]
+    fn request_bound_fits_an_import_of_two_maximal_boxes() {
+        // The CLI reads each box bounded to MAX_BOX_BYTES + 1 and sends it on,
+        // so the import rule (not the socket) refuses a box that is too big.
+        let command = Command::Import {
+            cert: vec![b'x'; MAX_BOX_BYTES + 1],
+            key: Some(vec![b'y'; MAX_BOX_BYTES + 1]),
+            kind: KindRequest::StirShaken,
+        };
+        let len = serde_json::to_vec(&command).unwrap().len() + 1;
+        assert!(
+            len <= MAX_CONTROL_REQUEST_BYTES,
+            "{len} > {MAX_CONTROL_REQUEST_BYTES}"
+        );
+        // ... and not much more than that.
+        assert!(MAX_CONTROL_REQUEST_BYTES < len + len / 4);
+        const { assert!(MAX_CONTROL_BUFFERED_BYTES >= MAX_CONTROL_REQUEST_BYTES) };
     }
 }

@@ -11,6 +11,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod acme;
+pub mod admission;
 pub mod auth;
 pub mod certs;
 pub mod cli;

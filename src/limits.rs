@@ -56,21 +56,16 @@ pub const MAX_PASSWORD_LEN: usize = 256;
 /// Cortex-A53, slow enough for a stolen store, fast enough for a login.
 pub const PBKDF2_ITERATIONS: u32 = 100_000;
 
-/// Largest control-socket request or reply: an import of two 1 MiB boxes,
-/// Base64-encoded in JSON, plus room; also bounds `certs --json` replies.
-pub const MAX_CONTROL_REQUEST_BYTES: usize = 8 * 1024 * 1024;
+/// Largest control-socket request line: an import of two boxes of
+/// `MAX_BOX_BYTES` + 1 (the CLI's bounded read) grows to 4/3 in Base64, so
+/// 2.67 MiB of JSON; 3 MiB leaves room. Replies: `MAX_CONTROL_REPLY_BYTES`.
+pub const MAX_CONTROL_REQUEST_BYTES: usize = 3 * MAX_BOX_BYTES;
 
 /// How long the CLI waits for the daemon's reply (an import with a full
 /// snapshot rebuild of thousands of certificates takes well under this).
 pub const CONTROL_CLIENT_TIMEOUT_SECS: u64 = 120;
 
-/// Most simultaneous TCP connections over all listeners: bounds memory on a
-/// small appliance (each TLS connection costs ~40 KiB of buffers).
-pub const MAX_CONNECTIONS: usize = 512;
-
-/// Longest time a TLS handshake may take before the connection is dropped,
-/// so half-open or slow clients cannot hold connection slots.
-pub const TLS_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
+// Connection slots: per listener, see "Connection admission" at the end.
 
 /// How long a `--tls-forward` connection to its local target may take.
 pub const FORWARD_CONNECT_TIMEOUT_SECS: u64 = 5;
@@ -335,3 +330,80 @@ pub const MAX_CONCURRENT_PASSWORD_CHECKS: usize = 2;
 /// same address, 429, or `MAX_CONCURRENT_PASSWORD_CHECKS` in all, 503): a
 /// check takes ~0.1 s, so a second is enough.
 pub const LOGIN_BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+// --- Connection admission and the control socket (src/admission.rs, --------
+// --- src/serve.rs, src/control.rs) -------------------------------------------
+
+/// Unproven connections (in their TLS handshake, or a whole port-80
+/// connection) one listener holds at once; when full, the oldest is dropped
+/// for the newcomer. A handshake takes one or two round trips, so 64 covers
+/// a burst of 64 phones re-registering at the same instant (the dropped ones
+/// retry) at ~64 fds and ~2.5 MiB of buffers per listener.
+pub const MAX_UNPROVEN_PER_LISTENER: usize = 64;
+
+/// Unproven connections one client IP (IPv6: one /64) holds at once on one
+/// listener; the newcomer over it is refused at once (no handshake work), so
+/// one host cannot push everyone else's handshakes out of the budget.
+/// Phones behind one NAT that all reboot at once retry the refused ones.
+pub const MAX_UNPROVEN_PER_IP: usize = 16;
+
+/// Time an unproven TLS connection gets to finish its handshake: one or two
+/// round trips plus the signature, well under a second even on a slow link;
+/// 5 s also covers emulated test builds. Idle or slow connections go quickly.
+pub const UNPROVEN_TLS_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Whole life of a port-80 connection: an ACME HTTP-01 check or a redirect
+/// is one short request, so a slowloris holds a slot at most this long; 2 s
+/// past `HTTP_FIRST_REQUEST_TIMEOUT`, so a slow head still gets its 408.
+pub const PLAIN_HTTP_DEADLINE: Duration =
+    Duration::from_secs(HTTP_FIRST_REQUEST_TIMEOUT.as_secs() + 2);
+
+/// Established TLS connections of the HTTPS listener (web admin, API): a few
+/// admins with ~6 browser connections each need far fewer; ~10 MiB at most.
+pub const MAX_ESTABLISHED_HTTPS: usize = 256;
+
+/// Established connections of each `--tls-forward` listener: one long-lived
+/// SIP-TLS connection per phone; ~60 KiB and two fds (client and target)
+/// each, so ~30 MiB and 1024 fds when full.
+pub const MAX_ESTABLISHED_PER_FORWARD: usize = 512;
+
+/// Default established connections from one client IP (IPv6: one /64) per
+/// listener (`serve --max-conns-per-ip`): generous, since an office's phones
+/// share their NAT's address; half the HTTPS budget, so one address cannot
+/// hold all of it.
+pub const DEFAULT_MAX_CONNS_PER_IP: usize = 128;
+
+/// Largest `--max-conns-per-ip` accepted: above every listener's budget, so a
+/// larger number would mean nothing and is more likely a typo.
+pub const MAX_CONNS_PER_IP_SETTING: usize = 65_536;
+
+/// At most one admission summary line per listener this often (each drop is
+/// logged at debug), so a flood cannot fill the log.
+pub const ADMISSION_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// File descriptors kept for the store, listeners, logs and the blocking
+/// pool on top of the connection budgets when `serve` sizes RLIMIT_NOFILE.
+pub const FD_RESERVE: u64 = 128;
+
+/// Control-socket clients served at once; more get `busy`. The CLI opens one
+/// per command, so 16 covers parallel scripts.
+pub const MAX_CONTROL_CLIENTS: usize = 16;
+
+/// Bytes all control clients together may hold in unfinished request lines:
+/// two maximal imports at once. A third large line gets `busy` instead of
+/// making N clients hold N x `MAX_CONTROL_REQUEST_BYTES`.
+pub const MAX_CONTROL_BUFFERED_BYTES: usize = 2 * MAX_CONTROL_REQUEST_BYTES;
+
+/// Bytes read from a control client per read call (the line grows from it).
+pub const CONTROL_READ_CHUNK: usize = 64 * 1024;
+
+/// Time a control client gets to send its whole request line: the CLI
+/// writes at once, and 3 MiB over a Unix socket take milliseconds.
+pub const CONTROL_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Time the daemon's reply write may take: the CLI reads at once.
+pub const CONTROL_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest control-socket reply the CLI reads (`certs --json` of thousands
+/// of certificates, a full `roots show`).
+pub const MAX_CONTROL_REPLY_BYTES: usize = 8 * 1024 * 1024;

@@ -7,16 +7,18 @@
 //!
 //! What must hold: every connection is its own task on one `LocalExecutor`
 //! (picoserve handlers are `!Send`), so a slow or idle client never blocks
-//! another; store I/O runs on smol's blocking pool; total connections are
-//! bounded (`MAX_CONNECTIONS`); a failed handshake is logged and the process
-//! lives on; SIGTERM/SIGINT stop accepting, give open connections
-//! `SHUTDOWN_GRACE_SECS`, then flush the store and remove the socket.
+//! another; store I/O runs on smol's blocking pool; every listener admits
+//! connections through its own `admission::Gate` (unproven and established
+//! budgets, per-IP caps, oldest unproven dropped first), so one client or one
+//! listener's flood cannot lock others out; the process's RLIMIT_NOFILE is
+//! raised (within the hard limit) to hold every budget; a failed handshake is
+//! logged and the process lives on; SIGTERM/SIGINT stop accepting, give open
+//! connections `SHUTDOWN_GRACE_SECS`, then flush the store and remove the
+//! socket.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,12 +28,15 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};
 use smol::LocalExecutor;
 
+use crate::admission::{Budget, Gate, Ticket};
 use crate::certs;
 use crate::clock;
 use crate::daemon::Shared;
 use crate::limits::{
-    FORWARD_CONNECT_TIMEOUT_SECS, FORWARD_COPY_BUFFER_BYTES, MAX_CONNECTIONS, SELF_SIGNED_DAYS,
-    SHUTDOWN_GRACE_SECS, TLS_HANDSHAKE_TIMEOUT_SECS,
+    DEFAULT_MAX_CONNS_PER_IP, FD_RESERVE, FORWARD_CONNECT_TIMEOUT_SECS, FORWARD_COPY_BUFFER_BYTES,
+    MAX_CONNS_PER_IP_SETTING, MAX_CONTROL_CLIENTS, MAX_ESTABLISHED_HTTPS,
+    MAX_ESTABLISHED_PER_FORWARD, MAX_UNPROVEN_PER_IP, MAX_UNPROVEN_PER_LISTENER,
+    PLAIN_HTTP_DEADLINE, SELF_SIGNED_DAYS, SHUTDOWN_GRACE_SECS, UNPROVEN_TLS_DEADLINE,
 };
 use crate::pki::{Kind, KindRequest};
 use crate::store::{Source, Store, StoreError};
@@ -65,6 +70,31 @@ impl std::str::FromStr for Forward {
     }
 }
 
+/// `--max-conns-per-ip N` / `max-conns-per-ip = N`: established connections
+/// from one client IP (IPv6: one /64) per listener. Parsed here only, for the
+/// flag and the config file alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxConnsPerIp(pub usize);
+
+impl Default for MaxConnsPerIp {
+    fn default() -> MaxConnsPerIp {
+        MaxConnsPerIp(DEFAULT_MAX_CONNS_PER_IP)
+    }
+}
+
+impl std::str::FromStr for MaxConnsPerIp {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<MaxConnsPerIp, String> {
+        match s.trim().parse::<usize>() {
+            Ok(n) if (1..=MAX_CONNS_PER_IP_SETTING).contains(&n) => Ok(MaxConnsPerIp(n)),
+            _ => Err(format!(
+                "max-conns-per-ip must be a number from 1 to {MAX_CONNS_PER_IP_SETTING}, got {s}"
+            )),
+        }
+    }
+}
+
 /// What `serve` runs.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -76,6 +106,91 @@ pub struct ServeConfig {
     pub http: Option<SocketAddr>,
     /// Extra TLS listeners forwarding to local services.
     pub forwards: Vec<Forward>,
+    /// Established connections from one client IP per listener.
+    pub max_conns_per_ip: MaxConnsPerIp,
+}
+
+impl ServeConfig {
+    /// The HTTPS listener's admission budget.
+    fn https_budget(&self) -> Budget {
+        Budget {
+            unproven: MAX_UNPROVEN_PER_LISTENER,
+            unproven_per_ip: MAX_UNPROVEN_PER_IP,
+            established: MAX_ESTABLISHED_HTTPS,
+            established_per_ip: self.max_conns_per_ip.0,
+        }
+    }
+
+    /// The port-80 listener's: every connection stays unproven.
+    fn http_budget(&self) -> Budget {
+        Budget {
+            unproven: MAX_UNPROVEN_PER_LISTENER,
+            unproven_per_ip: MAX_UNPROVEN_PER_IP,
+            established: 0,
+            established_per_ip: 0,
+        }
+    }
+
+    /// Each `--tls-forward` listener's.
+    fn forward_budget(&self) -> Budget {
+        Budget {
+            unproven: MAX_UNPROVEN_PER_LISTENER,
+            unproven_per_ip: MAX_UNPROVEN_PER_IP,
+            established: MAX_ESTABLISHED_PER_FORWARD,
+            established_per_ip: self.max_conns_per_ip.0,
+        }
+    }
+
+    /// File descriptors every budget together may hold (a forwarded
+    /// connection holds two: client and target), plus the control clients
+    /// and `FD_RESERVE`.
+    pub fn fds_needed(&self) -> u64 {
+        let conns = |b: Budget, fds_each: usize| b.unproven + b.established * fds_each;
+        let mut n = MAX_CONTROL_CLIENTS;
+        if self.https.is_some() {
+            n += conns(self.https_budget(), 1);
+        }
+        if self.http.is_some() {
+            n += conns(self.http_budget(), 1);
+        }
+        n += self.forwards.len() * conns(self.forward_budget(), 2);
+        u64::try_from(n)
+            .unwrap_or(u64::MAX)
+            .saturating_add(FD_RESERVE)
+    }
+}
+
+/// Raise the soft RLIMIT_NOFILE towards `needed` (never above the hard
+/// limit) and say what the daemon can hold.
+fn raise_fd_limit(needed: u64) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let current = limit.current.unwrap_or(u64::MAX);
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    let mut have = current;
+    if current < needed {
+        let want = needed.min(hard);
+        if want > current
+            && setrlimit(
+                Resource::Nofile,
+                Rlimit {
+                    current: Some(want),
+                    maximum: limit.maximum,
+                },
+            )
+            .is_ok()
+        {
+            have = want;
+        }
+    }
+    if have < needed {
+        log::warn!(
+            "open-file limit {have} (hard {hard}) is below the {needed} the connection budgets can use; \
+             when it is reached new connections wait (raise LimitNOFILE)"
+        );
+    } else {
+        log::debug!("open-file limit {have} (connection budgets need {needed})");
+    }
 }
 
 /// Why the daemon could not start or stopped with an error.
@@ -172,33 +287,6 @@ pub fn ensure_self_signed(store: &Store) -> Result<Option<String>, ServeError> {
     Ok(Some(imported.id))
 }
 
-/// Counts open connections; the guard decrements on drop.
-#[derive(Clone, Default)]
-struct Slots(Rc<Cell<usize>>);
-
-struct Slot(Rc<Cell<usize>>);
-
-impl Slots {
-    fn take(&self) -> Option<Slot> {
-        let n = self.0.get();
-        if n >= MAX_CONNECTIONS {
-            return None;
-        }
-        self.0.set(n + 1);
-        Some(Slot(self.0.clone()))
-    }
-
-    fn open(&self) -> usize {
-        self.0.get()
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.set(self.0.get().saturating_sub(1));
-    }
-}
-
 fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, ServeError> {
     // std bind, then hand to smol: same socket options, synchronous errors.
     let std = std::net::TcpListener::bind(addr)
@@ -215,21 +303,25 @@ async fn with_timeout<T>(secs: u64, f: impl Future<Output = T>) -> Option<T> {
         .await
 }
 
+/// The TLS handshake of an unproven connection, then its promotion to the
+/// established budget; `None` when either fails (logged).
 async fn tls_accept(
     acceptor: &TlsAcceptor,
     tcp: TcpStream,
     peer: SocketAddr,
+    ticket: &mut Ticket,
 ) -> Option<futures_rustls::server::TlsStream<TcpStream>> {
-    match with_timeout(TLS_HANDSHAKE_TIMEOUT_SECS, acceptor.accept(tcp)).await {
-        Some(Ok(tls)) => Some(tls),
-        Some(Err(e)) => {
-            log::info!("TLS handshake with {peer} failed: {e}");
+    match ticket
+        .unproven(UNPROVEN_TLS_DEADLINE, acceptor.accept(tcp))
+        .await
+    {
+        Ok(Ok(tls)) => ticket.establish().ok().map(|()| tls),
+        Ok(Err(e)) => {
+            ticket.gate().handshake_failed(peer.ip(), &e);
             None
         }
-        None => {
-            log::debug!("TLS handshake with {peer} timed out");
-            None
-        }
+        // Logged by admission (rate-limited).
+        Err(_) => None,
     }
 }
 
@@ -290,6 +382,7 @@ where
 /// Run the daemon until `shutdown` completes.
 pub fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
     let store = Store::open(&config.data_dir)?;
+    raise_fd_limit(config.fds_needed());
     ensure_self_signed(&store)?;
     let setup_needed =
         !crate::auth::password_is_set(&store).map_err(|e| ServeError::SelfSigned(e.to_string()))?;
@@ -325,7 +418,7 @@ async fn serve_all(
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let slots = Slots::default();
+    let mut gates = Vec::new();
     let mut ready = Vec::new();
     let mut loops: Vec<std::pin::Pin<Box<dyn Future<Output = ()> + '_>>> = Vec::new();
 
@@ -342,15 +435,16 @@ async fn serve_all(
         )
         .map_err(ServeError::Tls)?;
         let acceptor = TlsAcceptor::from(tls);
-        let (shared, slots) = (shared.clone(), slots.clone());
+        let shared = shared.clone();
+        let gate = Gate::new(format!("https {local}"), config.https_budget());
+        gates.push(gate.clone());
         loops.push(Box::pin(accept_loop(
             listener,
-            slots,
-            move |tcp, peer, slot| {
+            gate,
+            move |tcp, peer, mut ticket| {
                 let (acceptor, shared) = (acceptor.clone(), shared.clone());
                 ex.spawn(async move {
-                    let _slot = slot;
-                    if let Some(tls) = tls_accept(&acceptor, tcp, peer).await {
+                    if let Some(tls) = tls_accept(&acceptor, tcp, peer, &mut ticket).await {
                         crate::http::serve_https(shared, tls, peer).await;
                     }
                 })
@@ -364,15 +458,19 @@ async fn serve_all(
             .local_addr()
             .map_err(|e| ServeError::Bind(addr.to_string(), e))?;
         ready.push(format!("http={local}"));
-        let (shared, slots) = (shared.clone(), slots.clone());
+        let shared = shared.clone();
+        let gate = Gate::new(format!("http {local}"), config.http_budget());
+        gates.push(gate.clone());
         loops.push(Box::pin(accept_loop(
             listener,
-            slots,
-            move |tcp, _peer, slot| {
+            gate,
+            move |tcp, _peer, mut ticket| {
                 let shared = shared.clone();
                 ex.spawn(async move {
-                    let _slot = slot;
-                    crate::http::serve_http(shared, tcp, https_port).await;
+                    // The whole port-80 connection is unproven: deadline,
+                    // and dropped first when the budget is full.
+                    let serve = crate::http::serve_http(shared, tcp, https_port);
+                    let _ = ticket.unproven(PLAIN_HTTP_DEADLINE, serve).await;
                 })
                 .detach();
             },
@@ -388,14 +486,15 @@ async fn serve_all(
             crate::tls::server_config(shared.clone(), &[]).map_err(ServeError::Tls)?,
         );
         let target = fwd.target;
+        let gate = Gate::new(format!("forward {local}"), config.forward_budget());
+        gates.push(gate.clone());
         loops.push(Box::pin(accept_loop(
             listener,
-            slots.clone(),
-            move |tcp, peer, slot| {
+            gate,
+            move |tcp, peer, mut ticket| {
                 let acceptor = acceptor.clone();
                 ex.spawn(async move {
-                    let _slot = slot;
-                    if let Some(tls) = tls_accept(&acceptor, tcp, peer).await {
+                    if let Some(tls) = tls_accept(&acceptor, tcp, peer, &mut ticket).await {
                         forward(tls, target, peer).await;
                     }
                 })
@@ -411,12 +510,17 @@ async fn serve_all(
     })?;
     {
         let shared = shared.clone();
+        let control_gate = crate::control::ControlGate::default();
         loops.push(Box::pin(async move {
             loop {
                 match control.accept().await {
                     Ok((stream, _)) => {
-                        ex.spawn(crate::control::serve_connection(shared.clone(), stream))
-                            .detach();
+                        ex.spawn(crate::control::serve_connection(
+                            shared.clone(),
+                            stream,
+                            control_gate.clone(),
+                        ))
+                        .detach();
                     }
                     Err(e) => {
                         log::warn!("control socket: {e}");
@@ -459,27 +563,35 @@ async fn serve_all(
         .await;
     };
     all.or(shutdown).await;
-    log::info!(
-        "shutting down: no new connections; {} still open",
-        slots.open()
-    );
+    let open: usize = gates
+        .iter()
+        .map(|g| {
+            let (unproven, established) = g.open();
+            unproven + established
+        })
+        .sum();
+    log::info!("shutting down: no new connections; {open} still open");
     Ok(())
 }
 
 async fn accept_loop(
     listener: TcpListener,
-    slots: Slots,
-    on_conn: impl Fn(TcpStream, SocketAddr, Slot),
+    gate: Gate,
+    on_conn: impl Fn(TcpStream, SocketAddr, Ticket),
 ) {
     loop {
         match listener.accept().await {
-            Ok((tcp, peer)) => match slots.take() {
-                Some(slot) => {
+            Ok((tcp, peer)) => {
+                // A refused connection is closed here (`tcp` dropped); the
+                // gate logs it, rate-limited.
+                if let Ok(ticket) = gate.admit(peer.ip()) {
                     let _ = tcp.set_nodelay(true);
-                    on_conn(tcp, peer, slot);
+                    on_conn(tcp, peer, ticket);
                 }
-                None => log::warn!("connection limit ({MAX_CONNECTIONS}) reached; dropping {peer}"),
-            },
+                // Let the handshakes run between accepts, so a burst in the
+                // backlog does not push them out of the budget unread.
+                smol::future::yield_now().await;
+            }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 log::warn!("accept failed: {e}");
