@@ -422,12 +422,15 @@ async fn serve_all(
     let mut ready = Vec::new();
     let mut loops: Vec<std::pin::Pin<Box<dyn Future<Output = ()> + '_>>> = Vec::new();
 
-    let https_port = config.https.map_or(443, |a| a.port());
+    // Port 80 redirects to the port HTTPS really listens on (`--https ADDR:0`
+    // binds a free one), else to 443 (HTTPS behind a port forward).
+    let mut https_port = 443;
     if let Some(addr) = config.https {
         let listener = bind(addr, "https")?;
         let local = listener
             .local_addr()
             .map_err(|e| ServeError::Bind(addr.to_string(), e))?;
+        https_port = local.port();
         ready.push(format!("https={local}"));
         let tls = crate::tls::server_config(
             shared.clone(),

@@ -53,12 +53,6 @@ struct Setup {
     client: Client,
 }
 
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-}
-
 fn start() -> Setup {
     let pbx = Pbx::new();
     let ca = root("http-hardening test CA");
@@ -66,15 +60,9 @@ fn start() -> Setup {
     let server = leaf(&[NAME]).signed_by(&ca);
     pbx.import_chain(&server, &[&ca], &[]);
     pbx.ok_true(&["system", "set", "--dns", SYSTEM]);
-    // Fixed ports: the redirect names the HTTPS port as configured.
-    let (https, http) = (free_addr(), free_addr());
-    let mut cmd = pbx.command(&[
-        "serve",
-        "--https",
-        &https.to_string(),
-        "--http",
-        &http.to_string(),
-    ]);
+    // Ports picked by the daemon: the redirect must name the port HTTPS
+    // really listens on, not the `0` it was given.
+    let mut cmd = pbx.command(&["serve", "--https", "127.0.0.1:0", "--http", "127.0.0.1:0"]);
     let (child, log) = spawn(&mut cmd, Drain::Always, true);
     let (ready, _) = wait_ready(&log, Duration::from_secs(60));
     let https = addr(&ready, "https=").expect("https address");
