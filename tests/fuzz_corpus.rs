@@ -101,7 +101,7 @@ fn seeds_reach_their_paths() {
 // Seeds
 // ---------------------------------------------------------------------------
 
-use common::{leaf, openssl_text, root, Pki};
+use common::{leaf, openssl_text, Pki};
 
 fn write(target: &str, name: &str, data: impl AsRef<[u8]>) {
     let dir = corpus_dir(target);
@@ -456,21 +456,21 @@ fn acme_seeds() {
     write(
         "acme_response",
         "bad-nonce-bare-json",
-        br#"{"type":"urn:ietf:params:acme:error:badNonce","detail":"JWS has an invalid anti-replay nonce"}"#.to_vec(),
+        br#"{"type":"urn:ietf:params:acme:error:badNonce","detail":"JWS has an invalid anti-replay nonce"}"#,
     );
     write(
         "acme_response",
         "no-content",
-        b"HTTP/1.1 204 No Content\r\nReplay-Nonce: n\r\n\r\n".to_vec(),
+        b"HTTP/1.1 204 No Content\r\nReplay-Nonce: n\r\n\r\n",
     );
     write(
         "acme_response",
         "short-body",
-        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"a\":1}".to_vec(),
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"a\":1}",
     );
     // The issued certificate (DER, with AKI) as ARI's cert_id reads it.
     let pki = Pki::new();
-    let mut builder = leaf(&["pbx.acme.test"]).serial(0x0087_6543_21);
+    let mut builder = leaf(&["pbx.acme.test"]).serial(0x8765_4321);
     builder.params.use_authority_key_identifier_extension = true;
     let issued = pki.leaf(builder);
     write(
@@ -491,7 +491,6 @@ fn acme_seeds() {
             pki.chain_pem(&issued).as_bytes(),
         ),
     );
-    let _ = root;
 }
 
 fn dns_seeds() {
