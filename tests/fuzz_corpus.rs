@@ -227,48 +227,31 @@ fn import_seeds() {
         "pkcs8-encrypted-key",
         import_input(b'a', &pki.chain_pem(&domain), Some(&pkcs8_enc)),
     );
-    // RSA 2048, PKCS#1 key, self-signed by openssl.
-    let rsa = openssl_text(&["genrsa", "-traditional", "2048"], None);
-    let rsa_file = openssl_file(tmp.path(), "rsa.pem", &rsa);
-    let rsa_cert = openssl_text(
-        &[
-            "req",
-            "-x509",
-            "-key",
-            &rsa_file,
-            "-subj",
-            "/CN=rsa.example.test",
-            "-addext",
-            "subjectAltName=DNS:rsa.example.test",
-            "-days",
-            "3650",
-        ],
-        None,
-    );
-    write(
-        "import",
-        "rsa-pkcs1",
-        import_input(b's', &rsa_cert, Some(&rsa)),
-    );
-    // Ed25519.
-    let ed = openssl_text(&["genpkey", "-algorithm", "ed25519"], None);
-    let ed_file = openssl_file(tmp.path(), "ed.pem", &ed);
-    let ed_cert = openssl_text(
-        &[
-            "req",
-            "-x509",
-            "-key",
-            &ed_file,
-            "-subj",
-            "/CN=ed.example.test",
-            "-addext",
-            "subjectAltName=DNS:ed.example.test",
-            "-days",
-            "3650",
-        ],
-        None,
-    );
-    write("import", "ed25519", import_input(b'a', &ed_cert, Some(&ed)));
+    // RSA 2048 (PKCS#1 key) and Ed25519, self-signed by openssl.
+    for (name, kind, genkey) in [
+        ("rsa-pkcs1", b's', &["genrsa", "-traditional", "2048"][..]),
+        ("ed25519", b'a', &["genpkey", "-algorithm", "ed25519"][..]),
+    ] {
+        let key = openssl_text(genkey, None);
+        let key_file = openssl_file(tmp.path(), &format!("{name}.pem"), &key);
+        let host = format!("{name}.example.test");
+        let cert = openssl_text(
+            &[
+                "req",
+                "-x509",
+                "-key",
+                &key_file,
+                "-subj",
+                &format!("/CN={host}"),
+                "-addext",
+                &format!("subjectAltName=DNS:{host}"),
+                "-days",
+                "3650",
+            ],
+            None,
+        );
+        write("import", name, import_input(kind, &cert, Some(&key)));
+    }
     // Broken boxes.
     write(
         "import",
