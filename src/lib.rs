@@ -5,7 +5,9 @@
 //! Module map: `pem`/`pki` (pure import rules), `names` (DNS names, RFC 6125),
 //! `store` (sled behind a small `Kv` trait), `tenant`, `certs`, `roots`,
 //! `snapshot` (the lock-free SNI map), `ops` (one function per command),
-//! `cli` (the command-line contract), `limits`, `error`, `clock`.
+//! `cli` (the command-line contract), `limits`, `error`, `clock`;
+//! `fuzz_entry` (arbitrary bytes into each untrusted-input path, for
+//! `tests/fuzz` and `tests/fuzz_corpus.rs`).
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
@@ -20,6 +22,7 @@ pub mod control;
 pub mod daemon;
 pub mod dns;
 pub mod error;
+pub mod fuzz_entry;
 pub mod http;
 pub mod limits;
 pub mod localca;

@@ -79,9 +79,36 @@ pub async fn renewal_info_url(
             format!("ACME directory answered {}", resp.status),
         ));
     }
-    let dir: serde_json::Value = serde_json::from_slice(&resp.body)
+    renewal_info_of(&resp.body)
+}
+
+/// The `renewalInfo` URL of a directory object (RFC 9773 §3), if any.
+pub fn renewal_info_of(directory: &[u8]) -> Result<Option<String>, AcmeError> {
+    let dir: serde_json::Value = serde_json::from_slice(directory)
         .map_err(|e| AcmeError::new("bad-response", format!("ACME directory: {e}")))?;
     Ok(dir["renewalInfo"].as_str().map(str::to_owned))
+}
+
+/// The `suggestedWindow` of a renewalInfo object (RFC 9773 §4.2) as Unix
+/// seconds `(start, end)`, checked to end no earlier than it starts.
+pub fn suggested_window(body: &[u8]) -> Result<(i64, i64), AcmeError> {
+    let info: RenewalInfo = serde_json::from_slice(body)
+        .map_err(|e| AcmeError::new("bad-response", format!("ARI: {e}")))?;
+    let parse = |t: &str| {
+        crate::clock::parse_rfc3339(t)
+            .ok_or_else(|| AcmeError::new("bad-response", format!("ARI: bad time {t:?}")))
+    };
+    let (start, end) = (
+        parse(&info.suggested_window.start)?,
+        parse(&info.suggested_window.end)?,
+    );
+    if end < start {
+        return Err(AcmeError::new(
+            "bad-response",
+            "ARI: window ends before it starts",
+        ));
+    }
+    Ok((start, end))
 }
 
 /// Fetch the suggested window for a leaf (RFC 9773 §4.2) and pick the
@@ -106,22 +133,7 @@ pub async fn fetch(
             format!("ARI answered {}", resp.status),
         ));
     }
-    let info: RenewalInfo = serde_json::from_slice(&resp.body)
-        .map_err(|e| AcmeError::new("bad-response", format!("ARI: {e}")))?;
-    let parse = |t: &str| {
-        crate::clock::parse_rfc3339(t)
-            .ok_or_else(|| AcmeError::new("bad-response", format!("ARI: bad time {t:?}")))
-    };
-    let (start, end) = (
-        parse(&info.suggested_window.start)?,
-        parse(&info.suggested_window.end)?,
-    );
-    if end < start {
-        return Err(AcmeError::new(
-            "bad-response",
-            "ARI: window ends before it starts",
-        ));
-    }
+    let (start, end) = suggested_window(&resp.body)?;
     if let Some(p) = previous.filter(|p| p.start == start && p.end == end) {
         return Ok(Some(p));
     }

@@ -73,17 +73,7 @@ pub async fn zone_servers(primary: &str, zone: &str) -> Result<Vec<String>, DnsE
             msg.header().rcode()
         )));
     }
-    let mut hosts: Vec<Name<Vec<u8>>> = Vec::new();
-    for record in msg
-        .answer()
-        .map_err(|_| bad("malformed"))?
-        .limit_to::<Ns<_>>()
-    {
-        let record = record.map_err(|_| bad("malformed NS record"))?;
-        if record.owner() == &zone_name && hosts.len() < MAX_ZONE_NAME_SERVERS {
-            hosts.push(dname(&record.data().nsdname().to_string())?);
-        }
-    }
+    let hosts = ns_hosts(primary, &msg, &zone_name)?;
     let mut out: Vec<String> = Vec::new();
     let mut push = |ip: std::net::IpAddr| {
         let s = std::net::SocketAddr::new(ip, 53).to_string();
@@ -116,8 +106,34 @@ pub async fn zone_servers(primary: &str, zone: &str) -> Result<Vec<String>, DnsE
     Ok(out)
 }
 
+/// The hosts the NS RRset of `zone_name` names in `msg`'s answer section
+/// (at most `MAX_ZONE_NAME_SERVERS`).
+pub(crate) fn ns_hosts(
+    primary: &str,
+    msg: &Message<Vec<u8>>,
+    zone_name: &Name<Vec<u8>>,
+) -> Result<Vec<Name<Vec<u8>>>, DnsError> {
+    let bad = |why: &str| DnsError::BadResponse(format!("{primary}: {why}"));
+    let mut hosts: Vec<Name<Vec<u8>>> = Vec::new();
+    for record in msg
+        .answer()
+        .map_err(|_| bad("malformed"))?
+        .limit_to::<Ns<_>>()
+    {
+        let record = record.map_err(|_| bad("malformed NS record"))?;
+        if record.owner() == zone_name && hosts.len() < MAX_ZONE_NAME_SERVERS {
+            hosts.push(dname(&record.data().nsdname().to_string())?);
+        }
+    }
+    Ok(hosts)
+}
+
 /// A/AAAA addresses of `host` in the additional (`glue`) or answer section.
-fn addresses(msg: &Message<Vec<u8>>, host: &Name<Vec<u8>>, glue: bool) -> Vec<std::net::IpAddr> {
+pub(crate) fn addresses(
+    msg: &Message<Vec<u8>>,
+    host: &Name<Vec<u8>>,
+    glue: bool,
+) -> Vec<std::net::IpAddr> {
     let section = if glue { msg.additional() } else { msg.answer() };
     let Ok(section) = section else {
         return Vec::new();
@@ -140,7 +156,11 @@ fn addresses(msg: &Message<Vec<u8>>, host: &Name<Vec<u8>>, glue: bool) -> Vec<st
 }
 
 /// The TXT values owned by `name` in the answer section.
-fn txt_values(server: &str, name: &Name<Vec<u8>>, answer: &[u8]) -> Result<Vec<String>, DnsError> {
+pub(crate) fn txt_values(
+    server: &str,
+    name: &Name<Vec<u8>>,
+    answer: &[u8],
+) -> Result<Vec<String>, DnsError> {
     let bad = |why: &str| DnsError::BadResponse(format!("{server}: {why}"));
     let msg = Message::from_octets(answer).map_err(|_| bad("short message"))?;
     let rcode = msg.header().rcode();

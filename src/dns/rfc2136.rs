@@ -101,7 +101,7 @@ impl Rfc2136 {
     }
 
     /// Build a signed UPDATE for one TXT record; `add` or delete.
-    fn message(
+    pub(crate) fn message(
         &self,
         fqdn: &str,
         value: &str,
@@ -153,7 +153,7 @@ impl Rfc2136 {
         Err(last)
     }
 
-    fn check_answer(
+    pub(crate) fn check_answer(
         &self,
         tran: &ClientTransaction<&Key>,
         answer: Vec<u8>,

@@ -59,12 +59,12 @@ async fn with_timeout<T>(
 }
 
 /// Is `answer` a reply to `request` (same ID, QR set)?
-fn is_reply(request: &[u8], answer: &[u8]) -> bool {
+pub(crate) fn is_reply(request: &[u8], answer: &[u8]) -> bool {
     answer.len() >= 12 && request.len() >= 2 && answer[..2] == request[..2] && answer[2] & 0x80 != 0
 }
 
 /// The TC bit.
-fn truncated(answer: &[u8]) -> bool {
+pub(crate) fn truncated(answer: &[u8]) -> bool {
     answer.get(2).is_some_and(|b| b & 0x02 != 0)
 }
 
