@@ -7,6 +7,7 @@
 #      real binary),
 #   2. the same suite for aarch64 and armv7 (musl) under qemu-user
 #      (scripts/test-qemu.sh),
+#   2b. a libFuzzer smoke run of each fuzz target (scripts/fuzz.sh smoke),
 #   3. the appliance boot tests: each release binary in a Debian kernel under
 #      qemu-system (scripts/qemu-boot.sh aarch64|armv7).
 #
@@ -21,6 +22,8 @@ need_apt=()
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
+# libFuzzer (scripts/fuzz.sh, through libfuzzer-sys) is C++.
+command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
 # DNS-01 tests run a real BIND9 (scripts/dns-peer.sh) and check with dig.
 [ -x /usr/sbin/named ] || command -v named >/dev/null 2>&1 || need_apt+=(bind9)
 command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
@@ -42,6 +45,8 @@ scripts/acme-peers.sh up
 # Benches are not tests: they run with `cargo bench` (see README).
 cargo test --locked --lib --bins --tests "$@"
 $native_only && exit 0
+
+scripts/fuzz.sh smoke            # libFuzzer smoke run of each fuzz target (README "Fuzzing")
 
 scripts/test-qemu.sh all
 scripts/build-arm.sh all         # release binaries (sizes printed) for the boot tests
