@@ -5,10 +5,10 @@
 # then runs
 #   1. the native suite: unit tests and integration tests (they drive the
 #      real binary),
-#   2. the same suite for aarch64 and armv7 (musl) under qemu-user
+#   2. a libFuzzer smoke run of each fuzz target (scripts/fuzz.sh smoke),
+#   3. the same suite for aarch64 and armv7 (musl) under qemu-user
 #      (scripts/test-qemu.sh),
-#   2b. a libFuzzer smoke run of each fuzz target (scripts/fuzz.sh smoke),
-#   3. the appliance boot tests: each release binary in a Debian kernel under
+#   4. the appliance boot tests: each release binary in a Debian kernel under
 #      qemu-system (scripts/qemu-boot.sh aarch64|armv7).
 #
 #   scripts/test.sh                    all of it (CI runs this)
