@@ -50,6 +50,12 @@ for a in "${arches[@]}"; do
         [ -e /proc/sys/fs/binfmt_misc/register ] \
             || $SUDO mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true
         $SUDO update-binfmts --enable "$q" >/dev/null 2>&1 || true
+        # No binfmt-support or systemd-binfmt (a container, a fresh CI
+        # machine): register qemu-user-binfmt's own entry by hand.
+        conf="/usr/lib/binfmt.d/$q.conf"
+        if [ ! -e "$entry" ] && [ -f "$conf" ]; then
+            grep -v '^#' "$conf" | $SUDO tee /proc/sys/fs/binfmt_misc/register >/dev/null || true
+        fi
     fi
     if [ ! -e "$entry" ] || ! grep -qx enabled "$entry"; then
         echo "test-qemu: binfmt_misc has no enabled $q entry; the tests start ARM" \
