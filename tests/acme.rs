@@ -15,6 +15,8 @@
 //! Set `PBX_CERTD_NO_PEERS=1` only where the peers cannot run: the tests then
 //! pass without checking anything (and say so).
 
+#[path = "common/accept_any.rs"]
+mod accept_any;
 #[path = "common/fake_cloudflare.rs"]
 mod fake_cloudflare;
 #[path = "common/fake_digitalocean.rs"]
@@ -24,6 +26,7 @@ mod https_server;
 #[path = "common/serve.rs"]
 mod serve;
 
+use accept_any::{client_config, AcceptAny};
 use serve::cli;
 
 use std::collections::HashMap;
@@ -1254,61 +1257,14 @@ fn dns01_without_a_provider_for_the_name_is_no_dns_provider() {
     daemon.stop();
 }
 
-/// Accepts any server certificate and records the leaf (we test choice here).
-#[derive(Debug)]
-struct Capture(Mutex<Option<Vec<u8>>>);
-
-impl rustls::client::danger::ServerCertVerifier for Capture {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        *self.0.lock().unwrap() = Some(end_entity.to_vec());
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 /// An in-memory handshake; the leaf the server presented.
 fn leaf_in_memory(
     server: &Arc<rustls::ServerConfig>,
     sni: &str,
     alpn: &[&[u8]],
 ) -> Option<Vec<u8>> {
-    let capture = Arc::new(Capture(Mutex::new(None)));
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .dangerous()
-    .with_custom_certificate_verifier(capture.clone())
-    .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let capture = AcceptAny::new();
+    let config = client_config(capture.clone(), alpn);
     let name = ServerName::try_from(sni.to_string()).unwrap();
     let mut client = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
     let mut srv = rustls::ServerConnection::new(server.clone()).unwrap();
@@ -1327,8 +1283,7 @@ fn leaf_in_memory(
             break;
         }
     }
-    let leaf = capture.0.lock().unwrap().clone();
-    leaf
+    capture.leaf()
 }
 
 #[test]

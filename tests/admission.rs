@@ -22,17 +22,19 @@ use std::process::{Child, Command};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 
 use pbx_certd::limits::{
     MAX_BOX_BYTES, MAX_CONTROL_CLIENTS, MAX_ESTABLISHED_HTTPS, MAX_ESTABLISHED_PER_FORWARD,
     MAX_UNPROVEN_PER_LISTENER,
 };
 
+#[path = "common/accept_any.rs"]
+mod accept_any;
 #[path = "common/serve.rs"]
 mod serve;
+
+use accept_any::AcceptAny;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pbx-certd");
 
@@ -193,55 +195,8 @@ fn connect_from(src: Ipv4Addr, dst: SocketAddr) -> std::io::Result<TcpStream> {
     Ok(tcp)
 }
 
-/// Accepts any server certificate (admission is tested, not trust).
-#[derive(Debug)]
-struct AnyCert;
-
-impl ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 fn client_config() -> Arc<rustls::ClientConfig> {
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert))
-        .with_no_client_auth(),
-    )
+    Arc::new(accept_any::client_config(AcceptAny::new(), &[]))
 }
 
 type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;

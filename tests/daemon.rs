@@ -10,12 +10,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 
+#[path = "common/accept_any.rs"]
+mod accept_any;
 #[path = "common/serve.rs"]
 mod serve;
+
+use accept_any::{client_config, AcceptAny};
 
 use serve::cli;
 
@@ -136,45 +138,6 @@ impl Pki {
     }
 }
 
-/// Records the presented leaf and accepts it (we test choice, not trust).
-#[derive(Debug)]
-struct Capture(std::sync::Mutex<Option<Vec<u8>>>);
-
-impl ServerCertVerifier for Capture {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        *self.0.lock().unwrap() = Some(end_entity.to_vec());
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 /// Handshake with `sni` (None: an IP address, so rustls sends no SNI); the
 /// ID of the presented leaf, or the handshake error.
 fn presented(addr: SocketAddr, sni: Option<&str>) -> Result<String, String> {
@@ -205,15 +168,8 @@ fn presented_stream_rcvbuf(
     ),
     String,
 > {
-    let capture = Arc::new(Capture(std::sync::Mutex::new(None)));
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .dangerous()
-    .with_custom_certificate_verifier(capture.clone())
-    .with_no_client_auth();
+    let capture = AcceptAny::new();
+    let config = client_config(capture.clone(), &[]);
     let name = match sni {
         Some(s) => ServerName::try_from(s.to_string()).unwrap(),
         None => ServerName::IpAddress(addr.ip().into()),
@@ -231,7 +187,7 @@ fn presented_stream_rcvbuf(
             .complete_io(&mut tls.sock)
             .map_err(|e| e.to_string())?;
     }
-    let der = capture.0.lock().unwrap().clone().ok_or("no certificate")?;
+    let der = capture.leaf().ok_or("no certificate")?;
     Ok((sha256_hex(&der), tls))
 }
 

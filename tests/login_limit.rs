@@ -20,6 +20,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::{mpsc, Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use common::accept_any::{client_config, AcceptAny};
 use common::{base64_encode, serve, Pbx};
 
 /// `LOGIN_FREE_FAILURES` in src/limits.rs: failures before lockouts start.
@@ -41,60 +42,12 @@ fn burst_size() -> usize {
     }
 }
 
-/// Accepts any server certificate: these tests check the login, not trust.
-#[derive(Debug)]
-struct AcceptAny;
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 /// A finished TLS handshake with the daemon (reads time out after 300 s, a
 /// hang guard).
 fn connect(addr: SocketAddr) -> Result<Tls, String> {
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .dangerous()
-    .with_custom_certificate_verifier(Arc::new(AcceptAny))
-    .with_no_client_auth();
+    let config = client_config(AcceptAny::new(), &[]);
     let name = rustls::pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
     let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
     let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;

@@ -25,7 +25,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::ServerName;
+
+use super::accept_any::{client_config, AcceptAny};
 
 /// The instance name (`target/acme-peers-fault`).
 pub const INSTANCE: &str = "fault";
@@ -176,59 +178,12 @@ pub fn http01_answer(addr: SocketAddr, host: &str, token: &str) -> (u16, String)
     (status, body)
 }
 
-/// Accepts any server certificate and records the leaf.
-#[derive(Debug)]
-struct Capture(Mutex<Option<Vec<u8>>>);
-
-impl rustls::client::danger::ServerCertVerifier for Capture {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        *self.0.lock().unwrap() = Some(end_entity.to_vec());
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 /// The certificate the HTTPS listener (`addr`) shows a TLS-ALPN-01
 /// validator, i.e. a client offering only `acme-tls/1` with SNI `name`
 /// (RFC 8737 §3): `None` when it shows none (no challenge pending).
 pub fn alpn_challenge_cert(addr: SocketAddr, name: &str) -> Option<Vec<u8>> {
-    let capture = Arc::new(Capture(Mutex::new(None)));
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .dangerous()
-    .with_custom_certificate_verifier(capture.clone())
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"acme-tls/1".to_vec()];
+    let capture = AcceptAny::new();
+    let config = client_config(capture.clone(), &[b"acme-tls/1"]);
     let server_name = ServerName::try_from(name.to_string()).expect("a DNS name");
     let mut conn = rustls::ClientConnection::new(Arc::new(config), server_name).unwrap();
     let mut tcp = TcpStream::connect(addr).expect("connect to the HTTPS listener");
@@ -238,6 +193,5 @@ pub fn alpn_challenge_cert(addr: SocketAddr, name: &str) -> Option<Vec<u8>> {
             break;
         }
     }
-    let leaf = capture.0.lock().unwrap().clone();
-    leaf
+    capture.leaf()
 }

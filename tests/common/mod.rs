@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+pub mod accept_any;
 pub mod serve;
 
 use std::collections::BTreeSet;
