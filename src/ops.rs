@@ -223,9 +223,7 @@ impl Command {
             | Command::CaShow => Effect::READ,
             // A tenant's names are served (its own certificates, the SNI
             // owner) and need certificates.
-            Command::TenantAdd { .. } | Command::TenantRemove { .. } => {
-                Effect::SERVING_AND_RENEWAL
-            }
+            Command::TenantAdd { .. } | Command::TenantRemove { .. } => Effect::SERVING_AND_RENEWAL,
             // A tenant's challenge or key type: how its names are ordered.
             Command::TenantSet { .. } => Effect::RENEWAL,
             // The system name (`--dns`) is served and needs certificates;
@@ -657,13 +655,15 @@ mod tests {
             "dns-set",
         ];
         assert_eq!(wakes, expected);
-        assert!(!Command::SystemSet {
-            dns: None,
-            admin_email: Some("a@b.c".into()),
-            default_cert: None
-        }
-        .effect()
-        .wakes_renewal);
+        assert!(
+            !Command::SystemSet {
+                dns: None,
+                admin_email: Some("a@b.c".into()),
+                default_cert: None
+            }
+            .effect()
+            .wakes_renewal
+        );
     }
 
     #[test]

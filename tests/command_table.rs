@@ -109,7 +109,10 @@ fn tenant_set_racing_tenant_remove_never_brings_the_tenant_back() {
     let mut sets_after_remove = 0;
     while done < rounds && start.elapsed() < budget {
         let name = format!("race{done}");
-        ok(d, &["tenant", "add", &name, "--dns", &format!("{name}.pbx.test")]);
+        ok(
+            d,
+            &["tenant", "add", &name, "--dns", &format!("{name}.pbx.test")],
+        );
         let removed = Arc::new(AtomicBool::new(false));
         let setters: Vec<_> = (0..SETTERS)
             .map(|i| {
