@@ -5,7 +5,8 @@
 //! all act on one store; every change must be serialised, committed, and then
 //! published as a new immutable snapshot that the next handshake reads.
 //!
-//! What must hold: writes are serialised by `write_lock`; a snapshot is
+//! What must hold: writes are serialised by `write_lock` (which commands
+//! write, rebuild and wake comes from `Command::effect` alone); a snapshot is
 //! swapped in only after its change committed; readers never block writers
 //! (arc-swap), and the handshake path never touches the store.
 
@@ -32,7 +33,7 @@ pub struct Shared {
     pub web: Arc<crate::http::WebState>,
     /// ACME challenge answers while orders run (published in the snapshot).
     challenges: Mutex<Challenges>,
-    /// Wakes the renewal loop (`acme set`, `cert reissue`).
+    /// Wakes the renewal loop (commands whose `Effect::wakes_renewal`).
     acme_wake: (smol::channel::Sender<()>, smol::channel::Receiver<()>),
 }
 
@@ -66,21 +67,25 @@ impl Shared {
         &self.snapshot
     }
 
-    /// Run a CLI/API command; writes are serialised and republish the
-    /// snapshot. Blocking (store I/O): from async code use `execute_async`.
+    /// Run a CLI/API command as its `Command::effect` says: a write runs
+    /// under the write lock, then (if it succeeded) republishes the snapshot
+    /// and wakes the renewal loop. Blocking (store I/O): from async code use
+    /// `execute_async`.
     pub fn execute(&self, command: &Command) -> Result<Value, Error> {
-        if !command.changes_serving() && !is_write(command) {
+        let effect = command.effect();
+        if !effect.write {
             return ops::execute(&self.store, command);
         }
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let result = ops::execute(&self.store, command);
-        if result.is_ok() && command.changes_serving() {
-            self.rebuild_locked()?;
-        }
-        if result.is_ok() && command.wakes_acme() {
+        let value = ops::execute(&self.store, command)?;
+        // Committed: the loop is woken even if the rebuild below fails.
+        if effect.wakes_renewal {
             self.wake_acme();
         }
-        result
+        if effect.changes_serving {
+            self.rebuild_locked()?;
+        }
+        Ok(value)
     }
 
     /// `execute` on smol's blocking thread pool.
@@ -122,20 +127,4 @@ impl Shared {
         self.snapshot.store(Arc::new(next));
         Ok(())
     }
-}
-
-fn is_write(command: &Command) -> bool {
-    matches!(
-        command,
-        Command::RootsDelete { .. }
-            | Command::RootsReset
-            | Command::AdminPassword { .. }
-            | Command::AcmeSet { .. }
-            | Command::CertReissue { .. }
-            | Command::DnsAdd { .. }
-            | Command::DnsRemove { .. }
-            | Command::DnsSet { .. }
-            | Command::Csr { .. }
-            | Command::CaInit
-    )
 }

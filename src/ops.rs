@@ -6,8 +6,9 @@
 //! `execute` is the only place that maps a command to library calls.
 //!
 //! What must hold: commands taking several IDs are all-or-nothing; every
-//! write goes through one `Batch`; `Command::changes_serving` says whether the
-//! SNI snapshot must be rebuilt afterwards.
+//! write goes through one `Batch`; `Command::effect` is the one table of what
+//! each command does beyond its reply (writes, changes what TLS serves, wakes
+//! the renewal loop), exhaustive so that no command can skip it.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -152,32 +153,105 @@ mod b64_opt {
     }
 }
 
-impl Command {
-    /// True when a successful run can change what TLS serves.
-    pub fn changes_serving(&self) -> bool {
-        matches!(
-            self,
-            Command::TenantAdd { .. }
-                | Command::TenantRemove { .. }
-                | Command::SystemSet { .. }
-                | Command::Import { .. }
-                | Command::CertDelete { .. }
-                | Command::CaIssue { .. }
-        )
-    }
+/// What a successful run of a command does besides its reply: the one
+/// table the daemon (write lock, snapshot rebuild, renewal wake-up), the CLI
+/// and the control socket all read (`Command::effect`).
+///
+/// What must hold: `changes_serving` and `wakes_renewal` imply `write` (a
+/// rebuild or a wake-up follows a committed write, under the write lock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Effect {
+    /// Writes the store: the daemon runs it under its write lock, so a
+    /// read-modify-write (e.g. `tenant set`) cannot undo a racing write.
+    pub write: bool,
+    /// Can change what TLS serves: the SNI snapshot is rebuilt afterwards.
+    pub changes_serving: bool,
+    /// Can change which names need certificates, or how and whether they can
+    /// be ordered: the renewal loop runs a check at once.
+    pub wakes_renewal: bool,
+}
 
-    /// True when a successful run should wake the daemon's renewal loop.
-    pub fn wakes_acme(&self) -> bool {
-        // A DNS provider changes how (and for the system name, for which
-        // names) certificates are ordered.
-        matches!(
-            self,
-            Command::AcmeSet(_)
-                | Command::TenantSet { .. }
-                | Command::CertReissue { .. }
-                | Command::DnsAdd { .. }
-                | Command::DnsRemove { .. }
-        )
+impl Effect {
+    /// Reads only.
+    pub const READ: Effect = Effect {
+        write: false,
+        changes_serving: false,
+        wakes_renewal: false,
+    };
+    /// Writes settings that neither TLS nor the renewal loop depend on.
+    pub const WRITE: Effect = Effect {
+        write: true,
+        changes_serving: false,
+        wakes_renewal: false,
+    };
+    /// Writes what TLS serves.
+    pub const SERVING: Effect = Effect {
+        write: true,
+        changes_serving: true,
+        wakes_renewal: false,
+    };
+    /// Writes what the renewal loop orders (or how).
+    pub const RENEWAL: Effect = Effect {
+        write: true,
+        changes_serving: false,
+        wakes_renewal: true,
+    };
+    /// Writes both what TLS serves and what the renewal loop orders.
+    pub const SERVING_AND_RENEWAL: Effect = Effect {
+        write: true,
+        changes_serving: true,
+        wakes_renewal: true,
+    };
+}
+
+impl Command {
+    /// What a successful run does (see `Effect`). One exhaustive match with
+    /// no wildcard: a new command cannot compile without declaring it.
+    pub fn effect(&self) -> Effect {
+        match self {
+            Command::TenantList
+            | Command::SystemShow
+            | Command::Certs
+            | Command::CertShow { .. }
+            | Command::Roots
+            | Command::RootsShow { .. }
+            | Command::Resolve { .. }
+            | Command::StirShakenSelect { .. }
+            | Command::AcmeShow
+            | Command::AcmeStatus
+            | Command::DnsList
+            | Command::CaShow => Effect::READ,
+            // A tenant's names are served (its own certificates, the SNI
+            // owner) and need certificates.
+            Command::TenantAdd { .. } | Command::TenantRemove { .. } => Effect::SERVING_AND_RENEWAL,
+            // A tenant's challenge or key type: how its names are ordered.
+            Command::TenantSet { .. } => Effect::RENEWAL,
+            // The system name (`--dns`) is served and needs certificates;
+            // the admin e-mail and default certificate change no order.
+            Command::SystemSet { dns, .. } => Effect {
+                wakes_renewal: dns.is_some(),
+                ..Effect::SERVING
+            },
+            // A root (`--kind root`, or `auto` that may classify as one) can
+            // make an ACME directory's CA reachable (HTTPS is checked against
+            // the Root CA list).
+            Command::Import { kind, .. } => Effect {
+                wakes_renewal: matches!(kind, KindRequest::Root | KindRequest::Auto),
+                ..Effect::SERVING
+            },
+            // The deleted certificate may have been the one covering a name.
+            Command::CertDelete { .. } => Effect::SERVING_AND_RENEWAL,
+            Command::CaIssue { .. } => Effect::SERVING,
+            // The Root CA list decides which ACME directories are reachable.
+            Command::RootsDelete { .. } | Command::RootsReset => Effect::RENEWAL,
+            Command::AcmeSet(_) | Command::CertReissue { .. } => Effect::RENEWAL,
+            // A DNS provider (and its propagation settings) decides whether
+            // and how DNS-01 orders run.
+            Command::DnsAdd { .. } | Command::DnsRemove { .. } | Command::DnsSet { .. } => {
+                Effect::RENEWAL
+            }
+            Command::AdminPassword { .. } | Command::Csr { .. } | Command::CaInit => Effect::WRITE,
+        }
     }
 }
 
@@ -364,5 +438,260 @@ pub fn execute(store: &Store, command: &Command) -> Result<Value, Error> {
             let (id, matched) = certs::stir_select(store, tenant)?;
             Ok(json!({"id": id, "match": matched.as_str()}))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One command of every variant (with `SystemSet` and `Import` in each
+    /// of the shapes whose effect differs).
+    fn every_command() -> Vec<Command> {
+        let s = String::new;
+        let samples = vec![
+            Command::TenantAdd {
+                name: s(),
+                dns: vec![],
+            },
+            Command::TenantList,
+            Command::TenantRemove { name: s() },
+            Command::TenantSet {
+                name: s(),
+                acme_challenge: None,
+                acme_key_type: None,
+            },
+            Command::SystemSet {
+                dns: Some(s()),
+                admin_email: None,
+                default_cert: None,
+            },
+            Command::SystemSet {
+                dns: None,
+                admin_email: Some(s()),
+                default_cert: Some(s()),
+            },
+            Command::SystemShow,
+            Command::Import {
+                cert: vec![],
+                key: None,
+                kind: KindRequest::Root,
+            },
+            Command::Import {
+                cert: vec![],
+                key: None,
+                kind: KindRequest::Auto,
+            },
+            Command::Import {
+                cert: vec![],
+                key: None,
+                kind: KindRequest::Server,
+            },
+            Command::Certs,
+            Command::CertShow { id: s() },
+            Command::CertDelete { id: s() },
+            Command::Roots,
+            Command::RootsShow { id: s() },
+            Command::RootsDelete { ids: vec![] },
+            Command::RootsReset,
+            Command::Resolve { sni: None },
+            Command::StirShakenSelect { tenant: s() },
+            Command::AdminPassword { password: s() },
+            Command::AcmeSet(crate::acme::AcmeChange::default()),
+            Command::AcmeShow,
+            Command::AcmeStatus,
+            Command::CertReissue { id: s() },
+            Command::DnsAdd {
+                name: s(),
+                zone: s(),
+                config: crate::dns::ProviderConfig::Cloudflare {
+                    token: s(),
+                    api_base: s(),
+                },
+            },
+            Command::DnsList,
+            Command::Csr {
+                names: vec![],
+                key_type: crate::localca::KeyType::P256,
+            },
+            Command::CaInit,
+            Command::CaShow,
+            Command::CaIssue { tenant: s() },
+            Command::DnsRemove { name: s() },
+            Command::DnsSet {
+                propagation_timeout: None,
+                propagation_interval: None,
+                check_ns: None,
+            },
+        ];
+        // Every variant is sampled: this exhaustive match (no wildcard) stops
+        // compiling when a command is added, and the count catches a variant
+        // left out of the list above.
+        let mut seen = std::collections::BTreeSet::new();
+        for c in &samples {
+            seen.insert(match c {
+                Command::TenantAdd { .. } => 0,
+                Command::TenantList => 1,
+                Command::TenantRemove { .. } => 2,
+                Command::TenantSet { .. } => 3,
+                Command::SystemSet { .. } => 4,
+                Command::SystemShow => 5,
+                Command::Import { .. } => 6,
+                Command::Certs => 7,
+                Command::CertShow { .. } => 8,
+                Command::CertDelete { .. } => 9,
+                Command::Roots => 10,
+                Command::RootsShow { .. } => 11,
+                Command::RootsDelete { .. } => 12,
+                Command::RootsReset => 13,
+                Command::Resolve { .. } => 14,
+                Command::StirShakenSelect { .. } => 15,
+                Command::AdminPassword { .. } => 16,
+                Command::AcmeSet(_) => 17,
+                Command::AcmeShow => 18,
+                Command::AcmeStatus => 19,
+                Command::CertReissue { .. } => 20,
+                Command::DnsAdd { .. } => 21,
+                Command::DnsList => 22,
+                Command::Csr { .. } => 23,
+                Command::CaInit => 24,
+                Command::CaShow => 25,
+                Command::CaIssue { .. } => 26,
+                Command::DnsRemove { .. } => 27,
+                Command::DnsSet { .. } => 28,
+            });
+        }
+        assert_eq!(seen.len(), 29, "a command variant has no sample");
+        samples
+    }
+
+    /// The command's wire name (`"tenant-add"`), as the control socket sees it.
+    fn name(c: &Command) -> String {
+        serde_json::to_value(c).unwrap()["command"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    #[test]
+    fn every_rebuild_or_wake_is_a_write_under_the_lock() {
+        for c in every_command() {
+            let e = c.effect();
+            assert!(
+                e.write || (!e.changes_serving && !e.wakes_renewal),
+                "{} rebuilds or wakes without the write lock: {e:?}",
+                name(&c)
+            );
+        }
+    }
+
+    /// What every reading command shows of a store (`roots` as the stored
+    /// IDs: the listing parses every root, slow in a debug build).
+    fn observe(store: &Store) -> Vec<String> {
+        let mut seen: Vec<String> = every_command()
+            .iter()
+            .filter(|c| !c.effect().write && !matches!(c, Command::Roots))
+            .map(|c| format!("{:?}", execute(store, c)))
+            .collect();
+        let roots = store
+            .roots()
+            .map(|r| r.into_iter().map(|(id, _)| id).collect::<Vec<_>>());
+        seen.push(format!("{roots:?}"));
+        seen
+    }
+
+    #[test]
+    fn every_command_that_changes_what_reads_show_is_a_write() {
+        // Runs every command in turn on one store with two tenants and
+        // compares what the reading commands show before and after each: a
+        // command that changed anything must declare `write` (the daemon
+        // serialises it).
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        tenant::add(&store, "t", &["t.example".into()]).unwrap();
+        tenant::add(&store, "u", &["u.example".into()]).unwrap();
+        let mut writes_seen = Vec::new();
+        for c in every_command() {
+            let before = observe(&store);
+            let c = match c {
+                // Make the writes succeed where a name is needed.
+                Command::TenantSet { .. } => Command::TenantSet {
+                    name: "t".into(),
+                    acme_challenge: Some("dns-01".into()),
+                    acme_key_type: None,
+                },
+                Command::TenantRemove { .. } => Command::TenantRemove { name: "u".into() },
+                other => other,
+            };
+            let _ = execute(&store, &c);
+            if observe(&store) != before {
+                assert!(c.effect().write, "{} wrote without being a write", name(&c));
+                writes_seen.push(name(&c));
+            }
+        }
+        // Not vacuous: the read-modify-write of issue 10 is seen writing.
+        assert!(
+            writes_seen.iter().any(|n| n == "tenant-set"),
+            "{writes_seen:?}"
+        );
+    }
+
+    #[test]
+    fn the_listed_changes_wake_the_renewal_loop() {
+        let wakes: Vec<String> = every_command()
+            .iter()
+            .filter(|c| c.effect().wakes_renewal)
+            .map(name)
+            .collect();
+        // Every change to which names need certificates, or to whether and
+        // how they can be ordered (issue 10): `system-set` only with `--dns`,
+        // `import` only for a root (`--kind root`, or `auto`).
+        let expected = [
+            "tenant-add",
+            "tenant-remove",
+            "tenant-set",
+            "system-set",
+            "import",
+            "import",
+            "cert-delete",
+            "roots-delete",
+            "roots-reset",
+            "acme-set",
+            "cert-reissue",
+            "dns-add",
+            "dns-remove",
+            "dns-set",
+        ];
+        assert_eq!(wakes, expected);
+        assert!(
+            !Command::SystemSet {
+                dns: None,
+                admin_email: Some("a@b.c".into()),
+                default_cert: None
+            }
+            .effect()
+            .wakes_renewal
+        );
+    }
+
+    #[test]
+    fn what_tls_serves_is_rebuilt_after_the_serving_changes() {
+        let serving: Vec<String> = every_command()
+            .iter()
+            .filter(|c| c.effect().changes_serving)
+            .map(name)
+            .collect();
+        let expected = [
+            "tenant-add",
+            "tenant-remove",
+            "system-set",
+            "system-set",
+            "import",
+            "import",
+            "import",
+            "cert-delete",
+            "ca-issue",
+        ];
+        assert_eq!(serving, expected);
     }
 }
