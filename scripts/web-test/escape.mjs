@@ -59,9 +59,11 @@ try {
   });
   // Inert means: no element came out of a value, no dialog, the text shows.
   const inert = async (texts) => {
+    // (`goto` waits for `load`, which waits for images, so an injected
+    // `onerror` has run by now.)
+    check(dialogs.length === 0, `dialogs: ${dialogs.join(' | ')}`);
     check((await page.locator('img, script, iframe, object, embed').count()) === 0,
       'an element was injected');
-    check(dialogs.length === 0, `dialogs: ${dialogs.join(' | ')}`);
     const body = await page.locator('body').innerText();
     for (const t of texts) check(body.includes(t), `not visible as text: ${t}`);
   };
