@@ -79,6 +79,11 @@ fn csrf_field(csrf: &str) -> Markup {
     html! { input type="hidden" name="csrf" value=(csrf); }
 }
 
+/// A select option, selected when it is the `chosen` value.
+fn choice(value: &str, text: &str, chosen: &str) -> Markup {
+    html! { option value=(value) selected[value == chosen] { (text) } }
+}
+
 /// Message lines.
 fn lines(lines: &[Line]) -> Markup {
     html! {
@@ -381,9 +386,7 @@ pub fn roots_reset_confirm(csrf: &str, stored: usize, bundled: &str) -> String {
 
 /// The import form; `cert` is re-shown after an error, the key never is.
 pub fn import(csrf: &str, cert: &str, kind: &str, message: &[Line]) -> String {
-    let option = |value: &str, text: &str| {
-        html! { option value=(value) selected[value == kind] { (text) } }
-    };
+    let option = |value: &str, text: &str| choice(value, text, kind);
     let body = html! {
         (lines(message))
         form method="post" action="/import" class="box" {
@@ -511,9 +514,7 @@ pub fn acme(csrf: &str, show: &Value, status: &Value, dns: &Value, flash: &[Line
         }
     };
     let challenge = s(&show["challenge"]);
-    let option = |value: &str, text: &str| {
-        html! { option value=(value) selected[value == challenge] { (text) } }
-    };
+    let option = |value: &str, text: &str| choice(value, text, challenge);
     let account = &show["account"];
     let eab_kid = show["eab_kid"].as_str().unwrap_or("");
     let status_rows = rows(status);
