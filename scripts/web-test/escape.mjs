@@ -94,9 +94,6 @@ try {
   await page.locator('#kind option').first().evaluate((o, v) => { o.value = v; }, KIND);
   await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
   await inert([`unknown kind "${KIND}"`]);
-  // Wait a moment for any late handler (an image error fires asynchronously).
-  await page.waitForTimeout(300);
-  check(dialogs.length === 0, `dialogs: ${dialogs.join(' | ')}`);
   console.log('escape-test: all checks passed');
 } catch (e) {
   console.error(`escape-test: FAILED: ${e.stack || e}`);
