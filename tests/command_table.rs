@@ -16,6 +16,8 @@
 //! down (qemu-user); `PBX_CERTD_NO_PEERS=1` skips the ACME test where the
 //! peers cannot run (and says so).
 
+#[path = "common/accept_any.rs"]
+mod accept_any;
 #[path = "common/fault_peers.rs"]
 mod fault_peers;
 #[path = "common/serve.rs"]
