@@ -12,7 +12,9 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use common::*;
-use pbx_certd::store::{Batch, Cas, Change, Kv, MemKv, Op, SledKv, Store, Tree};
+use pbx_certd::store::{
+    Batch, Cas, Change, Entry, Kv, MemKv, Op, SledKv, Store, StoreError, Tree, Watch,
+};
 
 /// Bound of every wait for a change or an expiry (a hang guard only).
 const WAIT: Duration = Duration::from_secs(10);
@@ -236,33 +238,137 @@ fn two_contenders_for_a_lease_exactly_one_wins() {
     }
 }
 
+/// Two nodes' store calls in the worst order a shared store allows: both
+/// read the lease record before either writes (a barrier after each
+/// thread's first read), then the second writer's writes wait until the first node's
+/// `take_lease` has returned. Armed after the store is set up.
+#[derive(Default)]
+struct Lockstep {
+    inner: MemKv,
+    state: std::sync::Mutex<LockstepState>,
+    turn: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct LockstepState {
+    armed: bool,
+    readers: Vec<std::thread::ThreadId>,
+    first_writer: Option<std::thread::ThreadId>,
+    finished: usize,
+}
+
+impl Lockstep {
+    /// Wait (bounded by `WAIT`, a hang guard) until `ready` holds.
+    fn wait_until(&self, ready: impl Fn(&LockstepState) -> bool) {
+        let start = Instant::now();
+        let mut st = self.state.lock().unwrap();
+        while st.armed && !ready(&st) && start.elapsed() < WAIT {
+            st = self
+                .turn
+                .wait_timeout(st, Duration::from_millis(50))
+                .unwrap()
+                .0;
+        }
+    }
+
+    fn after_read(&self) {
+        let me = std::thread::current().id();
+        {
+            let mut st = self.state.lock().unwrap();
+            if !st.armed || st.readers.contains(&me) {
+                return;
+            }
+            st.readers.push(me);
+            self.turn.notify_all();
+        }
+        self.wait_until(|st| st.readers.len() >= 2);
+    }
+
+    fn before_write(&self) {
+        let me = std::thread::current().id();
+        {
+            let mut st = self.state.lock().unwrap();
+            if !st.armed || *st.first_writer.get_or_insert(me) == me {
+                return;
+            }
+        }
+        self.wait_until(|st| st.finished >= 1);
+    }
+
+    fn finished(&self) {
+        self.state.lock().unwrap().finished += 1;
+        self.turn.notify_all();
+    }
+}
+
+/// The store's handle on a shared `Lockstep`.
+struct Node(std::sync::Arc<Lockstep>);
+
+impl std::ops::Deref for Node {
+    type Target = Lockstep;
+    fn deref(&self) -> &Lockstep {
+        &self.0
+    }
+}
+
+impl Kv for Node {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let value = self.inner.get(tree, key);
+        self.after_read();
+        value
+    }
+    fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
+        self.inner.scan_prefix(tree, prefix)
+    }
+    fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
+        self.before_write();
+        self.inner.apply(ops)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush()
+    }
+    fn compare_and_swap(
+        &self,
+        tree: Tree,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<Cas, StoreError> {
+        self.before_write();
+        self.inner.compare_and_swap(tree, key, expected, new)
+    }
+    fn watch_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Box<dyn Watch>, StoreError> {
+        self.inner.watch_prefix(tree, prefix)
+    }
+}
+
 #[test]
 fn acme_lease_two_nodes_exactly_one_wins() {
-    // The daemon's ACME lease (`acme::take_lease`) on the sled store.
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    for round in 0..rounds() {
-        let key = format!("tenant:t{round}");
-        let barrier = Barrier::new(2);
-        let wins: Vec<bool> = std::thread::scope(|s| {
-            let handles: Vec<_> = ["node-a", "node-b"]
-                .into_iter()
-                .map(|holder| {
-                    let (store, barrier, key) = (&store, &barrier, &key);
-                    s.spawn(move || {
-                        barrier.wait();
-                        pbx_certd::acme::take_lease(store, key, holder, 600).unwrap()
-                    })
+    // The daemon's ACME lease (`acme::take_lease`), two nodes on one shared
+    // store, in the interleaving a write-then-read-back lease loses.
+    let kv = std::sync::Arc::new(Lockstep::default());
+    let store = Store::with_backend(Box::new(Node(kv.clone()))).unwrap();
+    kv.state.lock().unwrap().armed = true;
+    let wins: Vec<bool> = std::thread::scope(|s| {
+        let handles: Vec<_> = ["node-a", "node-b"]
+            .into_iter()
+            .map(|holder| {
+                let (store, kv) = (&store, &kv);
+                s.spawn(move || {
+                    let won =
+                        pbx_certd::acme::take_lease(store, "tenant:acme", holder, 600).unwrap();
+                    kv.finished();
+                    won
                 })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        assert_eq!(
-            wins.iter().filter(|w| **w).count(),
-            1,
-            "round {round}: both or neither node took the ACME lease: {wins:?}"
-        );
-    }
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        wins.iter().filter(|w| **w).count(),
+        1,
+        "both or neither node took the ACME lease: {wins:?}"
+    );
 }
 
 #[test]
