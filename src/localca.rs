@@ -177,7 +177,7 @@ pub fn migrate(store: &Store) -> Result<(), crate::store::StoreError> {
     Ok(())
 }
 
-const SETTING_CA: &str = "local-ca";
+const SETTING_CA: &str = crate::settings::Setting::LocalCa.name();
 
 /// The CA's parameters: the same DN, key usages and key identifier method
 /// at `init` and at every `issue`, so issued certificates chain to the root.

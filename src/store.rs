@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::limits::{DEFAULT_CACHE_BYTES, MAX_CACHE_BYTES, MIN_CACHE_BYTES};
 use crate::pki::{KeyFormat, Kind};
+use crate::settings::{Family, Setting};
 
 /// A key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
@@ -949,9 +950,9 @@ pub struct StoredKey {
     pub der: Vec<u8>,
 }
 
-const SETTING_SYSTEM: &[u8] = b"system";
-const SETTING_ROOTS_VERSION: &[u8] = b"roots_version";
-const SETTING_NEXT_SEQ: &[u8] = b"next_seq";
+const SETTING_SYSTEM: &[u8] = Setting::System.name().as_bytes();
+const SETTING_ROOTS_VERSION: &[u8] = Setting::RootsVersion.name().as_bytes();
+const SETTING_NEXT_SEQ: &[u8] = Setting::NextSeq.name().as_bytes();
 
 /// The typed store used by every operation.
 pub struct Store {
@@ -978,6 +979,16 @@ impl Store {
             store.commit(batch)?;
         }
         crate::localca::migrate(&store)?;
+        // Leases of older releases lived in the settings tree.
+        let legacy = Family::LegacyAcmeLease.prefix().as_bytes();
+        let stale = store.kv.scan_prefix(Tree::Settings, legacy)?;
+        if !stale.is_empty() {
+            let ops: Vec<Op> = stale
+                .into_iter()
+                .map(|(k, _)| Op::Delete(Tree::Settings, k))
+                .collect();
+            store.kv.apply(&ops)?;
+        }
         Ok(store)
     }
 
@@ -1205,7 +1216,7 @@ impl Batch {
 
     /// Store system settings.
     pub fn put_system(&mut self, system: &SystemSettings) {
-        self.put_json(Tree::Settings, "system", system);
+        self.put_json(Tree::Settings, Setting::System.name(), system);
     }
 
     /// Record the Root CA list version.

@@ -32,10 +32,10 @@ use crate::limits::{
 use crate::pki::Kind;
 use crate::store::{Batch, CertRecord, Source, Store};
 
-const SETTING_ACME: &str = "acme";
-const SETTING_ACCOUNT: &str = "acme_account";
-const STATUS_PREFIX: &str = "acme_status:";
-const LEASE_PREFIX: &str = "acme_lease:";
+const SETTING_ACME: &str = crate::settings::Setting::Acme.name();
+const SETTING_ACCOUNT: &str = crate::settings::Setting::AcmeAccount.name();
+const STATUS_PREFIX: &str = crate::settings::Family::AcmeStatus.prefix();
+const LEASE_PREFIX: &str = crate::settings::ACME_LEASE_PREFIX;
 
 /// Which challenge to answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
