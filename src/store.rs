@@ -677,15 +677,23 @@ struct SledWatch(sled::Subscriber);
 
 impl Watch for SledWatch {
     fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Change>, StoreError> {
-        use std::sync::mpsc::RecvTimeoutError;
-        match self.0.next_timeout(timeout) {
-            Ok(sled::Event::Insert { key, value }) => {
-                Ok(Some(Change::Put(key.to_vec(), value.to_vec())))
-            }
-            Ok(sled::Event::Remove { key }) => Ok(Some(Change::Delete(key.to_vec()))),
-            Err(RecvTimeoutError::Timeout) => Ok(None),
-            Err(RecvTimeoutError::Disconnected) => Err(backend("the store closed the watch")),
-        }
+        received(self.0.next_timeout(timeout), |event| match event {
+            sled::Event::Insert { key, value } => Change::Put(key.to_vec(), value.to_vec()),
+            sled::Event::Remove { key } => Change::Delete(key.to_vec()),
+        })
+    }
+}
+
+/// A watch's channel result as `Watch::next_timeout` reports it.
+fn received<T>(
+    result: Result<T, std::sync::mpsc::RecvTimeoutError>,
+    change: impl FnOnce(T) -> Change,
+) -> Result<Option<Change>, StoreError> {
+    use std::sync::mpsc::RecvTimeoutError;
+    match result {
+        Ok(t) => Ok(Some(change(t))),
+        Err(RecvTimeoutError::Timeout) => Ok(None),
+        Err(RecvTimeoutError::Disconnected) => Err(backend("the store closed the watch")),
     }
 }
 
@@ -824,12 +832,7 @@ struct MemWatch(std::sync::mpsc::Receiver<Change>);
 
 impl Watch for MemWatch {
     fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Change>, StoreError> {
-        use std::sync::mpsc::RecvTimeoutError;
-        match self.0.recv_timeout(timeout) {
-            Ok(c) => Ok(Some(c)),
-            Err(RecvTimeoutError::Timeout) => Ok(None),
-            Err(RecvTimeoutError::Disconnected) => Err(backend("the store closed the watch")),
-        }
+        received(self.0.recv_timeout(timeout), |c| c)
     }
 }
 
