@@ -12,11 +12,15 @@
 //! What must hold: keys are generated on the PBX (ring's system RNG) and
 //! stored only in the store; no command prints a private key; the CA key
 //! never signs anything but leaf certificates (pathLen 0); an issued
-//! certificate passes the same import rules as an upload. ring cannot generate
-//! RSA keys, so `--key-type rsa2048` keys come from the RustCrypto `rsa`
-//! crate (generation only, from the OS RNG); the PKCS#8 DER is then loaded
-//! into rcgen/ring, which signs, as for P-256. Generation takes up to seconds
-//! on ARM: the daemon runs it off its executor.
+//! certificate passes the same import rules as an upload. The CA key lives
+//! with the other private keys (`Tree::Keys`, named `local-ca:<key ID>`, so
+//! no certificate's cleanup can remove it); stores of older releases, which
+//! kept it inside the `local-ca` setting, are migrated when opened
+//! (`migrate`). ring cannot generate RSA keys, so `--key-type rsa2048` keys
+//! come from the RustCrypto `rsa` crate (generation only, from the OS RNG);
+//! the PKCS#8 DER is then loaded into rcgen/ring, which signs, as for P-256.
+//! Generation takes up to seconds on ARM: the daemon runs it off its
+//! executor.
 
 use std::time::{Duration, SystemTime};
 
