@@ -429,6 +429,8 @@ fn old_layout_local_ca_is_migrated_and_still_issues() {
         let store = Store::open(&pbx.data).unwrap();
         let mut batch = Batch::default();
         batch.put_setting("local-ca", old.to_string().as_bytes());
+        // ... and an ACME lease in the settings tree (now in the leases tree).
+        batch.put_setting("acme_lease:system", br#"{"holder":"x","until":0}"#);
         store.commit(batch).unwrap();
     }
     // The next open migrates; the CA still issues, chained to the same root.
@@ -467,6 +469,11 @@ fn old_layout_local_ca_is_migrated_and_still_issues() {
     let in_keys = store.kv().scan_prefix(Tree::Keys, b"local-ca:").unwrap();
     assert_eq!(in_keys.len(), 1, "the CA key is not in the keys tree");
     assert_eq!(in_keys[0].1[1..], key.serialize_der()[..]);
+    assert_eq!(
+        store.setting("acme_lease:system").unwrap(),
+        None,
+        "an old release's lease record stays in the settings tree"
+    );
     drop(store);
     // A second issue (after the migration) works as well.
     pbx.ok(&["ca", "issue", "--tenant", "acme"]);
