@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::limits::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN, PBKDF2_ITERATIONS};
 use crate::store::{Batch, Store};
 
-const SETTING: &str = "admin_password";
+const SETTING: &str = crate::settings::Setting::AdminPassword.name();
 const SALT_LEN: usize = 16;
 
 fn iterations(n: u32) -> NonZeroU32 {

@@ -33,6 +33,7 @@ pub mod pem;
 pub mod pki;
 pub mod roots;
 pub mod serve;
+pub mod settings;
 pub mod snapshot;
 pub mod store;
 pub mod tenant;

@@ -407,3 +407,20 @@ pub const CONTROL_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest control-socket reply the CLI reads (`certs --json` of thousands
 /// of certificates, a full `roots show`).
 pub const MAX_CONTROL_REPLY_BYTES: usize = 8 * 1024 * 1024;
+
+// ---------------------------------------------------------------------------
+// Storage (issue 10, item 5): cache bounds, leases.
+
+/// Smallest `PBX_CERTD_CACHE_BYTES` accepted: below 256 KiB sled would evict
+/// the tree index of a small store on every read (a typo such as `4` is
+/// refused, not honoured).
+pub const MIN_CACHE_BYTES: u64 = 256 * 1024;
+
+/// Largest `PBX_CERTD_CACHE_BYTES` accepted: sled's own default (1 GiB); a
+/// bigger cache only serves stores far beyond this daemon's scale.
+pub const MAX_CACHE_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// Compare-and-swap rounds `lease_acquire` tries before it reports the lease
+/// as taken: each lost round means another contender wrote in between, so a
+/// handful settles any real race.
+pub const LEASE_CAS_ATTEMPTS: usize = 4;

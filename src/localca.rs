@@ -12,11 +12,15 @@
 //! What must hold: keys are generated on the PBX (ring's system RNG) and
 //! stored only in the store; no command prints a private key; the CA key
 //! never signs anything but leaf certificates (pathLen 0); an issued
-//! certificate passes the same import rules as an upload. ring cannot generate
-//! RSA keys, so `--key-type rsa2048` keys come from the RustCrypto `rsa`
-//! crate (generation only, from the OS RNG); the PKCS#8 DER is then loaded
-//! into rcgen/ring, which signs, as for P-256. Generation takes up to seconds
-//! on ARM: the daemon runs it off its executor.
+//! certificate passes the same import rules as an upload. The CA key lives
+//! with the other private keys (`Tree::Keys`, named `local-ca:<key ID>`, so
+//! no certificate's cleanup can remove it); stores of older releases, which
+//! kept it inside the `local-ca` setting, are migrated when opened
+//! (`migrate`). ring cannot generate RSA keys, so `--key-type rsa2048` keys
+//! come from the RustCrypto `rsa` crate (generation only, from the OS RNG);
+//! the PKCS#8 DER is then loaded into rcgen/ring, which signs, as for P-256.
+//! Generation takes up to seconds on ARM: the daemon runs it off its
+//! executor.
 
 use std::time::{Duration, SystemTime};
 
@@ -128,18 +132,56 @@ pub fn csr(store: &Store, names: &[String], key_type: KeyType) -> Result<serde_j
     }))
 }
 
-/// The stored local CA.
+/// The stored local CA (the `local-ca` setting). Its key lives with the
+/// other private keys (`Tree::Keys`, under `CA_KEY_PREFIX` + key ID, a name
+/// no certificate's key ID can take, so deleting certificates never drops
+/// it).
 #[derive(Serialize, Deserialize)]
 struct CaRecord {
     /// The root's Common Name (its DN is rebuilt from it to sign).
     cn: String,
-    /// PKCS#8 of the CA key, Base64.
-    key: String,
+    /// Older releases only: PKCS#8 of the CA key, Base64, in this record.
+    /// `migrate` moves it to the keys tree; never written now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    /// Name of the CA key in the keys tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key_name: Option<String>,
     /// The root certificate DER, Base64.
     cert: String,
 }
 
-const SETTING_CA: &str = "local-ca";
+/// Keys-tree prefix of the CA key (certificate key IDs are bare hex).
+const CA_KEY_PREFIX: &str = "local-ca:";
+
+/// Store-open migration (older layout: the CA key inside the `local-ca`
+/// setting): move the key to the keys tree and drop it from the setting, in
+/// one batch. Nothing to do for a store without a CA or already migrated.
+pub fn migrate(store: &Store) -> Result<(), crate::store::StoreError> {
+    let corrupt =
+        |e: &dyn core::fmt::Display| crate::store::StoreError::Corrupt(format!("local CA: {e}"));
+    let Some(raw) = store.setting(SETTING_CA)? else {
+        return Ok(());
+    };
+    let mut record: CaRecord = serde_json::from_slice(&raw).map_err(|e| corrupt(&e))?;
+    let Some(key_b64) = record.key.take() else {
+        return Ok(());
+    };
+    let der = Base64::decode_vec(&key_b64).map_err(|e| corrupt(&e))?;
+    let key_id = pki::load_key(KeyFormat::Pkcs8, &der)
+        .map_err(|e| corrupt(&e))?
+        .key_id();
+    let name = format!("{CA_KEY_PREFIX}{key_id}");
+    let mut batch = Batch::default();
+    batch.put_key(&name, KeyFormat::Pkcs8, &der);
+    record.key_name = Some(name);
+    batch.put_setting(SETTING_CA, &serde_json::to_vec(&record).unwrap_or_default());
+    store.commit(batch)?;
+    log::info!("store: moved the local CA key to the keys tree");
+    Ok(())
+}
+
+const SETTING_CA: &str = crate::settings::Setting::LocalCa.name();
 
 /// The CA's parameters: the same DN, key usages and key identifier method
 /// at `init` and at every `issue`, so issued certificates chain to the root.
@@ -186,12 +228,19 @@ pub fn init(store: &Store) -> Result<serde_json::Value, Error> {
     let mut params = ca_params(&cn);
     validity(&mut params, LOCAL_CA_DAYS);
     let root = params.self_signed(&key).map_err(gen_err)?;
+    let der = key.serialize_der();
+    let key_name = format!(
+        "{CA_KEY_PREFIX}{}",
+        pki::load_key(KeyFormat::Pkcs8, &der)?.key_id()
+    );
     let record = CaRecord {
         cn,
-        key: Base64::encode_string(&key.serialize_der()),
+        key: None,
+        key_name: Some(key_name.clone()),
         cert: Base64::encode_string(root.der()),
     };
     let mut batch = Batch::default();
+    batch.put_key(&key_name, KeyFormat::Pkcs8, &der);
     batch.put_setting(SETTING_CA, &serde_json::to_vec(&record).unwrap_or_default());
     store.commit(batch)?;
     show(store)
@@ -221,11 +270,19 @@ pub fn issue(store: &Store, tenant: &str) -> Result<Imported, Error> {
         return Err(Error::NothingToIssue(tenant.to_owned()));
     }
     let (record, root_der) = load_ca(store)?;
-    let ca_key_der = Base64::decode_vec(&record.key).map_err(|e| {
+    let corrupt = |what: &str| {
         Error::Store(crate::store::StoreError::Corrupt(format!(
-            "local CA key: {e}"
+            "local CA key: {what}"
         )))
-    })?;
+    };
+    let key_name = record
+        .key_name
+        .as_deref()
+        .ok_or_else(|| corrupt("no key"))?;
+    let ca_key_der = store
+        .key(key_name)?
+        .ok_or_else(|| corrupt("missing from the keys tree"))?
+        .der;
     let ca_key = KeyPair::try_from(ca_key_der.as_slice()).map_err(gen_err)?;
     // The issuer object: same DN, key and key identifier as the stored root.
     let issuer = ca_params(&record.cn)

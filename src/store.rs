@@ -1,23 +1,36 @@
 //! The persistent store: tenants, certificates (metadata + chain DER), private
-//! keys, the Root CA list and settings.
+//! keys, the Root CA list, settings and leases.
 //!
 //! Why: every change that alters what is served must be atomic and durable
 //! before the CLI reports success, and a failed import must change nothing.
-//! The typed `Store` sits on a tiny key-value trait (`Kv`: get, scan by prefix,
-//! one atomic batch) so that a clustered backend (etcd, a later issue) can
-//! replace sled without touching `pki` or `snapshot`.
+//! The typed `Store` sits on a small key-value trait (`Kv`) so that a
+//! clustered backend (etcd, a later issue) can replace sled without touching
+//! `pki` or `snapshot`. `Kv` is shaped after certmagic's Storage + Locker and
+//! maps onto etcd v3: `get`/`scan_prefix` are Range requests, `apply` is one
+//! Txn of Put/DeleteRange, `compare_and_swap` is a Txn whose If compares the
+//! value (or `create_revision == 0` for "absent"), `watch_prefix` is a Watch
+//! with a prefix range, and the lease calls are Lease Grant/KeepAlive/Revoke
+//! with the record put `WithLease` (an etcd backend overrides the provided
+//! lease methods; sled and the in-memory store use the CAS-based defaults).
 //!
 //! What must hold: one `Batch` = one transaction, flushed before `commit`
-//! returns; files are created 0600 and the directory 0700; a store locked by
-//! another process is reported as `StoreError::Locked`, never waited on.
+//! returns; a successful CAS is durable before it returns; a lease record
+//! whose TTL passed reads as absent to every lease call; files are created
+//! 0600 and the directory 0700; a store locked by another process is reported
+//! as `StoreError::Locked`, never waited on. `MemKv` obeys the same contract
+//! (minus durability) and the same test suite runs against both
+//! (`tests/store_trait.rs`).
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::limits::{DEFAULT_CACHE_BYTES, MAX_CACHE_BYTES, MIN_CACHE_BYTES};
 use crate::pki::{KeyFormat, Kind};
+use crate::settings::{Family, Setting};
 
 /// A key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
@@ -35,18 +48,22 @@ pub enum Tree {
     Keys,
     /// Tenants: name → JSON `Tenant`.
     Tenants,
-    /// Settings: name → value.
+    /// Settings: name → value (names in `crate::settings`).
     Settings,
+    /// Leases: name → `LeaseRecord` (see `Kv::lease_acquire`).
+    Leases,
 }
 
 impl Tree {
-    const ALL: [Tree; 6] = [
+    /// Every tree, in `index` order.
+    pub const ALL: [Tree; 7] = [
         Tree::Roots,
         Tree::Certs,
         Tree::Chains,
         Tree::Keys,
         Tree::Tenants,
         Tree::Settings,
+        Tree::Leases,
     ];
 
     fn name(self) -> &'static str {
@@ -57,6 +74,7 @@ impl Tree {
             Tree::Keys => "keys",
             Tree::Tenants => "tenants",
             Tree::Settings => "settings",
+            Tree::Leases => "leases",
         }
     }
 
@@ -85,6 +103,9 @@ pub enum StoreError {
     Backend(String),
     /// A stored record does not decode (corruption or a newer version).
     Corrupt(String),
+    /// `PBX_CERTD_CACHE_BYTES` is not a whole number of bytes in the
+    /// allowed range (the raw value).
+    BadCacheBytes(String),
 }
 
 impl StoreError {
@@ -94,6 +115,7 @@ impl StoreError {
             StoreError::Locked(_) => "store-locked",
             StoreError::Dir(..) | StoreError::Backend(_) => "store-error",
             StoreError::Corrupt(_) => "store-corrupt",
+            StoreError::BadCacheBytes(_) => "bad-cache-bytes",
         }
     }
 }
@@ -109,11 +131,84 @@ impl core::fmt::Display for StoreError {
             StoreError::Dir(p, e) => write!(f, "cannot use data directory {}: {e}", p.display()),
             StoreError::Backend(e) => write!(f, "store failure: {e}"),
             StoreError::Corrupt(e) => write!(f, "a stored record is unreadable: {e}"),
+            StoreError::BadCacheBytes(v) => write!(
+                f,
+                "{CACHE_BYTES_ENV}={v:?} is not a number of bytes from {MIN_CACHE_BYTES} to {MAX_CACHE_BYTES}"
+            ),
         }
     }
 }
 
 impl std::error::Error for StoreError {}
+
+/// The outcome of `Kv::compare_and_swap`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cas {
+    /// The key held the expected value and now holds the new one.
+    Swapped,
+    /// The key held something else (its current value): nothing changed.
+    Conflict(Option<Vec<u8>>),
+}
+
+/// One change seen by a watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The key was inserted or replaced with the value.
+    Put(Vec<u8>, Vec<u8>),
+    /// The key was removed.
+    Delete(Vec<u8>),
+}
+
+/// A live watch of one prefix of one tree (`Kv::watch_prefix`): the changes
+/// committed after it was created, in commit order per key.
+pub trait Watch: Send {
+    /// The next change, waiting at most `timeout`; `Ok(None)`: none came.
+    fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Change>, StoreError>;
+}
+
+/// A lease record as stored in `Tree::Leases`: expiry (Unix milliseconds,
+/// big-endian `i64`) then the holder's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRecord {
+    /// Who holds it.
+    pub holder: Vec<u8>,
+    /// When it lapses, Unix milliseconds.
+    pub expires_ms: i64,
+}
+
+impl LeaseRecord {
+    /// The stored bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = self.expires_ms.to_be_bytes().to_vec();
+        v.extend_from_slice(&self.holder);
+        v
+    }
+
+    /// Parse stored bytes; `None` if too short.
+    pub fn decode(bytes: &[u8]) -> Option<LeaseRecord> {
+        let (ms, holder) = bytes.split_first_chunk::<8>()?;
+        Some(LeaseRecord {
+            holder: holder.to_vec(),
+            expires_ms: i64::from_be_bytes(*ms),
+        })
+    }
+
+    fn live(&self, now_ms: i64) -> bool {
+        self.expires_ms > now_ms
+    }
+}
+
+/// Now, Unix milliseconds (0 before 1970).
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn ttl_ms(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
+}
 
 /// The storage contract: everything above it uses only these calls.
 pub trait Kv: Send + Sync {
@@ -125,6 +220,123 @@ pub trait Kv: Send + Sync {
     fn apply(&self, ops: &[Op]) -> Result<(), StoreError>;
     /// Make everything durable (at shutdown).
     fn flush(&self) -> Result<(), StoreError>;
+    /// Atomically: if `key` holds `expected` (`None`: is absent), set it to
+    /// `new` (`None`: remove it), durably. Otherwise change nothing and
+    /// return the current value.
+    fn compare_and_swap(
+        &self,
+        tree: Tree,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<Cas, StoreError>;
+    /// Watch the keys of `tree` starting with `prefix`.
+    fn watch_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Box<dyn Watch>, StoreError>;
+
+    /// Insert or replace one key (durably).
+    fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.apply(&[Op::Put(tree, key.to_vec(), value.to_vec())])
+    }
+
+    /// Remove one key (durably; absent is fine).
+    fn delete(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError> {
+        self.apply(&[Op::Delete(tree, key.to_vec())])
+    }
+
+    /// Take the lease `name` for `holder` for `ttl`: `Ok(true)` if it was
+    /// free, lapsed, or already `holder`'s (then renewed); `Ok(false)` if
+    /// another holder's lease is live. Two contenders: exactly one wins
+    /// (compare-and-swap on the record). etcd: Lease Grant + Txn
+    /// `If(create_revision == 0) Then(Put WithLease)`.
+    fn lease_acquire(&self, name: &[u8], holder: &[u8], ttl: Duration) -> Result<bool, StoreError> {
+        for _ in 0..crate::limits::LEASE_CAS_ATTEMPTS {
+            let current = self.get(Tree::Leases, name)?;
+            let now = unix_ms();
+            if let Some(rec) = current.as_deref().and_then(LeaseRecord::decode) {
+                if rec.holder != holder && rec.live(now) {
+                    return Ok(false);
+                }
+            }
+            let new = LeaseRecord {
+                holder: holder.to_vec(),
+                expires_ms: now.saturating_add(ttl_ms(ttl)),
+            };
+            let swapped =
+                self.compare_and_swap(Tree::Leases, name, current.as_deref(), Some(&new.encode()))?;
+            if swapped == Cas::Swapped {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Extend `holder`'s live lease `name` to `ttl` from now: `Ok(false)` if
+    /// it lapsed or is not `holder`'s (etcd: LeaseKeepAlive).
+    fn lease_keep_alive(
+        &self,
+        name: &[u8],
+        holder: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let Some(current) = self.get(Tree::Leases, name)? else {
+            return Ok(false);
+        };
+        let now = unix_ms();
+        match LeaseRecord::decode(&current) {
+            Some(rec) if rec.holder == holder && rec.live(now) => {}
+            _ => return Ok(false),
+        }
+        let new = LeaseRecord {
+            holder: holder.to_vec(),
+            expires_ms: now.saturating_add(ttl_ms(ttl)),
+        };
+        Ok(
+            self.compare_and_swap(Tree::Leases, name, Some(&current), Some(&new.encode()))?
+                == Cas::Swapped,
+        )
+    }
+
+    /// Give up `holder`'s lease `name` (nothing if it is not `holder`'s).
+    /// etcd: LeaseRevoke.
+    fn lease_release(&self, name: &[u8], holder: &[u8]) -> Result<(), StoreError> {
+        let Some(current) = self.get(Tree::Leases, name)? else {
+            return Ok(());
+        };
+        if LeaseRecord::decode(&current).is_some_and(|r| r.holder == holder) {
+            // A conflict means someone else took it meanwhile: not ours to drop.
+            self.compare_and_swap(Tree::Leases, name, Some(&current), None)?;
+        }
+        Ok(())
+    }
+
+    /// The live holder of lease `name`; `None` if free or lapsed.
+    fn lease_holder(&self, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let now = unix_ms();
+        Ok(self
+            .get(Tree::Leases, name)?
+            .as_deref()
+            .and_then(LeaseRecord::decode)
+            .filter(|r| r.live(now))
+            .map(|r| r.holder))
+    }
+}
+
+/// The environment variable that sizes sled's page cache.
+pub const CACHE_BYTES_ENV: &str = "PBX_CERTD_CACHE_BYTES";
+
+/// sled's page cache size from the raw `PBX_CERTD_CACHE_BYTES` value (read
+/// once per store open): unset or empty is `DEFAULT_CACHE_BYTES`; anything
+/// but a whole number of bytes within `MIN_CACHE_BYTES..=MAX_CACHE_BYTES` is
+/// `StoreError::BadCacheBytes` (a mistyped bound fails loudly rather than
+/// silently running with another cache).
+pub fn cache_bytes(raw: Option<&str>) -> Result<u64, StoreError> {
+    let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
+        return Ok(DEFAULT_CACHE_BYTES);
+    };
+    raw.parse::<u64>()
+        .ok()
+        .filter(|n| (MIN_CACHE_BYTES..=MAX_CACHE_BYTES).contains(n))
+        .ok_or_else(|| StoreError::BadCacheBytes(raw.chars().take(64).collect()))
 }
 
 /// sled behind `Kv`.
@@ -148,9 +360,11 @@ impl SledKv {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
             .map_err(|e| StoreError::Dir(dir.to_owned(), e))?;
         let db_dir = dir.join("db");
+        let cache = cache_bytes(std::env::var(CACHE_BYTES_ENV).ok().as_deref())?;
         let recovery = crash::recover(dir, &db_dir)?;
         let db = sled::Config::new()
             .path(&db_dir)
+            .cache_capacity(cache)
             .open()
             .map_err(|e| match e {
                 sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
@@ -432,6 +646,194 @@ impl Kv for SledKv {
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(backend)
     }
+
+    fn compare_and_swap(
+        &self,
+        tree: Tree,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<Cas, StoreError> {
+        let result = self
+            .tree(tree)?
+            .compare_and_swap(key, expected, new)
+            .map_err(backend)?;
+        match result {
+            Ok(()) => {
+                self.db.flush().map_err(backend)?;
+                Ok(Cas::Swapped)
+            }
+            Err(e) => Ok(Cas::Conflict(e.current.map(|v| v.to_vec()))),
+        }
+    }
+
+    fn watch_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Box<dyn Watch>, StoreError> {
+        Ok(Box::new(SledWatch(self.tree(tree)?.watch_prefix(prefix))))
+    }
+}
+
+/// sled's `Subscriber` behind `Watch`.
+struct SledWatch(sled::Subscriber);
+
+impl Watch for SledWatch {
+    fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Change>, StoreError> {
+        received(self.0.next_timeout(timeout), |event| match event {
+            sled::Event::Insert { key, value } => Change::Put(key.to_vec(), value.to_vec()),
+            sled::Event::Remove { key } => Change::Delete(key.to_vec()),
+        })
+    }
+}
+
+/// A watch's channel result as `Watch::next_timeout` reports it.
+fn received<T>(
+    result: Result<T, std::sync::mpsc::RecvTimeoutError>,
+    change: impl FnOnce(T) -> Change,
+) -> Result<Option<Change>, StoreError> {
+    use std::sync::mpsc::RecvTimeoutError;
+    match result {
+        Ok(t) => Ok(Some(change(t))),
+        Err(RecvTimeoutError::Timeout) => Ok(None),
+        Err(RecvTimeoutError::Disconnected) => Err(backend("the store closed the watch")),
+    }
+}
+
+/// The whole store in memory, behind the same contract (minus durability):
+/// unit tests and the shared backend test suite use it.
+#[derive(Default)]
+pub struct MemKv {
+    state: std::sync::Mutex<MemState>,
+}
+
+#[derive(Default)]
+struct MemState {
+    trees: [std::collections::BTreeMap<Vec<u8>, Vec<u8>>; Tree::ALL.len()],
+    watchers: Vec<MemWatcher>,
+}
+
+struct MemWatcher {
+    tree: Tree,
+    prefix: Vec<u8>,
+    tx: std::sync::mpsc::Sender<Change>,
+}
+
+impl MemState {
+    fn map(
+        &mut self,
+        tree: Tree,
+    ) -> Result<&mut std::collections::BTreeMap<Vec<u8>, Vec<u8>>, StoreError> {
+        self.trees
+            .get_mut(tree.index())
+            .ok_or_else(|| backend("missing tree"))
+    }
+
+    /// Tell the watchers of `tree` about `change`; forget dropped watches.
+    fn notify(&mut self, tree: Tree, change: &Change) {
+        let key = match change {
+            Change::Put(k, _) | Change::Delete(k) => k,
+        };
+        self.watchers.retain(|w| {
+            w.tree != tree || !key.starts_with(&w.prefix) || w.tx.send(change.clone()).is_ok()
+        });
+    }
+}
+
+impl MemKv {
+    /// An empty store.
+    pub fn new() -> MemKv {
+        MemKv::default()
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, MemState>, StoreError> {
+        self.state.lock().map_err(|_| backend("a writer panicked"))
+    }
+}
+
+impl Kv for MemKv {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock()?.map(tree)?.get(key).cloned())
+    }
+
+    fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
+        Ok(self
+            .lock()?
+            .map(tree)?
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
+        let mut state = self.lock()?;
+        for op in ops {
+            let (tree, change) = match op {
+                Op::Put(tree, k, v) => {
+                    state.map(*tree)?.insert(k.clone(), v.clone());
+                    (*tree, Change::Put(k.clone(), v.clone()))
+                }
+                Op::Delete(tree, k) => {
+                    if state.map(*tree)?.remove(k).is_none() {
+                        continue;
+                    }
+                    (*tree, Change::Delete(k.clone()))
+                }
+            };
+            state.notify(tree, &change);
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn compare_and_swap(
+        &self,
+        tree: Tree,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<Cas, StoreError> {
+        let mut state = self.lock()?;
+        let map = state.map(tree)?;
+        let current = map.get(key);
+        if current.map(Vec::as_slice) != expected {
+            return Ok(Cas::Conflict(current.cloned()));
+        }
+        let change = match new {
+            Some(v) => {
+                map.insert(key.to_vec(), v.to_vec());
+                Change::Put(key.to_vec(), v.to_vec())
+            }
+            None => {
+                if map.remove(key).is_none() {
+                    return Ok(Cas::Swapped);
+                }
+                Change::Delete(key.to_vec())
+            }
+        };
+        state.notify(tree, &change);
+        Ok(Cas::Swapped)
+    }
+
+    fn watch_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Box<dyn Watch>, StoreError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.lock()?.watchers.push(MemWatcher {
+            tree,
+            prefix: prefix.to_vec(),
+            tx,
+        });
+        Ok(Box::new(MemWatch(rx)))
+    }
+}
+
+/// A channel fed by `MemKv` writes.
+struct MemWatch(std::sync::mpsc::Receiver<Change>);
+
+impl Watch for MemWatch {
+    fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Change>, StoreError> {
+        received(self.0.recv_timeout(timeout), |c| c)
+    }
 }
 
 /// A tenant and the DNS names it owns (normalised), with its ACME options.
@@ -551,9 +953,9 @@ pub struct StoredKey {
     pub der: Vec<u8>,
 }
 
-const SETTING_SYSTEM: &[u8] = b"system";
-const SETTING_ROOTS_VERSION: &[u8] = b"roots_version";
-const SETTING_NEXT_SEQ: &[u8] = b"next_seq";
+const SETTING_SYSTEM: &[u8] = Setting::System.name().as_bytes();
+const SETTING_ROOTS_VERSION: &[u8] = Setting::RootsVersion.name().as_bytes();
+const SETTING_NEXT_SEQ: &[u8] = Setting::NextSeq.name().as_bytes();
 
 /// The typed store used by every operation.
 pub struct Store {
@@ -579,7 +981,23 @@ impl Store {
             crate::roots::reset_ops(&store, &mut batch)?;
             store.commit(batch)?;
         }
+        crate::localca::migrate(&store)?;
+        // Leases of older releases lived in the settings tree.
+        let legacy = Family::LegacyAcmeLease.prefix().as_bytes();
+        let stale = store.kv.scan_prefix(Tree::Settings, legacy)?;
+        if !stale.is_empty() {
+            let ops: Vec<Op> = stale
+                .into_iter()
+                .map(|(k, _)| Op::Delete(Tree::Settings, k))
+                .collect();
+            store.kv.apply(&ops)?;
+        }
         Ok(store)
+    }
+
+    /// The key-value backend (compare-and-swap, watches, leases).
+    pub fn kv(&self) -> &dyn Kv {
+        self.kv.as_ref()
     }
 
     /// Apply a batch atomically and durably.
@@ -801,7 +1219,7 @@ impl Batch {
 
     /// Store system settings.
     pub fn put_system(&mut self, system: &SystemSettings) {
-        self.put_json(Tree::Settings, "system", system);
+        self.put_json(Tree::Settings, Setting::System.name(), system);
     }
 
     /// Record the Root CA list version.

@@ -229,7 +229,7 @@ enum Presented {
 }
 
 /// Store notes of DNS-01 TXT records published and not yet removed.
-const PENDING_TXT_PREFIX: &str = "acme_txt:";
+const PENDING_TXT_PREFIX: &str = crate::settings::Family::AcmeTxt.prefix();
 
 /// What a note says: enough to find the provider again and remove exactly
 /// that value (the provider's settings themselves stay in the store).

@@ -32,10 +32,10 @@ use crate::limits::{
 use crate::pki::Kind;
 use crate::store::{Batch, CertRecord, Source, Store};
 
-const SETTING_ACME: &str = "acme";
-const SETTING_ACCOUNT: &str = "acme_account";
-const STATUS_PREFIX: &str = "acme_status:";
-const LEASE_PREFIX: &str = "acme_lease:";
+const SETTING_ACME: &str = crate::settings::Setting::Acme.name();
+const SETTING_ACCOUNT: &str = crate::settings::Setting::AcmeAccount.name();
+const STATUS_PREFIX: &str = crate::settings::Family::AcmeStatus.prefix();
+const LEASE_PREFIX: &str = crate::settings::ACME_LEASE_PREFIX;
 
 /// Which challenge to answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -643,52 +643,23 @@ pub fn reissue(store: &Store, id: &str) -> Result<Value, Error> {
     Ok(json!({"ok": true, "key": target.key, "names": target.names}))
 }
 
-/// A lease holder's record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Lease {
-    holder: String,
-    until: i64,
-}
-
-/// Take the named lease for a name set (RFC-free: a store record that a
-/// clustered store shares between nodes). `Ok(false)`: another holder has it.
+/// Take the named lease for a name set (a `Tree::Leases` record that a
+/// clustered store shares between nodes), by compare-and-swap: of two
+/// contenders exactly one wins. `Ok(false)`: another holder has it.
 pub fn take_lease(store: &Store, key: &str, holder: &str, secs: i64) -> Result<bool, Error> {
     let name = format!("{LEASE_PREFIX}{key}");
-    let now = clock::now();
-    if let Some(raw) = store.setting(&name)? {
-        if let Ok(l) = serde_json::from_slice::<Lease>(&raw) {
-            if l.holder != holder && l.until > now {
-                return Ok(false);
-            }
-        }
-    }
-    let mut batch = Batch::default();
-    let lease = Lease {
-        holder: holder.to_owned(),
-        until: now + secs,
-    };
-    batch.put_setting(&name, &serde_json::to_vec(&lease).unwrap_or_default());
-    store.commit(batch)?;
-    // Re-read: with a shared store another node may have written in between.
+    let ttl = std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0));
     Ok(store
-        .setting(&name)?
-        .and_then(|raw| serde_json::from_slice::<Lease>(&raw).ok())
-        .is_some_and(|l| l.holder == holder))
+        .kv()
+        .lease_acquire(name.as_bytes(), holder.as_bytes(), ttl)?)
 }
 
 /// Release the lease if we hold it.
 pub fn release_lease(store: &Store, key: &str, holder: &str) -> Result<(), Error> {
     let name = format!("{LEASE_PREFIX}{key}");
-    let ours = store
-        .setting(&name)?
-        .and_then(|raw| serde_json::from_slice::<Lease>(&raw).ok())
-        .is_some_and(|l| l.holder == holder);
-    if ours {
-        let mut batch = Batch::default();
-        batch.delete_setting(&name);
-        store.commit(batch)?;
-    }
-    Ok(())
+    Ok(store
+        .kv()
+        .lease_release(name.as_bytes(), holder.as_bytes())?)
 }
 
 #[cfg(test)]

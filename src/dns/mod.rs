@@ -235,9 +235,9 @@ pub struct ProviderEntry {
 }
 
 /// Store key prefix of provider records in the settings tree.
-const PREFIX: &str = "dns-provider/";
+const PREFIX: &str = crate::settings::Family::DnsProvider.prefix();
 /// Store key of the propagation settings.
-const SETTING_PROPAGATION: &str = "dns-propagation";
+const SETTING_PROPAGATION: &str = crate::settings::Setting::DnsPropagation.name();
 
 /// Show at most the first 4 characters of a secret (none of a short one),
 /// never the rest.

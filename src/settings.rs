@@ -1,0 +1,129 @@
+//! Every name the store uses in its settings tree, and every lease name, in
+//! one place (issue 10, item 5).
+//!
+//! Why: five modules used to spell their own keys (`"acme_status:"`,
+//! `"dns-provider/"`, ...) into one shared namespace; a clash or a typo was
+//! found only at run time, and a clustered backend (etcd) needs the key
+//! space to be known to map it onto key prefixes.
+//!
+//! What must hold: no fixed name starts with a family's prefix and no
+//! family's prefix starts with another's, so a prefix scan of one family
+//! never returns another's records (tested below). Names never change: they
+//! are on disk in existing stores (a rename needs a migration in
+//! `Store::with_backend`).
+
+/// One fixed setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    /// `SystemSettings` (JSON).
+    System,
+    /// Version of the bundled Root CA list the store holds.
+    RootsVersion,
+    /// Next import sequence number (big-endian `u64`).
+    NextSeq,
+    /// ACME settings (JSON).
+    Acme,
+    /// The ACME account (JSON).
+    AcmeAccount,
+    /// The admin password record (PHC string).
+    AdminPassword,
+    /// DNS propagation settings (JSON).
+    DnsPropagation,
+    /// The local CA (JSON `CaRecord`; its key is in the keys tree).
+    LocalCa,
+}
+
+impl Setting {
+    /// Every fixed setting.
+    pub const ALL: [Setting; 8] = [
+        Setting::System,
+        Setting::RootsVersion,
+        Setting::NextSeq,
+        Setting::Acme,
+        Setting::AcmeAccount,
+        Setting::AdminPassword,
+        Setting::DnsPropagation,
+        Setting::LocalCa,
+    ];
+
+    /// The key in the settings tree.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Setting::System => "system",
+            Setting::RootsVersion => "roots_version",
+            Setting::NextSeq => "next_seq",
+            Setting::Acme => "acme",
+            Setting::AcmeAccount => "acme_account",
+            Setting::AdminPassword => "admin_password",
+            Setting::DnsPropagation => "dns-propagation",
+            Setting::LocalCa => "local-ca",
+        }
+    }
+}
+
+/// A family of per-name settings, listed by a prefix scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Renewal status of one ACME name set, by its key.
+    AcmeStatus,
+    /// A DNS-01 TXT record an order published (`FQDN VALUE`), removed after.
+    AcmeTxt,
+    /// One DNS provider (JSON), by name.
+    DnsProvider,
+    /// Leases of older releases (now in the leases tree): removed on open.
+    LegacyAcmeLease,
+}
+
+impl Family {
+    /// Every family.
+    pub const ALL: [Family; 4] = [
+        Family::AcmeStatus,
+        Family::AcmeTxt,
+        Family::DnsProvider,
+        Family::LegacyAcmeLease,
+    ];
+
+    /// The key prefix of the family's records.
+    pub const fn prefix(self) -> &'static str {
+        match self {
+            Family::AcmeStatus => "acme_status:",
+            Family::AcmeTxt => "acme_txt:",
+            Family::DnsProvider => "dns-provider/",
+            Family::LegacyAcmeLease => "acme_lease:",
+        }
+    }
+
+    /// The key of one member.
+    pub fn key(self, name: &str) -> String {
+        format!("{}{name}", self.prefix())
+    }
+}
+
+/// Prefix (in `Tree::Leases`) of the ACME ordering leases, one per name set.
+pub const ACME_LEASE_PREFIX: &str = "acme:";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_names_and_family_prefixes_never_overlap() {
+        for (i, a) in Setting::ALL.iter().enumerate() {
+            for b in &Setting::ALL[i + 1..] {
+                assert_ne!(a.name(), b.name());
+            }
+            for f in Family::ALL {
+                assert!(!a.name().starts_with(f.prefix()), "{a:?} is in {f:?}");
+            }
+        }
+        for f in Family::ALL {
+            for g in Family::ALL {
+                assert!(
+                    f == g || !f.prefix().starts_with(g.prefix()),
+                    "{f:?} in {g:?}"
+                );
+            }
+        }
+        assert_eq!(Family::DnsProvider.key("cf"), "dns-provider/cf");
+    }
+}
