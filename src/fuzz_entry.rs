@@ -17,11 +17,10 @@
 //! disk or the network (the store is an in-memory `Kv`); the fixtures are
 //! built once per process and `self_check` reports when they could not be.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use crate::daemon::Shared;
@@ -30,7 +29,7 @@ use crate::dns::{propagation, wire, TsigAlgorithm};
 use crate::ops::{self, Command};
 use crate::pki::KindRequest;
 use crate::snapshot::Snapshot;
-use crate::store::{Entry, Kv, Op, Store, StoreError, Tree};
+use crate::store::{MemKv, Store};
 
 /// A fuzz target: its name (also its corpus folder) and its entry function,
 /// which says how far the input got (a stable code, for tests).
@@ -60,66 +59,10 @@ pub const DNS_TSIG_NAME: &str = "fuzz-key.";
 /// The TSIG secret (Base64) of the DNS fixture.
 pub const DNS_TSIG_SECRET: &str = "ZnV6ei1rZXktZm9yLXBieC1jZXJ0ZC10ZXN0cw==";
 
-type Map = BTreeMap<(u8, Vec<u8>), Vec<u8>>;
-
-/// An in-memory `Kv` (no disk, no lock file): one map behind a mutex.
-#[derive(Clone, Default)]
-pub struct MemKv {
-    map: Arc<Mutex<Map>>,
-}
-
-impl MemKv {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Map> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// An independent copy of everything stored.
-    pub fn copy(&self) -> MemKv {
-        MemKv {
-            map: Arc::new(Mutex::new(self.lock().clone())),
-        }
-    }
-}
-
-impl Kv for MemKv {
-    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.lock().get(&(tree as u8, key.to_vec())).cloned())
-    }
-
-    fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
-        let t = tree as u8;
-        Ok(self
-            .lock()
-            .range((t, prefix.to_vec())..)
-            .take_while(|((tt, k), _)| *tt == t && k.starts_with(prefix))
-            .map(|((_, k), v)| (k.clone(), v.clone()))
-            .collect())
-    }
-
-    fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
-        let mut map = self.lock();
-        for op in ops {
-            match op {
-                Op::Put(tree, k, v) => {
-                    map.insert((*tree as u8, k.clone()), v.clone());
-                }
-                Op::Delete(tree, k) => {
-                    map.remove(&(*tree as u8, k.clone()));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn flush(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-}
-
 /// Built once per process.
 struct Fixtures {
     /// A store with the bundled roots, the tenant and a system DNS name.
-    template: MemKv,
+    template: Arc<MemKv>,
     /// The daemon's HTTPS TLS config over a snapshot with a domain, a server
     /// certificate and a TLS-ALPN-01 challenge certificate.
     tls: Arc<rustls::ServerConfig>,
@@ -153,7 +96,7 @@ fn self_signed(names: &[&str]) -> Result<(Vec<u8>, Vec<u8>), String> {
 
 fn build_fixtures() -> Result<Fixtures, String> {
     let err = |e: crate::Error| format!("{}: {e}", e.code());
-    let template = MemKv::default();
+    let template = Arc::new(MemKv::new());
     let store = Store::with_backend(Box::new(template.clone())).map_err(|e| e.to_string())?;
     let (tenant, name) = TENANT;
     ops::execute(
@@ -174,7 +117,7 @@ fn build_fixtures() -> Result<Fixtures, String> {
     )
     .map_err(err)?;
 
-    let tls_kv = template.copy();
+    let tls_kv = template.copy().map_err(|e| e.to_string())?;
     let shared = Shared::new(Store::with_backend(Box::new(tls_kv)).map_err(|e| e.to_string())?)
         .map_err(|e| e.to_string())?;
     for (names, kind) in [
@@ -219,7 +162,7 @@ fn build_fixtures() -> Result<Fixtures, String> {
 /// A fresh store holding the fixture's roots, tenant and settings.
 fn fresh_store() -> Option<Store> {
     let template = &fixtures().ok()?.template;
-    Store::with_backend(Box::new(template.copy())).ok()
+    Store::with_backend(Box::new(template.copy().ok()?)).ok()
 }
 
 /// `pbx-certd import`: byte 0 picks `--kind` (`r` root, `s` server, `d`

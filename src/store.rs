@@ -697,6 +697,34 @@ fn received<T>(
     }
 }
 
+/// A shared backend (e.g. one `MemKv` behind two `Store`s) is a backend.
+impl<K: Kv + ?Sized> Kv for std::sync::Arc<K> {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).get(tree, key)
+    }
+    fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
+        (**self).scan_prefix(tree, prefix)
+    }
+    fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
+        (**self).apply(ops)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        (**self).flush()
+    }
+    fn compare_and_swap(
+        &self,
+        tree: Tree,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<Cas, StoreError> {
+        (**self).compare_and_swap(tree, key, expected, new)
+    }
+    fn watch_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Box<dyn Watch>, StoreError> {
+        (**self).watch_prefix(tree, prefix)
+    }
+}
+
 /// The whole store in memory, behind the same contract (minus durability):
 /// unit tests and the shared backend test suite use it.
 #[derive(Default)]
@@ -741,6 +769,18 @@ impl MemKv {
     /// An empty store.
     pub fn new() -> MemKv {
         MemKv::default()
+    }
+
+    /// An independent copy of everything stored (no watchers): a fixture
+    /// store built once, handed out fresh to each test or fuzz input.
+    pub fn copy(&self) -> Result<MemKv, StoreError> {
+        let trees = self.lock()?.trees.clone();
+        Ok(MemKv {
+            state: std::sync::Mutex::new(MemState {
+                trees,
+                watchers: Vec::new(),
+            }),
+        })
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, MemState>, StoreError> {

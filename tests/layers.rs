@@ -26,6 +26,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("names", 0),
     ("pem", 0),
     ("admission", 0),
+    ("settings", 0),
     ("pki", 1),
     ("store", 2),
     ("error", 3),
