@@ -52,6 +52,14 @@ esac
 
 build() {
     local start=$SECONDS
+    # The fuzz crate has its own lock file, which pins pbx-certd's
+    # dependencies too: a dependency added to Cargo.toml must reach it.
+    if ! cargo metadata --format-version 1 --locked --manifest-path tests/fuzz/Cargo.toml >/dev/null 2>&1; then
+        echo "fuzz: tests/fuzz/Cargo.lock is out of date with Cargo.toml; refresh it with" >&2
+        echo "      cargo metadata --format-version 1 --manifest-path tests/fuzz/Cargo.toml >/dev/null" >&2
+        echo "      and commit it (only additions/removals of pbx-certd's own dependencies)" >&2
+        exit 1
+    fi
     # RUSTC_BOOTSTRAP: -Z flags (the sanitizer) on a stable toolchain.
     RUSTC_BOOTSTRAP=1 RUSTFLAGS="${flags[*]}" CARGO_TARGET_DIR="$out" \
         cargo build --manifest-path tests/fuzz/Cargo.toml --locked --release \
