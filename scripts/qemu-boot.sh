@@ -36,13 +36,25 @@ qemu_pid=""
 cleanup() { [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 
+# A Debian mirror mid-sync answers some index with the wrong size (apt exit
+# 100): try again, then go on with the lists that did arrive.
+apt_update() {
+    local i
+    for i in 1 2 3; do
+        apt-get update -qq && return 0
+        echo "qemu-boot.sh: apt-get update failed (try $i of 3)" >&2
+        sleep 10
+    done
+    echo "qemu-boot.sh: apt-get update kept failing; using the package lists there are" >&2
+}
+
 need=()
 command -v "$qemu_sys" >/dev/null || need+=(qemu-system-arm)
 command -v "$qemu_user" >/dev/null || need+=(qemu-user)
 command -v openssl >/dev/null || need+=(openssl)
 command -v cpio >/dev/null || need+=(cpio)
 if [ ${#need[@]} -gt 0 ]; then
-    apt-get update -qq
+    apt_update
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 [ -x "$bin" ] || scripts/build-arm.sh "$arch"
@@ -50,7 +62,7 @@ fi
 # 1. Kernel and busybox from Debian's arm64 archive (apt-get download).
 mkdir -p "$cache"
 if [ ! -f "$cache/vmlinuz" ] || [ ! -f "$cache/busybox" ]; then
-    dpkg --print-foreign-architectures | grep -qx "$debarch" || { dpkg --add-architecture "$debarch"; apt-get update -qq; }
+    dpkg --print-foreign-architectures | grep -qx "$debarch" || { dpkg --add-architecture "$debarch"; apt_update; }
     kpkg=$(apt-cache depends "$kmeta:$debarch" | awk '/Depends: linux-image-/ {print $2; exit}')
     [ -n "$kpkg" ] || { echo "qemu-boot.sh: no $kmeta:$debarch in apt" >&2; exit 1; }
     (cd "$work" && apt-get download "$kpkg" "busybox-static:$debarch" 2>/dev/null)
