@@ -25,6 +25,8 @@
 mod accept_any;
 #[path = "common/fault_peers.rs"]
 mod fault_peers;
+
+use fault_peers::{enable_acme, ok};
 #[path = "common/serve.rs"]
 mod serve;
 
@@ -42,15 +44,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_pbx-certd");
 /// Hang guard for the outcome of all orders of one pass (native: a second
 /// or two; under qemu-user several times that). Not a timing assertion.
 const OUTCOME_GUARD: Duration = Duration::from_secs(300);
-
-/// The CLI with `--json`; must succeed.
-fn ok(dir: &Path, args: &[&str]) -> serde_json::Value {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let out = serve::cli(dir, &all);
-    assert_eq!(out.0, 0, "{args:?} failed: {} {}", out.1, out.2);
-    serde_json::from_str(&out.1).unwrap()
-}
 
 /// The daemon on the ports the fault pebble validates: HTTPS on the
 /// TLS-ALPN-01 port, port-80 listener on the HTTP-01 port. Everything else
@@ -203,29 +196,6 @@ fn running(env: &HashMap<String, String>) -> (tempfile::TempDir, Daemon) {
         &["import", "--cert", root.to_str().unwrap(), "--kind", "root"],
     );
     (dir, daemon)
-}
-
-/// `acme set` as an admin enables ACME (default check interval): wakes the
-/// renewal loop, which orders for every name set now.
-fn enable_acme(d: &Path, env: &HashMap<String, String>) {
-    ok(
-        d,
-        &[
-            "acme",
-            "set",
-            "--directory",
-            &env["ACME_DIRECTORY_URL"],
-            "--email",
-            "admin@pbx.test",
-            "--enabled",
-            "true",
-        ],
-    );
-    assert_eq!(
-        ok(d, &["acme", "show"])["check_interval"],
-        21600,
-        "default check interval"
-    );
 }
 
 /// `dns add peers --provider rfc2136` for the peers' zone on their BIND,

@@ -20,6 +20,8 @@
 mod accept_any;
 #[path = "common/fault_peers.rs"]
 mod fault_peers;
+
+use fault_peers::{enable_acme, ok};
 #[path = "common/serve.rs"]
 mod serve;
 
@@ -39,15 +41,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_pbx-certd");
 
 fn emulated() -> bool {
     std::env::var_os("PBX_CERTD_EMULATED").is_some()
-}
-
-/// The CLI with `--json`; must succeed.
-fn ok(dir: &Path, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let out = serve::cli(dir, &all);
-    assert_eq!(out.0, 0, "{args:?} failed: {} {}", out.1, out.2);
-    serde_json::from_str(&out.1).unwrap()
 }
 
 fn tenant_names(dir: &Path) -> Vec<String> {
@@ -255,20 +248,7 @@ fn tenant_add_through_the_running_daemon_starts_an_order_at_once() {
         d,
         &["import", "--cert", root.to_str().unwrap(), "--kind", "root"],
     );
-    ok(
-        d,
-        &[
-            "acme",
-            "set",
-            "--directory",
-            &env["ACME_DIRECTORY_URL"],
-            "--email",
-            "admin@pbx.test",
-            "--enabled",
-            "true",
-        ],
-    );
-    assert_eq!(ok(d, &["acme", "show"])["check_interval"], 21600);
+    enable_acme(d, &env);
     let first = format!("first.{zone}");
     ok(d, &["tenant", "add", "first", "--dns", &first]);
 

@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -194,4 +194,36 @@ pub fn alpn_challenge_cert(addr: SocketAddr, name: &str) -> Option<Vec<u8>> {
         }
     }
     capture.leaf()
+}
+
+/// The CLI with `--json`; must succeed.
+pub fn ok(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = super::serve::cli(dir, &all);
+    assert_eq!(out.0, 0, "{args:?} failed: {} {}", out.1, out.2);
+    serde_json::from_str(&out.1).unwrap()
+}
+
+/// `acme set` as an admin enables ACME (default check interval): wakes the
+/// renewal loop, which orders for every name set now.
+pub fn enable_acme(d: &Path, env: &HashMap<String, String>) {
+    ok(
+        d,
+        &[
+            "acme",
+            "set",
+            "--directory",
+            &env["ACME_DIRECTORY_URL"],
+            "--email",
+            "admin@pbx.test",
+            "--enabled",
+            "true",
+        ],
+    );
+    assert_eq!(
+        ok(d, &["acme", "show"])["check_interval"],
+        21600,
+        "default check interval"
+    );
 }
