@@ -17,6 +17,8 @@
 
 #[path = "common/accept_any.rs"]
 mod accept_any;
+#[path = "common/dig.rs"]
+mod dig;
 #[path = "common/fake_cloudflare.rs"]
 mod fake_cloudflare;
 #[path = "common/fake_digitalocean.rs"]
@@ -27,6 +29,7 @@ mod https_server;
 mod serve;
 
 use accept_any::{client_config, AcceptAny};
+use dig::dig_txt;
 use serve::cli;
 
 use std::collections::HashMap;
@@ -891,26 +894,6 @@ fn ari_window_that_has_begun_renews_a_certificate_with_most_of_its_life_left() {
     assert_eq!(certs.len(), 1);
     assert_ne!(certs[0]["id"], old_id.as_str());
     daemon.stop();
-}
-
-/// TXT values at `name` on the peers' BIND, asked with `dig` (an
-/// independent client), sorted.
-fn dig_txt(env: &HashMap<String, String>, name: &str) -> Vec<String> {
-    let (host, port) = env["DNS_SERVER"].split_once(':').unwrap();
-    let out = Command::new("dig")
-        .args(["+short", "+norecurse", "-p", port])
-        .arg(format!("@{host}"))
-        .args([name, "TXT"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "dig failed");
-    let mut values: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.trim().trim_matches('"').to_owned())
-        .filter(|l| !l.is_empty())
-        .collect();
-    values.sort();
-    values
 }
 
 /// `dns add peers --provider rfc2136` for the peers' zone on their BIND,

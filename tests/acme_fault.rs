@@ -37,9 +37,8 @@ use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use fault_peers::{alpn_challenge_cert, dig_txt, http01_answer, pebble_root};
-
-const BIN: &str = env!("CARGO_BIN_EXE_pbx-certd");
+use fault_peers::dig::dig_txt;
+use fault_peers::{alpn_challenge_cert, http01_answer, pebble_root};
 
 /// Hang guard for the outcome of all orders of one pass (native: a second
 /// or two; under qemu-user several times that). Not a timing assertion.
@@ -58,14 +57,7 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &Path, env: &HashMap<String, String>) -> Daemon {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--data-dir")
-            .arg(dir)
-            .args(["serve", "--https"])
-            .arg(format!("127.0.0.1:{}", env["ACME_TLSALPN01_PORT"]))
-            .arg("--http")
-            .arg(format!("127.0.0.1:{}", env["ACME_HTTP01_PORT"]))
-            .env("PBX_CERTD_LOG", "info");
+        let mut cmd = fault_peers::serve_command(dir, env);
         let (child, log) = serve::spawn(&mut cmd, serve::Drain::Always, false);
         let (ready, seen) = serve::wait_ready(&log, Duration::from_secs(120));
         Daemon {

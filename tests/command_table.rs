@@ -254,14 +254,7 @@ fn tenant_add_through_the_running_daemon_starts_an_order_at_once() {
 
     // The daemon on the ports pebble validates (TLS-ALPN-01 and HTTP-01);
     // everything else default.
-    let mut cmd = Command::new(BIN);
-    cmd.arg("--data-dir")
-        .arg(d)
-        .args(["serve", "--https"])
-        .arg(format!("127.0.0.1:{}", env["ACME_TLSALPN01_PORT"]))
-        .arg("--http")
-        .arg(format!("127.0.0.1:{}", env["ACME_HTTP01_PORT"]))
-        .env("PBX_CERTD_LOG", "info");
+    let mut cmd = fault_peers::serve_command(d, &env);
     let (child, log) = serve::spawn(&mut cmd, serve::Drain::Always, false);
     let _daemon = Kill(child);
     let (_, mut seen) = serve::wait_ready(&log, Duration::from_secs(120));

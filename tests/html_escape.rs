@@ -220,39 +220,11 @@ fn every_page_escapes_hostile_values() {
     let page = site.reflect_kind();
     assert_inert("/import (posted)", &page, &[IMG_ESCAPED, SCRIPT_ESCAPED]);
 }
-
-fn require_browser_tools(root: &Path) -> Result<(), String> {
-    let node = Command::new("node").arg("--version").output();
-    let playwright = root.join("scripts/web-test/node_modules/playwright-core/package.json");
-    let missing: Vec<&str> = [
-        (node.map(|o| o.status.success()).unwrap_or(false), "node"),
-        (Path::new("/usr/bin/chromium").exists(), "/usr/bin/chromium"),
-        (playwright.exists(), "playwright-core"),
-    ]
-    .into_iter()
-    .filter(|(ok, _)| !ok)
-    .map(|(_, what)| what)
-    .collect();
-    match missing.is_empty() {
-        true => Ok(()),
-        false => Err(format!(
-            "needs {}: run scripts/web-test/setup.sh (as root) first",
-            missing.join(", ")
-        )),
-    }
-}
-
 #[test]
 fn hostile_values_are_inert_in_headless_chromium() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    if let Err(missing) = require_browser_tools(root) {
-        // As in tests/web_admin.rs: only cross's emulated container (no
-        // browser there) may skip; anywhere else a missing browser fails.
-        if let Ok(emulator) = std::env::var("PBX_CERTD_EMULATED") {
-            eprintln!("skipped under {emulator}: {missing}");
-            return;
-        }
-        panic!("{missing}");
+    if !common::browser::browser_or_skip(root) {
+        return;
     }
     let site = Site::new();
     let texts = serde_json::json!({

@@ -21,8 +21,11 @@ use std::time::{Duration, Instant};
 
 #[path = "common/accept_any.rs"]
 mod accept_any;
+#[path = "common/browser.rs"]
+mod browser;
 
 use accept_any::{client_config, AcceptAny};
+use browser::browser_or_skip;
 
 /// A running `pbx-certd serve` on two free loopback ports.
 struct Daemon {
@@ -126,45 +129,11 @@ fn wait_with_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     }
 }
 
-/// Whether the browser tools are all here; `Err` names what is missing.
-fn require_browser_tools(root: &Path) -> Result<(), String> {
-    let node = Command::new("node").arg("--version").output();
-    let playwright = root.join("scripts/web-test/node_modules/playwright-core/package.json");
-    let missing: Vec<&str> = [
-        (node.map(|o| o.status.success()).unwrap_or(false), "node"),
-        (Path::new("/usr/bin/chromium").exists(), "/usr/bin/chromium"),
-        (
-            playwright.exists(),
-            "scripts/web-test/node_modules/playwright-core",
-        ),
-    ]
-    .into_iter()
-    .filter(|(ok, _)| !ok)
-    .map(|(_, what)| what)
-    .collect();
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
-            "the browser test needs {}: run `scripts/web-test/setup.sh` (as root) first",
-            missing.join(", ")
-        ))
-    }
-}
-
 #[test]
 fn admin_pages_in_headless_chromium() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    if let Err(missing) = require_browser_tools(root) {
-        // Under `cross test` the emulated test runs inside cross's Docker
-        // image, which has no Chromium or node for the x86_64 host to drive
-        // (Cross.toml sets PBX_CERTD_EMULATED there). Everywhere else a
-        // missing browser is a failure, never a skip.
-        if let Ok(emulator) = std::env::var("PBX_CERTD_EMULATED") {
-            eprintln!("skipped under {emulator}: {missing}");
-            return;
-        }
-        panic!("{missing}");
+    if !browser_or_skip(root) {
+        return;
     }
     let daemon = start_daemon();
     let token = daemon

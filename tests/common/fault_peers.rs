@@ -29,6 +29,9 @@ use rustls::pki_types::ServerName;
 
 use super::accept_any::{client_config, AcceptAny};
 
+#[path = "dig.rs"]
+pub mod dig;
+
 /// The instance name (`target/acme-peers-fault`).
 pub const INSTANCE: &str = "fault";
 
@@ -134,26 +137,6 @@ pub fn pebble_root(env: &HashMap<String, String>) -> String {
     String::from_utf8(out.stdout).expect("PEM is text")
 }
 
-/// TXT values at `name` on the instance's BIND, asked with `dig` (an
-/// independent client), sorted.
-pub fn dig_txt(env: &HashMap<String, String>, name: &str) -> Vec<String> {
-    let (host, port) = env["DNS_SERVER"].split_once(':').expect("host:port");
-    let out = Command::new("dig")
-        .args(["+short", "+norecurse", "+time=2", "+tries=2", "-p", port])
-        .arg(format!("@{host}"))
-        .args([name, "TXT"])
-        .output()
-        .expect("run dig");
-    assert!(out.status.success(), "dig failed");
-    let mut values: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.trim().trim_matches('"').to_owned())
-        .filter(|l| !l.is_empty())
-        .collect();
-    values.sort();
-    values
-}
-
 /// The HTTP status and body the port-80 listener (`addr`) answers for an
 /// HTTP-01 token (RFC 8555 §8.3), asked for `host`.
 pub fn http01_answer(addr: SocketAddr, host: &str, token: &str) -> (u16, String) {
@@ -226,4 +209,19 @@ pub fn enable_acme(d: &Path, env: &HashMap<String, String>) {
         21600,
         "default check interval"
     );
+}
+
+/// `pbx-certd serve` for `dir` on the ports the instance's pebble validates:
+/// HTTPS on the TLS-ALPN-01 port, the port-80 listener on the HTTP-01 port;
+/// everything else default, logging at info.
+pub fn serve_command(dir: &Path, env: &HashMap<String, String>) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pbx-certd"));
+    cmd.arg("--data-dir")
+        .arg(dir)
+        .args(["serve", "--https"])
+        .arg(format!("127.0.0.1:{}", env["ACME_TLSALPN01_PORT"]))
+        .arg("--http")
+        .arg(format!("127.0.0.1:{}", env["ACME_HTTP01_PORT"]))
+        .env("PBX_CERTD_LOG", "info");
+    cmd
 }

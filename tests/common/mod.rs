@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod accept_any;
+pub mod browser;
 pub mod serve;
 
 use std::collections::BTreeSet;
