@@ -28,7 +28,7 @@ mod serve;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -169,10 +169,6 @@ fn order_guard() -> Duration {
     Duration::from_secs(if emulated() { 300 } else { 60 })
 }
 
-fn root_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// `scripts/acme-peers.sh up` for this binary's own instance, on its own
 /// ports (`PEERS_CMDTABLE_PORT_BASE`, default 18170: + 0 HTTP-01, + 1
 /// TLS-ALPN-01, + 3 DNS, + 4 ACME directory, + 5 pebble management), so it
@@ -182,30 +178,7 @@ fn peers() -> HashMap<String, String> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(18170);
-    let port = |off: u16| (base + off).to_string();
-    let status = Command::new(root_dir().join("scripts/acme-peers.sh"))
-        .arg("up")
-        .env_remove("PEERS_DIR")
-        .env("PEERS_INSTANCE", INSTANCE)
-        .env("PEERS_HTTP01_PORT", port(0))
-        .env("PEERS_TLSALPN01_PORT", port(1))
-        .env("PEERS_DNS_PORT", port(3))
-        .env("PEERS_ACME_PORT", port(4))
-        .env("PEERS_MGMT_PORT", port(5))
-        .env("PEBBLE_WFE_NONCEREJECT", "0")
-        .env("PEBBLE_AUTHZREUSE", "0")
-        .env_remove("PEBBLE_CERT_VALIDITY")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("run scripts/acme-peers.sh");
-    assert!(status.success(), "scripts/acme-peers.sh up failed");
-    let path = root_dir().join(format!("target/acme-peers-{INSTANCE}/env"));
-    std::fs::read_to_string(&path)
-        .expect("peers env")
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
+    fault_peers::instance_script(INSTANCE, base, "0", "up")
 }
 
 /// Wait for a log line containing `needle` (hang guard `order_guard`).

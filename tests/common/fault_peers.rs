@@ -57,18 +57,30 @@ fn port_base() -> u16 {
 /// `scripts/acme-peers.sh ACTION` for the fault instance; its env file
 /// (empty after `down`).
 fn script(action: &str) -> HashMap<String, String> {
-    let base = port_base();
+    instance_script(INSTANCE, port_base(), NONCE_REJECT, action)
+}
+
+/// `scripts/acme-peers.sh ACTION` for the peers instance `instance`
+/// (`target/acme-peers-INSTANCE`) on ports from `base` (+0 HTTP-01, +1
+/// TLS-ALPN-01, +3 DNS, +4 ACME, +5 pebble management), pebble rejecting
+/// `nonce_reject` % of nonces; its env file (empty after `down`).
+pub fn instance_script(
+    instance: &str,
+    base: u16,
+    nonce_reject: &str,
+    action: &str,
+) -> HashMap<String, String> {
     let port = |off: u16| (base + off).to_string();
     let status = Command::new(root_dir().join("scripts/acme-peers.sh"))
         .arg(action)
         .env_remove("PEERS_DIR")
-        .env("PEERS_INSTANCE", INSTANCE)
+        .env("PEERS_INSTANCE", instance)
         .env("PEERS_HTTP01_PORT", port(0))
         .env("PEERS_TLSALPN01_PORT", port(1))
         .env("PEERS_DNS_PORT", port(3))
         .env("PEERS_ACME_PORT", port(4))
         .env("PEERS_MGMT_PORT", port(5))
-        .env("PEBBLE_WFE_NONCEREJECT", NONCE_REJECT)
+        .env("PEBBLE_WFE_NONCEREJECT", nonce_reject)
         .env("PEBBLE_AUTHZREUSE", "0")
         .env_remove("PEBBLE_CERT_VALIDITY")
         .stdout(Stdio::null())
@@ -76,13 +88,13 @@ fn script(action: &str) -> HashMap<String, String> {
         .expect("run scripts/acme-peers.sh");
     assert!(
         status.success(),
-        "PEERS_INSTANCE={INSTANCE} scripts/acme-peers.sh {action} failed"
+        "PEERS_INSTANCE={instance} scripts/acme-peers.sh {action} failed"
     );
     if action == "down" {
         return HashMap::new();
     }
-    let path = root_dir().join(format!("target/acme-peers-{INSTANCE}/env"));
-    let text = std::fs::read_to_string(&path).expect("fault peers env");
+    let path = root_dir().join(format!("target/acme-peers-{instance}/env"));
+    let text = std::fs::read_to_string(&path).expect("peers env");
     text.lines()
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
