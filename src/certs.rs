@@ -12,8 +12,9 @@
 
 use crate::clock;
 use crate::error::Error;
+use crate::model::Source;
 use crate::pki::{self, Analysis, Context, Kind, KindRequest, Notice};
-use crate::store::{Batch, CertRecord, Source, Store};
+use crate::store::{Batch, CertRecord, Store};
 
 /// The result of an import, as `import --json` prints it.
 #[derive(Debug, Clone, serde::Serialize)]

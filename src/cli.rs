@@ -569,8 +569,8 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
         Cmd::Csr { names, key_type } => Command::Csr {
             names,
             key_type: match key_type {
-                KeyTypeArg::P256 => crate::localca::KeyType::P256,
-                KeyTypeArg::Rsa2048 => crate::localca::KeyType::Rsa2048,
+                KeyTypeArg::P256 => crate::model::KeyType::P256,
+                KeyTypeArg::Rsa2048 => crate::model::KeyType::Rsa2048,
             },
         },
         Cmd::Ca {
@@ -591,7 +591,7 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
 }
 
 fn dns_command(command: DnsCmd) -> Result<Command, Error> {
-    use crate::dns::{ProviderConfig, TsigAlgorithm};
+    use crate::model::{ProviderConfig, TsigAlgorithm};
     Ok(match command {
         DnsCmd::Add {
             name,
@@ -616,11 +616,11 @@ fn dns_command(command: DnsCmd) -> Result<Command, Error> {
                 },
                 ProviderArg::Cloudflare => ProviderConfig::Cloudflare {
                     token: secret_arg(token)?,
-                    api_base: api_base.unwrap_or_else(crate::dns::cloudflare_api_base),
+                    api_base: api_base.unwrap_or_else(crate::model::cloudflare_api_base),
                 },
                 ProviderArg::Digitalocean => ProviderConfig::Digitalocean {
                     token: secret_arg(token)?,
-                    api_base: api_base.unwrap_or_else(crate::dns::digitalocean_api_base),
+                    api_base: api_base.unwrap_or_else(crate::model::digitalocean_api_base),
                 },
             };
             Command::DnsAdd { name, zone, config }

@@ -25,7 +25,8 @@ use std::task::{Context, Poll};
 
 use crate::daemon::Shared;
 use crate::dns::rfc2136::Rfc2136;
-use crate::dns::{propagation, wire, TsigAlgorithm};
+use crate::dns::{propagation, wire};
+use crate::model::TsigAlgorithm;
 use crate::ops::{self, Command};
 use crate::pki::KindRequest;
 use crate::snapshot::Snapshot;

@@ -27,6 +27,7 @@ pub mod http;
 pub mod limits;
 pub mod localca;
 pub mod logger;
+pub mod model;
 pub mod names;
 pub mod ops;
 pub mod pem;

@@ -34,29 +34,11 @@ use serde::{Deserialize, Serialize};
 use crate::certs::{self, Imported};
 use crate::error::Error;
 use crate::limits::{LOCAL_CA_DAYS, LOCAL_CA_LEAF_DAYS, MAX_CSR_NAMES, RSA_KEY_BITS};
+use crate::model::KeyType;
+use crate::model::Source;
 use crate::names;
 use crate::pki::{self, KeyFormat, KindRequest};
-use crate::store::{Batch, Source, Store};
-
-/// Key types `csr --key-type` names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum KeyType {
-    /// ECDSA P-256 (default).
-    P256,
-    /// RSA 2048 (generated with the `rsa` crate, signed with ring).
-    Rsa2048,
-}
-
-impl KeyType {
-    /// The name the CLI uses.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyType::P256 => "p256",
-            KeyType::Rsa2048 => "rsa2048",
-        }
-    }
-}
+use crate::store::{Batch, Store};
 
 fn gen_err(e: impl core::fmt::Display) -> Error {
     Error::KeyGeneration(e.to_string())

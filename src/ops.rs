@@ -17,10 +17,11 @@ use crate::certs;
 use crate::clock;
 use crate::error::Error;
 use crate::limits::{ID_LEN, MIN_ID_PREFIX_LEN};
+use crate::model::Source;
 use crate::pki::KindRequest;
 use crate::roots;
 use crate::snapshot::Snapshot;
-use crate::store::{Batch, Source, Store, Tree};
+use crate::store::{Batch, Store, Tree};
 use crate::tenant::{self, SystemChange};
 
 /// A command of the CLI contract, with file contents already read.
@@ -90,14 +91,14 @@ pub enum Command {
     DnsAdd {
         name: String,
         zone: String,
-        config: crate::dns::ProviderConfig,
+        config: crate::model::ProviderConfig,
     },
     /// `dns list`
     DnsList,
     /// `csr --name HOST... [--key-type T]`
     Csr {
         names: Vec<String>,
-        key_type: crate::localca::KeyType,
+        key_type: crate::model::KeyType,
     },
     /// `ca init`
     CaInit,
@@ -504,7 +505,7 @@ mod tests {
             Command::DnsAdd {
                 name: s(),
                 zone: s(),
-                config: crate::dns::ProviderConfig::Cloudflare {
+                config: crate::model::ProviderConfig::Cloudflare {
                     token: s(),
                     api_base: s(),
                 },
@@ -512,7 +513,7 @@ mod tests {
             Command::DnsList,
             Command::Csr {
                 names: vec![],
-                key_type: crate::localca::KeyType::P256,
+                key_type: crate::model::KeyType::P256,
             },
             Command::CaInit,
             Command::CaShow,

@@ -24,9 +24,9 @@ use x509_cert::Certificate;
 
 use crate::clock::DAY;
 use crate::limits::{EXPIRING_SOON_DAYS, MAX_BOX_BYTES, MAX_CHAIN_LEN, MIN_RSA_BITS};
+use crate::model::Tenant;
 use crate::names;
 use crate::pem;
-use crate::store::Tenant;
 
 const OID_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 const OID_EC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");

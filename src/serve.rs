@@ -38,8 +38,9 @@ use crate::limits::{
     MAX_ESTABLISHED_PER_FORWARD, MAX_UNPROVEN_PER_IP, MAX_UNPROVEN_PER_LISTENER,
     PLAIN_HTTP_DEADLINE, SELF_SIGNED_DAYS, SHUTDOWN_GRACE_SECS, UNPROVEN_TLS_DEADLINE,
 };
+use crate::model::Source;
 use crate::pki::{Kind, KindRequest};
-use crate::store::{Source, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// One `--tls-forward LISTEN=TARGET`.
 #[derive(Debug, Clone, PartialEq, Eq)]

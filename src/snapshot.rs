@@ -25,9 +25,10 @@ use std::sync::Arc;
 use rustls::pki_types::CertificateDer;
 use rustls::sign::CertifiedKey;
 
+use crate::model::{Source, SystemSettings, Tenant};
 use crate::names::{self, NameBuf};
 use crate::pki::{self, Kind};
-use crate::store::{CertRecord, Source, Store, StoreError, SystemSettings, Tenant};
+use crate::store::{CertRecord, Store, StoreError};
 
 /// A certificate ready to serve.
 pub struct Served {

@@ -11,13 +11,14 @@
 //! changes never reclassify stored certificates; removing a tenant that still
 //! owns domain certificates is refused.
 
-use crate::acme::ChallengeChoice;
 use crate::error::Error;
 use crate::limits::{MAX_DNS_NAMES_PER_TENANT, MAX_TENANT_NAME_LEN};
-use crate::localca::KeyType;
+use crate::model::ChallengeChoice;
+use crate::model::KeyType;
+use crate::model::{SystemSettings, Tenant};
 use crate::names;
 use crate::pki::Kind;
-use crate::store::{Batch, Store, SystemSettings, Tenant};
+use crate::store::{Batch, Store};
 
 /// A tenant name: 1 to `MAX_TENANT_NAME_LEN` of `[A-Za-z0-9._-]`, starting
 /// with a letter or digit (so never `.`, `..` or anything else that reads as
@@ -109,7 +110,7 @@ pub fn set(
     let challenge = match acme_challenge {
         None => None,
         Some("default") => Some(None),
-        Some(raw) => Some(Some(ChallengeChoice::parse(raw).ok_or_else(|| {
+        Some(raw) => Some(Some(raw.parse::<ChallengeChoice>().map_err(|_| {
             Error::BadSetting(format!(
                 "--acme-challenge {raw:?}: expected auto, http-01, dns-01, tls-alpn-01 or default"
             ))

@@ -14,8 +14,8 @@ use std::process::Command;
 use common::*;
 use pbx_certd::dns::{
     challenge_name, propagation, rfc2136::Rfc2136, DnsError, DnsProvider, PropagationSettings,
-    TsigAlgorithm,
 };
+use pbx_certd::model::TsigAlgorithm;
 
 /// One running BIND9.
 struct Peer {

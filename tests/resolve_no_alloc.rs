@@ -10,9 +10,10 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use pbx_certd::model::{Source, SystemSettings, Tenant};
 use pbx_certd::pki::{CertInfo, Kind};
 use pbx_certd::snapshot::{Input, Match, Snapshot};
-use pbx_certd::store::{CertRecord, Source, SystemSettings, Tenant};
+use pbx_certd::store::CertRecord;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
 

@@ -33,13 +33,14 @@ use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
 
 use super::http::Client;
-use super::{AcmeError, AcmeSettings, ChallengeChoice, StoredAccount, Target};
+use super::{AcmeError, AcmeSettings, StoredAccount, Target};
 use crate::daemon::Shared;
 use crate::limits::{
     ACME_BAD_NONCE_RETRIES, ACME_POLL_FIRST_DELAY, ACME_POLL_MAX_DELAY, ACME_POLL_TIMEOUT,
 };
+use crate::model::ChallengeChoice;
+use crate::model::Source;
 use crate::pki::KindRequest;
-use crate::store::Source;
 
 /// The ALPN protocol of TLS-ALPN-01 (RFC 8737 §6.2).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";

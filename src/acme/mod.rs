@@ -29,55 +29,15 @@ use crate::limits::{
     ACME_DEFAULT_CHECK_INTERVAL_SECS, ACME_DEFAULT_DIRECTORY, ACME_MAX_CHECK_INTERVAL_SECS,
     ACME_MAX_ERROR_LEN, ACME_MIN_CHECK_INTERVAL_SECS, ACME_RENEW_FRACTION,
 };
+use crate::model::ChallengeChoice;
+use crate::model::Source;
 use crate::pki::Kind;
-use crate::store::{Batch, CertRecord, Source, Store};
+use crate::store::{Batch, CertRecord, Store};
 
 const SETTING_ACME: &str = crate::settings::Setting::Acme.name();
 const SETTING_ACCOUNT: &str = crate::settings::Setting::AcmeAccount.name();
 const STATUS_PREFIX: &str = crate::settings::Family::AcmeStatus.prefix();
 const LEASE_PREFIX: &str = crate::settings::ACME_LEASE_PREFIX;
-
-/// Which challenge to answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ChallengeChoice {
-    /// DNS-01 when a provider covers the name, else HTTP-01 (port 80
-    /// listener on), else TLS-ALPN-01.
-    #[default]
-    Auto,
-    /// RFC 8555 §8.3.
-    #[serde(rename = "http-01")]
-    Http01,
-    /// RFC 8555 §8.4.
-    #[serde(rename = "dns-01")]
-    Dns01,
-    /// RFC 8737.
-    #[serde(rename = "tls-alpn-01")]
-    TlsAlpn01,
-}
-
-impl ChallengeChoice {
-    /// Parse the CLI value.
-    pub fn parse(s: &str) -> Option<ChallengeChoice> {
-        Some(match s {
-            "auto" => ChallengeChoice::Auto,
-            "http-01" => ChallengeChoice::Http01,
-            "dns-01" => ChallengeChoice::Dns01,
-            "tls-alpn-01" => ChallengeChoice::TlsAlpn01,
-            _ => return None,
-        })
-    }
-
-    /// The CLI value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChallengeChoice::Auto => "auto",
-            ChallengeChoice::Http01 => "http-01",
-            ChallengeChoice::Dns01 => "dns-01",
-            ChallengeChoice::TlsAlpn01 => "tls-alpn-01",
-        }
-    }
-}
 
 /// External Account Binding (RFC 8555 §7.3.4).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -299,7 +259,7 @@ pub struct Target {
     /// The tenant's challenge choice; `None` follows `acme set --challenge`.
     pub challenge: Option<ChallengeChoice>,
     /// Key type of the certificate (P-256 unless the tenant chose RSA).
-    pub key_type: crate::localca::KeyType,
+    pub key_type: crate::model::KeyType,
 }
 
 impl Target {
@@ -378,7 +338,7 @@ pub fn set(store: &Store, change: &AcmeChange) -> Result<AcmeSettings, Error> {
         s.enabled = enabled;
     }
     if let Some(ch) = &change.challenge {
-        s.challenge = ChallengeChoice::parse(ch).ok_or_else(|| {
+        s.challenge = ch.parse::<ChallengeChoice>().map_err(|_| {
             bad(
                 "--challenge",
                 "expected auto, http-01, dns-01 or tls-alpn-01",
@@ -452,7 +412,7 @@ pub fn show(store: &Store) -> Result<Value, Error> {
 }
 
 /// The contact URL: the ACME e-mail, else the admin e-mail.
-pub fn contact(s: &AcmeSettings, system: &crate::store::SystemSettings) -> Option<String> {
+pub fn contact(s: &AcmeSettings, system: &crate::model::SystemSettings) -> Option<String> {
     s.email
         .clone()
         .or_else(|| system.admin_email.clone())
@@ -494,7 +454,7 @@ pub fn targets(store: &Store) -> Result<Vec<Target>, Error> {
                 tenant: None,
                 names,
                 challenge: None,
-                key_type: crate::localca::KeyType::P256,
+                key_type: crate::model::KeyType::P256,
             });
         }
     }
@@ -511,7 +471,7 @@ pub fn targets(store: &Store) -> Result<Vec<Target>, Error> {
                 tenant: Some(t.name.clone()),
                 names,
                 challenge: t.acme_challenge,
-                key_type: t.acme_key_type.unwrap_or(crate::localca::KeyType::P256),
+                key_type: t.acme_key_type.unwrap_or(crate::model::KeyType::P256),
             });
         }
     }

@@ -39,6 +39,7 @@ use crate::limits::{
     DNS_PROPAGATION_INTERVAL_SECS, DNS_PROPAGATION_TIMEOUT_SECS, MAX_DNS_PROVIDERS,
     MAX_DNS_PROVIDER_NAME_LEN, MAX_DNS_SECRET_LEN,
 };
+use crate::model::{mask, ProviderConfig};
 use crate::names;
 use crate::store::{Batch, Store};
 
@@ -128,101 +129,6 @@ impl core::fmt::Display for DnsError {
 
 impl std::error::Error for DnsError {}
 
-/// TSIG algorithms accepted (RFC 8945 §6: HMAC-SHA256 is mandatory to implement).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TsigAlgorithm {
-    /// `hmac-sha256`
-    HmacSha256,
-    /// `hmac-sha512`
-    HmacSha512,
-}
-
-impl TsigAlgorithm {
-    /// The algorithm's name as the CLI and BIND spell it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TsigAlgorithm::HmacSha256 => "hmac-sha256",
-            TsigAlgorithm::HmacSha512 => "hmac-sha512",
-        }
-    }
-}
-
-/// How a provider reaches its zone. `Debug` masks the secrets.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "provider", rename_all = "kebab-case")]
-pub enum ProviderConfig {
-    /// RFC 2136 dynamic update with TSIG to a primary server.
-    Rfc2136 {
-        /// `HOST:PORT` of the primary.
-        server: String,
-        /// TSIG key name (a DNS name).
-        tsig_name: String,
-        /// TSIG algorithm.
-        tsig_algorithm: TsigAlgorithm,
-        /// TSIG secret, Base64 (secret).
-        tsig_secret: String,
-    },
-    /// Cloudflare's API v4.
-    Cloudflare {
-        /// API token (secret), with DNS Edit permission on the zone.
-        token: String,
-        /// API base URL (https).
-        #[serde(default = "cloudflare_api_base")]
-        api_base: String,
-    },
-    /// DigitalOcean's API v2.
-    Digitalocean {
-        /// API token (secret), with the domain read/create/delete scopes.
-        token: String,
-        /// API base URL (https).
-        #[serde(default = "digitalocean_api_base")]
-        api_base: String,
-    },
-}
-
-impl core::fmt::Debug for ProviderConfig {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            ProviderConfig::Rfc2136 {
-                server,
-                tsig_name,
-                tsig_algorithm,
-                tsig_secret,
-            } => write!(
-                f,
-                "Rfc2136 {{ server: {server}, tsig_name: {tsig_name}, tsig_algorithm: {}, tsig_secret: {} }}",
-                tsig_algorithm.as_str(),
-                mask(tsig_secret)
-            ),
-            ProviderConfig::Cloudflare { token, api_base } => {
-                write!(
-                    f,
-                    "Cloudflare {{ token: {}, api_base: {api_base} }}",
-                    mask(token)
-                )
-            }
-            ProviderConfig::Digitalocean { token, api_base } => {
-                write!(
-                    f,
-                    "Digitalocean {{ token: {}, api_base: {api_base} }}",
-                    mask(token)
-                )
-            }
-        }
-    }
-}
-
-/// The default Cloudflare API base.
-pub fn cloudflare_api_base() -> String {
-    crate::limits::CLOUDFLARE_DEFAULT_API_BASE.to_owned()
-}
-
-/// The default DigitalOcean API base.
-pub fn digitalocean_api_base() -> String {
-    crate::limits::DIGITALOCEAN_DEFAULT_API_BASE.to_owned()
-}
-
 /// A configured provider: a name, the zone it covers, how to reach it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProviderEntry {
@@ -238,14 +144,6 @@ pub struct ProviderEntry {
 const PREFIX: &str = crate::settings::Family::DnsProvider.prefix();
 /// Store key of the propagation settings.
 const SETTING_PROPAGATION: &str = crate::settings::Setting::DnsPropagation.name();
-
-/// Show at most the first 4 characters of a secret (none of a short one),
-/// never the rest.
-pub fn mask(secret: &str) -> String {
-    let shown = if secret.chars().count() >= 16 { 4 } else { 0 };
-    let head: String = secret.chars().take(shown).collect();
-    format!("{head}…({} chars)", secret.chars().count())
-}
 
 impl ProviderEntry {
     /// The `dns list --json` entry: secrets masked.
@@ -614,6 +512,7 @@ pub fn set_propagation(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{cloudflare_api_base, digitalocean_api_base, TsigAlgorithm};
 
     #[test]
     fn challenge_names_drop_the_wildcard() {

@@ -26,8 +26,9 @@ use domain::rdata::rfc1035::Txt;
 use domain::rdata::tsig::Time48;
 use domain::tsig::{Algorithm, ClientTransaction, Key, KeyName, ValidationError};
 
-use super::{in_zone, wire, DnsError, DnsFuture, DnsProvider, TsigAlgorithm};
+use super::{in_zone, wire, DnsError, DnsFuture, DnsProvider};
 use crate::limits::{DNS01_TXT_TTL, DNS_EXCHANGE_TIMEOUT_SECS, MAX_DNS_SECRET_LEN};
+use crate::model::TsigAlgorithm;
 
 /// An RFC 2136 provider for one zone.
 pub struct Rfc2136 {

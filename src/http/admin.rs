@@ -230,7 +230,7 @@ pub fn acme_change(form: &Form, stored_kid: Option<&str>) -> Result<AcmeChange, 
 
 /// The `dns add` command of one of the ACME page's provider forms.
 pub fn dns_add_command(form: &Form) -> Result<Command, Error> {
-    use crate::dns::{ProviderConfig, TsigAlgorithm};
+    use crate::model::{ProviderConfig, TsigAlgorithm};
     let field = |k: &str| form.get(k).unwrap_or("").trim().to_owned();
     let need = |k: &str, what: &str| {
         let v = field(k);
@@ -259,7 +259,7 @@ pub fn dns_add_command(form: &Form) -> Result<Command, Error> {
         },
         "cloudflare" => ProviderConfig::Cloudflare {
             token: need("token", "the API token")?,
-            api_base: crate::dns::cloudflare_api_base(),
+            api_base: crate::model::cloudflare_api_base(),
         },
         _ => {
             return Err(Error::BadSetting(
@@ -749,8 +749,8 @@ impl Admin {
             .map(str::to_owned)
             .collect();
         let key_type = match form.get("key_type").unwrap_or("p256") {
-            "rsa2048" => crate::localca::KeyType::Rsa2048,
-            _ => crate::localca::KeyType::P256,
+            "rsa2048" => crate::model::KeyType::Rsa2048,
+            _ => crate::model::KeyType::P256,
         };
         match self.run(Command::Csr { names, key_type }).await {
             Ok(v) => {

@@ -299,7 +299,7 @@ struct DnsBody {
     #[serde(default)]
     tsig_name: Option<String>,
     #[serde(default)]
-    tsig_algorithm: Option<crate::dns::TsigAlgorithm>,
+    tsig_algorithm: Option<crate::model::TsigAlgorithm>,
     #[serde(default)]
     tsig_secret: Option<String>,
     #[serde(default)]
@@ -324,7 +324,7 @@ struct DnsSetBody {
 struct CsrBody {
     names: Vec<String>,
     #[serde(default)]
-    key_type: Option<crate::localca::KeyType>,
+    key_type: Option<crate::model::KeyType>,
 }
 
 #[derive(Deserialize)]
@@ -343,7 +343,7 @@ struct TenantNameBody {
 }
 
 fn dns_add(b: DnsBody) -> Result<Command, Resp> {
-    use crate::dns::ProviderConfig;
+    use crate::model::ProviderConfig;
     let need = |v: Option<String>, field: &str| {
         v.ok_or_else(|| bad(format!("provider {} needs \"{field}\"", b.provider)))
     };
@@ -361,14 +361,14 @@ fn dns_add(b: DnsBody) -> Result<Command, Resp> {
             api_base: b
                 .api_base
                 .clone()
-                .unwrap_or_else(crate::dns::cloudflare_api_base),
+                .unwrap_or_else(crate::model::cloudflare_api_base),
         },
         "digitalocean" => ProviderConfig::Digitalocean {
             token: need(b.token.clone(), "token")?,
             api_base: b
                 .api_base
                 .clone()
-                .unwrap_or_else(crate::dns::digitalocean_api_base),
+                .unwrap_or_else(crate::model::digitalocean_api_base),
         },
         other => {
             return Err(bad(format!(
@@ -486,7 +486,7 @@ pub fn to_command(route: ApiRoute, body: &[u8]) -> Result<Command, Resp> {
             let b: CsrBody = parse(body)?;
             Command::Csr {
                 names: b.names,
-                key_type: b.key_type.unwrap_or(crate::localca::KeyType::P256),
+                key_type: b.key_type.unwrap_or(crate::model::KeyType::P256),
             }
         }
         ApiRoute::CaShow => Command::CaShow,
@@ -622,7 +622,7 @@ mod tests {
         ) {
             Ok(Command::DnsAdd { config, .. }) => assert_eq!(
                 config,
-                crate::dns::ProviderConfig::Digitalocean {
+                crate::model::ProviderConfig::Digitalocean {
                     token: "t".into(),
                     api_base: "https://api.digitalocean.com/v2".into()
                 }
