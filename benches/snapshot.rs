@@ -9,9 +9,10 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pbx_certd::model::{Source, SystemSettings, Tenant};
 use pbx_certd::pki::{CertInfo, KeyFormat, Kind};
 use pbx_certd::snapshot::{Input, Snapshot};
-use pbx_certd::store::{Batch, CertRecord, Source, Store, SystemSettings, Tenant};
+use pbx_certd::store::{Batch, CertRecord};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
 
@@ -128,7 +129,7 @@ fn main() {
 
     // rebuild from the store.
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("store");
+    let store = pbx_certd::ops::open_store(dir.path()).expect("store");
     let mut batch = Batch::default();
     for t in &tenants {
         batch.put_tenant(t);

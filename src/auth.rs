@@ -110,7 +110,7 @@ mod tests {
     #[test]
     fn password_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = crate::ops::open_store(dir.path()).unwrap();
         assert!(!password_is_set(&store).unwrap());
         assert!(!check_password(&store, "whatever-long").unwrap());
         assert_eq!(

@@ -867,7 +867,7 @@ enum Ran {
 /// Run a command locally, or through the daemon's control socket when the
 /// daemon holds the store.
 fn execute(data_dir: &std::path::Path, command: &Command) -> Result<(Value, Ran), Error> {
-    match Store::open(data_dir) {
+    match crate::ops::open_store(data_dir) {
         Ok(store) => {
             let value = ops::execute(&store, command)?;
             Ok((value, Ran::Local(store)))

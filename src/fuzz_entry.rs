@@ -98,7 +98,7 @@ fn self_signed(names: &[&str]) -> Result<(Vec<u8>, Vec<u8>), String> {
 fn build_fixtures() -> Result<Fixtures, String> {
     let err = |e: crate::Error| format!("{}: {e}", e.code());
     let template = Arc::new(MemKv::new());
-    let store = Store::with_backend(Box::new(template.clone())).map_err(|e| e.to_string())?;
+    let store = crate::ops::with_backend(Box::new(template.clone())).map_err(|e| e.to_string())?;
     let (tenant, name) = TENANT;
     ops::execute(
         &store,
@@ -119,8 +119,9 @@ fn build_fixtures() -> Result<Fixtures, String> {
     .map_err(err)?;
 
     let tls_kv = template.copy().map_err(|e| e.to_string())?;
-    let shared = Shared::new(Store::with_backend(Box::new(tls_kv)).map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
+    let shared =
+        Shared::new(crate::ops::with_backend(Box::new(tls_kv)).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
     for (names, kind) in [
         (&[name][..], KindRequest::Domain),
         (&SERVER_NAMES[..], KindRequest::Server),
@@ -163,7 +164,7 @@ fn build_fixtures() -> Result<Fixtures, String> {
 /// A fresh store holding the fixture's roots, tenant and settings.
 fn fresh_store() -> Option<Store> {
     let template = &fixtures().ok()?.template;
-    Store::with_backend(Box::new(template.copy().ok()?)).ok()
+    crate::ops::with_backend(Box::new(template.copy().ok()?)).ok()
 }
 
 /// `pbx-certd import`: byte 0 picks `--kind` (`r` root, `s` server, `d`

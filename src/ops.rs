@@ -285,6 +285,28 @@ fn ok() -> Value {
     json!({"ok": true})
 }
 
+/// Open the sled store in `dir` for use: a fresh store is seeded with the
+/// bundled Root CA list, and stores of older releases are migrated (the
+/// local CA key into the keys tree). Every entry point opens through here.
+pub fn open_store(dir: &std::path::Path) -> Result<Store, crate::store::StoreError> {
+    prepare(Store::open(dir)?)
+}
+
+/// `open_store` for another backend (tests, clusters).
+pub fn with_backend(kv: Box<dyn crate::store::Kv>) -> Result<Store, crate::store::StoreError> {
+    prepare(Store::with_backend(kv)?)
+}
+
+fn prepare(store: Store) -> Result<Store, crate::store::StoreError> {
+    if store.roots_version()?.is_none() {
+        let mut batch = Batch::default();
+        roots::reset_ops(&store, &mut batch)?;
+        store.commit(batch)?;
+    }
+    crate::localca::migrate(&store)?;
+    Ok(store)
+}
+
 /// Run one command against the store.
 pub fn execute(store: &Store, command: &Command) -> Result<Value, Error> {
     match command {
@@ -608,7 +630,7 @@ mod tests {
         // command that changed anything must declare `write` (the daemon
         // serialises it).
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = open_store(dir.path()).unwrap();
         tenant::add(&store, "t", &["t.example".into()]).unwrap();
         tenant::add(&store, "u", &["u.example".into()]).unwrap();
         let mut writes_seen = Vec::new();

@@ -382,7 +382,7 @@ where
 
 /// Run the daemon until `shutdown` completes.
 pub fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
-    let store = Store::open(&config.data_dir)?;
+    let store = crate::ops::open_store(&config.data_dir)?;
     raise_fd_limit(config.fds_needed());
     ensure_self_signed(&store)?;
     let setup_needed =

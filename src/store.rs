@@ -954,21 +954,16 @@ fn corrupt(e: impl core::fmt::Display) -> StoreError {
 }
 
 impl Store {
-    /// Open the sled store in `dir`, seeding a fresh store with the bundled
-    /// Root CA list.
+    /// Open the sled store in `dir` as it is: the store's own migrations
+    /// run, nothing is seeded (`ops::open_store` seeds the Root CA list and
+    /// migrates the local CA for use).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         Store::with_backend(Box::new(SledKv::open(dir)?))
     }
 
-    /// Use another backend (tests, clusters).
+    /// Use another backend (tests, clusters); see `open`.
     pub fn with_backend(kv: Box<dyn Kv>) -> Result<Store, StoreError> {
         let store = Store { kv };
-        if store.roots_version()?.is_none() {
-            let mut batch = Batch::default();
-            crate::roots::reset_ops(&store, &mut batch)?;
-            store.commit(batch)?;
-        }
-        crate::localca::migrate(&store)?;
         // Leases of older releases lived in the settings tree.
         let legacy = Family::LegacyAcmeLease.prefix().as_bytes();
         let stale = store.kv.scan_prefix(Tree::Settings, legacy)?;

@@ -1296,7 +1296,7 @@ fn only_a_client_offering_exactly_acme_tls_1_gets_the_challenge_certificate() {
             "server",
         ],
     );
-    let shared = pbx_certd::daemon::Shared::new(pbx_certd::Store::open(d).unwrap()).unwrap();
+    let shared = pbx_certd::daemon::Shared::new(pbx_certd::ops::open_store(d).unwrap()).unwrap();
     let server = pbx_certd::tls::server_config(
         shared.clone(),
         &[b"http/1.1", pbx_certd::acme::issue::ACME_TLS_ALPN],

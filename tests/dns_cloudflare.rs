@@ -42,7 +42,7 @@ fn cloudflare_adds_the_txt_record_and_removes_exactly_it() {
         "someone-else".into(),
         120,
     ));
-    let store = pbx_certd::Store::open(d).unwrap();
+    let store = pbx_certd::ops::open_store(d).unwrap();
     let ch = pbx_certd::dns::Challenge::prepare(&store, "*.example.test", "dns01-value")
         .unwrap()
         .unwrap();

@@ -70,7 +70,7 @@ fn digitalocean_adds_the_apex_wildcard_record_relative_to_the_zone_and_removes_e
         .unwrap()
         .records
         .push((7, "_acme-challenge".into(), "someone-else".into(), 300));
-    let store = pbx_certd::Store::open(d).unwrap();
+    let store = pbx_certd::ops::open_store(d).unwrap();
     let ch = pbx_certd::dns::Challenge::prepare(&store, "*.example.test", "dns01-value")
         .unwrap()
         .unwrap();
@@ -119,7 +119,7 @@ fn digitalocean_names_deeper_in_the_zone_are_relative_and_name_servers_come_from
     let d = dir.path();
     trust(d, &ca_pem);
     add_provider(d, &base, TOKEN);
-    let store = pbx_certd::Store::open(d).unwrap();
+    let store = pbx_certd::ops::open_store(d).unwrap();
     let entry = pbx_certd::dns::provider_for(&store, "pbx.a.example.test")
         .unwrap()
         .unwrap();
@@ -196,7 +196,7 @@ fn digitalocean_unknown_domain_and_garbage_answers_are_named_errors() {
         ],
     );
     add_provider(d, &base, TOKEN);
-    let store = pbx_certd::Store::open(d).unwrap();
+    let store = pbx_certd::ops::open_store(d).unwrap();
     let ch = pbx_certd::dns::Challenge::prepare(&store, "x.other.test", "v")
         .unwrap()
         .unwrap();

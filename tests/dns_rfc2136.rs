@@ -438,7 +438,7 @@ fn cli_add_list_remove_masks_secrets_and_the_provider_drives_bind() {
 
     // The stored provider for a name (longest zone) really drives BIND.
     let store_dir = pbx.data.clone();
-    let store = pbx_certd::Store::open(&store_dir).unwrap();
+    let store = pbx_certd::ops::open_store(&store_dir).unwrap();
     let pick = |n: &str| {
         pbx_certd::dns::provider_for(&store, n)
             .unwrap()

@@ -8,7 +8,7 @@ use common::*;
 use pbx_certd::store::Store;
 
 fn open(dir: &std::path::Path) -> Store {
-    match Store::open(dir) {
+    match pbx_certd::ops::open_store(dir) {
         Ok(s) => s,
         Err(_) => panic!("the library cannot open the store at {}", dir.display()),
     }

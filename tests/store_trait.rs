@@ -12,9 +12,7 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use common::*;
-use pbx_certd::store::{
-    Batch, Cas, Change, Entry, Kv, MemKv, Op, SledKv, Store, StoreError, Tree, Watch,
-};
+use pbx_certd::store::{Batch, Cas, Change, Entry, Kv, MemKv, Op, SledKv, StoreError, Tree, Watch};
 
 /// Bound of every wait for a change or an expiry (a hang guard only).
 const WAIT: Duration = Duration::from_secs(10);
@@ -347,7 +345,7 @@ fn acme_lease_two_nodes_exactly_one_wins() {
     // The daemon's ACME lease (`acme::take_lease`), two nodes on one shared
     // store, in the interleaving a write-then-read-back lease loses.
     let kv = std::sync::Arc::new(Lockstep::default());
-    let store = Store::with_backend(Box::new(Node(kv.clone()))).unwrap();
+    let store = pbx_certd::ops::with_backend(Box::new(Node(kv.clone()))).unwrap();
     kv.state.lock().unwrap().armed = true;
     let wins: Vec<bool> = std::thread::scope(|s| {
         let handles: Vec<_> = ["node-a", "node-b"]
@@ -426,7 +424,7 @@ fn old_layout_local_ca_is_migrated_and_still_issues() {
         "cert": Base64::encode_string(root.der()),
     });
     {
-        let store = Store::open(&pbx.data).unwrap();
+        let store = pbx_certd::ops::open_store(&pbx.data).unwrap();
         let mut batch = Batch::default();
         batch.put_setting("local-ca", old.to_string().as_bytes());
         // ... and an ACME lease in the settings tree (now in the leases tree).
@@ -459,7 +457,7 @@ fn old_layout_local_ca_is_migrated_and_still_issues() {
     let shown = pbx.ok(&["ca", "show"]);
     assert_eq!(shown["pem"].as_str(), Some(root.pem().as_str()));
 
-    let store = Store::open(&pbx.data).unwrap();
+    let store = pbx_certd::ops::open_store(&pbx.data).unwrap();
     let record: serde_json::Value =
         serde_json::from_slice(&store.setting("local-ca").unwrap().unwrap()).unwrap();
     assert!(

@@ -651,7 +651,7 @@ mod tests {
     #[test]
     fn a_lease_is_taken_once_until_released_or_stale() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = crate::ops::open_store(dir.path()).unwrap();
         assert!(take_lease(&store, "system", "node-a", 600).unwrap());
         assert!(
             take_lease(&store, "system", "node-a", 600).unwrap(),

@@ -1243,7 +1243,6 @@ impl Handler for Admin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
 
     fn id() -> String {
         "ab".repeat(32)
@@ -1384,7 +1383,7 @@ mod tests {
     impl Client {
         fn new() -> Client {
             let dir = tempfile::tempdir().unwrap();
-            let store = Store::open(dir.path()).unwrap();
+            let store = crate::ops::open_store(dir.path()).unwrap();
             let shared = Shared::new(store).unwrap();
             *shared.setup_token.lock().unwrap() = Some("the-setup-token".into());
             Client {

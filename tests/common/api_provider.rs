@@ -67,7 +67,7 @@ pub fn add_provider(dir: &Path, name: &str, provider: &str, base: &str, token: &
 /// The error of publishing the DNS-01 record of `pbx.example.test` (value
 /// `v`) through DIR's provider, which must fail.
 pub fn publish_error(dir: &Path) -> pbx_certd::dns::DnsError {
-    let store = pbx_certd::Store::open(dir).unwrap();
+    let store = pbx_certd::ops::open_store(dir).unwrap();
     let ch = pbx_certd::dns::Challenge::prepare(&store, "pbx.example.test", "v")
         .unwrap()
         .unwrap();
