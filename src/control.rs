@@ -290,27 +290,7 @@ pub fn request(data_dir: &Path, command: &Command) -> Result<Result<Value, Value
     ))
 }
 
-/// An error reported by the daemon, re-raised in the CLI with its code.
-#[derive(Debug)]
-pub struct RemoteError {
-    /// The stable code.
-    pub code: String,
-    /// The message.
-    pub message: String,
-}
-
-impl RemoteError {
-    /// From the `{"error":{...}}` reply.
-    pub fn from_json(v: &Value) -> RemoteError {
-        RemoteError {
-            code: v["error"]["code"].as_str().unwrap_or("error").to_owned(),
-            message: v["error"]["message"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        }
-    }
-}
+pub use crate::error::RemoteError;
 
 impl From<ClientError> for Error {
     fn from(e: ClientError) -> Error {

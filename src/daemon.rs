@@ -30,7 +30,7 @@ pub struct Shared {
     /// (printed to the log by `serve`); `None` once a password exists.
     pub setup_token: Mutex<Option<String>>,
     /// Web admin sessions and the login rate limiter (in memory only).
-    pub web: Arc<crate::http::WebState>,
+    pub web: Arc<crate::session::WebState>,
     /// ACME challenge answers while orders run (published in the snapshot).
     challenges: Mutex<Challenges>,
     /// Wakes the renewal loop (commands whose `Effect::wakes_renewal`).
@@ -46,7 +46,7 @@ impl Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             write_lock: Mutex::new(()),
             setup_token: Mutex::new(None),
-            web: Arc::new(crate::http::WebState::new()),
+            web: Arc::new(crate::session::WebState::new()),
             challenges: Mutex::new(Challenges::default()),
             acme_wake: smol::channel::bounded(1),
         }))

@@ -49,9 +49,9 @@ pub enum Error {
     /// `cert reissue` while ACME is disabled.
     AcmeDisabled,
     /// An error reported by the running daemon (code kept as it sent it).
-    Remote(crate::control::RemoteError),
+    Remote(RemoteError),
     /// A DNS provider operation or configuration failed.
-    Dns(crate::dns::DnsError),
+    Dns(DnsError),
     /// A DNS provider of that name exists already.
     DnsProviderExists(String),
     /// No DNS provider of that name.
@@ -183,8 +183,100 @@ impl From<StoreError> for Error {
     }
 }
 
-impl From<crate::dns::DnsError> for Error {
-    fn from(e: crate::dns::DnsError) -> Error {
+impl From<DnsError> for Error {
+    fn from(e: DnsError) -> Error {
         Error::Dns(e)
+    }
+}
+
+/// Why a DNS operation failed. Codes are stable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnsError {
+    /// The server did not answer in time.
+    Timeout(String),
+    /// Socket or connection failure.
+    Io(String),
+    /// The answer is malformed, does not match the request, or its TSIG does
+    /// not verify.
+    BadResponse(String),
+    /// The server rejected our TSIG signature (BADKEY, BADSIG, BADTIME).
+    TsigRejected(String),
+    /// An HTTP API rejected the credentials (401/403: bad token or missing
+    /// permission).
+    Unauthorized(String),
+    /// The server refused the update (REFUSED or NOTAUTH: policy).
+    Refused(String),
+    /// Any other error RCODE.
+    ServerError(String),
+    /// The name is not inside the provider's zone.
+    NotInZone(String, String),
+    /// The TXT value did not appear on every server in time.
+    NotPropagated(String),
+    /// The stored or given configuration is unusable.
+    BadConfig(String),
+}
+
+impl DnsError {
+    /// Stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DnsError::Timeout(_) => "dns-timeout",
+            DnsError::Io(_) => "dns-io",
+            DnsError::BadResponse(_) => "dns-bad-response",
+            DnsError::TsigRejected(_) => "dns-tsig-rejected",
+            DnsError::Unauthorized(_) => "dns-unauthorized",
+            DnsError::Refused(_) => "dns-refused",
+            DnsError::ServerError(_) => "dns-server-error",
+            DnsError::NotInZone(..) => "dns-not-in-zone",
+            DnsError::NotPropagated(_) => "dns-not-propagated",
+            DnsError::BadConfig(_) => "bad-dns-config",
+        }
+    }
+}
+
+impl core::fmt::Display for DnsError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DnsError::Timeout(what) => write!(f, "no DNS answer in time: {what}"),
+            DnsError::Io(e) => write!(f, "DNS connection failed: {e}"),
+            DnsError::BadResponse(e) => write!(f, "unusable DNS answer: {e}"),
+            DnsError::TsigRejected(e) => write!(
+                f,
+                "the DNS server rejected the TSIG signature ({e}): check key name, algorithm and secret"
+            ),
+            DnsError::Refused(e) => write!(f, "the DNS server refused the update: {e}"),
+            DnsError::Unauthorized(e) => write!(
+                f,
+                "the DNS provider rejected the credentials ({e}): check the token and its permissions"
+            ),
+            DnsError::ServerError(e) => write!(f, "the DNS server answered with an error: {e}"),
+            DnsError::NotInZone(name, zone) => write!(f, "{name} is not inside the zone {zone}"),
+            DnsError::NotPropagated(e) => write!(f, "the TXT record did not propagate: {e}"),
+            DnsError::BadConfig(e) => f.write_str(e),
+        }
+    }
+}
+
+impl std::error::Error for DnsError {}
+
+/// An error reported by the daemon, re-raised in the CLI with its code.
+#[derive(Debug)]
+pub struct RemoteError {
+    /// The stable code.
+    pub code: String,
+    /// The message.
+    pub message: String,
+}
+
+impl RemoteError {
+    /// From the `{"error":{...}}` reply.
+    pub fn from_json(v: &serde_json::Value) -> RemoteError {
+        RemoteError {
+            code: v["error"]["code"].as_str().unwrap_or("error").to_owned(),
+            message: v["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        }
     }
 }

@@ -24,8 +24,8 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use crate::daemon::Shared;
-use crate::dns::rfc2136::Rfc2136;
-use crate::dns::{propagation, wire};
+use crate::dns01::rfc2136::Rfc2136;
+use crate::dns01::{propagation, wire};
 use crate::model::TsigAlgorithm;
 use crate::ops::{self, Command};
 use crate::pki::KindRequest;
@@ -135,7 +135,7 @@ fn build_fixtures() -> Result<Fixtures, String> {
             })
             .map_err(err)?;
     }
-    let alpn = crate::acme::issue::alpn_cert(name, &[7; 32]).map_err(|e| e.to_string())?;
+    let alpn = crate::renewal::issue::alpn_cert(name, &[7; 32]).map_err(|e| e.to_string())?;
     shared
         .set_challenges(|c| {
             c.alpn.insert(name.to_owned(), alpn);
@@ -147,8 +147,9 @@ fn build_fixtures() -> Result<Fixtures, String> {
             shared.snapshot().len()
         ));
     }
-    let tls = crate::tls::server_config(shared, &[b"http/1.1", crate::acme::issue::ACME_TLS_ALPN])
-        .map_err(|e| e.to_string())?;
+    let tls =
+        crate::tls::server_config(shared, &[b"http/1.1", crate::renewal::issue::ACME_TLS_ALPN])
+            .map_err(|e| e.to_string())?;
 
     let dns = Rfc2136::new(
         DNS_ZONE,
@@ -268,7 +269,7 @@ pub fn http_request(data: &[u8]) -> &'static str {
         return "no-fixture";
     };
     let written = std::cell::Cell::new(0);
-    let web = Arc::new(crate::http::WebState::new());
+    let web = Arc::new(crate::session::WebState::new());
     let peer = SocketAddr::from(([192, 0, 2, 7], 50_000));
     let stream = MemStream {
         input: data,
@@ -331,8 +332,9 @@ pub fn tls_client_hello(data: &[u8]) -> &'static str {
 /// certificate's DER. Outcome: what the body was last read as: a problem
 /// (its `AcmeError` code), `ari`, `directory` or `certificate`, else `none`.
 pub fn acme_response(data: &[u8]) -> &'static str {
-    use crate::acme::http::parse_response;
-    use crate::acme::{ari, AcmeError};
+    use crate::acme::AcmeError;
+    use crate::outbound::parse_response;
+    use crate::renewal::ari;
     let _ = parse_response(data, true);
     let body = match parse_response(data, false) {
         Ok(resp) => {
@@ -404,8 +406,10 @@ pub fn dns_answer(data: &[u8]) -> &'static str {
             }
         }
     }
-    let servers =
-        crate::dns::digitalocean::zone_file_name_servers(&String::from_utf8_lossy(data), DNS_ZONE);
+    let servers = crate::dns01::digitalocean::zone_file_name_servers(
+        &String::from_utf8_lossy(data),
+        DNS_ZONE,
+    );
     if !servers.is_empty() {
         outcome = "zone-file";
     }

@@ -435,7 +435,7 @@ async fn serve_all(
         ready.push(format!("https={local}"));
         let tls = crate::tls::server_config(
             shared.clone(),
-            &[b"http/1.1", crate::acme::issue::ACME_TLS_ALPN],
+            &[b"http/1.1", crate::renewal::issue::ACME_TLS_ALPN],
         )
         .map_err(ServeError::Tls)?;
         let acceptor = TlsAcceptor::from(tls);
@@ -536,14 +536,14 @@ async fn serve_all(
     }
     {
         // ACME renewal (reads its settings each pass; idle when disabled).
-        let listeners = crate::acme::issue::Listeners {
+        let listeners = crate::renewal::issue::Listeners {
             http: config.http.is_some(),
             https: config.https.is_some(),
         };
         // Polled with the listeners (not spawned), so it stops with them
         // and does not hold the executor during the shutdown grace time.
-        let node = crate::acme::renew::node_id(&config.data_dir);
-        loops.push(Box::pin(crate::acme::renew::run(
+        let node = crate::renewal::renew::node_id(&config.data_dir);
+        loops.push(Box::pin(crate::renewal::renew::run(
             shared.clone(),
             listeners,
             node,

@@ -43,7 +43,7 @@ impl ResolvesServerCert for SniResolver {
         // TLS-ALPN-01 (RFC 8737 §3): only a ClientHello offering exactly
         // `acme-tls/1` gets the challenge certificate.
         if let Some(mut alpn) = client_hello.alpn() {
-            if alpn.next() == Some(crate::acme::issue::ACME_TLS_ALPN) && alpn.next().is_none() {
+            if alpn.next() == Some(crate::renewal::issue::ACME_TLS_ALPN) && alpn.next().is_none() {
                 return client_hello
                     .server_name()
                     .and_then(|sni| snapshot.tls_alpn_challenge(sni))

@@ -864,7 +864,7 @@ fn ari_window_that_has_begun_renews_a_certificate_with_most_of_its_life_left() {
         .unwrap()
         .to_owned();
     let leaf = pem_certs(&pem).remove(0);
-    let expected_id = pbx_certd::acme::ari::cert_id(&leaf).expect("pebble leaf has an AKI");
+    let expected_id = pbx_certd::renewal::ari::cert_id(&leaf).expect("pebble leaf has an AKI");
 
     let out = Command::new("curl")
         .args([
@@ -1299,7 +1299,7 @@ fn only_a_client_offering_exactly_acme_tls_1_gets_the_challenge_certificate() {
     let shared = pbx_certd::daemon::Shared::new(pbx_certd::ops::open_store(d).unwrap()).unwrap();
     let server = pbx_certd::tls::server_config(
         shared.clone(),
-        &[b"http/1.1", pbx_certd::acme::issue::ACME_TLS_ALPN],
+        &[b"http/1.1", pbx_certd::renewal::issue::ACME_TLS_ALPN],
     )
     .unwrap();
     let acme: &[u8] = b"acme-tls/1";
@@ -1316,7 +1316,7 @@ fn only_a_client_offering_exactly_acme_tls_1_gets_the_challenge_certificate() {
         Some(normal.clone())
     );
 
-    let challenge = pbx_certd::acme::issue::alpn_cert("x.example", &[7u8; 32]).unwrap();
+    let challenge = pbx_certd::renewal::issue::alpn_cert("x.example", &[7u8; 32]).unwrap();
     let challenge_der = challenge.cert[0].to_vec();
     shared
         .set_challenges(|c| {

@@ -43,7 +43,7 @@ fn cloudflare_adds_the_txt_record_and_removes_exactly_it() {
         120,
     ));
     let store = pbx_certd::ops::open_store(d).unwrap();
-    let ch = pbx_certd::dns::Challenge::prepare(&store, "*.example.test", "dns01-value")
+    let ch = pbx_certd::dns01::Challenge::prepare(&store, "*.example.test", "dns01-value")
         .unwrap()
         .unwrap();
     assert_eq!(ch.provider_name, "cf");

@@ -71,7 +71,7 @@ fn digitalocean_adds_the_apex_wildcard_record_relative_to_the_zone_and_removes_e
         .records
         .push((7, "_acme-challenge".into(), "someone-else".into(), 300));
     let store = pbx_certd::ops::open_store(d).unwrap();
-    let ch = pbx_certd::dns::Challenge::prepare(&store, "*.example.test", "dns01-value")
+    let ch = pbx_certd::dns01::Challenge::prepare(&store, "*.example.test", "dns01-value")
         .unwrap()
         .unwrap();
     assert_eq!(ch.provider_name, "do");
@@ -197,14 +197,14 @@ fn digitalocean_unknown_domain_and_garbage_answers_are_named_errors() {
     );
     add_provider(d, &base, TOKEN);
     let store = pbx_certd::ops::open_store(d).unwrap();
-    let ch = pbx_certd::dns::Challenge::prepare(&store, "x.other.test", "v")
+    let ch = pbx_certd::dns01::Challenge::prepare(&store, "x.other.test", "v")
         .unwrap()
         .unwrap();
     let e = smol::block_on(ch.publish()).unwrap_err();
     assert_eq!(e.code(), "bad-dns-config", "{e}");
     assert!(e.to_string().contains("no domain other.test"), "{e}");
 
-    let ch = pbx_certd::dns::Challenge::prepare(&store, "pbx.example.test", "v")
+    let ch = pbx_certd::dns01::Challenge::prepare(&store, "pbx.example.test", "v")
         .unwrap()
         .unwrap();
     for garbage in [

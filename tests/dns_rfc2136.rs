@@ -12,9 +12,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
-use pbx_certd::dns::{
-    challenge_name, propagation, rfc2136::Rfc2136, DnsError, DnsProvider, PropagationSettings,
-};
+use pbx_certd::dns::{challenge_name, DnsError, PropagationSettings};
+use pbx_certd::dns01::{propagation, rfc2136::Rfc2136, DnsProvider};
 use pbx_certd::model::TsigAlgorithm;
 
 /// One running BIND9.
@@ -466,7 +465,7 @@ fn cli_add_list_remove_masks_secrets_and_the_provider_drives_bind() {
     assert!(cf.provider(&store).is_ok());
 
     // The ACME client's path: prepare (store) → publish (add + wait) → cleanup.
-    let ch = pbx_certd::dns::Challenge::prepare(&store, "*.pbx.test", &value("acme"))
+    let ch = pbx_certd::dns01::Challenge::prepare(&store, "*.pbx.test", &value("acme"))
         .unwrap()
         .unwrap();
     assert_eq!(ch.fqdn, "_acme-challenge.pbx.test");
@@ -476,14 +475,14 @@ fn cli_add_list_remove_masks_secrets_and_the_provider_drives_bind() {
     block(ch.cleanup()).unwrap();
     assert!(peer.dig_txt(&ch.fqdn).is_empty());
     assert!(
-        pbx_certd::dns::Challenge::prepare(&store, "www.other.test", "v")
+        pbx_certd::dns01::Challenge::prepare(&store, "www.other.test", "v")
             .unwrap()
             .is_none()
     );
     // With the NS check on, publish also waits for 127.0.0.1:53 (the zone's
     // NS): it gives up with the named error, and cleanup still works.
     pbx_certd::dns::set_propagation(&store, Some(0), None, Some(true)).unwrap();
-    let ch = pbx_certd::dns::Challenge::prepare(&store, "pbx.test", &value("ns"))
+    let ch = pbx_certd::dns01::Challenge::prepare(&store, "pbx.test", &value("ns"))
         .unwrap()
         .unwrap();
     assert_eq!(

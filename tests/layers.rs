@@ -10,10 +10,8 @@
 //! Tarjan's strongly connected components over those files.
 //!
 //! Run alone: `cargo test --test layers -- --nocapture` prints every upward
-//! import and every cycle. The layered-core issue is not finished: what is
-//! still wrong today is listed in `KNOWN_UPWARD` and `KNOWN_IN_CYCLES`, and
-//! the test fails both on anything new and on a listed entry that is gone
-//! (so the lists only shrink, down to empty).
+//! import and every cycle; any of either fails the test. A new module must be
+//! given its layer in `LAYERS` (the test fails until it is).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -37,49 +35,21 @@ const LAYERS: &[(&str, u8)] = &[
     ("roots", 4),
     ("auth", 4),
     ("localca", 4),
+    ("acme", 4),
+    ("dns", 4),
+    ("outbound", 4),
+    ("session", 4),
     ("ops", 5),
     ("daemon", 6),
     ("tls", 7),
-    ("acme", 7),
-    ("dns", 7),
+    ("renewal", 7),
+    ("dns01", 7),
     ("control", 8),
     ("http", 8),
-    ("cli", 8),
     ("serve", 9),
     ("fuzz_entry", 9),
-    ("", 10), // lib.rs, the crate root
-];
-
-/// Upward imports (from top-level module, to top-level module) that exist
-/// today and are still to be removed. Never add to this list.
-const KNOWN_UPWARD: &[(&str, &str)] = &[
-    ("cli", "serve"),
-    ("daemon", "acme"),
-    ("daemon", "http"),
-    ("error", "control"),
-    ("error", "dns"),
-    ("ops", "acme"),
-    ("ops", "dns"),
-];
-
-/// Files (module paths) that are in an import cycle today and are still to
-/// be freed. Never add to this list.
-const KNOWN_IN_CYCLES: &[&str] = &[
-    "acme",
-    "auth",
-    "certs",
-    "control",
-    "daemon",
-    "dns",
-    "error",
-    "http",
-    "http::admin",
-    "http::api",
-    "http::io",
-    "http::server",
-    "localca",
-    "ops",
-    "tenant",
+    ("cli", 10),
+    ("", 11), // lib.rs, the crate root
 ];
 
 /// One module's file contents, minus comments and its test module.
@@ -348,7 +318,7 @@ fn read_src() -> BTreeMap<String, String> {
 }
 
 #[test]
-fn src_has_no_new_upward_import_and_no_new_cycle() {
+fn src_has_no_upward_import_and_no_cycle() {
     let files = read_src();
     assert!(files.len() > 20, "src/ was read: {} modules", files.len());
     for module in files.keys() {
@@ -362,12 +332,6 @@ fn src_has_no_new_upward_import_and_no_new_cycle() {
     assert!(edges > 50, "imports were found: {edges}");
 
     let up = upward(&graph);
-    let known_up: BTreeSet<(String, String)> = KNOWN_UPWARD
-        .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
-    let in_cycles: BTreeSet<String> = cycles(&graph).into_iter().flatten().collect();
-    let known_cycles: BTreeSet<String> = KNOWN_IN_CYCLES.iter().map(|s| s.to_string()).collect();
     for (a, b) in &up {
         println!(
             "upward: {a} (layer {:?}) imports {b} (layer {:?})",
@@ -375,25 +339,12 @@ fn src_has_no_new_upward_import_and_no_new_cycle() {
             layer(b)
         );
     }
-    for c in cycles(&graph) {
+    let cyc = cycles(&graph);
+    for c in &cyc {
         println!("cycle: {c:?}");
     }
-    let new_up: Vec<_> = up.difference(&known_up).collect();
-    let gone_up: Vec<_> = known_up.difference(&up).collect();
-    let new_cyc: Vec<_> = in_cycles.difference(&known_cycles).collect();
-    let gone_cyc: Vec<_> = known_cycles.difference(&in_cycles).collect();
-    assert!(
-        new_up.is_empty(),
-        "a lower layer imports a higher one: {new_up:?}"
-    );
-    assert!(
-        new_cyc.is_empty(),
-        "modules newly in an import cycle: {new_cyc:?}"
-    );
-    assert!(
-        gone_up.is_empty() && gone_cyc.is_empty(),
-        "fixed, so remove from KNOWN_UPWARD / KNOWN_IN_CYCLES: {gone_up:?} {gone_cyc:?}"
-    );
+    assert!(up.is_empty(), "a lower layer imports a higher one: {up:?}");
+    assert!(cyc.is_empty(), "modules in an import cycle: {cyc:?}");
 }
 
 /// The checker itself: a deliberately added import is caught, both as an

@@ -35,7 +35,6 @@ use super::form::Form;
 use super::html::{self, Line};
 use super::msg::{ct_eq, Head, Req, Resp};
 use super::server::Handler;
-use super::session::{Flash, Grant, LoginRefused, SessionView, WebState};
 use super::{MAX_FORM_BODY_BYTES, MAX_IMPORT_BODY_BYTES, MAX_LOGIN_BODY_BYTES, SESSION_COOKIE};
 use crate::acme::AcmeChange;
 use crate::auth;
@@ -44,6 +43,7 @@ use crate::daemon::Shared;
 use crate::error::Error;
 use crate::ops::Command;
 use crate::pki::KindRequest;
+use crate::session::{Flash, Grant, LoginRefused, SessionView, WebState};
 
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1218,7 +1218,7 @@ impl Handler for Admin {
             (Route::Login, Some(s)) if s.grant == Grant::Admin => Resp::redirect(303, "/certs"),
             (Route::Login, _) => self.login_page(200, &[]).await,
             (Route::LoginPost, old) => self.login_post(&req, old).await,
-            (Route::Api(r), _) => api::handle(self, r, &req).await,
+            (Route::Api(r), _) => api::handle(&self.shared, &self.web, self.ip, r, &req).await,
             (route, Some(s)) => self.page(route, &req, s).await,
             (_, None) => Resp::redirect(303, "/login"),
         }

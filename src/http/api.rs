@@ -66,12 +66,13 @@
 
 use serde::Deserialize;
 
-use super::admin::{bad_id_message, valid_id, Admin};
 use super::form::{decode_path, Form};
 use super::msg::{Req, Resp};
+use crate::daemon::Shared;
 use crate::error::Error;
-use crate::ops::Command;
+use crate::ops::{bad_id_message, valid_id, Command};
 use crate::pki::KindRequest;
+use crate::session::WebState;
 
 /// An API route.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -513,27 +514,26 @@ pub fn to_command(route: ApiRoute, body: &[u8]) -> Result<Command, Resp> {
     })
 }
 
-/// Answer one API request (authentication is already checked).
-pub async fn handle(admin: &Admin, route: ApiRoute, req: &Req) -> Resp {
+/// Answer one API request from `ip` (authentication is already checked).
+pub async fn handle(
+    shared: &std::sync::Arc<Shared>,
+    web: &WebState,
+    ip: std::net::IpAddr,
+    route: ApiRoute,
+    req: &Req,
+) -> Resp {
     let command = match to_command(route, &req.body) {
         Ok(c) => c,
         Err(resp) => return resp,
     };
     let password = matches!(command, Command::AdminPassword { .. });
-    match admin.shared.execute_async(command).await {
+    match shared.execute_async(command).await {
         Ok(value) => {
             if password {
                 // A new password ends every browser session and the setup token.
-                *admin
-                    .shared
-                    .setup_token
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = None;
-                admin.web.remove_others("");
-                log::info!(
-                    "web admin: admin password set over the API from {}",
-                    admin.ip
-                );
+                *shared.setup_token.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                web.remove_others("");
+                log::info!("web admin: admin password set over the API from {}", ip);
             }
             Resp::json(200, &value)
         }

@@ -30,7 +30,7 @@ use picoserve::io::{ErrorKind, ErrorType, Read, Write};
 use picoserve::time::Duration;
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
-use super::server::{HeadError, HeadScanner, Scan};
+use super::head::{HeadError, HeadScanner, Scan};
 use crate::limits::HTTP_HEAD_READ_CHUNK;
 
 /// Marker type naming the smol runtime in picoserve's generic parameters.

@@ -28,15 +28,15 @@ use crate::daemon::Shared;
 pub mod admin;
 pub mod api;
 pub mod form;
+pub mod head;
 pub mod html;
 pub mod io;
 pub mod msg;
 pub mod plain;
 mod server;
-pub mod session;
 
+pub use crate::session::WebState;
 pub use admin::Admin;
-pub use session::WebState;
 
 // The HTTP limits live in `crate::limits` with every other bound.
 pub use crate::limits::{

@@ -68,7 +68,7 @@ pub fn add_provider(dir: &Path, name: &str, provider: &str, base: &str, token: &
 /// `v`) through DIR's provider, which must fail.
 pub fn publish_error(dir: &Path) -> pbx_certd::dns::DnsError {
     let store = pbx_certd::ops::open_store(dir).unwrap();
-    let ch = pbx_certd::dns::Challenge::prepare(&store, "pbx.example.test", "v")
+    let ch = pbx_certd::dns01::Challenge::prepare(&store, "pbx.example.test", "v")
         .unwrap()
         .unwrap();
     smol::block_on(ch.publish()).unwrap_err()

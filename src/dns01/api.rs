@@ -15,25 +15,9 @@ use std::sync::Mutex;
 
 use serde_json::Value;
 
-use super::{in_zone, DnsError};
-use crate::acme::http::{Client, HttpError, Response, Url};
-
-/// Check an API base URL: `https://host[:port]/path`, at most `max_len`
-/// characters; `provider` names the provider in the message.
-pub fn check_api_base(provider: &str, api_base: &str, max_len: usize) -> Result<(), DnsError> {
-    let bad = |why: String| DnsError::BadConfig(format!("{provider} API base {api_base}: {why}"));
-    if api_base.len() > max_len {
-        return Err(bad(format!("longer than {max_len} characters")));
-    }
-    let url = Url::parse(api_base).map_err(|e| bad(e.to_string()))?;
-    if !url.tls {
-        return Err(bad("must be an https:// URL (the token is a secret)".into()));
-    }
-    if url.path.contains('?') {
-        return Err(bad("must not have a query".into()));
-    }
-    Ok(())
-}
+use super::DnsError;
+use crate::dns::{check_api_base, in_zone};
+use crate::outbound::{Client, HttpError, Response};
 
 /// The error of an HTTP answer that is not a success: 401 and 403 reject the
 /// token, anything else is the server's error.

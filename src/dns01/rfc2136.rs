@@ -26,7 +26,8 @@ use domain::rdata::rfc1035::Txt;
 use domain::rdata::tsig::Time48;
 use domain::tsig::{Algorithm, ClientTransaction, Key, KeyName, ValidationError};
 
-use super::{in_zone, wire, DnsError, DnsFuture, DnsProvider};
+use super::{wire, DnsError, DnsFuture, DnsProvider};
+use crate::dns::in_zone;
 use crate::limits::{DNS01_TXT_TTL, DNS_EXCHANGE_TIMEOUT_SECS, MAX_DNS_SECRET_LEN};
 use crate::model::TsigAlgorithm;
 

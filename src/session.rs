@@ -31,13 +31,13 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{
-    LOGIN_FREE_FAILURES, LOGIN_LIMITER_SLOTS, LOGIN_LOCKOUT_BASE, LOGIN_LOCKOUT_MAX,
-    LOGIN_LOCKOUT_RESET, MAX_SESSIONS, SESSION_IDLE, SESSION_MAX_AGE, TOKEN_BYTES,
-};
 use crate::auth;
 use crate::error::Error;
 use crate::limits::{LOGIN_BUSY_RETRY_AFTER, MAX_CONCURRENT_PASSWORD_CHECKS};
+use crate::limits::{
+    LOGIN_FREE_FAILURES, LOGIN_LIMITER_SLOTS, LOGIN_LOCKOUT_BASE, LOGIN_LOCKOUT_MAX,
+    LOGIN_LOCKOUT_RESET, MAX_SESSIONS, SESSION_IDLE, SESSION_MAX_AGE, TOKEN_BYTES,
+};
 
 /// What a session may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

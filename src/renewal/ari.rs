@@ -12,21 +12,10 @@
 //! 1/3-lifetime rule (ARI can only make renewal earlier); nothing the server
 //! sends panics.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::http::Client;
-use super::AcmeError;
-
-/// The window the CA suggested and the time we picked in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct AriChoice {
-    /// Window start (Unix seconds).
-    pub start: i64,
-    /// Window end (Unix seconds).
-    pub end: i64,
-    /// The renewal time picked uniformly in [start, end].
-    pub at: i64,
-}
+use crate::acme::{AcmeError, AriChoice};
+use crate::outbound::Client;
 
 const OID_AKI: der::asn1::ObjectIdentifier = der::asn1::ObjectIdentifier::new_unwrap("2.5.29.35");
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 use smol::future::FutureExt as _;
 
 use super::issue::{issue, Listeners};
-use super::{AcmeError, ErrorInfo, Target};
+use crate::acme::{AcmeError, ErrorInfo, Target};
 use crate::clock;
 use crate::daemon::Shared;
 use crate::limits::{
@@ -81,7 +81,7 @@ pub async fn run(shared: Arc<Shared>, listeners: Listeners, holder: String) {
     loop {
         let settings = {
             let s = shared.clone();
-            smol::unblock(move || super::settings(s.store())).await
+            smol::unblock(move || crate::acme::settings(s.store())).await
         };
         let interval = match settings {
             Ok(settings) => {
@@ -109,13 +109,13 @@ pub async fn run(shared: Arc<Shared>, listeners: Listeners, holder: String) {
 /// One pass over all name sets.
 pub async fn check_once(
     shared: &Arc<Shared>,
-    settings: &super::AcmeSettings,
+    settings: &crate::acme::AcmeSettings,
     listeners: Listeners,
     holder: &str,
 ) {
     let targets = {
         let s = shared.clone();
-        smol::unblock(move || super::targets(s.store())).await
+        smol::unblock(move || crate::acme::targets(s.store())).await
     };
     let targets = match targets {
         Ok(t) => t,
@@ -126,7 +126,7 @@ pub async fn check_once(
     };
     let client = {
         let s = shared.clone();
-        smol::unblock(move || super::http::Client::from_store(s.store())).await
+        smol::unblock(move || crate::outbound::Client::from_store(s.store())).await
     };
     // RFC 9773 §3: ARI only when the directory offers renewalInfo.
     let ari_url = match &client {
@@ -155,14 +155,14 @@ pub async fn check_once(
 /// (RFC 9773 §4.2) and keep it in the status.
 async fn refresh_ari(
     shared: &Arc<Shared>,
-    client: &super::http::Client,
+    client: &crate::outbound::Client,
     url: &str,
     target: &Target,
 ) -> Result<(), crate::Error> {
     let (s, t) = (shared.clone(), target.clone());
     let found = smol::unblock(move || -> Result<_, crate::Error> {
         let store = s.store();
-        let Some(cert) = super::current_cert(store, &t)? else {
+        let Some(cert) = crate::acme::current_cert(store, &t)? else {
             return Ok(None);
         };
         let leaf = store
@@ -170,7 +170,7 @@ async fn refresh_ari(
             .into_iter()
             .next()
             .unwrap_or_default();
-        Ok(Some((cert.id, leaf, super::status(store, &t.key)?)))
+        Ok(Some((cert.id, leaf, crate::acme::status(store, &t.key)?)))
     })
     .await?;
     let Some((cert_id, leaf, st)) = found else {
@@ -198,10 +198,10 @@ async fn refresh_ari(
     let s = shared.clone();
     smol::unblock(move || {
         let store = s.store();
-        let mut st = super::status(store, &key)?;
+        let mut st = crate::acme::status(store, &key)?;
         st.ari = choice;
         st.ari_cert = Some(cert_id);
-        super::put_status(store, &key, &st)
+        crate::acme::put_status(store, &key, &st)
     })
     .await
 }
@@ -209,8 +209,8 @@ async fn refresh_ari(
 /// Is this set due now (and not backing off)?
 fn needs_order(shared: &Shared, target: &Target) -> Result<bool, crate::Error> {
     let store = shared.store();
-    let st = super::status(store, &target.key)?;
-    let cert = super::current_cert(store, target)?;
+    let st = crate::acme::status(store, &target.key)?;
+    let cert = crate::acme::current_cert(store, target)?;
     let now = clock::now();
     if st.force {
         return Ok(true);
@@ -218,7 +218,7 @@ fn needs_order(shared: &Shared, target: &Target) -> Result<bool, crate::Error> {
     let ari_due = st
         .ari
         .is_some_and(|a| now >= a.at && cert.as_ref().map(|c| &c.id) == st.ari_cert.as_ref());
-    if !super::due(cert.as_ref(), now) && !ari_due {
+    if !crate::acme::due(cert.as_ref(), now) && !ari_due {
         return Ok(false);
     }
     Ok(st.next_attempt.is_none_or(|n| n <= now) || st.failures == 0)
@@ -226,7 +226,7 @@ fn needs_order(shared: &Shared, target: &Target) -> Result<bool, crate::Error> {
 
 async fn renew_one(
     shared: &Arc<Shared>,
-    settings: &super::AcmeSettings,
+    settings: &crate::acme::AcmeSettings,
     target: &Target,
     listeners: Listeners,
     holder: &str,
@@ -237,7 +237,8 @@ async fn renew_one(
     }
     let (s, key, h) = (shared.clone(), target.key.clone(), holder.to_owned());
     let taken =
-        smol::unblock(move || super::take_lease(s.store(), &key, &h, ACME_LEASE_SECS)).await?;
+        smol::unblock(move || crate::acme::take_lease(s.store(), &key, &h, ACME_LEASE_SECS))
+            .await?;
     if !taken {
         log::info!(
             "ACME: {} is being ordered elsewhere (lease held)",
@@ -265,7 +266,7 @@ async fn renew_one(
         if let Some(outcome) = outcome {
             record(store, &t, outcome)?;
         }
-        super::release_lease(store, &t.key, &h)
+        crate::acme::release_lease(store, &t.key, &h)
     })
     .await
 }
@@ -275,7 +276,7 @@ fn record(
     target: &Target,
     outcome: Result<String, AcmeError>,
 ) -> Result<(), crate::Error> {
-    let mut st = super::status(store, &target.key)?;
+    let mut st = crate::acme::status(store, &target.key)?;
     let now = clock::now();
     st.last_attempt = Some(now);
     st.force = false;
@@ -309,7 +310,7 @@ fn record(
             st.next_attempt = Some(now + wait);
         }
     }
-    super::put_status(store, &target.key, &st)
+    crate::acme::put_status(store, &target.key, &st)
 }
 
 #[cfg(test)]

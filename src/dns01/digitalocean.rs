@@ -24,13 +24,13 @@
 
 use serde_json::{json, Value};
 
-use super::api::{self, name_in_zone, status_error, unquote, Api, NameServers};
+use super::api::{name_in_zone, status_error, unquote, Api, NameServers};
 use super::{DnsError, DnsFuture, DnsProvider};
-use crate::acme::http::Client;
 use crate::limits::{
     DIGITALOCEAN_TXT_TTL, MAX_DIGITALOCEAN_API_BASE_LEN, MAX_DIGITALOCEAN_RECORDS_LISTED,
     MAX_ZONE_NAME_SERVERS,
 };
+use crate::outbound::Client;
 
 /// A zone (a "domain") at DigitalOcean.
 pub struct DigitalOcean {
@@ -38,11 +38,6 @@ pub struct DigitalOcean {
     api: Api,
     /// The zone's name servers (`HOST:53`) as its zone file names them.
     name_servers: NameServers,
-}
-
-/// Check an API base URL: `https://host[:port]/path`.
-pub fn check_api_base(api_base: &str) -> Result<(), DnsError> {
-    api::check_api_base("DigitalOcean", api_base, MAX_DIGITALOCEAN_API_BASE_LEN)
 }
 
 /// `fqdn` (normalised, inside `zone`) relative to `zone`: `@` for the apex.

@@ -15,11 +15,6 @@
 //! (`acme status`) with a stable error code; settings are validated before
 //! they are stored; secrets (EAB HMAC, account key) are never shown back.
 
-pub mod ari;
-pub mod http;
-pub mod issue;
-pub mod renew;
-
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -127,7 +122,7 @@ pub struct SetStatus {
     pub force: bool,
     /// RFC 9773: the CA's window for `ari_cert` and the time picked in it.
     #[serde(default)]
-    pub ari: Option<ari::AriChoice>,
+    pub ari: Option<AriChoice>,
     /// The certificate `ari` is about.
     #[serde(default)]
     pub ari_cert: Option<String>,
@@ -222,12 +217,12 @@ impl From<instant_acme::Error> for AcmeError {
                 }
                 AcmeError::new(code, message)
             }
-            E::Other(inner) => match inner.downcast::<http::HttpError>() {
+            E::Other(inner) => match inner.downcast::<crate::outbound::HttpError>() {
                 Ok(h) => {
                     let code = match *h {
-                        http::HttpError::Connect(_) => "ca-unreachable",
-                        http::HttpError::Tls(_) => "tls-failed",
-                        http::HttpError::Timeout => "timeout",
+                        crate::outbound::HttpError::Connect(_) => "ca-unreachable",
+                        crate::outbound::HttpError::Tls(_) => "tls-failed",
+                        crate::outbound::HttpError::Timeout => "timeout",
                         _ => "bad-response",
                     };
                     AcmeError::new(code, format!("ACME server: {h}"))
@@ -273,6 +268,17 @@ impl Target {
     }
 }
 
+/// The window the CA suggested and the time we picked in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AriChoice {
+    /// Window start (Unix seconds).
+    pub start: i64,
+    /// Window end (Unix seconds).
+    pub end: i64,
+    /// The renewal time picked uniformly in [start, end].
+    pub at: i64,
+}
+
 /// The stored settings (defaults when never set).
 pub fn settings(store: &Store) -> Result<AcmeSettings, Error> {
     match store.setting(SETTING_ACME)? {
@@ -310,7 +316,7 @@ fn bad(what: &str, why: impl core::fmt::Display) -> Error {
 pub fn set(store: &Store, change: &AcmeChange) -> Result<AcmeSettings, Error> {
     let mut s = settings(store)?;
     if let Some(dir) = &change.directory {
-        let url = http::Url::parse(dir).map_err(|e| bad("--directory", e))?;
+        let url = crate::outbound::Url::parse(dir).map_err(|e| bad("--directory", e))?;
         if !url.tls {
             return Err(bad(
                 "--directory",

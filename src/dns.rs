@@ -1,133 +1,30 @@
-//! DNS-01 providers: putting the ACME challenge TXT record into DNS and
-//! waiting until the zone's servers answer with it (RFC 8555 §8.4).
+//! DNS settings for DNS-01 (RFC 8555 §8.4): which providers are configured,
+//! which zone each covers, and how long to wait for propagation.
 //!
-//! Why: DNS-01 is the only challenge that proves control of a wildcard name
-//! and the only one that works for a PBX unreachable from the Internet. The
-//! ACME client (`acme::issue`) uses `Challenge`: `prepare` picks the stored
-//! provider covering the name (`provider_for`), `publish` adds the TXT record
-//! at `challenge_name(name)` and waits (`propagation::wait_for_txt`) until the
-//! zone's servers answer it, then the CA is told to validate, and `cleanup`
-//! removes the record whatever the outcome. `DnsProvider` is the one provider
-//! trait.
-//!
-//! Providers are configured with `pbx-certd dns add` and stored in the store's
-//! settings tree under the prefix `dns-provider/` (one JSON record per name).
-//! Implemented: RFC 2136 dynamic update signed with TSIG (RFC 8945), in
-//! `rfc2136`; Cloudflare's API v4 over the ACME HTTPS client (trusting the
-//! Root CA list), in `cloudflare`; DigitalOcean's API v2 (the same client),
-//! in `digitalocean`.
+//! Why a module of its own below the commands: what is *configured* is plain
+//! store data that `ops` changes and the ACME target planner (`acme`) reads;
+//! the network side (the providers, the propagation check) is in `dns01`,
+//! above the daemon. Providers are configured with `pbx-certd dns add` and
+//! stored in the settings tree under `dns-provider/` (one JSON record per
+//! name).
 //!
 //! What must hold: a secret (TSIG secret, API token) is never shown back in
-//! full (`dns list` masks it); every DNS answer is untrusted input, parsed
-//! without panics, and each failure is a `DnsError` with a stable code;
-//! `provider_for` picks the longest zone that contains the name.
-
-pub mod api;
-pub mod cloudflare;
-pub mod digitalocean;
-pub mod propagation;
-pub mod rfc2136;
-pub mod wire;
-
-use std::future::Future;
-use std::pin::Pin;
+//! full (`dns list` masks it); `provider_for` picks the longest zone that
+//! contains the name; `DnsError` (defined with the other operation errors in
+//! `crate::error`) has stable codes.
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::error::DnsError;
 use crate::error::Error;
 use crate::limits::{
-    DNS_PROPAGATION_INTERVAL_SECS, DNS_PROPAGATION_TIMEOUT_SECS, MAX_DNS_PROVIDERS,
-    MAX_DNS_PROVIDER_NAME_LEN, MAX_DNS_SECRET_LEN,
+    DNS_PROPAGATION_INTERVAL_SECS, DNS_PROPAGATION_TIMEOUT_SECS, MAX_CLOUDFLARE_API_BASE_LEN,
+    MAX_DIGITALOCEAN_API_BASE_LEN, MAX_DNS_PROVIDERS, MAX_DNS_PROVIDER_NAME_LEN,
+    MAX_DNS_SECRET_LEN,
 };
 use crate::model::{mask, ProviderConfig};
 use crate::names;
 use crate::store::{Batch, Store};
-
-/// The future a provider returns.
-pub type DnsFuture<'a> = Pin<Box<dyn Future<Output = Result<(), DnsError>> + Send + 'a>>;
-
-/// Puts and removes the TXT record of a DNS-01 challenge (RFC 8555 §8.4).
-/// Runs on smol (no tokio). `fqdn` is the full record name, e.g.
-/// `_acme-challenge.example.com` (see `challenge_name`), `value` the
-/// Base64url digest of the key authorization.
-pub trait DnsProvider: Send + Sync {
-    /// Add a TXT record `value` at `fqdn` (other TXT values there stay).
-    fn add_txt<'a>(&'a self, fqdn: &'a str, value: &'a str) -> DnsFuture<'a>;
-    /// Remove exactly that TXT record (absent is fine).
-    fn remove_txt<'a>(&'a self, fqdn: &'a str, value: &'a str) -> DnsFuture<'a>;
-    /// Servers (`HOST:PORT`) to ask whether the record is visible.
-    fn authoritative_servers(&self) -> Vec<String>;
-}
-
-/// Why a DNS operation failed. Codes are stable.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DnsError {
-    /// The server did not answer in time.
-    Timeout(String),
-    /// Socket or connection failure.
-    Io(String),
-    /// The answer is malformed, does not match the request, or its TSIG does
-    /// not verify.
-    BadResponse(String),
-    /// The server rejected our TSIG signature (BADKEY, BADSIG, BADTIME).
-    TsigRejected(String),
-    /// An HTTP API rejected the credentials (401/403: bad token or missing
-    /// permission).
-    Unauthorized(String),
-    /// The server refused the update (REFUSED or NOTAUTH: policy).
-    Refused(String),
-    /// Any other error RCODE.
-    ServerError(String),
-    /// The name is not inside the provider's zone.
-    NotInZone(String, String),
-    /// The TXT value did not appear on every server in time.
-    NotPropagated(String),
-    /// The stored or given configuration is unusable.
-    BadConfig(String),
-}
-
-impl DnsError {
-    /// Stable code.
-    pub fn code(&self) -> &'static str {
-        match self {
-            DnsError::Timeout(_) => "dns-timeout",
-            DnsError::Io(_) => "dns-io",
-            DnsError::BadResponse(_) => "dns-bad-response",
-            DnsError::TsigRejected(_) => "dns-tsig-rejected",
-            DnsError::Unauthorized(_) => "dns-unauthorized",
-            DnsError::Refused(_) => "dns-refused",
-            DnsError::ServerError(_) => "dns-server-error",
-            DnsError::NotInZone(..) => "dns-not-in-zone",
-            DnsError::NotPropagated(_) => "dns-not-propagated",
-            DnsError::BadConfig(_) => "bad-dns-config",
-        }
-    }
-}
-
-impl core::fmt::Display for DnsError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            DnsError::Timeout(what) => write!(f, "no DNS answer in time: {what}"),
-            DnsError::Io(e) => write!(f, "DNS connection failed: {e}"),
-            DnsError::BadResponse(e) => write!(f, "unusable DNS answer: {e}"),
-            DnsError::TsigRejected(e) => write!(
-                f,
-                "the DNS server rejected the TSIG signature ({e}): check key name, algorithm and secret"
-            ),
-            DnsError::Refused(e) => write!(f, "the DNS server refused the update: {e}"),
-            DnsError::Unauthorized(e) => write!(
-                f,
-                "the DNS provider rejected the credentials ({e}): check the token and its permissions"
-            ),
-            DnsError::ServerError(e) => write!(f, "the DNS server answered with an error: {e}"),
-            DnsError::NotInZone(name, zone) => write!(f, "{name} is not inside the zone {zone}"),
-            DnsError::NotPropagated(e) => write!(f, "the TXT record did not propagate: {e}"),
-            DnsError::BadConfig(e) => f.write_str(e),
-        }
-    }
-}
-
-impl std::error::Error for DnsError {}
 
 /// A configured provider: a name, the zone it covers, how to reach it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,52 +76,6 @@ impl ProviderEntry {
             }),
         }
     }
-
-    /// A provider object for this entry (an HTTP API provider trusts the
-    /// store's Root CA list).
-    pub fn provider(&self, store: &Store) -> Result<Box<dyn DnsProvider>, DnsError> {
-        match &self.config {
-            ProviderConfig::Rfc2136 {
-                server,
-                tsig_name,
-                tsig_algorithm,
-                tsig_secret,
-            } => Ok(Box::new(rfc2136::Rfc2136::new(
-                &self.zone,
-                server,
-                tsig_name,
-                *tsig_algorithm,
-                tsig_secret,
-            )?)),
-            ProviderConfig::Cloudflare { token, api_base } => {
-                let client = self.api_client(store, "Cloudflare")?;
-                Ok(Box::new(cloudflare::Cloudflare::new(
-                    &self.zone, api_base, token, client,
-                )?))
-            }
-            ProviderConfig::Digitalocean { token, api_base } => {
-                let client = self.api_client(store, "DigitalOcean")?;
-                Ok(Box::new(digitalocean::DigitalOcean::new(
-                    &self.zone, api_base, token, client,
-                )?))
-            }
-        }
-    }
-
-    /// The HTTPS client of an API provider (`provider` names it in the
-    /// message), trusting the store's Root CA list.
-    fn api_client(
-        &self,
-        store: &Store,
-        provider: &str,
-    ) -> Result<crate::acme::http::Client, DnsError> {
-        crate::acme::http::Client::from_store(store).map_err(|e| {
-            DnsError::BadConfig(format!(
-                "DNS provider {}: no HTTPS client for the {provider} API: {e}",
-                self.name
-            ))
-        })
-    }
 }
 
 /// The record name of a DNS-01 challenge for `domain` (RFC 8555 §8.4): the
@@ -234,70 +85,6 @@ pub fn challenge_name(domain: &str) -> String {
     let domain = domain.strip_suffix('.').unwrap_or(domain);
     let base = domain.strip_prefix("*.").unwrap_or(domain);
     format!("_acme-challenge.{}", base.to_ascii_lowercase())
-}
-
-/// One DNS-01 challenge record, ready to publish: what the ACME client
-/// holds between "challenge received" and "challenge done".
-///
-/// Use: `Challenge::prepare` (blocking: reads the store) → `publish` (add the
-/// TXT record, then wait until the zone's servers answer it) → tell the CA to
-/// validate → `cleanup` (always, also after a failure).
-pub struct Challenge {
-    /// The provider's name (for logs and errors).
-    pub provider_name: String,
-    /// `_acme-challenge.<domain>`.
-    pub fqdn: String,
-    /// The provider's zone.
-    pub zone: String,
-    value: String,
-    provider: Box<dyn DnsProvider>,
-    settings: PropagationSettings,
-}
-
-impl Challenge {
-    /// The challenge for `domain` (a host or `*.host`) with the DNS-01
-    /// `value` (Base64url SHA-256 of the key authorization, RFC 8555 §8.4),
-    /// or `None` when no provider covers the domain.
-    pub fn prepare(store: &Store, domain: &str, value: &str) -> Result<Option<Challenge>, Error> {
-        let Some(entry) = provider_for(store, domain)? else {
-            return Ok(None);
-        };
-        Ok(Some(Challenge {
-            provider: entry.provider(store)?,
-            provider_name: entry.name,
-            zone: entry.zone,
-            fqdn: challenge_name(domain),
-            value: value.to_owned(),
-            settings: propagation_settings(store)?,
-        }))
-    }
-
-    /// The servers `publish` waits for: the provider's, plus (with
-    /// `check_ns`) the zone's name servers as its NS RRset names them.
-    pub async fn servers(&self) -> Result<Vec<String>, DnsError> {
-        let mut servers = self.provider.authoritative_servers();
-        if self.settings.check_ns {
-            let primary = servers.first().cloned().unwrap_or_default();
-            for s in propagation::zone_servers(&primary, &self.zone).await? {
-                if !servers.contains(&s) {
-                    servers.push(s);
-                }
-            }
-        }
-        Ok(servers)
-    }
-
-    /// Add the TXT record and wait until every authoritative server has it.
-    pub async fn publish(&self) -> Result<(), DnsError> {
-        self.provider.add_txt(&self.fqdn, &self.value).await?;
-        let servers = self.servers().await?;
-        propagation::wait_for_txt(&servers, &self.fqdn, &self.value, self.settings).await
-    }
-
-    /// Remove the TXT record (absent is fine).
-    pub async fn cleanup(&self) -> Result<(), DnsError> {
-        self.provider.remove_txt(&self.fqdn, &self.value).await
-    }
 }
 
 /// Is the (normalised) `name` inside (normalised) `zone`?
@@ -329,6 +116,23 @@ pub fn provider_for(store: &Store, name: &str) -> Result<Option<ProviderEntry>, 
         .into_iter()
         .filter(|p| in_zone(&name, &p.zone))
         .max_by_key(|p| p.zone.len()))
+}
+
+/// Check an API base URL: `https://host[:port]/path`, at most `max_len`
+/// characters; `provider` names the provider in the message.
+pub fn check_api_base(provider: &str, api_base: &str, max_len: usize) -> Result<(), DnsError> {
+    let bad = |why: String| DnsError::BadConfig(format!("{provider} API base {api_base}: {why}"));
+    if api_base.len() > max_len {
+        return Err(bad(format!("longer than {max_len} characters")));
+    }
+    let url = crate::outbound::Url::parse(api_base).map_err(|e| bad(e.to_string()))?;
+    if !url.tls {
+        return Err(bad("must be an https:// URL (the token is a secret)".into()));
+    }
+    if url.path.contains('?') {
+        return Err(bad("must not have a query".into()));
+    }
+    Ok(())
 }
 
 fn bad(msg: impl Into<String>) -> Error {
@@ -391,12 +195,14 @@ pub fn add(store: &Store, name: &str, zone: &str, config: ProviderConfig) -> Res
         }
         ProviderConfig::Cloudflare { token, api_base } => {
             check_secret("API token", &token)?;
-            cloudflare::check_api_base(&api_base).map_err(Error::Dns)?;
+            check_api_base("Cloudflare", &api_base, MAX_CLOUDFLARE_API_BASE_LEN)
+                .map_err(Error::Dns)?;
             ProviderConfig::Cloudflare { token, api_base }
         }
         ProviderConfig::Digitalocean { token, api_base } => {
             check_secret("API token", &token)?;
-            digitalocean::check_api_base(&api_base).map_err(Error::Dns)?;
+            check_api_base("DigitalOcean", &api_base, MAX_DIGITALOCEAN_API_BASE_LEN)
+                .map_err(Error::Dns)?;
             ProviderConfig::Digitalocean { token, api_base }
         }
     };

@@ -5,7 +5,7 @@
 //! (created once, key stored, re-registered on `accountDoesNotExist`), order,
 //! authorizations (already valid ones reused, §7.5), one challenge each
 //! (HTTP-01 and TLS-ALPN-01 presented through the snapshot; DNS-01, §8.4,
-//! through the stored provider covering the name, `crate::dns::Challenge`:
+//! through the stored provider covering the name, `crate::dns01::Challenge`:
 //! the TXT record is published and seen at the zone's servers before the CA
 //! is told to validate), polling with
 //! `refresh()` on smol timers (instant-acme's own polling needs tokio),
@@ -32,14 +32,14 @@ use instant_acme::{
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
 
-use super::http::Client;
-use super::{AcmeError, AcmeSettings, StoredAccount, Target};
+use crate::acme::{AcmeError, AcmeSettings, StoredAccount, Target};
 use crate::daemon::Shared;
 use crate::limits::{
     ACME_BAD_NONCE_RETRIES, ACME_POLL_FIRST_DELAY, ACME_POLL_MAX_DELAY, ACME_POLL_TIMEOUT,
 };
 use crate::model::ChallengeChoice;
 use crate::model::Source;
+use crate::outbound::Client;
 use crate::pki::KindRequest;
 
 /// The ALPN protocol of TLS-ALPN-01 (RFC 8737 §6.2).
@@ -99,7 +99,7 @@ async fn login(
 ) -> Result<Account, AcmeError> {
     use base64ct::{Base64, Encoding};
     let dir = settings.directory.clone();
-    let stored = blocking(shared, |s| super::account(s.store()))
+    let stored = blocking(shared, |s| crate::acme::account(s.store()))
         .await
         .map_err(store_err)?
         .filter(|a| a.directory == dir);
@@ -107,7 +107,7 @@ async fn login(
         let s = settings.clone();
         blocking(shared, move |sh| sh.store().system())
             .await
-            .map(|system| super::contact(&s, &system))?
+            .map(|system| crate::acme::contact(&s, &system))?
     };
     // Existing account with a URL: no request beyond the directory.
     if let Some(StoredAccount {
@@ -181,7 +181,7 @@ async fn login(
                 key_pkcs8: Base64::encode_string(&bytes),
                 id: None,
             };
-            blocking(shared, move |s| super::put_account(s.store(), &pre))
+            blocking(shared, move |s| crate::acme::put_account(s.store(), &pre))
                 .await
                 .map_err(store_err)?;
             let mut first = Some(key);
@@ -214,9 +214,11 @@ async fn login(
         key_pkcs8: key_b64,
         id: Some(account.id().to_owned()),
     };
-    blocking(shared, move |s| super::put_account(s.store(), &record))
-        .await
-        .map_err(store_err)?;
+    blocking(shared, move |s| {
+        crate::acme::put_account(s.store(), &record)
+    })
+    .await
+    .map_err(store_err)?;
     log::info!("ACME account {} ready", account.id());
     Ok(account)
 }
@@ -226,7 +228,7 @@ enum Presented {
     Http(String),
     Alpn(String),
     /// The challenge, and the store note of its TXT record (`acme_txt:`).
-    Dns(Box<crate::dns::Challenge>, String),
+    Dns(Box<crate::dns01::Challenge>, String),
 }
 
 /// Store notes of DNS-01 TXT records published and not yet removed.
@@ -302,7 +304,7 @@ pub async fn remove_leftover_txt(shared: &Arc<Shared>) {
         };
         let (domain, value) = (note.domain.clone(), note.value);
         let challenge = blocking(shared, move |s| {
-            crate::dns::Challenge::prepare(s.store(), &domain, &value)
+            crate::dns01::Challenge::prepare(s.store(), &domain, &value)
         })
         .await;
         match challenge {
@@ -598,7 +600,7 @@ async fn run_order(
                     let value = key_auth.dns_value();
                     let (domain, v) = (name.clone(), value.clone());
                     let dns = blocking(shared, move |s| {
-                        crate::dns::Challenge::prepare(s.store(), &domain, &v)
+                        crate::dns01::Challenge::prepare(s.store(), &domain, &v)
                     })
                     .await
                     .map_err(dns_error)?

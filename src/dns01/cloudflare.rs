@@ -19,10 +19,10 @@
 
 use serde_json::{json, Value};
 
-use super::api::{self, name_in_zone, status_error, unquote, Api, NameServers};
+use super::api::{name_in_zone, status_error, unquote, Api, NameServers};
 use super::{DnsError, DnsFuture, DnsProvider};
-use crate::acme::http::Client;
 use crate::limits::{CLOUDFLARE_TXT_TTL, MAX_CLOUDFLARE_API_BASE_LEN};
+use crate::outbound::Client;
 
 /// A zone at Cloudflare.
 pub struct Cloudflare {
@@ -30,11 +30,6 @@ pub struct Cloudflare {
     api: Api,
     /// The zone's name servers (`HOST:53`) as the API named them.
     name_servers: NameServers,
-}
-
-/// Check an API base URL: `https://host[:port]/path`.
-pub fn check_api_base(api_base: &str) -> Result<(), DnsError> {
-    api::check_api_base("Cloudflare", api_base, MAX_CLOUDFLARE_API_BASE_LEN)
 }
 
 impl Cloudflare {
