@@ -208,12 +208,12 @@ fn tenant_add_through_the_running_daemon_starts_an_order_at_once() {
     let (log, mut seen) = (&daemon.log, daemon.startup.clone());
     // The check `serve` starts with orders for `first`; its only name set,
     // so once issued the loop has read its targets and sleeps (6 h).
-    wait_log(&log, &mut seen, &format!(" issued for {first}"));
+    wait_log(log, &mut seen, &format!(" issued for {first}"));
 
     // Now through the control socket: the new tenant's order starts at once.
     let second = format!("second.{zone}");
     ok(d, &["tenant", "add", "second", "--dns", &second]);
-    let line = wait_log(&log, &mut seen, &format!(" issued for {second}"));
+    let line = wait_log(log, &mut seen, &format!(" issued for {second}"));
     let certs = ok(d, &["certs"]);
     let issued = certs
         .as_array()

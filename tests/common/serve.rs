@@ -172,8 +172,20 @@ impl Serve {
     #[track_caller]
     pub fn start(self) -> Daemon {
         let mut cmd = self.command();
-        let (child, log, transcript, reader) = spawn(&mut cmd, self.drain, self.echo);
-        let (ready, mut startup) = wait_ready(&log, READY_GUARD);
+        let Spawned {
+            mut child,
+            log,
+            transcript,
+            reader,
+        } = spawn(&mut cmd, self.drain, self.echo);
+        let (ready, mut startup) = match wait_ready(&log, READY_GUARD) {
+            Ok(r) => r,
+            Err(why) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{why}");
+            }
+        };
         startup.push(ready.clone());
         let https = addr(&ready, "https=")
             .unwrap_or_else(|| panic!("no https= in the ready line: {ready}"));
@@ -191,19 +203,18 @@ impl Serve {
     }
 }
 
+/// A spawned daemon before `ready:`.
+struct Spawned {
+    child: Child,
+    log: mpsc::Receiver<String>,
+    transcript: Arc<Mutex<Vec<String>>>,
+    reader: JoinHandle<()>,
+}
+
 /// Spawn `cmd` with stderr piped and stdout discarded; its log lines arrive
 /// on the receiver and in the transcript. With `echo` each line also goes to
 /// the test's stderr as `daemon: LINE`.
-fn spawn(
-    cmd: &mut Command,
-    drain: Drain,
-    echo: bool,
-) -> (
-    Child,
-    mpsc::Receiver<String>,
-    Arc<Mutex<Vec<String>>>,
-    JoinHandle<()>,
-) {
+fn spawn(cmd: &mut Command, drain: Drain, echo: bool) -> Spawned {
     let mut child = cmd
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
@@ -211,7 +222,7 @@ fn spawn(
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
     let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
+    let (tx, log) = mpsc::channel();
     let transcript = Arc::new(Mutex::new(Vec::new()));
     let keep = transcript.clone();
     let reader = std::thread::spawn(move || {
@@ -227,24 +238,32 @@ fn spawn(
             }
         }
     });
-    (child, rx, transcript, reader)
+    Spawned {
+        child,
+        log,
+        transcript,
+        reader,
+    }
 }
 
 /// Wait for the `ready:` line (`guard` is a hang guard, not a timing
-/// assertion): the line and the lines before it.
-fn wait_ready(log: &mpsc::Receiver<String>, guard: Duration) -> (String, Vec<String>) {
+/// assertion): the line and the lines before it; `Err` says why not.
+fn wait_ready(
+    log: &mpsc::Receiver<String>,
+    guard: Duration,
+) -> Result<(String, Vec<String>), String> {
     let mut before = Vec::new();
     loop {
-        let line = log.recv_timeout(guard).unwrap_or_else(|e| {
-            panic!(
-                "daemon did not log `ready` ({e}); its log:\n{}",
-                before.join("\n")
-            )
-        });
-        if line.contains("ready:") {
-            return (line, before);
+        match log.recv_timeout(guard) {
+            Ok(line) if line.contains("ready:") => return Ok((line, before)),
+            Ok(line) => before.push(line),
+            Err(e) => {
+                return Err(format!(
+                    "daemon did not log `ready` ({e}); its log:\n{}",
+                    before.join("\n")
+                ))
+            }
         }
-        before.push(line);
     }
 }
 
