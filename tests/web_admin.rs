@@ -10,7 +10,9 @@
 //! land in `target/screenshots/`. It fails when Chromium or node are
 //! missing (run `scripts/web-test/setup.sh` as root first); it skips only
 //! when emulated (`PBX_CERTD_EMULATED`, set by `cross test` through
-//! Cross.toml) in a container that has no browser.
+//! Cross.toml) in a container that has no browser, through
+//! `common/skip.rs` (listed in `target/skipped-tests.txt`; a failure with
+//! `PBX_CERTD_REQUIRE_PEERS=1`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
