@@ -16,8 +16,18 @@
 #                                    says why and skips only when this is set
 #   PBX_WEB_TEST_TIMEOUT_MS          the browser test's page timeout (the
 #                                    emulated daemon hashes passwords ~20x slower)
+#   PBX_CERTD_REQUIRE_PEERS=1        (default; 0 turns it off) a test whose peer
+#                                    is missing fails instead of skipping
+#                                    (tests/common/skip.rs). The emulated suite
+#                                    runs every test, peers included: the
+#                                    browser tools come from web-test/setup.sh
+#                                    below, the ACME tests start pebble and
+#                                    BIND (native, on loopback) themselves.
+#                                    Skips, when allowed, are listed in
+#                                    target/skipped-tests.txt (printed at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PBX_CERTD_REQUIRE_PEERS="${PBX_CERTD_REQUIRE_PEERS:-1}"
 
 which_arch="${1:-all}"
 case "$which_arch" in
@@ -73,3 +83,7 @@ for a in "${arches[@]}"; do
     PBX_CERTD_EMULATED="qemu-$a" PBX_WEB_TEST_TIMEOUT_MS=120000 CARGO_SUBCMD=test \
         scripts/build-arm.sh "$a" --profile emulated "${select[@]}"
 done
+if [ -s target/skipped-tests.txt ]; then
+    echo "test-qemu: skipped tests so far (target/skipped-tests.txt):" >&2
+    cat target/skipped-tests.txt >&2
+fi

@@ -13,7 +13,8 @@
 //! Every wait is bounded and waits for an event (a log line or a state), never
 //! for time; assertions are on contents, never on durations.
 //! Set `PBX_CERTD_NO_PEERS=1` only where the peers cannot run: the tests then
-//! pass without checking anything (and say so).
+//! skip through `skip::require` (listed in `target/skipped-tests.txt`; a
+//! failure with `PBX_CERTD_REQUIRE_PEERS=1`, as in CI).
 
 #[path = "common/accept_any.rs"]
 mod accept_any;
@@ -27,6 +28,8 @@ mod fake_digitalocean;
 mod https_server;
 #[path = "common/serve.rs"]
 mod serve;
+#[path = "common/skip.rs"]
+mod skip;
 
 use accept_any::{client_config, AcceptAny};
 use dig::dig_txt;
@@ -35,13 +38,12 @@ use serve::cli;
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::{CertificateDer, ServerName};
 
-const BIN: &str = env!("CARGO_BIN_EXE_pbx-certd");
 /// Upper bound for one order against local pebble (normally under 2 s).
 const ORDER_BOUND: Duration = Duration::from_secs(120);
 
@@ -70,8 +72,7 @@ fn peers_script(args: &[&str], envs: &[(&str, &str)]) -> HashMap<String, String>
 /// The peers (started once, or restarted with other pebble settings), and
 /// the lock that keeps the tests of this binary one at a time.
 fn peers() -> Option<(MutexGuard<'static, ()>, HashMap<String, String>)> {
-    if std::env::var("PBX_CERTD_NO_PEERS").as_deref() == Ok("1") {
-        eprintln!("PBX_CERTD_NO_PEERS=1: ACME peer tests skipped");
+    if !skip::require_acme_peers() {
         return None;
     }
     let guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
@@ -127,9 +128,10 @@ fn ok(dir: &Path, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&out.1).unwrap()
 }
 
+/// The daemon (through `serve::Serve`, the one way to start it) and the
+/// log lines read so far.
 struct Daemon {
-    child: Child,
-    log: mpsc::Receiver<String>,
+    d: serve::Daemon,
     https: SocketAddr,
     seen: Vec<String>,
 }
@@ -141,28 +143,16 @@ impl Daemon {
         } else {
             "none".into()
         };
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--data-dir")
-            .arg(dir)
-            .args(["serve", "--https"])
-            .arg(format!("127.0.0.1:{}", env["ACME_TLSALPN01_PORT"]))
-            .args(["--http", &http_addr])
-            .env("PBX_CERTD_LOG", "info");
-        let (child, rx) = serve::spawn(&mut cmd, serve::Drain::Always, false);
-        let mut d = Daemon {
-            child,
-            log: rx,
-            https: "127.0.0.1:0".parse().unwrap(),
-            seen: Vec::new(),
-        };
-        let ready = d.wait_log(&["ready:"]);
-        d.https = ready
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("https="))
-            .unwrap()
-            .parse()
-            .unwrap();
-        d
+        let d = serve::Serve::on(dir)
+            .https(format!("127.0.0.1:{}", env["ACME_TLSALPN01_PORT"]))
+            .http(http_addr)
+            .env("PBX_CERTD_LOG", "info")
+            .start();
+        Daemon {
+            https: d.https,
+            seen: d.startup.clone(),
+            d,
+        }
     }
 
     /// The next log line containing one of `needles` (bounded wait).
@@ -170,7 +160,7 @@ impl Daemon {
         let end = Instant::now() + ORDER_BOUND;
         loop {
             let left = end.saturating_duration_since(Instant::now());
-            match self.log.recv_timeout(left) {
+            match self.d.log.recv_timeout(left) {
                 Ok(line) => {
                     self.seen.push(line.clone());
                     if needles.iter().any(|n| line.contains(n)) {
@@ -195,17 +185,8 @@ impl Daemon {
         }
     }
 
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn stop(self) {
+        self.d.stop();
     }
 }
 

@@ -19,7 +19,8 @@
 //!
 //! Every wait is bounded and waits for an event (a log line); assertions are
 //! on contents, never on durations. `PBX_CERTD_NO_PEERS=1` skips the tests
-//! where the peers cannot run (and says so).
+//! where the peers cannot run, through `skip::require` (recorded; a failure
+//! with `PBX_CERTD_REQUIRE_PEERS=1`, as in CI).
 
 #[path = "common/accept_any.rs"]
 mod accept_any;
@@ -29,12 +30,12 @@ mod fault_peers;
 use fault_peers::{enable_acme, ok};
 #[path = "common/serve.rs"]
 mod serve;
+#[path = "common/skip.rs"]
+mod skip;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use fault_peers::dig::dig_txt;
@@ -48,8 +49,7 @@ const OUTCOME_GUARD: Duration = Duration::from_secs(300);
 /// TLS-ALPN-01 port, port-80 listener on the HTTP-01 port. Everything else
 /// is default.
 struct Daemon {
-    child: Child,
-    log: mpsc::Receiver<String>,
+    d: serve::Daemon,
     https: SocketAddr,
     http: SocketAddr,
     seen: Vec<String>,
@@ -57,15 +57,15 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &Path, env: &HashMap<String, String>) -> Daemon {
-        let mut cmd = fault_peers::serve_command(dir, env);
-        let (child, log) = serve::spawn(&mut cmd, serve::Drain::Always, false);
-        let (ready, seen) = serve::wait_ready(&log, Duration::from_secs(120));
+        let d = fault_peers::serve_command(dir, env).start();
+        let mut seen = d.startup.clone();
+        // The lines before `ready:` (the ready line is not an outcome).
+        seen.pop();
         Daemon {
-            child,
-            log,
-            https: serve::addr(&ready, "https=").expect("https listener"),
-            http: serve::addr(&ready, "http=").expect("port-80 listener"),
+            https: d.https,
+            http: d.http.expect("port-80 listener"),
             seen,
+            d,
         }
     }
 
@@ -83,7 +83,7 @@ impl Daemon {
                 return found.into_iter().flatten().collect();
             }
             let left = end.saturating_duration_since(Instant::now());
-            match self.log.recv_timeout(left) {
+            match self.d.log.recv_timeout(left) {
                 Ok(line) => self.seen.push(line),
                 Err(_) => panic!(
                     "no outcome for all of {sets:?}; daemon log:\n{}",
@@ -111,7 +111,7 @@ impl Daemon {
                 return l.clone();
             }
             let left = end.saturating_duration_since(Instant::now());
-            match self.log.recv_timeout(left) {
+            match self.d.log.recv_timeout(left) {
                 Ok(line) => self.seen.push(line),
                 Err(_) => panic!("no log line with {needle:?}:\n{}", self.seen.join("\n")),
             }
@@ -122,17 +122,8 @@ impl Daemon {
         self.seen.join("\n")
     }
 
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn stop(self) {
+        self.d.stop();
     }
 }
 

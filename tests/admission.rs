@@ -18,8 +18,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::process::{Child, Command};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
@@ -35,8 +34,6 @@ mod accept_any;
 mod serve;
 
 use accept_any::AcceptAny;
-
-const BIN: &str = env!("CARGO_BIN_EXE_pbx-certd");
 
 /// Hang guard for one client operation (not a timing assertion).
 const GUARD: Duration = Duration::from_secs(30);
@@ -75,12 +72,11 @@ fn raise_nofile() {
 }
 
 struct Daemon {
-    child: Child,
+    d: serve::Daemon,
     dir: tempfile::TempDir,
     https: SocketAddr,
     http: SocketAddr,
     forward: SocketAddr,
-    log: mpsc::Receiver<String>,
 }
 
 impl Daemon {
@@ -88,28 +84,24 @@ impl Daemon {
     /// 127.0.0.1, default limits plus `extra` arguments.
     fn start(target: SocketAddr, extra: &[&str]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.env_remove("PBX_CERTD_LOG")
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["serve", "--https", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-            .arg("--tls-forward")
-            .arg(format!("127.0.0.1:0={target}"))
-            .args(extra);
-        let (child, log) = serve::spawn(&mut cmd, serve::Drain::Always, true);
-        let (ready, _) = serve::wait_ready(&log, Duration::from_secs(60));
+        let d = serve::Serve::on(dir.path())
+            .http("127.0.0.1:0")
+            .forward(target)
+            .args(extra)
+            .env_remove("PBX_CERTD_LOG")
+            .echo(true)
+            .start();
         Daemon {
-            child,
+            https: d.https,
+            http: d.http(),
+            forward: d.forward.expect("forward listener"),
+            d,
             dir,
-            https: serve::addr(&ready, "https=").unwrap(),
-            http: serve::addr(&ready, "http=").unwrap(),
-            forward: serve::addr(&ready, "forward=").unwrap(),
-            log,
         }
     }
 
     fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.d.pid())).unwrap();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -118,13 +110,13 @@ impl Daemon {
     }
 
     fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+        std::fs::read_dir(format!("/proc/{}/fd", self.d.pid()))
             .map(|d| d.count())
             .unwrap_or(0)
     }
 
     fn nofile_limit(&self) -> String {
-        std::fs::read_to_string(format!("/proc/{}/limits", self.child.id()))
+        std::fs::read_to_string(format!("/proc/{}/limits", self.d.pid()))
             .unwrap_or_default()
             .lines()
             .find(|l| l.starts_with("Max open files"))
@@ -138,7 +130,7 @@ impl Daemon {
 
     /// The log lines that arrived since the last call.
     fn drain_log(&self) -> Vec<String> {
-        self.log.try_iter().collect()
+        self.d.log.try_iter().collect()
     }
 
     fn socket(&self) -> std::path::PathBuf {
@@ -147,13 +139,6 @@ impl Daemon {
 
     fn cli(&self, args: &[&str]) -> (i32, String, String) {
         serve::cli(self.dir.path(), args)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -14,7 +14,8 @@
 //! Waits are bounded (hang guards) and wait for events, never for time;
 //! assertions are on contents. `PBX_CERTD_EMULATED` scales the race loop
 //! down (qemu-user); `PBX_CERTD_NO_PEERS=1` skips the ACME test where the
-//! peers cannot run (and says so).
+//! peers cannot run, through `skip::require` (recorded; a failure with
+//! `PBX_CERTD_REQUIRE_PEERS=1`, as in CI).
 
 #[path = "common/accept_any.rs"]
 mod accept_any;
@@ -24,20 +25,19 @@ mod fault_peers;
 use fault_peers::{enable_acme, ok};
 #[path = "common/serve.rs"]
 mod serve;
+#[path = "common/skip.rs"]
+mod skip;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-
-const BIN: &str = env!("CARGO_BIN_EXE_pbx-certd");
 
 fn emulated() -> bool {
     std::env::var_os("PBX_CERTD_EMULATED").is_some()
@@ -65,34 +65,12 @@ fn control(socket: &Path, request: &Value) -> Value {
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
 }
 
-/// `serve` on a fresh data dir: HTTPS on a free loopback port, no port 80,
-/// everything else default.
-fn serve(dir: &Path) -> (std::process::Child, mpsc::Receiver<String>) {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("--data-dir")
-        .arg(dir)
-        .args(["serve", "--https", "127.0.0.1:0", "--http", "none"]);
-    let (child, log) = serve::spawn(&mut cmd, serve::Drain::Always, false);
-    serve::wait_ready(&log, Duration::from_secs(120));
-    (child, log)
-}
-
-/// Kills the daemon when the test ends, however it ends.
-struct Kill(std::process::Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn tenant_set_racing_tenant_remove_never_brings_the_tenant_back() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (child, _log) = serve(d);
-    let _daemon = Kill(child);
+    // HTTPS on a free loopback port, no port 80, everything else default.
+    let _daemon = serve::Serve::on(d).start();
     let socket = d.join("control.sock");
     // Bounded by count and by time (a round is a few CLI runs).
     let (rounds, budget) = if emulated() {
@@ -201,8 +179,7 @@ fn wait_log(log: &mpsc::Receiver<String>, seen: &mut Vec<String>, needle: &str) 
 
 #[test]
 fn tenant_add_through_the_running_daemon_starts_an_order_at_once() {
-    if std::env::var("PBX_CERTD_NO_PEERS").as_deref() == Ok("1") {
-        eprintln!("PBX_CERTD_NO_PEERS=1: ACME wake-up test skipped");
+    if !skip::require_acme_peers() {
         return;
     }
     let env = peers();
@@ -227,18 +204,16 @@ fn tenant_add_through_the_running_daemon_starts_an_order_at_once() {
 
     // The daemon on the ports pebble validates (TLS-ALPN-01 and HTTP-01);
     // everything else default.
-    let mut cmd = fault_peers::serve_command(d, &env);
-    let (child, log) = serve::spawn(&mut cmd, serve::Drain::Always, false);
-    let _daemon = Kill(child);
-    let (_, mut seen) = serve::wait_ready(&log, Duration::from_secs(120));
+    let daemon = fault_peers::serve_command(d, &env).start();
+    let (log, mut seen) = (&daemon.log, daemon.startup.clone());
     // The check `serve` starts with orders for `first`; its only name set,
     // so once issued the loop has read its targets and sleeps (6 h).
-    wait_log(&log, &mut seen, &format!(" issued for {first}"));
+    wait_log(log, &mut seen, &format!(" issued for {first}"));
 
     // Now through the control socket: the new tenant's order starts at once.
     let second = format!("second.{zone}");
     ok(d, &["tenant", "add", "second", "--dns", &second]);
-    let line = wait_log(&log, &mut seen, &format!(" issued for {second}"));
+    let line = wait_log(log, &mut seen, &format!(" issued for {second}"));
     let certs = ok(d, &["certs"]);
     let issued = certs
         .as_array()

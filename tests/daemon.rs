@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -21,8 +21,6 @@ use accept_any::{client_config, AcceptAny};
 
 use serve::cli;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pbx-certd");
-
 fn sha256_hex(der: &[u8]) -> String {
     ring::digest::digest(&ring::digest::SHA256, der)
         .as_ref()
@@ -31,63 +29,48 @@ fn sha256_hex(der: &[u8]) -> String {
         .collect()
 }
 
+/// The daemon (HTTPS and port 80 on free loopback ports, an optional
+/// forward) and its data dir, which `stop` hands back.
 struct Daemon {
-    child: Child,
-    dir: Option<tempfile::TempDir>,
-    https: SocketAddr,
+    d: serve::Daemon,
     http: SocketAddr,
-    forward: Option<SocketAddr>,
-    log: mpsc::Receiver<String>,
-    startup: Vec<String>,
+    dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Daemon {
+    type Target = serve::Daemon;
+    fn deref(&self) -> &serve::Daemon {
+        &self.d
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut serve::Daemon {
+        &mut self.d
+    }
 }
 
 impl Daemon {
     fn start(dir: tempfile::TempDir, forward_target: Option<SocketAddr>) -> Daemon {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--data-dir").arg(dir.path()).args([
-            "serve",
-            "--https",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-        ]);
+        let mut serve = serve::Serve::on(dir.path())
+            .http("127.0.0.1:0")
+            // The closed-log-pipe test drops the receiver to close the pipe.
+            .drain(serve::Drain::WhileRead);
         if let Some(target) = forward_target {
-            cmd.arg("--tls-forward")
-                .arg(format!("127.0.0.1:0={target}"));
+            serve = serve.forward(target);
         }
-        // The closed-log-pipe test drops the receiver to close the pipe.
-        let (child, rx) = serve::spawn(&mut cmd, serve::Drain::WhileRead, false);
-        let (ready, startup) = serve::wait_ready(&rx, Duration::from_secs(30));
-        let field = |name: &str| serve::addr(&ready, name);
+        let d = serve.start();
         Daemon {
-            https: field("https=").unwrap(),
-            http: field("http=").unwrap(),
-            forward: field("forward="),
-            child,
-            dir: Some(dir),
-            log: rx,
-            startup,
+            http: d.http(),
+            d,
+            dir,
         }
     }
 
-    fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        cli(self.dir.as_ref().unwrap().path(), args)
-    }
-
-    fn stop(mut self) -> (std::process::ExitStatus, Vec<String>, tempfile::TempDir) {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let status = self.child.wait().unwrap();
-        let mut lines = std::mem::take(&mut self.startup);
-        lines.extend(self.log.try_iter());
-        (status, lines, self.dir.take().unwrap())
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// SIGTERM; the exit status, the daemon's log and its data dir.
+    fn stop(self) -> (std::process::ExitStatus, Vec<String>, tempfile::TempDir) {
+        let (status, lines) = self.d.stop();
+        (status, lines, self.dir)
     }
 }
 
@@ -356,7 +339,7 @@ fn a_closed_log_pipe_does_not_stop_the_daemon() {
         let _ = tcp.read_to_end(&mut Vec::new());
     }
     assert!(
-        matches!(daemon.child.try_wait(), Ok(None)),
+        daemon.is_running(),
         "the daemon exited when its log pipe closed"
     );
     assert!(presented(daemon.https, None).is_ok());

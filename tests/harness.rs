@@ -1,10 +1,14 @@
 //! Self-checks of the test helpers, so that a passing suite means something:
 //! the no-key-echo check really catches a key, the PEM/Base64/time helpers
-//! agree with openssl, the collision certificates really collide.
+//! agree with openssl, the collision certificates really collide, a skip
+//! for a missing peer is recorded (or fails the test when peers are
+//! required), never a silent pass.
 
 mod common;
 
 use std::panic::catch_unwind;
+use std::path::Path;
+use std::process::Command;
 
 use common::*;
 
@@ -137,4 +141,109 @@ fn chains_made_by_the_helpers_verify_with_openssl() {
         Some(l.pem().as_bytes()),
     );
     assert!(out.contains("OK"), "{out}");
+}
+
+/// Not run by the suite (`#[ignore]`): the child run of
+/// `skip_require_*` below. A peer that is there, the ACME peers (skipped
+/// only with `PBX_CERTD_NO_PEERS=1`), and a peer that is missing.
+#[test]
+#[ignore = "a child run of skip_require_* (tests/harness.rs)"]
+fn skip_probe() {
+    assert!(common::skip::require("present-peer", None));
+    let acme = common::skip::require_acme_peers();
+    eprintln!("probe: ACME peers usable: {acme}");
+    assert!(!common::skip::require(
+        "probe-peer",
+        Some("made missing by the harness test")
+    ));
+}
+
+/// Runs `skip_probe` in a child of this test binary, with a skip list of
+/// its own at `list`, `PBX_CERTD_REQUIRE_PEERS` as `require` and
+/// `PBX_CERTD_NO_PEERS` as `no_peers` (whatever the suite runs with).
+fn run_skip_probe(list: &Path, require: bool, no_peers: bool) -> Out {
+    let mut cmd = Command::new(std::env::current_exe().expect("this test binary"));
+    cmd.args(["skip_probe", "--exact", "--ignored", "--nocapture"])
+        .env(common::skip::FILE_ENV, list)
+        .env_remove(common::skip::REQUIRE_ENV)
+        .env_remove(common::skip::NO_PEERS_ENV);
+    if require {
+        cmd.env(common::skip::REQUIRE_ENV, "1");
+    }
+    if no_peers {
+        cmd.env(common::skip::NO_PEERS_ENV, "1");
+    }
+    run_command(cmd, None)
+}
+
+#[test]
+fn skip_require_records_the_skip_and_the_test_goes_on_as_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("skipped-tests.txt");
+    let line = "SKIPPED harness::skip_probe: probe-peer: made missing by the harness test";
+    let out = run_skip_probe(&list, false, false);
+    assert_eq!(out.status, 0, "{}", out.describe());
+    assert!(out.stderr.contains(line), "{}", out.describe());
+    assert!(
+        out.stderr.contains("ACME peers usable: true"),
+        "{}",
+        out.describe()
+    );
+    let recorded = std::fs::read_to_string(&list)
+        .unwrap_or_else(|e| panic!("no skip list written ({e})\n{}", out.describe()));
+    assert_eq!(
+        recorded,
+        format!("{line}\n"),
+        "only the missing peer is listed"
+    );
+
+    // PBX_CERTD_NO_PEERS=1: the ACME peers are a recorded skip too; the
+    // list is appended to, not replaced.
+    let out = run_skip_probe(&list, false, true);
+    assert_eq!(out.status, 0, "{}", out.describe());
+    assert!(
+        out.stderr.contains("ACME peers usable: false"),
+        "{}",
+        out.describe()
+    );
+    let recorded = std::fs::read_to_string(&list).unwrap();
+    let lines: Vec<&str> = recorded.lines().collect();
+    assert_eq!(lines.len(), 3, "{recorded}");
+    assert_eq!(lines[0], line);
+    assert!(
+        lines[1].starts_with("SKIPPED harness::skip_probe: ACME peers")
+            && lines[1].contains("PBX_CERTD_NO_PEERS=1"),
+        "{recorded}"
+    );
+    assert_eq!(lines[2], line);
+}
+
+#[test]
+fn skip_require_fails_the_test_when_peers_are_required() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("skipped-tests.txt");
+    for no_peers in [false, true] {
+        let out = run_skip_probe(&list, true, no_peers);
+        assert_ne!(
+            out.status,
+            0,
+            "a missing peer must fail the test with PBX_CERTD_REQUIRE_PEERS=1\n{}",
+            out.describe()
+        );
+        let (peer, why) = if no_peers {
+            ("ACME peers", "PBX_CERTD_NO_PEERS=1")
+        } else {
+            ("probe-peer", "made missing by the harness test")
+        };
+        let text = format!("{}{}", out.stdout, out.stderr);
+        assert!(
+            text.contains("panicked")
+                && text.contains(&format!("SKIPPED harness::skip_probe: {peer}"))
+                && text.contains(why)
+                && text.contains("PBX_CERTD_REQUIRE_PEERS=1: a missing peer fails the test"),
+            "{}",
+            out.describe()
+        );
+        assert!(!list.exists(), "a failed test is not listed as skipped");
+    }
 }

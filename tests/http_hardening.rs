@@ -21,7 +21,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::serve::{addr, spawn, wait_ready, Daemon, Drain};
+use common::serve::Daemon;
 use common::{leaf, root, Pbx};
 
 /// The certificate's name, used as SNI and `Host`.
@@ -62,11 +62,8 @@ fn start() -> Setup {
     pbx.ok_true(&["system", "set", "--dns", SYSTEM]);
     // Ports picked by the daemon: the redirect must name the port HTTPS
     // really listens on, not the `0` it was given.
-    let mut cmd = pbx.command(&["serve", "--https", "127.0.0.1:0", "--http", "127.0.0.1:0"]);
-    let (child, log) = spawn(&mut cmd, Drain::Always, true);
-    let (ready, _) = wait_ready(&log, Duration::from_secs(60));
-    let https = addr(&ready, "https=").expect("https address");
-    let http = addr(&ready, "http=").expect("http address");
+    let daemon = pbx.daemon().http("127.0.0.1:0").echo(true).start();
+    let (https, http) = (daemon.https, daemon.http());
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.der().into()).expect("test CA");
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -78,7 +75,7 @@ fn start() -> Setup {
     .with_no_client_auth();
     Setup {
         _pbx: pbx,
-        _daemon: Daemon { child, https, log },
+        _daemon: daemon,
         client: Client {
             https,
             http,

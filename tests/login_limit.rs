@@ -363,23 +363,9 @@ fn right_password_works_after_the_lockout_expires() {
 #[test]
 fn setup_token_works_once() {
     let pbx = Pbx::new();
-    let (child, log) = serve::spawn(
-        &mut pbx.command(&["serve", "--https", "127.0.0.1:0", "--http", "none"]),
-        serve::Drain::Always,
-        true,
-    );
-    let (ready, before) = serve::wait_ready(&log, Duration::from_secs(60));
-    let daemon = serve::Daemon {
-        child,
-        https: serve::addr(&ready, "https=").expect("https address"),
-        log,
-    };
-    let token = before
-        .iter()
-        .find_map(|l| {
-            let rest = &l[l.find("setup-token=")? + "setup-token=".len()..];
-            Some(rest.split_whitespace().next()?.to_owned())
-        })
+    let daemon = pbx.serve(true);
+    let token = daemon
+        .setup_token()
         .expect("serve logs setup-token=... while no password is set");
 
     // A wrong token does not use it up.

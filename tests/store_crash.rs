@@ -382,10 +382,7 @@ fn serve_killed_during_start_up_never_bricks_the_store() {
         pbx.tenant_add(&name, &[&format!("{name}.example.org")]);
         c.tenants.insert(name);
         let at = pick_instant(rng, i);
-        let serve = cli_cmd(
-            &pbx.data,
-            &["serve", "--https", "127.0.0.1:0", "--http", "none"],
-        );
+        let serve = pbx.daemon().command();
         kill_run(serve, &pbx.data, at, rng, tally);
         let context = format!("kill {i} of `serve` at {at:?}");
         check_tenants(&pbx.data, &c, None, &context);
@@ -474,13 +471,7 @@ fn leftovers_of_a_kill_inside_the_snapshot_write_are_not_read() {
     let data = pbx.tmp.path().join("left-serve");
     copy_dir(&pbx.data, &data);
     fs::write(data.join("db").join(format!("{snap}.generating")), []).unwrap();
-    let daemon = serve::Daemon::start(
-        &mut cli_cmd(
-            &data,
-            &["serve", "--https", "127.0.0.1:0", "--http", "none"],
-        ),
-        false,
-    );
+    let daemon = Serve::on(&data).start();
     check_tenants(&data, &c_with(&c, "delta"), None, "serve on a leftover");
     check_certs(&data, &c, true, "serve on a leftover");
     drop(daemon);

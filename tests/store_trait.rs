@@ -387,8 +387,7 @@ fn cache_bytes_setting_is_honoured_or_refused_by_name() {
         assert_eq!(out.json().as_array().map(Vec::len), Some(1), "{good:?}");
     }
     // The daemon honours it too (refuses to start on a bad one).
-    let mut cmd = pbx.command(&["serve", "--https", "127.0.0.1:0", "--http", "none"]);
-    cmd.env("PBX_CERTD_CACHE_BYTES", "lots");
+    let cmd = pbx.daemon().env("PBX_CERTD_CACHE_BYTES", "lots").command();
     let out = run_command(cmd, None);
     assert_ne!(out.status, 0, "{}", out.describe());
     assert!(

@@ -10,108 +10,63 @@
 //! land in `target/screenshots/`. It fails when Chromium or node are
 //! missing (run `scripts/web-test/setup.sh` as root first); it skips only
 //! when emulated (`PBX_CERTD_EMULATED`, set by `cross test` through
-//! Cross.toml) in a container that has no browser.
+//! Cross.toml) in a container that has no browser, through
+//! `common/skip.rs` (listed in `target/skipped-tests.txt`; a failure with
+//! `PBX_CERTD_REQUIRE_PEERS=1`).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Child, Command, ExitStatus};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[path = "common/accept_any.rs"]
 mod accept_any;
 #[path = "common/browser.rs"]
 mod browser;
+#[path = "common/serve.rs"]
+mod serve;
+#[path = "common/skip.rs"]
+mod skip;
 
 use accept_any::{client_config, AcceptAny};
 use browser::browser_or_skip;
 
-/// A running `pbx-certd serve` on two free loopback ports.
+/// A running `pbx-certd serve` on two free loopback ports (started
+/// through `serve::Serve`, the one way), logging at info.
 struct Daemon {
-    child: Mutex<Child>,
+    d: serve::Daemon,
     https: SocketAddr,
     http: SocketAddr,
     setup_token: Option<String>,
-    log: Arc<Mutex<String>>,
     dir: tempfile::TempDir,
 }
 
 impl Daemon {
+    /// Everything the daemon logged so far.
     fn log(&self) -> String {
-        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+        self.d.log_text()
     }
 
     fn is_running(&self) -> bool {
-        self.child
-            .lock()
-            .map(|mut c| matches!(c.try_wait(), Ok(None)))
-            .unwrap_or(false)
+        self.d.is_running()
     }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(mut c) = self.child.lock() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
 }
 
 fn start_daemon() -> Daemon {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (https, http) = (free_addr(), free_addr());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pbx-certd"))
-        .args(["serve", "--data-dir"])
-        .arg(dir.path())
-        .args(["--https", &https.to_string(), "--http", &http.to_string()])
+    let d = serve::Serve::on(dir.path())
+        .http("127.0.0.1:0")
         .env("PBX_CERTD_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start pbx-certd serve");
-    let log = Arc::new(Mutex::new(String::new()));
-    if let Some(stderr) = child.stderr.take() {
-        let log = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(mut l) = log.lock() {
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-            }
-        });
-    }
-    let mut daemon = Daemon {
-        child: Mutex::new(child),
-        https,
-        http,
-        setup_token: None,
-        log,
+        .start();
+    Daemon {
+        https: d.https,
+        http: d.http(),
+        setup_token: d.setup_token(),
+        d,
         dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !daemon.log().lines().any(|l| l.contains("ready")) {
-        assert!(
-            daemon.is_running() && Instant::now() < deadline,
-            "pbx-certd serve did not log `ready`:\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
-    daemon.setup_token = daemon.log().lines().find_map(|l| {
-        let rest = &l[l.find("setup-token=")? + "setup-token=".len()..];
-        Some(rest.split_whitespace().next()?.to_owned())
-    });
-    daemon
 }
 
 fn wait_with_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {

@@ -2,7 +2,8 @@
 //! node and playwright-core (installed by `scripts/web-test/setup.sh`) must
 //! be there. Only under `cross test`, whose emulated Docker image has no
 //! Chromium or node for the host to drive (Cross.toml sets
-//! `PBX_CERTD_EMULATED` there), may a browser test skip, saying why;
+//! `PBX_CERTD_EMULATED` there), may a browser test skip, through
+//! `skip::require` (recorded; a failure with `PBX_CERTD_REQUIRE_PEERS=1`);
 //! everywhere else a missing browser is a failure, never a skip.
 #![allow(dead_code)]
 
@@ -35,17 +36,19 @@ fn browser_tools(root: &Path) -> Result<(), String> {
     }
 }
 
-/// `true` when the browser test can run; `false` (after saying why) only
-/// when emulated without a browser; panics when tools are missing anywhere
-/// else.
+/// `true` when the browser test can run. Tools missing: under emulation
+/// (no browser in the container) the test is skipped out loud through
+/// `skip::require` (a failure with `PBX_CERTD_REQUIRE_PEERS=1`); anywhere
+/// else this panics.
+#[track_caller]
 pub fn browser_or_skip(root: &Path) -> bool {
     match browser_tools(root) {
         Ok(()) => true,
         Err(missing) => match std::env::var("PBX_CERTD_EMULATED") {
-            Ok(emulator) => {
-                eprintln!("skipped under {emulator}: {missing}");
-                false
-            }
+            Ok(emulator) => super::skip::require(
+                "browser (Chromium, node, playwright-core)",
+                Some(&format!("missing under {emulator}: {missing}")),
+            ),
             Err(_) => panic!("{missing}"),
         },
     }

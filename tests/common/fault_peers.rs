@@ -28,6 +28,7 @@ use std::time::Duration;
 use rustls::pki_types::ServerName;
 
 use super::accept_any::{client_config, AcceptAny};
+use super::serve::Serve;
 
 #[path = "dig.rs"]
 pub mod dig;
@@ -105,10 +106,9 @@ pub fn instance_script(
 /// settings and BIND a fresh zone whatever an earlier run left), and the
 /// lock that keeps the tests
 /// of the binary one at a time (they share the validation ports). `None`
-/// with `PBX_CERTD_NO_PEERS=1` (said on stderr).
+/// with `PBX_CERTD_NO_PEERS=1` (a recorded skip, see `skip.rs`).
 pub fn peers() -> Option<(MutexGuard<'static, ()>, HashMap<String, String>)> {
-    if std::env::var("PBX_CERTD_NO_PEERS").as_deref() == Ok("1") {
-        eprintln!("PBX_CERTD_NO_PEERS=1: ACME fault tests skipped");
+    if !super::skip::require_acme_peers() {
         return None;
     }
     let guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
@@ -226,14 +226,9 @@ pub fn enable_acme(d: &Path, env: &HashMap<String, String>) {
 /// `pbx-certd serve` for `dir` on the ports the instance's pebble validates:
 /// HTTPS on the TLS-ALPN-01 port, the port-80 listener on the HTTP-01 port;
 /// everything else default, logging at info.
-pub fn serve_command(dir: &Path, env: &HashMap<String, String>) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pbx-certd"));
-    cmd.arg("--data-dir")
-        .arg(dir)
-        .args(["serve", "--https"])
-        .arg(format!("127.0.0.1:{}", env["ACME_TLSALPN01_PORT"]))
-        .arg("--http")
-        .arg(format!("127.0.0.1:{}", env["ACME_HTTP01_PORT"]))
-        .env("PBX_CERTD_LOG", "info");
-    cmd
+pub fn serve_command(dir: &Path, env: &HashMap<String, String>) -> Serve {
+    Serve::on(dir)
+        .https(format!("127.0.0.1:{}", env["ACME_TLSALPN01_PORT"]))
+        .http(format!("127.0.0.1:{}", env["ACME_HTTP01_PORT"]))
+        .env("PBX_CERTD_LOG", "info")
 }
