@@ -3,7 +3,7 @@
 //! chain (no cycle).
 //!
 //! How: every `.rs` file under `src/` is a module (`src/acme/mod.rs` is
-//! `acme`, `src/acme/http.rs` is `acme::http`); its edges are the modules
+//! `dns01`, `src/dns01/wire.rs` is `dns01::wire`); its edges are the modules
 //! named by `crate::…`, `super::…` and `self::…` paths outside comments and
 //! outside its `#[cfg(test)] mod tests` (tests may reach anywhere). A path
 //! names the longest module prefix that exists. Cycles are found with
