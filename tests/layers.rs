@@ -2,7 +2,7 @@
 //! imports a higher one, and no two files import each other through any
 //! chain (no cycle).
 //!
-//! How: every `.rs` file under `src/` is a module (`src/acme/mod.rs` is
+//! How: every `.rs` file under `src/` is a module (`src/dns01/mod.rs` is
 //! `dns01`, `src/dns01/wire.rs` is `dns01::wire`); its edges are the modules
 //! named by `crate::…`, `super::…` and `self::…` paths outside comments and
 //! outside its `#[cfg(test)] mod tests` (tests may reach anywhere). A path
