@@ -1,13 +1,30 @@
 //! pbx-certd: the certificate manager of a multi-tenant PBX.
 //!
 //! The library holds all logic so that the thin `main.rs`, the integration
-//! tests and (later) the daemon call the same code (rathole's `run()` shape).
-//! Module map: `pem`/`pki` (pure import rules), `names` (DNS names, RFC 6125),
-//! `store` (sled behind a small `Kv` trait), `tenant`, `certs`, `roots`,
-//! `snapshot` (the lock-free SNI map), `ops` (one function per command),
-//! `cli` (the command-line contract), `limits`, `error`, `clock`;
-//! `fuzz_entry` (arbitrary bytes into each untrusted-input path, for
-//! `tests/fuzz` and `tests/fuzz_corpus.rs`).
+//! tests and the fuzz targets call the same code (rathole's `run()` shape).
+//! Module map, bottom up; a module imports only its own layer and those
+//! below, with no cycle (`tests/layers.rs` checks it; README "Architecture"):
+//!
+//! - 0 plain building blocks: `model` (shared types, one parser each),
+//!   `limits` (every limit, with its reason), `clock`, `logger`, `names`
+//!   (DNS names, RFC 6125), `pem` (lenient PEM, RFC 7468), `admission`
+//!   (connection budgets), `settings` (typed store keys).
+//! - 1 `pki`: the import rules, pure functions over DER.
+//! - 2 `store`: the storage trait (get/put/delete/scan, batches, CAS, watch,
+//!   leases) with its sled and in-memory backends.
+//! - 3 `error` (every operation's error enum, stable codes), `snapshot` (the
+//!   immutable SNI map the handshake reads without a lock).
+//! - 4 domain operations: `certs`, `tenant`, `roots`, `auth`, `localca`,
+//!   `acme` (settings, account record, targets, status, leases), `dns`
+//!   (configured DNS-01 providers), `outbound` (the HTTPS client that trusts
+//!   the Root CA list), `session` (admin sessions and the login limit).
+//! - 5 `ops`: the commands and their one table of effects; `open_store`.
+//! - 6 `daemon`: shared state, the write lock, snapshot swaps, wake-ups.
+//! - 7 `tls` (the SNI resolver), `renewal` (ACME orders, the renewal loop,
+//!   ARI), `dns01` (DNS-01 providers and the propagation check).
+//! - 8 `control` (the local socket), `http` (web admin, JSON API, port 80).
+//! - 9 `serve` (the daemon's listeners and loops), `fuzz_entry`.
+//! - 10 `cli` (the command-line contract; dispatches `serve`).
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]

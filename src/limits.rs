@@ -158,7 +158,7 @@ pub const LOGIN_LOCKOUT_RESET: Duration = Duration::from_secs(3600);
 /// Longest ACME HTTP-01 token looked up (RFC 8555 tokens are ~43 characters).
 pub const MAX_ACME_TOKEN_LEN: usize = 256;
 
-// ---- Outgoing HTTPS client (ACME, later DNS provider APIs) ----
+// ---- Outgoing HTTPS client (ACME, DNS provider APIs) ----
 
 /// Time to open a TCP connection to a CA or API (a dead host must not stall renewal).
 pub const CLIENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -6,8 +6,9 @@
 //! the TLS library; and hyper/tokio would double the runtime on a small
 //! appliance. One request per connection (`Connection: close`), bounded in
 //! time and size; used by the ACME client (RFC 8555 §6.1: HTTPS only) through
-//! instant-acme's `HttpClient` trait, and reusable through `request` by the
-//! DNS provider APIs later.
+//! instant-acme's `HttpClient` trait, and through `request` by the
+//! Cloudflare and DigitalOcean DNS APIs (`dns01`). Layer 4: it needs the
+//! store (for the Root CA list) and nothing above it.
 //!
 //! What must hold: nothing from the network panics; every failure is an
 //! `HttpError` with a stable code; response heads, bodies, header counts and
