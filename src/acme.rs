@@ -329,11 +329,7 @@ pub fn set(store: &Store, change: &AcmeChange) -> Result<AcmeSettings, Error> {
         s.email = match email.as_str() {
             "none" | "" => None,
             e => {
-                let ok = e.len() <= 254
-                    && e.split_once('@').is_some_and(|(l, d)| {
-                        !l.is_empty() && d.contains('.') && !e.contains(char::is_whitespace)
-                    });
-                if !ok {
+                if !crate::model::valid_email(e) {
                     return Err(Error::BadEmail(e.to_owned()));
                 }
                 Some(e.to_owned())
@@ -344,12 +340,9 @@ pub fn set(store: &Store, change: &AcmeChange) -> Result<AcmeSettings, Error> {
         s.enabled = enabled;
     }
     if let Some(ch) = &change.challenge {
-        s.challenge = ch.parse::<ChallengeChoice>().map_err(|_| {
-            bad(
-                "--challenge",
-                "expected auto, http-01, dns-01 or tls-alpn-01",
-            )
-        })?;
+        s.challenge = ch
+            .parse::<ChallengeChoice>()
+            .map_err(|e| bad("--challenge", e))?;
     }
     match (&change.eab_kid, &change.eab_hmac) {
         (Some(kid), Some(hmac)) if kid == "none" => {

@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use crate::error::Error;
 use crate::limits::MAX_BOX_BYTES;
+use crate::model::{ChallengeChoice, KeyType, TsigAlgorithm, Word};
 use crate::ops::{self, Command};
 use crate::pki::KindRequest;
 use crate::store::Store;
@@ -113,9 +114,9 @@ pub enum Cmd {
         /// A DNS name for the certificate (repeatable; the first is the CN).
         #[arg(long = "name", required = true)]
         names: Vec<String>,
-        /// Key type.
-        #[arg(long, value_enum, default_value_t = KeyTypeArg::P256)]
-        key_type: KeyTypeArg,
+        /// Key type: p256 or rsa2048.
+        #[arg(long, value_parser = word::<KeyType>, default_value = "p256")]
+        key_type: KeyType,
     },
     /// The local CA for closed networks (init, issue, show).
     Ca {
@@ -219,7 +220,7 @@ pub enum AcmeCmd {
         #[arg(long, value_parser = clap::value_parser!(bool), action = clap::ArgAction::Set)]
         enabled: Option<bool>,
         /// auto|http-01|dns-01|tls-alpn-01
-        #[arg(long, value_parser = ["auto", "http-01", "dns-01", "tls-alpn-01"])]
+        #[arg(long, value_parser = word_string::<ChallengeChoice>)]
         challenge: Option<String>,
         /// External Account Binding key ID (`none` removes the binding).
         #[arg(long, requires = "eab_hmac")]
@@ -284,15 +285,6 @@ pub enum AdminCmd {
     Password,
 }
 
-/// `--key-type` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum KeyTypeArg {
-    /// ECDSA P-256.
-    P256,
-    /// RSA 2048 (not available in this build: unsupported-key-type).
-    Rsa2048,
-}
-
 /// `ca` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum CaCmd {
@@ -327,9 +319,9 @@ pub enum DnsCmd {
         /// rfc2136: TSIG key name.
         #[arg(long, required_if_eq("provider", "rfc2136"))]
         tsig_name: Option<String>,
-        /// rfc2136: TSIG algorithm.
-        #[arg(long, value_enum, required_if_eq("provider", "rfc2136"))]
-        tsig_algorithm: Option<TsigArg>,
+        /// rfc2136: TSIG algorithm (hmac-sha256 or hmac-sha512).
+        #[arg(long, value_parser = word_string::<TsigAlgorithm>, required_if_eq("provider", "rfc2136"))]
+        tsig_algorithm: Option<String>,
         /// rfc2136: TSIG secret, Base64 ('-' reads one line from stdin).
         #[arg(long, required_if_eq("provider", "rfc2136"))]
         tsig_secret: Option<String>,
@@ -373,13 +365,26 @@ pub enum ProviderArg {
     Digitalocean,
 }
 
-/// `--tsig-algorithm` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TsigArg {
-    /// HMAC-SHA256.
-    HmacSha256,
-    /// HMAC-SHA512.
-    HmacSha512,
+impl ProviderArg {
+    /// The provider word of `dns::ProviderSpec`.
+    fn word(self) -> &'static str {
+        match self {
+            ProviderArg::Rfc2136 => "rfc2136",
+            ProviderArg::Cloudflare => "cloudflare",
+            ProviderArg::Digitalocean => "digitalocean",
+        }
+    }
+}
+
+/// A clap value parser from a word type's one `FromStr` (a refused word is
+/// a usage error whose message names the accepted words).
+fn word<T: Word + Send + Sync + 'static>(raw: &str) -> Result<T, String> {
+    raw.parse::<T>().map_err(|e| e.to_string())
+}
+
+/// `word`, kept as the canonical word (for changes that carry the word).
+fn word_string<T: Word + Send + Sync + 'static>(raw: &str) -> Result<String, String> {
+    word::<T>(raw).map(|v| v.word().to_owned())
 }
 
 /// A secret given on the command line, or `-` for one line of stdin.
@@ -492,8 +497,14 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
                 },
         } => Command::TenantSet {
             name,
-            acme_challenge,
-            acme_key_type,
+            acme_challenge: acme_challenge
+                .as_deref()
+                .map(ops::parse_word)
+                .transpose()?,
+            acme_key_type: acme_key_type
+                .as_deref()
+                .map(ops::parse_word)
+                .transpose()?,
         },
         Cmd::System {
             command:
@@ -566,13 +577,7 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
             command: StirCmd::Select { tenant },
         } => Command::StirShakenSelect { tenant },
         Cmd::Dns { command } => dns_command(command)?,
-        Cmd::Csr { names, key_type } => Command::Csr {
-            names,
-            key_type: match key_type {
-                KeyTypeArg::P256 => crate::model::KeyType::P256,
-                KeyTypeArg::Rsa2048 => crate::model::KeyType::Rsa2048,
-            },
-        },
+        Cmd::Csr { names, key_type } => Command::Csr { names, key_type },
         Cmd::Ca {
             command: CaCmd::Init,
         } => Command::CaInit,
@@ -591,7 +596,6 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
 }
 
 fn dns_command(command: DnsCmd) -> Result<Command, Error> {
-    use crate::model::{ProviderConfig, TsigAlgorithm};
     Ok(match command {
         DnsCmd::Add {
             name,
@@ -604,25 +608,20 @@ fn dns_command(command: DnsCmd) -> Result<Command, Error> {
             token,
             api_base,
         } => {
-            let config = match provider {
-                ProviderArg::Rfc2136 => ProviderConfig::Rfc2136 {
-                    server: server.unwrap_or_default(),
-                    tsig_name: tsig_name.unwrap_or_default(),
-                    tsig_algorithm: match tsig_algorithm {
-                        Some(TsigArg::HmacSha512) => TsigAlgorithm::HmacSha512,
-                        _ => TsigAlgorithm::HmacSha256,
-                    },
-                    tsig_secret: secret_arg(tsig_secret)?,
-                },
-                ProviderArg::Cloudflare => ProviderConfig::Cloudflare {
-                    token: secret_arg(token)?,
-                    api_base: api_base.unwrap_or_else(crate::model::cloudflare_api_base),
-                },
-                ProviderArg::Digitalocean => ProviderConfig::Digitalocean {
-                    token: secret_arg(token)?,
-                    api_base: api_base.unwrap_or_else(crate::model::digitalocean_api_base),
-                },
+            let secret = |v: Option<String>| v.map(|v| secret_arg(Some(v))).transpose();
+            let spec = crate::dns::ProviderSpec {
+                name,
+                provider: provider.word().to_owned(),
+                zone,
+                server,
+                tsig_name,
+                tsig_algorithm,
+                tsig_secret: secret(tsig_secret)?,
+                token: secret(token)?,
+                api_base,
             };
+            let config = spec.config()?;
+            let crate::dns::ProviderSpec { name, zone, .. } = spec;
             Command::DnsAdd { name, zone, config }
         }
         DnsCmd::List => Command::DnsList,

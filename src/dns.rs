@@ -22,9 +22,94 @@ use crate::limits::{
     MAX_DIGITALOCEAN_API_BASE_LEN, MAX_DNS_PROVIDERS, MAX_DNS_PROVIDER_NAME_LEN,
     MAX_DNS_SECRET_LEN,
 };
-use crate::model::{mask, ProviderConfig};
+use crate::model::{mask, ProviderConfig, TsigAlgorithm};
 use crate::names;
 use crate::store::{Batch, Store};
+
+/// A DNS provider as an administrator describes it, the same fields on
+/// every input (`dns add` flags, the `POST /api/dns` body, the ACME page's
+/// provider forms). `config` is the one place that turns it into a
+/// `ProviderConfig`: the provider and TSIG algorithm words go through their
+/// one `FromStr`, an empty field counts as missing, and the default API
+/// bases are applied here and nowhere else.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSpec {
+    /// Unique name.
+    pub name: String,
+    /// `rfc2136`, `cloudflare` or `digitalocean`.
+    pub provider: String,
+    /// The zone the provider may change.
+    pub zone: String,
+    /// rfc2136: the primary, `HOST:PORT`.
+    #[serde(default)]
+    pub server: Option<String>,
+    /// rfc2136: the TSIG key name.
+    #[serde(default)]
+    pub tsig_name: Option<String>,
+    /// rfc2136: `hmac-sha256` or `hmac-sha512`.
+    #[serde(default)]
+    pub tsig_algorithm: Option<String>,
+    /// rfc2136: the TSIG secret (Base64).
+    #[serde(default)]
+    pub tsig_secret: Option<String>,
+    /// cloudflare, digitalocean: the API token.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// cloudflare, digitalocean: the API base (default: the provider's own).
+    #[serde(default)]
+    pub api_base: Option<String>,
+}
+
+/// The provider words `ProviderSpec::provider` accepts.
+pub const PROVIDER_NAMES: &[&str] = &["rfc2136", "cloudflare", "digitalocean"];
+
+impl ProviderSpec {
+    /// The provider's configuration (`bad-setting` for an unknown provider,
+    /// a missing field or an unknown TSIG algorithm; the values themselves
+    /// are checked by `add`).
+    pub fn config(&self) -> Result<ProviderConfig, Error> {
+        let given = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let need = |v: &Option<String>, field: &str| {
+            given(v).ok_or_else(|| {
+                Error::BadSetting(format!(
+                    "DNS provider {}: {field} is required",
+                    self.provider
+                ))
+            })
+        };
+        Ok(match self.provider.as_str() {
+            "rfc2136" => ProviderConfig::Rfc2136 {
+                server: need(&self.server, "server")?,
+                tsig_name: need(&self.tsig_name, "tsig_name")?,
+                tsig_algorithm: need(&self.tsig_algorithm, "tsig_algorithm")?
+                    .parse::<TsigAlgorithm>()
+                    .map_err(|e| Error::BadSetting(e.to_string()))?,
+                tsig_secret: need(&self.tsig_secret, "tsig_secret")?,
+            },
+            "cloudflare" => ProviderConfig::Cloudflare {
+                token: need(&self.token, "token")?,
+                api_base: given(&self.api_base).unwrap_or_else(crate::model::cloudflare_api_base),
+            },
+            "digitalocean" => ProviderConfig::Digitalocean {
+                token: need(&self.token, "token")?,
+                api_base: given(&self.api_base)
+                    .unwrap_or_else(crate::model::digitalocean_api_base),
+            },
+            other => {
+                return Err(Error::BadSetting(format!(
+                    "unknown DNS provider {other:?}; use one of: {}",
+                    PROVIDER_NAMES.join(", ")
+                )))
+            }
+        })
+    }
+}
 
 /// A configured provider: a name, the zone it covers, how to reach it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -17,7 +17,7 @@ use crate::certs;
 use crate::clock;
 use crate::error::Error;
 use crate::limits::{ID_LEN, MIN_ID_PREFIX_LEN};
-use crate::model::Source;
+use crate::model::{ChallengeChoice, KeyType, Override, Source, UnknownValue};
 use crate::pki::KindRequest;
 use crate::roots;
 use crate::snapshot::Snapshot;
@@ -38,9 +38,9 @@ pub enum Command {
     TenantSet {
         name: String,
         #[serde(default)]
-        acme_challenge: Option<String>,
+        acme_challenge: Option<Override<ChallengeChoice>>,
         #[serde(default)]
-        acme_key_type: Option<String>,
+        acme_key_type: Option<Override<KeyType>>,
     },
     /// `system set`
     SystemSet {
@@ -263,6 +263,25 @@ pub fn valid_id(raw: &str) -> Option<String> {
     ok.then(|| raw.to_ascii_lowercase())
 }
 
+/// A refused administrator-typed word, with the code every input reports
+/// for it (CLI, API and page alike): an unknown key type is
+/// `unsupported-key-type`, any other unknown word (challenge, TSIG
+/// algorithm) `bad-setting`; the message names the accepted words.
+impl From<UnknownValue> for Error {
+    fn from(e: UnknownValue) -> Error {
+        if e.what == KeyType::WHAT {
+            Error::UnsupportedKeyType(e.given)
+        } else {
+            Error::BadSetting(e.to_string())
+        }
+    }
+}
+
+/// Parse one administrator-typed word with its type's one `FromStr`.
+pub fn parse_word<T: core::str::FromStr<Err = UnknownValue>>(raw: &str) -> Result<T, Error> {
+    raw.parse().map_err(Error::from)
+}
+
 /// Message for a malformed ID.
 pub fn bad_id_message() -> String {
     format!(
@@ -279,6 +298,10 @@ pub fn resolve_id(store: &Store, tree: Tree, prefix: &str) -> Result<String, Err
         1 => Ok(ids.remove(0)),
         _ => Err(Error::AmbiguousId(prefix)),
     }
+}
+
+fn to_value(v: impl Serialize) -> Value {
+    serde_json::to_value(v).unwrap_or_default()
 }
 
 fn ok() -> Value {
@@ -315,19 +338,14 @@ pub fn execute(store: &Store, command: &Command) -> Result<Value, Error> {
             Ok(ok())
         }
         Command::TenantList => Ok(Value::Array(
-            store.tenants()?.iter().map(tenant::to_json).collect(),
+            store.tenants()?.iter().map(|t| to_value(tenant::TenantView::of(t))).collect(),
         )),
         Command::TenantSet {
             name,
             acme_challenge,
             acme_key_type,
-        } => tenant::set(
-            store,
-            name,
-            acme_challenge.as_deref(),
-            acme_key_type.as_deref(),
-        )
-        .map(|t| tenant::to_json(&t)),
+        } => tenant::set(store, name, *acme_challenge, *acme_key_type)
+            .map(|t| to_value(tenant::TenantView::of(&t))),
         Command::TenantRemove { name } => tenant::remove(store, name).map(|()| ok()),
         Command::SystemSet {
             dns,
@@ -640,7 +658,7 @@ mod tests {
                 // Make the writes succeed where a name is needed.
                 Command::TenantSet { .. } => Command::TenantSet {
                     name: "t".into(),
-                    acme_challenge: Some("dns-01".into()),
+                    acme_challenge: Some(Override::Set(ChallengeChoice::Dns01)),
                     acme_key_type: None,
                 },
                 Command::TenantRemove { .. } => Command::TenantRemove { name: "u".into() },

@@ -603,28 +603,51 @@ pub fn acme(csrf: &str, show: &Value, status: &Value, dns: &Value, flash: &[Line
             input type="text" id="r-tsig" name="tsig_name" required;
             label for="r-alg" { "TSIG algorithm" }
             select id="r-alg" name="tsig_algorithm" {
-                option value="hmac-sha256" selected { "hmac-sha256" }
-                option value="hmac-sha512" { "hmac-sha512" }
+                @for (i, alg) in crate::model::TsigAlgorithm::NAMES.iter().enumerate() {
+                    option value=(alg) selected[i == 0] { (alg) }
+                }
             }
             label for="r-secret" { "TSIG secret (Base64)" }
             input type="password" id="r-secret" name="tsig_secret" required autocomplete="off";
             div { button type="submit" { "Add RFC 2136 provider" } }
         }
-        form method="post" action="/acme/dns/add" class="box" {
-            (csrf_field(csrf))
-            input type="hidden" name="provider" value="cloudflare";
-            strong { "Add a Cloudflare provider" }
-            label for="c-name" { "Name" }
-            input type="text" id="c-name" name="name" required;
-            label for="c-zone" { "Zone" }
-            input type="text" id="c-zone" name="zone" required placeholder="example.com";
-            label for="c-token" { "API token (DNS Edit on the zone)" }
-            input type="password" id="c-token" name="token" required autocomplete="off";
-            div { button type="submit" { "Add Cloudflare provider" } }
-        }
+        (token_provider_form(csrf, "cloudflare", "Cloudflare", "API token (DNS Edit on the zone)",
+            crate::limits::CLOUDFLARE_DEFAULT_API_BASE))
+        (token_provider_form(csrf, "digitalocean", "DigitalOcean",
+            "API token (domain read, create and delete scopes)",
+            crate::limits::DIGITALOCEAN_DEFAULT_API_BASE))
         p class="note" { "Secrets are stored on the PBX and never shown again in full." }
     };
     layout("ACME", Nav::Acme, Some(csrf), body)
+}
+
+/// The add form of a provider reached with an API token (`dns add
+/// --provider P --token T [--api-base URL]`); the ID prefix of its fields is
+/// the provider word.
+fn token_provider_form(
+    csrf: &str,
+    provider: &str,
+    title: &str,
+    token_label: &str,
+    default_base: &str,
+) -> Markup {
+    let id = |field: &str| format!("{provider}-{field}");
+    html! {
+        form method="post" action="/acme/dns/add" class="box" {
+            (csrf_field(csrf))
+            input type="hidden" name="provider" value=(provider);
+            strong { "Add a " (title) " provider" }
+            label for=(id("name")) { "Name" }
+            input type="text" id=(id("name")) name="name" required;
+            label for=(id("zone")) { "Zone" }
+            input type="text" id=(id("zone")) name="zone" required placeholder="example.com";
+            label for=(id("token")) { (token_label) }
+            input type="password" id=(id("token")) name="token" required autocomplete="off";
+            label for=(id("base")) { "API base (empty: " (default_base) ")" }
+            input type="text" id=(id("base")) name="api_base" placeholder=(default_base);
+            div { button type="submit" { "Add " (title) " provider" } }
+        }
+    }
 }
 
 /// One row of the ACME status table.
