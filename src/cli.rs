@@ -14,12 +14,11 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use serde_json::Value;
 
 use crate::error::Error;
 use crate::limits::MAX_BOX_BYTES;
 use crate::model::{ChallengeChoice, KeyType, TsigAlgorithm, Word};
-use crate::ops::{self, Command};
+use crate::ops::{self, Command, Reply};
 use crate::pki::KindRequest;
 use crate::store::Store;
 
@@ -655,206 +654,206 @@ fn read_password() -> Result<String, Error> {
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or("-")
+/// An optional value, `-` when absent.
+fn or_dash(v: Option<&str>) -> &str {
+    v.unwrap_or("-")
 }
 
-fn list(v: &Value) -> String {
-    v.as_array()
-        .map(|a| a.iter().map(s).collect::<Vec<_>>().join(", "))
-        .unwrap_or_default()
+/// The text of an import (or `ca issue`).
+fn render_imported(v: &crate::certs::Imported) -> String {
+    let mut out = format!(
+        "imported {} certificate {}{}\n  names: {}\n  expires: {}\n",
+        v.kind,
+        v.id,
+        v.tenant
+            .as_deref()
+            .map(|t| format!(" for tenant {t}"))
+            .unwrap_or_default(),
+        v.names.join(", "),
+        v.not_after,
+    );
+    if let Some(ids) = v.ids.as_ref().filter(|ids| ids.len() > 1) {
+        out += &format!("  {} roots added\n", ids.len());
+    }
+    for w in &v.warnings {
+        out += &format!("warning [{}]: {}\n", w.code, w.message);
+    }
+    out
 }
 
-/// Human-readable text for a successful command's JSON value.
-pub fn render(command: &Command, v: &Value) -> String {
-    let rows = || v.as_array().cloned().unwrap_or_default();
-    match command {
-        Command::TenantAdd { name, dns } => format!("tenant {name} added ({})\n", dns.join(", ")),
-        Command::TenantList => {
+/// A list's text, or `empty` when it has no line.
+fn lines_or(out: String, empty: &str) -> String {
+    if out.is_empty() {
+        empty.to_owned()
+    } else {
+        out
+    }
+}
+
+/// Human-readable text for a successful command's reply.
+pub fn render(command: &Command, reply: &Reply) -> String {
+    match reply {
+        Reply::Done(_) => match command {
+            Command::TenantAdd { name, dns } => format!("tenant {name} added ({})\n", dns.join(", ")),
+            _ => "ok\n".into(),
+        },
+        Reply::Tenants(tenants) => {
             let mut out = String::new();
-            for t in rows() {
-                out += &format!("{}\t{}", s(&t["name"]), list(&t["dns"]));
-                for (label, field) in [("challenge", "acme_challenge"), ("key", "acme_key_type")] {
-                    if t[field].as_str().is_some_and(|v| v != "default") {
-                        out += &format!("\tacme {label} {}", s(&t[field]));
+            for t in tenants {
+                out += &format!("{}\t{}", t.name, t.dns.join(", "));
+                for (label, word) in [
+                    ("challenge", t.acme_challenge.word()),
+                    ("key", t.acme_key_type.word()),
+                ] {
+                    if word != "default" {
+                        out += &format!("\tacme {label} {word}");
                     }
                 }
                 out += "\n";
             }
-            if out.is_empty() {
-                out = "no tenants\n".into();
-            }
-            out
+            lines_or(out, "no tenants\n")
         }
-        Command::SystemShow => {
+        Reply::System(v) => {
             let mut out = format!(
                 "dns:           {}\nadmin e-mail:  {}\ndefault cert:  {}\nroot CA list:  {}\n",
-                s(&v["dns"]),
-                s(&v["admin_email"]),
-                s(&v["default_cert"]),
-                s(&v["roots_version"]),
+                or_dash(v.dns.as_deref()),
+                or_dash(v.admin_email.as_deref()),
+                or_dash(v.default_cert.as_deref()),
+                or_dash(v.roots_version.as_deref()),
             );
-            if v["roots_update_available"].as_bool() == Some(true) {
-                out += &format!(
-                    "note: this release bundles a newer Root CA list ({}); `pbx-certd roots reset` would update it\n",
-                    s(&v["bundled_roots_version"])
-                );
+            if v.roots_update_available {
+                out += &roots_update_note(&v.bundled_roots_version);
             }
             out
         }
-        Command::Csr { .. } => s(&v["csr"]).to_owned(),
-        Command::CaInit | Command::CaShow => s(&v["pem"]).to_owned(),
-        Command::Import { .. } | Command::CaIssue { .. } => {
-            let mut out = format!(
-                "imported {} certificate {}{}\n  names: {}\n  expires: {}\n",
-                s(&v["kind"]),
-                s(&v["id"]),
-                v["tenant"]
-                    .as_str()
-                    .map(|t| format!(" for tenant {t}"))
-                    .unwrap_or_default(),
-                list(&v["names"]),
-                s(&v["not_after"]),
-            );
-            if let Some(ids) = v["ids"].as_array().filter(|ids| ids.len() > 1) {
-                out += &format!("  {} roots added\n", ids.len());
-            }
-            for w in v["warnings"].as_array().into_iter().flatten() {
-                out += &format!("warning [{}]: {}\n", s(&w["code"]), s(&w["message"]));
-            }
-            out
-        }
-        Command::Certs => {
-            let now = crate::clock::now();
+        Reply::Csr(v) => v.csr.clone(),
+        Reply::Ca(v) => v.pem.clone(),
+        Reply::Imported(v) => render_imported(v),
+        Reply::Certs(certs) => {
             let mut out = String::new();
-            for c in rows() {
+            for c in certs {
                 out += &format!(
                     "{}  {:<11} {:<8} {}  expires {}{}  [{}]\n",
-                    s(&c["id"]).get(..16).unwrap_or_default(),
-                    s(&c["kind"]),
-                    s(&c["key_type"]),
-                    list(&c["names"]),
-                    s(&c["not_after"]),
-                    c["tenant"]
-                        .as_str()
+                    c.id.get(..16).unwrap_or_default(),
+                    c.kind,
+                    c.key_type,
+                    c.names.join(", "),
+                    c.not_after,
+                    c.tenant
+                        .as_deref()
                         .map(|t| format!("  tenant {t}"))
                         .unwrap_or_default(),
-                    s(&c["source"]),
+                    c.source.as_str(),
                 );
             }
-            let _ = now;
-            if out.is_empty() {
-                out = "no certificates\n".into();
-            }
-            out
+            lines_or(out, "no certificates\n")
         }
-        Command::CertShow { .. } | Command::RootsShow { .. } => s(&v["pem"]).to_owned(),
-        Command::Roots => {
+        Reply::Pem(v) => v.pem.clone(),
+        Reply::Roots(roots) => {
             let mut out = String::new();
-            for r in rows() {
+            for r in roots {
                 out += &format!(
                     "{}  {}  expires {}\n",
-                    s(&r["id"]).get(..16).unwrap_or_default(),
-                    s(&r["subject"]),
-                    s(&r["not_after"])
+                    r.id.get(..16).unwrap_or_default(),
+                    r.subject,
+                    r.not_after
                 );
             }
             out
         }
-        Command::Resolve { .. } => match v["id"].as_str() {
+        Reply::Resolved(v) => match &v.id {
             Some(id) => format!(
                 "{id} ({}{})\n",
-                s(&v["match"]),
-                v["tenant"]
-                    .as_str()
+                v.matched,
+                v.tenant
+                    .as_deref()
                     .map(|t| format!(", tenant {t}"))
                     .unwrap_or_default()
             ),
             None => "no certificate to serve\n".into(),
         },
-        Command::StirShakenSelect { .. } => match v["id"].as_str() {
-            Some(id) => format!("{id} ({})\n", s(&v["match"])),
+        Reply::Stir(v) => match &v.id {
+            Some(id) => format!("{id} ({})\n", v.matched),
             None => "no STIR/SHAKEN certificate\n".into(),
         },
-        Command::AcmeShow => format!(
+        Reply::Acme(v) => format!(
             "enabled:        {}\ndirectory:      {}\ncontact:        {}\nchallenge:      {}\neab:            {}\ncheck interval: {} s\naccount:        {} {}\n",
-            v["enabled"],
-            s(&v["directory"]),
-            s(&v["contact"]),
-            s(&v["challenge"]),
-            s(&v["eab_kid"]),
-            v["check_interval"],
-            s(&v["account"]["state"]),
-            v["account"]["url"].as_str().unwrap_or_default(),
+            v.enabled,
+            v.directory,
+            or_dash(v.contact.as_deref()),
+            v.challenge.as_str(),
+            or_dash(v.eab_kid.as_deref()),
+            v.check_interval,
+            v.account.state,
+            v.account.url.as_deref().unwrap_or_default(),
         ),
-        Command::AcmeStatus => {
+        Reply::AcmeStatus(rows) => {
             let mut out = String::new();
-            for r in rows() {
+            for r in rows {
                 out += &format!(
                     "{:<8} {}  next {}{}\n",
-                    s(&r["state"]),
-                    list(&r["names"]),
-                    s(&r["next_attempt"]),
-                    r["last_error"]["code"]
-                        .as_str()
-                        .map(|c| format!("  error [{c}]: {}", s(&r["last_error"]["message"])))
+                    r.state,
+                    r.names.join(", "),
+                    or_dash(r.next_attempt.as_deref()),
+                    r.last_error
+                        .as_ref()
+                        .map(|e| format!("  error [{}]: {}", e.code, e.message))
                         .unwrap_or_default(),
                 );
             }
-            if out.is_empty() {
-                out = "no names for ACME (set a system DNS name or add tenants)\n".into();
-            }
-            out
+            lines_or(
+                out,
+                "no names for ACME (set a system DNS name or add tenants)\n",
+            )
         }
-        Command::CertReissue { .. } => format!(
+        Reply::Reissued(v) => format!(
             "renewal of {} requested (runs at the daemon's next check)\n",
-            list(&v["names"])
+            v.names.join(", ")
         ),
-        Command::DnsList => {
+        Reply::DnsList(providers) => {
+            use crate::dns::Access;
             let mut out = String::new();
-            for p in rows() {
-                let how = match s(&p["provider"]) {
-                    "rfc2136" => format!(
-                        "server {}  key {} ({})  secret {}",
-                        s(&p["server"]),
-                        s(&p["tsig_name"]),
-                        s(&p["tsig_algorithm"]),
-                        s(&p["tsig_secret"])
+            for p in providers {
+                let (provider, how) = match &p.access {
+                    Access::Rfc2136 {
+                        server,
+                        tsig_name,
+                        tsig_algorithm,
+                        tsig_secret,
+                    } => (
+                        "rfc2136",
+                        format!(
+                            "server {server}  key {tsig_name} ({})  secret {tsig_secret}",
+                            tsig_algorithm.as_str()
+                        ),
                     ),
-                    _ => format!("token {}", s(&p["token"])),
+                    Access::Cloudflare { token, .. } => ("cloudflare", format!("token {token}")),
+                    Access::Digitalocean { token, .. } => {
+                        ("digitalocean", format!("token {token}"))
+                    }
                 };
-                out += &format!(
-                    "{}\t{}\tzone {}\t{how}\n",
-                    s(&p["name"]),
-                    s(&p["provider"]),
-                    s(&p["zone"])
-                );
+                out += &format!("{}\t{provider}\tzone {}\t{how}\n", p.name, p.zone);
             }
-            if out.is_empty() {
-                out = "no DNS providers\n".into();
-            }
-            out
+            lines_or(out, "no DNS providers\n")
         }
-        Command::DnsSet { .. } => format!(
+        Reply::Propagation(v) => format!(
             "propagation timeout {} s, interval {} s, check NS servers: {}\n",
-            v["propagation_timeout"], v["propagation_interval"], v["check_ns"]
+            v.propagation_timeout, v.propagation_interval, v.check_ns
         ),
-        Command::TenantSet { .. } => format!(
+        Reply::Tenant(t) => format!(
             "tenant {}: acme challenge {}, key type {}\n",
-            s(&v["name"]),
-            s(&v["acme_challenge"]),
-            s(&v["acme_key_type"])
+            t.name,
+            t.acme_challenge.word(),
+            t.acme_key_type.word()
         ),
-        Command::TenantRemove { .. }
-        | Command::AcmeSet(_)
-        | Command::DnsAdd { .. }
-        | Command::DnsRemove { .. }
-        | Command::AdminPassword { .. }
-        | Command::SystemSet { .. }
-        | Command::CertDelete { .. }
-        | Command::RootsDelete { .. }
-        | Command::RootsReset => "ok\n".into(),
     }
+}
+
+/// The note that a newer Root CA list is bundled.
+fn roots_update_note(bundled: &str) -> String {
+    format!(
+        "note: this release bundles a newer Root CA list ({bundled}); `pbx-certd roots reset` would update it\n"
+    )
 }
 
 /// Where a command ran: locally on the store, or in the running daemon.
@@ -865,7 +864,7 @@ enum Ran {
 
 /// Run a command locally, or through the daemon's control socket when the
 /// daemon holds the store.
-fn execute(data_dir: &std::path::Path, command: &Command) -> Result<(Value, Ran), Error> {
+fn execute(data_dir: &std::path::Path, command: &Command) -> Result<(Reply, Ran), Error> {
     match crate::ops::open_store(data_dir) {
         Ok(store) => {
             let value = ops::execute(&store, command)?;
@@ -901,20 +900,18 @@ pub fn run(cli: Cli) -> i32 {
         Ok((command, value, ran)) => {
             let extra = match (&command, ran) {
                 (Command::Roots, Ran::Local(store)) if !json => roots_note(&store),
-                (Command::Roots, Ran::Daemon) if !json => execute(&cli.data_dir, &Command::SystemShow)
-                    .ok()
-                    .filter(|(v, _)| v["roots_update_available"].as_bool() == Some(true))
-                    .map(|(v, _)| {
-                        format!(
-                            "note: this release bundles a newer Root CA list ({}); `pbx-certd roots reset` would update it\n",
-                            s(&v["bundled_roots_version"])
-                        )
-                    })
-                    .unwrap_or_default(),
+                (Command::Roots, Ran::Daemon) if !json => {
+                    match execute(&cli.data_dir, &Command::SystemShow) {
+                        Ok((Reply::System(v), _)) if v.roots_update_available => {
+                            roots_update_note(&v.bundled_roots_version)
+                        }
+                        _ => String::new(),
+                    }
+                }
                 _ => String::new(),
             };
             if json {
-                println!("{value}");
+                println!("{}", value.to_json());
             } else {
                 print!("{}{extra}", render(&command, &value));
             }
@@ -932,10 +929,7 @@ pub fn run(cli: Cli) -> i32 {
 
 fn roots_note(store: &Store) -> String {
     match crate::roots::update_available(store) {
-        Ok(true) => format!(
-            "note: this release bundles a newer Root CA list ({}); `pbx-certd roots reset` would update it\n",
-            crate::roots::bundled_version()
-        ),
+        Ok(true) => roots_update_note(&crate::roots::bundled_version()),
         _ => String::new(),
     }
 }

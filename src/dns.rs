@@ -129,38 +129,89 @@ const SETTING_PROPAGATION: &str = crate::settings::Setting::DnsPropagation.name(
 
 impl ProviderEntry {
     /// The `dns list --json` entry: secrets masked.
-    pub fn listing(&self) -> serde_json::Value {
-        match &self.config {
+    pub fn listing(&self) -> ProviderListing {
+        let access = match &self.config {
             ProviderConfig::Rfc2136 {
                 server,
                 tsig_name,
                 tsig_algorithm,
                 tsig_secret,
-            } => serde_json::json!({
-                "name": self.name,
-                "provider": "rfc2136",
-                "zone": self.zone,
-                "server": server,
-                "tsig_name": tsig_name,
-                "tsig_algorithm": tsig_algorithm.as_str(),
-                "tsig_secret": mask(tsig_secret),
-            }),
-            ProviderConfig::Cloudflare { token, api_base } => serde_json::json!({
-                "name": self.name,
-                "provider": "cloudflare",
-                "zone": self.zone,
-                "token": mask(token),
-                "api_base": api_base,
-            }),
-            ProviderConfig::Digitalocean { token, api_base } => serde_json::json!({
-                "name": self.name,
-                "provider": "digitalocean",
-                "zone": self.zone,
-                "token": mask(token),
-                "api_base": api_base,
-            }),
+            } => Access::Rfc2136 {
+                server: server.clone(),
+                tsig_name: tsig_name.clone(),
+                tsig_algorithm: *tsig_algorithm,
+                tsig_secret: mask(tsig_secret),
+            },
+            ProviderConfig::Cloudflare { token, api_base } => Access::Cloudflare {
+                token: mask(token),
+                api_base: api_base.clone(),
+            },
+            ProviderConfig::Digitalocean { token, api_base } => Access::Digitalocean {
+                token: mask(token),
+                api_base: api_base.clone(),
+            },
+        };
+        ProviderListing {
+            name: self.name.clone(),
+            zone: self.zone.clone(),
+            access,
         }
     }
+}
+
+/// A `dns list --json` entry: `{"name","provider","zone",...}` with the
+/// secrets masked (`model::mask`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderListing {
+    /// Unique name.
+    pub name: String,
+    /// The zone it covers.
+    pub zone: String,
+    /// How it reaches the zone (the `provider` key and its fields).
+    #[serde(flatten)]
+    pub access: Access,
+}
+
+/// A provider's access as listed: secrets masked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "provider", rename_all = "kebab-case")]
+pub enum Access {
+    /// RFC 2136.
+    Rfc2136 {
+        /// `HOST:PORT` of the primary.
+        server: String,
+        /// TSIG key name.
+        tsig_name: String,
+        /// TSIG algorithm.
+        tsig_algorithm: TsigAlgorithm,
+        /// The masked secret.
+        tsig_secret: String,
+    },
+    /// Cloudflare.
+    Cloudflare {
+        /// The masked token.
+        token: String,
+        /// API base URL.
+        api_base: String,
+    },
+    /// DigitalOcean.
+    Digitalocean {
+        /// The masked token.
+        token: String,
+        /// API base URL.
+        api_base: String,
+    },
+}
+
+/// `dns set --json`: the DNS-01 propagation check settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PropagationView {
+    /// Seconds to wait for the TXT record.
+    pub propagation_timeout: u64,
+    /// Seconds between two checks.
+    pub propagation_interval: u64,
+    /// Whether the zone's NS servers are checked too.
+    pub check_ns: bool,
 }
 
 /// The record name of a DNS-01 challenge for `domain` (RFC 8555 §8.4): the

@@ -154,6 +154,24 @@ impl TenantView {
     }
 }
 
+/// `system show --json`: the system settings and the Root CA list's
+/// version (stored, bundled, whether a reset would update it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemView {
+    /// The PBX's own DNS name.
+    pub dns: Option<String>,
+    /// The admin's e-mail address.
+    pub admin_email: Option<String>,
+    /// The certificate served without SNI, when set explicitly.
+    pub default_cert: Option<String>,
+    /// The stored Root CA list's version.
+    pub roots_version: Option<String>,
+    /// The Root CA list this release bundles.
+    pub bundled_roots_version: String,
+    /// True when `roots reset` would install a newer list.
+    pub roots_update_available: bool,
+}
+
 /// What `system set` changes; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct SystemChange {

@@ -488,14 +488,14 @@ pub async fn handle(
     };
     let password = matches!(command, Command::AdminPassword { .. });
     match shared.execute_async(command).await {
-        Ok(value) => {
+        Ok(reply) => {
             if password {
                 // A new password ends every browser session and the setup token.
                 *shared.setup_token.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 web.remove_others("");
                 log::info!("web admin: admin password set over the API from {}", ip);
             }
-            Resp::json(200, &value)
+            Resp::json(200, &reply.to_json())
         }
         Err(e) => error_resp(&e),
     }
