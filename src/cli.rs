@@ -496,14 +496,8 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
                 },
         } => Command::TenantSet {
             name,
-            acme_challenge: acme_challenge
-                .as_deref()
-                .map(ops::parse_word)
-                .transpose()?,
-            acme_key_type: acme_key_type
-                .as_deref()
-                .map(ops::parse_word)
-                .transpose()?,
+            acme_challenge: acme_challenge.as_deref().map(ops::parse_word).transpose()?,
+            acme_key_type: acme_key_type.as_deref().map(ops::parse_word).transpose()?,
         },
         Cmd::System {
             command:

@@ -98,8 +98,7 @@ impl ProviderSpec {
             },
             "digitalocean" => ProviderConfig::Digitalocean {
                 token: need(&self.token, "token")?,
-                api_base: given(&self.api_base)
-                    .unwrap_or_else(crate::model::digitalocean_api_base),
+                api_base: given(&self.api_base).unwrap_or_else(crate::model::digitalocean_api_base),
             },
             other => {
                 return Err(Error::BadSetting(format!(

@@ -463,7 +463,10 @@ mod tests {
             Ok(Override::Set(KeyType::Rsa2048))
         );
         assert_eq!(
-            "ed25519".parse::<Override<KeyType>>().unwrap_err().to_string(),
+            "ed25519"
+                .parse::<Override<KeyType>>()
+                .unwrap_err()
+                .to_string(),
             e.to_string()
         );
     }

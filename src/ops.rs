@@ -818,6 +818,47 @@ mod tests {
     }
 
     #[test]
+    fn every_reply_decodes_back_from_its_json() {
+        // What the control socket does: the daemon prints `to_json`, the
+        // CLI decodes it by the command it sent; it must be the same typed
+        // value a local run gives (no field lost or renamed).
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path()).unwrap();
+        tenant::add(&store, "t", &["t.example".into()]).unwrap();
+        crate::localca::init(&store).unwrap();
+        let mut decoded = std::collections::HashSet::new();
+        for c in every_command() {
+            // `roots` parses every bundled root (slow in a debug build).
+            if matches!(c, Command::Roots) {
+                continue;
+            }
+            let c = match c {
+                Command::Csr { key_type, .. } => Command::Csr {
+                    names: vec!["csr.example".into()],
+                    key_type,
+                },
+                Command::CaIssue { .. } => Command::CaIssue { tenant: "t".into() },
+                Command::StirShakenSelect { .. } => {
+                    Command::StirShakenSelect { tenant: "t".into() }
+                }
+                other => other,
+            };
+            if let Ok(reply) = execute(&store, &c) {
+                let json = reply.to_json();
+                assert_eq!(
+                    Reply::decode(&c, json.clone()).ok().as_ref(),
+                    Some(&reply),
+                    "{} {json}",
+                    name(&c)
+                );
+                decoded.insert(std::mem::discriminant(&reply));
+            }
+        }
+        // Not vacuous: most reply shapes were seen.
+        assert!(decoded.len() >= 10, "{} shapes", decoded.len());
+    }
+
+    #[test]
     fn the_listed_changes_wake_the_renewal_loop() {
         let wakes: Vec<String> = every_command()
             .iter()

@@ -697,11 +697,7 @@ impl Admin {
                 for w in v.warnings {
                     lines.push(("warn", w.code, w.message));
                 }
-                let to = if v.kind == "root" {
-                    "/roots"
-                } else {
-                    "/certs"
-                };
+                let to = if v.kind == "root" { "/roots" } else { "/certs" };
                 self.back(session, to, Flash { lines })
             }
             Err(e) => {
@@ -745,8 +741,7 @@ impl Admin {
                     .chars()
                     .map(|c| if c == '*' { '_' } else { c })
                     .collect();
-                Resp::new(200, "application/pkcs10", v.csr)
-                .with(
+                Resp::new(200, "application/pkcs10", v.csr).with(
                     "Content-Disposition",
                     format!("attachment; filename=\"{file}.csr\""),
                 )
@@ -788,8 +783,7 @@ impl Admin {
         match pem {
             Ok(pem) => {
                 let short = id.get(..16).unwrap_or(id);
-                Resp::new(200, "application/x-pem-file", pem)
-                .with(
+                Resp::new(200, "application/x-pem-file", pem).with(
                     "Content-Disposition",
                     format!("attachment; filename=\"{short}.pem\""),
                 )
@@ -914,11 +908,7 @@ impl Admin {
             Route::RootsResetConfirm => match run_as!(self, Command::Roots, Reply::Roots) {
                 Ok(v) => Resp::html(
                     200,
-                    html::roots_reset_confirm(
-                        csrf,
-                        v.len(),
-                        &crate::roots::bundled_version(),
-                    ),
+                    html::roots_reset_confirm(csrf, v.len(), &crate::roots::bundled_version()),
                 ),
                 Err(e) => self.error_page(500, "Error", Some(session), &e),
             },

@@ -15,7 +15,6 @@
 //! form that posts carries the session's CSRF token; no page ever contains a
 //! private key.
 
-use maud::{html, Markup, DOCTYPE};
 use crate::acme::{AcmeView, StatusRow};
 use crate::certs::CertView;
 use crate::dns::{Access, ProviderListing};
@@ -23,6 +22,7 @@ use crate::localca::CaView;
 use crate::model::Source;
 use crate::roots::RootInfo;
 use crate::tenant::{SystemView, TenantView};
+use maud::{html, Markup, DOCTYPE};
 
 use crate::clock;
 
@@ -70,7 +70,6 @@ pub enum Nav {
 
 /// A message line: (`ok` | `warn` | `err`, code, message).
 pub type Line = (&'static str, String, String);
-
 
 /// The hidden CSRF field.
 fn csrf_field(csrf: &str) -> Markup {
@@ -250,7 +249,13 @@ pub fn password(csrf: &str, setup: bool, message: &[Line]) -> String {
 
 /// Certificates: `certs --json` rows.
 /// `acme_enabled`: Reissue works for ACME and self-signed certificates.
-pub fn certs(csrf: &str, certs: &[CertView], flash: &[Line], now: i64, acme_enabled: bool) -> String {
+pub fn certs(
+    csrf: &str,
+    certs: &[CertView],
+    flash: &[Line],
+    now: i64,
+    acme_enabled: bool,
+) -> String {
     let rows = certs;
     let body = html! {
         (lines(flash))
@@ -325,7 +330,13 @@ fn cert_row(csrf: &str, c: &CertView, now: i64, acme_enabled: bool) -> Markup {
 }
 
 /// Root CA list: `roots --json` rows.
-pub fn roots(csrf: &str, roots: &[RootInfo], update: Option<&str>, flash: &[Line], now: i64) -> String {
+pub fn roots(
+    csrf: &str,
+    roots: &[RootInfo],
+    update: Option<&str>,
+    flash: &[Line],
+    now: i64,
+) -> String {
     let rows = roots;
     let body = html! {
         (lines(flash))
@@ -824,8 +835,10 @@ mod tests {
     }
 
     fn system(dns: Option<&str>) -> SystemView {
-        from(json!({"dns": dns, "admin_email": dns, "default_cert": null, "roots_version": null,
-            "bundled_roots_version": "v", "roots_update_available": false}))
+        from(
+            json!({"dns": dns, "admin_email": dns, "default_cert": null, "roots_version": null,
+            "bundled_roots_version": "v", "roots_update_available": false}),
+        )
     }
 
     #[test]
@@ -889,9 +902,11 @@ mod tests {
     #[test]
     fn reissue_is_a_form_only_for_acme_managed_certificates_with_acme_on() {
         let row = |source: &str| -> Vec<CertView> {
-            from(json!([{"id": "ab".repeat(32), "kind": "server", "names": ["a.example"], "tenant": null,
+            from(
+                json!([{"id": "ab".repeat(32), "kind": "server", "names": ["a.example"], "tenant": null,
                 "not_before": "2029-01-01T00:00:00Z", "not_after": "2030-01-01T00:00:00Z",
-                "source": source, "key_type": "p256"}]))
+                "source": source, "key_type": "p256"}]),
+            )
         };
         let on = super::certs("T", &row("acme"), &[], 0, true);
         assert!(on.contains("action=\"/certs/reissue\""), "{on}");
@@ -923,10 +938,12 @@ mod tests {
             super::password("TOKEN", false, &[]),
             super::acme(
                 "TOKEN",
-                &from(json!({"directory": "https://ca.example/dir", "email": null, "contact": null,
+                &from(
+                    json!({"directory": "https://ca.example/dir", "email": null, "contact": null,
                     "enabled": true, "challenge": "dns-01",
                     "eab_kid": "kid", "eab_hmac": "********", "check_interval": 60,
-                    "account": {"state": "none", "url": null}})),
+                    "account": {"state": "none", "url": null}}),
+                ),
                 &[],
                 &from::<Vec<ProviderListing>>(json!([{"name": "d", "provider": "cloudflare",
                     "zone": "z", "token": "ab…", "api_base": "u"}])),
@@ -957,9 +974,11 @@ mod tests {
 
     #[test]
     fn acme_page_shows_settings_status_and_errors_escaped() {
-        let show: AcmeView = from(json!({"directory": crate::limits::ACME_STAGING_DIRECTORY, "email": "a@b.example",
+        let show: AcmeView = from(
+            json!({"directory": crate::limits::ACME_STAGING_DIRECTORY, "email": "a@b.example",
             "contact": "a@b.example", "enabled": false, "challenge": "tls-alpn-01", "eab_kid": "k<1>",
-            "eab_hmac": "********", "check_interval": 3600, "account": {"state": "registered", "url": "https://ca/acct/1"}}));
+            "eab_hmac": "********", "check_interval": 3600, "account": {"state": "registered", "url": "https://ca/acct/1"}}),
+        );
         let status: Vec<StatusRow> = from(json!([{"key": "tenant:t", "tenant": "t",
             "names": ["<b>t.example"], "state": "failed", "cert_id": null, "not_after": null, "last_error": {"code": "rate-limited", "message": "too many <certs>"},
             "failures": 3, "last_attempt": "2030-01-01T00:00:00Z", "next_attempt": "2030-01-01T01:00:00Z"}]));
