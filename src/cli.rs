@@ -805,11 +805,11 @@ pub fn render(command: &Command, reply: &Reply) -> String {
             v.names.join(", ")
         ),
         Reply::DnsList(providers) => {
-            use crate::dns::Access;
+            use crate::model::ProviderConfig;
             let mut out = String::new();
             for p in providers {
                 let (provider, how) = match &p.access {
-                    Access::Rfc2136 {
+                    ProviderConfig::Rfc2136 {
                         server,
                         tsig_name,
                         tsig_algorithm,
@@ -821,8 +821,8 @@ pub fn render(command: &Command, reply: &Reply) -> String {
                             tsig_algorithm.as_str()
                         ),
                     ),
-                    Access::Cloudflare { token, .. } => ("cloudflare", format!("token {token}")),
-                    Access::Digitalocean { token, .. } => {
+                    ProviderConfig::Cloudflare { token, .. } => ("cloudflare", format!("token {token}")),
+                    ProviderConfig::Digitalocean { token, .. } => {
                         ("digitalocean", format!("token {token}"))
                     }
                 };

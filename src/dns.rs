@@ -22,7 +22,7 @@ use crate::limits::{
     MAX_DIGITALOCEAN_API_BASE_LEN, MAX_DNS_PROVIDERS, MAX_DNS_PROVIDER_NAME_LEN,
     MAX_DNS_SECRET_LEN,
 };
-use crate::model::{mask, ProviderConfig, TsigAlgorithm};
+use crate::model::{ProviderConfig, TsigAlgorithm};
 use crate::names;
 use crate::store::{Batch, Store};
 
@@ -129,77 +129,26 @@ const SETTING_PROPAGATION: &str = crate::settings::Setting::DnsPropagation.name(
 impl ProviderEntry {
     /// The `dns list --json` entry: secrets masked.
     pub fn listing(&self) -> ProviderListing {
-        let access = match &self.config {
-            ProviderConfig::Rfc2136 {
-                server,
-                tsig_name,
-                tsig_algorithm,
-                tsig_secret,
-            } => Access::Rfc2136 {
-                server: server.clone(),
-                tsig_name: tsig_name.clone(),
-                tsig_algorithm: *tsig_algorithm,
-                tsig_secret: mask(tsig_secret),
-            },
-            ProviderConfig::Cloudflare { token, api_base } => Access::Cloudflare {
-                token: mask(token),
-                api_base: api_base.clone(),
-            },
-            ProviderConfig::Digitalocean { token, api_base } => Access::Digitalocean {
-                token: mask(token),
-                api_base: api_base.clone(),
-            },
-        };
         ProviderListing {
             name: self.name.clone(),
             zone: self.zone.clone(),
-            access,
+            access: self.config.masked(),
         }
     }
 }
 
 /// A `dns list --json` entry: `{"name","provider","zone",...}` with the
-/// secrets masked (`model::mask`).
+/// secrets masked (`ProviderConfig::masked`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProviderListing {
     /// Unique name.
     pub name: String,
     /// The zone it covers.
     pub zone: String,
-    /// How it reaches the zone (the `provider` key and its fields).
+    /// How it reaches the zone (the `provider` key and its fields), its
+    /// secrets masked: never usable to reach it.
     #[serde(flatten)]
-    pub access: Access,
-}
-
-/// A provider's access as listed: secrets masked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "provider", rename_all = "kebab-case")]
-pub enum Access {
-    /// RFC 2136.
-    Rfc2136 {
-        /// `HOST:PORT` of the primary.
-        server: String,
-        /// TSIG key name.
-        tsig_name: String,
-        /// TSIG algorithm.
-        tsig_algorithm: TsigAlgorithm,
-        /// The masked secret.
-        tsig_secret: String,
-    },
-    /// Cloudflare.
-    Cloudflare {
-        /// The masked token.
-        token: String,
-        /// API base URL.
-        api_base: String,
-    },
-    /// DigitalOcean.
-    Digitalocean {
-        /// The masked token.
-        token: String,
-        /// API base URL.
-        api_base: String,
-    },
+    pub access: ProviderConfig,
 }
 
 /// `dns set --json`: the DNS-01 propagation check settings.
@@ -453,7 +402,52 @@ pub fn set_propagation(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{cloudflare_api_base, digitalocean_api_base, TsigAlgorithm};
+    use crate::model::{cloudflare_api_base, digitalocean_api_base, mask, TsigAlgorithm};
+
+    #[test]
+    fn one_spec_builds_every_config_with_the_defaults() {
+        let spec = |provider: &str| ProviderSpec {
+            name: "p".into(),
+            provider: provider.into(),
+            zone: "example.test".into(),
+            token: Some("t".into()),
+            // An empty field (an empty form box) is a missing one.
+            api_base: Some(" ".into()),
+            ..ProviderSpec::default()
+        };
+        assert_eq!(
+            spec("digitalocean").config().unwrap(),
+            ProviderConfig::Digitalocean {
+                token: "t".into(),
+                api_base: digitalocean_api_base()
+            }
+        );
+        assert_eq!(
+            spec("cloudflare").config().unwrap(),
+            ProviderConfig::Cloudflare {
+                token: "t".into(),
+                api_base: cloudflare_api_base()
+            }
+        );
+        for bad in [
+            spec("route53"),
+            spec("rfc2136"),
+            ProviderSpec {
+                token: Some(String::new()),
+                ..spec("cloudflare")
+            },
+            ProviderSpec {
+                server: Some("127.0.0.1:53".into()),
+                tsig_name: Some("k.example.test".into()),
+                tsig_algorithm: Some("hmac-md5".into()),
+                tsig_secret: Some("c2VjcmV0".into()),
+                ..spec("rfc2136")
+            },
+        ] {
+            let e = bad.config().unwrap_err();
+            assert_eq!(e.code(), "bad-setting", "{bad:?}: {e}");
+        }
+    }
 
     #[test]
     fn challenge_names_drop_the_wildcard() {

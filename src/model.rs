@@ -256,6 +256,34 @@ impl core::fmt::Debug for ProviderConfig {
     }
 }
 
+impl ProviderConfig {
+    /// The same configuration with every secret masked (`mask`), as
+    /// `dns list` shows it.
+    pub fn masked(&self) -> ProviderConfig {
+        match self.clone() {
+            ProviderConfig::Rfc2136 {
+                server,
+                tsig_name,
+                tsig_algorithm,
+                tsig_secret,
+            } => ProviderConfig::Rfc2136 {
+                server,
+                tsig_name,
+                tsig_algorithm,
+                tsig_secret: mask(&tsig_secret),
+            },
+            ProviderConfig::Cloudflare { token, api_base } => ProviderConfig::Cloudflare {
+                token: mask(&token),
+                api_base,
+            },
+            ProviderConfig::Digitalocean { token, api_base } => ProviderConfig::Digitalocean {
+                token: mask(&token),
+                api_base,
+            },
+        }
+    }
+}
+
 /// The default Cloudflare API base.
 pub fn cloudflare_api_base() -> String {
     crate::limits::CLOUDFLARE_DEFAULT_API_BASE.to_owned()

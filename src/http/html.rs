@@ -17,8 +17,9 @@
 
 use crate::acme::{AcmeView, StatusRow};
 use crate::certs::CertView;
-use crate::dns::{Access, ProviderListing};
+use crate::dns::ProviderListing;
 use crate::localca::CaView;
+use crate::model::ProviderConfig;
 use crate::model::Source;
 use crate::roots::RootInfo;
 use crate::tenant::{SystemView, TenantView};
@@ -477,12 +478,12 @@ fn dns_table(dns: &[ProviderListing], csrf: Option<&str>) -> Markup {
                         td { (p.zone) }
                         td {
                             @match &p.access {
-                                Access::Rfc2136 { server, tsig_name, tsig_algorithm, tsig_secret } => {
+                                ProviderConfig::Rfc2136 { server, tsig_name, tsig_algorithm, tsig_secret } => {
                                     (server) " · key " (tsig_name) " ("
                                     (tsig_algorithm.as_str()) ") · secret " (tsig_secret)
                                 }
-                                Access::Cloudflare { token, api_base }
-                                | Access::Digitalocean { token, api_base } => {
+                                ProviderConfig::Cloudflare { token, api_base }
+                                | ProviderConfig::Digitalocean { token, api_base } => {
                                     (api_base) " · token " (token)
                                 }
                             }
@@ -701,11 +702,11 @@ fn status_row(r: &StatusRow) -> Markup {
 }
 
 /// The `provider` word of a listed provider.
-fn provider_word(access: &Access) -> &'static str {
+fn provider_word(access: &ProviderConfig) -> &'static str {
     match access {
-        Access::Rfc2136 { .. } => "rfc2136",
-        Access::Cloudflare { .. } => "cloudflare",
-        Access::Digitalocean { .. } => "digitalocean",
+        ProviderConfig::Rfc2136 { .. } => "rfc2136",
+        ProviderConfig::Cloudflare { .. } => "cloudflare",
+        ProviderConfig::Digitalocean { .. } => "digitalocean",
     }
 }
 
