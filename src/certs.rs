@@ -12,9 +12,49 @@
 
 use crate::clock;
 use crate::error::Error;
-use crate::model::Source;
+use crate::model::{Source, UnknownValue, Word};
 use crate::pki::{self, Analysis, Context, Kind, KindRequest, Notice};
 use crate::store::{Batch, CertRecord, Store};
+
+/// Every kind `import --kind` accepts, in the order the CLI lists them.
+const KINDS: [KindRequest; 5] = [
+    KindRequest::Auto,
+    KindRequest::Root,
+    KindRequest::Server,
+    KindRequest::Domain,
+    KindRequest::StirShaken,
+];
+
+/// Their words (the one parser: `KindRequest::from_str` below, used by the
+/// CLI, the API and the import page).
+pub const KIND_NAMES: &[&str] = &["auto", "root", "server", "domain", "stir-shaken"];
+
+impl Word for KindRequest {
+    fn word(self) -> &'static str {
+        match self {
+            KindRequest::Auto => "auto",
+            KindRequest::Root => "root",
+            KindRequest::Server => "server",
+            KindRequest::Domain => "domain",
+            KindRequest::StirShaken => "stir-shaken",
+        }
+    }
+}
+
+impl core::str::FromStr for KindRequest {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> Result<KindRequest, UnknownValue> {
+        KINDS
+            .iter()
+            .copied()
+            .find(|k| k.word() == s)
+            .ok_or_else(|| UnknownValue {
+                what: "kind",
+                given: s.to_owned(),
+                accepted: KIND_NAMES,
+            })
+    }
+}
 
 /// The result of an import, as `import --json` prints it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

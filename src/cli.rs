@@ -70,9 +70,10 @@ pub enum Cmd {
         /// Private key (PKCS#1, PKCS#8 or SEC1; '-' for stdin).
         #[arg(long)]
         key: Option<String>,
-        /// What the certificate is.
-        #[arg(long, value_enum, default_value_t = KindArg::Auto)]
-        kind: KindArg,
+        /// What the certificate is: auto (classify), root (Root CA list),
+        /// server (all tenants), domain (one tenant) or stir-shaken.
+        #[arg(long, value_parser = word::<KindRequest>, default_value = "auto")]
+        kind: KindRequest,
     },
     /// List domain, server and STIR/SHAKEN certificates in import order.
     Certs,
@@ -416,33 +417,6 @@ pub enum StirCmd {
     },
 }
 
-/// `--kind` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum KindArg {
-    /// Classify automatically.
-    Auto,
-    /// Root CA list.
-    Root,
-    /// Serves all tenants.
-    Server,
-    /// Belongs to one tenant.
-    Domain,
-    /// STIR/SHAKEN signing certificate.
-    StirShaken,
-}
-
-impl From<KindArg> for KindRequest {
-    fn from(k: KindArg) -> KindRequest {
-        match k {
-            KindArg::Auto => KindRequest::Auto,
-            KindArg::Root => KindRequest::Root,
-            KindArg::Server => KindRequest::Server,
-            KindArg::Domain => KindRequest::Domain,
-            KindArg::StirShaken => KindRequest::StirShaken,
-        }
-    }
-}
-
 fn parse_id(raw: &str) -> Result<String, String> {
     ops::valid_id(raw).ok_or_else(ops::bad_id_message)
 }
@@ -517,7 +491,7 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
         Cmd::Import { cert, key, kind } => Command::Import {
             cert: read_box(&cert)?,
             key: key.as_deref().map(read_box).transpose()?,
-            kind: kind.into(),
+            kind,
         },
         Cmd::Certs => Command::Certs,
         Cmd::Cert {

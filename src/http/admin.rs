@@ -654,20 +654,19 @@ impl Admin {
         };
         let cert = form.get("cert").unwrap_or("").to_owned();
         let kind_name = form.get("kind").unwrap_or("auto");
-        let Some(kind) = kind_request(kind_name) else {
-            return Resp::html(
-                400,
-                html::import(
-                    &session.csrf,
-                    &cert,
-                    "auto",
-                    &[(
-                        "err",
-                        "bad-request".into(),
-                        format!("unknown kind \"{kind_name}\""),
-                    )],
-                ),
-            );
+        let kind = match kind_name.parse::<KindRequest>() {
+            Ok(kind) => kind,
+            Err(e) => {
+                return Resp::html(
+                    400,
+                    html::import(
+                        &session.csrf,
+                        &cert,
+                        "auto",
+                        &[("err", "bad-request".into(), e.to_string())],
+                    ),
+                )
+            }
         };
         let key = form
             .get("key")
@@ -1086,18 +1085,6 @@ impl Admin {
             Route::Login | Route::LoginPost | Route::Api(_) => Resp::redirect(303, "/"),
         }
     }
-}
-
-/// `auto|root|server|domain|stir-shaken`.
-pub fn kind_request(name: &str) -> Option<KindRequest> {
-    Some(match name {
-        "auto" => KindRequest::Auto,
-        "root" => KindRequest::Root,
-        "server" => KindRequest::Server,
-        "domain" => KindRequest::Domain,
-        "stir-shaken" => KindRequest::StirShaken,
-        _ => return None,
-    })
 }
 
 impl Handler for Admin {

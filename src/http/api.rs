@@ -255,8 +255,9 @@ struct ImportBody {
     cert: String,
     #[serde(default)]
     key: Option<String>,
+    /// Parsed by `KindRequest`'s one `FromStr` (as on the CLI and page).
     #[serde(default)]
-    kind: Option<KindRequest>,
+    kind: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -376,7 +377,11 @@ pub fn to_command(route: ApiRoute, body: &[u8]) -> Result<Command, Resp> {
                     .key
                     .filter(|k| !k.trim().is_empty())
                     .map(String::into_bytes),
-                kind: b.kind.unwrap_or(KindRequest::Auto),
+                kind: match b.kind.as_deref().map(str::parse::<KindRequest>) {
+                    None => KindRequest::Auto,
+                    Some(Ok(kind)) => kind,
+                    Some(Err(e)) => return Err(bad(e.to_string())),
+                },
             }
         }
         ApiRoute::Roots => Command::Roots,
