@@ -16,7 +16,6 @@
 //! they are stored; secrets (EAB HMAC, account key) are never shown back.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 use crate::clock;
 use crate::error::Error;
@@ -329,11 +328,7 @@ pub fn set(store: &Store, change: &AcmeChange) -> Result<AcmeSettings, Error> {
         s.email = match email.as_str() {
             "none" | "" => None,
             e => {
-                let ok = e.len() <= 254
-                    && e.split_once('@').is_some_and(|(l, d)| {
-                        !l.is_empty() && d.contains('.') && !e.contains(char::is_whitespace)
-                    });
-                if !ok {
+                if !crate::model::valid_email(e) {
                     return Err(Error::BadEmail(e.to_owned()));
                 }
                 Some(e.to_owned())
@@ -344,12 +339,9 @@ pub fn set(store: &Store, change: &AcmeChange) -> Result<AcmeSettings, Error> {
         s.enabled = enabled;
     }
     if let Some(ch) = &change.challenge {
-        s.challenge = ch.parse::<ChallengeChoice>().map_err(|_| {
-            bad(
-                "--challenge",
-                "expected auto, http-01, dns-01 or tls-alpn-01",
-            )
-        })?;
+        s.challenge = ch
+            .parse::<ChallengeChoice>()
+            .map_err(|e| bad("--challenge", e))?;
     }
     match (&change.eab_kid, &change.eab_hmac) {
         (Some(kid), Some(hmac)) if kid == "none" => {
@@ -396,25 +388,97 @@ pub fn set(store: &Store, change: &AcmeChange) -> Result<AcmeSettings, Error> {
 }
 
 /// `acme show`.
-pub fn show(store: &Store) -> Result<Value, Error> {
+pub fn show(store: &Store) -> Result<AcmeView, Error> {
     let s = settings(store)?;
     let system = store.system()?;
-    let account = account(store)?.filter(|a| a.directory == s.directory);
-    Ok(json!({
-        "directory": s.directory,
-        "email": s.email,
-        "contact": contact(&s, &system).map(|c| c.trim_start_matches("mailto:").to_owned()),
-        "enabled": s.enabled,
-        "challenge": s.challenge.as_str(),
-        "eab_kid": s.eab.as_ref().map(|e| e.kid.clone()),
-        "eab_hmac": s.eab.as_ref().map(|_| "********"),
-        "check_interval": s.check_interval,
-        "account": match account {
-            Some(StoredAccount { id: Some(id), .. }) => json!({"state": "registered", "url": id}),
-            Some(_) => json!({"state": "key-only", "url": null}),
-            None => json!({"state": "none", "url": null}),
+    let account_record = account(store)?.filter(|a| a.directory == s.directory);
+    let account = |state: &str, url: Option<String>| AccountView {
+        state: state.to_owned(),
+        url,
+    };
+    Ok(AcmeView {
+        contact: contact(&s, &system).map(|c| c.trim_start_matches("mailto:").to_owned()),
+        directory: s.directory,
+        email: s.email,
+        enabled: s.enabled,
+        challenge: s.challenge,
+        eab_kid: s.eab.as_ref().map(|e| e.kid.clone()),
+        eab_hmac: s.eab.as_ref().map(|_| "********".to_owned()),
+        check_interval: s.check_interval,
+        account: match account_record {
+            Some(StoredAccount { id: Some(id), .. }) => account("registered", Some(id)),
+            Some(_) => account("key-only", None),
+            None => account("none", None),
         },
-    }))
+    })
+}
+
+/// `acme show --json`: the settings (the EAB HMAC masked) and the account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcmeView {
+    /// Directory URL.
+    pub directory: String,
+    /// The ACME contact e-mail, if set.
+    pub email: Option<String>,
+    /// The contact used (the ACME e-mail, else the admin e-mail).
+    pub contact: Option<String>,
+    /// Orders run automatically.
+    pub enabled: bool,
+    /// The global challenge choice.
+    pub challenge: ChallengeChoice,
+    /// The EAB key ID, if bound.
+    pub eab_kid: Option<String>,
+    /// `********` when an EAB HMAC is stored (never the key).
+    pub eab_hmac: Option<String>,
+    /// Seconds between renewal checks.
+    pub check_interval: u64,
+    /// The account at this directory.
+    pub account: AccountView,
+}
+
+/// The ACME account's state: `registered` (with its URL), `key-only`, `none`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountView {
+    /// `registered`, `key-only` or `none`.
+    pub state: String,
+    /// The account URL once registered.
+    pub url: Option<String>,
+}
+
+/// One `acme status --json` row: a name set's renewal state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusRow {
+    /// The name set's key (`system`, `tenant:NAME`).
+    pub key: String,
+    /// The tenant, for a tenant's set.
+    pub tenant: Option<String>,
+    /// Its DNS names.
+    pub names: Vec<String>,
+    /// `valid`, `pending` or `failed`.
+    pub state: String,
+    /// The certificate serving it now.
+    pub cert_id: Option<String>,
+    /// That certificate's expiry (RFC 3339).
+    pub not_after: Option<String>,
+    /// The last failure.
+    pub last_error: Option<ErrorInfo>,
+    /// Failures in a row.
+    pub failures: u32,
+    /// RFC 3339.
+    pub last_attempt: Option<String>,
+    /// RFC 3339.
+    pub next_attempt: Option<String>,
+}
+
+/// `cert reissue --json`: the name set marked for renewal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reissued {
+    /// Always true.
+    pub ok: bool,
+    /// The name set's key.
+    pub key: String,
+    /// Its DNS names.
+    pub names: Vec<String>,
 }
 
 /// The contact URL: the ACME e-mail, else the admin e-mail.
@@ -529,7 +593,7 @@ pub fn put_status(store: &Store, key: &str, status: &SetStatus) -> Result<(), Er
 }
 
 /// `acme status`: one entry per name set.
-pub fn status_report(store: &Store) -> Result<Value, Error> {
+pub fn status_report(store: &Store) -> Result<Vec<StatusRow>, Error> {
     let now = clock::now();
     let mut out = Vec::new();
     for t in targets(store)? {
@@ -558,25 +622,25 @@ pub fn status_report(store: &Store) -> Result<Value, Error> {
             ),
             (None, n) => n,
         };
-        out.push(json!({
-            "key": t.key,
-            "tenant": t.tenant,
-            "names": t.names,
-            "state": state,
-            "cert_id": cert.as_ref().map(|c| c.id.clone()),
-            "not_after": cert.as_ref().map(|c| clock::rfc3339(c.not_after)),
-            "last_error": st.last_error,
-            "failures": st.failures,
-            "last_attempt": st.last_attempt.map(clock::rfc3339),
-            "next_attempt": next.map(clock::rfc3339),
-        }));
+        out.push(StatusRow {
+            key: t.key,
+            tenant: t.tenant,
+            names: t.names,
+            state: state.to_owned(),
+            cert_id: cert.as_ref().map(|c| c.id.clone()),
+            not_after: cert.as_ref().map(|c| clock::rfc3339(c.not_after)),
+            last_error: st.last_error,
+            failures: st.failures,
+            last_attempt: st.last_attempt.map(clock::rfc3339),
+            next_attempt: next.map(clock::rfc3339),
+        });
     }
-    Ok(Value::Array(out))
+    Ok(out)
 }
 
 /// `cert reissue ID`: mark the name set of this certificate for renewal at
 /// the next check (the daemon is woken when it runs).
-pub fn reissue(store: &Store, id: &str) -> Result<Value, Error> {
+pub fn reissue(store: &Store, id: &str) -> Result<Reissued, Error> {
     let record = store
         .cert(id)?
         .ok_or_else(|| Error::NotFound(id.to_owned()))?;
@@ -606,7 +670,11 @@ pub fn reissue(store: &Store, id: &str) -> Result<Value, Error> {
     st.force = true;
     st.next_attempt = Some(clock::now());
     put_status(store, &target.key, &st)?;
-    Ok(json!({"ok": true, "key": target.key, "names": target.names}))
+    Ok(Reissued {
+        ok: true,
+        key: target.key,
+        names: target.names,
+    })
 }
 
 /// Take the named lease for a name set (a `Tree::Leases` record that a

@@ -12,17 +12,57 @@
 
 use crate::clock;
 use crate::error::Error;
-use crate::model::Source;
+use crate::model::{Source, UnknownValue, Word};
 use crate::pki::{self, Analysis, Context, Kind, KindRequest, Notice};
 use crate::store::{Batch, CertRecord, Store};
 
+/// Every kind `import --kind` accepts, in the order the CLI lists them.
+const KINDS: [KindRequest; 5] = [
+    KindRequest::Auto,
+    KindRequest::Root,
+    KindRequest::Server,
+    KindRequest::Domain,
+    KindRequest::StirShaken,
+];
+
+/// Their words (the one parser: `KindRequest::from_str` below, used by the
+/// CLI, the API and the import page).
+pub const KIND_NAMES: &[&str] = &["auto", "root", "server", "domain", "stir-shaken"];
+
+impl Word for KindRequest {
+    fn word(self) -> &'static str {
+        match self {
+            KindRequest::Auto => "auto",
+            KindRequest::Root => "root",
+            KindRequest::Server => "server",
+            KindRequest::Domain => "domain",
+            KindRequest::StirShaken => "stir-shaken",
+        }
+    }
+}
+
+impl core::str::FromStr for KindRequest {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> Result<KindRequest, UnknownValue> {
+        KINDS
+            .iter()
+            .copied()
+            .find(|k| k.word() == s)
+            .ok_or_else(|| UnknownValue {
+                what: "kind",
+                given: s.to_owned(),
+                accepted: KIND_NAMES,
+            })
+    }
+}
+
 /// The result of an import, as `import --json` prints it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Imported {
     /// ID of the (first) certificate.
     pub id: String,
     /// `root`, `server`, `domain`, `stir-shaken`.
-    pub kind: &'static str,
+    pub kind: String,
     /// Owning tenant of a domain certificate.
     pub tenant: Option<String>,
     /// DNS names of the leaf.
@@ -30,10 +70,32 @@ pub struct Imported {
     /// RFC 3339.
     pub not_after: String,
     /// Warnings (`code`, `message`).
-    pub warnings: Vec<Notice>,
+    pub warnings: Vec<Warning>,
     /// For a root import: every added root.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub ids: Option<Vec<String>>,
+}
+
+/// A warning of an import as `import --json` shows it (a `pki::Notice`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Warning {
+    /// Stable lowercase code.
+    pub code: String,
+    /// Text for a PBX admin.
+    pub message: String,
+}
+
+impl From<Notice> for Warning {
+    fn from(n: Notice) -> Warning {
+        Warning {
+            code: n.code.to_owned(),
+            message: n.message,
+        }
+    }
+}
+
+fn warnings(notices: Vec<Notice>) -> Vec<Warning> {
+    notices.into_iter().map(Warning::from).collect()
 }
 
 /// `import`: rules 1–7, then one transaction.
@@ -65,11 +127,11 @@ pub fn import(
             let first = &certs[0];
             return Ok(Imported {
                 id: first.id.clone(),
-                kind: "root",
+                kind: "root".to_owned(),
                 tenant: None,
                 names: Vec::new(),
                 not_after: clock::rfc3339(first.not_after),
-                warnings,
+                warnings: self::warnings(warnings),
                 ids: Some(ids),
             });
         }
@@ -79,11 +141,11 @@ pub fn import(
     let info = &leaf.chain[0];
     let done = |record: &CertRecord, warnings: Vec<Notice>| Imported {
         id: record.id.clone(),
-        kind: record.kind.as_str(),
+        kind: record.kind.as_str().to_owned(),
         tenant: record.tenant.clone(),
         names: record.names.clone(),
         not_after: clock::rfc3339(record.not_after),
-        warnings,
+        warnings: self::warnings(warnings),
         ids: None,
     };
     if let Some(existing) = store.cert(&info.id)? {
@@ -175,18 +237,51 @@ pub fn chain_pem(store: &Store, id: &str) -> Result<String, Error> {
         .collect())
 }
 
-/// `certs --json` entry.
-pub fn listing(record: &CertRecord) -> serde_json::Value {
-    serde_json::json!({
-        "id": record.id,
-        "kind": record.kind.as_str(),
-        "names": record.names,
-        "tenant": record.tenant,
-        "not_before": clock::rfc3339(record.not_before),
-        "not_after": clock::rfc3339(record.not_after),
-        "source": record.source.as_str(),
-        "key_type": record.key_type,
-    })
+/// A `certs --json` entry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CertView {
+    /// Hex SHA-256 of the leaf DER.
+    pub id: String,
+    /// `server`, `domain`, `stir-shaken`.
+    pub kind: String,
+    /// DNS names of the leaf.
+    pub names: Vec<String>,
+    /// Owning tenant of a domain certificate.
+    pub tenant: Option<String>,
+    /// RFC 3339.
+    pub not_before: String,
+    /// RFC 3339.
+    pub not_after: String,
+    /// Where it came from.
+    pub source: Source,
+    /// The key's algorithm (`p256`, `rsa2048`, `ed25519`, ...).
+    pub key_type: String,
+}
+
+impl CertView {
+    /// The `certs --json` entry of a stored certificate.
+    pub fn of(record: &CertRecord) -> CertView {
+        CertView {
+            id: record.id.clone(),
+            kind: record.kind.as_str().to_owned(),
+            names: record.names.clone(),
+            tenant: record.tenant.clone(),
+            not_before: clock::rfc3339(record.not_before),
+            not_after: clock::rfc3339(record.not_after),
+            source: record.source,
+            key_type: record.key_type.clone(),
+        }
+    }
+}
+
+/// `stir-shaken select --json`: the certificate chosen and how.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StirView {
+    /// The chosen certificate's ID; `None` when there is none.
+    pub id: Option<String>,
+    /// `tenant`, `first` or `none` (`StirMatch`).
+    #[serde(rename = "match")]
+    pub matched: String,
 }
 
 /// How `stir-shaken select` chose.

@@ -14,11 +14,11 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use serde_json::Value;
 
 use crate::error::Error;
 use crate::limits::MAX_BOX_BYTES;
-use crate::ops::{self, Command};
+use crate::model::{ChallengeChoice, KeyType, TsigAlgorithm, Word};
+use crate::ops::{self, Command, Reply};
 use crate::pki::KindRequest;
 use crate::store::Store;
 
@@ -70,9 +70,10 @@ pub enum Cmd {
         /// Private key (PKCS#1, PKCS#8 or SEC1; '-' for stdin).
         #[arg(long)]
         key: Option<String>,
-        /// What the certificate is.
-        #[arg(long, value_enum, default_value_t = KindArg::Auto)]
-        kind: KindArg,
+        /// What the certificate is: auto (classify), root (Root CA list),
+        /// server (all tenants), domain (one tenant) or stir-shaken.
+        #[arg(long, value_parser = word::<KindRequest>, default_value = "auto")]
+        kind: KindRequest,
     },
     /// List domain, server and STIR/SHAKEN certificates in import order.
     Certs,
@@ -113,9 +114,9 @@ pub enum Cmd {
         /// A DNS name for the certificate (repeatable; the first is the CN).
         #[arg(long = "name", required = true)]
         names: Vec<String>,
-        /// Key type.
-        #[arg(long, value_enum, default_value_t = KeyTypeArg::P256)]
-        key_type: KeyTypeArg,
+        /// Key type: p256 or rsa2048.
+        #[arg(long, value_parser = word::<KeyType>, default_value = "p256")]
+        key_type: KeyType,
     },
     /// The local CA for closed networks (init, issue, show).
     Ca {
@@ -219,7 +220,7 @@ pub enum AcmeCmd {
         #[arg(long, value_parser = clap::value_parser!(bool), action = clap::ArgAction::Set)]
         enabled: Option<bool>,
         /// auto|http-01|dns-01|tls-alpn-01
-        #[arg(long, value_parser = ["auto", "http-01", "dns-01", "tls-alpn-01"])]
+        #[arg(long, value_parser = word_string::<ChallengeChoice>)]
         challenge: Option<String>,
         /// External Account Binding key ID (`none` removes the binding).
         #[arg(long, requires = "eab_hmac")]
@@ -284,15 +285,6 @@ pub enum AdminCmd {
     Password,
 }
 
-/// `--key-type` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum KeyTypeArg {
-    /// ECDSA P-256.
-    P256,
-    /// RSA 2048 (not available in this build: unsupported-key-type).
-    Rsa2048,
-}
-
 /// `ca` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum CaCmd {
@@ -327,9 +319,9 @@ pub enum DnsCmd {
         /// rfc2136: TSIG key name.
         #[arg(long, required_if_eq("provider", "rfc2136"))]
         tsig_name: Option<String>,
-        /// rfc2136: TSIG algorithm.
-        #[arg(long, value_enum, required_if_eq("provider", "rfc2136"))]
-        tsig_algorithm: Option<TsigArg>,
+        /// rfc2136: TSIG algorithm (hmac-sha256 or hmac-sha512).
+        #[arg(long, value_parser = word_string::<TsigAlgorithm>, required_if_eq("provider", "rfc2136"))]
+        tsig_algorithm: Option<String>,
         /// rfc2136: TSIG secret, Base64 ('-' reads one line from stdin).
         #[arg(long, required_if_eq("provider", "rfc2136"))]
         tsig_secret: Option<String>,
@@ -373,13 +365,26 @@ pub enum ProviderArg {
     Digitalocean,
 }
 
-/// `--tsig-algorithm` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TsigArg {
-    /// HMAC-SHA256.
-    HmacSha256,
-    /// HMAC-SHA512.
-    HmacSha512,
+impl ProviderArg {
+    /// The provider word of `dns::ProviderSpec`.
+    fn word(self) -> &'static str {
+        match self {
+            ProviderArg::Rfc2136 => "rfc2136",
+            ProviderArg::Cloudflare => "cloudflare",
+            ProviderArg::Digitalocean => "digitalocean",
+        }
+    }
+}
+
+/// A clap value parser from a word type's one `FromStr` (a refused word is
+/// a usage error whose message names the accepted words).
+fn word<T: Word + Send + Sync + 'static>(raw: &str) -> Result<T, String> {
+    raw.parse::<T>().map_err(|e| e.to_string())
+}
+
+/// `word`, kept as the canonical word (for changes that carry the word).
+fn word_string<T: Word + Send + Sync + 'static>(raw: &str) -> Result<String, String> {
+    word::<T>(raw).map(|v| v.word().to_owned())
 }
 
 /// A secret given on the command line, or `-` for one line of stdin.
@@ -410,33 +415,6 @@ pub enum StirCmd {
         #[arg(long)]
         tenant: String,
     },
-}
-
-/// `--kind` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum KindArg {
-    /// Classify automatically.
-    Auto,
-    /// Root CA list.
-    Root,
-    /// Serves all tenants.
-    Server,
-    /// Belongs to one tenant.
-    Domain,
-    /// STIR/SHAKEN signing certificate.
-    StirShaken,
-}
-
-impl From<KindArg> for KindRequest {
-    fn from(k: KindArg) -> KindRequest {
-        match k {
-            KindArg::Auto => KindRequest::Auto,
-            KindArg::Root => KindRequest::Root,
-            KindArg::Server => KindRequest::Server,
-            KindArg::Domain => KindRequest::Domain,
-            KindArg::StirShaken => KindRequest::StirShaken,
-        }
-    }
 }
 
 fn parse_id(raw: &str) -> Result<String, String> {
@@ -492,8 +470,8 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
                 },
         } => Command::TenantSet {
             name,
-            acme_challenge,
-            acme_key_type,
+            acme_challenge: acme_challenge.as_deref().map(ops::parse_word).transpose()?,
+            acme_key_type: acme_key_type.as_deref().map(ops::parse_word).transpose()?,
         },
         Cmd::System {
             command:
@@ -513,7 +491,7 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
         Cmd::Import { cert, key, kind } => Command::Import {
             cert: read_box(&cert)?,
             key: key.as_deref().map(read_box).transpose()?,
-            kind: kind.into(),
+            kind,
         },
         Cmd::Certs => Command::Certs,
         Cmd::Cert {
@@ -566,13 +544,7 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
             command: StirCmd::Select { tenant },
         } => Command::StirShakenSelect { tenant },
         Cmd::Dns { command } => dns_command(command)?,
-        Cmd::Csr { names, key_type } => Command::Csr {
-            names,
-            key_type: match key_type {
-                KeyTypeArg::P256 => crate::model::KeyType::P256,
-                KeyTypeArg::Rsa2048 => crate::model::KeyType::Rsa2048,
-            },
-        },
+        Cmd::Csr { names, key_type } => Command::Csr { names, key_type },
         Cmd::Ca {
             command: CaCmd::Init,
         } => Command::CaInit,
@@ -591,7 +563,6 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
 }
 
 fn dns_command(command: DnsCmd) -> Result<Command, Error> {
-    use crate::model::{ProviderConfig, TsigAlgorithm};
     Ok(match command {
         DnsCmd::Add {
             name,
@@ -604,25 +575,20 @@ fn dns_command(command: DnsCmd) -> Result<Command, Error> {
             token,
             api_base,
         } => {
-            let config = match provider {
-                ProviderArg::Rfc2136 => ProviderConfig::Rfc2136 {
-                    server: server.unwrap_or_default(),
-                    tsig_name: tsig_name.unwrap_or_default(),
-                    tsig_algorithm: match tsig_algorithm {
-                        Some(TsigArg::HmacSha512) => TsigAlgorithm::HmacSha512,
-                        _ => TsigAlgorithm::HmacSha256,
-                    },
-                    tsig_secret: secret_arg(tsig_secret)?,
-                },
-                ProviderArg::Cloudflare => ProviderConfig::Cloudflare {
-                    token: secret_arg(token)?,
-                    api_base: api_base.unwrap_or_else(crate::model::cloudflare_api_base),
-                },
-                ProviderArg::Digitalocean => ProviderConfig::Digitalocean {
-                    token: secret_arg(token)?,
-                    api_base: api_base.unwrap_or_else(crate::model::digitalocean_api_base),
-                },
+            let secret = |v: Option<String>| v.map(|v| secret_arg(Some(v))).transpose();
+            let spec = crate::dns::ProviderSpec {
+                name,
+                provider: provider.word().to_owned(),
+                zone,
+                server,
+                tsig_name,
+                tsig_algorithm,
+                tsig_secret: secret(tsig_secret)?,
+                token: secret(token)?,
+                api_base,
             };
+            let config = spec.config()?;
+            let crate::dns::ProviderSpec { name, zone, .. } = spec;
             Command::DnsAdd { name, zone, config }
         }
         DnsCmd::List => Command::DnsList,
@@ -656,206 +622,206 @@ fn read_password() -> Result<String, Error> {
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or("-")
+/// An optional value, `-` when absent.
+fn or_dash(v: Option<&str>) -> &str {
+    v.unwrap_or("-")
 }
 
-fn list(v: &Value) -> String {
-    v.as_array()
-        .map(|a| a.iter().map(s).collect::<Vec<_>>().join(", "))
-        .unwrap_or_default()
+/// The text of an import (or `ca issue`).
+fn render_imported(v: &crate::certs::Imported) -> String {
+    let mut out = format!(
+        "imported {} certificate {}{}\n  names: {}\n  expires: {}\n",
+        v.kind,
+        v.id,
+        v.tenant
+            .as_deref()
+            .map(|t| format!(" for tenant {t}"))
+            .unwrap_or_default(),
+        v.names.join(", "),
+        v.not_after,
+    );
+    if let Some(ids) = v.ids.as_ref().filter(|ids| ids.len() > 1) {
+        out += &format!("  {} roots added\n", ids.len());
+    }
+    for w in &v.warnings {
+        out += &format!("warning [{}]: {}\n", w.code, w.message);
+    }
+    out
 }
 
-/// Human-readable text for a successful command's JSON value.
-pub fn render(command: &Command, v: &Value) -> String {
-    let rows = || v.as_array().cloned().unwrap_or_default();
-    match command {
-        Command::TenantAdd { name, dns } => format!("tenant {name} added ({})\n", dns.join(", ")),
-        Command::TenantList => {
+/// A list's text, or `empty` when it has no line.
+fn lines_or(out: String, empty: &str) -> String {
+    if out.is_empty() {
+        empty.to_owned()
+    } else {
+        out
+    }
+}
+
+/// Human-readable text for a successful command's reply.
+pub fn render(command: &Command, reply: &Reply) -> String {
+    match reply {
+        Reply::Done(_) => match command {
+            Command::TenantAdd { name, dns } => format!("tenant {name} added ({})\n", dns.join(", ")),
+            _ => "ok\n".into(),
+        },
+        Reply::Tenants(tenants) => {
             let mut out = String::new();
-            for t in rows() {
-                out += &format!("{}\t{}", s(&t["name"]), list(&t["dns"]));
-                for (label, field) in [("challenge", "acme_challenge"), ("key", "acme_key_type")] {
-                    if t[field].as_str().is_some_and(|v| v != "default") {
-                        out += &format!("\tacme {label} {}", s(&t[field]));
+            for t in tenants {
+                out += &format!("{}\t{}", t.name, t.dns.join(", "));
+                for (label, word) in [
+                    ("challenge", t.acme_challenge.word()),
+                    ("key", t.acme_key_type.word()),
+                ] {
+                    if word != "default" {
+                        out += &format!("\tacme {label} {word}");
                     }
                 }
                 out += "\n";
             }
-            if out.is_empty() {
-                out = "no tenants\n".into();
-            }
-            out
+            lines_or(out, "no tenants\n")
         }
-        Command::SystemShow => {
+        Reply::System(v) => {
             let mut out = format!(
                 "dns:           {}\nadmin e-mail:  {}\ndefault cert:  {}\nroot CA list:  {}\n",
-                s(&v["dns"]),
-                s(&v["admin_email"]),
-                s(&v["default_cert"]),
-                s(&v["roots_version"]),
+                or_dash(v.dns.as_deref()),
+                or_dash(v.admin_email.as_deref()),
+                or_dash(v.default_cert.as_deref()),
+                or_dash(v.roots_version.as_deref()),
             );
-            if v["roots_update_available"].as_bool() == Some(true) {
-                out += &format!(
-                    "note: this release bundles a newer Root CA list ({}); `pbx-certd roots reset` would update it\n",
-                    s(&v["bundled_roots_version"])
-                );
+            if v.roots_update_available {
+                out += &roots_update_note(&v.bundled_roots_version);
             }
             out
         }
-        Command::Csr { .. } => s(&v["csr"]).to_owned(),
-        Command::CaInit | Command::CaShow => s(&v["pem"]).to_owned(),
-        Command::Import { .. } | Command::CaIssue { .. } => {
-            let mut out = format!(
-                "imported {} certificate {}{}\n  names: {}\n  expires: {}\n",
-                s(&v["kind"]),
-                s(&v["id"]),
-                v["tenant"]
-                    .as_str()
-                    .map(|t| format!(" for tenant {t}"))
-                    .unwrap_or_default(),
-                list(&v["names"]),
-                s(&v["not_after"]),
-            );
-            if let Some(ids) = v["ids"].as_array().filter(|ids| ids.len() > 1) {
-                out += &format!("  {} roots added\n", ids.len());
-            }
-            for w in v["warnings"].as_array().into_iter().flatten() {
-                out += &format!("warning [{}]: {}\n", s(&w["code"]), s(&w["message"]));
-            }
-            out
-        }
-        Command::Certs => {
-            let now = crate::clock::now();
+        Reply::Csr(v) => v.csr.clone(),
+        Reply::Ca(v) => v.pem.clone(),
+        Reply::Imported(v) => render_imported(v),
+        Reply::Certs(certs) => {
             let mut out = String::new();
-            for c in rows() {
+            for c in certs {
                 out += &format!(
                     "{}  {:<11} {:<8} {}  expires {}{}  [{}]\n",
-                    s(&c["id"]).get(..16).unwrap_or_default(),
-                    s(&c["kind"]),
-                    s(&c["key_type"]),
-                    list(&c["names"]),
-                    s(&c["not_after"]),
-                    c["tenant"]
-                        .as_str()
+                    c.id.get(..16).unwrap_or_default(),
+                    c.kind,
+                    c.key_type,
+                    c.names.join(", "),
+                    c.not_after,
+                    c.tenant
+                        .as_deref()
                         .map(|t| format!("  tenant {t}"))
                         .unwrap_or_default(),
-                    s(&c["source"]),
+                    c.source.as_str(),
                 );
             }
-            let _ = now;
-            if out.is_empty() {
-                out = "no certificates\n".into();
-            }
-            out
+            lines_or(out, "no certificates\n")
         }
-        Command::CertShow { .. } | Command::RootsShow { .. } => s(&v["pem"]).to_owned(),
-        Command::Roots => {
+        Reply::Pem(v) => v.pem.clone(),
+        Reply::Roots(roots) => {
             let mut out = String::new();
-            for r in rows() {
+            for r in roots {
                 out += &format!(
                     "{}  {}  expires {}\n",
-                    s(&r["id"]).get(..16).unwrap_or_default(),
-                    s(&r["subject"]),
-                    s(&r["not_after"])
+                    r.id.get(..16).unwrap_or_default(),
+                    r.subject,
+                    r.not_after
                 );
             }
             out
         }
-        Command::Resolve { .. } => match v["id"].as_str() {
+        Reply::Resolved(v) => match &v.id {
             Some(id) => format!(
                 "{id} ({}{})\n",
-                s(&v["match"]),
-                v["tenant"]
-                    .as_str()
+                v.matched,
+                v.tenant
+                    .as_deref()
                     .map(|t| format!(", tenant {t}"))
                     .unwrap_or_default()
             ),
             None => "no certificate to serve\n".into(),
         },
-        Command::StirShakenSelect { .. } => match v["id"].as_str() {
-            Some(id) => format!("{id} ({})\n", s(&v["match"])),
+        Reply::Stir(v) => match &v.id {
+            Some(id) => format!("{id} ({})\n", v.matched),
             None => "no STIR/SHAKEN certificate\n".into(),
         },
-        Command::AcmeShow => format!(
+        Reply::Acme(v) => format!(
             "enabled:        {}\ndirectory:      {}\ncontact:        {}\nchallenge:      {}\neab:            {}\ncheck interval: {} s\naccount:        {} {}\n",
-            v["enabled"],
-            s(&v["directory"]),
-            s(&v["contact"]),
-            s(&v["challenge"]),
-            s(&v["eab_kid"]),
-            v["check_interval"],
-            s(&v["account"]["state"]),
-            v["account"]["url"].as_str().unwrap_or_default(),
+            v.enabled,
+            v.directory,
+            or_dash(v.contact.as_deref()),
+            v.challenge.as_str(),
+            or_dash(v.eab_kid.as_deref()),
+            v.check_interval,
+            v.account.state,
+            v.account.url.as_deref().unwrap_or_default(),
         ),
-        Command::AcmeStatus => {
+        Reply::AcmeStatus(rows) => {
             let mut out = String::new();
-            for r in rows() {
+            for r in rows {
                 out += &format!(
                     "{:<8} {}  next {}{}\n",
-                    s(&r["state"]),
-                    list(&r["names"]),
-                    s(&r["next_attempt"]),
-                    r["last_error"]["code"]
-                        .as_str()
-                        .map(|c| format!("  error [{c}]: {}", s(&r["last_error"]["message"])))
+                    r.state,
+                    r.names.join(", "),
+                    or_dash(r.next_attempt.as_deref()),
+                    r.last_error
+                        .as_ref()
+                        .map(|e| format!("  error [{}]: {}", e.code, e.message))
                         .unwrap_or_default(),
                 );
             }
-            if out.is_empty() {
-                out = "no names for ACME (set a system DNS name or add tenants)\n".into();
-            }
-            out
+            lines_or(
+                out,
+                "no names for ACME (set a system DNS name or add tenants)\n",
+            )
         }
-        Command::CertReissue { .. } => format!(
+        Reply::Reissued(v) => format!(
             "renewal of {} requested (runs at the daemon's next check)\n",
-            list(&v["names"])
+            v.names.join(", ")
         ),
-        Command::DnsList => {
+        Reply::DnsList(providers) => {
+            use crate::model::ProviderConfig;
             let mut out = String::new();
-            for p in rows() {
-                let how = match s(&p["provider"]) {
-                    "rfc2136" => format!(
-                        "server {}  key {} ({})  secret {}",
-                        s(&p["server"]),
-                        s(&p["tsig_name"]),
-                        s(&p["tsig_algorithm"]),
-                        s(&p["tsig_secret"])
+            for p in providers {
+                let (provider, how) = match &p.access {
+                    ProviderConfig::Rfc2136 {
+                        server,
+                        tsig_name,
+                        tsig_algorithm,
+                        tsig_secret,
+                    } => (
+                        "rfc2136",
+                        format!(
+                            "server {server}  key {tsig_name} ({})  secret {tsig_secret}",
+                            tsig_algorithm.as_str()
+                        ),
                     ),
-                    _ => format!("token {}", s(&p["token"])),
+                    ProviderConfig::Cloudflare { token, .. } => ("cloudflare", format!("token {token}")),
+                    ProviderConfig::Digitalocean { token, .. } => {
+                        ("digitalocean", format!("token {token}"))
+                    }
                 };
-                out += &format!(
-                    "{}\t{}\tzone {}\t{how}\n",
-                    s(&p["name"]),
-                    s(&p["provider"]),
-                    s(&p["zone"])
-                );
+                out += &format!("{}\t{provider}\tzone {}\t{how}\n", p.name, p.zone);
             }
-            if out.is_empty() {
-                out = "no DNS providers\n".into();
-            }
-            out
+            lines_or(out, "no DNS providers\n")
         }
-        Command::DnsSet { .. } => format!(
+        Reply::Propagation(v) => format!(
             "propagation timeout {} s, interval {} s, check NS servers: {}\n",
-            v["propagation_timeout"], v["propagation_interval"], v["check_ns"]
+            v.propagation_timeout, v.propagation_interval, v.check_ns
         ),
-        Command::TenantSet { .. } => format!(
+        Reply::Tenant(t) => format!(
             "tenant {}: acme challenge {}, key type {}\n",
-            s(&v["name"]),
-            s(&v["acme_challenge"]),
-            s(&v["acme_key_type"])
+            t.name,
+            t.acme_challenge.word(),
+            t.acme_key_type.word()
         ),
-        Command::TenantRemove { .. }
-        | Command::AcmeSet(_)
-        | Command::DnsAdd { .. }
-        | Command::DnsRemove { .. }
-        | Command::AdminPassword { .. }
-        | Command::SystemSet { .. }
-        | Command::CertDelete { .. }
-        | Command::RootsDelete { .. }
-        | Command::RootsReset => "ok\n".into(),
     }
+}
+
+/// The note that a newer Root CA list is bundled.
+fn roots_update_note(bundled: &str) -> String {
+    format!(
+        "note: this release bundles a newer Root CA list ({bundled}); `pbx-certd roots reset` would update it\n"
+    )
 }
 
 /// Where a command ran: locally on the store, or in the running daemon.
@@ -866,7 +832,7 @@ enum Ran {
 
 /// Run a command locally, or through the daemon's control socket when the
 /// daemon holds the store.
-fn execute(data_dir: &std::path::Path, command: &Command) -> Result<(Value, Ran), Error> {
+fn execute(data_dir: &std::path::Path, command: &Command) -> Result<(Reply, Ran), Error> {
     match crate::ops::open_store(data_dir) {
         Ok(store) => {
             let value = ops::execute(&store, command)?;
@@ -902,20 +868,18 @@ pub fn run(cli: Cli) -> i32 {
         Ok((command, value, ran)) => {
             let extra = match (&command, ran) {
                 (Command::Roots, Ran::Local(store)) if !json => roots_note(&store),
-                (Command::Roots, Ran::Daemon) if !json => execute(&cli.data_dir, &Command::SystemShow)
-                    .ok()
-                    .filter(|(v, _)| v["roots_update_available"].as_bool() == Some(true))
-                    .map(|(v, _)| {
-                        format!(
-                            "note: this release bundles a newer Root CA list ({}); `pbx-certd roots reset` would update it\n",
-                            s(&v["bundled_roots_version"])
-                        )
-                    })
-                    .unwrap_or_default(),
+                (Command::Roots, Ran::Daemon) if !json => {
+                    match execute(&cli.data_dir, &Command::SystemShow) {
+                        Ok((Reply::System(v), _)) if v.roots_update_available => {
+                            roots_update_note(&v.bundled_roots_version)
+                        }
+                        _ => String::new(),
+                    }
+                }
                 _ => String::new(),
             };
             if json {
-                println!("{value}");
+                println!("{}", value.to_json());
             } else {
                 print!("{}{extra}", render(&command, &value));
             }
@@ -933,10 +897,7 @@ pub fn run(cli: Cli) -> i32 {
 
 fn roots_note(store: &Store) -> String {
     match crate::roots::update_available(store) {
-        Ok(true) => format!(
-            "note: this release bundles a newer Root CA list ({}); `pbx-certd roots reset` would update it\n",
-            crate::roots::bundled_version()
-        ),
+        Ok(true) => roots_update_note(&crate::roots::bundled_version()),
         _ => String::new(),
     }
 }

@@ -7,6 +7,11 @@
 //!
 //! Protocol: request = one line of JSON (`ops::Command`); reply = one line,
 //! `{"ok": VALUE}` or the `{"error":{"code","message"}}` of `Error::to_json`.
+//! `VALUE` is the command's typed `ops::Reply` as JSON (`Reply::to_json`,
+//! exactly what `--json` prints), with no tag: the client knows which
+//! command it sent and decodes it back with `Reply::decode(&command, VALUE)`
+//! into the same typed value a local run returns (a reply that does not fit
+//! its command is `bad-reply`, never a half-read value).
 //!
 //! What must hold: the socket is mode 0600 inside the 0700 data directory
 //! (only the daemon's user can reach it); one slow client does not block
@@ -35,7 +40,7 @@ use crate::limits::{
     MAX_CONTROL_BUFFERED_BYTES, MAX_CONTROL_CLIENTS, MAX_CONTROL_REPLY_BYTES,
     MAX_CONTROL_REQUEST_BYTES,
 };
-use crate::ops::Command;
+use crate::ops::{Command, Reply};
 
 /// The socket's file name inside the data directory.
 pub const SOCKET_NAME: &str = "control.sock";
@@ -241,7 +246,7 @@ pub async fn serve_connection(
     });
     let reply = match command {
         Ok(command) => match shared.execute_async(command).await {
-            Ok(value) => json!({ "ok": value }),
+            Ok(reply) => json!({ "ok": reply.to_json() }),
             Err(e) => e.to_json(),
         },
         Err(e) => {
@@ -261,8 +266,8 @@ pub enum ClientError {
     BadReply(String),
 }
 
-/// Send a command to the running daemon: `Ok(Ok(value))`, `Ok(Err(error json))`.
-pub fn request(data_dir: &Path, command: &Command) -> Result<Result<Value, Value>, ClientError> {
+/// Send a command to the running daemon: `Ok(Ok(reply))`, `Ok(Err(error json))`.
+pub fn request(data_dir: &Path, command: &Command) -> Result<Result<Reply, Value>, ClientError> {
     let mut stream = std::os::unix::net::UnixStream::connect(socket_path(data_dir))
         .map_err(|_| ClientError::NoDaemon)?;
     let timeout = Some(std::time::Duration::from_secs(CONTROL_CLIENT_TIMEOUT_SECS));
@@ -280,7 +285,9 @@ pub fn request(data_dir: &Path, command: &Command) -> Result<Result<Value, Value
     let mut value: Value =
         serde_json::from_str(&reply).map_err(|e| ClientError::BadReply(e.to_string()))?;
     if let Some(ok) = value.get_mut("ok") {
-        return Ok(Ok(ok.take()));
+        return Reply::decode(command, ok.take())
+            .map(Ok)
+            .map_err(|e| ClientError::BadReply(e.to_string()));
     }
     if value.get("error").is_some() {
         return Ok(Err(value));

@@ -13,11 +13,10 @@
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use serde_json::Value;
 
 use crate::acme::AcmeError;
 use crate::error::Error;
-use crate::ops::{self, Command};
+use crate::ops::{self, Command, Reply};
 use crate::snapshot::{Challenges, Snapshot};
 use crate::store::{Store, StoreError};
 
@@ -71,7 +70,7 @@ impl Shared {
     /// under the write lock, then (if it succeeded) republishes the snapshot
     /// and wakes the renewal loop. Blocking (store I/O): from async code use
     /// `execute_async`.
-    pub fn execute(&self, command: &Command) -> Result<Value, Error> {
+    pub fn execute(&self, command: &Command) -> Result<Reply, Error> {
         let effect = command.effect();
         if !effect.write {
             return ops::execute(&self.store, command);
@@ -89,7 +88,7 @@ impl Shared {
     }
 
     /// `execute` on smol's blocking thread pool.
-    pub async fn execute_async(self: &Arc<Self>, command: Command) -> Result<Value, Error> {
+    pub async fn execute_async(self: &Arc<Self>, command: Command) -> Result<Reply, Error> {
         let shared = self.clone();
         smol::unblock(move || shared.execute(&command)).await
     }

@@ -22,9 +22,93 @@ use crate::limits::{
     MAX_DIGITALOCEAN_API_BASE_LEN, MAX_DNS_PROVIDERS, MAX_DNS_PROVIDER_NAME_LEN,
     MAX_DNS_SECRET_LEN,
 };
-use crate::model::{mask, ProviderConfig};
+use crate::model::{ProviderConfig, TsigAlgorithm};
 use crate::names;
 use crate::store::{Batch, Store};
+
+/// A DNS provider as an administrator describes it, the same fields on
+/// every input (`dns add` flags, the `POST /api/dns` body, the ACME page's
+/// provider forms). `config` is the one place that turns it into a
+/// `ProviderConfig`: the provider and TSIG algorithm words go through their
+/// one `FromStr`, an empty field counts as missing, and the default API
+/// bases are applied here and nowhere else.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSpec {
+    /// Unique name.
+    pub name: String,
+    /// `rfc2136`, `cloudflare` or `digitalocean`.
+    pub provider: String,
+    /// The zone the provider may change.
+    pub zone: String,
+    /// rfc2136: the primary, `HOST:PORT`.
+    #[serde(default)]
+    pub server: Option<String>,
+    /// rfc2136: the TSIG key name.
+    #[serde(default)]
+    pub tsig_name: Option<String>,
+    /// rfc2136: `hmac-sha256` or `hmac-sha512`.
+    #[serde(default)]
+    pub tsig_algorithm: Option<String>,
+    /// rfc2136: the TSIG secret (Base64).
+    #[serde(default)]
+    pub tsig_secret: Option<String>,
+    /// cloudflare, digitalocean: the API token.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// cloudflare, digitalocean: the API base (default: the provider's own).
+    #[serde(default)]
+    pub api_base: Option<String>,
+}
+
+/// The provider words `ProviderSpec::provider` accepts.
+pub const PROVIDER_NAMES: &[&str] = &["rfc2136", "cloudflare", "digitalocean"];
+
+impl ProviderSpec {
+    /// The provider's configuration (`bad-setting` for an unknown provider,
+    /// a missing field or an unknown TSIG algorithm; the values themselves
+    /// are checked by `add`).
+    pub fn config(&self) -> Result<ProviderConfig, Error> {
+        let given = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let need = |v: &Option<String>, field: &str| {
+            given(v).ok_or_else(|| {
+                Error::BadSetting(format!(
+                    "DNS provider {}: {field} is required",
+                    self.provider
+                ))
+            })
+        };
+        Ok(match self.provider.as_str() {
+            "rfc2136" => ProviderConfig::Rfc2136 {
+                server: need(&self.server, "server")?,
+                tsig_name: need(&self.tsig_name, "tsig_name")?,
+                tsig_algorithm: need(&self.tsig_algorithm, "tsig_algorithm")?
+                    .parse::<TsigAlgorithm>()
+                    .map_err(|e| Error::BadSetting(e.to_string()))?,
+                tsig_secret: need(&self.tsig_secret, "tsig_secret")?,
+            },
+            "cloudflare" => ProviderConfig::Cloudflare {
+                token: need(&self.token, "token")?,
+                api_base: given(&self.api_base).unwrap_or_else(crate::model::cloudflare_api_base),
+            },
+            "digitalocean" => ProviderConfig::Digitalocean {
+                token: need(&self.token, "token")?,
+                api_base: given(&self.api_base).unwrap_or_else(crate::model::digitalocean_api_base),
+            },
+            other => {
+                return Err(Error::BadSetting(format!(
+                    "unknown DNS provider {other:?}; use one of: {}",
+                    PROVIDER_NAMES.join(", ")
+                )))
+            }
+        })
+    }
+}
 
 /// A configured provider: a name, the zone it covers, how to reach it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,38 +128,38 @@ const SETTING_PROPAGATION: &str = crate::settings::Setting::DnsPropagation.name(
 
 impl ProviderEntry {
     /// The `dns list --json` entry: secrets masked.
-    pub fn listing(&self) -> serde_json::Value {
-        match &self.config {
-            ProviderConfig::Rfc2136 {
-                server,
-                tsig_name,
-                tsig_algorithm,
-                tsig_secret,
-            } => serde_json::json!({
-                "name": self.name,
-                "provider": "rfc2136",
-                "zone": self.zone,
-                "server": server,
-                "tsig_name": tsig_name,
-                "tsig_algorithm": tsig_algorithm.as_str(),
-                "tsig_secret": mask(tsig_secret),
-            }),
-            ProviderConfig::Cloudflare { token, api_base } => serde_json::json!({
-                "name": self.name,
-                "provider": "cloudflare",
-                "zone": self.zone,
-                "token": mask(token),
-                "api_base": api_base,
-            }),
-            ProviderConfig::Digitalocean { token, api_base } => serde_json::json!({
-                "name": self.name,
-                "provider": "digitalocean",
-                "zone": self.zone,
-                "token": mask(token),
-                "api_base": api_base,
-            }),
+    pub fn listing(&self) -> ProviderListing {
+        ProviderListing {
+            name: self.name.clone(),
+            zone: self.zone.clone(),
+            access: self.config.masked(),
         }
     }
+}
+
+/// A `dns list --json` entry: `{"name","provider","zone",...}` with the
+/// secrets masked (`ProviderConfig::masked`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderListing {
+    /// Unique name.
+    pub name: String,
+    /// The zone it covers.
+    pub zone: String,
+    /// How it reaches the zone (the `provider` key and its fields), its
+    /// secrets masked: never usable to reach it.
+    #[serde(flatten)]
+    pub access: ProviderConfig,
+}
+
+/// `dns set --json`: the DNS-01 propagation check settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PropagationView {
+    /// Seconds to wait for the TXT record.
+    pub propagation_timeout: u64,
+    /// Seconds between two checks.
+    pub propagation_interval: u64,
+    /// Whether the zone's NS servers are checked too.
+    pub check_ns: bool,
 }
 
 /// The record name of a DNS-01 challenge for `domain` (RFC 8555 §8.4): the
@@ -318,7 +402,52 @@ pub fn set_propagation(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{cloudflare_api_base, digitalocean_api_base, TsigAlgorithm};
+    use crate::model::{cloudflare_api_base, digitalocean_api_base, mask, TsigAlgorithm};
+
+    #[test]
+    fn one_spec_builds_every_config_with_the_defaults() {
+        let spec = |provider: &str| ProviderSpec {
+            name: "p".into(),
+            provider: provider.into(),
+            zone: "example.test".into(),
+            token: Some("t".into()),
+            // An empty field (an empty form box) is a missing one.
+            api_base: Some(" ".into()),
+            ..ProviderSpec::default()
+        };
+        assert_eq!(
+            spec("digitalocean").config().unwrap(),
+            ProviderConfig::Digitalocean {
+                token: "t".into(),
+                api_base: digitalocean_api_base()
+            }
+        );
+        assert_eq!(
+            spec("cloudflare").config().unwrap(),
+            ProviderConfig::Cloudflare {
+                token: "t".into(),
+                api_base: cloudflare_api_base()
+            }
+        );
+        for bad in [
+            spec("route53"),
+            spec("rfc2136"),
+            ProviderSpec {
+                token: Some(String::new()),
+                ..spec("cloudflare")
+            },
+            ProviderSpec {
+                server: Some("127.0.0.1:53".into()),
+                tsig_name: Some("k.example.test".into()),
+                tsig_algorithm: Some("hmac-md5".into()),
+                tsig_secret: Some("c2VjcmV0".into()),
+                ..spec("rfc2136")
+            },
+        ] {
+            let e = bad.config().unwrap_err();
+            assert_eq!(e.code(), "bad-setting", "{bad:?}: {e}");
+        }
+    }
 
     #[test]
     fn challenge_names_drop_the_wildcard() {

@@ -424,3 +424,10 @@ pub const MAX_CACHE_BYTES: u64 = 1024 * 1024 * 1024;
 /// as taken: each lost round means another contender wrote in between, so a
 /// handful settles any real race.
 pub const LEASE_CAS_ATTEMPTS: usize = 4;
+
+// ---------------------------------------------------------------------------
+// Input parsing (issue 10, item 4): one parser per input.
+
+/// Longest e-mail address accepted (admin e-mail, ACME contact): the SMTP
+/// path limit of RFC 5321 §4.5.3.1.3 (256 with the angle brackets).
+pub const MAX_EMAIL_LEN: usize = 254;

@@ -94,7 +94,7 @@ fn stage_key(batch: &mut Batch, key: &KeyPair) -> Result<String, Error> {
 
 /// `csr --name HOST... [--key-type T]`: a new key kept in the store and the
 /// PEM CSR (RFC 2986) for it.
-pub fn csr(store: &Store, names: &[String], key_type: KeyType) -> Result<serde_json::Value, Error> {
+pub fn csr(store: &Store, names: &[String], key_type: KeyType) -> Result<CsrView, Error> {
     let names = cert_names(names)?;
     let key = new_key(key_type)?;
     let mut params = CertificateParams::new(names.clone()).map_err(gen_err)?;
@@ -106,12 +106,38 @@ pub fn csr(store: &Store, names: &[String], key_type: KeyType) -> Result<serde_j
     let mut batch = Batch::default();
     let key_id = stage_key(&mut batch, &key)?;
     store.commit(batch)?;
-    Ok(serde_json::json!({
-        "csr": pem,
-        "names": names,
-        "key_type": key_type.as_str(),
-        "key_id": key_id,
-    }))
+    Ok(CsrView {
+        csr: pem,
+        names,
+        key_type,
+        key_id,
+    })
+}
+
+/// `csr --json`: the PEM CSR and what it is for (the key stays stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CsrView {
+    /// PEM of the CSR (RFC 2986).
+    pub csr: String,
+    /// Its DNS names (normalised; the first is the CN).
+    pub names: Vec<String>,
+    /// The key's type.
+    pub key_type: KeyType,
+    /// The stored key's ID.
+    pub key_id: String,
+}
+
+/// `ca init|show --json`: the local CA's root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaView {
+    /// Hex SHA-256 of the root DER.
+    pub id: String,
+    /// Subject (RFC 4514).
+    pub subject: String,
+    /// RFC 3339.
+    pub not_after: String,
+    /// PEM of the root.
+    pub pem: String,
 }
 
 /// The stored local CA (the `local-ca` setting). Its key lives with the
@@ -200,7 +226,7 @@ fn validity(params: &mut CertificateParams, days: u64) {
 }
 
 /// `ca init`: a new CA key and self-signed root.
-pub fn init(store: &Store) -> Result<serde_json::Value, Error> {
+pub fn init(store: &Store) -> Result<CaView, Error> {
     if store.setting(SETTING_CA)?.is_some() {
         return Err(Error::CaExists);
     }
@@ -229,16 +255,16 @@ pub fn init(store: &Store) -> Result<serde_json::Value, Error> {
 }
 
 /// `ca show`: the root (to load onto phones).
-pub fn show(store: &Store) -> Result<serde_json::Value, Error> {
+pub fn show(store: &Store) -> Result<CaView, Error> {
     let (_, der) = load_ca(store)?;
     let info = pki::CertInfo::parse(der.clone())
         .ok_or_else(|| Error::Store(crate::store::StoreError::Corrupt("local CA root".into())))?;
-    Ok(serde_json::json!({
-        "id": info.id,
-        "subject": info.subject,
-        "not_after": crate::clock::rfc3339(info.not_after),
-        "pem": crate::pem::encode("CERTIFICATE", &der),
-    }))
+    Ok(CaView {
+        id: info.id,
+        subject: info.subject,
+        not_after: crate::clock::rfc3339(info.not_after),
+        pem: crate::pem::encode("CERTIFICATE", &der),
+    })
 }
 
 /// `ca issue --tenant NAME`: a server certificate for the tenant's DNS names,

@@ -256,6 +256,34 @@ impl core::fmt::Debug for ProviderConfig {
     }
 }
 
+impl ProviderConfig {
+    /// The same configuration with every secret masked (`mask`), as
+    /// `dns list` shows it.
+    pub fn masked(&self) -> ProviderConfig {
+        match self.clone() {
+            ProviderConfig::Rfc2136 {
+                server,
+                tsig_name,
+                tsig_algorithm,
+                tsig_secret,
+            } => ProviderConfig::Rfc2136 {
+                server,
+                tsig_name,
+                tsig_algorithm,
+                tsig_secret: mask(&tsig_secret),
+            },
+            ProviderConfig::Cloudflare { token, api_base } => ProviderConfig::Cloudflare {
+                token: mask(&token),
+                api_base,
+            },
+            ProviderConfig::Digitalocean { token, api_base } => ProviderConfig::Digitalocean {
+                token: mask(&token),
+                api_base,
+            },
+        }
+    }
+}
+
 /// The default Cloudflare API base.
 pub fn cloudflare_api_base() -> String {
     crate::limits::CLOUDFLARE_DEFAULT_API_BASE.to_owned()
@@ -281,11 +309,16 @@ impl KeyType {
     pub const NAMES: &'static [&'static str] = &["p256", "rsa2048"];
 }
 
+impl KeyType {
+    /// What `UnknownValue::what` says for a key type.
+    pub const WHAT: &'static str = "key type";
+}
+
 impl FromStr for KeyType {
     type Err = UnknownValue;
     fn from_str(s: &str) -> Result<KeyType, UnknownValue> {
         parse_word(
-            "key type",
+            KeyType::WHAT,
             s,
             &KeyType::ALL,
             KeyType::NAMES,
@@ -339,6 +372,95 @@ impl FromStr for TsigAlgorithm {
     }
 }
 
+/// A closed set of administrator-typed words (`KeyType`, `ChallengeChoice`,
+/// `TsigAlgorithm`): one `FromStr` and its inverse `as_str`.
+pub trait Word: Copy + FromStr<Err = UnknownValue> {
+    /// The word for this value.
+    fn word(self) -> &'static str;
+}
+
+impl Word for KeyType {
+    fn word(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl Word for ChallengeChoice {
+    fn word(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl Word for TsigAlgorithm {
+    fn word(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// A per-tenant override (`tenant set --acme-key-type K|default`):
+/// `default` follows the global setting, any other word is `T`'s own word
+/// (parsed by `T`'s one `FromStr`). Serialised as that word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Override<T> {
+    /// `default`: follow the global setting.
+    Default,
+    /// A value of its own.
+    Set(T),
+}
+
+impl<T: Word> Override<T> {
+    /// The stored form: `None` follows the global setting.
+    pub fn into_option(self) -> Option<T> {
+        match self {
+            Override::Default => None,
+            Override::Set(v) => Some(v),
+        }
+    }
+
+    /// The word (`default`, or `T`'s word).
+    pub fn word(self) -> &'static str {
+        match self {
+            Override::Default => "default",
+            Override::Set(v) => v.word(),
+        }
+    }
+}
+
+impl<T: Word> FromStr for Override<T> {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> Result<Override<T>, UnknownValue> {
+        if s == "default" {
+            Ok(Override::Default)
+        } else {
+            s.parse().map(Override::Set)
+        }
+    }
+}
+
+impl<T: Word> Serialize for Override<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.word())
+    }
+}
+
+impl<'de, T: Word> Deserialize<'de> for Override<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Override<T>, D::Error> {
+        let word = String::deserialize(d)?;
+        word.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The one e-mail check (admin e-mail, ACME contact): `local@domain.tld`,
+/// at most 254 bytes (RFC 5321 §4.5.3.1.3 path limit), no whitespace or
+/// control characters, one `@`.
+pub fn valid_email(e: &str) -> bool {
+    e.len() <= crate::limits::MAX_EMAIL_LEN
+        && e.split_once('@').is_some_and(|(user, host)| {
+            !user.is_empty() && host.contains('.') && !host.contains('@')
+        })
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,5 +482,29 @@ mod tests {
             "unknown key type \"ed25519\"; use one of: p256, rsa2048"
         );
         assert!("HTTP-01".parse::<ChallengeChoice>().is_err());
+        assert_eq!(
+            "default".parse::<Override<KeyType>>(),
+            Ok(Override::Default)
+        );
+        assert_eq!(
+            "rsa2048".parse::<Override<KeyType>>(),
+            Ok(Override::Set(KeyType::Rsa2048))
+        );
+        assert_eq!(
+            "ed25519"
+                .parse::<Override<KeyType>>()
+                .unwrap_err()
+                .to_string(),
+            e.to_string()
+        );
+    }
+
+    #[test]
+    fn one_email_rule() {
+        assert!(valid_email("admin@pbx.example"));
+        for bad in ["", "a", "@x.y", "a@b", "a@b@c.d", "a b@c.d", "a\u{7}@c.d"] {
+            assert!(!valid_email(bad), "{bad:?}");
+        }
+        assert!(!valid_email(&format!("{}@x.example", "a".repeat(250))));
     }
 }

@@ -48,7 +48,7 @@ pub fn reset_ops(store: &Store, batch: &mut Batch) -> Result<(), StoreError> {
 }
 
 /// A root for listing.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RootInfo {
     /// Hex SHA-256 of the DER.
     pub id: String,

@@ -13,8 +13,11 @@
 
 use crate::error::Error;
 use crate::limits::{MAX_DNS_NAMES_PER_TENANT, MAX_TENANT_NAME_LEN};
+use serde::{Deserialize, Serialize};
+
 use crate::model::ChallengeChoice;
 use crate::model::KeyType;
+use crate::model::Override;
 use crate::model::{SystemSettings, Tenant};
 use crate::names;
 use crate::pki::Kind;
@@ -99,30 +102,17 @@ pub fn remove(store: &Store, name: &str) -> Result<(), Error> {
 }
 
 /// `tenant set NAME [--acme-challenge C] [--acme-key-type K]`: the tenant's
-/// ACME options; `None` leaves one as it is, `"default"` follows the global
-/// setting (`acme set --challenge`; P-256 for the key type).
+/// ACME options; `None` leaves one as it is, `Override::Default` follows the
+/// global setting (`acme set --challenge`; P-256 for the key type). The
+/// words were parsed at the input (`model::Override`'s one `FromStr`).
 pub fn set(
     store: &Store,
     name: &str,
-    acme_challenge: Option<&str>,
-    acme_key_type: Option<&str>,
+    acme_challenge: Option<Override<ChallengeChoice>>,
+    acme_key_type: Option<Override<KeyType>>,
 ) -> Result<Tenant, Error> {
-    let challenge = match acme_challenge {
-        None => None,
-        Some("default") => Some(None),
-        Some(raw) => Some(Some(raw.parse::<ChallengeChoice>().map_err(|_| {
-            Error::BadSetting(format!(
-                "--acme-challenge {raw:?}: expected auto, http-01, dns-01, tls-alpn-01 or default"
-            ))
-        })?)),
-    };
-    let key_type = match acme_key_type {
-        None => None,
-        Some("default") => Some(None),
-        Some("p256") => Some(Some(KeyType::P256)),
-        Some("rsa2048") => Some(Some(KeyType::Rsa2048)),
-        Some(raw) => return Err(Error::UnsupportedKeyType(raw.to_owned())),
-    };
+    let challenge = acme_challenge.map(Override::into_option);
+    let key_type = acme_key_type.map(Override::into_option);
     let mut tenant = store
         .tenant(name)?
         .ok_or_else(|| Error::NoSuchTenant(name.to_owned()))?;
@@ -140,13 +130,46 @@ pub fn set(
 
 /// A tenant as `tenant list --json` shows it: the ACME options are
 /// `"default"` when they follow the global setting.
-pub fn to_json(t: &Tenant) -> serde_json::Value {
-    serde_json::json!({
-        "name": t.name,
-        "dns": t.dns,
-        "acme_challenge": t.acme_challenge.map_or("default", ChallengeChoice::as_str),
-        "acme_key_type": t.acme_key_type.map_or("default", KeyType::as_str),
-    })
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantView {
+    /// Unique name.
+    pub name: String,
+    /// Owned DNS names.
+    pub dns: Vec<String>,
+    /// `default` or the tenant's challenge.
+    pub acme_challenge: Override<ChallengeChoice>,
+    /// `default` or the tenant's key type.
+    pub acme_key_type: Override<KeyType>,
+}
+
+impl TenantView {
+    /// The view of a stored tenant.
+    pub fn of(t: &Tenant) -> TenantView {
+        TenantView {
+            name: t.name.clone(),
+            dns: t.dns.clone(),
+            acme_challenge: t.acme_challenge.map_or(Override::Default, Override::Set),
+            acme_key_type: t.acme_key_type.map_or(Override::Default, Override::Set),
+        }
+    }
+}
+
+/// `system show --json`: the system settings and the Root CA list's
+/// version (stored, bundled, whether a reset would update it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemView {
+    /// The PBX's own DNS name.
+    pub dns: Option<String>,
+    /// The admin's e-mail address.
+    pub admin_email: Option<String>,
+    /// The certificate served without SNI, when set explicitly.
+    pub default_cert: Option<String>,
+    /// The stored Root CA list's version.
+    pub roots_version: Option<String>,
+    /// The Root CA list this release bundles.
+    pub bundled_roots_version: String,
+    /// True when `roots reset` would install a newer list.
+    pub roots_update_available: bool,
 }
 
 /// What `system set` changes; `None` leaves a field as it is.
@@ -173,10 +196,7 @@ pub fn set_system(store: &Store, change: &SystemChange) -> Result<SystemSettings
         system.admin_email = match email.as_str() {
             "none" => None,
             e => {
-                let valid = e.split_once('@').is_some_and(|(user, host)| {
-                    !user.is_empty() && host.contains('.') && !host.contains('@')
-                }) && !e.chars().any(|c| c.is_whitespace() || c.is_control());
-                if !valid {
+                if !crate::model::valid_email(e) {
                     return Err(Error::BadEmail(e.to_owned()));
                 }
                 Some(e.to_owned())

@@ -255,8 +255,9 @@ struct ImportBody {
     cert: String,
     #[serde(default)]
     key: Option<String>,
+    /// Parsed by `KindRequest`'s one `FromStr` (as on the CLI and page).
     #[serde(default)]
-    kind: Option<KindRequest>,
+    kind: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -291,26 +292,6 @@ struct PasswordBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DnsBody {
-    name: String,
-    provider: String,
-    zone: String,
-    #[serde(default)]
-    server: Option<String>,
-    #[serde(default)]
-    tsig_name: Option<String>,
-    #[serde(default)]
-    tsig_algorithm: Option<crate::model::TsigAlgorithm>,
-    #[serde(default)]
-    tsig_secret: Option<String>,
-    #[serde(default)]
-    token: Option<String>,
-    #[serde(default)]
-    api_base: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct DnsSetBody {
     #[serde(default)]
     propagation_timeout: Option<u64>,
@@ -324,8 +305,10 @@ struct DnsSetBody {
 #[serde(deny_unknown_fields)]
 struct CsrBody {
     names: Vec<String>,
+    /// Parsed by `KeyType`'s one `FromStr` (`unsupported-key-type`, as
+    /// on the CLI and the page).
     #[serde(default)]
-    key_type: Option<crate::model::KeyType>,
+    key_type: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -343,45 +326,23 @@ struct TenantNameBody {
     tenant: String,
 }
 
-fn dns_add(b: DnsBody) -> Result<Command, Resp> {
-    use crate::model::ProviderConfig;
-    let need = |v: Option<String>, field: &str| {
-        v.ok_or_else(|| bad(format!("provider {} needs \"{field}\"", b.provider)))
-    };
-    let config = match b.provider.as_str() {
-        "rfc2136" => ProviderConfig::Rfc2136 {
-            server: need(b.server.clone(), "server")?,
-            tsig_name: need(b.tsig_name.clone(), "tsig_name")?,
-            tsig_algorithm: b
-                .tsig_algorithm
-                .ok_or_else(|| bad("provider rfc2136 needs \"tsig_algorithm\""))?,
-            tsig_secret: need(b.tsig_secret.clone(), "tsig_secret")?,
-        },
-        "cloudflare" => ProviderConfig::Cloudflare {
-            token: need(b.token.clone(), "token")?,
-            api_base: b
-                .api_base
-                .clone()
-                .unwrap_or_else(crate::model::cloudflare_api_base),
-        },
-        "digitalocean" => ProviderConfig::Digitalocean {
-            token: need(b.token.clone(), "token")?,
-            api_base: b
-                .api_base
-                .clone()
-                .unwrap_or_else(crate::model::digitalocean_api_base),
-        },
-        other => {
-            return Err(bad(format!(
-                "unknown provider \"{other}\" (rfc2136, cloudflare, digitalocean)"
-            )))
-        }
-    };
+fn dns_add(spec: crate::dns::ProviderSpec) -> Result<Command, Resp> {
+    let config = spec.config().map_err(|e| error_resp(&e))?;
     Ok(Command::DnsAdd {
-        name: b.name,
-        zone: b.zone,
+        name: spec.name,
+        zone: spec.zone,
         config,
     })
+}
+
+/// An administrator-typed word through its type's one `FromStr`.
+fn word<T: core::str::FromStr<Err = crate::model::UnknownValue>>(
+    raw: Option<String>,
+) -> Result<Option<T>, Resp> {
+    raw.as_deref()
+        .map(crate::ops::parse_word)
+        .transpose()
+        .map_err(|e| error_resp(&e))
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Resp> {
@@ -416,7 +377,11 @@ pub fn to_command(route: ApiRoute, body: &[u8]) -> Result<Command, Resp> {
                     .key
                     .filter(|k| !k.trim().is_empty())
                     .map(String::into_bytes),
-                kind: b.kind.unwrap_or(KindRequest::Auto),
+                kind: match b.kind.as_deref().map(str::parse::<KindRequest>) {
+                    None => KindRequest::Auto,
+                    Some(Ok(kind)) => kind,
+                    Some(Err(e)) => return Err(bad(e.to_string())),
+                },
             }
         }
         ApiRoute::Roots => Command::Roots,
@@ -442,8 +407,8 @@ pub fn to_command(route: ApiRoute, body: &[u8]) -> Result<Command, Resp> {
             let b: TenantSetBody = parse(body)?;
             Command::TenantSet {
                 name,
-                acme_challenge: b.acme_challenge,
-                acme_key_type: b.acme_key_type,
+                acme_challenge: word(b.acme_challenge)?,
+                acme_key_type: word(b.acme_key_type)?,
             }
         }
         ApiRoute::System => Command::SystemShow,
@@ -487,7 +452,7 @@ pub fn to_command(route: ApiRoute, body: &[u8]) -> Result<Command, Resp> {
             let b: CsrBody = parse(body)?;
             Command::Csr {
                 names: b.names,
-                key_type: b.key_type.unwrap_or(crate::model::KeyType::P256),
+                key_type: word(b.key_type)?.unwrap_or(crate::model::KeyType::P256),
             }
         }
         ApiRoute::CaShow => Command::CaShow,
@@ -528,14 +493,14 @@ pub async fn handle(
     };
     let password = matches!(command, Command::AdminPassword { .. });
     match shared.execute_async(command).await {
-        Ok(value) => {
+        Ok(reply) => {
             if password {
                 // A new password ends every browser session and the setup token.
                 *shared.setup_token.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 web.remove_others("");
                 log::info!("web admin: admin password set over the API from {}", ip);
             }
-            Resp::json(200, &value)
+            Resp::json(200, &reply.to_json())
         }
         Err(e) => error_resp(&e),
     }

@@ -15,8 +15,15 @@
 //! form that posts carries the session's CSRF token; no page ever contains a
 //! private key.
 
+use crate::acme::{AcmeView, StatusRow};
+use crate::certs::CertView;
+use crate::dns::ProviderListing;
+use crate::localca::CaView;
+use crate::model::ProviderConfig;
+use crate::model::Source;
+use crate::roots::RootInfo;
+use crate::tenant::{SystemView, TenantView};
 use maud::{html, Markup, DOCTYPE};
-use serde_json::Value;
 
 use crate::clock;
 
@@ -64,15 +71,6 @@ pub enum Nav {
 
 /// A message line: (`ok` | `warn` | `err`, code, message).
 pub type Line = (&'static str, String, String);
-
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or("")
-}
-
-/// The rows of a JSON array (none when it is not one).
-fn rows(v: &Value) -> &[Value] {
-    v.as_array().map(Vec::as_slice).unwrap_or_default()
-}
 
 /// The hidden CSRF field.
 fn csrf_field(csrf: &str) -> Markup {
@@ -176,12 +174,12 @@ pub fn parse_rfc3339(t: &str) -> Option<i64> {
     Some(days * clock::DAY + hh * 3600 + mm * 60 + ss)
 }
 
-/// The strings of a JSON array, one per line.
-fn list(v: &Value) -> Markup {
+/// Strings, one per line.
+fn list(v: &[String]) -> Markup {
     html! {
-        @for (i, x) in rows(v).iter().enumerate() {
+        @for (i, x) in v.iter().enumerate() {
             @if i > 0 { br; }
-            (s(x))
+            (x)
         }
     }
 }
@@ -252,8 +250,14 @@ pub fn password(csrf: &str, setup: bool, message: &[Line]) -> String {
 
 /// Certificates: `certs --json` rows.
 /// `acme_enabled`: Reissue works for ACME and self-signed certificates.
-pub fn certs(csrf: &str, certs: &Value, flash: &[Line], now: i64, acme_enabled: bool) -> String {
-    let rows = rows(certs);
+pub fn certs(
+    csrf: &str,
+    certs: &[CertView],
+    flash: &[Line],
+    now: i64,
+    acme_enabled: bool,
+) -> String {
+    let rows = certs;
     let body = html! {
         (lines(flash))
         @if rows.is_empty() {
@@ -280,18 +284,18 @@ pub fn certs(csrf: &str, certs: &Value, flash: &[Line], now: i64, acme_enabled: 
 }
 
 /// One row of the certificates table.
-fn cert_row(csrf: &str, c: &Value, now: i64, acme_enabled: bool) -> Markup {
-    let id = s(&c["id"]);
+fn cert_row(csrf: &str, c: &CertView, now: i64, acme_enabled: bool) -> Markup {
+    let id = c.id.as_str();
     let short = id.get(..16).unwrap_or(id);
-    let managed = matches!(s(&c["source"]), "acme" | "self-signed");
+    let managed = matches!(c.source, Source::Acme | Source::SelfSigned);
     html! {
         tr data-id=(id) {
-            td { (list(&c["names"])) }
-            td { (s(&c["kind"])) }
-            td { (c["tenant"].as_str().unwrap_or("—")) }
-            td { (s(&c["not_after"])) br; span class="note" { (days_left(s(&c["not_after"]), now)) } }
-            td { (s(&c["source"])) }
-            td { (s(&c["key_type"])) }
+            td { (list(&c.names)) }
+            td { (c.kind) }
+            td { (c.tenant.as_deref().unwrap_or("—")) }
+            td { (c.not_after) br; span class="note" { (days_left(&c.not_after, now)) } }
+            td { (c.source.as_str()) }
+            td { (c.key_type) }
             td { code title=(id) { (short) "…" } }
             td {
                 a href={ "/certs/" (id) ".pem" } download { "Download PEM" }
@@ -327,8 +331,14 @@ fn cert_row(csrf: &str, c: &Value, now: i64, acme_enabled: bool) -> Markup {
 }
 
 /// Root CA list: `roots --json` rows.
-pub fn roots(csrf: &str, roots: &Value, update: Option<&str>, flash: &[Line], now: i64) -> String {
-    let rows = rows(roots);
+pub fn roots(
+    csrf: &str,
+    roots: &[RootInfo],
+    update: Option<&str>,
+    flash: &[Line],
+    now: i64,
+) -> String {
+    let rows = roots;
     let body = html! {
         (lines(flash))
         @if let Some(version) = update {
@@ -346,12 +356,12 @@ pub fn roots(csrf: &str, roots: &Value, update: Option<&str>, flash: &[Line], no
                 thead { tr { th {} th { "Subject" } th { "Expires" } th { "ID" } th { "PEM" } } }
                 tbody {
                     @for r in rows {
-                        @let id = s(&r["id"]);
-                        @let subject = s(&r["subject"]);
+                        @let id = r.id.as_str();
+                        @let subject = r.subject.as_str();
                         tr {
                             td { input type="checkbox" name="id" value=(id) aria-label={ "select " (subject) }; }
                             td { (subject) }
-                            td { (s(&r["not_after"])) " " span class="note" { (days_left(s(&r["not_after"]), now)) } }
+                            td { (r.not_after) " " span class="note" { (days_left(&r.not_after, now)) } }
                             td { code title=(id) { (id.get(..16).unwrap_or(id)) "…" } }
                             td { a href={ "/roots/" (id) ".pem" } download title="download PEM" { "⬇ PEM" } }
                         }
@@ -425,7 +435,7 @@ pub fn import(csrf: &str, cert: &str, kind: &str, message: &[Line]) -> String {
 
 /// DNS providers (secrets already masked by `dns list`) and the local CA,
 /// shown on the tenants page.
-pub fn dns_and_ca(dns: &Value, ca: Option<&Value>) -> Markup {
+pub fn dns_and_ca(dns: &[ProviderListing], ca: Option<&CaView>) -> Markup {
     html! {
         h2 { "DNS providers (ACME DNS-01)" }
         (dns_table(dns, None))
@@ -436,7 +446,7 @@ pub fn dns_and_ca(dns: &Value, ca: Option<&Value>) -> Markup {
         h2 { "Local CA" }
         @if let Some(ca) = ca {
             p {
-                (s(&ca["subject"])) " · expires " (s(&ca["not_after"])) " · "
+                (ca.subject) " · expires " (ca.not_after) " · "
                 a href="/ca.pem" { "download the root (PEM)" } " to load onto phones."
             }
         } @else {
@@ -450,8 +460,8 @@ pub fn dns_and_ca(dns: &Value, ca: Option<&Value>) -> Markup {
 
 /// The provider table (secrets already masked by `dns list`); with `csrf`,
 /// each row has a Remove button.
-fn dns_table(dns: &Value, csrf: Option<&str>) -> Markup {
-    let rows = rows(dns);
+fn dns_table(dns: &[ProviderListing], csrf: Option<&str>) -> Markup {
+    let rows = dns;
     html! {
         @if rows.is_empty() {
             p { "No DNS providers." }
@@ -463,22 +473,26 @@ fn dns_table(dns: &Value, csrf: Option<&str>) -> Markup {
                 }
                 @for p in rows {
                     tr {
-                        td { (s(&p["name"])) }
-                        td { (s(&p["provider"])) }
-                        td { (s(&p["zone"])) }
+                        td { (p.name) }
+                        td { (provider_word(&p.access)) }
+                        td { (p.zone) }
                         td {
-                            @if s(&p["provider"]) == "rfc2136" {
-                                (s(&p["server"])) " · key " (s(&p["tsig_name"])) " ("
-                                (s(&p["tsig_algorithm"])) ") · secret " (s(&p["tsig_secret"]))
-                            } @else {
-                                (s(&p["api_base"])) " · token " (s(&p["token"]))
+                            @match &p.access {
+                                ProviderConfig::Rfc2136 { server, tsig_name, tsig_algorithm, tsig_secret } => {
+                                    (server) " · key " (tsig_name) " ("
+                                    (tsig_algorithm.as_str()) ") · secret " (tsig_secret)
+                                }
+                                ProviderConfig::Cloudflare { token, api_base }
+                                | ProviderConfig::Digitalocean { token, api_base } => {
+                                    (api_base) " · token " (token)
+                                }
                             }
                         }
                         @if let Some(csrf) = csrf {
                             td {
                                 form method="post" action="/acme/dns/remove" {
                                     (csrf_field(csrf))
-                                    input type="hidden" name="name" value=(s(&p["name"]));
+                                    input type="hidden" name="name" value=(p.name);
                                     button class="danger" type="submit" { "Remove" }
                                 }
                             }
@@ -493,12 +507,18 @@ fn dns_table(dns: &Value, csrf: Option<&str>) -> Markup {
 /// ACME: the settings form (`acme show`), the status of each name set
 /// (`acme status`) and the DNS providers with add/remove forms (`dns list`).
 /// The EAB HMAC is never written into the page.
-pub fn acme(csrf: &str, show: &Value, status: &Value, dns: &Value, flash: &[Line]) -> String {
+pub fn acme(
+    csrf: &str,
+    show: &AcmeView,
+    status: &[StatusRow],
+    dns: &[ProviderListing],
+    flash: &[Line],
+) -> String {
     use crate::limits::{
         ACME_DEFAULT_DIRECTORY, ACME_MAX_CHECK_INTERVAL_SECS, ACME_MIN_CHECK_INTERVAL_SECS,
         ACME_STAGING_DIRECTORY,
     };
-    let directory = s(&show["directory"]);
+    let directory = show.directory.as_str();
     let preset = match directory {
         ACME_DEFAULT_DIRECTORY => "production",
         ACME_STAGING_DIRECTORY => "staging",
@@ -513,18 +533,18 @@ pub fn acme(csrf: &str, show: &Value, status: &Value, dns: &Value, flash: &[Line
             }
         }
     };
-    let challenge = s(&show["challenge"]);
+    let challenge = show.challenge.as_str();
     let option = |value: &str, text: &str| choice(value, text, challenge);
-    let account = &show["account"];
-    let eab_kid = show["eab_kid"].as_str().unwrap_or("");
-    let status_rows = rows(status);
+    let account = &show.account;
+    let eab_kid = show.eab_kid.as_deref().unwrap_or("");
+    let status_rows = status;
     let body = html! {
         (lines(flash))
         h2 { "Settings" }
         form method="post" action="/acme" class="box" {
             (csrf_field(csrf))
             div {
-                input type="checkbox" id="enabled" name="enabled" value="true" checked[show["enabled"] == true];
+                input type="checkbox" id="enabled" name="enabled" value="true" checked[show.enabled];
                 " "
                 label for="enabled" class="inline" { "Enabled" }
             }
@@ -535,10 +555,10 @@ pub fn acme(csrf: &str, show: &Value, status: &Value, dns: &Value, flash: &[Line
             input type="text" id="directory" name="directory" value=(if preset == "custom" { directory } else { "" })
                 aria-label="custom directory URL" placeholder="https://ca.example/directory";
             label for="email" { "Contact e-mail" }
-            input type="email" id="email" name="email" value=(show["email"].as_str().unwrap_or("")) placeholder="none";
+            input type="email" id="email" name="email" value=(show.email.as_deref().unwrap_or("")) placeholder="none";
             p class="note" {
                 "Empty: none (the admin e-mail is used when set). Contact now: "
-                (show["contact"].as_str().unwrap_or("none")) "."
+                (show.contact.as_deref().unwrap_or("none")) "."
             }
             label for="challenge" { "Challenge" }
             select id="challenge" name="challenge" {
@@ -564,12 +584,12 @@ pub fn acme(csrf: &str, show: &Value, status: &Value, dns: &Value, flash: &[Line
                 "Check interval (seconds, " (ACME_MIN_CHECK_INTERVAL_SECS) "–" (ACME_MAX_CHECK_INTERVAL_SECS) ")"
             }
             input type="number" id="check_interval" name="check_interval" min=(ACME_MIN_CHECK_INTERVAL_SECS)
-                max=(ACME_MAX_CHECK_INTERVAL_SECS) value=(show["check_interval"].as_u64().unwrap_or(0));
+                max=(ACME_MAX_CHECK_INTERVAL_SECS) value=(show.check_interval);
             div { button type="submit" { "Save" } }
         }
         p {
-            "Account: " (s(&account["state"]))
-            @if let Some(url) = account["url"].as_str() { " " code { (url) } }
+            "Account: " (account.state)
+            @if let Some(url) = &account.url { " " code { (url) } }
         }
         h2 { "Status" }
         @if status_rows.is_empty() {
@@ -603,58 +623,90 @@ pub fn acme(csrf: &str, show: &Value, status: &Value, dns: &Value, flash: &[Line
             input type="text" id="r-tsig" name="tsig_name" required;
             label for="r-alg" { "TSIG algorithm" }
             select id="r-alg" name="tsig_algorithm" {
-                option value="hmac-sha256" selected { "hmac-sha256" }
-                option value="hmac-sha512" { "hmac-sha512" }
+                @for (i, alg) in crate::model::TsigAlgorithm::NAMES.iter().enumerate() {
+                    option value=(alg) selected[i == 0] { (alg) }
+                }
             }
             label for="r-secret" { "TSIG secret (Base64)" }
             input type="password" id="r-secret" name="tsig_secret" required autocomplete="off";
             div { button type="submit" { "Add RFC 2136 provider" } }
         }
-        form method="post" action="/acme/dns/add" class="box" {
-            (csrf_field(csrf))
-            input type="hidden" name="provider" value="cloudflare";
-            strong { "Add a Cloudflare provider" }
-            label for="c-name" { "Name" }
-            input type="text" id="c-name" name="name" required;
-            label for="c-zone" { "Zone" }
-            input type="text" id="c-zone" name="zone" required placeholder="example.com";
-            label for="c-token" { "API token (DNS Edit on the zone)" }
-            input type="password" id="c-token" name="token" required autocomplete="off";
-            div { button type="submit" { "Add Cloudflare provider" } }
-        }
+        (token_provider_form(csrf, "cloudflare", "Cloudflare", "API token (DNS Edit on the zone)",
+            crate::limits::CLOUDFLARE_DEFAULT_API_BASE))
+        (token_provider_form(csrf, "digitalocean", "DigitalOcean",
+            "API token (domain read, create and delete scopes)",
+            crate::limits::DIGITALOCEAN_DEFAULT_API_BASE))
         p class="note" { "Secrets are stored on the PBX and never shown again in full." }
     };
     layout("ACME", Nav::Acme, Some(csrf), body)
 }
 
+/// The add form of a provider reached with an API token (`dns add
+/// --provider P --token T [--api-base URL]`); the ID prefix of its fields is
+/// the provider word.
+fn token_provider_form(
+    csrf: &str,
+    provider: &str,
+    title: &str,
+    token_label: &str,
+    default_base: &str,
+) -> Markup {
+    let id = |field: &str| format!("{provider}-{field}");
+    html! {
+        form method="post" action="/acme/dns/add" class="box" {
+            (csrf_field(csrf))
+            input type="hidden" name="provider" value=(provider);
+            strong { "Add a " (title) " provider" }
+            label for=(id("name")) { "Name" }
+            input type="text" id=(id("name")) name="name" required;
+            label for=(id("zone")) { "Zone" }
+            input type="text" id=(id("zone")) name="zone" required placeholder="example.com";
+            label for=(id("token")) { (token_label) }
+            input type="password" id=(id("token")) name="token" required autocomplete="off";
+            label for=(id("base")) { "API base (empty: " (default_base) ")" }
+            input type="text" id=(id("base")) name="api_base" placeholder=(default_base);
+            div { button type="submit" { "Add " (title) " provider" } }
+        }
+    }
+}
+
 /// One row of the ACME status table.
-fn status_row(r: &Value) -> Markup {
-    let state = s(&r["state"]);
+fn status_row(r: &StatusRow) -> Markup {
+    let state = r.state.as_str();
     let class = match state {
         "valid" => "ok",
         "failed" => "err",
         _ => "warn",
     };
-    let or_dash = |v: &Value| v.as_str().unwrap_or("—").to_owned();
-    let key = s(&r["key"]);
+    let or_dash = |v: &Option<String>| v.as_deref().unwrap_or("—").to_owned();
+    let key = r.key.as_str();
     html! {
         tr data-key=(key) {
             td { (key) }
-            td { (list(&r["names"])) }
+            td { (list(&r.names)) }
             td class=(class) { (state) }
-            td { (or_dash(&r["not_after"])) }
+            td { (or_dash(&r.not_after)) }
             td {
-                @if let Some(e) = r["last_error"].as_object() {
-                    code { "[" (e.get("code").and_then(Value::as_str).unwrap_or("")) "]" }
-                    " " (e.get("message").and_then(Value::as_str).unwrap_or(""))
+                @if let Some(e) = &r.last_error {
+                    code { "[" (e.code) "]" }
+                    " " (e.message)
                 } @else {
                     "—"
                 }
             }
-            td { (r["failures"].as_u64().unwrap_or(0)) }
-            td { (or_dash(&r["last_attempt"])) }
-            td { (or_dash(&r["next_attempt"])) }
+            td { (r.failures) }
+            td { (or_dash(&r.last_attempt)) }
+            td { (or_dash(&r.next_attempt)) }
         }
+    }
+}
+
+/// The `provider` word of a listed provider.
+fn provider_word(access: &ProviderConfig) -> &'static str {
+    match access {
+        ProviderConfig::Rfc2136 { .. } => "rfc2136",
+        ProviderConfig::Cloudflare { .. } => "cloudflare",
+        ProviderConfig::Digitalocean { .. } => "digitalocean",
     }
 }
 
@@ -671,7 +723,7 @@ pub fn csr(csrf: &str, names: &str, message: &[Line]) -> String {
             label for="key_type" { "Key type" }
             select id="key_type" name="key_type" {
                 option value="p256" selected { "ECDSA P-256" }
-                option value="rsa2048" { "RSA 2048 (not available in this build)" }
+                option value="rsa2048" { "RSA 2048" }
             }
             p class="note" {
                 "A new private key is made and stored on the PBX; it is never shown. Send the downloaded "
@@ -686,17 +738,17 @@ pub fn csr(csrf: &str, names: &str, message: &[Line]) -> String {
 /// Tenants and system settings; `extra` (from `dns_and_ca`) ends the page.
 pub fn tenants(
     csrf: &str,
-    tenants: &Value,
-    system: &Value,
-    certs: &Value,
+    tenants: &[TenantView],
+    system: &SystemView,
+    certs: &[CertView],
     extra: &Markup,
     flash: &[Line],
 ) -> String {
-    let rows = rows(tenants);
-    let default = system["default_cert"].as_str().unwrap_or("");
-    let choices = self::rows(certs)
+    let rows = tenants;
+    let default = system.default_cert.as_deref().unwrap_or("");
+    let choices = certs
         .iter()
-        .filter(|c| matches!(s(&c["kind"]), "server" | "domain"));
+        .filter(|c| matches!(c.kind.as_str(), "server" | "domain"));
     let body = html! {
         (lines(flash))
         h2 { "Tenants" }
@@ -708,12 +760,12 @@ pub fn tenants(
                 tbody {
                     @for t in rows {
                         tr {
-                            td { (s(&t["name"])) }
-                            td { (list(&t["dns"])) }
+                            td { (t.name) }
+                            td { (list(&t.dns)) }
                             td {
                                 form method="post" action="/tenants/remove" {
                                     (csrf_field(csrf))
-                                    input type="hidden" name="name" value=(s(&t["name"]));
+                                    input type="hidden" name="name" value=(t.name);
                                     button class="danger" type="submit" { "Remove" }
                                 }
                             }
@@ -734,28 +786,28 @@ pub fn tenants(
         form method="post" action="/system" class="box" {
             (csrf_field(csrf))
             label for="sdns" { "System DNS name" }
-            input type="text" id="sdns" name="dns" value=(system["dns"].as_str().unwrap_or(""));
+            input type="text" id="sdns" name="dns" value=(system.dns.as_deref().unwrap_or(""));
             label for="smail" { "Admin e-mail" }
-            input type="email" id="smail" name="admin_email" value=(system["admin_email"].as_str().unwrap_or(""));
+            input type="email" id="smail" name="admin_email" value=(system.admin_email.as_deref().unwrap_or(""));
             label for="sdef" { "Default certificate (clients without SNI)" }
             select id="sdef" name="default_cert" {
                 option value="none" selected[default.is_empty()] {
                     "automatic (server certificate for the system name)"
                 }
                 @for c in choices {
-                    @let id = s(&c["id"]);
+                    @let id = c.id.as_str();
                     option value=(id) selected[id == default] {
-                        @for (i, n) in self::rows(&c["names"]).iter().enumerate() {
+                        @for (i, n) in c.names.iter().enumerate() {
                             @if i > 0 { ", " }
-                            (s(n))
+                            (n)
                         }
-                        " (" (s(&c["kind"])) ", " (id.get(..12).unwrap_or(id)) "…)"
+                        " (" (c.kind) ", " (id.get(..12).unwrap_or(id)) "…)"
                     }
                 }
             }
             p class="note" {
                 "An empty field clears the setting. Root CA list: "
-                (system["roots_version"].as_str().unwrap_or("-"))
+                (system.roots_version.as_deref().unwrap_or("-"))
             }
             div { button type="submit" { "Save" } }
         }
@@ -778,15 +830,28 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A view from its documented JSON (as `--json` prints it).
+    fn from<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn system(dns: Option<&str>) -> SystemView {
+        from(
+            json!({"dns": dns, "admin_email": dns, "default_cert": null, "roots_version": null,
+            "bundled_roots_version": "v", "roots_update_available": false}),
+        )
+    }
+
     #[test]
     fn values_are_escaped_in_text_and_attributes() {
         let v = "<a href=\"x\">'&'</a>";
         let page = super::tenants(
             "t",
-            &json!([{"name": v, "dns": [v]}]),
-            &json!({"dns": v, "admin_email": v}),
-            &json!([]),
-            &dns_and_ca(&json!([]), None),
+            &from::<Vec<TenantView>>(json!([{"name": v, "dns": [v],
+                "acme_challenge": "default", "acme_key_type": "default"}])),
+            &system(Some(v)),
+            &[],
+            &dns_and_ca(&[], None),
             &[],
         );
         let text = "&lt;a href=&quot;x&quot;&gt;'&amp;'&lt;/a&gt;";
@@ -837,9 +902,12 @@ mod tests {
 
     #[test]
     fn reissue_is_a_form_only_for_acme_managed_certificates_with_acme_on() {
-        let row = |source: &str| {
-            json!([{"id": "ab".repeat(32), "kind": "server", "names": ["a.example"], "tenant": null,
-                "not_after": "2030-01-01T00:00:00Z", "source": source, "key_type": "p256"}])
+        let row = |source: &str| -> Vec<CertView> {
+            from(
+                json!([{"id": "ab".repeat(32), "kind": "server", "names": ["a.example"], "tenant": null,
+                "not_before": "2029-01-01T00:00:00Z", "not_after": "2030-01-01T00:00:00Z",
+                "source": source, "key_type": "p256"}]),
+            )
         };
         let on = super::certs("T", &row("acme"), &[], 0, true);
         assert!(on.contains("action=\"/certs/reissue\""), "{on}");
@@ -853,11 +921,14 @@ mod tests {
 
     #[test]
     fn every_form_carries_the_csrf_token() {
-        let certs = json!([{"id": "ab".repeat(32), "kind": "server", "names": ["a.example"],
-            "tenant": null, "not_after": "2030-01-01T00:00:00Z", "source": "upload", "key_type": "p256"}]);
-        let roots = json!([{"id": "cd".repeat(32), "subject": "CN=R", "not_after": "2030-01-01T00:00:00Z"}]);
-        let tenants = json!([{"name": "t", "dns": ["t.example"]}]);
-        let system = json!({"dns": null, "admin_email": null, "default_cert": null});
+        let certs: Vec<CertView> = from(json!([{"id": "ab".repeat(32), "kind": "server",
+            "names": ["a.example"], "tenant": null, "not_before": "2029-01-01T00:00:00Z",
+            "not_after": "2030-01-01T00:00:00Z", "source": "upload", "key_type": "p256"}]));
+        let roots: Vec<RootInfo> = from(json!([{"id": "cd".repeat(32), "subject": "CN=R",
+            "not_after": "2030-01-01T00:00:00Z"}]));
+        let tenants: Vec<TenantView> = from(json!([{"name": "t", "dns": ["t.example"],
+            "acme_challenge": "default", "acme_key_type": "default"}]));
+        let system = system(None);
         let pages = [
             super::certs("TOKEN", &certs, &[], 0, true),
             super::roots("TOKEN", &roots, Some("v2"), &[], 0),
@@ -868,11 +939,15 @@ mod tests {
             super::password("TOKEN", false, &[]),
             super::acme(
                 "TOKEN",
-                &json!({"directory": "https://ca.example/dir", "enabled": true, "challenge": "dns-01",
+                &from(
+                    json!({"directory": "https://ca.example/dir", "email": null, "contact": null,
+                    "enabled": true, "challenge": "dns-01",
                     "eab_kid": "kid", "eab_hmac": "********", "check_interval": 60,
                     "account": {"state": "none", "url": null}}),
-                &json!([]),
-                &json!([{"name": "d", "provider": "cloudflare", "zone": "z", "token": "ab…", "api_base": "u"}]),
+                ),
+                &[],
+                &from::<Vec<ProviderListing>>(json!([{"name": "d", "provider": "cloudflare",
+                    "zone": "z", "token": "ab…", "api_base": "u"}])),
                 &[],
             ),
         ];
@@ -888,8 +963,9 @@ mod tests {
 
     #[test]
     fn store_values_are_escaped() {
-        let certs = json!([{"id": "<id>", "kind": "server", "names": ["<script>x</script>"],
-            "tenant": "a\"b", "not_after": "x", "source": "upload", "key_type": "p256"}]);
+        let certs: Vec<CertView> = from(json!([{"id": "<id>", "kind": "server",
+            "names": ["<script>x</script>"], "tenant": "a\"b", "not_before": "x", "not_after": "x",
+            "source": "upload", "key_type": "p256"}]));
         let page = super::certs("t", &certs, &[("err", "c<".into(), "m>".into())], 0, false);
         assert!(!page.contains("<script>x"));
         assert!(!page.contains("a\"b"));
@@ -899,13 +975,15 @@ mod tests {
 
     #[test]
     fn acme_page_shows_settings_status_and_errors_escaped() {
-        let show = json!({"directory": crate::limits::ACME_STAGING_DIRECTORY, "email": "a@b.example",
+        let show: AcmeView = from(
+            json!({"directory": crate::limits::ACME_STAGING_DIRECTORY, "email": "a@b.example",
             "contact": "a@b.example", "enabled": false, "challenge": "tls-alpn-01", "eab_kid": "k<1>",
-            "eab_hmac": "********", "check_interval": 3600, "account": {"state": "registered", "url": "https://ca/acct/1"}});
-        let status = json!([{"key": "tenant:t", "names": ["<b>t.example"], "state": "failed",
-            "not_after": null, "last_error": {"code": "rate-limited", "message": "too many <certs>"},
-            "failures": 3, "last_attempt": "2030-01-01T00:00:00Z", "next_attempt": "2030-01-01T01:00:00Z"}]);
-        let page = super::acme("T", &show, &status, &json!([]), &[]);
+            "eab_hmac": "********", "check_interval": 3600, "account": {"state": "registered", "url": "https://ca/acct/1"}}),
+        );
+        let status: Vec<StatusRow> = from(json!([{"key": "tenant:t", "tenant": "t",
+            "names": ["<b>t.example"], "state": "failed", "cert_id": null, "not_after": null, "last_error": {"code": "rate-limited", "message": "too many <certs>"},
+            "failures": 3, "last_attempt": "2030-01-01T00:00:00Z", "next_attempt": "2030-01-01T01:00:00Z"}]));
+        let page = super::acme("T", &show, &status, &[], &[]);
         assert!(page.contains("value=\"staging\" checked"), "{page}");
         assert!(page.contains("<option value=\"tls-alpn-01\" selected>"));
         assert!(!page.contains("id=\"enabled\" name=\"enabled\" value=\"true\" checked"));
