@@ -230,6 +230,10 @@ pub enum AcmeCmd {
         /// Seconds between renewal checks (1 to 86400; default 21600).
         #[arg(long)]
         check_interval: Option<u64>,
+        /// ACME profile named in orders (e.g. classic, tlsserver, shortlived;
+        /// `none`: the CA's default). Only when the CA's directory lists it.
+        #[arg(long)]
+        profile: Option<String>,
     },
     /// Settings and account state.
     Show,
@@ -535,6 +539,7 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
                     eab_kid,
                     eab_hmac,
                     check_interval,
+                    profile,
                 },
         } => Command::AcmeSet(crate::acme::AcmeChange {
             directory,
@@ -544,6 +549,7 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
             eab_kid,
             eab_hmac,
             check_interval,
+            profile,
         }),
         Cmd::Acme {
             command: AcmeCmd::Show,

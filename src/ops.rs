@@ -228,9 +228,13 @@ impl Command {
             // A tenant's challenge or key type: how its names are ordered.
             Command::TenantSet { .. } => Effect::RENEWAL,
             // The system name (`--dns`) is served and needs certificates;
-            // the admin e-mail and default certificate change no order.
-            Command::SystemSet { dns, .. } => Effect {
-                wakes_renewal: dns.is_some(),
+            // the admin e-mail is the ACME account's contact unless `acme
+            // set --email` (an account update, RFC 8555 §7.3.2); the default
+            // certificate changes no order.
+            Command::SystemSet {
+                dns, admin_email, ..
+            } => Effect {
+                wakes_renewal: dns.is_some() || admin_email.is_some(),
                 ..Effect::SERVING
             },
             // A root (`--kind root`, or `auto` that may classify as one) can
@@ -252,6 +256,27 @@ impl Command {
                 Effect::RENEWAL
             }
             Command::AdminPassword { .. } | Command::Csr { .. } | Command::CaInit => Effect::WRITE,
+        }
+    }
+}
+
+impl Command {
+    /// Can this change cure a failed ACME order (so the back-offs end at
+    /// once, `acme::clear_backoffs`)? The Root CA list (the CA's HTTPS
+    /// becomes trusted), DNS providers (DNS-01 becomes possible), the ACME
+    /// settings and a tenant's challenge or key type. Implies
+    /// `effect().wakes_renewal`.
+    pub fn cures_failures(&self) -> bool {
+        match self {
+            Command::Import { kind, .. } => matches!(kind, KindRequest::Root | KindRequest::Auto),
+            Command::RootsDelete { .. }
+            | Command::RootsReset
+            | Command::AcmeSet(_)
+            | Command::TenantSet { .. }
+            | Command::DnsAdd { .. }
+            | Command::DnsRemove { .. }
+            | Command::DnsSet { .. } => true,
+            _ => false,
         }
     }
 }
