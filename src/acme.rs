@@ -498,7 +498,7 @@ pub fn targets(store: &Store) -> Result<Vec<Target>, Error> {
                 names,
                 challenge: t.acme_challenge,
                 key_type: t.acme_key_type.unwrap_or(crate::model::KeyType::P256),
-                profile: None,
+                profile: t.acme_profile.clone(),
             });
         }
     }
@@ -794,7 +794,11 @@ mod tests {
         assert_eq!(attempt_at(&st, Some(&c)), day + 100, "back-off");
         assert_eq!(attempt_at(&st, None), day + 100, "back-off without cert");
         st.failures = 0;
-        assert_eq!(attempt_at(&st, Some(&c)), day + 5, "no failure: no back-off");
+        assert_eq!(
+            attempt_at(&st, Some(&c)),
+            day + 5,
+            "no failure: no back-off"
+        );
     }
 
     #[test]

@@ -158,6 +158,9 @@ pub enum TenantCmd {
         /// p256, rsa2048 or default (P-256).
         #[arg(long)]
         acme_key_type: Option<String>,
+        /// ACME profile name, or default (follows `acme set --profile`).
+        #[arg(long)]
+        acme_profile: Option<String>,
     },
 }
 
@@ -493,11 +496,13 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
                     name,
                     acme_challenge,
                     acme_key_type,
+                    acme_profile,
                 },
         } => Command::TenantSet {
             name,
             acme_challenge,
             acme_key_type,
+            acme_profile,
         },
         Cmd::System {
             command:

@@ -41,6 +41,8 @@ pub enum Command {
         acme_challenge: Option<String>,
         #[serde(default)]
         acme_key_type: Option<String>,
+        #[serde(default)]
+        acme_profile: Option<String>,
     },
     /// `system set`
     SystemSet {
@@ -346,11 +348,13 @@ pub fn execute(store: &Store, command: &Command) -> Result<Value, Error> {
             name,
             acme_challenge,
             acme_key_type,
+            acme_profile,
         } => tenant::set(
             store,
             name,
             acme_challenge.as_deref(),
             acme_key_type.as_deref(),
+            acme_profile.as_deref(),
         )
         .map(|t| tenant::to_json(&t)),
         Command::TenantRemove { name } => tenant::remove(store, name).map(|()| ok()),
@@ -508,6 +512,7 @@ mod tests {
                 name: s(),
                 acme_challenge: None,
                 acme_key_type: None,
+                acme_profile: None,
             },
             Command::SystemSet {
                 dns: Some(s()),
@@ -667,6 +672,7 @@ mod tests {
                     name: "t".into(),
                     acme_challenge: Some("dns-01".into()),
                     acme_key_type: None,
+                    acme_profile: None,
                 },
                 Command::TenantRemove { .. } => Command::TenantRemove { name: "u".into() },
                 other => other,

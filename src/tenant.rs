@@ -100,13 +100,18 @@ pub fn remove(store: &Store, name: &str) -> Result<(), Error> {
 
 /// `tenant set NAME [--acme-challenge C] [--acme-key-type K]`: the tenant's
 /// ACME options; `None` leaves one as it is, `"default"` follows the global
-/// setting (`acme set --challenge`; P-256 for the key type).
+/// setting (`acme set --challenge`; P-256 for the key type; `acme set
+/// --profile` for the profile).
 pub fn set(
     store: &Store,
     name: &str,
     acme_challenge: Option<&str>,
     acme_key_type: Option<&str>,
+    acme_profile: Option<&str>,
 ) -> Result<Tenant, Error> {
+    let profile = acme_profile
+        .map(|p| crate::acme::parse_profile(p, "--acme-profile"))
+        .transpose()?;
     let challenge = match acme_challenge {
         None => None,
         Some("default") => Some(None),
@@ -132,6 +137,9 @@ pub fn set(
     if let Some(k) = key_type {
         tenant.acme_key_type = k;
     }
+    if let Some(p) = profile {
+        tenant.acme_profile = p;
+    }
     let mut batch = Batch::default();
     batch.put_tenant(&tenant);
     store.commit(batch)?;
@@ -146,6 +154,7 @@ pub fn to_json(t: &Tenant) -> serde_json::Value {
         "dns": t.dns,
         "acme_challenge": t.acme_challenge.map_or("default", ChallengeChoice::as_str),
         "acme_key_type": t.acme_key_type.map_or("default", KeyType::as_str),
+        "acme_profile": t.acme_profile.as_deref().unwrap_or("default"),
     })
 }
 

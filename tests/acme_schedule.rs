@@ -15,12 +15,13 @@
 //! - `cert delete` of the ACME certificate starts an order at once;
 //! - the account contact follows `acme set --email` and `system set
 //!   --admin-email`: the daemon sends an account update (RFC 8555 §7.3.2)
-//!   that pebble accepts (pebble 2.4 exposes no account listing, so the
-//!   daemon's log of the accepted update is what is checked; instant-acme
-//!   checks that pebble answers with the account `valid`);
+//!   that pebble receives (its log's `POST /my-account/` lines: pebble 2.4
+//!   exposes no account listing) and accepts (instant-acme checks the
+//!   answer says the account is `valid`; the daemon logs the new contact);
 //! - an ACME profile (draft-ietf-acme-profiles) is sent in newOrder only when
 //!   the directory's `meta.profiles` lists it, else the order fails with
-//!   `acme-profile-unknown` and no newOrder is sent. Pebble 2.4 has no
+//!   `acme-profile-unknown` and no newOrder is sent; a tenant's own profile
+//!   (`tenant set --acme-profile`) wins over `acme set --profile`. Pebble 2.4 has no
 //!   profiles: a local stand-in serves pebble's directory plus
 //!   `meta.profiles` with `newOrder` pointing at itself, records the
 //!   newOrder bodies and refuses them (pebble checks the JWS `url` header,
@@ -77,7 +78,10 @@ fn peers() -> Option<(MutexGuard<'static, ()>, HashMap<String, String>)> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(18310);
-    Some((lock, fault_peers::instance_script(INSTANCE, base, "0", "up")))
+    Some((
+        lock,
+        fault_peers::instance_script(INSTANCE, base, "0", "up"),
+    ))
 }
 
 /// Unix time in seconds, with fractions.
@@ -274,33 +278,64 @@ fn the_account_contact_follows_acme_email_and_the_admin_email() {
     import_root(d, "pebble-https-ca.pem", &ca);
     ok(d, &["tenant", "add", "contact", "--dns", &name]);
     let from = daemon.mark();
-    // Registers the account with admin@pbx.test.
+    // Registers the account (contact admin@pbx.test) and orders.
     fault_peers::enable_acme(d, &env);
-    daemon.wait_for(from, "contact set to mailto:admin@pbx.test");
     daemon.wait_for(from, &format!(" issued for {name}"));
     let account = ok(d, &["acme", "show"])["account"]["url"].clone();
     assert!(account.is_string(), "{account}");
 
-    // `acme set --email`: an update of the same account.
+    // `acme set --email`: pebble receives an update of the same account.
+    let before = pebble_account_posts();
     let from = daemon.mark();
     ok(d, &["acme", "set", "--email", "ops@pbx.test"]);
+    wait_account_posts(before, &daemon);
     let (_, line) = daemon.wait_for(from, "updated: contact [mailto:ops@pbx.test]");
     assert!(line.contains(account.as_str().unwrap()), "{line}");
 
     // No ACME e-mail: the admin e-mail is the contact; changing it updates.
     ok(d, &["acme", "set", "--email", "none"]);
+    let before = pebble_account_posts();
     let from = daemon.mark();
     ok(d, &["system", "set", "--admin-email", "boss@pbx.test"]);
+    wait_account_posts(before, &daemon);
     let (_, line) = daemon.wait_for(from, "updated: contact [mailto:boss@pbx.test]");
     assert!(line.contains(account.as_str().unwrap()), "{line}");
     let show = ok(d, &["acme", "show"]);
     assert_eq!(show["contact"], "boss@pbx.test", "{show}");
-    assert_eq!(show["account"]["url"], account, "same account, not a new one");
+    assert_eq!(
+        show["account"]["url"], account,
+        "same account, not a new one"
+    );
     assert!(
         !daemon.text().contains("account update failed"),
         "{}",
         daemon.text()
     );
+}
+
+/// Account updates pebble received: its log has one `POST /my-account/`
+/// line per POST to an account URL (RFC 8555 §7.3.2; nothing else the
+/// daemon sends goes there).
+fn pebble_account_posts() -> usize {
+    let log = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("target/acme-peers-{INSTANCE}/run/pebble.log"));
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches("POST /my-account/")
+        .count()
+}
+
+/// Wait (hang guard) until pebble logged more account POSTs than `before`.
+fn wait_account_posts(before: usize, daemon: &Daemon) {
+    let end = Instant::now() + guard();
+    while pebble_account_posts() <= before {
+        assert!(
+            Instant::now() < end,
+            "pebble received no account update; daemon log:\n{}",
+            daemon.text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The profiles stand-in: pebble's directory plus `meta.profiles`
@@ -319,9 +354,8 @@ fn profiles_stand_in(pebble_dir: Value) -> (String, String, Arc<Mutex<Vec<Value>
         }
         if req.path == "/new-order" {
             let jws: Value = serde_json::from_slice(&req.body).unwrap_or_default();
-            let payload =
-                Base64UrlUnpadded::decode_vec(jws["payload"].as_str().unwrap_or(""))
-                    .unwrap_or_default();
+            let payload = Base64UrlUnpadded::decode_vec(jws["payload"].as_str().unwrap_or(""))
+                .unwrap_or_default();
             seen.lock()
                 .unwrap()
                 .push(serde_json::from_slice(&payload).unwrap_or_default());
@@ -381,7 +415,10 @@ fn a_profile_is_sent_only_when_the_directory_lists_it() {
             "true",
         ],
     );
-    daemon.wait_for(from, &format!("order for {name} failed [acme-profile-unknown]"));
+    daemon.wait_for(
+        from,
+        &format!("order for {name} failed [acme-profile-unknown]"),
+    );
     let st = status_of(d, "tenant:profile");
     assert_eq!(st["last_error"]["code"], "acme-profile-unknown", "{st}");
     assert!(
@@ -401,17 +438,44 @@ fn a_profile_is_sent_only_when_the_directory_lists_it() {
     let from = daemon.mark();
     ok(d, &["acme", "set", "--profile", "shortlived"]);
     assert_eq!(ok(d, &["acme", "show"])["profile"], "shortlived");
-    daemon.wait_for(from, &format!("order for {name} failed [validation-failed]"));
+    daemon.wait_for(
+        from,
+        &format!("order for {name} failed [validation-failed]"),
+    );
     let sent = orders.lock().unwrap().clone();
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0]["profile"], "shortlived", "{}", sent[0]);
-    assert_eq!(sent[0]["identifiers"][0]["value"], name.as_str(), "{}", sent[0]);
+    assert_eq!(
+        sent[0]["identifiers"][0]["value"],
+        name.as_str(),
+        "{}",
+        sent[0]
+    );
 
     // `none`: no profile field at all.
     let from = daemon.mark();
     ok(d, &["acme", "set", "--profile", "none"]);
-    daemon.wait_for(from, &format!("order for {name} failed [validation-failed]"));
+    daemon.wait_for(
+        from,
+        &format!("order for {name} failed [validation-failed]"),
+    );
     let sent = orders.lock().unwrap().clone();
     assert_eq!(sent.len(), 2, "{sent:?}");
     assert!(sent[1].get("profile").is_none(), "{}", sent[1]);
+
+    // The tenant's own profile wins over the global one (none here).
+    let from = daemon.mark();
+    ok(
+        d,
+        &["tenant", "set", "profile", "--acme-profile", "classic"],
+    );
+    let tenants = ok(d, &["tenant", "list"]);
+    assert_eq!(tenants[0]["acme_profile"], "classic", "{tenants}");
+    daemon.wait_for(
+        from,
+        &format!("order for {name} failed [validation-failed]"),
+    );
+    let sent = orders.lock().unwrap().clone();
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert_eq!(sent[2]["profile"], "classic", "{}", sent[2]);
 }

@@ -335,6 +335,8 @@ struct TenantSetBody {
     acme_challenge: Option<String>,
     #[serde(default)]
     acme_key_type: Option<String>,
+    #[serde(default)]
+    acme_profile: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -444,6 +446,7 @@ pub fn to_command(route: ApiRoute, body: &[u8]) -> Result<Command, Resp> {
                 name,
                 acme_challenge: b.acme_challenge,
                 acme_key_type: b.acme_key_type,
+                acme_profile: b.acme_profile,
             }
         }
         ApiRoute::System => Command::SystemShow,

@@ -286,9 +286,11 @@ async fn try_sync_account(shared: &Arc<Shared>, settings: &AcmeSettings) -> Resu
         contacts.join(", ")
     );
     stored.contact = Some(wanted);
-    blocking(shared, move |s| crate::acme::put_account(s.store(), &stored))
-        .await
-        .map_err(store_err)
+    blocking(shared, move |s| {
+        crate::acme::put_account(s.store(), &stored)
+    })
+    .await
+    .map_err(store_err)
 }
 
 /// The newOrder of an order: the profile (draft-ietf-acme-profiles) only

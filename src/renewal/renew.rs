@@ -111,9 +111,8 @@ pub async fn run(shared: Arc<Shared>, listeners: Listeners, holder: String) {
             }
         };
         if periodic_due {
-            next_periodic = Some(
-                std::time::Instant::now() + Duration::from_secs(interval) + jitter(interval),
-            );
+            next_periodic =
+                Some(std::time::Instant::now() + Duration::from_secs(interval) + jitter(interval));
         }
         let mut wait = next_periodic
             .map(|t| t.saturating_duration_since(std::time::Instant::now()))
