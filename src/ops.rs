@@ -698,12 +698,14 @@ mod tests {
             .map(name)
             .collect();
         // Every change to which names need certificates, or to whether and
-        // how they can be ordered (issue 10): `system-set` only with `--dns`,
-        // `import` only for a root (`--kind root`, or `auto`).
+        // how they can be ordered (issue 10): `system-set` only with `--dns`
+        // or `--admin-email` (the account contact, issue 11), `import` only
+        // for a root (`--kind root`, or `auto`).
         let expected = [
             "tenant-add",
             "tenant-remove",
             "tenant-set",
+            "system-set",
             "system-set",
             "import",
             "import",
@@ -718,7 +720,7 @@ mod tests {
         ];
         assert_eq!(wakes, expected);
         assert!(
-            !Command::SystemSet {
+            Command::SystemSet {
                 dns: None,
                 admin_email: Some("a@b.c".into()),
                 default_cert: None
@@ -726,6 +728,35 @@ mod tests {
             .effect()
             .wakes_renewal
         );
+        assert!(
+            !Command::SystemSet {
+                dns: None,
+                admin_email: None,
+                default_cert: Some("none".into())
+            }
+            .effect()
+            .wakes_renewal
+        );
+        // Changes that can cure a failed order end the back-offs (issue 11);
+        // each also wakes the loop.
+        let cures: Vec<String> = every_command()
+            .iter()
+            .filter(|c| c.cures_failures())
+            .inspect(|c| assert!(c.effect().wakes_renewal, "{}", name(c)))
+            .map(name)
+            .collect();
+        let expected = [
+            "tenant-set",
+            "import",
+            "import",
+            "roots-delete",
+            "roots-reset",
+            "acme-set",
+            "dns-add",
+            "dns-remove",
+            "dns-set",
+        ];
+        assert_eq!(cures, expected);
     }
 
     #[test]

@@ -35,8 +35,8 @@
 //! | GET | `/api/resolve` | `resolve [SNI]` | `?sni=NAME` (omit: a client without SNI) | `{"sni","id","match","tenant"}` |
 //! | GET | `/api/stir-shaken/select` | `stir-shaken select` | `?tenant=NAME` | `{"id","match"}` |
 //! | POST | `/api/admin/password` | `admin password` | `{"password":"..."}` | `{"ok":true}` |
-//! | GET | `/api/acme` | `acme show` | | `{"directory","email","contact","enabled","challenge","eab_kid","eab_hmac","check_interval","account"}` |
-//! | POST | `/api/acme` | `acme set` | `{"directory","email","enabled","challenge","eab_kid","eab_hmac","check_interval"}`, each optional | `{"ok":true}` |
+//! | GET | `/api/acme` | `acme show` | | `{"directory","email","contact","enabled","challenge","eab_kid","eab_hmac","check_interval","profile","account"}` |
+//! | POST | `/api/acme` | `acme set` | `{"directory","email","enabled","challenge","eab_kid","eab_hmac","check_interval","profile"}`, each optional | `{"ok":true}` |
 //! | GET | `/api/acme/status` | `acme status` | | `[{"key","tenant","names","state","cert_id","not_after","last_error","failures","last_attempt","next_attempt"}]` |
 //! | POST | `/api/certs/{id}/reissue` | `cert reissue ID` | | `{"ok":true,"key","names"}` |
 //! | GET | `/api/dns` | `dns list` | | `[{"name","provider","zone",...}]` (secrets masked) |
