@@ -48,7 +48,7 @@ use std::process::Child;
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use fault_peers::ok;
+use fault_peers::{ok, status_of};
 use serde_json::Value;
 
 /// The peers instance of this binary (`target/acme-peers-sched`).
@@ -167,17 +167,6 @@ impl Drop for Daemon {
     }
 }
 
-/// `acme status` entry of `key`.
-fn status_of(d: &Path, key: &str) -> Value {
-    ok(d, &["acme", "status"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["key"] == key)
-        .cloned()
-        .unwrap_or_else(|| panic!("no status for {key}"))
-}
-
 fn unix(rfc3339: &Value) -> i64 {
     pbx_certd::clock::parse_rfc3339(rfc3339.as_str().expect("a time"))
         .unwrap_or_else(|| panic!("not RFC 3339: {rfc3339}"))
@@ -204,18 +193,34 @@ fn acme_certs_for(d: &Path, name: &str) -> Vec<Value> {
         .collect()
 }
 
+/// A fresh data dir with the daemon running on it, pebble's issuing root
+/// imported (and the CA of pebble's HTTPS listener when `trust_https`), and
+/// the tenant `tenant` with the name `TENANT.ZONE` (returned).
+fn running(
+    env: &HashMap<String, String>,
+    tenant: &str,
+    trust_https: bool,
+) -> (tempfile::TempDir, Daemon, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let name = format!("{tenant}.{}", env["DNS_ZONE"]);
+    let daemon = Daemon::start(d, env);
+    import_root(d, "pebble-root.pem", &fault_peers::pebble_root(env));
+    if trust_https {
+        let ca = std::fs::read_to_string(&env["ACME_CA_FILE"]).unwrap();
+        import_root(d, "pebble-https-ca.pem", &ca);
+    }
+    ok(d, &["tenant", "add", tenant, "--dns", &name]);
+    (dir, daemon, name)
+}
+
 #[test]
 fn a_failed_order_is_retried_when_status_says_and_a_cure_retries_at_once() {
     let Some((_lock, env)) = peers() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let name = format!("sched.{}", env["DNS_ZONE"]);
-    let mut daemon = Daemon::start(d, &env);
-
     // Pebble's issuing root, but NOT the CA of its HTTPS listener: every
     // order fails with tls-failed.
-    import_root(d, "pebble-root.pem", &fault_peers::pebble_root(&env));
-    ok(d, &["tenant", "add", "sched", "--dns", &name]);
+    let (dir, mut daemon, name) = running(&env, "sched", false);
+    let d = dir.path();
     let from = daemon.mark();
     fault_peers::enable_acme(d, &env);
     let failed = format!("order for {name} failed [tls-failed]");
@@ -269,14 +274,8 @@ fn a_failed_order_is_retried_when_status_says_and_a_cure_retries_at_once() {
 #[test]
 fn the_account_contact_follows_acme_email_and_the_admin_email() {
     let Some((_lock, env)) = peers() else { return };
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, mut daemon, name) = running(&env, "contact", true);
     let d = dir.path();
-    let name = format!("contact.{}", env["DNS_ZONE"]);
-    let mut daemon = Daemon::start(d, &env);
-    import_root(d, "pebble-root.pem", &fault_peers::pebble_root(&env));
-    let ca = std::fs::read_to_string(&env["ACME_CA_FILE"]).unwrap();
-    import_root(d, "pebble-https-ca.pem", &ca);
-    ok(d, &["tenant", "add", "contact", "--dns", &name]);
     let from = daemon.mark();
     // Registers the account (contact admin@pbx.test) and orders.
     fault_peers::enable_acme(d, &env);
@@ -382,10 +381,6 @@ fn profiles_stand_in(pebble_dir: Value) -> (String, String, Arc<Mutex<Vec<Value>
 #[test]
 fn a_profile_is_sent_only_when_the_directory_lists_it() {
     let Some((_lock, env)) = peers() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let name = format!("profile.{}", env["DNS_ZONE"]);
-    let ca = std::fs::read_to_string(&env["ACME_CA_FILE"]).unwrap();
     let out = std::process::Command::new("curl")
         .args(["-sf", "--cacert", &env["ACME_CA_FILE"]])
         .arg(&env["ACME_DIRECTORY_URL"])
@@ -395,11 +390,9 @@ fn a_profile_is_sent_only_when_the_directory_lists_it() {
     let (stand_in, stand_in_ca, orders) =
         profiles_stand_in(serde_json::from_slice(&out.stdout).unwrap());
 
-    let mut daemon = Daemon::start(d, &env);
-    import_root(d, "pebble-root.pem", &fault_peers::pebble_root(&env));
-    import_root(d, "pebble-https-ca.pem", &ca);
+    let (dir, mut daemon, name) = running(&env, "profile", true);
+    let d = dir.path();
     import_root(d, "stand-in-ca.pem", &stand_in_ca);
-    ok(d, &["tenant", "add", "profile", "--dns", &name]);
     // A profile the directory does not list: a named error, no newOrder.
     let from = daemon.mark();
     ok(
