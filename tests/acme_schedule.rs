@@ -234,6 +234,7 @@ fn a_failed_order_is_retried_when_status_says_and_a_cure_retries_at_once() {
     let from = daemon.mark();
     let ordering = format!("ACME: ordering a certificate for {name}");
     let (at, _) = daemon.wait_for(from, &ordering);
+    eprintln!("retry logged at {at:.2}; acme status said {shown}");
     assert!(
         (at - shown as f64).abs() <= 2.0,
         "the retry came at {at:.1}, acme status said {shown} ({})",
