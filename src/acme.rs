@@ -21,7 +21,8 @@ use crate::clock;
 use crate::error::Error;
 use crate::limits::{
     ACME_DEFAULT_CHECK_INTERVAL_SECS, ACME_DEFAULT_DIRECTORY, ACME_MAX_CHECK_INTERVAL_SECS,
-    ACME_MAX_ERROR_LEN, ACME_MIN_CHECK_INTERVAL_SECS, ACME_RENEW_FRACTION,
+    ACME_MAX_ERROR_LEN, ACME_MAX_PROFILE_LEN, ACME_MIN_CHECK_INTERVAL_SECS, ACME_RENEW_FRACTION,
+    ACME_SHORT_LIVED_SECS, ACME_SHORT_RENEW_FRACTION,
 };
 use crate::model::ChallengeChoice;
 use crate::model::Source;
@@ -57,6 +58,10 @@ pub struct AcmeSettings {
     pub eab: Option<Eab>,
     /// Seconds between renewal checks.
     pub check_interval: u64,
+    /// ACME profile (draft-ietf-acme-profiles) named in every newOrder;
+    /// `None`: the CA's default. Sent only when the directory lists it.
+    #[serde(default)]
+    pub profile: Option<String>,
 }
 
 impl Default for AcmeSettings {
@@ -68,6 +73,7 @@ impl Default for AcmeSettings {
             challenge: ChallengeChoice::Auto,
             eab: None,
             check_interval: ACME_DEFAULT_CHECK_INTERVAL_SECS,
+            profile: None,
         }
     }
 }
@@ -91,6 +97,8 @@ pub struct AcmeChange {
     pub eab_hmac: Option<String>,
     /// Seconds between checks.
     pub check_interval: Option<u64>,
+    /// ACME profile name, `none` clears (draft-ietf-acme-profiles).
+    pub profile: Option<String>,
 }
 
 /// The stored account: its key (PKCS#8, base64) and, once registered, its URL.
@@ -102,6 +110,11 @@ pub struct StoredAccount {
     pub key_pkcs8: String,
     /// Account URL (RFC 8555 §7.3), when registered.
     pub id: Option<String>,
+    /// The contact URLs the CA has for this account (sent at registration
+    /// or by the last account update, RFC 8555 §7.3.2); `None`: unknown
+    /// (an account stored before this was kept), so an update is sent.
+    #[serde(default)]
+    pub contact: Option<Vec<String>>,
 }
 
 /// The outcome of the last attempt for a name set.
@@ -254,6 +267,8 @@ pub struct Target {
     pub challenge: Option<ChallengeChoice>,
     /// Key type of the certificate (P-256 unless the tenant chose RSA).
     pub key_type: crate::model::KeyType,
+    /// The name set's own ACME profile; `None` follows `acme set --profile`.
+    pub profile: Option<String>,
 }
 
 impl Target {
@@ -376,6 +391,9 @@ pub fn set(store: &Store, change: &AcmeChange) -> Result<AcmeSettings, Error> {
         }
         s.check_interval = secs;
     }
+    if let Some(p) = &change.profile {
+        s.profile = parse_profile(p, "--profile")?;
+    }
     let old = settings(store)?;
     let mut batch = Batch::default();
     batch.put_setting(SETTING_ACME, &serde_json::to_vec(&s).unwrap_or_default());
@@ -405,6 +423,7 @@ pub fn show(store: &Store) -> Result<AcmeView, Error> {
         eab_kid: s.eab.as_ref().map(|e| e.kid.clone()),
         eab_hmac: s.eab.as_ref().map(|_| "********".to_owned()),
         check_interval: s.check_interval,
+        profile: s.profile,
         account: match account_record {
             Some(StoredAccount { id: Some(id), .. }) => account("registered", Some(id)),
             Some(_) => account("key-only", None),
@@ -432,6 +451,8 @@ pub struct AcmeView {
     pub eab_hmac: Option<String>,
     /// Seconds between renewal checks.
     pub check_interval: u64,
+    /// The ACME profile asked for in every order (`None`: the CA's default).
+    pub profile: Option<String>,
     /// The account at this directory.
     pub account: AccountView,
 }
@@ -525,6 +546,7 @@ pub fn targets(store: &Store) -> Result<Vec<Target>, Error> {
                 names,
                 challenge: None,
                 key_type: crate::model::KeyType::P256,
+                profile: None,
             });
         }
     }
@@ -542,6 +564,7 @@ pub fn targets(store: &Store) -> Result<Vec<Target>, Error> {
                 names,
                 challenge: t.acme_challenge,
                 key_type: t.acme_key_type.unwrap_or(crate::model::KeyType::P256),
+                profile: t.acme_profile.clone(),
             });
         }
     }
@@ -563,14 +586,100 @@ pub fn current_cert(store: &Store, target: &Target) -> Result<Option<CertRecord>
         .max_by_key(|c| c.not_after))
 }
 
-/// Renewal due: no certificate, or less than 1/3 of its lifetime left.
+/// When a certificate is renewed by the lifetime rule: when less than 1/3
+/// of its lifetime is left, or 1/2 for certificates living under 10 days
+/// (short-lived profiles).
+pub fn renew_time(c: &CertRecord) -> i64 {
+    let life = (c.not_after - c.not_before).max(0);
+    let fraction = if life < ACME_SHORT_LIVED_SECS {
+        ACME_SHORT_RENEW_FRACTION
+    } else {
+        ACME_RENEW_FRACTION
+    };
+    c.not_after - life / fraction
+}
+
+/// Renewal due by the lifetime rule: no certificate, or `renew_time` reached.
 pub fn due(cert: Option<&CertRecord>, now: i64) -> bool {
-    match cert {
-        None => true,
+    cert.is_none_or(|c| now >= renew_time(c))
+}
+
+/// The one clock of the renewal loop: the Unix time at which the next order
+/// for a name set is made (`i64::MIN`: at once). The renewal time (the ARI
+/// pick for the current certificate, else `renew_time`; at once without a
+/// certificate or when forced), but not before the back-off of a failure.
+/// The loop orders when `now >= attempt_at`, sleeps until the earliest
+/// `attempt_at`, and `acme status` shows it as `next_attempt`.
+pub fn attempt_at(st: &SetStatus, cert: Option<&CertRecord>) -> i64 {
+    let renew = match cert {
+        _ if st.force => st.next_attempt.unwrap_or(i64::MIN),
+        None => i64::MIN,
         Some(c) => {
-            let life = (c.not_after - c.not_before).max(0);
-            now >= c.not_after - life / ACME_RENEW_FRACTION
+            let ari = st
+                .ari
+                .filter(|_| st.ari_cert.as_deref() == Some(c.id.as_str()))
+                .map_or(i64::MAX, |a| a.at);
+            renew_time(c).min(ari)
         }
+    };
+    match st.next_attempt {
+        Some(n) if st.failures > 0 => renew.max(n),
+        _ => renew,
+    }
+}
+
+/// The earliest `attempt_at` over all name sets (`None`: no name sets).
+pub fn next_due(store: &Store) -> Result<Option<i64>, Error> {
+    let mut earliest = None;
+    for t in targets(store)? {
+        let st = status(store, &t.key)?;
+        let at = attempt_at(&st, current_cert(store, &t)?.as_ref());
+        earliest = Some(earliest.map_or(at, |e: i64| e.min(at)));
+    }
+    Ok(earliest)
+}
+
+/// A change that can cure failures happened (Root CA list, DNS provider,
+/// ACME or tenant settings): the back-off of every failed name set ends now,
+/// except where the CA itself asked to wait (`rate-limited`, RFC 8555 §6.6).
+/// Simplest honest rule: all failed sets, not only those the change could
+/// cure (telling which could is guessing). Returns how many were cleared.
+pub fn clear_backoffs(store: &Store) -> Result<usize, Error> {
+    let now = clock::now();
+    let mut cleared = 0;
+    for t in targets(store)? {
+        let mut st = status(store, &t.key)?;
+        let rate_limited = st
+            .last_error
+            .as_ref()
+            .is_some_and(|e| e.code == "rate-limited");
+        if st.failures > 0 && !rate_limited && st.next_attempt.is_some_and(|n| n > now) {
+            st.next_attempt = Some(now);
+            put_status(store, &t.key, &st)?;
+            cleared += 1;
+        }
+    }
+    Ok(cleared)
+}
+
+/// A profile name as `acme set --profile` / `tenant set --acme-profile`
+/// take it: `none` (or `default`, or empty) clears it.
+pub fn parse_profile(raw: &str, what: &str) -> Result<Option<String>, Error> {
+    match raw {
+        "none" | "default" | "" => Ok(None),
+        p if p.len() <= ACME_MAX_PROFILE_LEN
+            && p
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) =>
+        {
+            Ok(Some(p.to_owned()))
+        }
+        _ => Err(bad(
+            what,
+            format!(
+                "a profile name is 1 to {ACME_MAX_PROFILE_LEN} letters, digits, '-', '_' or '.' (or none)"
+            ),
+        )),
     }
 }
 
@@ -614,14 +723,8 @@ pub fn status_report(store: &Store) -> Result<Vec<StatusRow>, Error> {
         } else {
             "pending"
         };
-        let next = match (&cert, st.next_attempt) {
-            (_, Some(n)) if st.failures > 0 || st.force => Some(n),
-            (Some(c), _) => Some(
-                (c.not_after - (c.not_after - c.not_before).max(0) / ACME_RENEW_FRACTION)
-                    .min(ari_due.unwrap_or(i64::MAX)),
-            ),
-            (None, n) => n,
-        };
+        // The loop's own clock (`attempt_at`); `null`: at the next pass.
+        let next = Some(attempt_at(&st, cert.as_ref())).filter(|&at| at != i64::MIN);
         out.push(StatusRow {
             key: t.key,
             tenant: t.tenant,
@@ -716,10 +819,103 @@ mod tests {
             key_id: String::new(),
             seq: 0,
         };
-        let c = rec(0, 90);
-        assert!(!due(Some(&c), 59));
-        assert!(due(Some(&c), 60));
+        let day = crate::clock::DAY;
+        let c = rec(0, 90 * day);
+        assert!(!due(Some(&c), 60 * day - 1));
+        assert!(due(Some(&c), 60 * day));
         assert!(due(None, 0));
+        // Short-lived (6 days, under 10): renewed at half the lifetime.
+        let short = rec(0, 6 * day);
+        assert_eq!(renew_time(&short), 3 * day);
+        assert!(!due(Some(&short), 3 * day - 1));
+        assert!(due(Some(&short), 3 * day));
+    }
+
+    #[test]
+    fn the_next_attempt_is_the_renewal_time_but_not_before_the_back_off() {
+        let day = crate::clock::DAY;
+        let c = CertRecord {
+            id: "c1".into(),
+            kind: Kind::Server,
+            tenant: None,
+            names: vec![],
+            subject: String::new(),
+            issuer: String::new(),
+            not_before: 0,
+            not_after: 90 * day,
+            source: Source::Acme,
+            key_type: String::new(),
+            key_id: String::new(),
+            seq: 0,
+        };
+        let mut st = SetStatus::default();
+        assert_eq!(attempt_at(&st, None), i64::MIN, "no certificate: at once");
+        assert_eq!(attempt_at(&st, Some(&c)), 60 * day);
+        st.ari = Some(AriChoice {
+            start: day,
+            end: 2 * day,
+            at: day + 5,
+        });
+        assert_eq!(attempt_at(&st, Some(&c)), 60 * day, "ARI of another cert");
+        st.ari_cert = Some("c1".into());
+        assert_eq!(attempt_at(&st, Some(&c)), day + 5, "ARI pick wins");
+        st.failures = 2;
+        st.next_attempt = Some(day + 100);
+        assert_eq!(attempt_at(&st, Some(&c)), day + 100, "back-off");
+        assert_eq!(attempt_at(&st, None), day + 100, "back-off without cert");
+        st.failures = 0;
+        assert_eq!(
+            attempt_at(&st, Some(&c)),
+            day + 5,
+            "no failure: no back-off"
+        );
+    }
+
+    #[test]
+    fn a_cure_clears_back_offs_but_not_rate_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::ops::open_store(dir.path()).unwrap();
+        crate::ops::execute(
+            &store,
+            &crate::ops::Command::SystemSet {
+                dns: Some("sys.example.com".into()),
+                admin_email: None,
+                default_cert: None,
+            },
+        )
+        .unwrap();
+        let later = clock::now() + 3600;
+        let failed = |code: &str| SetStatus {
+            state: "failed".into(),
+            failures: 1,
+            next_attempt: Some(later),
+            last_error: Some(ErrorInfo {
+                code: code.into(),
+                message: String::new(),
+            }),
+            ..SetStatus::default()
+        };
+        put_status(&store, "system", &failed("rate-limited")).unwrap();
+        assert_eq!(clear_backoffs(&store).unwrap(), 0);
+        assert_eq!(status(&store, "system").unwrap().next_attempt, Some(later));
+        put_status(&store, "system", &failed("tls-failed")).unwrap();
+        assert_eq!(clear_backoffs(&store).unwrap(), 1);
+        let st = status(&store, "system").unwrap();
+        assert!(st.next_attempt.unwrap() <= clock::now());
+        assert_eq!(st.failures, 1, "the failure count stays");
+        assert!(next_due(&store).unwrap().unwrap() <= clock::now());
+    }
+
+    #[test]
+    fn profile_names_are_checked() {
+        assert_eq!(parse_profile("none", "x").unwrap(), None);
+        assert_eq!(parse_profile("default", "x").unwrap(), None);
+        assert_eq!(
+            parse_profile("shortlived", "x").unwrap().as_deref(),
+            Some("shortlived")
+        );
+        assert!(parse_profile("a b", "x").is_err());
+        assert!(parse_profile(&"a".repeat(ACME_MAX_PROFILE_LEN + 1), "x").is_err());
     }
 
     #[test]

@@ -159,6 +159,9 @@ pub enum TenantCmd {
         /// p256, rsa2048 or default (P-256).
         #[arg(long)]
         acme_key_type: Option<String>,
+        /// ACME profile name, or default (follows `acme set --profile`).
+        #[arg(long)]
+        acme_profile: Option<String>,
     },
 }
 
@@ -231,6 +234,10 @@ pub enum AcmeCmd {
         /// Seconds between renewal checks (1 to 86400; default 21600).
         #[arg(long)]
         check_interval: Option<u64>,
+        /// ACME profile named in orders (e.g. classic, tlsserver, shortlived;
+        /// `none`: the CA's default). Only when the CA's directory lists it.
+        #[arg(long)]
+        profile: Option<String>,
     },
     /// Settings and account state.
     Show,
@@ -467,11 +474,13 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
                     name,
                     acme_challenge,
                     acme_key_type,
+                    acme_profile,
                 },
         } => Command::TenantSet {
             name,
             acme_challenge: acme_challenge.as_deref().map(ops::parse_word).transpose()?,
             acme_key_type: acme_key_type.as_deref().map(ops::parse_word).transpose()?,
+            acme_profile,
         },
         Cmd::System {
             command:
@@ -513,6 +522,7 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
                     eab_kid,
                     eab_hmac,
                     check_interval,
+                    profile,
                 },
         } => Command::AcmeSet(crate::acme::AcmeChange {
             directory,
@@ -522,6 +532,7 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
             eab_kid,
             eab_hmac,
             check_interval,
+            profile,
         }),
         Cmd::Acme {
             command: AcmeCmd::Show,

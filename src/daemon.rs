@@ -6,7 +6,8 @@
 //! published as a new immutable snapshot that the next handshake reads.
 //!
 //! What must hold: writes are serialised by `write_lock` (which commands
-//! write, rebuild and wake comes from `Command::effect` alone); a snapshot is
+//! write, rebuild and wake comes from `Command::effect` alone, which end
+//! ACME back-offs from `Command::cures_failures`); a snapshot is
 //! swapped in only after its change committed; readers never block writers
 //! (arc-swap), and the handshake path never touches the store.
 
@@ -77,6 +78,17 @@ impl Shared {
         }
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         let value = ops::execute(&self.store, command)?;
+        // A change that can cure failures ends the back-offs before the
+        // loop re-plans (issue 11: a root import retries at once).
+        if command.cures_failures() {
+            match crate::acme::clear_backoffs(&self.store) {
+                Ok(0) => {}
+                Ok(n) => log::info!(
+                    "ACME: a change that may cure earlier failures: {n} name set(s) retried now"
+                ),
+                Err(e) => log::warn!("ACME: cannot end the back-offs: {e}"),
+            }
+        }
         // Committed: the loop is woken even if the rebuild below fails.
         if effect.wakes_renewal {
             self.wake_acme();

@@ -431,3 +431,22 @@ pub const LEASE_CAS_ATTEMPTS: usize = 4;
 /// Longest e-mail address accepted (admin e-mail, ACME contact): the SMTP
 /// path limit of RFC 5321 §4.5.3.1.3 (256 with the angle brackets).
 pub const MAX_EMAIL_LEN: usize = 254;
+
+// ACME scheduler, account sync and profiles (issue 11, task S).
+
+/// Certificates living less than this are renewed at 1/2 of their lifetime
+/// instead of 1/3 (short-lived profiles, e.g. 6 days: a day or two of retries
+/// is too little margin for an outage).
+pub const ACME_SHORT_LIVED_SECS: i64 = 10 * 86_400;
+
+/// Renew short-lived certificates when less than 1/N of the lifetime is left.
+pub const ACME_SHORT_RENEW_FRACTION: i64 = 2;
+
+/// Shortest sleep of the renewal loop when a name set is still due right
+/// after a pass (its lease is held elsewhere, or the store failed): keeps
+/// such a set from turning the loop into a busy loop.
+pub const ACME_MIN_RESCHEDULE_SECS: u64 = 10;
+
+/// Longest ACME profile name accepted (Let's Encrypt's are under 16 bytes;
+/// draft-ietf-acme-profiles sets no limit, this bounds the stored setting).
+pub const ACME_MAX_PROFILE_LEN: usize = 64;

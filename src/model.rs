@@ -70,6 +70,10 @@ pub struct Tenant {
     /// default (P-256).
     #[serde(default)]
     pub acme_key_type: Option<KeyType>,
+    /// ACME profile of this tenant's orders (draft-ietf-acme-profiles);
+    /// `None` follows `acme set --profile`.
+    #[serde(default)]
+    pub acme_profile: Option<String>,
 }
 
 /// System-wide settings.

@@ -41,6 +41,8 @@ pub enum Command {
         acme_challenge: Option<Override<ChallengeChoice>>,
         #[serde(default)]
         acme_key_type: Option<Override<KeyType>>,
+        #[serde(default)]
+        acme_profile: Option<String>,
     },
     /// `system set`
     SystemSet {
@@ -228,9 +230,13 @@ impl Command {
             // A tenant's challenge or key type: how its names are ordered.
             Command::TenantSet { .. } => Effect::RENEWAL,
             // The system name (`--dns`) is served and needs certificates;
-            // the admin e-mail and default certificate change no order.
-            Command::SystemSet { dns, .. } => Effect {
-                wakes_renewal: dns.is_some(),
+            // the admin e-mail is the ACME account's contact unless `acme
+            // set --email` (an account update, RFC 8555 §7.3.2); the default
+            // certificate changes no order.
+            Command::SystemSet {
+                dns, admin_email, ..
+            } => Effect {
+                wakes_renewal: dns.is_some() || admin_email.is_some(),
                 ..Effect::SERVING
             },
             // A root (`--kind root`, or `auto` that may classify as one) can
@@ -252,6 +258,27 @@ impl Command {
                 Effect::RENEWAL
             }
             Command::AdminPassword { .. } | Command::Csr { .. } | Command::CaInit => Effect::WRITE,
+        }
+    }
+}
+
+impl Command {
+    /// Can this change cure a failed ACME order (so the back-offs end at
+    /// once, `acme::clear_backoffs`)? The Root CA list (the CA's HTTPS
+    /// becomes trusted), DNS providers (DNS-01 becomes possible), the ACME
+    /// settings and a tenant's challenge or key type. Implies
+    /// `effect().wakes_renewal`.
+    pub fn cures_failures(&self) -> bool {
+        match self {
+            Command::Import { kind, .. } => matches!(kind, KindRequest::Root | KindRequest::Auto),
+            Command::RootsDelete { .. }
+            | Command::RootsReset
+            | Command::AcmeSet(_)
+            | Command::TenantSet { .. }
+            | Command::DnsAdd { .. }
+            | Command::DnsRemove { .. }
+            | Command::DnsSet { .. } => true,
+            _ => false,
         }
     }
 }
@@ -468,11 +495,13 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
             name,
             acme_challenge,
             acme_key_type,
+            acme_profile,
         } => Reply::Tenant(tenant::TenantView::of(&tenant::set(
             store,
             name,
             *acme_challenge,
             *acme_key_type,
+            acme_profile.as_deref(),
         )?)),
         Command::TenantRemove { name } => {
             tenant::remove(store, name)?;
@@ -641,6 +670,7 @@ mod tests {
                 name: s(),
                 acme_challenge: None,
                 acme_key_type: None,
+                acme_profile: None,
             },
             Command::SystemSet {
                 dns: Some(s()),
@@ -800,6 +830,7 @@ mod tests {
                     name: "t".into(),
                     acme_challenge: Some(Override::Set(ChallengeChoice::Dns01)),
                     acme_key_type: None,
+                    acme_profile: None,
                 },
                 Command::TenantRemove { .. } => Command::TenantRemove { name: "u".into() },
                 other => other,
@@ -866,12 +897,14 @@ mod tests {
             .map(name)
             .collect();
         // Every change to which names need certificates, or to whether and
-        // how they can be ordered (issue 10): `system-set` only with `--dns`,
-        // `import` only for a root (`--kind root`, or `auto`).
+        // how they can be ordered (issue 10): `system-set` only with `--dns`
+        // or `--admin-email` (the account contact, issue 11), `import` only
+        // for a root (`--kind root`, or `auto`).
         let expected = [
             "tenant-add",
             "tenant-remove",
             "tenant-set",
+            "system-set",
             "system-set",
             "import",
             "import",
@@ -886,7 +919,7 @@ mod tests {
         ];
         assert_eq!(wakes, expected);
         assert!(
-            !Command::SystemSet {
+            Command::SystemSet {
                 dns: None,
                 admin_email: Some("a@b.c".into()),
                 default_cert: None
@@ -894,6 +927,35 @@ mod tests {
             .effect()
             .wakes_renewal
         );
+        assert!(
+            !Command::SystemSet {
+                dns: None,
+                admin_email: None,
+                default_cert: Some("none".into())
+            }
+            .effect()
+            .wakes_renewal
+        );
+        // Changes that can cure a failed order end the back-offs (issue 11);
+        // each also wakes the loop.
+        let cures: Vec<String> = every_command()
+            .iter()
+            .filter(|c| c.cures_failures())
+            .inspect(|c| assert!(c.effect().wakes_renewal, "{}", name(c)))
+            .map(name)
+            .collect();
+        let expected = [
+            "tenant-set",
+            "import",
+            "import",
+            "roots-delete",
+            "roots-reset",
+            "acme-set",
+            "dns-add",
+            "dns-remove",
+            "dns-set",
+        ];
+        assert_eq!(cures, expected);
     }
 
     #[test]

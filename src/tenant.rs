@@ -103,14 +103,19 @@ pub fn remove(store: &Store, name: &str) -> Result<(), Error> {
 
 /// `tenant set NAME [--acme-challenge C] [--acme-key-type K]`: the tenant's
 /// ACME options; `None` leaves one as it is, `Override::Default` follows the
-/// global setting (`acme set --challenge`; P-256 for the key type). The
+/// global setting (`acme set --challenge`; P-256 for the key type; `acme
+/// set --profile` for the profile, given as a word: `default` or a name). The
 /// words were parsed at the input (`model::Override`'s one `FromStr`).
 pub fn set(
     store: &Store,
     name: &str,
     acme_challenge: Option<Override<ChallengeChoice>>,
     acme_key_type: Option<Override<KeyType>>,
+    acme_profile: Option<&str>,
 ) -> Result<Tenant, Error> {
+    let profile = acme_profile
+        .map(|p| crate::acme::parse_profile(p, "--acme-profile"))
+        .transpose()?;
     let challenge = acme_challenge.map(Override::into_option);
     let key_type = acme_key_type.map(Override::into_option);
     let mut tenant = store
@@ -121,6 +126,9 @@ pub fn set(
     }
     if let Some(k) = key_type {
         tenant.acme_key_type = k;
+    }
+    if let Some(p) = profile {
+        tenant.acme_profile = p;
     }
     let mut batch = Batch::default();
     batch.put_tenant(&tenant);
@@ -140,6 +148,8 @@ pub struct TenantView {
     pub acme_challenge: Override<ChallengeChoice>,
     /// `default` or the tenant's key type.
     pub acme_key_type: Override<KeyType>,
+    /// `default` or the tenant's ACME profile.
+    pub acme_profile: String,
 }
 
 impl TenantView {
@@ -150,6 +160,7 @@ impl TenantView {
             dns: t.dns.clone(),
             acme_challenge: t.acme_challenge.map_or(Override::Default, Override::Set),
             acme_key_type: t.acme_key_type.map_or(Override::Default, Override::Set),
+            acme_profile: t.acme_profile.clone().unwrap_or_else(|| "default".to_owned()),
         }
     }
 }

@@ -27,7 +27,7 @@ mod accept_any;
 #[path = "common/fault_peers.rs"]
 mod fault_peers;
 
-use fault_peers::{enable_acme, ok};
+use fault_peers::{enable_acme, ok, status_of};
 #[path = "common/serve.rs"]
 mod serve;
 #[path = "common/skip.rs"]
@@ -148,17 +148,6 @@ fn token_of(line: &str) -> String {
         .unwrap()
         .trim_end_matches(')')
         .to_owned()
-}
-
-/// `acme status --json` entry for `key`.
-fn status_of(dir: &Path, key: &str) -> serde_json::Value {
-    ok(dir, &["acme", "status"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["key"] == key)
-        .cloned()
-        .unwrap_or_else(|| panic!("no status for {key}"))
 }
 
 /// A fresh data dir with the daemon running on it (nothing configured yet):

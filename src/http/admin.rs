@@ -224,6 +224,7 @@ pub fn acme_change(form: &Form, stored_kid: Option<&str>) -> Result<AcmeChange, 
         eab_kid,
         eab_hmac,
         check_interval,
+        ..AcmeChange::default()
     })
 }
 

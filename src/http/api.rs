@@ -35,8 +35,8 @@
 //! | GET | `/api/resolve` | `resolve [SNI]` | `?sni=NAME` (omit: a client without SNI) | `{"sni","id","match","tenant"}` |
 //! | GET | `/api/stir-shaken/select` | `stir-shaken select` | `?tenant=NAME` | `{"id","match"}` |
 //! | POST | `/api/admin/password` | `admin password` | `{"password":"..."}` | `{"ok":true}` |
-//! | GET | `/api/acme` | `acme show` | | `{"directory","email","contact","enabled","challenge","eab_kid","eab_hmac","check_interval","account"}` |
-//! | POST | `/api/acme` | `acme set` | `{"directory","email","enabled","challenge","eab_kid","eab_hmac","check_interval"}`, each optional | `{"ok":true}` |
+//! | GET | `/api/acme` | `acme show` | | `{"directory","email","contact","enabled","challenge","eab_kid","eab_hmac","check_interval","profile","account"}` |
+//! | POST | `/api/acme` | `acme set` | `{"directory","email","enabled","challenge","eab_kid","eab_hmac","check_interval","profile"}`, each optional | `{"ok":true}` |
 //! | GET | `/api/acme/status` | `acme status` | | `[{"key","tenant","names","state","cert_id","not_after","last_error","failures","last_attempt","next_attempt"}]` |
 //! | POST | `/api/certs/{id}/reissue` | `cert reissue ID` | | `{"ok":true,"key","names"}` |
 //! | GET | `/api/dns` | `dns list` | | `[{"name","provider","zone",...}]` (secrets masked) |
@@ -318,6 +318,8 @@ struct TenantSetBody {
     acme_challenge: Option<String>,
     #[serde(default)]
     acme_key_type: Option<String>,
+    #[serde(default)]
+    acme_profile: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -409,6 +411,7 @@ pub fn to_command(route: ApiRoute, body: &[u8]) -> Result<Command, Resp> {
                 name,
                 acme_challenge: word(b.acme_challenge)?,
                 acme_key_type: word(b.acme_key_type)?,
+                acme_profile: b.acme_profile,
             }
         }
         ApiRoute::System => Command::SystemShow,

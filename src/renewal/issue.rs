@@ -180,6 +180,7 @@ async fn login(
                 directory: dir.clone(),
                 key_pkcs8: Base64::encode_string(&bytes),
                 id: None,
+                contact: None,
             };
             blocking(shared, move |s| crate::acme::put_account(s.store(), &pre))
                 .await
@@ -206,13 +207,21 @@ async fn login(
             (account, Base64::encode_string(&bytes))
         }
     };
+    // Registered without contact (instant-acme's `create_from_key` sends
+    // none): the contact goes in an account update (RFC 8555 §7.3.2).
     if !contacts.is_empty() && settings.eab.is_none() {
         nonce_retry!(account.update_contacts(&contacts).await)?;
+        log::info!(
+            "ACME: account {} contact set to {}",
+            account.id(),
+            contacts.join(", ")
+        );
     }
     let record = StoredAccount {
         directory: dir,
         key_pkcs8: key_b64,
         id: Some(account.id().to_owned()),
+        contact: Some(contact.into_iter().collect()),
     };
     blocking(shared, move |s| {
         crate::acme::put_account(s.store(), &record)
@@ -221,6 +230,95 @@ async fn login(
     .map_err(store_err)?;
     log::info!("ACME account {} ready", account.id());
     Ok(account)
+}
+
+/// Keep the CA's copy of the account contact in step with the settings
+/// (`acme set --email`, else `system set --admin-email`): when the stored
+/// account's contact differs from the wanted one, send an account update
+/// (RFC 8555 §7.3.2: a POST to the account URL with the new `contact`
+/// array, which replaces the old one; an empty array removes it) and keep
+/// what was sent. Run by the renewal loop before each pass; a failure is
+/// logged and retried at the next pass (orders do not depend on it).
+pub async fn sync_account(shared: &Arc<Shared>, settings: &AcmeSettings) {
+    if let Err(e) = try_sync_account(shared, settings).await {
+        log::warn!("ACME: account update failed [{}]: {e}", e.code);
+    }
+}
+
+async fn try_sync_account(shared: &Arc<Shared>, settings: &AcmeSettings) -> Result<(), AcmeError> {
+    use base64ct::{Base64, Encoding};
+    let s = settings.clone();
+    let (stored, wanted) = blocking(shared, move |sh| -> Result<_, crate::Error> {
+        let store = sh.store();
+        let account = crate::acme::account(store)?.filter(|a| a.directory == s.directory);
+        let wanted: Vec<String> = crate::acme::contact(&s, &store.system()?)
+            .into_iter()
+            .collect();
+        Ok((account, wanted))
+    })
+    .await
+    .map_err(store_err)?;
+    let Some(mut stored) = stored else {
+        return Ok(()); // registered (with the contact) by the next order
+    };
+    let Some(id) = stored.id.clone() else {
+        return Ok(());
+    };
+    if stored.contact.as_ref() == Some(&wanted) {
+        return Ok(());
+    }
+    let client = blocking(shared, |s| Client::from_store(s.store()))
+        .await
+        .map_err(|e| AcmeError::new(e.code(), e.to_string()))?;
+    let der = Base64::decode_vec(&stored.key_pkcs8).map_err(internal)?;
+    let account = Account::builder_with_http(Box::new(client))
+        .from_parts(
+            id.clone(),
+            PrivatePkcs8KeyDer::from(der),
+            settings.directory.clone(),
+        )
+        .await
+        .map_err(AcmeError::from)?;
+    let contacts: Vec<&str> = wanted.iter().map(String::as_str).collect();
+    nonce_retry!(account.update_contacts(&contacts).await)?;
+    log::info!(
+        "ACME: account {id} updated: contact [{}]",
+        contacts.join(", ")
+    );
+    stored.contact = Some(wanted);
+    blocking(shared, move |s| {
+        crate::acme::put_account(s.store(), &stored)
+    })
+    .await
+    .map_err(store_err)
+}
+
+/// The newOrder of an order: the profile (draft-ietf-acme-profiles) only
+/// when the directory's `meta.profiles` lists it, else `acme-profile-unknown`.
+fn new_order<'a>(
+    account: &Account,
+    identifiers: &'a [Identifier],
+    profile: Option<&'a str>,
+) -> Result<NewOrder<'a>, AcmeError> {
+    let order = NewOrder::new(identifiers);
+    let Some(p) = profile else {
+        return Ok(order);
+    };
+    if account.profiles().any(|m| m.name == p) {
+        return Ok(order.profile(p));
+    }
+    let offered: Vec<&str> = account.profiles().map(|m| m.name).collect();
+    Err(AcmeError::new(
+        "acme-profile-unknown",
+        format!(
+            "the CA does not offer the ACME profile {p:?} (its directory lists: {})",
+            if offered.is_empty() {
+                "none".to_owned()
+            } else {
+                offered.join(", ")
+            }
+        ),
+    ))
 }
 
 /// A challenge answer that must be withdrawn.
@@ -500,19 +598,23 @@ async fn run_order(
     presented: &mut Vec<Presented>,
 ) -> Result<(String, String), AcmeError> {
     let identifiers: Vec<Identifier> = target.names.iter().cloned().map(Identifier::Dns).collect();
+    let profile = target.profile.as_deref().or(settings.profile.as_deref());
     let mut account = login(shared, settings, client, false).await?;
-    let mut order = match nonce_retry!(account.new_order(&NewOrder::new(&identifiers)).await) {
+    let first = new_order(&account, &identifiers, profile)?;
+    let mut order = match nonce_retry!(account.new_order(&first).await) {
         Err(e) if e.code == "account-does-not-exist" => {
             log::info!("ACME: the CA does not know our account; registering the same key again");
             account = login(shared, settings, client, true).await?;
-            nonce_retry!(account.new_order(&NewOrder::new(&identifiers)).await)?
+            let again = new_order(&account, &identifiers, profile)?;
+            nonce_retry!(account.new_order(&again).await)?
         }
         other => other?,
     };
     log::info!(
-        "ACME: order {} for {}",
+        "ACME: order {} for {}{}",
         order.url(),
-        target.names.join(", ")
+        target.names.join(", "),
+        profile.map_or(String::new(), |p| format!(" (profile {p})"))
     );
 
     // Present one challenge per pending authorization.

@@ -1,11 +1,17 @@
 //! The renewal timer of `serve`: checks every name set, orders what is due.
 //!
 //! Why: certificates must stay valid without an admin (issue 5; certmagic
-//! `maintain.go` has the same shape). A check runs every `check_interval`
-//! (default 6 h, at most 24 h) plus jitter, and at once when woken by
-//! `acme set` or `cert reissue`. A set is due when it has no ACME
-//! certificate, when under 1/3 of the lifetime is left, or when forced.
-//! (RFC 9773 ARI windows: not yet; pebble 2.4 has no ARI.)
+//! `maintain.go` has the same shape), and `acme status` must tell the truth
+//! about when the next attempt happens (issue 11). One clock
+//! (`acme::attempt_at`): a set is due when it has no ACME certificate, when
+//! forced, at the CA's ARI pick (RFC 9773), else when under 1/3 of the
+//! lifetime is left (1/2 under 10 days) — never before the end of a
+//! failure's back-off. The loop sleeps until the earliest of the next
+//! periodic check (`check_interval`, default 6 h, plus jitter) and the
+//! earliest due time of any set, and re-plans at once when woken by a
+//! command (`Command::effect`). A change that can cure failures
+//! (`Command::cures_failures`) ends all back-offs first
+//! (`acme::clear_backoffs`, in the daemon's write path).
 //!
 //! What must hold: one loop runs all orders one after the other, so
 //! concurrent triggers for the same names run once; a named lease in the
@@ -26,6 +32,7 @@ use crate::clock;
 use crate::daemon::Shared;
 use crate::limits::{
     ACME_BACKOFF_BASE_SECS, ACME_BACKOFF_MAX_SECS, ACME_JITTER_DIVISOR, ACME_LEASE_SECS,
+    ACME_MIN_RESCHEDULE_SECS,
 };
 
 /// The wait before the next attempt: the back-off, or longer when the CA
@@ -74,28 +81,51 @@ pub fn node_id(data_dir: &std::path::Path) -> String {
 
 /// The renewal loop; runs until the daemon stops. `holder` names this node
 /// in leases (`node_id`).
+///
+/// One clock: after each pass the loop sleeps until the earliest of the next
+/// periodic check (`check_interval` plus jitter) and the earliest
+/// `acme::attempt_at` of any name set (renewal time or end of back-off), or
+/// until woken (`Command::effect`), and then re-plans.
 pub async fn run(shared: Arc<Shared>, listeners: Listeners, holder: String) {
     let wake = shared.acme_wake_receiver();
     // What a daemon stopped mid-order left in DNS zones goes first.
     super::issue::remove_leftover_txt(&shared).await;
+    let mut next_periodic: Option<std::time::Instant> = None;
     loop {
         let settings = {
             let s = shared.clone();
             smol::unblock(move || crate::acme::settings(s.store())).await
         };
-        let interval = match settings {
+        let periodic_due = next_periodic.is_none_or(|t| std::time::Instant::now() >= t);
+        let (interval, enabled) = match settings {
             Ok(settings) => {
                 if settings.enabled {
+                    super::issue::sync_account(&shared, &settings).await;
                     check_once(&shared, &settings, listeners, &holder).await;
                 }
-                settings.check_interval
+                (settings.check_interval, settings.enabled)
             }
             Err(e) => {
                 log::warn!("ACME: cannot read settings: {e}");
-                crate::limits::ACME_DEFAULT_CHECK_INTERVAL_SECS
+                (crate::limits::ACME_DEFAULT_CHECK_INTERVAL_SECS, false)
             }
         };
-        let wait = Duration::from_secs(interval) + jitter(interval);
+        if periodic_due {
+            next_periodic =
+                Some(std::time::Instant::now() + Duration::from_secs(interval) + jitter(interval));
+        }
+        let mut wait = next_periodic
+            .map(|t| t.saturating_duration_since(std::time::Instant::now()))
+            .unwrap_or_default();
+        if enabled {
+            let s = shared.clone();
+            match smol::unblock(move || crate::acme::next_due(s.store())).await {
+                Ok(Some(at)) => wait = wait.min(until(at)),
+                Ok(None) => {}
+                Err(e) => log::warn!("ACME: cannot plan the next attempt: {e}"),
+            }
+        }
+        log::debug!("ACME: next pass in {} ms", wait.as_millis());
         async {
             smol::Timer::after(wait).await;
         }
@@ -103,6 +133,19 @@ pub async fn run(shared: Arc<Shared>, listeners: Listeners, holder: String) {
             let _ = wake.recv().await;
         })
         .await;
+    }
+}
+
+/// The sleep until Unix second `at` (the first instant `clock::now() >= at`
+/// holds); `ACME_MIN_RESCHEDULE_SECS` when `at` has passed (a set still due
+/// right after a pass: its lease is held elsewhere, or the store failed).
+fn until(at: i64) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    match u64::try_from(at) {
+        Ok(at) if Duration::from_secs(at) > now => Duration::from_secs(at) - now,
+        Ok(_) | Err(_) => Duration::from_secs(ACME_MIN_RESCHEDULE_SECS),
     }
 }
 
@@ -206,22 +249,13 @@ async fn refresh_ari(
     .await
 }
 
-/// Is this set due now (and not backing off)?
+/// Is this set due now (`acme::attempt_at`: renewal time reached and not
+/// backing off)?
 fn needs_order(shared: &Shared, target: &Target) -> Result<bool, crate::Error> {
     let store = shared.store();
     let st = crate::acme::status(store, &target.key)?;
     let cert = crate::acme::current_cert(store, target)?;
-    let now = clock::now();
-    if st.force {
-        return Ok(true);
-    }
-    let ari_due = st
-        .ari
-        .is_some_and(|a| now >= a.at && cert.as_ref().map(|c| &c.id) == st.ari_cert.as_ref());
-    if !crate::acme::due(cert.as_ref(), now) && !ari_due {
-        return Ok(false);
-    }
-    Ok(st.next_attempt.is_none_or(|n| n <= now) || st.failures == 0)
+    Ok(clock::now() >= crate::acme::attempt_at(&st, cert.as_ref()))
 }
 
 async fn renew_one(

@@ -200,6 +200,17 @@ pub fn ok(dir: &Path, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&out.1).unwrap()
 }
 
+/// `acme status --json` entry for the name set `key`.
+pub fn status_of(dir: &Path, key: &str) -> serde_json::Value {
+    ok(dir, &["acme", "status"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["key"] == key)
+        .cloned()
+        .unwrap_or_else(|| panic!("no status for {key}"))
+}
+
 /// `acme set` as an admin enables ACME (default check interval): wakes the
 /// renewal loop, which orders for every name set now.
 pub fn enable_acme(d: &Path, env: &HashMap<String, String>) {
