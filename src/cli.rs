@@ -128,6 +128,49 @@ pub enum Cmd {
         #[command(subcommand)]
         command: StirCmd,
     },
+    /// Alert channels: SMTP e-mail to the admin e-mail, signed webhook.
+    Alert {
+        #[command(subcommand)]
+        command: AlertCmd,
+    },
+    /// The open alerts and their delivery state.
+    Alerts,
+}
+
+/// `alert` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AlertCmd {
+    /// Change alert channels ('none' clears a value).
+    Set {
+        /// SMTP submission server HOST:PORT (e.g. mail.example.com:587).
+        #[arg(long)]
+        smtp_server: Option<String>,
+        /// starttls (submission, 587) or implicit (465).
+        #[arg(long, value_parser = ["starttls", "implicit"])]
+        smtp_tls: Option<String>,
+        /// SMTP AUTH user (PLAIN or LOGIN).
+        #[arg(long)]
+        smtp_user: Option<String>,
+        /// SMTP AUTH password ('-' reads one line from stdin).
+        #[arg(long)]
+        smtp_password: Option<String>,
+        /// Sender address [default: the admin e-mail].
+        #[arg(long)]
+        from: Option<String>,
+        /// Webhook URL (https).
+        #[arg(long)]
+        webhook: Option<String>,
+        /// Webhook HMAC-SHA256 secret ('-' reads one line from stdin).
+        #[arg(long)]
+        webhook_secret: Option<String>,
+        /// Renewal failures in a row before an alert [default: 3].
+        #[arg(long)]
+        failures: Option<u32>,
+    },
+    /// Alert settings (secrets masked).
+    Show,
+    /// Send one test alert on every configured channel; report each outcome.
+    Test,
 }
 
 /// `tenant` subcommands.
@@ -566,6 +609,8 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
             command: StirCmd::Select { tenant },
         } => Command::StirShakenSelect { tenant },
         Cmd::Dns { command } => dns_command(command)?,
+        Cmd::Alert { command } => alert_command(command)?,
+        Cmd::Alerts => Command::Alerts,
         Cmd::Csr { names, key_type } => Command::Csr {
             names,
             key_type: match key_type {
@@ -588,6 +633,87 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
             password: read_password()?,
         },
     })
+}
+
+fn alert_command(command: AlertCmd) -> Result<Command, Error> {
+    Ok(match command {
+        AlertCmd::Set {
+            smtp_server,
+            smtp_tls,
+            smtp_user,
+            smtp_password,
+            from,
+            webhook,
+            webhook_secret,
+            failures,
+        } => Command::AlertSet(crate::alert::AlertChange {
+            smtp_server,
+            smtp_tls,
+            smtp_user,
+            smtp_password: smtp_password.map(|p| secret_arg(Some(p))).transpose()?,
+            from,
+            webhook,
+            webhook_secret: webhook_secret.map(|p| secret_arg(Some(p))).transpose()?,
+            failures,
+        }),
+        AlertCmd::Show => Command::AlertShow,
+        AlertCmd::Test => Command::AlertTest,
+    })
+}
+
+/// Text of `alert show`, `alert test` and `alerts`.
+fn render_alert(command: &Command, v: &Value) -> String {
+    let opt = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+    match command {
+        Command::AlertTest => {
+            let mut out = String::new();
+            for (channel, o) in v.as_object().into_iter().flatten() {
+                if o["ok"].as_bool() == Some(true) {
+                    out.push_str(&format!("{channel}: sent\n"));
+                } else {
+                    out.push_str(&format!(
+                        "{channel}: failed [{}] {}\n",
+                        s(&o["code"]),
+                        s(&o["message"])
+                    ));
+                }
+            }
+            out
+        }
+        Command::Alerts => {
+            let mut out = String::new();
+            for a in v.as_array().into_iter().flatten() {
+                let state = |c: &Value| match (c["sent"].as_str(), c["last_error"].as_str()) {
+                    (Some(t), _) => format!("sent {t}"),
+                    (None, Some(e)) => format!("retrying ({e})"),
+                    _ => "-".into(),
+                };
+                out.push_str(&format!(
+                    "{}  {}\n  e-mail: {}  webhook: {}\n",
+                    s(&a["code"]),
+                    s(&a["subject"]),
+                    state(&a["email"]),
+                    state(&a["webhook"])
+                ));
+            }
+            if out.is_empty() {
+                out.push_str("no open alerts\n");
+            }
+            out
+        }
+        _ => format!(
+            "smtp server:    {} ({})\nsmtp user:      {}\nsmtp password:  {}\nfrom:           {}\nto:             {}\nwebhook:        {}\nwebhook secret: {}\nfailures:       {}\n",
+            opt(&v["smtp_server"]),
+            opt(&v["smtp_tls"]),
+            opt(&v["smtp_user"]),
+            opt(&v["smtp_password"]),
+            opt(&v["from"]),
+            opt(&v["to"]),
+            opt(&v["webhook"]),
+            opt(&v["webhook_secret"]),
+            v["failures"]
+        ),
+    }
 }
 
 fn dns_command(command: DnsCmd) -> Result<Command, Error> {
@@ -846,6 +972,9 @@ pub fn render(command: &Command, v: &Value) -> String {
             s(&v["acme_challenge"]),
             s(&v["acme_key_type"])
         ),
+        Command::AlertSet(_) | Command::AlertShow | Command::AlertTest | Command::Alerts => {
+            render_alert(command, v)
+        }
         Command::TenantRemove { .. }
         | Command::AcmeSet(_)
         | Command::DnsAdd { .. }
@@ -869,7 +998,11 @@ enum Ran {
 fn execute(data_dir: &std::path::Path, command: &Command) -> Result<(Value, Ran), Error> {
     match crate::ops::open_store(data_dir) {
         Ok(store) => {
-            let value = ops::execute(&store, command)?;
+            let value = match command {
+                // Sent from here when no daemon runs (it needs the network).
+                Command::AlertTest => smol::block_on(crate::notify::test(&store))?,
+                _ => ops::execute(&store, command)?,
+            };
             Ok((value, Ran::Local(store)))
         }
         Err(crate::store::StoreError::Locked(dir)) => {

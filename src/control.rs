@@ -240,6 +240,11 @@ pub async fn serve_connection(
         command
     });
     let reply = match command {
+        // Needs the network, so not `ops::execute`: sent from here.
+        Ok(Command::AlertTest) => match crate::notify::test(shared.store()).await {
+            Ok(value) => json!({ "ok": value }),
+            Err(e) => e.to_json(),
+        },
         Ok(command) => match shared.execute_async(command).await {
             Ok(value) => json!({ "ok": value }),
             Err(e) => e.to_json(),

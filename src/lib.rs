@@ -14,6 +14,7 @@
 
 pub mod acme;
 pub mod admission;
+pub mod alert;
 pub mod auth;
 pub mod certs;
 pub mod cli;
@@ -32,6 +33,7 @@ pub mod localca;
 pub mod logger;
 pub mod model;
 pub mod names;
+pub mod notify;
 pub mod ops;
 pub mod outbound;
 pub mod pem;

@@ -115,6 +115,14 @@ pub enum Command {
         #[serde(default)]
         check_ns: Option<bool>,
     },
+    /// `alert set --smtp-server … --webhook …`
+    AlertSet(crate::alert::AlertChange),
+    /// `alert show`
+    AlertShow,
+    /// `alert test` (sent by the daemon or the CLI, see `crate::notify::test`)
+    AlertTest,
+    /// `alerts`
+    Alerts,
 }
 
 /// Bytes as a Base64 string in JSON (compact on the control socket).
@@ -222,6 +230,10 @@ impl Command {
             | Command::AcmeStatus
             | Command::DnsList
             | Command::CaShow => Effect::READ,
+            // Alerts: settings only the alert loop reads (it re-reads them
+            // each tick); `alert test` sends but stores nothing.
+            Command::AlertShow | Command::AlertTest | Command::Alerts => Effect::READ,
+            Command::AlertSet(_) => Effect::WRITE,
             // A tenant's names are served (its own certificates, the SNI
             // owner) and need certificates.
             Command::TenantAdd { .. } | Command::TenantRemove { .. } => Effect::SERVING_AND_RENEWAL,
@@ -461,6 +473,12 @@ pub fn execute(store: &Store, command: &Command) -> Result<Value, Error> {
             let (id, matched) = certs::stir_select(store, tenant)?;
             Ok(json!({"id": id, "match": matched.as_str()}))
         }
+        Command::AlertSet(change) => crate::alert::set(store, change),
+        Command::AlertShow => crate::alert::show(store),
+        Command::AlertTest => Err(Error::BadSetting(
+            "`alert test` is sent by the daemon or the CLI (it needs the network)".into(),
+        )),
+        Command::Alerts => crate::alert::list(store),
     }
 }
 
@@ -546,6 +564,10 @@ mod tests {
                 propagation_interval: None,
                 check_ns: None,
             },
+            Command::AlertSet(crate::alert::AlertChange::default()),
+            Command::AlertShow,
+            Command::AlertTest,
+            Command::Alerts,
         ];
         // Every variant is sampled: this exhaustive match (no wildcard) stops
         // compiling when a command is added, and the count catches a variant
@@ -582,9 +604,13 @@ mod tests {
                 Command::CaIssue { .. } => 26,
                 Command::DnsRemove { .. } => 27,
                 Command::DnsSet { .. } => 28,
+                Command::AlertSet(_) => 29,
+                Command::AlertShow => 30,
+                Command::AlertTest => 31,
+                Command::Alerts => 32,
             });
         }
-        assert_eq!(seen.len(), 29, "a command variant has no sample");
+        assert_eq!(seen.len(), 33, "a command variant has no sample");
         samples
     }
 
