@@ -207,7 +207,8 @@ pub fn valid_address(a: &str) -> bool {
                 && domain.contains('.')
                 && !domain.starts_with('.')
                 && !domain.ends_with('.')
-                && a.chars().all(|c| c.is_ascii_graphic() && !"<>()[]\\,;:\"".contains(c))
+                && a.chars()
+                    .all(|c| c.is_ascii_graphic() && !"<>()[]\\,;:\"".contains(c))
                 && a.matches('@').count() == 1
         }
         None => false,
@@ -431,7 +432,10 @@ pub fn evaluate(store: &Store, now: i64) -> Result<Vec<Alert>, Error> {
                 t.names.join(", "),
                 st.failures,
                 match &cert {
-                    Some(c) => format!("; the current certificate expires at {}", clock::rfc3339(c.not_after)),
+                    Some(c) => format!(
+                        "; the current certificate expires at {}",
+                        clock::rfc3339(c.not_after)
+                    ),
                     None => String::new(),
                 }
             ),
@@ -581,8 +585,14 @@ mod tests {
         )
         .unwrap();
         let text = shown.to_string();
-        assert!(!text.contains("hunter2") && !text.contains("s3cret"), "{text}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("s3cret"),
+            "{text}"
+        );
         assert_eq!(shown["smtp_password"], "********");
-        assert_eq!(settings(&store).unwrap().smtp_password.as_deref(), Some("hunter2"));
+        assert_eq!(
+            settings(&store).unwrap().smtp_password.as_deref(),
+            Some("hunter2")
+        );
     }
 }

@@ -1258,7 +1258,10 @@ mod tests {
     fn batch_is_atomic_and_second_open_is_locked() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        assert!(store.roots().unwrap().is_empty(), "the store layer seeds nothing");
+        assert!(
+            store.roots().unwrap().is_empty(),
+            "the store layer seeds nothing"
+        );
         let t = Tenant {
             name: "a".into(),
             dns: vec!["a.example".into()],

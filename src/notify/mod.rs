@@ -155,7 +155,10 @@ pub async fn test(store: &Store) -> Result<Value, Error> {
     };
     let mut out = serde_json::Map::new();
     if s.smtp_server.is_some() {
-        out.insert("email".into(), outcome_json(&send_mail(store, &s, &a).await));
+        out.insert(
+            "email".into(),
+            outcome_json(&send_mail(store, &s, &a).await),
+        );
     }
     if s.webhook.is_some() {
         out.insert(
@@ -247,8 +250,8 @@ pub async fn run(shared: Arc<Shared>) {
             let shared = shared.clone();
             smol::unblock(move || alert::settings(shared.store()).ok()).await
         };
-        let changed = seen.as_ref().is_none_or(|s| !Arc::ptr_eq(s, &snap))
-            || now_channels != channels;
+        let changed =
+            seen.as_ref().is_none_or(|s| !Arc::ptr_eq(s, &snap)) || now_channels != channels;
         channels = now_channels;
         let now = clock::now();
         if changed || now >= next_eval {

@@ -72,7 +72,9 @@ impl core::fmt::Display for SmtpError {
             | SmtpError::Rejected(m)
             | SmtpError::Io(m) => f.write_str(m),
             SmtpError::NoStarttls => f.write_str("the server offers no STARTTLS"),
-            SmtpError::NoAuthMechanism => f.write_str("the server offers neither AUTH PLAIN nor LOGIN"),
+            SmtpError::NoAuthMechanism => {
+                f.write_str("the server offers neither AUTH PLAIN nor LOGIN")
+            }
             SmtpError::Timeout => write!(f, "no answer within {} s", ALERT_SMTP_TIMEOUT.as_secs()),
         }
     }
@@ -184,7 +186,8 @@ impl<'s, S: AsyncRead + AsyncWrite + Unpin> Conn<'s, S> {
                 if n == 0 {
                     return Err(SmtpError::Io("the server closed the connection".into()));
                 }
-                self.buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+                self.buf
+                    .extend_from_slice(chunk.get(..n).unwrap_or_default());
             };
             let code = line
                 .get(..3)
@@ -339,7 +342,10 @@ mod tests {
     #[test]
     fn date_and_dot_stuffing() {
         assert_eq!(rfc5322_date(0), "Thu, 01 Jan 1970 00:00:00 +0000");
-        assert_eq!(rfc5322_date(1_796_095_428), "Tue, 01 Dec 2026 03:23:48 +0000");
+        assert_eq!(
+            rfc5322_date(1_796_095_428),
+            "Tue, 01 Dec 2026 03:23:48 +0000"
+        );
         let mail = Mail {
             server: "x:1",
             tls: SmtpTls::Starttls,
