@@ -549,7 +549,7 @@ mod tests {
     fn settings_are_checked_and_secrets_masked() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::ops::open_store(dir.path()).unwrap();
-        let bad = |c: AlertChange| set(&store, &c).unwrap_err().code_str();
+        let bad = |c: AlertChange| set(&store, &c).unwrap_err().code_str().to_owned();
         assert_eq!(
             bad(AlertChange {
                 smtp_server: Some("mail.example.com".into()),
