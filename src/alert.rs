@@ -309,28 +309,27 @@ pub fn show(store: &Store) -> Result<Value, Error> {
 }
 
 /// Certificates that TLS serves or would serve: domain and server
-/// certificates, not the generated self-signed one, and of the ACME
-/// certificates for one name set only the newest (older ones are replaced).
+/// certificates, not the generated self-signed one, and not one replaced by
+/// a newer one (same owner, every name covered, later expiry: the resolver
+/// prefers that one, and an admin who uploaded a successor must not be
+/// told about the old one).
 fn served(certs: &[CertRecord]) -> Vec<&CertRecord> {
-    let same_set = |a: &CertRecord, b: &CertRecord| {
-        let (mut x, mut y) = (a.names.clone(), b.names.clone());
-        x.sort();
-        y.sort();
-        a.tenant == b.tenant && x == y
+    let servable = |c: &&CertRecord| {
+        matches!(c.kind, Kind::Server | Kind::Domain) && c.source != Source::SelfSigned
+    };
+    let replaces = |o: &CertRecord, c: &CertRecord| {
+        o.id != c.id
+            && o.tenant == c.tenant
+            && o.kind == c.kind
+            && o.not_after > c.not_after
+            && c.names
+                .iter()
+                .all(|n| o.names.iter().any(|p| crate::names::covers(p, n)))
     };
     certs
         .iter()
-        .filter(|c| matches!(c.kind, Kind::Server | Kind::Domain))
-        .filter(|c| c.source != Source::SelfSigned)
-        .filter(|c| {
-            c.source != Source::Acme
-                || !certs.iter().any(|o| {
-                    o.source == Source::Acme
-                        && o.id != c.id
-                        && o.not_after > c.not_after
-                        && same_set(o, c)
-                })
-        })
+        .filter(servable)
+        .filter(|c| !certs.iter().filter(servable).any(|o| replaces(o, c)))
         .collect()
 }
 
@@ -529,6 +528,35 @@ pub fn list(store: &Store) -> Result<Value, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rec(id: &str, names: &[&str], not_after: i64, source: Source) -> CertRecord {
+        CertRecord {
+            id: id.into(),
+            kind: Kind::Server,
+            tenant: None,
+            names: names.iter().map(|n| (*n).to_owned()).collect(),
+            subject: String::new(),
+            issuer: String::new(),
+            not_before: 0,
+            not_after,
+            source,
+            key_type: String::new(),
+            key_id: String::new(),
+            seq: 0,
+        }
+    }
+
+    #[test]
+    fn a_replaced_or_self_signed_certificate_is_not_served() {
+        let certs = [
+            rec("old", &["a.example"], 10, Source::Upload),
+            rec("new", &["*.example"], 20, Source::Upload),
+            rec("other", &["b.other"], 5, Source::Upload),
+            rec("self", &["x"], 1, Source::SelfSigned),
+        ];
+        let ids: Vec<&str> = served(&certs).iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["new", "other"]);
+    }
 
     #[test]
     fn back_off_doubles_up_to_the_cap() {

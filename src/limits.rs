@@ -440,14 +440,14 @@ pub const ALERT_DEFAULT_FAILURES: u32 = 3;
 pub const ALERT_FAILURE_VALIDITY_SECS: i64 = 7 * 86_400;
 
 /// First retry of a channel that failed; doubled per failure.
-pub const ALERT_RETRY_FIRST_SECS: i64 = 5;
+pub const ALERT_RETRY_FIRST_SECS: i64 = 2;
 
 /// Longest wait between two retries of a failing channel.
 pub const ALERT_RETRY_MAX_SECS: i64 = 3_600;
 
 /// How often the alert loop looks for a changed snapshot or a due retry
 /// (cheap: a pointer compare when nothing is due).
-pub const ALERT_TICK: Duration = Duration::from_secs(2);
+pub const ALERT_TICK: Duration = Duration::from_secs(1);
 
 /// Full evaluation at least this often (ACME status and time move on
 /// without a snapshot change).

@@ -25,7 +25,7 @@ use common::{ca, leaf, Issued, Pbx};
 use serde_json::Value;
 
 /// Longest wait for a mail or webhook that must come (a hang guard; the
-/// first retry of a failed channel is 5 s after the failure).
+/// first retry of a failed channel is 2 s after the failure).
 const WAIT: Duration = Duration::from_secs(60);
 
 const PASSWORD: &str = "correct horse battery";
