@@ -132,6 +132,20 @@ pub struct Alert {
     pub at: Option<i64>,
 }
 
+impl Alert {
+    /// The alert as the webhook body and `alerts --json` show it.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "key": self.key,
+            "code": self.code,
+            "subject": self.subject,
+            "message": self.message,
+            "cert_id": self.cert_id,
+            "at": self.at.map(clock::rfc3339),
+        })
+    }
+}
+
 /// What happened on one channel for one alert.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelState {
@@ -510,17 +524,11 @@ pub fn list(store: &Store) -> Result<Value, Error> {
                 })
             })
         };
-        out.push(json!({
-            "key": a.key,
-            "code": a.code,
-            "subject": a.subject,
-            "message": a.message,
-            "cert_id": a.cert_id,
-            "at": a.at.map(clock::rfc3339),
-            "opened": d.as_ref().map(|d| clock::rfc3339(d.opened)),
-            "email": chan(d.as_ref().map(|d| &d.email)),
-            "webhook": chan(d.as_ref().map(|d| &d.webhook)),
-        }));
+        let mut v = a.to_json();
+        v["opened"] = json!(d.as_ref().map(|d| clock::rfc3339(d.opened)));
+        v["email"] = json!(chan(d.as_ref().map(|d| &d.email)));
+        v["webhook"] = json!(chan(d.as_ref().map(|d| &d.webhook)));
+        out.push(v);
     }
     Ok(Value::Array(out))
 }

@@ -42,19 +42,11 @@ fn mail_ends(s: &AlertSettings, store: &Store) -> Result<Option<(String, String)
     Ok(to.map(|to| (s.from.clone().unwrap_or_else(|| to.clone()), to)))
 }
 
-/// The webhook body of an alert.
+/// The webhook body of an alert: the alert and when it was sent.
 fn webhook_body(a: &Alert) -> Vec<u8> {
-    json!({
-        "key": a.key,
-        "code": a.code,
-        "subject": a.subject,
-        "message": a.message,
-        "cert_id": a.cert_id,
-        "at": a.at.map(clock::rfc3339),
-        "sent": clock::rfc3339(clock::now()),
-    })
-    .to_string()
-    .into_bytes()
+    let mut v = a.to_json();
+    v["sent"] = json!(clock::rfc3339(clock::now()));
+    v.to_string().into_bytes()
 }
 
 /// `sha256=HEX` of the HMAC-SHA256 of `body` under `secret`.
@@ -169,6 +161,20 @@ pub async fn test(store: &Store) -> Result<Value, Error> {
     Ok(Value::Object(out))
 }
 
+/// Note one attempt's outcome on a channel (and log it).
+fn note(a: &Alert, channel: &str, state: &mut alert::ChannelState, outcome: Outcome) {
+    match outcome {
+        Ok(()) => {
+            log::info!("alert {} ({}): {channel} sent", a.key, a.code);
+            state.sent = Some(clock::now());
+        }
+        Err((code, m)) => {
+            log::warn!("alert {}: {channel} failed [{code}]: {m}", a.key);
+            state.failed(clock::now(), format!("{code}: {m}"));
+        }
+    }
+}
+
 /// One pass: evaluate, send what is due, record. Returns the earliest
 /// retry time (Unix seconds), if any channel waits for one.
 async fn pass(shared: &Arc<Shared>) -> Result<Option<i64>, Error> {
@@ -190,36 +196,27 @@ async fn pass(shared: &Arc<Shared>) -> Result<Option<i64>, Error> {
     let mut next: Option<i64> = None;
     for (a, record) in open.iter().zip(records) {
         let now = clock::now();
-        let record_is_none = record.is_none();
+        let is_new = record.is_none();
         let mut d = record.unwrap_or_else(|| Delivery {
             opened: now,
             ..Delivery::default()
         });
-        let is_new = record_is_none;
         let before = d.clone();
         if settings.smtp_server.is_some() && d.email.due(now) {
-            match send_mail(store, &settings, a).await {
-                Ok(()) => {
-                    log::info!("alert {} ({}): e-mail sent", a.key, a.code);
-                    d.email.sent = Some(clock::now());
-                }
-                Err((code, m)) => {
-                    log::warn!("alert {}: e-mail failed [{code}]: {m}", a.key);
-                    d.email.failed(clock::now(), format!("{code}: {m}"));
-                }
-            }
+            note(
+                a,
+                "e-mail",
+                &mut d.email,
+                send_mail(store, &settings, a).await,
+            );
         }
         if settings.webhook.is_some() && d.webhook.due(now) {
-            match send_webhook(store, &settings, a).await {
-                Ok(()) => {
-                    log::info!("alert {} ({}): webhook sent", a.key, a.code);
-                    d.webhook.sent = Some(clock::now());
-                }
-                Err((code, m)) => {
-                    log::warn!("alert {}: webhook failed [{code}]: {m}", a.key);
-                    d.webhook.failed(clock::now(), format!("{code}: {m}"));
-                }
-            }
+            note(
+                a,
+                "webhook",
+                &mut d.webhook,
+                send_webhook(store, &settings, a).await,
+            );
         }
         for (on, c) in [
             (settings.smtp_server.is_some(), &d.email),
