@@ -567,6 +567,34 @@ mod tests {
     }
 
     #[test]
+    fn renewal_failures_and_an_old_root_list_are_alerted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::ops::open_store(dir.path()).unwrap();
+        crate::tenant::add(&store, "t", &["t.example".into()]).unwrap();
+        let codes = |store: &Store| -> Vec<String> {
+            evaluate(store, clock::now())
+                .unwrap()
+                .into_iter()
+                .map(|a| a.key)
+                .collect()
+        };
+        assert!(codes(&store).is_empty(), "{:?}", codes(&store));
+        let mut st = crate::acme::SetStatus {
+            failures: ALERT_DEFAULT_FAILURES - 1,
+            ..Default::default()
+        };
+        crate::acme::put_status(&store, "tenant:t", &st).unwrap();
+        assert!(codes(&store).is_empty(), "under the threshold");
+        st.failures = ALERT_DEFAULT_FAILURES;
+        crate::acme::put_status(&store, "tenant:t", &st).unwrap();
+        assert_eq!(codes(&store), ["renewal:tenant:t:failures"]);
+        store.set_roots_version("an older list").unwrap();
+        let keys = codes(&store);
+        assert_eq!(keys.len(), 2, "{keys:?}");
+        assert!(keys[1].starts_with("roots:"), "{keys:?}");
+    }
+
+    #[test]
     fn back_off_doubles_up_to_the_cap() {
         let mut c = ChannelState::default();
         assert!(c.due(0));
