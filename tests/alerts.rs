@@ -35,7 +35,7 @@ import os, ssl, sys, time
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-cert, key, port, maildir, user, password = sys.argv[1:7]
+cert, key, port, maildir, user, password, mode = sys.argv[1:8]
 ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
 ctx.load_cert_chain(cert, key)
 
@@ -47,7 +47,8 @@ class Handler:
         with open(tmp, "wb") as f:
             f.write(("X-Rcpt: %s\r\nX-Mail-From: %s\r\nX-Tls: %s\r\nX-Auth: %s\r\n" % (
                 ",".join(envelope.rcpt_tos), envelope.mail_from,
-                session.ssl is not None, session.authenticated)).encode())
+                session.ssl is not None or server.transport.get_extra_info("ssl_object") is not None,
+                session.authenticated)).encode())
             f.write(envelope.original_content or envelope.content)
         os.rename(tmp, os.path.join(maildir, "mail-%d.eml" % Handler.n))
         return "250 OK"
@@ -55,8 +56,14 @@ class Handler:
 def auth(server, session, envelope, mechanism, data):
     return AuthResult(success=(data.login == user.encode() and data.password == password.encode()))
 
-c = Controller(Handler(), hostname="127.0.0.1", port=int(port), tls_context=ctx,
-               require_starttls=True, authenticator=auth, auth_require_tls=True)
+if mode == "implicit":
+    # aiosmtpd does not count implicit TLS as TLS for `auth_require_tls`
+    # (it hides AUTH then); the connection is TLS from its first byte.
+    c = Controller(Handler(), hostname="127.0.0.1", port=int(port), ssl_context=ctx,
+                   authenticator=auth, auth_require_tls=False)
+else:
+    c = Controller(Handler(), hostname="127.0.0.1", port=int(port), tls_context=ctx,
+                   require_starttls=True, authenticator=auth, auth_require_tls=True)
 c.start()
 print("READY", flush=True)
 while True:
@@ -78,7 +85,8 @@ impl Drop for Smtp {
 }
 
 impl Smtp {
-    fn start(dir: &Path, cert: &str, key: &str, user: &str, password: &str) -> Smtp {
+    /// `mode`: `starttls` or `implicit`.
+    fn start(dir: &Path, mode: &str, cert: &str, key: &str, user: &str, password: &str) -> Smtp {
         let maildir = dir.join("mail");
         std::fs::create_dir_all(&maildir).unwrap();
         let (cert_path, key_path) = (dir.join("smtp-cert.pem"), dir.join("smtp-key.pem"));
@@ -92,7 +100,7 @@ impl Smtp {
             .arg(&key_path)
             .arg(port.to_string())
             .arg(&maildir)
-            .args([user, password])
+            .args([user, password, mode])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -290,6 +298,7 @@ fn an_expiring_upload_is_mailed_and_posted_once_retried_and_not_resent_after_res
     let server = server.signed_by(&peers_ca);
     let smtp = Smtp::start(
         &pbx.files,
+        "starttls",
         &format!("{}{}", server.pem(), peers_ca.pem()),
         &server.key_pem(),
         "alice",
@@ -405,6 +414,59 @@ fn an_expiring_upload_is_mailed_and_posted_once_retried_and_not_resent_after_res
     assert_eq!(smtp.mails().len(), 2, "a restart resent the mail");
     assert_eq!(hook.hooks().len(), 3, "a restart resent the webhook");
     stop(daemon);
+}
+
+#[test]
+fn alert_test_over_implicit_tls_trusts_only_the_root_ca_list() {
+    let pbx = Pbx::new();
+    let peers_ca = ca(&format!("Alert Peers CA {}", common::tag())).self_signed();
+    let mut server = leaf(&["localhost"]);
+    server.params.subject_alt_names = vec![rcgen::SanType::IpAddress([127, 0, 0, 1].into())];
+    let server = server.signed_by(&peers_ca);
+    let smtp = Smtp::start(
+        &pbx.files,
+        "implicit",
+        &format!("{}{}", server.pem(), peers_ca.pem()),
+        &server.key_pem(),
+        "bob",
+        "builder",
+    );
+    pbx.ok(&["system", "set", "--admin-email", "admin@pbx.example"]);
+    let server_arg = format!("127.0.0.1:{}", smtp.port);
+    pbx.ok(&[
+        "alert",
+        "set",
+        "--smtp-server",
+        &server_arg,
+        "--smtp-tls",
+        "implicit",
+        "--smtp-user",
+        "bob",
+        "--smtp-password",
+        "builder",
+    ]);
+    // The peers' CA is not in the Root CA list yet: refused, nothing sent.
+    let test = pbx.ok(&["alert", "test"]);
+    assert_eq!(test["email"]["ok"], false, "{test}");
+    assert_eq!(test["email"]["code"], "smtp-tls", "{test}");
+    assert!(test.get("webhook").is_none(), "{test}");
+    assert!(smtp.mails().is_empty());
+    // Trusted: sent over implicit TLS with AUTH, from the admin e-mail.
+    pbx.import_ok(peers_ca.pem(), None, &["--kind", "root"]);
+    let test = pbx.ok(&["alert", "test"]);
+    assert_eq!(test["email"]["ok"], true, "{test}");
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert!(
+        mails[0].contains("X-Tls: True") && mails[0].contains("X-Auth: True"),
+        "{}",
+        mails[0]
+    );
+    assert!(
+        mails[0].contains("X-Mail-From: admin@pbx.example"),
+        "{}",
+        mails[0]
+    );
 }
 
 /// `GET /api/alerts`, logged in with `PASSWORD` (curl, cookie jar).
