@@ -1000,7 +1000,9 @@ fn execute(data_dir: &std::path::Path, command: &Command) -> Result<(Value, Ran)
         Ok(store) => {
             let value = match command {
                 // Sent from here when no daemon runs (it needs the network).
-                Command::AlertTest => smol::block_on(crate::notify::test(&store))?,
+                Command::AlertTest => {
+                    smol::block_on(crate::notify::test(&crate::notify::channels(&store)?))?
+                }
                 _ => ops::execute(&store, command)?,
             };
             Ok((value, Ran::Local(store)))

@@ -241,7 +241,7 @@ pub async fn serve_connection(
     });
     let reply = match command {
         // Needs the network, so not `ops::execute`: sent from here.
-        Ok(Command::AlertTest) => match crate::notify::test(shared.store()).await {
+        Ok(Command::AlertTest) => match crate::notify::test_in_daemon(&shared).await {
             Ok(value) => json!({ "ok": value }),
             Err(e) => e.to_json(),
         },

@@ -33,13 +33,29 @@ use crate::store::Store;
 /// Why a channel failed (`code: message`), or `Ok`.
 type Outcome = Result<(), (String, String)>;
 
-/// The e-mail recipient and sender, if e-mail is configured.
-fn mail_ends(s: &AlertSettings, store: &Store) -> Result<Option<(String, String)>, Error> {
-    if s.smtp_server.is_none() {
-        return Ok(None);
-    }
+/// What sending needs from the store, read once per pass on the blocking
+/// pool (the sends themselves touch no store).
+pub struct Channels {
+    /// The settings.
+    pub settings: AlertSettings,
+    /// Sender and recipient (the admin e-mail), when there is a recipient.
+    ends: Option<(String, String)>,
+    /// The HTTPS/TLS client trusting the Root CA list, or why there is none.
+    client: Result<crate::outbound::Client, (String, String)>,
+}
+
+/// Read the channels (blocking: store reads, Root CA list parsing).
+pub fn channels(store: &Store) -> Result<Channels, Error> {
+    let settings = alert::settings(store)?;
     let to = store.system()?.admin_email;
-    Ok(to.map(|to| (s.from.clone().unwrap_or_else(|| to.clone()), to)))
+    let ends = to.map(|to| (settings.from.clone().unwrap_or_else(|| to.clone()), to));
+    let client = crate::outbound::Client::from_store(store)
+        .map_err(|e| (e.code().to_owned(), e.to_string()));
+    Ok(Channels {
+        settings,
+        ends,
+        client,
+    })
 }
 
 /// The webhook body of an alert: the alert and when it was sent.
@@ -60,20 +76,16 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
     out
 }
 
-async fn send_mail(store: &Store, s: &AlertSettings, a: &Alert) -> Outcome {
-    let fail = |code: &str, m: String| Err((code.to_owned(), m));
+async fn send_mail(ch: &Channels, a: &Alert) -> Outcome {
+    let s = &ch.settings;
     let server = s.smtp_server.as_deref().unwrap_or_default();
-    let ends = mail_ends(s, store).map_err(|e| (e.code_str().to_owned(), e.to_string()))?;
-    let Some((from, to)) = ends else {
-        return fail(
-            "no-admin-email",
+    let Some((from, to)) = &ch.ends else {
+        return Err((
+            "no-admin-email".into(),
             "no admin e-mail to send to (`system set --admin-email`)".into(),
-        );
+        ));
     };
-    let client = match crate::outbound::Client::from_store(store) {
-        Ok(c) => c,
-        Err(e) => return fail(e.code(), e.to_string()),
-    };
+    let client = ch.client.as_ref().map_err(Clone::clone)?;
     let body = format!(
         "{}\n\nAlert {} ({}), from pbx-certd.\n",
         a.message, a.key, a.code
@@ -82,8 +94,8 @@ async fn send_mail(store: &Store, s: &AlertSettings, a: &Alert) -> Outcome {
         server,
         tls: s.smtp_tls,
         auth: s.smtp_user.as_deref().zip(s.smtp_password.as_deref()),
-        from: &from,
-        to: &to,
+        from,
+        to,
         subject: &format!("pbx-certd alert: {}", a.subject),
         body: &body,
     };
@@ -92,12 +104,12 @@ async fn send_mail(store: &Store, s: &AlertSettings, a: &Alert) -> Outcome {
         .map_err(|e| (e.code().to_owned(), e.to_string()))
 }
 
-async fn send_webhook(store: &Store, s: &AlertSettings, a: &Alert) -> Outcome {
+async fn send_webhook(ch: &Channels, a: &Alert) -> Outcome {
+    let s = &ch.settings;
     let url = s.webhook.as_deref().unwrap_or_default();
     let body = webhook_body(a);
     let sig = signature(s.webhook_secret.as_deref().unwrap_or_default(), &body);
-    let client = crate::outbound::Client::from_store(store)
-        .map_err(|e| (e.code().to_owned(), e.to_string()))?;
+    let client = ch.client.as_ref().map_err(Clone::clone)?;
     let resp = client
         .request(
             "POST",
@@ -127,11 +139,19 @@ fn outcome_json(o: &Outcome) -> Value {
     }
 }
 
+/// `alert test` in the daemon (the control socket): the store is read on
+/// the blocking pool.
+pub async fn test_in_daemon(shared: &Arc<Shared>) -> Result<Value, Error> {
+    let s = shared.clone();
+    let ch = smol::unblock(move || channels(s.store())).await?;
+    test(&ch).await
+}
+
 /// `alert test`: one test alert on every configured channel, each
 /// outcome reported (`{"email": {"ok": true}, "webhook": {"ok": false,
 /// "code", "message"}}`); nothing is recorded.
-pub async fn test(store: &Store) -> Result<Value, Error> {
-    let s = alert::settings(store)?;
+pub async fn test(ch: &Channels) -> Result<Value, Error> {
+    let s = &ch.settings;
     if s.smtp_server.is_none() && s.webhook.is_none() {
         return Err(Error::BadSetting(
             "no alert channel is configured (`alert set --smtp-server` or `--webhook`)".into(),
@@ -147,16 +167,10 @@ pub async fn test(store: &Store) -> Result<Value, Error> {
     };
     let mut out = serde_json::Map::new();
     if s.smtp_server.is_some() {
-        out.insert(
-            "email".into(),
-            outcome_json(&send_mail(store, &s, &a).await),
-        );
+        out.insert("email".into(), outcome_json(&send_mail(ch, &a).await));
     }
     if s.webhook.is_some() {
-        out.insert(
-            "webhook".into(),
-            outcome_json(&send_webhook(store, &s, &a).await),
-        );
+        out.insert("webhook".into(), outcome_json(&send_webhook(ch, &a).await));
     }
     Ok(Value::Object(out))
 }
@@ -178,7 +192,7 @@ fn note(a: &Alert, channel: &str, state: &mut alert::ChannelState, outcome: Outc
 /// One pass: evaluate, send what is due, record. Returns the earliest
 /// retry time (Unix seconds), if any channel waits for one.
 async fn pass(shared: &Arc<Shared>) -> Result<Option<i64>, Error> {
-    let (open, settings, records) = {
+    let (open, ch, records) = {
         let shared = shared.clone();
         smol::unblock(move || {
             let store = shared.store();
@@ -188,11 +202,18 @@ async fn pass(shared: &Arc<Shared>) -> Result<Option<i64>, Error> {
             for a in &open {
                 records.push(alert::delivery(store, &a.key)?);
             }
-            Ok::<_, Error>((open, alert::settings(store)?, records))
+            // The Root CA list is parsed only when there is something to send.
+            let ch = if open.is_empty() {
+                None
+            } else {
+                Some(channels(store)?)
+            };
+            Ok::<_, Error>((open, ch, records))
         })
         .await?
     };
-    let store = shared.store();
+    let Some(ch) = ch else { return Ok(None) };
+    let settings = &ch.settings;
     let mut next: Option<i64> = None;
     for (a, record) in open.iter().zip(records) {
         let now = clock::now();
@@ -203,20 +224,10 @@ async fn pass(shared: &Arc<Shared>) -> Result<Option<i64>, Error> {
         });
         let before = d.clone();
         if settings.smtp_server.is_some() && d.email.due(now) {
-            note(
-                a,
-                "e-mail",
-                &mut d.email,
-                send_mail(store, &settings, a).await,
-            );
+            note(a, "e-mail", &mut d.email, send_mail(&ch, a).await);
         }
         if settings.webhook.is_some() && d.webhook.due(now) {
-            note(
-                a,
-                "webhook",
-                &mut d.webhook,
-                send_webhook(store, &settings, a).await,
-            );
+            note(a, "webhook", &mut d.webhook, send_webhook(&ch, a).await);
         }
         for (on, c) in [
             (settings.smtp_server.is_some(), &d.email),
