@@ -413,6 +413,14 @@ fn an_expiring_upload_is_mailed_and_posted_once_retried_and_not_resent_after_res
     wait_log(&daemon.log, "alerts: first evaluation done");
     assert_eq!(smtp.mails().len(), 2, "a restart resent the mail");
     assert_eq!(hook.hooks().len(), 3, "a restart resent the webhook");
+    // `alert test` through the running daemon (control socket).
+    let test = pbx.ok(&["alert", "test"]);
+    assert_eq!(test["email"]["ok"], true, "{test}");
+    assert_eq!(test["webhook"]["ok"], true, "{test}");
+    assert_eq!(smtp.mails().len(), 3);
+    let hooks = hook.hooks();
+    assert_eq!(hooks.len(), 4);
+    assert_eq!(hooks[3].body["code"], "test", "{:?}", hooks[3].body);
     stop(daemon);
 }
 
