@@ -288,22 +288,37 @@ fn stop(mut d: common::serve::Daemon) {
     d.child.wait().unwrap();
 }
 
-#[test]
-fn an_expiring_upload_is_mailed_and_posted_once_retried_and_not_resent_after_restart() {
-    let pbx = Pbx::new();
-    // The peers' CA, trusted by pbx-certd through its Root CA list only.
+/// Asserts that `mail` came over TLS with AUTH and contains each of `has`.
+#[track_caller]
+fn assert_mail(mail: &str, has: &[&str]) {
+    for h in ["X-Tls: True", "X-Auth: True"].iter().chain(has) {
+        assert!(mail.contains(h), "no {h:?} in:\n{mail}");
+    }
+}
+
+/// The peers' CA (trusted by pbx-certd through its Root CA list only,
+/// once imported), a 127.0.0.1 certificate from it, and aiosmtpd serving
+/// that certificate in `mode` with one AUTH user.
+fn peers(pbx: &Pbx, mode: &str, user: &str, password: &str) -> (Issued, Issued, Smtp) {
     let peers_ca = ca(&format!("Alert Peers CA {}", common::tag())).self_signed();
     let mut server = leaf(&["localhost"]);
     server.params.subject_alt_names = vec![rcgen::SanType::IpAddress([127, 0, 0, 1].into())];
     let server = server.signed_by(&peers_ca);
     let smtp = Smtp::start(
         &pbx.files,
-        "starttls",
+        mode,
         &format!("{}{}", server.pem(), peers_ca.pem()),
         &server.key_pem(),
-        "alice",
-        "wonderland",
+        user,
+        password,
     );
+    (peers_ca, server, smtp)
+}
+
+#[test]
+fn an_expiring_upload_is_mailed_and_posted_once_retried_and_not_resent_after_restart() {
+    let pbx = Pbx::new();
+    let (peers_ca, server, smtp) = peers(&pbx, "starttls", "alice", "wonderland");
     let secret = "webhook-s3cret";
     let hook = Receiver::start(&server, &peers_ca, secret);
 
@@ -350,20 +365,12 @@ fn an_expiring_upload_is_mailed_and_posted_once_retried_and_not_resent_after_res
     assert_eq!(test["webhook"]["code"], "webhook-status", "{test}");
     let mails = smtp.mails();
     assert_eq!(mails.len(), 1, "{mails:?}");
-    assert!(
-        mails[0].contains("X-Tls: True") && mails[0].contains("X-Auth: True"),
-        "{}",
-        mails[0]
-    );
-    assert!(
-        mails[0].contains("X-Rcpt: admin@pbx.example"),
-        "{}",
-        mails[0]
-    );
-    assert!(
-        mails[0].contains("Subject: pbx-certd alert: test alert"),
-        "{}",
-        mails[0]
+    assert_mail(
+        &mails[0],
+        &[
+            "X-Rcpt: admin@pbx.example",
+            "Subject: pbx-certd alert: test alert",
+        ],
     );
     let hooks = hook.hooks();
     assert_eq!(hooks.len(), 1);
@@ -427,18 +434,7 @@ fn an_expiring_upload_is_mailed_and_posted_once_retried_and_not_resent_after_res
 #[test]
 fn alert_test_over_implicit_tls_trusts_only_the_root_ca_list() {
     let pbx = Pbx::new();
-    let peers_ca = ca(&format!("Alert Peers CA {}", common::tag())).self_signed();
-    let mut server = leaf(&["localhost"]);
-    server.params.subject_alt_names = vec![rcgen::SanType::IpAddress([127, 0, 0, 1].into())];
-    let server = server.signed_by(&peers_ca);
-    let smtp = Smtp::start(
-        &pbx.files,
-        "implicit",
-        &format!("{}{}", server.pem(), peers_ca.pem()),
-        &server.key_pem(),
-        "bob",
-        "builder",
-    );
+    let (peers_ca, _, smtp) = peers(&pbx, "implicit", "bob", "builder");
     pbx.ok(&["system", "set", "--admin-email", "admin@pbx.example"]);
     let server_arg = format!("127.0.0.1:{}", smtp.port);
     pbx.ok(&[
@@ -465,16 +461,7 @@ fn alert_test_over_implicit_tls_trusts_only_the_root_ca_list() {
     assert_eq!(test["email"]["ok"], true, "{test}");
     let mails = smtp.mails();
     assert_eq!(mails.len(), 1, "{mails:?}");
-    assert!(
-        mails[0].contains("X-Tls: True") && mails[0].contains("X-Auth: True"),
-        "{}",
-        mails[0]
-    );
-    assert!(
-        mails[0].contains("X-Mail-From: admin@pbx.example"),
-        "{}",
-        mails[0]
-    );
+    assert_mail(&mails[0], &["X-Mail-From: admin@pbx.example"]);
 }
 
 /// `GET /api/alerts`, logged in with `PASSWORD` (curl, cookie jar).
