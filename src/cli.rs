@@ -129,6 +129,49 @@ pub enum Cmd {
         #[command(subcommand)]
         command: StirCmd,
     },
+    /// Alert channels: SMTP e-mail to the admin e-mail, signed webhook.
+    Alert {
+        #[command(subcommand)]
+        command: AlertCmd,
+    },
+    /// The open alerts and their delivery state.
+    Alerts,
+}
+
+/// `alert` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AlertCmd {
+    /// Change alert channels ('none' clears a value).
+    Set {
+        /// SMTP submission server HOST:PORT (e.g. mail.example.com:587).
+        #[arg(long)]
+        smtp_server: Option<String>,
+        /// starttls (submission, 587) or implicit (465).
+        #[arg(long, value_parser = ["starttls", "implicit"])]
+        smtp_tls: Option<String>,
+        /// SMTP AUTH user (PLAIN or LOGIN).
+        #[arg(long)]
+        smtp_user: Option<String>,
+        /// SMTP AUTH password ('-' reads one line from stdin).
+        #[arg(long)]
+        smtp_password: Option<String>,
+        /// Sender address [default: the admin e-mail].
+        #[arg(long)]
+        from: Option<String>,
+        /// Webhook URL (https).
+        #[arg(long)]
+        webhook: Option<String>,
+        /// Webhook HMAC-SHA256 secret ('-' reads one line from stdin).
+        #[arg(long)]
+        webhook_secret: Option<String>,
+        /// Renewal failures in a row before an alert [default: 3].
+        #[arg(long)]
+        failures: Option<u32>,
+    },
+    /// Alert settings (secrets masked).
+    Show,
+    /// Send one test alert on every configured channel; report each outcome.
+    Test,
 }
 
 /// `tenant` subcommands.
@@ -555,6 +598,8 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
             command: StirCmd::Select { tenant },
         } => Command::StirShakenSelect { tenant },
         Cmd::Dns { command } => dns_command(command)?,
+        Cmd::Alert { command } => alert_command(command)?,
+        Cmd::Alerts => Command::Alerts,
         Cmd::Csr { names, key_type } => Command::Csr { names, key_type },
         Cmd::Ca {
             command: CaCmd::Init,
@@ -570,6 +615,32 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
         } => Command::AdminPassword {
             password: read_password()?,
         },
+    })
+}
+
+fn alert_command(command: AlertCmd) -> Result<Command, Error> {
+    Ok(match command {
+        AlertCmd::Set {
+            smtp_server,
+            smtp_tls,
+            smtp_user,
+            smtp_password,
+            from,
+            webhook,
+            webhook_secret,
+            failures,
+        } => Command::AlertSet(crate::alert::AlertChange {
+            smtp_server,
+            smtp_tls,
+            smtp_user,
+            smtp_password: smtp_password.map(|p| secret_arg(Some(p))).transpose()?,
+            from,
+            webhook,
+            webhook_secret: webhook_secret.map(|p| secret_arg(Some(p))).transpose()?,
+            failures,
+        }),
+        AlertCmd::Show => Command::AlertShow,
+        AlertCmd::Test => Command::AlertTest,
     })
 }
 
@@ -825,6 +896,56 @@ pub fn render(command: &Command, reply: &Reply) -> String {
             t.acme_challenge.word(),
             t.acme_key_type.word()
         ),
+        Reply::AlertSettings(v) => format!(
+            "smtp server:    {} ({})\nsmtp user:      {}\nsmtp password:  {}\nfrom:           {}\nto:             {}\nwebhook:        {}\nwebhook secret: {}\nfailures:       {}\n",
+            or_dash(v.smtp_server.as_deref()),
+            v.smtp_tls.as_str(),
+            or_dash(v.smtp_user.as_deref()),
+            or_dash(v.smtp_password.as_deref()),
+            or_dash(v.from.as_deref()),
+            or_dash(v.to.as_deref()),
+            or_dash(v.webhook.as_deref()),
+            or_dash(v.webhook_secret.as_deref()),
+            v.failures
+        ),
+        Reply::Alerts(alerts) => {
+            let state = |c: &Option<crate::alert::ChannelView>| match c {
+                Some(crate::alert::ChannelView { sent: Some(t), .. }) => format!("sent {t}"),
+                Some(crate::alert::ChannelView {
+                    last_error: Some(e),
+                    ..
+                }) => format!("retrying ({e})"),
+                _ => "-".into(),
+            };
+            let mut out = String::new();
+            for a in alerts {
+                out += &format!(
+                    "{}  {}\n  e-mail: {}  webhook: {}\n",
+                    a.code,
+                    a.subject,
+                    state(&a.email),
+                    state(&a.webhook)
+                );
+            }
+            lines_or(out, "no open alerts\n")
+        }
+        Reply::AlertTest(r) => {
+            let mut out = String::new();
+            for (channel, o) in [("email", &r.email), ("webhook", &r.webhook)] {
+                match o {
+                    Some(o) if o.ok => out += &format!("{channel}: sent\n"),
+                    Some(o) => {
+                        out += &format!(
+                            "{channel}: failed [{}] {}\n",
+                            or_dash(o.code.as_deref()),
+                            or_dash(o.message.as_deref())
+                        )
+                    }
+                    None => {}
+                }
+            }
+            out
+        }
     }
 }
 
@@ -846,7 +967,13 @@ enum Ran {
 fn execute(data_dir: &std::path::Path, command: &Command) -> Result<(Reply, Ran), Error> {
     match crate::ops::open_store(data_dir) {
         Ok(store) => {
-            let value = ops::execute(&store, command)?;
+            let value = match command {
+                // Sent from here when no daemon runs (it needs the network).
+                Command::AlertTest => Reply::AlertTest(smol::block_on(crate::notify::test(
+                    &crate::notify::channels(&store)?,
+                ))?),
+                _ => ops::execute(&store, command)?,
+            };
             Ok((value, Ran::Local(store)))
         }
         Err(crate::store::StoreError::Locked(dir)) => {

@@ -245,6 +245,11 @@ pub async fn serve_connection(
         command
     });
     let reply = match command {
+        // Needs the network, so not `ops::execute`: sent from here.
+        Ok(Command::AlertTest) => match crate::notify::test_in_daemon(&shared).await {
+            Ok(value) => json!({ "ok": value }),
+            Err(e) => e.to_json(),
+        },
         Ok(command) => match shared.execute_async(command).await {
             Ok(reply) => json!({ "ok": reply.to_json() }),
             Err(e) => e.to_json(),

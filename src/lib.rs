@@ -31,6 +31,7 @@
 
 pub mod acme;
 pub mod admission;
+pub mod alert;
 pub mod auth;
 pub mod certs;
 pub mod cli;
@@ -49,6 +50,7 @@ pub mod localca;
 pub mod logger;
 pub mod model;
 pub mod names;
+pub mod notify;
 pub mod ops;
 pub mod outbound;
 pub mod pem;

@@ -450,3 +450,40 @@ pub const ACME_MIN_RESCHEDULE_SECS: u64 = 10;
 /// Longest ACME profile name accepted (Let's Encrypt's are under 16 bytes;
 /// draft-ietf-acme-profiles sets no limit, this bounds the stored setting).
 pub const ACME_MAX_PROFILE_LEN: usize = 64;
+
+// Alerts (issue 11, "Alerts"): thresholds, back-off, SMTP bounds.
+
+/// Days before expiry at which a served certificate is alerted (each once):
+/// a month to buy an uploaded one, then ever more urgent reminders.
+pub const ALERT_EXPIRY_DAYS: [i64; 4] = [30, 14, 7, 1];
+
+/// Failed renewals in a row before the admin is told (default): one failure
+/// is often a CA hiccup that the back-off cures.
+pub const ALERT_DEFAULT_FAILURES: u32 = 3;
+
+/// Any renewal failure with less validity than this left is alerted at once.
+pub const ALERT_FAILURE_VALIDITY_SECS: i64 = 7 * 86_400;
+
+/// First retry of a channel that failed; doubled per failure.
+pub const ALERT_RETRY_FIRST_SECS: i64 = 2;
+
+/// Longest wait between two retries of a failing channel.
+pub const ALERT_RETRY_MAX_SECS: i64 = 3_600;
+
+/// How often the alert loop looks for a changed snapshot or a due retry
+/// (cheap: a pointer compare when nothing is due).
+pub const ALERT_TICK: Duration = Duration::from_secs(1);
+
+/// Full evaluation at least this often (ACME status and time move on
+/// without a snapshot change).
+pub const ALERT_EVAL_INTERVAL_SECS: i64 = 300;
+
+/// Whole SMTP transaction (connect, TLS, AUTH, DATA) bound.
+pub const ALERT_SMTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Largest SMTP reply (all lines of one multi-line reply) read.
+pub const ALERT_SMTP_MAX_REPLY: usize = 16 * 1024;
+
+/// Longest alert setting value (server, user, password, address, URL,
+/// secret): far above any real one, bounds the stored record.
+pub const ALERT_MAX_SETTING_LEN: usize = 1024;

@@ -117,6 +117,14 @@ pub enum Command {
         #[serde(default)]
         check_ns: Option<bool>,
     },
+    /// `alert set --smtp-server … --webhook …`
+    AlertSet(crate::alert::AlertChange),
+    /// `alert show`
+    AlertShow,
+    /// `alert test` (sent by the daemon or the CLI, see `crate::notify::test`)
+    AlertTest,
+    /// `alerts`
+    Alerts,
 }
 
 /// Bytes as a Base64 string in JSON (compact on the control socket).
@@ -224,6 +232,10 @@ impl Command {
             | Command::AcmeStatus
             | Command::DnsList
             | Command::CaShow => Effect::READ,
+            // Alerts: settings only the alert loop reads (it re-reads them
+            // each tick); `alert test` sends but stores nothing.
+            Command::AlertShow | Command::AlertTest | Command::Alerts => Effect::READ,
+            Command::AlertSet(_) => Effect::WRITE,
             // A tenant's names are served (its own certificates, the SNI
             // owner) and need certificates.
             Command::TenantAdd { .. } | Command::TenantRemove { .. } => Effect::SERVING_AND_RENEWAL,
@@ -420,6 +432,12 @@ pub enum Reply {
     Csr(crate::localca::CsrView),
     /// `ca init`, `ca show`.
     Ca(crate::localca::CaView),
+    /// `alert set`, `alert show`.
+    AlertSettings(crate::alert::AlertView),
+    /// `alerts`.
+    Alerts(Vec<crate::alert::OpenAlert>),
+    /// `alert test` (sent by the daemon or the CLI, not by `execute`).
+    AlertTest(crate::alert::TestReport),
 }
 
 impl Reply {
@@ -454,6 +472,9 @@ impl Reply {
             Command::DnsSet { .. } => Reply::Propagation(from(v)?),
             Command::Csr { .. } => Reply::Csr(from(v)?),
             Command::CaInit | Command::CaShow => Reply::Ca(from(v)?),
+            Command::AlertSet(_) | Command::AlertShow => Reply::AlertSettings(from(v)?),
+            Command::Alerts => Reply::Alerts(from(v)?),
+            Command::AlertTest => Reply::AlertTest(from(v)?),
             Command::TenantAdd { .. }
             | Command::TenantRemove { .. }
             | Command::SystemSet { .. }
@@ -648,6 +669,14 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
                 matched: matched.as_str().to_owned(),
             })
         }
+        Command::AlertSet(change) => Reply::AlertSettings(crate::alert::set(store, change)?),
+        Command::AlertShow => Reply::AlertSettings(crate::alert::show(store)?),
+        Command::AlertTest => {
+            return Err(Error::BadSetting(
+                "`alert test` is sent by the daemon or the CLI (it needs the network)".into(),
+            ))
+        }
+        Command::Alerts => Reply::Alerts(crate::alert::list(store)?),
     })
 }
 
@@ -734,6 +763,10 @@ mod tests {
                 propagation_interval: None,
                 check_ns: None,
             },
+            Command::AlertSet(crate::alert::AlertChange::default()),
+            Command::AlertShow,
+            Command::AlertTest,
+            Command::Alerts,
         ];
         // Every variant is sampled: this exhaustive match (no wildcard) stops
         // compiling when a command is added, and the count catches a variant
@@ -770,9 +803,13 @@ mod tests {
                 Command::CaIssue { .. } => 26,
                 Command::DnsRemove { .. } => 27,
                 Command::DnsSet { .. } => 28,
+                Command::AlertSet(_) => 29,
+                Command::AlertShow => 30,
+                Command::AlertTest => 31,
+                Command::Alerts => 32,
             });
         }
-        assert_eq!(seen.len(), 29, "a command variant has no sample");
+        assert_eq!(seen.len(), 33, "a command variant has no sample");
         samples
     }
 

@@ -224,6 +224,12 @@ impl Client {
         })
     }
 
+    /// The TLS connector (trusting exactly the client's roots), for other
+    /// protocols over TLS (the alert mail's SMTP).
+    pub fn tls_connector(&self) -> TlsConnector {
+        self.tls.clone()
+    }
+
     /// The last `Retry-After` (delay-seconds form) seen, once.
     pub fn take_retry_after(&self) -> Option<u64> {
         self.retry_after

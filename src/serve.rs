@@ -549,6 +549,8 @@ async fn serve_all(
             node,
         )));
     }
+    // Alerts (issue 11): evaluated and sent by their own loop.
+    loops.push(Box::pin(crate::notify::run(shared.clone())));
     let snapshot = shared.snapshot();
     log::info!(
         "ready: {} ({} certificates to serve, data dir {})",

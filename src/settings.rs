@@ -31,11 +31,13 @@ pub enum Setting {
     DnsPropagation,
     /// The local CA (JSON `CaRecord`; its key is in the keys tree).
     LocalCa,
+    /// Alert channels (JSON `alert::AlertSettings`).
+    Alerts,
 }
 
 impl Setting {
     /// Every fixed setting.
-    pub const ALL: [Setting; 8] = [
+    pub const ALL: [Setting; 9] = [
         Setting::System,
         Setting::RootsVersion,
         Setting::NextSeq,
@@ -44,6 +46,7 @@ impl Setting {
         Setting::AdminPassword,
         Setting::DnsPropagation,
         Setting::LocalCa,
+        Setting::Alerts,
     ];
 
     /// The key in the settings tree.
@@ -57,6 +60,7 @@ impl Setting {
             Setting::AdminPassword => "admin_password",
             Setting::DnsPropagation => "dns-propagation",
             Setting::LocalCa => "local-ca",
+            Setting::Alerts => "alerts",
         }
     }
 }
@@ -72,15 +76,18 @@ pub enum Family {
     DnsProvider,
     /// Leases of older releases (now in the leases tree): removed on open.
     LegacyAcmeLease,
+    /// Delivery record of one open alert, by its key (`alert::Delivery`).
+    AlertSent,
 }
 
 impl Family {
     /// Every family.
-    pub const ALL: [Family; 4] = [
+    pub const ALL: [Family; 5] = [
         Family::AcmeStatus,
         Family::AcmeTxt,
         Family::DnsProvider,
         Family::LegacyAcmeLease,
+        Family::AlertSent,
     ];
 
     /// The key prefix of the family's records.
@@ -90,6 +97,7 @@ impl Family {
             Family::AcmeTxt => "acme_txt:",
             Family::DnsProvider => "dns-provider/",
             Family::LegacyAcmeLease => "acme_lease:",
+            Family::AlertSent => "alert_sent:",
         }
     }
 

@@ -160,7 +160,10 @@ impl TenantView {
             dns: t.dns.clone(),
             acme_challenge: t.acme_challenge.map_or(Override::Default, Override::Set),
             acme_key_type: t.acme_key_type.map_or(Override::Default, Override::Set),
-            acme_profile: t.acme_profile.clone().unwrap_or_else(|| "default".to_owned()),
+            acme_profile: t
+                .acme_profile
+                .clone()
+                .unwrap_or_else(|| "default".to_owned()),
         }
     }
 }

@@ -137,6 +137,8 @@ pub enum ApiRoute {
     CaInit,
     /// `POST /api/ca/issue`
     CaIssue,
+    /// `GET /api/alerts`
+    Alerts,
     /// A malformed request (bad ID, missing parameter): 400.
     Bad(String),
     /// No such route: 404.
@@ -215,6 +217,7 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> ApiRoute {
         ["ca"] => pick(&[("GET", ApiRoute::CaShow)]),
         ["ca", "init"] => pick(&[("POST", ApiRoute::CaInit)]),
         ["ca", "issue"] => pick(&[("POST", ApiRoute::CaIssue)]),
+        ["alerts"] => pick(&[("GET", ApiRoute::Alerts)]),
         _ => ApiRoute::NotFound,
     }
 }
@@ -464,6 +467,7 @@ pub fn to_command(route: ApiRoute, body: &[u8]) -> Result<Command, Resp> {
             let b: TenantNameBody = parse(body)?;
             Command::CaIssue { tenant: b.tenant }
         }
+        ApiRoute::Alerts => Command::Alerts,
         ApiRoute::Bad(message) => return Err(bad(message)),
         ApiRoute::NotFound => {
             return Err(Resp::json_error(
