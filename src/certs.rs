@@ -46,9 +46,11 @@ pub fn import(
 ) -> Result<Imported, Error> {
     let tenants = store.tenants()?;
     let roots: Vec<Vec<u8>> = store.roots()?.into_iter().map(|(_, der)| der).collect();
+    let local_ca = local_ca_root(store)?;
     let ctx = Context {
         tenants: &tenants,
         roots: &roots,
+        local_ca: local_ca.as_deref(),
         now: clock::now(),
     };
     let leaf = match pki::analyse(cert_box, key_box, kind, &ctx)? {
@@ -138,6 +140,19 @@ pub fn import(
     batch.put_cert(&record, &chain);
     store.commit(batch)?;
     Ok(done(&record, warnings))
+}
+
+/// The local CA's root certificate (DER), a trust anchor of the import
+/// (`localca` keeps it in the `local-ca` setting as `{"cert": base64}`).
+fn local_ca_root(store: &Store) -> Result<Option<Vec<u8>>, Error> {
+    use base64ct::{Base64, Encoding};
+    let Some(raw) = store.setting(crate::settings::Setting::LocalCa.name())? else {
+        return Ok(None);
+    };
+    let value: serde_json::Value = serde_json::from_slice(&raw).unwrap_or_default();
+    Ok(value["cert"]
+        .as_str()
+        .and_then(|b| Base64::decode_vec(b).ok()))
 }
 
 /// `cert delete ID` (full ID).
