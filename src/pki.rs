@@ -1329,6 +1329,41 @@ mod tests {
         }
     }
 
+    /// RFC 5280 §4.1.2.5: "the validity period ... inclusive": at the
+    /// exact second of notAfter the leaf and an intermediate are still valid.
+    #[test]
+    fn not_after_is_inclusive() {
+        let at = |y| rcgen::date_time_ymd(y, 1, 1);
+        let root_key = rcgen::KeyPair::generate().unwrap();
+        let mut rp = rcgen::CertificateParams::default();
+        rp.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        rp.distinguished_name.push(rcgen::DnType::CommonName, "Inclusive Root");
+        rp.not_before = at(2020);
+        rp.not_after = at(2040);
+        let root = rp.self_signed(&root_key).unwrap();
+        let inter_key = rcgen::KeyPair::generate().unwrap();
+        let mut ip = rcgen::CertificateParams::default();
+        ip.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ip.distinguished_name.push(rcgen::DnType::CommonName, "Inclusive Intermediate");
+        ip.not_before = at(2020);
+        ip.not_after = at(2030);
+        let inter = ip.signed_by(&inter_key, &root, &root_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let mut lp = rcgen::CertificateParams::new(vec!["a.example.test".to_string()]).unwrap();
+        lp.not_before = at(2021);
+        lp.not_after = at(2030);
+        let leaf = lp.signed_by(&leaf_key, &inter, &inter_key).unwrap();
+        let cert_box = format!("{}{}{}", leaf.pem(), inter.pem(), root.pem());
+        let key = leaf_key.serialize_pem();
+        let not_after = CertInfo::parse(leaf.der().to_vec()).unwrap().not_after;
+        let run = |now| {
+            let ctx = Context { now, ..ctx() };
+            analyse(cert_box.as_bytes(), Some(key.as_bytes()), KindRequest::Auto, &ctx)
+        };
+        assert!(run(not_after).is_ok(), "{:?}", run(not_after));
+        assert_eq!(run(not_after + 1).unwrap_err().code(), "expired");
+    }
+
     #[test]
     fn truncated_or_mutated_der_never_panics() {
         let (cert, _) = leaf_and_key();

@@ -1,0 +1,301 @@
+//! Issue 17: the import judges a chain the way phones and browsers will
+//! (path validation as strict as rustls-webpki, best path instead of box
+//! order, trust at import). One test per class of chain that was accepted
+//! without a word though clients refuse it, one per false alarm (refused
+//! though clients accept), and the `private-root` warning. Every
+//! certificate is made here with rcgen (no x509-limbo files are copied).
+
+mod common;
+
+use common::*;
+use rcgen::{
+    BasicConstraints, CustomExtension, ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, KeyPair,
+    NameConstraints,
+};
+
+/// Leaf + intermediate + root: a box whose root the path can end in.
+fn full_box(l: &Issued, pki: &Pki) -> String {
+    format!("{}{}{}", l.pem(), pki.inter.pem(), pki.root.pem())
+}
+
+/// The served chain of a stored certificate (`cert show`), as DER.
+fn served(pbx: &Pbx, id: &str) -> Vec<Vec<u8>> {
+    let shown = pbx.run(&["cert", "show", id]);
+    shown.success();
+    pem_certs(&shown.stdout)
+}
+
+#[track_caller]
+fn refused(pbx: &Pbx, cert_box: &str, key: &Issued, code: &str) -> ApiError {
+    let e = pbx.import_err(cert_box, Some(&key.key_pem()), &[]);
+    e.expect(code);
+    assert!(pbx.certs().is_empty(), "a refused import stored something");
+    e
+}
+
+// ----------------------------------------------------------------------------
+// Missed classes: now refused, each with its code
+// ----------------------------------------------------------------------------
+
+#[test]
+fn eku_client_auth_only_is_refused() {
+    let pbx = Pbx::new();
+    let pki = Pki::new();
+    let mut b = leaf(&["www.example.com"]);
+    b.params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let l = pki.leaf(b);
+    let e = refused(&pbx, &full_box(&l, &pki), &l, "wrong-usage");
+    assert!(e.message.contains("serverAuth"), "{}", e.message);
+}
+
+#[test]
+fn eku_empty_is_refused() {
+    let pbx = Pbx::new();
+    let pki = Pki::new();
+    let mut b = leaf(&["www.example.com"]);
+    // extKeyUsage (2.5.29.37) with an empty SEQUENCE OF KeyPurposeId.
+    b.params
+        .custom_extensions
+        .push(CustomExtension::from_oid_content(&[2, 5, 29, 37], vec![0x30, 0x00]));
+    let l = pki.leaf(b);
+    refused(&pbx, &full_box(&l, &pki), &l, "wrong-usage");
+}
+
+#[test]
+fn expired_intermediate_is_refused() {
+    let pbx = Pbx::new();
+    let t = tag();
+    let r = root(&format!("Root {t}"));
+    let inter = ca(&format!("Old Intermediate {t}"))
+        .valid_days(-800, -1)
+        .signed_by(&r);
+    let l = leaf(&["www.example.com"]).signed_by(&inter);
+    // With the root in the box (the intermediate is on a checked path) ...
+    let e = refused(
+        &pbx,
+        &format!("{}{}{}", l.pem(), inter.pem(), r.pem()),
+        &l,
+        "intermediate-expired",
+    );
+    assert!(
+        e.message.contains(&format!("Old Intermediate {t}")),
+        "the message must name the intermediate: {}",
+        e.message
+    );
+    // ... and as the top of the box (clients hold its issuer).
+    refused(
+        &pbx,
+        &format!("{}{}", l.pem(), inter.pem()),
+        &l,
+        "intermediate-expired",
+    );
+}
+
+#[test]
+fn intermediate_without_ca_bit_is_refused() {
+    let pbx = Pbx::new();
+    let t = tag();
+    let r = root(&format!("Root {t}"));
+    // A certificate without basicConstraints CA:TRUE that signs the leaf.
+    let not_ca = leaf(&[])
+        .cn(&format!("Not A CA {t}"))
+        .valid_days(-10, 3000)
+        .signed_by(&r);
+    let l = leaf(&["www.example.com"]).signed_by(&not_ca);
+    let e = refused(
+        &pbx,
+        &format!("{}{}{}", l.pem(), not_ca.pem(), r.pem()),
+        &l,
+        "issuer-not-a-ca",
+    );
+    assert!(e.message.contains(&format!("Not A CA {t}")), "{}", e.message);
+}
+
+#[test]
+fn leaf_with_ca_true_is_refused() {
+    let pbx = Pbx::new();
+    let pki = Pki::new();
+    let l = pki.leaf(leaf(&["www.example.com"]).ca());
+    refused(&pbx, &full_box(&l, &pki), &l, "leaf-is-a-ca");
+}
+
+#[test]
+fn pathlen_violation_is_refused() {
+    let pbx = Pbx::new();
+    let t = tag();
+    let r = root(&format!("Root {t}"));
+    let mut b = ca(&format!("Pathlen0 {t}"));
+    b.params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    let i0 = b.signed_by(&r);
+    let i1 = intermediate(&format!("Below Pathlen0 {t}"), &i0);
+    let l = leaf(&["www.example.com"]).signed_by(&i1);
+    refused(
+        &pbx,
+        &format!("{}{}{}{}", l.pem(), i1.pem(), i0.pem(), r.pem()),
+        &l,
+        "path-len-exceeded",
+    );
+}
+
+#[test]
+fn name_constraint_excluded_name_is_refused() {
+    let pbx = Pbx::new();
+    let t = tag();
+    let r = root(&format!("Root {t}"));
+    let mut b = ca(&format!("Constrained {t}"));
+    b.params.name_constraints = Some(NameConstraints {
+        permitted_subtrees: vec![],
+        excluded_subtrees: vec![GeneralSubtree::DnsName("example.com".into())],
+    });
+    let inter = b.signed_by(&r);
+    let l = leaf(&["www.example.com"]).signed_by(&inter);
+    let e = refused(
+        &pbx,
+        &format!("{}{}{}", l.pem(), inter.pem(), r.pem()),
+        &l,
+        "name-constraint",
+    );
+    assert!(e.message.contains("www.example.com"), "{}", e.message);
+    // The same CA may still issue outside the excluded subtree.
+    let ok = leaf(&["www.example.org"]).signed_by(&inter);
+    pbx.import_ok(
+        format!("{}{}{}", ok.pem(), inter.pem(), r.pem()),
+        Some(&ok.key_pem()),
+        &[],
+    );
+}
+
+#[test]
+fn cn_only_leaf_is_refused() {
+    let pbx = Pbx::new();
+    let pki = Pki::new();
+    let l = pki.leaf(leaf(&[]).cn("www.example.com"));
+    let e = refused(&pbx, &full_box(&l, &pki), &l, "no-san");
+    assert!(e.message.contains("CN"), "{}", e.message);
+}
+
+#[test]
+fn wildcard_on_a_public_suffix_is_refused() {
+    let pbx = Pbx::new();
+    let pki = Pki::new();
+    for name in ["*.com", "*.co.uk"] {
+        let l = pki.leaf(leaf(&[name]));
+        let e = refused(&pbx, &full_box(&l, &pki), &l, "wildcard-public-suffix");
+        assert!(e.message.contains(name), "{}", e.message);
+    }
+    // A wildcard under a registrable domain is fine.
+    let l = pki.leaf(leaf(&["*.example.co.uk"]));
+    pbx.import_ok(full_box(&l, &pki), Some(&l.key_pem()), &[]);
+}
+
+#[test]
+fn unknown_critical_extension_is_refused() {
+    let pbx = Pbx::new();
+    let pki = Pki::new();
+    let mut b = leaf(&["www.example.com"]);
+    // A private-arc OID nobody knows, marked critical (RFC 5280 §4.2).
+    let mut ext = CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 55555, 1], vec![0x05, 0x00]);
+    ext.set_criticality(true);
+    b.params.custom_extensions.push(ext);
+    let l = pki.leaf(b);
+    refused(&pbx, &full_box(&l, &pki), &l, "unknown-critical-extension");
+}
+
+// ----------------------------------------------------------------------------
+// False alarms: now accepted
+// ----------------------------------------------------------------------------
+
+#[test]
+fn cross_signed_extra_intermediate_is_dropped_not_refused() {
+    let pbx = Pbx::new();
+    let t = tag();
+    let root_a = root(&format!("Root A {t}"));
+    let root_b = root(&format!("Root B {t}"));
+    let key = KeyPair::generate().unwrap();
+    let same_key = || KeyPair::from_pem(&key.serialize_pem()).unwrap();
+    // One CA key, certified by A and cross-signed by B (B is not in the box).
+    let inter_a = ca(&format!("Issuing CA {t}")).key(same_key()).signed_by(&root_a);
+    let inter_b = ca(&format!("Issuing CA {t}")).key(same_key()).signed_by(&root_b);
+    let l = leaf(&["www.example.com"]).signed_by(&inter_a);
+    // The vendor bundle lists the cross-sign first.
+    let cert_box = format!(
+        "{}{}{}{}",
+        l.pem(),
+        inter_b.pem(),
+        inter_a.pem(),
+        root_a.pem()
+    );
+    let v = pbx.import_ok(&cert_box, Some(&l.key_pem()), &[]);
+    assert_warning(&v, "not-on-path");
+    assert_eq!(served(&pbx, &l.id()), vec![l.der(), inter_a.der()]);
+}
+
+#[test]
+fn intermediate_trusted_directly_with_root_swapped_in() {
+    // x509-limbo rfc5280::root-and-intermediate-swapped: the trusted
+    // certificate is the intermediate (in the Root CA list); the box holds
+    // the leaf and the root above it instead.
+    let pbx = Pbx::new();
+    let pki = Pki::new();
+    pbx.import_ok(pki.inter.pem(), None, &["--kind", "root"]);
+    let l = pki.leaf(leaf(&["www.example.com"]));
+    let v = pbx.import_ok(
+        format!("{}{}", l.pem(), pki.root.pem()),
+        Some(&l.key_pem()),
+        &[],
+    );
+    assert_warning(&v, "not-on-path");
+    assert_no_warning(&v, "private-root");
+    assert_eq!(served(&pbx, &l.id()), vec![l.der()]);
+}
+
+#[test]
+fn self_issued_intermediate_is_not_the_root() {
+    // Key rollover: a self-issued (same name) CA certificate for a new key,
+    // signed by the old key; the leaf is signed by the new key.
+    let pbx = Pbx::new();
+    let t = tag();
+    let r = root(&format!("Rollover Root {t}"));
+    let new_key = ca(&format!("Rollover Root {t}")).signed_by(&r);
+    let l = leaf(&["www.example.com"]).signed_by(&new_key);
+    let v = pbx.import_ok(
+        format!("{}{}{}", l.pem(), new_key.pem(), r.pem()),
+        Some(&l.key_pem()),
+        &[],
+    );
+    assert_warning(&v, "root-included");
+    assert_eq!(served(&pbx, &l.id()), vec![l.der(), new_key.der()]);
+}
+
+// notAfter is inclusive (RFC 5280 §4.1.2.5): a unit test in src/pki.rs
+// (`not_after_is_inclusive`) sets "now" to the exact second, which a
+// test of the binary cannot.
+
+// ----------------------------------------------------------------------------
+// Trust at import
+// ----------------------------------------------------------------------------
+
+#[test]
+fn private_root_is_warned_and_named() {
+    let pbx = Pbx::new();
+    let pki = Pki::new();
+    let l = pki.leaf(leaf(&["www.example.com"]));
+    let v = pbx.import_ok(full_box(&l, &pki), Some(&l.key_pem()), &[]);
+    assert_warning(&v, "private-root");
+    let w = v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["code"] == "private-root")
+        .unwrap();
+    let msg = w["message"].as_str().unwrap();
+    assert!(msg.contains("Test Root CA"), "{msg}");
+    assert!(msg.contains("phones must trust"), "{msg}");
+
+    // Once the root is in the Root CA list, the same chain is not private.
+    let pbx = Pbx::new();
+    pbx.import_ok(pki.root.pem(), None, &["--kind", "root"]);
+    let v = pbx.import_ok(full_box(&l, &pki), Some(&l.key_pem()), &[]);
+    assert_no_warning(&v, "private-root");
+    assert_warning(&v, "root-included");
+}
