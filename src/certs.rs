@@ -178,6 +178,44 @@ pub fn delete(store: &Store, id: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// `cert check ID`: the stored chain judged again now, by the import's
+/// rules 4–6 (issue 17): what a client would see today (an expired or
+/// soon-expiring intermediate, a root removed from the Root CA list, ...).
+/// `ok` is false with the refusal's `error`; `warnings` as on import.
+pub fn check(store: &Store, id: &str) -> Result<serde_json::Value, Error> {
+    let record = store
+        .cert(id)?
+        .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+    let cert_box = chain_pem(store, id)?;
+    let tenants = store.tenants()?;
+    let roots: Vec<Vec<u8>> = store.roots()?.into_iter().map(|(_, der)| der).collect();
+    let local_ca = local_ca_root(store)?;
+    let ctx = Context {
+        tenants: &tenants,
+        roots: &roots,
+        local_ca: local_ca.as_deref(),
+        now: clock::now(),
+    };
+    let kind = match record.kind {
+        Kind::StirShaken => KindRequest::StirShaken,
+        // The tenant was settled at import; only the chain is judged.
+        Kind::Server | Kind::Domain => KindRequest::Server,
+    };
+    Ok(match pki::analyse(cert_box.as_bytes(), None, kind, &ctx) {
+        Ok(Analysis::Leaf(leaf)) => serde_json::json!({
+            "id": id, "ok": true, "error": null, "warnings": leaf.warnings,
+        }),
+        Ok(Analysis::Roots { .. }) => serde_json::json!({
+            "id": id, "ok": false, "warnings": [],
+            "error": {"code": "not-a-leaf", "message": "the stored chain holds no leaf"},
+        }),
+        Err(e) => serde_json::json!({
+            "id": id, "ok": false, "warnings": [],
+            "error": {"code": e.code(), "message": e.to_string()},
+        }),
+    })
+}
+
 /// `cert show ID`: the PEM chain, never the key.
 pub fn chain_pem(store: &Store, id: &str) -> Result<String, Error> {
     if store.cert(id)?.is_none() {

@@ -195,6 +195,12 @@ pub enum CertCmd {
         #[arg(value_parser = parse_id)]
         id: String,
     },
+    /// Re-validate a stored chain now, as a client would see it.
+    Check {
+        /// Certificate ID or a unique prefix of at least 8 hex digits.
+        #[arg(value_parser = parse_id)]
+        id: String,
+    },
     /// Renew an ACME (or self-signed) certificate now (at the daemon's next
     /// check, which this triggers when the daemon runs).
     Reissue {
@@ -523,6 +529,9 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
             command: CertCmd::Delete { id },
         } => Command::CertDelete { id },
         Cmd::Cert {
+            command: CertCmd::Check { id },
+        } => Command::CertCheck { id },
+        Cmd::Cert {
             command: CertCmd::Reissue { id },
         } => Command::CertReissue { id },
         Cmd::Acme {
@@ -720,6 +729,21 @@ pub fn render(command: &Command, v: &Value) -> String {
             if let Some(ids) = v["ids"].as_array().filter(|ids| ids.len() > 1) {
                 out += &format!("  {} roots added\n", ids.len());
             }
+            for w in v["warnings"].as_array().into_iter().flatten() {
+                out += &format!("warning [{}]: {}\n", s(&w["code"]), s(&w["message"]));
+            }
+            out
+        }
+        Command::CertCheck { .. } => {
+            let mut out = match v["ok"].as_bool() {
+                Some(true) => format!("certificate {}: clients accept the chain\n", s(&v["id"])),
+                _ => format!(
+                    "certificate {}: clients refuse the chain [{}]: {}\n",
+                    s(&v["id"]),
+                    s(&v["error"]["code"]),
+                    s(&v["error"]["message"])
+                ),
+            };
             for w in v["warnings"].as_array().into_iter().flatten() {
                 out += &format!("warning [{}]: {}\n", s(&w["code"]), s(&w["message"]));
             }

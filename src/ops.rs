@@ -65,6 +65,8 @@ pub enum Command {
     CertShow { id: String },
     /// `cert delete ID`
     CertDelete { id: String },
+    /// `cert check ID`: re-validate a stored chain now (issue 17)
+    CertCheck { id: String },
     /// `roots`
     Roots,
     /// `roots show ID`
@@ -214,6 +216,7 @@ impl Command {
             | Command::SystemShow
             | Command::Certs
             | Command::CertShow { .. }
+            | Command::CertCheck { .. }
             | Command::Roots
             | Command::RootsShow { .. }
             | Command::Resolve { .. }
@@ -373,6 +376,10 @@ pub fn execute(store: &Store, command: &Command) -> Result<Value, Error> {
             let id = resolve_id(store, Tree::Certs, id)?;
             certs::delete(store, &id).map(|()| ok())
         }
+        Command::CertCheck { id } => {
+            let id = resolve_id(store, Tree::Certs, id)?;
+            certs::check(store, &id)
+        }
         Command::Roots => Ok(json!(roots::list(store)?)),
         Command::RootsShow { id } => {
             let id = resolve_id(store, Tree::Roots, id)?;
@@ -513,6 +520,7 @@ mod tests {
             Command::Certs,
             Command::CertShow { id: s() },
             Command::CertDelete { id: s() },
+            Command::CertCheck { id: s() },
             Command::Roots,
             Command::RootsShow { id: s() },
             Command::RootsDelete { ids: vec![] },
@@ -582,9 +590,10 @@ mod tests {
                 Command::CaIssue { .. } => 26,
                 Command::DnsRemove { .. } => 27,
                 Command::DnsSet { .. } => 28,
+                Command::CertCheck { .. } => 29,
             });
         }
-        assert_eq!(seen.len(), 29, "a command variant has no sample");
+        assert_eq!(seen.len(), 30, "a command variant has no sample");
         samples
     }
 

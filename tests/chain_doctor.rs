@@ -299,3 +299,78 @@ fn private_root_is_warned_and_named() {
     assert_no_warning(&v, "private-root");
     assert_warning(&v, "root-included");
 }
+
+#[test]
+fn intermediate_expiring_before_the_leaf_is_warned() {
+    let pbx = Pbx::new();
+    let t = tag();
+    let r = root(&format!("Root {t}"));
+    let inter = ca(&format!("Short Intermediate {t}"))
+        .valid_days(-10, 30)
+        .signed_by(&r);
+    let l = leaf(&["www.example.com"])
+        .valid_days(-1, 90)
+        .signed_by(&inter);
+    let v = pbx.import_ok(
+        format!("{}{}", l.pem(), inter.pem()),
+        Some(&l.key_pem()),
+        &[],
+    );
+    assert_warning(&v, "intermediate-expires-first");
+    let w = v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["code"] == "intermediate-expires-first")
+        .unwrap();
+    assert!(
+        w["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("Short Intermediate {t}")),
+        "{w}"
+    );
+}
+
+// ----------------------------------------------------------------------------
+// `cert check ID`: what a client sees now
+// ----------------------------------------------------------------------------
+
+#[test]
+fn cert_check_reports_what_a_client_sees_now() {
+    let pbx = Pbx::new();
+    let t = tag();
+    let r = root(&format!("Listed Root {t}"));
+    pbx.import_ok(r.pem(), None, &["--kind", "root"]);
+    let l = leaf(&["www.example.com"]).signed_by(&r);
+    pbx.import_ok(l.pem(), Some(&l.key_pem()), &[]);
+    let v = pbx.ok(&["cert", "check", &l.id()]);
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["error"], serde_json::Value::Null, "{v}");
+
+    // The root leaves the Root CA list: clients of that list now lack it.
+    pbx.ok(&["roots", "delete", &r.id()]);
+    let v = pbx.ok(&["cert", "check", &l.id()]);
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["error"]["code"], "incomplete-chain", "{v}");
+
+    // An intermediate that expires before the leaf is reported.
+    let pki = Pki::new();
+    let short = ca(&format!("Short {t}")).valid_days(-10, 20).signed_by(&pki.root);
+    let l2 = leaf(&["short.example.com"]).signed_by(&short);
+    pbx.import_ok(
+        format!("{}{}", l2.pem(), short.pem()),
+        Some(&l2.key_pem()),
+        &[],
+    );
+    let v = pbx.ok(&["cert", "check", &l2.id()]);
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(
+        v["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["code"] == "intermediate-expires-first"),
+        "{v}"
+    );
+}
