@@ -11,6 +11,7 @@
 //! whose names match the tenant's, else the first imported.
 
 use crate::clock;
+use crate::limits::{AIA_FETCH_TIMEOUT, AIA_MAX_BYTES, AIA_MAX_FETCHES};
 use crate::error::Error;
 use crate::model::Source;
 use crate::pki::{self, Analysis, Context, Kind, KindRequest, Notice};
@@ -53,7 +54,40 @@ pub fn import(
         local_ca: local_ca.as_deref(),
         now: clock::now(),
     };
-    let leaf = match pki::analyse(cert_box, key_box, kind, &ctx)? {
+    let mut cert_box = cert_box.to_vec();
+    let mut fetched: Vec<Notice> = Vec::new();
+    let analysis = loop {
+        match pki::analyse(&cert_box, key_box, kind, &ctx) {
+            // Chain doctor: the issuer is missing; fetch it from the AIA
+            // caIssuers URL of the certificate that names it (RFC 5280
+            // §4.2.2.1), then judge the box again.
+            Err(e @ pki::ImportError::IncompleteChain(_))
+                if fetched.len() < AIA_MAX_FETCHES && aia_fetch_enabled(store)? =>
+            {
+                let Some((subject, url)) = pki::missing_issuer_url(&cert_box) else {
+                    break Err(e);
+                };
+                if fetched.iter().any(|n| n.message.contains(&url)) {
+                    break Err(e);
+                }
+                let Ok(ders) = fetch_issuer(store, &url) else {
+                    break Err(e);
+                };
+                for der in &ders {
+                    cert_box.extend_from_slice(crate::pem::encode("CERTIFICATE", der).as_bytes());
+                }
+                fetched.push(Notice {
+                    code: "intermediate-fetched",
+                    message: format!(
+                        "the issuer of \"{subject}\" was missing; it was fetched from {url} \
+                         (the certificate's AIA caIssuers URL). Paste the CA's bundle to avoid the fetch"
+                    ),
+                });
+            }
+            other => break other,
+        }
+    };
+    let leaf = match analysis? {
         Analysis::Roots { certs, warnings } => {
             let mut batch = Batch::default();
             let mut ids: Vec<String> = Vec::new();
@@ -77,7 +111,8 @@ pub fn import(
         }
         Analysis::Leaf(leaf) => leaf,
     };
-    let mut warnings = leaf.warnings;
+    let mut warnings = fetched;
+    warnings.extend(leaf.warnings);
     let info = &leaf.chain[0];
     let done = |record: &CertRecord, warnings: Vec<Notice>| Imported {
         id: record.id.clone(),
@@ -140,6 +175,34 @@ pub fn import(
     batch.put_cert(&record, &chain);
     store.commit(batch)?;
     Ok(done(&record, warnings))
+}
+
+/// Whether the chain doctor may fetch a missing issuer (`system set
+/// --aia-fetch off` for closed networks).
+fn aia_fetch_enabled(store: &Store) -> Result<bool, Error> {
+    Ok(store.setting(crate::settings::Setting::AiaFetch.name())?.as_deref() != Some(b"off"))
+}
+
+/// One caIssuers download (HTTP or HTTPS through `outbound`, HTTPS trusting
+/// the Root CA list), bounded by `AIA_FETCH_TIMEOUT` and `AIA_MAX_BYTES`;
+/// the CA certificates it holds (DER or PKCS#7, see `pki`).
+fn fetch_issuer(store: &Store, url: &str) -> Result<Vec<Vec<u8>>, String> {
+    use smol::future::FutureExt as _;
+    let client = crate::outbound::Client::from_store(store).map_err(|e| e.to_string())?;
+    let accept = [("Accept", "application/pkix-cert, application/pkcs7-mime")];
+    let work = client.request("GET", url, &accept, b"");
+    let timeout = async {
+        smol::Timer::after(AIA_FETCH_TIMEOUT).await;
+        Err(crate::outbound::HttpError::Timeout)
+    };
+    let resp = smol::block_on(work.or(timeout)).map_err(|e| e.to_string())?;
+    if resp.status != 200 {
+        return Err(format!("HTTP status {}", resp.status));
+    }
+    if resp.body.len() > AIA_MAX_BYTES {
+        return Err("the answer is too large".into());
+    }
+    pki::issuer_certs_from_download(&resp.body).ok_or_else(|| "no certificate in the answer".into())
 }
 
 /// The local CA's root certificate (DER), a trust anchor of the import

@@ -161,6 +161,15 @@ pub enum TenantCmd {
     },
 }
 
+/// `on` / `off`.
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("expected on or off".into()),
+    }
+}
+
 /// `system` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum SystemCmd {
@@ -175,6 +184,10 @@ pub enum SystemCmd {
         /// Certificate served without SNI (an ID, or 'none').
         #[arg(long, value_parser = parse_id_or_none)]
         default_cert: Option<String>,
+        /// Fetch a missing intermediate from its AIA URL at import ('off'
+        /// for closed networks).
+        #[arg(long, value_parser = parse_on_off)]
+        aia_fetch: Option<bool>,
     },
     /// Show system settings.
     Show,
@@ -507,11 +520,13 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
                     dns,
                     admin_email,
                     default_cert,
+                    aia_fetch,
                 },
         } => Command::SystemSet {
             dns,
             admin_email,
             default_cert,
+            aia_fetch,
         },
         Cmd::System {
             command: SystemCmd::Show,

@@ -48,6 +48,9 @@ pub enum Command {
         admin_email: Option<String>,
         /// An ID prefix, or `none`.
         default_cert: Option<String>,
+        /// `--aia-fetch on|off`: the import's chain doctor (issue 17).
+        #[serde(default)]
+        aia_fetch: Option<bool>,
     },
     /// `system show`
     SystemShow,
@@ -336,7 +339,14 @@ pub fn execute(store: &Store, command: &Command) -> Result<Value, Error> {
             dns,
             admin_email,
             default_cert,
+            aia_fetch,
         } => {
+            if let Some(on) = aia_fetch {
+                let mut batch = crate::store::Batch::default();
+                let value: &[u8] = if *on { b"on" } else { b"off" };
+                batch.put_setting(crate::settings::Setting::AiaFetch.name(), value);
+                store.commit(batch)?;
+            }
             let default_cert = match default_cert.as_deref() {
                 None => None,
                 Some("none") => Some(None),
@@ -356,6 +366,7 @@ pub fn execute(store: &Store, command: &Command) -> Result<Value, Error> {
                 "dns": system.dns,
                 "admin_email": system.admin_email,
                 "default_cert": system.default_cert,
+                "aia_fetch": store.setting(crate::settings::Setting::AiaFetch.name())?.as_deref() != Some(b"off"),
                 "roots_version": store.roots_version()?,
                 "bundled_roots_version": roots::bundled_version(),
                 "roots_update_available": roots::update_available(store)?,
@@ -495,11 +506,13 @@ mod tests {
                 dns: Some(s()),
                 admin_email: None,
                 default_cert: None,
+                aia_fetch: None,
             },
             Command::SystemSet {
                 dns: None,
                 admin_email: Some(s()),
                 default_cert: Some(s()),
+                aia_fetch: Some(false),
             },
             Command::SystemShow,
             Command::Import {
@@ -699,7 +712,8 @@ mod tests {
             !Command::SystemSet {
                 dns: None,
                 admin_email: Some("a@b.c".into()),
-                default_cert: None
+                default_cert: None,
+                aia_fetch: None,
             }
             .effect()
             .wakes_renewal

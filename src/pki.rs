@@ -1221,6 +1221,142 @@ fn map_path_error(e: &webpki::Error, certs: &[CertInfo], leaf_idx: usize, t: i64
     }
 }
 
+/// id-pe-authorityInfoAccess (RFC 5280 §4.2.2.1).
+const OID_AIA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.1.1");
+/// id-ad-caIssuers (RFC 5280 §4.2.2.1).
+const OID_CA_ISSUERS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.2");
+/// id-signedData (RFC 5652 §5.1), DER of the OID's value.
+const SIGNED_DATA_OID_DER: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02];
+
+/// The http(s) caIssuers URLs of a certificate's AIA extension.
+fn ca_issuers_of(cert: &Certificate) -> Vec<String> {
+    use x509_cert::ext::pkix::AuthorityInfoAccessSyntax;
+    let mut urls = Vec::new();
+    for ext in cert.tbs_certificate.extensions.iter().flatten() {
+        if ext.extn_id != OID_AIA {
+            continue;
+        }
+        let Ok(aia) = AuthorityInfoAccessSyntax::from_der(ext.extn_value.as_bytes()) else {
+            continue;
+        };
+        for ad in aia.0 {
+            if let (true, GeneralName::UniformResourceIdentifier(uri)) =
+                (ad.access_method == OID_CA_ISSUERS, &ad.access_location)
+            {
+                let uri = uri.as_str();
+                if uri.starts_with("http://") || uri.starts_with("https://") {
+                    urls.push(uri.to_owned());
+                }
+            }
+        }
+    }
+    urls
+}
+
+/// Chain doctor (issue 17): when the box stops at a certificate whose issuer
+/// is missing, that certificate's subject and its AIA caIssuers URL (RFC
+/// 5280 §4.2.2.1), if it names one. The box is judged as `analyse` reads it
+/// (unparseable blocks are ignored here: rule 1 reports them).
+pub fn missing_issuer_url(cert_box: &[u8]) -> Option<(String, String)> {
+    let blocks = pem::parse(cert_box).ok()?;
+    let certs: Vec<(CertInfo, Vec<String>)> = blocks
+        .into_iter()
+        .filter(|b| b.label == "CERTIFICATE")
+        .filter_map(|b| {
+            let urls = Certificate::from_der(&b.der).map(|c| ca_issuers_of(&c)).ok()?;
+            Some((CertInfo::parse(b.der)?, urls))
+        })
+        .collect();
+    certs.iter().find_map(|(c, urls)| {
+        let issuer_here = certs.iter().any(|(o, _)| c.names_issuer(o));
+        let url = urls.first()?;
+        (!issuer_here && !c.is_self_issued()).then(|| (c.subject.clone(), url.clone()))
+    })
+}
+
+/// One DER TLV at the start of `input`: (tag, whole TLV, content, rest).
+fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+    let tag = *input.first()?;
+    let first = *input.get(1)?;
+    let (len, head) = if first < 0x80 {
+        (usize::from(first), 2)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let mut len = 0usize;
+        for &b in input.get(2..2 + n)? {
+            len = (len << 8) | usize::from(b);
+        }
+        (len, 2 + n)
+    };
+    let end = head.checked_add(len)?;
+    Some((tag, input.get(..end)?, input.get(head..end)?, input.get(end..)?))
+}
+
+/// The certificates of a PKCS#7 "certs-only" SignedData (RFC 5652 §5.1;
+/// RFC 5280 §4.2.2.1 names it for caIssuers), as DER.
+fn pkcs7_certs(der: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let (0x30, _, content_info, _) = tlv(der)? else {
+        return None;
+    };
+    let (0x06, _, oid, rest) = tlv(content_info)? else {
+        return None;
+    };
+    if oid != SIGNED_DATA_OID_DER {
+        return None;
+    }
+    let (0xa0, _, explicit, _) = tlv(rest)? else {
+        return None;
+    };
+    let (0x30, _, signed_data, _) = tlv(explicit)? else {
+        return None;
+    };
+    // version, digestAlgorithms, encapContentInfo, then [0] certificates.
+    let (_, _, _, rest) = tlv(signed_data)?;
+    let (_, _, _, rest) = tlv(rest)?;
+    let (_, _, _, rest) = tlv(rest)?;
+    let (0xa0, _, mut set, _) = tlv(rest)? else {
+        return Some(Vec::new());
+    };
+    let mut out = Vec::new();
+    while !set.is_empty() && out.len() < MAX_CHAIN_LEN {
+        let (tag, whole, _, rest) = tlv(set)?;
+        if tag == 0x30 {
+            out.push(whole.to_vec());
+        }
+        set = rest;
+    }
+    Some(out)
+}
+
+/// The CA certificates a caIssuers URL returned: one DER certificate, a
+/// DER PKCS#7 certs-only bundle, or the same as PEM. Only certificates that
+/// parse are kept; none is `None`.
+pub fn issuer_certs_from_download(body: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let ders: Vec<Vec<u8>> = if body.starts_with(b"-----") || body.windows(5).any(|w| w == b"-----") {
+        pem::parse(body)
+            .ok()?
+            .into_iter()
+            .flat_map(|b| match b.label.as_str() {
+                "PKCS7" => pkcs7_certs(&b.der).unwrap_or_default(),
+                _ => vec![b.der],
+            })
+            .collect()
+    } else if CertInfo::parse(body.to_vec()).is_some() {
+        vec![body.to_vec()]
+    } else {
+        pkcs7_certs(body)?
+    };
+    let certs: Vec<Vec<u8>> = ders
+        .into_iter()
+        .filter(|d| CertInfo::parse(d.clone()).is_some())
+        .take(MAX_CHAIN_LEN)
+        .collect();
+    (!certs.is_empty()).then_some(certs)
+}
+
 /// Second-level public suffixes refused under a wildcard (every single-label
 /// suffix, `*.com`, is refused anyway): the common country registries'.
 /// A built-in list instead of the whole Public Suffix List: the PSL crates

@@ -31,11 +31,13 @@ pub enum Setting {
     DnsPropagation,
     /// The local CA (JSON `CaRecord`; its key is in the keys tree).
     LocalCa,
+    /// `off` turns the import's AIA caIssuers fetch off (closed networks).
+    AiaFetch,
 }
 
 impl Setting {
     /// Every fixed setting.
-    pub const ALL: [Setting; 8] = [
+    pub const ALL: [Setting; 9] = [
         Setting::System,
         Setting::RootsVersion,
         Setting::NextSeq,
@@ -44,6 +46,7 @@ impl Setting {
         Setting::AdminPassword,
         Setting::DnsPropagation,
         Setting::LocalCa,
+        Setting::AiaFetch,
     ];
 
     /// The key in the settings tree.
@@ -57,6 +60,7 @@ impl Setting {
             Setting::AdminPassword => "admin_password",
             Setting::DnsPropagation => "dns-propagation",
             Setting::LocalCa => "local-ca",
+            Setting::AiaFetch => "aia-fetch",
         }
     }
 }

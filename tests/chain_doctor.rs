@@ -374,3 +374,126 @@ fn cert_check_reports_what_a_client_sees_now() {
         "{v}"
     );
 }
+
+// ----------------------------------------------------------------------------
+// Chain doctor: AIA caIssuers fetch
+// ----------------------------------------------------------------------------
+
+/// DER TLV with a definite length.
+fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len.to_be_bytes().into_iter().skip_while(|&b| b == 0).collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+/// An authorityInfoAccess extension with one caIssuers URL (RFC 5280 §4.2.2.1).
+fn aia(url: &str) -> CustomExtension {
+    let oid_ca_issuers = der(0x06, &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x02]);
+    let location = der(0x86, url.as_bytes());
+    let ad = der(0x30, &[oid_ca_issuers, location].concat());
+    CustomExtension::from_oid_content(&[1, 3, 6, 1, 5, 5, 7, 1, 1], der(0x30, &ad))
+}
+
+/// A PKCS#7 "certs-only" SignedData (RFC 5652 §5.1) holding `certs`.
+fn pkcs7(certs: &[Vec<u8>]) -> Vec<u8> {
+    let signed_data_oid = der(0x06, &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02]);
+    let data_oid = der(0x06, &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01]);
+    let signed_data = der(
+        0x30,
+        &[
+            der(0x02, &[1]),
+            der(0x31, &[]),
+            der(0x30, &data_oid),
+            der(0xa0, &certs.concat()),
+            der(0x31, &[]),
+        ]
+        .concat(),
+    );
+    der(0x30, &[signed_data_oid, der(0xa0, &signed_data)].concat())
+}
+
+/// A one-thread HTTP/1.1 server on loopback answering every request with
+/// `body`; returns its base URL and a counter of requests served. Bounded:
+/// it stops after a few requests (the test process ends it otherwise).
+fn serve_body(body: Vec<u8>) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(8) {
+            let Ok(mut s) = stream else { continue };
+            let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let mut buf = [0u8; 4096];
+            let mut got = Vec::new();
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&body);
+        }
+    });
+    (url, hits)
+}
+
+/// A leaf whose intermediate is only reachable through its AIA URL.
+fn leaf_with_aia(pki: &Pki, url: &str) -> Issued {
+    let mut b = leaf(&["www.example.com"]);
+    b.params.custom_extensions.push(aia(url));
+    pki.leaf(b)
+}
+
+#[test]
+fn missing_intermediate_is_fetched_from_aia_der() {
+    let pbx = Pbx::new();
+    let pki = Pki::new();
+    let (base, hits) = serve_body(pki.inter.der());
+    let l = leaf_with_aia(&pki, &format!("{base}/inter.crt"));
+    let v = pbx.import_ok(l.pem(), Some(&l.key_pem()), &[]);
+    assert_warning(&v, "intermediate-fetched");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(served(&pbx, &l.id()), vec![l.der(), pki.inter.der()]);
+}
+
+#[test]
+fn missing_intermediate_is_fetched_from_aia_pkcs7() {
+    let pbx = Pbx::new();
+    let pki = Pki::new();
+    let (base, _) = serve_body(pkcs7(&[pki.inter.der()]));
+    let l = leaf_with_aia(&pki, &format!("{base}/inter.p7c"));
+    let v = pbx.import_ok(l.pem(), Some(&l.key_pem()), &[]);
+    assert_warning(&v, "intermediate-fetched");
+    assert_eq!(served(&pbx, &l.id()), vec![l.der(), pki.inter.der()]);
+}
+
+#[test]
+fn aia_fetch_off_keeps_incomplete_chain() {
+    let pbx = Pbx::new();
+    let pki = Pki::new();
+    let (base, hits) = serve_body(pki.inter.der());
+    let l = leaf_with_aia(&pki, &format!("{base}/inter.crt"));
+    pbx.ok(&["system", "set", "--aia-fetch", "off"]);
+    pbx.import_err(l.pem(), Some(&l.key_pem()), &[])
+        .expect("incomplete-chain");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    pbx.ok(&["system", "set", "--aia-fetch", "on"]);
+    let v = pbx.import_ok(l.pem(), Some(&l.key_pem()), &[]);
+    assert_warning(&v, "intermediate-fetched");
+}
