@@ -11,8 +11,8 @@
 //! whose names match the tenant's, else the first imported.
 
 use crate::clock;
-use crate::limits::{AIA_FETCH_TIMEOUT, AIA_MAX_BYTES, AIA_MAX_FETCHES};
 use crate::error::Error;
+use crate::limits::{AIA_FETCH_TIMEOUT, AIA_MAX_BYTES, AIA_MAX_FETCHES};
 use crate::model::Source;
 use crate::pki::{self, Analysis, Context, Kind, KindRequest, Notice};
 use crate::store::{Batch, CertRecord, Store};
@@ -180,7 +180,10 @@ pub fn import(
 /// Whether the chain doctor may fetch a missing issuer (`system set
 /// --aia-fetch off` for closed networks).
 fn aia_fetch_enabled(store: &Store) -> Result<bool, Error> {
-    Ok(store.setting(crate::settings::Setting::AiaFetch.name())?.as_deref() != Some(b"off"))
+    Ok(store
+        .setting(crate::settings::Setting::AiaFetch.name())?
+        .as_deref()
+        != Some(b"off"))
 }
 
 /// One caIssuers download (HTTP or HTTPS through `outbound`, HTTPS trusting

@@ -976,7 +976,9 @@ fn build_chain(
     use rustls::pki_types::{CertificateDer, TrustAnchor};
 
     let leaf = &certs[leaf_idx];
-    let t = ctx.now.clamp(leaf.not_before, leaf.not_after.max(leaf.not_before));
+    let t = ctx
+        .now
+        .clamp(leaf.not_before, leaf.not_after.max(leaf.not_before));
     let time = unix_time(t);
     let ders: Vec<CertificateDer<'_>> = certs
         .iter()
@@ -1067,7 +1069,9 @@ fn build_chain(
     } else if let Some(&i) = tops.iter().find(|&&i| anchor_is(&anchor, &certs[i].der)) {
         Origin::Top(i)
     } else {
-        return Err(ImportError::BadChain("the path ends at an unknown anchor".into()));
+        return Err(ImportError::BadChain(
+            "the path ends at an unknown anchor".into(),
+        ));
     };
     if let Origin::Top(i) = origin {
         // webpki does not check an anchor's dates: this CA is served.
@@ -1164,10 +1168,19 @@ fn missing_issuer(certs: &[CertInfo], leaf_idx: usize) -> String {
 fn map_path_error(e: &webpki::Error, certs: &[CertInfo], leaf_idx: usize, t: i64) -> ImportError {
     use webpki::Error as W;
     let leaf = &certs[leaf_idx];
-    let others = || certs.iter().enumerate().filter(move |&(i, _)| i != leaf_idx).map(|(_, c)| c);
+    let others = || {
+        certs
+            .iter()
+            .enumerate()
+            .filter(move |&(i, _)| i != leaf_idx)
+            .map(|(_, c)| c)
+    };
     match e {
         W::UnknownIssuer => ImportError::IncompleteChain(missing_issuer(certs, leaf_idx)),
-        W::CertExpired { .. } => match others().filter(|c| c.not_after < t).min_by_key(|c| c.not_after) {
+        W::CertExpired { .. } => match others()
+            .filter(|c| c.not_after < t)
+            .min_by_key(|c| c.not_after)
+        {
             Some(c) => ImportError::IntermediateExpired(
                 c.subject.clone(),
                 crate::clock::rfc3339(c.not_after),
@@ -1186,7 +1199,12 @@ fn map_path_error(e: &webpki::Error, certs: &[CertInfo], leaf_idx: usize, t: i64
         }
         W::EndEntityUsedAsCa => {
             let issuer = others()
-                .find(|c| !c.is_ca && certs.iter().any(|o| !o.is_self_issued() && o.names_issuer(c)))
+                .find(|c| {
+                    !c.is_ca
+                        && certs
+                            .iter()
+                            .any(|o| !o.is_self_issued() && o.names_issuer(c))
+                })
                 .map_or_else(|| leaf.issuer.clone(), |c| c.subject.clone());
             ImportError::IssuerNotACa(issuer)
         }
@@ -1263,7 +1281,9 @@ pub fn missing_issuer_url(cert_box: &[u8]) -> Option<(String, String)> {
         .into_iter()
         .filter(|b| b.label == "CERTIFICATE")
         .filter_map(|b| {
-            let urls = Certificate::from_der(&b.der).map(|c| ca_issuers_of(&c)).ok()?;
+            let urls = Certificate::from_der(&b.der)
+                .map(|c| ca_issuers_of(&c))
+                .ok()?;
             Some((CertInfo::parse(b.der)?, urls))
         })
         .collect();
@@ -1274,8 +1294,12 @@ pub fn missing_issuer_url(cert_box: &[u8]) -> Option<(String, String)> {
     })
 }
 
-/// One DER TLV at the start of `input`: (tag, whole TLV, content, rest).
-fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+/// One DER TLV split off the front of an input: (tag, whole TLV, content,
+/// the rest of the input).
+type Tlv<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+
+/// One DER TLV at the start of `input`.
+fn tlv(input: &[u8]) -> Option<Tlv<'_>> {
     let tag = *input.first()?;
     let first = *input.get(1)?;
     let (len, head) = if first < 0x80 {
@@ -1292,7 +1316,12 @@ fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
         (len, 2 + n)
     };
     let end = head.checked_add(len)?;
-    Some((tag, input.get(..end)?, input.get(head..end)?, input.get(end..)?))
+    Some((
+        tag,
+        input.get(..end)?,
+        input.get(head..end)?,
+        input.get(end..)?,
+    ))
 }
 
 /// The certificates of a PKCS#7 "certs-only" SignedData (RFC 5652 §5.1;
@@ -1335,7 +1364,8 @@ fn pkcs7_certs(der: &[u8]) -> Option<Vec<Vec<u8>>> {
 /// DER PKCS#7 certs-only bundle, or the same as PEM. Only certificates that
 /// parse are kept; none is `None`.
 pub fn issuer_certs_from_download(body: &[u8]) -> Option<Vec<Vec<u8>>> {
-    let ders: Vec<Vec<u8>> = if body.starts_with(b"-----") || body.windows(5).any(|w| w == b"-----") {
+    let ders: Vec<Vec<u8>> = if body.starts_with(b"-----") || body.windows(5).any(|w| w == b"-----")
+    {
         pem::parse(body)
             .ok()?
             .into_iter()
@@ -1364,11 +1394,11 @@ pub fn issuer_certs_from_download(body: &[u8]) -> Option<Vec<Vec<u8>>> {
 /// the rare `*.<suffix>` that the CAs refuse to issue in the first place.
 const PUBLIC_SUFFIXES_2: &[&str] = &[
     "co.uk", "org.uk", "me.uk", "ac.uk", "gov.uk", "ltd.uk", "plc.uk", "net.uk", "com.au",
-    "net.au", "org.au", "edu.au", "gov.au", "co.nz", "org.nz", "net.nz", "co.jp", "ne.jp",
-    "or.jp", "ac.jp", "co.kr", "or.kr", "co.za", "org.za", "co.in", "net.in", "org.in",
-    "com.br", "net.br", "org.br", "com.cn", "net.cn", "org.cn", "com.mx", "com.ar", "com.tr",
-    "com.tw", "com.hk", "com.sg", "com.my", "co.id", "co.il", "co.th", "com.ua", "com.pl",
-    "co.at", "or.at", "com.es", "com.co", "com.pe",
+    "net.au", "org.au", "edu.au", "gov.au", "co.nz", "org.nz", "net.nz", "co.jp", "ne.jp", "or.jp",
+    "ac.jp", "co.kr", "or.kr", "co.za", "org.za", "co.in", "net.in", "org.in", "com.br", "net.br",
+    "org.br", "com.cn", "net.cn", "org.cn", "com.mx", "com.ar", "com.tr", "com.tw", "com.hk",
+    "com.sg", "com.my", "co.id", "co.il", "co.th", "com.ua", "com.pl", "co.at", "or.at", "com.es",
+    "com.co", "com.pe",
 ];
 
 /// Names a client accepts: the names are SAN DNS names, and no wildcard
@@ -1473,14 +1503,16 @@ mod tests {
         let root_key = rcgen::KeyPair::generate().unwrap();
         let mut rp = rcgen::CertificateParams::default();
         rp.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        rp.distinguished_name.push(rcgen::DnType::CommonName, "Inclusive Root");
+        rp.distinguished_name
+            .push(rcgen::DnType::CommonName, "Inclusive Root");
         rp.not_before = at(2020);
         rp.not_after = at(2040);
         let root = rp.self_signed(&root_key).unwrap();
         let inter_key = rcgen::KeyPair::generate().unwrap();
         let mut ip = rcgen::CertificateParams::default();
         ip.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ip.distinguished_name.push(rcgen::DnType::CommonName, "Inclusive Intermediate");
+        ip.distinguished_name
+            .push(rcgen::DnType::CommonName, "Inclusive Intermediate");
         ip.not_before = at(2020);
         ip.not_after = at(2030);
         let inter = ip.signed_by(&inter_key, &root, &root_key).unwrap();
@@ -1494,10 +1526,57 @@ mod tests {
         let not_after = CertInfo::parse(leaf.der().to_vec()).unwrap().not_after;
         let run = |now| {
             let ctx = Context { now, ..ctx() };
-            analyse(cert_box.as_bytes(), Some(key.as_bytes()), KindRequest::Auto, &ctx)
+            analyse(
+                cert_box.as_bytes(),
+                Some(key.as_bytes()),
+                KindRequest::Auto,
+                &ctx,
+            )
         };
         assert!(run(not_after).is_ok(), "{:?}", run(not_after));
         assert_eq!(run(not_after + 1).unwrap_err().code(), "expired");
+    }
+
+    /// caIssuers answers are untrusted network input: a PKCS#7 bundle
+    /// yields its certificate, and every prefix or mutation of it parses
+    /// or fails without panicking.
+    #[test]
+    fn aia_downloads_never_panic() {
+        fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+            let mut out = vec![tag];
+            if content.len() < 0x80 {
+                out.push(content.len() as u8);
+            } else {
+                out.extend([0x82, (content.len() >> 8) as u8, content.len() as u8]);
+            }
+            out.extend_from_slice(content);
+            out
+        }
+        let (cert, _) = leaf_and_key();
+        let cert = pem::parse(cert.as_bytes()).unwrap().remove(0).der;
+        let sd = der(
+            0x30,
+            &[
+                der(0x02, &[1]),
+                der(0x31, &[]),
+                der(0x30, &der(0x06, &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01])),
+                der(0xa0, &cert),
+                der(0x31, &[]),
+            ]
+            .concat(),
+        );
+        let p7 = der(0x30, &[der(0x06, SIGNED_DATA_OID_DER), der(0xa0, &sd)].concat());
+        assert_eq!(issuer_certs_from_download(&p7), Some(vec![cert.clone()]));
+        assert_eq!(issuer_certs_from_download(&cert), Some(vec![cert.clone()]));
+        for len in 0..p7.len() {
+            let _ = issuer_certs_from_download(&p7[..len]);
+        }
+        for i in 0..p7.len() {
+            let mut m = p7.clone();
+            m[i] ^= 0xff;
+            let _ = issuer_certs_from_download(&m);
+        }
+        assert_eq!(issuer_certs_from_download(b"-----BEGIN nothing"), None);
     }
 
     #[test]

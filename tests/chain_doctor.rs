@@ -56,7 +56,10 @@ fn eku_empty_is_refused() {
     // extKeyUsage (2.5.29.37) with an empty SEQUENCE OF KeyPurposeId.
     b.params
         .custom_extensions
-        .push(CustomExtension::from_oid_content(&[2, 5, 29, 37], vec![0x30, 0x00]));
+        .push(CustomExtension::from_oid_content(
+            &[2, 5, 29, 37],
+            vec![0x30, 0x00],
+        ));
     let l = pki.leaf(b);
     refused(&pbx, &full_box(&l, &pki), &l, "wrong-usage");
 }
@@ -108,7 +111,11 @@ fn intermediate_without_ca_bit_is_refused() {
         &l,
         "issuer-not-a-ca",
     );
-    assert!(e.message.contains(&format!("Not A CA {t}")), "{}", e.message);
+    assert!(
+        e.message.contains(&format!("Not A CA {t}")),
+        "{}",
+        e.message
+    );
 }
 
 #[test]
@@ -194,7 +201,8 @@ fn unknown_critical_extension_is_refused() {
     let pki = Pki::new();
     let mut b = leaf(&["www.example.com"]);
     // A private-arc OID nobody knows, marked critical (RFC 5280 §4.2).
-    let mut ext = CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 55555, 1], vec![0x05, 0x00]);
+    let mut ext =
+        CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 55555, 1], vec![0x05, 0x00]);
     ext.set_criticality(true);
     b.params.custom_extensions.push(ext);
     let l = pki.leaf(b);
@@ -214,8 +222,12 @@ fn cross_signed_extra_intermediate_is_dropped_not_refused() {
     let key = KeyPair::generate().unwrap();
     let same_key = || KeyPair::from_pem(&key.serialize_pem()).unwrap();
     // One CA key, certified by A and cross-signed by B (B is not in the box).
-    let inter_a = ca(&format!("Issuing CA {t}")).key(same_key()).signed_by(&root_a);
-    let inter_b = ca(&format!("Issuing CA {t}")).key(same_key()).signed_by(&root_b);
+    let inter_a = ca(&format!("Issuing CA {t}"))
+        .key(same_key())
+        .signed_by(&root_a);
+    let inter_b = ca(&format!("Issuing CA {t}"))
+        .key(same_key())
+        .signed_by(&root_b);
     let l = leaf(&["www.example.com"]).signed_by(&inter_a);
     // The vendor bundle lists the cross-sign first.
     let cert_box = format!(
@@ -356,7 +368,9 @@ fn cert_check_reports_what_a_client_sees_now() {
 
     // An intermediate that expires before the leaf is reported.
     let pki = Pki::new();
-    let short = ca(&format!("Short {t}")).valid_days(-10, 20).signed_by(&pki.root);
+    let short = ca(&format!("Short {t}"))
+        .valid_days(-10, 20)
+        .signed_by(&pki.root);
     let l2 = leaf(&["short.example.com"]).signed_by(&short);
     pbx.import_ok(
         format!("{}{}", l2.pem(), short.pem()),
@@ -386,7 +400,11 @@ fn der(tag: u8, content: &[u8]) -> Vec<u8> {
     if len < 0x80 {
         out.push(len as u8);
     } else {
-        let bytes: Vec<u8> = len.to_be_bytes().into_iter().skip_while(|&b| b == 0).collect();
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|&b| b == 0)
+            .collect();
         out.push(0x80 | bytes.len() as u8);
         out.extend(bytes);
     }
@@ -404,8 +422,14 @@ fn aia(url: &str) -> CustomExtension {
 
 /// A PKCS#7 "certs-only" SignedData (RFC 5652 §5.1) holding `certs`.
 fn pkcs7(certs: &[Vec<u8>]) -> Vec<u8> {
-    let signed_data_oid = der(0x06, &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02]);
-    let data_oid = der(0x06, &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01]);
+    let signed_data_oid = der(
+        0x06,
+        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02],
+    );
+    let data_oid = der(
+        0x06,
+        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01],
+    );
     let signed_data = der(
         0x30,
         &[
