@@ -37,6 +37,33 @@ pub struct Imported {
     pub ids: Option<Vec<String>>,
 }
 
+/// What the pure rules need from the store (`pki::Context` borrows it).
+struct StoreFacts {
+    tenants: Vec<crate::model::Tenant>,
+    roots: Vec<Vec<u8>>,
+    local_ca: Option<Vec<u8>>,
+}
+
+impl StoreFacts {
+    fn read(store: &Store) -> Result<StoreFacts, Error> {
+        Ok(StoreFacts {
+            tenants: store.tenants()?,
+            roots: store.roots()?.into_iter().map(|(_, der)| der).collect(),
+            local_ca: local_ca_root(store)?,
+        })
+    }
+
+    /// The rules' context, judged at now.
+    fn context(&self) -> Context<'_> {
+        Context {
+            tenants: &self.tenants,
+            roots: &self.roots,
+            local_ca: self.local_ca.as_deref(),
+            now: clock::now(),
+        }
+    }
+}
+
 /// `import`: rules 1–7, then one transaction.
 pub fn import(
     store: &Store,
@@ -45,15 +72,8 @@ pub fn import(
     kind: KindRequest,
     source: Source,
 ) -> Result<Imported, Error> {
-    let tenants = store.tenants()?;
-    let roots: Vec<Vec<u8>> = store.roots()?.into_iter().map(|(_, der)| der).collect();
-    let local_ca = local_ca_root(store)?;
-    let ctx = Context {
-        tenants: &tenants,
-        roots: &roots,
-        local_ca: local_ca.as_deref(),
-        now: clock::now(),
-    };
+    let facts = StoreFacts::read(store)?;
+    let ctx = facts.context();
     let mut cert_box = cert_box.to_vec();
     let mut fetched: Vec<Notice> = Vec::new();
     let analysis = loop {
@@ -253,15 +273,8 @@ pub fn check(store: &Store, id: &str) -> Result<serde_json::Value, Error> {
         .cert(id)?
         .ok_or_else(|| Error::NotFound(id.to_owned()))?;
     let cert_box = chain_pem(store, id)?;
-    let tenants = store.tenants()?;
-    let roots: Vec<Vec<u8>> = store.roots()?.into_iter().map(|(_, der)| der).collect();
-    let local_ca = local_ca_root(store)?;
-    let ctx = Context {
-        tenants: &tenants,
-        roots: &roots,
-        local_ca: local_ca.as_deref(),
-        now: clock::now(),
-    };
+    let facts = StoreFacts::read(store)?;
+    let ctx = facts.context();
     let kind = match record.kind {
         Kind::StirShaken => KindRequest::StirShaken,
         // The tenant was settled at import; only the chain is judged.
