@@ -1030,7 +1030,17 @@ fn build_chain(
         Ok((inters, path.anchor().to_owned()))
     };
     let mut tops = Vec::new();
-    let found = match verify(&anchors) {
+    // A self-signed leaf is its own trust anchor (clients trust it only as
+    // installed, e.g. `openssl req -x509`, which also sets CA:TRUE): no
+    // path to judge.
+    let own_anchor = self_signed(leaf_idx)
+        .then(|| webpki::anchor_from_trusted_cert(leaf_der).ok())
+        .flatten();
+    let found = match own_anchor {
+        Some(a) => Ok((Vec::new(), a.to_owned())),
+        None => verify(&anchors),
+    };
+    let found = match found {
         Err(webpki::Error::UnknownIssuer) => {
             // The box stops at a CA whose issuer is nowhere: that CA is
             // where clients must take over (today's rule "complete when the
