@@ -5,6 +5,12 @@
 //! store: rule 7 (reuse of a stored key, replacement of older certificates
 //! with the same key), import order, and the single transaction per change.
 //!
+//! The chain doctor (issue 17) lives here because it needs the network:
+//! when rule 4 finds an issuer missing, the caIssuers URL `pki` names is
+//! fetched once per round (`outbound`, bounded by `AIA_*` limits; off with
+//! `system set --aia-fetch off`) and the box judged again. `cert check`
+//! judges a stored chain again now.
+//!
 //! What must hold: a failed import commits nothing; a key is deleted only when
 //! no remaining certificate uses it; deleting the default certificate clears
 //! the setting. STIR/SHAKEN choice per RFC 8226 §9 / RFC 8224: a certificate

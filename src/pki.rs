@@ -6,9 +6,20 @@
 //! numbered rules of the import contract are applied in order and the first
 //! failing one is reported (README, "Import error codes").
 //!
+//! Rule 4 judges the chain as clients will (issue 17): the path is built
+//! and validated by rustls-webpki, the validator of rustls clients (RFC 5280
+//! §6.1: validity of every certificate with notAfter inclusive, basic
+//! constraints, path length, name constraints, extended key usage, critical
+//! extensions), from the leaf through any supplied certificate to the Root
+//! CA list, the local CA, a pasted root, or the box's top CA; the served
+//! chain is that path. The chain doctor's pure half (which caIssuers URL to
+//! fetch, RFC 5280 §4.2.2.1; reading a DER/PKCS#7 answer) is here too; the
+//! fetch itself is in `certs`.
+//!
 //! What must hold: no I/O, no panics on any input (all parsing goes through
 //! checked decoders), key material never appears in an error message.
-//! Names follow RFC 6125 §6.4 (see `names`); TNAuthList is RFC 8226 §9.
+//! Names follow RFC 6125 §6.4 (see `names`): SAN DNS names only, never the
+//! CN; TNAuthList is RFC 8226 §9.
 
 use std::sync::Arc;
 
@@ -1569,13 +1580,22 @@ mod tests {
             &[
                 der(0x02, &[1]),
                 der(0x31, &[]),
-                der(0x30, &der(0x06, &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01])),
+                der(
+                    0x30,
+                    &der(
+                        0x06,
+                        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01],
+                    ),
+                ),
                 der(0xa0, &cert),
                 der(0x31, &[]),
             ]
             .concat(),
         );
-        let p7 = der(0x30, &[der(0x06, SIGNED_DATA_OID_DER), der(0xa0, &sd)].concat());
+        let p7 = der(
+            0x30,
+            &[der(0x06, SIGNED_DATA_OID_DER), der(0xa0, &sd)].concat(),
+        );
         assert_eq!(issuer_certs_from_download(&p7), Some(vec![cert.clone()]));
         assert_eq!(issuer_certs_from_download(&cert), Some(vec![cert.clone()]));
         for len in 0..p7.len() {
