@@ -881,6 +881,7 @@ mod tests {
                 dns: Some("sys.example.com".into()),
                 admin_email: None,
                 default_cert: None,
+                aia_fetch: None,
             },
         )
         .unwrap();

@@ -5,6 +5,12 @@
 //! store: rule 7 (reuse of a stored key, replacement of older certificates
 //! with the same key), import order, and the single transaction per change.
 //!
+//! The chain doctor (issue 17) lives here because it needs the network:
+//! when rule 4 finds an issuer missing, the caIssuers URL `pki` names is
+//! fetched once per round (`outbound`, bounded by `AIA_*` limits; off with
+//! `system set --aia-fetch off`) and the box judged again. `cert check`
+//! judges a stored chain again now.
+//!
 //! What must hold: a failed import commits nothing; a key is deleted only when
 //! no remaining certificate uses it; deleting the default certificate clears
 //! the setting. STIR/SHAKEN choice per RFC 8226 §9 / RFC 8224: a certificate
@@ -12,6 +18,7 @@
 
 use crate::clock;
 use crate::error::Error;
+use crate::limits::{AIA_FETCH_TIMEOUT, AIA_MAX_BYTES, AIA_MAX_FETCHES};
 use crate::model::{Source, UnknownValue, Word};
 use crate::pki::{self, Analysis, Context, Kind, KindRequest, Notice};
 use crate::store::{Batch, CertRecord, Store};
@@ -94,6 +101,33 @@ impl From<Notice> for Warning {
     }
 }
 
+/// What the pure rules need from the store (`pki::Context` borrows it).
+struct StoreFacts {
+    tenants: Vec<crate::model::Tenant>,
+    roots: Vec<Vec<u8>>,
+    local_ca: Option<Vec<u8>>,
+}
+
+impl StoreFacts {
+    fn read(store: &Store) -> Result<StoreFacts, Error> {
+        Ok(StoreFacts {
+            tenants: store.tenants()?,
+            roots: store.roots()?.into_iter().map(|(_, der)| der).collect(),
+            local_ca: local_ca_root(store)?,
+        })
+    }
+
+    /// The rules' context, judged at now.
+    fn context(&self) -> Context<'_> {
+        Context {
+            tenants: &self.tenants,
+            roots: &self.roots,
+            local_ca: self.local_ca.as_deref(),
+            now: clock::now(),
+        }
+    }
+}
+
 fn warnings(notices: Vec<Notice>) -> Vec<Warning> {
     notices.into_iter().map(Warning::from).collect()
 }
@@ -106,14 +140,42 @@ pub fn import(
     kind: KindRequest,
     source: Source,
 ) -> Result<Imported, Error> {
-    let tenants = store.tenants()?;
-    let roots: Vec<Vec<u8>> = store.roots()?.into_iter().map(|(_, der)| der).collect();
-    let ctx = Context {
-        tenants: &tenants,
-        roots: &roots,
-        now: clock::now(),
+    let facts = StoreFacts::read(store)?;
+    let ctx = facts.context();
+    let mut cert_box = cert_box.to_vec();
+    let mut fetched: Vec<Notice> = Vec::new();
+    let analysis = loop {
+        match pki::analyse(&cert_box, key_box, kind, &ctx) {
+            // Chain doctor: the issuer is missing; fetch it from the AIA
+            // caIssuers URL of the certificate that names it (RFC 5280
+            // §4.2.2.1), then judge the box again.
+            Err(e @ pki::ImportError::IncompleteChain(_))
+                if fetched.len() < AIA_MAX_FETCHES && aia_fetch_enabled(store)? =>
+            {
+                let Some((subject, url)) = pki::missing_issuer_url(&cert_box) else {
+                    break Err(e);
+                };
+                if fetched.iter().any(|n| n.message.contains(&url)) {
+                    break Err(e);
+                }
+                let Ok(ders) = fetch_issuer(store, &url) else {
+                    break Err(e);
+                };
+                for der in &ders {
+                    cert_box.extend_from_slice(crate::pem::encode("CERTIFICATE", der).as_bytes());
+                }
+                fetched.push(Notice {
+                    code: "intermediate-fetched",
+                    message: format!(
+                        "the issuer of \"{subject}\" was missing; it was fetched from {url} \
+                         (the certificate's AIA caIssuers URL). Paste the CA's bundle to avoid the fetch"
+                    ),
+                });
+            }
+            other => break other,
+        }
     };
-    let leaf = match pki::analyse(cert_box, key_box, kind, &ctx)? {
+    let leaf = match analysis? {
         Analysis::Roots { certs, warnings } => {
             let mut batch = Batch::default();
             let mut ids: Vec<String> = Vec::new();
@@ -137,7 +199,8 @@ pub fn import(
         }
         Analysis::Leaf(leaf) => leaf,
     };
-    let mut warnings = leaf.warnings;
+    let mut warnings = fetched;
+    warnings.extend(leaf.warnings);
     let info = &leaf.chain[0];
     let done = |record: &CertRecord, warnings: Vec<Notice>| Imported {
         id: record.id.clone(),
@@ -202,6 +265,50 @@ pub fn import(
     Ok(done(&record, warnings))
 }
 
+/// Whether the chain doctor may fetch a missing issuer (`system set
+/// --aia-fetch off` for closed networks).
+fn aia_fetch_enabled(store: &Store) -> Result<bool, Error> {
+    Ok(store
+        .setting(crate::settings::Setting::AiaFetch.name())?
+        .as_deref()
+        != Some(b"off"))
+}
+
+/// One caIssuers download (HTTP or HTTPS through `outbound`, HTTPS trusting
+/// the Root CA list), bounded by `AIA_FETCH_TIMEOUT` and `AIA_MAX_BYTES`;
+/// the CA certificates it holds (DER or PKCS#7, see `pki`).
+fn fetch_issuer(store: &Store, url: &str) -> Result<Vec<Vec<u8>>, String> {
+    use smol::future::FutureExt as _;
+    let client = crate::outbound::Client::from_store(store).map_err(|e| e.to_string())?;
+    let accept = [("Accept", "application/pkix-cert, application/pkcs7-mime")];
+    let work = client.request("GET", url, &accept, b"");
+    let timeout = async {
+        smol::Timer::after(AIA_FETCH_TIMEOUT).await;
+        Err(crate::outbound::HttpError::Timeout)
+    };
+    let resp = smol::block_on(work.or(timeout)).map_err(|e| e.to_string())?;
+    if resp.status != 200 {
+        return Err(format!("HTTP status {}", resp.status));
+    }
+    if resp.body.len() > AIA_MAX_BYTES {
+        return Err("the answer is too large".into());
+    }
+    pki::issuer_certs_from_download(&resp.body).ok_or_else(|| "no certificate in the answer".into())
+}
+
+/// The local CA's root certificate (DER), a trust anchor of the import
+/// (`localca` keeps it in the `local-ca` setting as `{"cert": base64}`).
+fn local_ca_root(store: &Store) -> Result<Option<Vec<u8>>, Error> {
+    use base64ct::{Base64, Encoding};
+    let Some(raw) = store.setting(crate::settings::Setting::LocalCa.name())? else {
+        return Ok(None);
+    };
+    let value: serde_json::Value = serde_json::from_slice(&raw).unwrap_or_default();
+    Ok(value["cert"]
+        .as_str()
+        .and_then(|b| Base64::decode_vec(b).ok()))
+}
+
 /// `cert delete ID` (full ID).
 pub fn delete(store: &Store, id: &str) -> Result<(), Error> {
     let record = store
@@ -223,6 +330,58 @@ pub fn delete(store: &Store, id: &str) -> Result<(), Error> {
     }
     store.commit(batch)?;
     Ok(())
+}
+
+/// `cert check ID`: the stored chain judged again now, by the import's
+/// rules 4–6 (issue 17): what a client would see today (an expired or
+/// soon-expiring intermediate, a root removed from the Root CA list, ...).
+/// `ok` is false with the refusal's `error`; `warnings` as on import.
+pub fn check(store: &Store, id: &str) -> Result<CheckView, Error> {
+    let record = store
+        .cert(id)?
+        .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+    let cert_box = chain_pem(store, id)?;
+    let facts = StoreFacts::read(store)?;
+    let ctx = facts.context();
+    let kind = match record.kind {
+        Kind::StirShaken => KindRequest::StirShaken,
+        // The tenant was settled at import; only the chain is judged.
+        Kind::Server | Kind::Domain => KindRequest::Server,
+    };
+    let refused = |code: &str, message: String| CheckView {
+        id: id.to_owned(),
+        ok: false,
+        error: Some(Warning {
+            code: code.to_owned(),
+            message,
+        }),
+        warnings: Vec::new(),
+    };
+    Ok(match pki::analyse(cert_box.as_bytes(), None, kind, &ctx) {
+        Ok(Analysis::Leaf(leaf)) => CheckView {
+            id: id.to_owned(),
+            ok: true,
+            error: None,
+            warnings: warnings(leaf.warnings),
+        },
+        Ok(Analysis::Roots { .. }) => {
+            refused("not-a-leaf", "the stored chain holds no leaf".to_owned())
+        }
+        Err(e) => refused(e.code(), e.to_string()),
+    })
+}
+
+/// `cert check --json`: what a client would see of a stored chain now.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CheckView {
+    /// The certificate.
+    pub id: String,
+    /// Clients accept the chain.
+    pub ok: bool,
+    /// Why they refuse it (code and words, as an import refusal).
+    pub error: Option<Warning>,
+    /// Warnings, as on import.
+    pub warnings: Vec<Warning>,
 }
 
 /// `cert show ID`: the PEM chain, never the key.

@@ -208,6 +208,15 @@ pub enum TenantCmd {
     },
 }
 
+/// `on` / `off`.
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("expected on or off".into()),
+    }
+}
+
 /// `system` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum SystemCmd {
@@ -222,6 +231,10 @@ pub enum SystemCmd {
         /// Certificate served without SNI (an ID, or 'none').
         #[arg(long, value_parser = parse_id_or_none)]
         default_cert: Option<String>,
+        /// Fetch a missing intermediate from its AIA URL at import ('off'
+        /// for closed networks).
+        #[arg(long, value_parser = parse_on_off)]
+        aia_fetch: Option<bool>,
     },
     /// Show system settings.
     Show,
@@ -238,6 +251,12 @@ pub enum CertCmd {
     },
     /// Delete a certificate.
     Delete {
+        /// Certificate ID or a unique prefix of at least 8 hex digits.
+        #[arg(value_parser = parse_id)]
+        id: String,
+    },
+    /// Re-validate a stored chain now, as a client would see it.
+    Check {
         /// Certificate ID or a unique prefix of at least 8 hex digits.
         #[arg(value_parser = parse_id)]
         id: String,
@@ -531,11 +550,13 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
                     dns,
                     admin_email,
                     default_cert,
+                    aia_fetch,
                 },
         } => Command::SystemSet {
             dns,
             admin_email,
             default_cert,
+            aia_fetch,
         },
         Cmd::System {
             command: SystemCmd::Show,
@@ -552,6 +573,9 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
         Cmd::Cert {
             command: CertCmd::Delete { id },
         } => Command::CertDelete { id },
+        Cmd::Cert {
+            command: CertCmd::Check { id },
+        } => Command::CertCheck { id },
         Cmd::Cert {
             command: CertCmd::Reissue { id },
         } => Command::CertReissue { id },
@@ -773,6 +797,19 @@ pub fn render(command: &Command, reply: &Reply) -> String {
             );
             if v.roots_update_available {
                 out += &roots_update_note(&v.bundled_roots_version);
+            }
+            out
+        }
+        Reply::Check(v) => {
+            let mut out = match &v.error {
+                None => format!("certificate {}: clients accept the chain\n", v.id),
+                Some(e) => format!(
+                    "certificate {}: clients refuse the chain [{}]: {}\n",
+                    v.id, e.code, e.message
+                ),
+            };
+            for w in &v.warnings {
+                out += &format!("warning [{}]: {}\n", w.code, w.message);
             }
             out
         }

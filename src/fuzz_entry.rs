@@ -114,6 +114,7 @@ fn build_fixtures() -> Result<Fixtures, String> {
             dns: Some("pbx.example.test".into()),
             admin_email: None,
             default_cert: None,
+            aia_fetch: None,
         },
     )
     .map_err(err)?;

@@ -487,3 +487,18 @@ pub const ALERT_SMTP_MAX_REPLY: usize = 16 * 1024;
 /// Longest alert setting value (server, user, password, address, URL,
 /// secret): far above any real one, bounds the stored record.
 pub const ALERT_MAX_SETTING_LEN: usize = 1024;
+
+// Chain doctor (issue 17): AIA caIssuers fetches at import.
+
+/// Whole-fetch bound of one caIssuers download: an import waits for it (and
+/// holds the store's write lock), so well below the client's 60 s request
+/// bound; a CA's AIA server answers in well under a second.
+pub const AIA_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Largest caIssuers answer accepted: one intermediate is 1-2 KiB and a
+/// PKCS#7 bundle of a few certificates under 10 KiB.
+pub const AIA_MAX_BYTES: usize = 64 * 1024;
+
+/// caIssuers downloads per import: leaf -> intermediate -> cross-sign covers
+/// real CAs; a URL that leads nowhere stops the chase.
+pub const AIA_MAX_FETCHES: usize = 3;

@@ -50,6 +50,9 @@ pub enum Command {
         admin_email: Option<String>,
         /// An ID prefix, or `none`.
         default_cert: Option<String>,
+        /// `--aia-fetch on|off`: the import's chain doctor (issue 17).
+        #[serde(default)]
+        aia_fetch: Option<bool>,
     },
     /// `system show`
     SystemShow,
@@ -67,6 +70,8 @@ pub enum Command {
     CertShow { id: String },
     /// `cert delete ID`
     CertDelete { id: String },
+    /// `cert check ID`: re-validate a stored chain now (issue 17)
+    CertCheck { id: String },
     /// `roots`
     Roots,
     /// `roots show ID`
@@ -224,6 +229,7 @@ impl Command {
             | Command::SystemShow
             | Command::Certs
             | Command::CertShow { .. }
+            | Command::CertCheck { .. }
             | Command::Roots
             | Command::RootsShow { .. }
             | Command::Resolve { .. }
@@ -432,6 +438,8 @@ pub enum Reply {
     Csr(crate::localca::CsrView),
     /// `ca init`, `ca show`.
     Ca(crate::localca::CaView),
+    /// `cert check`.
+    Check(certs::CheckView),
     /// `alert set`, `alert show`.
     AlertSettings(crate::alert::AlertView),
     /// `alerts`.
@@ -474,6 +482,7 @@ impl Reply {
             Command::CaInit | Command::CaShow => Reply::Ca(from(v)?),
             Command::AlertSet(_) | Command::AlertShow => Reply::AlertSettings(from(v)?),
             Command::Alerts => Reply::Alerts(from(v)?),
+            Command::CertCheck { .. } => Reply::Check(from(v)?),
             Command::AlertTest => Reply::AlertTest(from(v)?),
             Command::TenantAdd { .. }
             | Command::TenantRemove { .. }
@@ -532,7 +541,14 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
             dns,
             admin_email,
             default_cert,
+            aia_fetch,
         } => {
+            if let Some(on) = aia_fetch {
+                let mut batch = crate::store::Batch::default();
+                let value: &[u8] = if *on { b"on" } else { b"off" };
+                batch.put_setting(crate::settings::Setting::AiaFetch.name(), value);
+                store.commit(batch)?;
+            }
             let default_cert = match default_cert.as_deref() {
                 None => None,
                 Some("none") => Some(None),
@@ -552,6 +568,10 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
                 dns: system.dns,
                 admin_email: system.admin_email,
                 default_cert: system.default_cert,
+                aia_fetch: store
+                    .setting(crate::settings::Setting::AiaFetch.name())?
+                    .as_deref()
+                    != Some(b"off"),
                 roots_version: store.roots_version()?,
                 bundled_roots_version: roots::bundled_version(),
                 roots_update_available: roots::update_available(store)?,
@@ -574,6 +594,10 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
             let id = resolve_id(store, Tree::Certs, id)?;
             certs::delete(store, &id)?;
             Reply::DONE
+        }
+        Command::CertCheck { id } => {
+            let id = resolve_id(store, Tree::Certs, id)?;
+            Reply::Check(certs::check(store, &id)?)
         }
         Command::Roots => Reply::Roots(roots::list(store)?),
         Command::RootsShow { id } => {
@@ -705,11 +729,13 @@ mod tests {
                 dns: Some(s()),
                 admin_email: None,
                 default_cert: None,
+                aia_fetch: None,
             },
             Command::SystemSet {
                 dns: None,
                 admin_email: Some(s()),
                 default_cert: Some(s()),
+                aia_fetch: Some(false),
             },
             Command::SystemShow,
             Command::Import {
@@ -730,6 +756,7 @@ mod tests {
             Command::Certs,
             Command::CertShow { id: s() },
             Command::CertDelete { id: s() },
+            Command::CertCheck { id: s() },
             Command::Roots,
             Command::RootsShow { id: s() },
             Command::RootsDelete { ids: vec![] },
@@ -807,9 +834,10 @@ mod tests {
                 Command::AlertShow => 30,
                 Command::AlertTest => 31,
                 Command::Alerts => 32,
+                Command::CertCheck { .. } => 33,
             });
         }
-        assert_eq!(seen.len(), 33, "a command variant has no sample");
+        assert_eq!(seen.len(), 34, "a command variant has no sample");
         samples
     }
 
@@ -959,7 +987,8 @@ mod tests {
             Command::SystemSet {
                 dns: None,
                 admin_email: Some("a@b.c".into()),
-                default_cert: None
+                default_cert: None,
+                aia_fetch: None,
             }
             .effect()
             .wakes_renewal
@@ -968,7 +997,8 @@ mod tests {
             !Command::SystemSet {
                 dns: None,
                 admin_email: None,
-                default_cert: Some("none".into())
+                default_cert: Some("none".into()),
+                aia_fetch: None,
             }
             .effect()
             .wakes_renewal

@@ -6,13 +6,24 @@
 //! numbered rules of the import contract are applied in order and the first
 //! failing one is reported (README, "Import error codes").
 //!
+//! Rule 4 judges the chain as clients will (issue 17): the path is built
+//! and validated by rustls-webpki, the validator of rustls clients (RFC 5280
+//! §6.1: validity of every certificate with notAfter inclusive, basic
+//! constraints, path length, name constraints, extended key usage, critical
+//! extensions), from the leaf through any supplied certificate to the Root
+//! CA list, the local CA, a pasted root, or the box's top CA; the served
+//! chain is that path. The chain doctor's pure half (which caIssuers URL to
+//! fetch, RFC 5280 §4.2.2.1; reading a DER/PKCS#7 answer) is here too; the
+//! fetch itself is in `certs`.
+//!
 //! What must hold: no I/O, no panics on any input (all parsing goes through
 //! checked decoders), key material never appears in an error message.
-//! Names follow RFC 6125 §6.4 (see `names`); TNAuthList is RFC 8226 §9.
+//! Names follow RFC 6125 §6.4 (see `names`): SAN DNS names only, never the
+//! CN; TNAuthList is RFC 8226 §9.
 
 use std::sync::Arc;
 
-use der::asn1::{ContextSpecific, Ia5StringRef, ObjectIdentifier, OctetStringRef, UintRef};
+use der::asn1::{ContextSpecific, ObjectIdentifier, OctetStringRef, UintRef};
 use der::{Decode, Encode, Reader, SliceReader, TagNumber};
 use ring::signature;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
@@ -41,7 +52,6 @@ const OID_ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840
 const OID_ECDSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
 const OID_BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.19");
 const OID_SAN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.17");
-const OID_CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
 /// RFC 8226 §9: id-pe-TNAuthList.
 pub const OID_TN_AUTH_LIST: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.1.26");
 
@@ -66,7 +76,7 @@ pub enum ImportError {
     WeakKey(usize),
     /// No certificate in the box carries the key's public key.
     KeyMismatch,
-    /// The box holds certificates outside the leaf's chain, or a signature fails.
+    /// A signature on the path fails, or the path breaks another rule.
     BadChain(String),
     /// The chain stops before an intermediate CA or a known root.
     IncompleteChain(String),
@@ -82,6 +92,31 @@ pub enum ImportError {
     NoMatchingTenant,
     /// No key given and no stored key matches the certificate.
     KeyRequired,
+    /// The leaf's (or a CA's) extended key usage lacks serverAuth
+    /// (RFC 5280 §4.2.1.12): clients refuse it for a TLS server.
+    WrongUsage(String),
+    /// An intermediate on the path is past its `notAfter` (RFC 5280 §4.1.2.5).
+    IntermediateExpired(String, String),
+    /// An intermediate on the path is not valid yet.
+    IntermediateNotYetValid(String, String),
+    /// A certificate that issues another is not a CA (basicConstraints
+    /// cA absent, RFC 5280 §4.2.1.9).
+    IssuerNotACa(String),
+    /// The leaf is a CA certificate (basicConstraints cA:TRUE).
+    LeafIsACa(String),
+    /// An intermediate's pathLenConstraint is exceeded (RFC 5280 §4.2.1.9).
+    PathLenExceeded,
+    /// A CA's name constraints exclude (or do not permit) a name of the
+    /// leaf (RFC 5280 §4.2.1.10).
+    NameConstraint(String),
+    /// A certificate carries a critical extension clients do not know
+    /// (RFC 5280 §4.2).
+    UnknownCriticalExtension(String),
+    /// A server or domain certificate without a SAN DNS name (clients ignore
+    /// the CN, RFC 6125 §6.4.4).
+    NoSan(String),
+    /// A wildcard directly on a public suffix (`*.com`, `*.co.uk`).
+    WildcardPublicSuffix(String),
 }
 
 impl ImportError {
@@ -105,6 +140,16 @@ impl ImportError {
             ImportError::WildcardNeedsServer(_) => "wildcard-needs-server",
             ImportError::NoMatchingTenant => "no-matching-tenant",
             ImportError::KeyRequired => "key-required",
+            ImportError::WrongUsage(_) => "wrong-usage",
+            ImportError::IntermediateExpired(..) => "intermediate-expired",
+            ImportError::IntermediateNotYetValid(..) => "intermediate-not-yet-valid",
+            ImportError::IssuerNotACa(_) => "issuer-not-a-ca",
+            ImportError::LeafIsACa(_) => "leaf-is-a-ca",
+            ImportError::PathLenExceeded => "path-len-exceeded",
+            ImportError::NameConstraint(_) => "name-constraint",
+            ImportError::UnknownCriticalExtension(_) => "unknown-critical-extension",
+            ImportError::NoSan(_) => "no-san",
+            ImportError::WildcardPublicSuffix(_) => "wildcard-public-suffix",
         }
     }
 }
@@ -160,6 +205,55 @@ impl core::fmt::Display for ImportError {
             ),
             ImportError::KeyRequired => f.write_str(
                 "no private key given and no stored key matches this certificate; paste the private key too",
+            ),
+            ImportError::WrongUsage(subject) => write!(
+                f,
+                "\"{subject}\" (or a CA above it) is not made for TLS servers: its extended key usage \
+                 lacks serverAuth, so phones and browsers refuse it. Ask the CA for a TLS server certificate"
+            ),
+            ImportError::IntermediateExpired(subject, when) => write!(
+                f,
+                "the intermediate \"{subject}\" expired on {when}; clients refuse the chain. \
+                 Download the CA's current intermediate bundle and paste it after the certificate"
+            ),
+            ImportError::IntermediateNotYetValid(subject, when) => write!(
+                f,
+                "the intermediate \"{subject}\" is valid only from {when}; clients refuse the chain until then. \
+                 Use the CA's current intermediate bundle"
+            ),
+            ImportError::IssuerNotACa(subject) => write!(
+                f,
+                "\"{subject}\" issues a certificate of the chain but is not a CA certificate \
+                 (no basicConstraints CA:TRUE); clients refuse such a chain. Ask the CA for its real intermediate"
+            ),
+            ImportError::LeafIsACa(subject) => write!(
+                f,
+                "\"{subject}\" is a CA certificate (CA:TRUE) and cannot serve TLS; clients refuse it. \
+                 Import the server certificate the CA issued, not the CA itself"
+            ),
+            ImportError::PathLenExceeded => f.write_str(
+                "a CA on the chain allows fewer CAs below it (pathLenConstraint) than the chain has; \
+                 clients refuse it. Ask the CA for a chain that respects its path length",
+            ),
+            ImportError::NameConstraint(names) => write!(
+                f,
+                "a CA on the chain is not allowed to issue for {names} (its name constraints, RFC 5280 4.2.1.10); \
+                 clients refuse it. Get the certificate from a CA allowed to issue these names"
+            ),
+            ImportError::UnknownCriticalExtension(subject) => write!(
+                f,
+                "{subject} carries a critical extension that clients do not understand, so they refuse it. \
+                 Ask the CA for a certificate without it"
+            ),
+            ImportError::NoSan(subject) => write!(
+                f,
+                "\"{subject}\" has no DNS name in its Subject Alternative Name; clients ignore the CN, \
+                 so it is valid for no name. Reissue it with the names as SAN DNS entries"
+            ),
+            ImportError::WildcardPublicSuffix(name) => write!(
+                f,
+                "\"{name}\" is a wildcard on a public suffix; clients refuse it. \
+                 Use a wildcard under your own domain (e.g. *.example.com)"
             ),
         }
     }
@@ -243,7 +337,7 @@ pub struct CertInfo {
     pub not_before: i64,
     /// notAfter, Unix seconds.
     pub not_after: i64,
-    /// Normalised SAN DNS names (the CN when there is no SAN DNS name).
+    /// Normalised SAN DNS names (never the CN: clients ignore it).
     pub names: Vec<String>,
     /// The TNAuthList extension (RFC 8226) is present.
     pub tn_auth_list: bool,
@@ -290,13 +384,6 @@ impl CertInfo {
                 }
             } else if ext.extn_id == OID_TN_AUTH_LIST {
                 tn_auth_list = true;
-            }
-        }
-        if names_found.is_empty() {
-            if let Some(cn) = common_name(&tbs_cert.subject) {
-                if let Ok(n) = names::normalize(&cn, true) {
-                    names_found.push(n);
-                }
             }
         }
         let unix = |t: x509_cert::time::Time| {
@@ -383,26 +470,6 @@ fn tbs_range(der: &[u8]) -> Option<std::ops::Range<usize>> {
     let start = usize::try_from(outer.encoded_len().ok()?).ok()?;
     let tbs = reader.tlv_bytes().ok()?;
     Some(start..start.checked_add(tbs.len())?)
-}
-
-fn common_name(name: &x509_cert::name::Name) -> Option<String> {
-    for rdn in name.0.iter().rev() {
-        for atv in rdn.0.iter() {
-            if atv.oid == OID_CN {
-                let value = &atv.value;
-                if let Ok(s) = value.decode_as::<der::asn1::Utf8StringRef<'_>>() {
-                    return Some(s.as_str().to_owned());
-                }
-                if let Ok(s) = value.decode_as::<der::asn1::PrintableStringRef<'_>>() {
-                    return Some(s.as_str().to_owned());
-                }
-                if let Ok(s) = value.decode_as::<Ia5StringRef<'_>>() {
-                    return Some(s.as_str().to_owned());
-                }
-            }
-        }
-    }
-    None
 }
 
 fn rsa_modulus_bits(pkcs1_public_or_private: &[u8], private: bool) -> Option<usize> {
@@ -668,8 +735,10 @@ impl Kind {
 pub struct Context<'a> {
     /// Tenants and their DNS names (for rule 6).
     pub tenants: &'a [Tenant],
-    /// DER of the Root CA list (for rule 4 completeness).
+    /// DER of the Root CA list: trust anchors of rule 4.
     pub roots: &'a [Vec<u8>],
+    /// DER of the local CA's root, if any: a trust anchor too.
+    pub local_ca: Option<&'a [u8]>,
     /// Now, Unix seconds.
     pub now: i64,
 }
@@ -773,7 +842,9 @@ pub fn analyse(
     };
 
     // Rule 4: the chain.
-    let chain_idx = build_chain(&certs, leaf_idx, ctx, &mut warnings)?;
+    let server = !(certs[leaf_idx].tn_auth_list
+        && matches!(kind, KindRequest::Auto | KindRequest::StirShaken));
+    let chain_idx = build_chain(&certs, leaf_idx, server, ctx, &mut warnings)?;
     let mut slots: Vec<Option<CertInfo>> = certs.into_iter().map(Some).collect();
     let chain: Vec<CertInfo> = chain_idx
         .iter()
@@ -786,6 +857,9 @@ pub fn analyse(
 
     // Rule 6: the kind.
     let (kind, tenant) = classify(leaf, kind, ctx.tenants)?;
+    if kind != Kind::StirShaken {
+        check_names(leaf)?;
+    }
     Ok(Analysis::Leaf(LeafImport {
         chain,
         key,
@@ -801,7 +875,8 @@ fn check_validity(
     warnings: &mut Vec<Notice>,
 ) -> Result<(), ImportError> {
     let when = crate::clock::rfc3339(cert.not_after);
-    if cert.not_after <= now {
+    // RFC 5280 §4.1.2.5: the validity period includes notAfter.
+    if cert.not_after < now {
         return Err(ImportError::Expired(when));
     }
     if cert.not_before > now {
@@ -843,69 +918,234 @@ fn pick_leaf(certs: &[CertInfo]) -> usize {
         .unwrap_or(0)
 }
 
-/// Rule 4: order from the leaf upward, verify signatures, drop the root,
-/// refuse strays, then check completeness. Returns box indices, leaf first.
+/// Where a trust anchor of the path search comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// The Root CA list.
+    Listed,
+    /// The local CA's root.
+    LocalCa,
+    /// A self-signed certificate of the box (a pasted root, or a
+    /// self-signed leaf): box index.
+    Pasted(usize),
+    /// A CA of the box whose issuer is nowhere (box, Root CA list, local
+    /// CA): clients are expected to hold that issuer (box index).
+    Top(usize),
+}
+
+/// The extended key usage a path must allow (RFC 5280 §4.2.1.12): serverAuth
+/// for certificates that serve TLS (absent EKU allows any), anything for a
+/// STIR/SHAKEN signing certificate, which never serves TLS.
+struct Usage {
+    server: bool,
+}
+
+impl webpki::ExtendedKeyUsageValidator for Usage {
+    fn validate(&self, iter: webpki::KeyPurposeIdIter<'_, '_>) -> Result<(), webpki::Error> {
+        if self.server {
+            webpki::KeyUsage::server_auth().validate(iter)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Unix seconds to webpki's time (negative clamps to the epoch).
+fn unix_time(t: i64) -> rustls::pki_types::UnixTime {
+    rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+        u64::try_from(t).unwrap_or(0),
+    ))
+}
+
+/// A trust anchor's subject and key equal those of `der`.
+fn anchor_is(anchor: &rustls::pki_types::TrustAnchor<'_>, der: &[u8]) -> bool {
+    let cert = rustls::pki_types::CertificateDer::from(der);
+    webpki::anchor_from_trusted_cert(&cert).is_ok_and(|a| {
+        a.subject.as_ref() == anchor.subject.as_ref()
+            && a.subject_public_key_info.as_ref() == anchor.subject_public_key_info.as_ref()
+    })
+}
+
+/// Rule 4: the path a client builds (RFC 5280 §6.1, via rustls-webpki, the
+/// validator rustls clients run): from the leaf through any of the supplied
+/// certificates (alternate and cross-signed intermediates allowed) to a trust
+/// anchor — the Root CA list, the local CA, a self-signed root pasted in the
+/// box, or, when the box stops at a CA whose issuer is nowhere, that CA.
+/// Every certificate on the path is checked at the leaf's time of use (now,
+/// clamped into the leaf's validity so that rule 5 reports the leaf's own
+/// dates): validity, basic constraints, path length, name constraints,
+/// extended key usage, critical extensions, signatures. Supplied
+/// certificates off the path are dropped with `not-on-path`. Returns box
+/// indices, leaf first, without the anchor unless it is a `Top` CA.
 fn build_chain(
     certs: &[CertInfo],
     leaf_idx: usize,
+    server: bool,
     ctx: &Context<'_>,
     warnings: &mut Vec<Notice>,
 ) -> Result<Vec<usize>, ImportError> {
-    let mut chain = vec![leaf_idx];
-    let mut used = vec![false; certs.len()];
-    used[leaf_idx] = true;
-    let mut root_idx = None;
-    let mut self_signed_leaf = false;
-    let mut cur = leaf_idx;
-    loop {
-        let current = &certs[cur];
-        if current.is_self_issued() {
-            self_signed_leaf = cur == leaf_idx && current.is_signed_by(current).is_ok();
-            break;
+    use rustls::pki_types::{CertificateDer, TrustAnchor};
+
+    let leaf = &certs[leaf_idx];
+    let t = ctx
+        .now
+        .clamp(leaf.not_before, leaf.not_after.max(leaf.not_before));
+    let time = unix_time(t);
+    let ders: Vec<CertificateDer<'_>> = certs
+        .iter()
+        .map(|c| CertificateDer::from(c.der.as_slice()))
+        .collect();
+    let leaf_der = &ders[leaf_idx];
+    let ee = webpki::EndEntityCert::try_from(leaf_der)
+        .map_err(|e| map_path_error(&e, certs, leaf_idx, t))?;
+    let intermediates: Vec<CertificateDer<'_>> = ders
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != leaf_idx)
+        .map(|(_, d)| d.clone())
+        .collect();
+
+    // Anchors: listed roots, local CA, self-signed certificates of the box.
+    let root_ders: Vec<CertificateDer<'_>> = ctx
+        .roots
+        .iter()
+        .map(|d| CertificateDer::from(d.as_slice()))
+        .collect();
+    let local_der = ctx.local_ca.map(CertificateDer::from);
+    let mut anchors: Vec<TrustAnchor<'_>> = Vec::new();
+    for der in root_ders.iter().chain(local_der.iter()) {
+        if let Ok(a) = webpki::anchor_from_trusted_cert(der) {
+            anchors.push(a);
         }
-        let by_name: Vec<usize> = (0..certs.len())
-            .filter(|&j| !used[j] && current.names_issuer(&certs[j]))
-            .collect();
-        if by_name.is_empty() {
-            break;
-        }
-        let mut last_error = String::new();
-        let mut found = None;
-        for &j in &by_name {
-            match current.is_signed_by(&certs[j]) {
-                Ok(()) => {
-                    found = Some(j);
-                    break;
-                }
-                Err(e) => last_error = e,
+    }
+    let self_signed =
+        |i: usize| certs[i].is_self_issued() && certs[i].is_signed_by(&certs[i]).is_ok();
+    for (i, der) in ders.iter().enumerate() {
+        if (certs[i].is_ca || i == leaf_idx) && self_signed(i) {
+            if let Ok(a) = webpki::anchor_from_trusted_cert(der) {
+                anchors.push(a);
             }
         }
-        let j = found.ok_or(ImportError::BadChain(last_error))?;
-        used[j] = true;
-        if certs[j].is_self_issued() {
-            root_idx = Some(j);
+    }
+    let algs = rustls::crypto::ring::default_provider()
+        .signature_verification_algorithms
+        .all;
+    let usage = Usage { server };
+    let verify = |anchors: &[TrustAnchor<'_>]| -> Result<(Vec<Vec<u8>>, TrustAnchor<'static>), webpki::Error> {
+        let path =
+            ee.verify_for_usage(algs, anchors, &intermediates, time, &usage, None, None)?;
+        let inters = path
+            .intermediate_certificates()
+            .map(|c| c.der().to_vec())
+            .collect();
+        Ok((inters, path.anchor().to_owned()))
+    };
+    let mut tops = Vec::new();
+    // A self-signed leaf is its own trust anchor (clients trust it only as
+    // installed, e.g. `openssl req -x509`, which also sets CA:TRUE): no
+    // path to judge.
+    let own_anchor = self_signed(leaf_idx)
+        .then(|| webpki::anchor_from_trusted_cert(leaf_der).ok())
+        .flatten();
+    let found = match own_anchor {
+        Some(a) => Ok((Vec::new(), a.to_owned())),
+        None => verify(&anchors),
+    };
+    let found = match found {
+        Err(webpki::Error::UnknownIssuer) => {
+            // The box stops at a CA whose issuer is nowhere: that CA is
+            // where clients must take over (today's rule "complete when the
+            // top is an intermediate CA").
+            let mut with_tops = anchors.clone();
+            for (i, der) in ders.iter().enumerate() {
+                let issuer_supplied = certs
+                    .iter()
+                    .enumerate()
+                    .any(|(j, o)| j != i && certs[i].names_issuer(o));
+                if i != leaf_idx && certs[i].is_ca && !issuer_supplied {
+                    if let Ok(a) = webpki::anchor_from_trusted_cert(der) {
+                        with_tops.push(a);
+                        tops.push(i);
+                    }
+                }
+            }
+            verify(&with_tops)
+        }
+        other => other,
+    };
+    let (inter_ders, anchor) = found.map_err(|e| map_path_error(&e, certs, leaf_idx, t))?;
+
+    let box_index = |der: &[u8]| certs.iter().position(|c| c.der == der);
+    let mut chain = vec![leaf_idx];
+    chain.extend(inter_ders.iter().filter_map(|d| box_index(d)));
+    let pasted = (0..certs.len()).find(|&i| {
+        (certs[i].is_ca || i == leaf_idx) && self_signed(i) && anchor_is(&anchor, &certs[i].der)
+    });
+    let origin = if ctx.roots.iter().any(|d| anchor_is(&anchor, d)) {
+        Origin::Listed
+    } else if ctx.local_ca.is_some_and(|d| anchor_is(&anchor, d)) {
+        Origin::LocalCa
+    } else if let Some(i) = pasted {
+        Origin::Pasted(i)
+    } else if let Some(&i) = tops.iter().find(|&&i| anchor_is(&anchor, &certs[i].der)) {
+        Origin::Top(i)
+    } else {
+        return Err(ImportError::BadChain(
+            "the path ends at an unknown anchor".into(),
+        ));
+    };
+    if let Origin::Top(i) = origin {
+        // webpki does not check an anchor's dates: this CA is served.
+        let top = &certs[i];
+        if top.not_after < t {
+            return Err(ImportError::IntermediateExpired(
+                top.subject.clone(),
+                crate::clock::rfc3339(top.not_after),
+            ));
+        }
+        if top.not_before > t {
+            return Err(ImportError::IntermediateNotYetValid(
+                top.subject.clone(),
+                crate::clock::rfc3339(top.not_before),
+            ));
+        }
+        chain.push(i);
+    }
+    if chain.len() > MAX_CHAIN_LEN {
+        return Err(ImportError::BadChain(format!(
+            "the chain is longer than {MAX_CHAIN_LEN} certificates"
+        )));
+    }
+    let root_idx = pasted.filter(|&i| i != leaf_idx);
+    if let Some(r) = root_idx {
+        warnings.push(Notice {
+            code: "root-included",
+            message: format!(
+                "the root \"{}\" was included; clients have it already, so it is not sent and was dropped",
+                certs[r].subject
+            ),
+        });
+        if let Origin::Pasted(_) = origin {
             warnings.push(Notice {
-                code: "root-included",
+                code: "private-root",
                 message: format!(
-                    "the root \"{}\" was included; clients have it already, so it is not sent and was dropped",
-                    certs[j].subject
+                    "the chain ends in the root \"{}\", which is neither in the Root CA list nor the local CA: \
+                     phones must trust this root; load it onto them (or import it with --kind root)",
+                    certs[r].subject
                 ),
             });
-            break;
         }
-        if chain.len() == MAX_CHAIN_LEN {
-            return Err(ImportError::BadChain(format!(
-                "the chain is longer than {MAX_CHAIN_LEN} certificates"
-            )));
-        }
-        chain.push(j);
-        cur = j;
     }
-    if let Some(stray) = (0..certs.len()).find(|&j| !used[j]) {
-        return Err(ImportError::BadChain(format!(
-            "\"{}\" is not part of the chain of \"{}\"; remove it from the box",
-            certs[stray].subject, certs[leaf_idx].subject
-        )));
+    for (i, c) in certs.iter().enumerate() {
+        if !chain.contains(&i) && root_idx != Some(i) {
+            warnings.push(Notice {
+                code: "not-on-path",
+                message: format!(
+                    "\"{}\" is not on the path clients build for \"{}\"; it is not served and was dropped",
+                    c.subject, leaf.subject
+                ),
+            });
+        }
     }
     let order: Vec<usize> = chain.iter().copied().chain(root_idx).collect();
     if order.iter().enumerate().any(|(pos, &i)| pos != i) {
@@ -914,22 +1154,288 @@ fn build_chain(
             message: "the certificates were not in leaf-first order; they were put in order".into(),
         });
     }
-    let top = &certs[*chain.last().unwrap_or(&leaf_idx)];
-    let complete = root_idx.is_some()
-        || self_signed_leaf
-        || (chain.len() > 1 && top.is_ca)
-        || issued_by_known_root(top, ctx.roots);
-    if !complete {
-        return Err(ImportError::IncompleteChain(top.issuer.clone()));
+    if let Some(first) = chain[1..]
+        .iter()
+        .map(|&i| &certs[i])
+        .filter(|c| c.not_after < leaf.not_after)
+        .min_by_key(|c| c.not_after)
+    {
+        warnings.push(Notice {
+            code: "intermediate-expires-first",
+            message: format!(
+                "the intermediate \"{}\" expires on {}, before the certificate; clients refuse the chain from then. \
+                 Get the CA's newer intermediate before that date",
+                first.subject,
+                crate::clock::rfc3339(first.not_after)
+            ),
+        });
     }
     Ok(chain)
 }
 
-fn issued_by_known_root(top: &CertInfo, roots: &[Vec<u8>]) -> bool {
-    roots.iter().any(|der| {
-        CertInfo::parse(der.clone())
-            .is_some_and(|root| top.names_issuer(&root) && top.is_signed_by(&root).is_ok())
+/// The issuer name where the name chain from the leaf through the box stops.
+fn missing_issuer(certs: &[CertInfo], leaf_idx: usize) -> String {
+    let mut cur = leaf_idx;
+    let mut seen = vec![false; certs.len()];
+    seen[cur] = true;
+    while let Some(j) = (0..certs.len()).find(|&j| !seen[j] && certs[cur].names_issuer(&certs[j])) {
+        seen[j] = true;
+        cur = j;
+    }
+    certs[cur].issuer.clone()
+}
+
+/// A webpki refusal as the import error a PBX admin can act on.
+fn map_path_error(e: &webpki::Error, certs: &[CertInfo], leaf_idx: usize, t: i64) -> ImportError {
+    use webpki::Error as W;
+    let leaf = &certs[leaf_idx];
+    let others = || {
+        certs
+            .iter()
+            .enumerate()
+            .filter(move |&(i, _)| i != leaf_idx)
+            .map(|(_, c)| c)
+    };
+    match e {
+        W::UnknownIssuer => ImportError::IncompleteChain(missing_issuer(certs, leaf_idx)),
+        W::CertExpired { .. } => match others()
+            .filter(|c| c.not_after < t)
+            .min_by_key(|c| c.not_after)
+        {
+            Some(c) => ImportError::IntermediateExpired(
+                c.subject.clone(),
+                crate::clock::rfc3339(c.not_after),
+            ),
+            None => ImportError::Expired(crate::clock::rfc3339(leaf.not_after)),
+        },
+        W::CertNotValidYet { .. } => match others().find(|c| c.not_before > t) {
+            Some(c) => ImportError::IntermediateNotYetValid(
+                c.subject.clone(),
+                crate::clock::rfc3339(c.not_before),
+            ),
+            None => ImportError::BadChain("a certificate of the chain is not valid yet".into()),
+        },
+        W::RequiredEkuNotFoundContext(_) | W::EmptyEkuExtension => {
+            ImportError::WrongUsage(leaf.subject.clone())
+        }
+        W::EndEntityUsedAsCa => {
+            let issuer = others()
+                .find(|c| {
+                    !c.is_ca
+                        && certs
+                            .iter()
+                            .any(|o| !o.is_self_issued() && o.names_issuer(c))
+                })
+                .map_or_else(|| leaf.issuer.clone(), |c| c.subject.clone());
+            ImportError::IssuerNotACa(issuer)
+        }
+        W::CaUsedAsEndEntity => ImportError::LeafIsACa(leaf.subject.clone()),
+        W::PathLenConstraintViolated => ImportError::PathLenExceeded,
+        W::MaximumPathDepthExceeded => ImportError::BadChain(format!(
+            "the chain is longer than {MAX_CHAIN_LEN} certificates"
+        )),
+        W::NameConstraintViolation => ImportError::NameConstraint(if leaf.names.is_empty() {
+            format!("\"{}\"", leaf.subject)
+        } else {
+            leaf.names.join(", ")
+        }),
+        W::UnsupportedCriticalExtension => {
+            let who = if webpki::EndEntityCert::try_from(&rustls::pki_types::CertificateDer::from(
+                leaf.der.as_slice(),
+            ))
+            .is_err()
+            {
+                format!("the certificate \"{}\"", leaf.subject)
+            } else {
+                "a CA certificate of the chain".to_owned()
+            };
+            ImportError::UnknownCriticalExtension(who)
+        }
+        W::InvalidSignatureForPublicKey => ImportError::BadChain(format!(
+            "a signature on the path to \"{}\" does not verify with its issuer's key \
+             (a different CA with the same name?)",
+            leaf.subject
+        )),
+        other => ImportError::BadChain(format!("clients refuse the chain ({other})")),
+    }
+}
+
+/// id-pe-authorityInfoAccess (RFC 5280 §4.2.2.1).
+const OID_AIA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.1.1");
+/// id-ad-caIssuers (RFC 5280 §4.2.2.1).
+const OID_CA_ISSUERS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.2");
+/// id-signedData (RFC 5652 §5.1), DER of the OID's value.
+const SIGNED_DATA_OID_DER: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02];
+
+/// The http(s) caIssuers URLs of a certificate's AIA extension.
+fn ca_issuers_of(cert: &Certificate) -> Vec<String> {
+    use x509_cert::ext::pkix::AuthorityInfoAccessSyntax;
+    let mut urls = Vec::new();
+    for ext in cert.tbs_certificate.extensions.iter().flatten() {
+        if ext.extn_id != OID_AIA {
+            continue;
+        }
+        let Ok(aia) = AuthorityInfoAccessSyntax::from_der(ext.extn_value.as_bytes()) else {
+            continue;
+        };
+        for ad in aia.0 {
+            if let (true, GeneralName::UniformResourceIdentifier(uri)) =
+                (ad.access_method == OID_CA_ISSUERS, &ad.access_location)
+            {
+                let uri = uri.as_str();
+                if uri.starts_with("http://") || uri.starts_with("https://") {
+                    urls.push(uri.to_owned());
+                }
+            }
+        }
+    }
+    urls
+}
+
+/// Chain doctor (issue 17): when the box stops at a certificate whose issuer
+/// is missing, that certificate's subject and its AIA caIssuers URL (RFC
+/// 5280 §4.2.2.1), if it names one. The box is judged as `analyse` reads it
+/// (unparseable blocks are ignored here: rule 1 reports them).
+pub fn missing_issuer_url(cert_box: &[u8]) -> Option<(String, String)> {
+    let blocks = pem::parse(cert_box).ok()?;
+    let certs: Vec<(CertInfo, Vec<String>)> = blocks
+        .into_iter()
+        .filter(|b| b.label == "CERTIFICATE")
+        .filter_map(|b| {
+            let urls = Certificate::from_der(&b.der)
+                .map(|c| ca_issuers_of(&c))
+                .ok()?;
+            Some((CertInfo::parse(b.der)?, urls))
+        })
+        .collect();
+    certs.iter().find_map(|(c, urls)| {
+        let issuer_here = certs.iter().any(|(o, _)| c.names_issuer(o));
+        let url = urls.first()?;
+        (!issuer_here && !c.is_self_issued()).then(|| (c.subject.clone(), url.clone()))
     })
+}
+
+/// One DER TLV split off the front of an input: (tag, whole TLV, content,
+/// the rest of the input).
+type Tlv<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+
+/// One DER TLV at the start of `input`.
+fn tlv(input: &[u8]) -> Option<Tlv<'_>> {
+    let tag = *input.first()?;
+    let first = *input.get(1)?;
+    let (len, head) = if first < 0x80 {
+        (usize::from(first), 2)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let mut len = 0usize;
+        for &b in input.get(2..2 + n)? {
+            len = (len << 8) | usize::from(b);
+        }
+        (len, 2 + n)
+    };
+    let end = head.checked_add(len)?;
+    Some((
+        tag,
+        input.get(..end)?,
+        input.get(head..end)?,
+        input.get(end..)?,
+    ))
+}
+
+/// The certificates of a PKCS#7 "certs-only" SignedData (RFC 5652 §5.1;
+/// RFC 5280 §4.2.2.1 names it for caIssuers), as DER.
+fn pkcs7_certs(der: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let (0x30, _, content_info, _) = tlv(der)? else {
+        return None;
+    };
+    let (0x06, _, oid, rest) = tlv(content_info)? else {
+        return None;
+    };
+    if oid != SIGNED_DATA_OID_DER {
+        return None;
+    }
+    let (0xa0, _, explicit, _) = tlv(rest)? else {
+        return None;
+    };
+    let (0x30, _, signed_data, _) = tlv(explicit)? else {
+        return None;
+    };
+    // version, digestAlgorithms, encapContentInfo, then [0] certificates.
+    let (_, _, _, rest) = tlv(signed_data)?;
+    let (_, _, _, rest) = tlv(rest)?;
+    let (_, _, _, rest) = tlv(rest)?;
+    let (0xa0, _, mut set, _) = tlv(rest)? else {
+        return Some(Vec::new());
+    };
+    let mut out = Vec::new();
+    while !set.is_empty() && out.len() < MAX_CHAIN_LEN {
+        let (tag, whole, _, rest) = tlv(set)?;
+        if tag == 0x30 {
+            out.push(whole.to_vec());
+        }
+        set = rest;
+    }
+    Some(out)
+}
+
+/// The CA certificates a caIssuers URL returned: one DER certificate, a
+/// DER PKCS#7 certs-only bundle, or the same as PEM. Only certificates that
+/// parse are kept; none is `None`.
+pub fn issuer_certs_from_download(body: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let ders: Vec<Vec<u8>> = if body.starts_with(b"-----") || body.windows(5).any(|w| w == b"-----")
+    {
+        pem::parse(body)
+            .ok()?
+            .into_iter()
+            .flat_map(|b| match b.label.as_str() {
+                "PKCS7" => pkcs7_certs(&b.der).unwrap_or_default(),
+                _ => vec![b.der],
+            })
+            .collect()
+    } else if CertInfo::parse(body.to_vec()).is_some() {
+        vec![body.to_vec()]
+    } else {
+        pkcs7_certs(body)?
+    };
+    let certs: Vec<Vec<u8>> = ders
+        .into_iter()
+        .filter(|d| CertInfo::parse(d.clone()).is_some())
+        .take(MAX_CHAIN_LEN)
+        .collect();
+    (!certs.is_empty()).then_some(certs)
+}
+
+/// Second-level public suffixes refused under a wildcard (every single-label
+/// suffix, `*.com`, is refused anyway): the common country registries'.
+/// A built-in list instead of the whole Public Suffix List: the PSL crates
+/// embed ~200 KB of rules, more than this daemon's whole import path, for
+/// the rare `*.<suffix>` that the CAs refuse to issue in the first place.
+const PUBLIC_SUFFIXES_2: &[&str] = &[
+    "co.uk", "org.uk", "me.uk", "ac.uk", "gov.uk", "ltd.uk", "plc.uk", "net.uk", "com.au",
+    "net.au", "org.au", "edu.au", "gov.au", "co.nz", "org.nz", "net.nz", "co.jp", "ne.jp", "or.jp",
+    "ac.jp", "co.kr", "or.kr", "co.za", "org.za", "co.in", "net.in", "org.in", "com.br", "net.br",
+    "org.br", "com.cn", "net.cn", "org.cn", "com.mx", "com.ar", "com.tr", "com.tw", "com.hk",
+    "com.sg", "com.my", "co.id", "co.il", "co.th", "com.ua", "com.pl", "co.at", "or.at", "com.es",
+    "com.co", "com.pe",
+];
+
+/// Names a client accepts: the names are SAN DNS names, and no wildcard
+/// sits directly on a public suffix.
+fn check_names(leaf: &CertInfo) -> Result<(), ImportError> {
+    if leaf.names.is_empty() {
+        return Err(ImportError::NoSan(leaf.subject.clone()));
+    }
+    for name in &leaf.names {
+        if let Some(base) = name.strip_prefix("*.") {
+            if !base.contains('.') || PUBLIC_SUFFIXES_2.contains(&base) {
+                return Err(ImportError::WildcardPublicSuffix(name.clone()));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Rule 6 for a leaf: the kind and, for a domain certificate, its tenant.
@@ -975,6 +1481,7 @@ mod tests {
         Context {
             tenants: &[],
             roots: &[],
+            local_ca: None,
             now: crate::clock::now(),
         }
     }
@@ -1007,6 +1514,99 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    /// RFC 5280 §4.1.2.5: "the validity period ... inclusive": at the
+    /// exact second of notAfter the leaf and an intermediate are still valid.
+    #[test]
+    fn not_after_is_inclusive() {
+        let at = |y| rcgen::date_time_ymd(y, 1, 1);
+        let root_key = rcgen::KeyPair::generate().unwrap();
+        let mut rp = rcgen::CertificateParams::default();
+        rp.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        rp.distinguished_name
+            .push(rcgen::DnType::CommonName, "Inclusive Root");
+        rp.not_before = at(2020);
+        rp.not_after = at(2040);
+        let root = rp.self_signed(&root_key).unwrap();
+        let inter_key = rcgen::KeyPair::generate().unwrap();
+        let mut ip = rcgen::CertificateParams::default();
+        ip.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ip.distinguished_name
+            .push(rcgen::DnType::CommonName, "Inclusive Intermediate");
+        ip.not_before = at(2020);
+        ip.not_after = at(2030);
+        let inter = ip.signed_by(&inter_key, &root, &root_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let mut lp = rcgen::CertificateParams::new(vec!["a.example.test".to_string()]).unwrap();
+        lp.not_before = at(2021);
+        lp.not_after = at(2030);
+        let leaf = lp.signed_by(&leaf_key, &inter, &inter_key).unwrap();
+        let cert_box = format!("{}{}{}", leaf.pem(), inter.pem(), root.pem());
+        let key = leaf_key.serialize_pem();
+        let not_after = CertInfo::parse(leaf.der().to_vec()).unwrap().not_after;
+        let run = |now| {
+            let ctx = Context { now, ..ctx() };
+            analyse(
+                cert_box.as_bytes(),
+                Some(key.as_bytes()),
+                KindRequest::Auto,
+                &ctx,
+            )
+        };
+        assert!(run(not_after).is_ok(), "{:?}", run(not_after));
+        assert_eq!(run(not_after + 1).unwrap_err().code(), "expired");
+    }
+
+    /// caIssuers answers are untrusted network input: a PKCS#7 bundle
+    /// yields its certificate, and every prefix or mutation of it parses
+    /// or fails without panicking.
+    #[test]
+    fn aia_downloads_never_panic() {
+        fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+            let mut out = vec![tag];
+            if content.len() < 0x80 {
+                out.push(content.len() as u8);
+            } else {
+                out.extend([0x82, (content.len() >> 8) as u8, content.len() as u8]);
+            }
+            out.extend_from_slice(content);
+            out
+        }
+        let (cert, _) = leaf_and_key();
+        let cert = pem::parse(cert.as_bytes()).unwrap().remove(0).der;
+        let sd = der(
+            0x30,
+            &[
+                der(0x02, &[1]),
+                der(0x31, &[]),
+                der(
+                    0x30,
+                    &der(
+                        0x06,
+                        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01],
+                    ),
+                ),
+                der(0xa0, &cert),
+                der(0x31, &[]),
+            ]
+            .concat(),
+        );
+        let p7 = der(
+            0x30,
+            &[der(0x06, SIGNED_DATA_OID_DER), der(0xa0, &sd)].concat(),
+        );
+        assert_eq!(issuer_certs_from_download(&p7), Some(vec![cert.clone()]));
+        assert_eq!(issuer_certs_from_download(&cert), Some(vec![cert.clone()]));
+        for len in 0..p7.len() {
+            let _ = issuer_certs_from_download(&p7[..len]);
+        }
+        for i in 0..p7.len() {
+            let mut m = p7.clone();
+            m[i] ^= 0xff;
+            let _ = issuer_certs_from_download(&m);
+        }
+        assert_eq!(issuer_certs_from_download(b"-----BEGIN nothing"), None);
     }
 
     #[test]

@@ -33,11 +33,13 @@ pub enum Setting {
     LocalCa,
     /// Alert channels (JSON `alert::AlertSettings`).
     Alerts,
+    /// `off` turns the import's AIA caIssuers fetch off (closed networks).
+    AiaFetch,
 }
 
 impl Setting {
     /// Every fixed setting.
-    pub const ALL: [Setting; 9] = [
+    pub const ALL: [Setting; 10] = [
         Setting::System,
         Setting::RootsVersion,
         Setting::NextSeq,
@@ -47,6 +49,7 @@ impl Setting {
         Setting::DnsPropagation,
         Setting::LocalCa,
         Setting::Alerts,
+        Setting::AiaFetch,
     ];
 
     /// The key in the settings tree.
@@ -61,6 +64,7 @@ impl Setting {
             Setting::DnsPropagation => "dns-propagation",
             Setting::LocalCa => "local-ca",
             Setting::Alerts => "alerts",
+            Setting::AiaFetch => "aia-fetch",
         }
     }
 }

@@ -178,6 +178,9 @@ pub struct SystemView {
     pub admin_email: Option<String>,
     /// The certificate served without SNI, when set explicitly.
     pub default_cert: Option<String>,
+    /// Whether a missing issuer is fetched from AIA caIssuers at import
+    /// (`system set --aia-fetch on|off`).
+    pub aia_fetch: bool,
     /// The stored Root CA list's version.
     pub roots_version: Option<String>,
     /// The Root CA list this release bundles.

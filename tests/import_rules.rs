@@ -406,25 +406,32 @@ fn plain_leaf_first_import_has_no_warnings() {
     assert_eq!(v["id"], l.id());
 }
 
+// Issue 17: a certificate off the path is dropped with `not-on-path`
+// (it was refused with `bad-chain` before: clients ignore it).
 #[test]
-fn bad_chain_unrelated_root_in_box() {
+fn unrelated_root_in_box_is_dropped_with_warning() {
     let pbx = Pbx::new();
     let (pki, l) = server_leaf();
     let stranger = root("Unrelated Root CA");
     let cert_box = format!("{}{}{}", l.pem(), pki.inter.pem(), stranger.pem());
-    pbx.import_err(&cert_box, Some(&l.key_pem()), &[])
-        .expect("bad-chain");
-    assert!(pbx.certs().is_empty());
+    let v = pbx.import_ok(&cert_box, Some(&l.key_pem()), &[]);
+    assert_warning(&v, "not-on-path");
+    let shown = pbx.run(&["cert", "show", &l.id()]);
+    shown.success();
+    assert_eq!(pem_certs(&shown.stdout), vec![l.der(), pki.inter.der()]);
 }
 
 #[test]
-fn bad_chain_unrelated_intermediate_in_box() {
+fn unrelated_intermediate_in_box_is_dropped_with_warning() {
     let pbx = Pbx::new();
     let (pki, l) = server_leaf();
     let other = Pki::new();
     let cert_box = format!("{}{}{}", l.pem(), pki.inter.pem(), other.inter.pem());
-    pbx.import_err(&cert_box, Some(&l.key_pem()), &[])
-        .expect("bad-chain");
+    let v = pbx.import_ok(&cert_box, Some(&l.key_pem()), &[]);
+    assert_warning(&v, "not-on-path");
+    let shown = pbx.run(&["cert", "show", &l.id()]);
+    shown.success();
+    assert_eq!(pem_certs(&shown.stdout), vec![l.der(), pki.inter.der()]);
 }
 
 #[test]
@@ -894,12 +901,13 @@ fn no_matching_tenant() {
 }
 
 #[test]
-fn names_are_lowercased_and_cn_used_without_san() {
+fn names_are_lowercased_and_cn_only_is_refused() {
     let pbx = Pbx::new();
     let pki = Pki::new();
+    // Issue 17: clients ignore the CN, so a CN-only leaf serves no name.
     let l = pki.leaf(leaf(&[]).cn("Legacy.Example.COM"));
-    let v = pki.import(&pbx, &l, &[]);
-    assert_eq!(str_list(&v, "names"), vec!["legacy.example.com"]);
+    pbx.import_err(pki.chain_pem(&l), Some(&l.key_pem()), &[])
+        .expect("no-san");
     let l2 = pki.leaf(leaf(&["WWW.Example.COM"]).cn("Something Else"));
     let v = pki.import(&pbx, &l2, &[]);
     assert_eq!(str_list(&v, "names"), vec!["www.example.com"]);
@@ -1112,26 +1120,29 @@ fn precedence_chain_before_validity() {
     let l = pki.leaf(leaf(&["www.example.com"]).valid_days(-100, -1));
     let stranger = root("Stranger Root");
     let cert_box = format!("{}{}{}", l.pem(), pki.inter.pem(), stranger.pem());
+    // Issue 17: the stranger is only dropped (`not-on-path`), so the
+    // leaf's own expiry is what is left.
     pbx.import_err(&cert_box, Some(&l.key_pem()), &[])
-        .expect("bad-chain");
+        .expect("expired");
     // Incomplete and expired: incomplete-chain.
     pbx.import_err(l.pem(), Some(&l.key_pem()), &[])
         .expect("incomplete-chain");
 }
 
 #[test]
-fn precedence_bad_chain_before_incomplete_chain() {
+fn stray_root_does_not_hide_incomplete_chain() {
     let pbx = Pbx::new();
     let pki = Pki::new();
     let l = pki.leaf(leaf(&["www.example.com"]));
-    // Missing intermediate AND an unrelated root in the box.
+    // Missing intermediate AND an unrelated root in the box: the root is
+    // off the path (issue 17: no longer `bad-chain`), the gap remains.
     let stranger = root("Stranger Root");
     pbx.import_err(
         format!("{}{}", l.pem(), stranger.pem()),
         Some(&l.key_pem()),
         &[],
     )
-    .expect("bad-chain");
+    .expect("incomplete-chain");
 }
 
 #[test]
@@ -1206,12 +1217,14 @@ fn failed_imports_leave_the_store_unchanged() {
         &pbx.import_err(pki.chain_pem(&s), Some(&KeyPairPem::p256()), &[]),
         "key-mismatch",
     );
-    // bad-chain
+    // bad-chain: an impostor intermediate (same name, other key)
     let other = pki.leaf(leaf(&["other.example.com"]));
-    let stranger = root("Stranger Root");
+    let mut impostor = ca("placeholder");
+    impostor.params.distinguished_name = pki.inter.cert.params().distinguished_name.clone();
+    let impostor = impostor.signed_by(&pki.root);
     check(
         &pbx.import_err(
-            format!("{}{}{}", other.pem(), pki.inter.pem(), stranger.pem()),
+            format!("{}{}", other.pem(), impostor.pem()),
             Some(&other.key_pem()),
             &[],
         ),

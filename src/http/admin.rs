@@ -1054,6 +1054,7 @@ impl Admin {
                     dns: Some(or_none("dns")),
                     admin_email: Some(or_none("admin_email")),
                     default_cert: Some(default_cert),
+                    aia_fetch: None,
                 };
                 let r = self.run(command).await;
                 self.outcome(session, "/tenants", r, "system settings saved")

@@ -429,6 +429,7 @@ pub fn to_command(route: ApiRoute, body: &[u8]) -> Result<Command, Resp> {
                 dns: b.dns,
                 admin_email: b.admin_email,
                 default_cert: b.default_cert.map(|d| d.to_ascii_lowercase()),
+                aia_fetch: None,
             }
         }
         ApiRoute::Resolve(sni) => Command::Resolve { sni },
@@ -706,7 +707,8 @@ mod tests {
             Command::SystemSet {
                 dns: None,
                 admin_email: None,
-                default_cert: None
+                default_cert: None,
+                aia_fetch: None,
             }
         ));
         let c = to_command(ApiRoute::RootsDelete, br#"{"ids":["ABCDEF0123"]}"#).unwrap();
