@@ -268,9 +268,9 @@ try {
   check((await page.inputValue('#challenge')) === 'dns-01', 'challenge shown');
   check((await page.locator('#status tr', { hasText: 'pbx.example.com' }).count()) === 1, 'system name in the status table');
   const CF_TOKEN = 'browser-cf-token-0123456789abcdef';
-  await page.fill('#c-name', 'cf-web');
-  await page.fill('#c-zone', 'example.com');
-  await page.fill('#c-token', CF_TOKEN);
+  await page.fill('#cloudflare-name', 'cf-web');
+  await page.fill('#cloudflare-zone', 'example.com');
+  await page.fill('#cloudflare-token', CF_TOKEN);
   await Promise.all([page.waitForNavigation(), page.click('button:has-text("Add Cloudflare provider")')]);
   check((await text()).includes('DNS provider cf-web added'), 'provider added');
   check(!(await page.content()).includes(CF_TOKEN), 'token shown back');
