@@ -29,7 +29,7 @@
 //! list, like every outgoing connection).
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::clock;
 use crate::error::Error;
@@ -142,17 +142,40 @@ pub struct Alert {
     pub at: Option<i64>,
 }
 
+/// An alert as the webhook body and `alerts --json` show it (times RFC
+/// 3339).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertBody {
+    /// Event and threshold: sent once per key.
+    pub key: String,
+    /// Stable code.
+    pub code: String,
+    /// One line for a subject.
+    pub subject: String,
+    /// Text for the admin.
+    pub message: String,
+    /// The certificate concerned, if any.
+    pub cert_id: Option<String>,
+    /// The time the alert is about, if any.
+    pub at: Option<String>,
+}
+
 impl Alert {
+    /// The alert's JSON shape.
+    pub fn body(&self) -> AlertBody {
+        AlertBody {
+            key: self.key.clone(),
+            code: self.code.clone(),
+            subject: self.subject.clone(),
+            message: self.message.clone(),
+            cert_id: self.cert_id.clone(),
+            at: self.at.map(clock::rfc3339),
+        }
+    }
+
     /// The alert as the webhook body and `alerts --json` show it.
     pub fn to_json(&self) -> Value {
-        json!({
-            "key": self.key,
-            "code": self.code,
-            "subject": self.subject,
-            "message": self.message,
-            "cert_id": self.cert_id,
-            "at": self.at.map(clock::rfc3339),
-        })
+        serde_json::to_value(self.body()).unwrap_or(Value::Null)
     }
 }
 
@@ -582,18 +605,9 @@ pub struct ChannelView {
 /// `GET /api/alerts`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpenAlert {
-    /// The event and threshold (`expiring:ID:7`, ...): sent once per key.
-    pub key: String,
-    /// `cert-expiring`, `cert-expired`, `renewal-failing`, `roots-outdated`.
-    pub code: String,
-    /// One line.
-    pub subject: String,
-    /// Text for the admin.
-    pub message: String,
-    /// The certificate concerned.
-    pub cert_id: Option<String>,
-    /// The time it is about (RFC 3339).
-    pub at: Option<String>,
+    /// The alert.
+    #[serde(flatten)]
+    pub alert: AlertBody,
     /// When it was first seen open (RFC 3339).
     pub opened: Option<String>,
     /// E-mail delivery.
@@ -620,12 +634,7 @@ pub fn list(store: &Store) -> Result<Vec<OpenAlert>, Error> {
             opened: d.as_ref().map(|d| clock::rfc3339(d.opened)),
             email: chan(d.as_ref().map(|d| &d.email)),
             webhook: chan(d.as_ref().map(|d| &d.webhook)),
-            key: a.key,
-            code: a.code,
-            subject: a.subject,
-            message: a.message,
-            cert_id: a.cert_id,
-            at: a.at.map(clock::rfc3339),
+            alert: a.body(),
         });
     }
     Ok(out)

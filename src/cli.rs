@@ -958,8 +958,8 @@ pub fn render(command: &Command, reply: &Reply) -> String {
             for a in alerts {
                 out += &format!(
                     "{}  {}\n  e-mail: {}  webhook: {}\n",
-                    a.code,
-                    a.subject,
+                    a.alert.code,
+                    a.alert.subject,
                     state(&a.email),
                     state(&a.webhook)
                 );

@@ -837,7 +837,7 @@ mod tests {
 
     fn system(dns: Option<&str>) -> SystemView {
         from(
-            json!({"dns": dns, "admin_email": dns, "default_cert": null, "roots_version": null,
+            json!({"dns": dns, "admin_email": dns, "default_cert": null, "aia_fetch": true, "roots_version": null,
             "bundled_roots_version": "v", "roots_update_available": false}),
         )
     }
@@ -848,7 +848,8 @@ mod tests {
         let page = super::tenants(
             "t",
             &from::<Vec<TenantView>>(json!([{"name": v, "dns": [v],
-                "acme_challenge": "default", "acme_key_type": "default"}])),
+                "acme_challenge": "default", "acme_key_type": "default",
+                "acme_profile": "default"}])),
             &system(Some(v)),
             &[],
             &dns_and_ca(&[], None),
@@ -927,7 +928,8 @@ mod tests {
         let roots: Vec<RootInfo> = from(json!([{"id": "cd".repeat(32), "subject": "CN=R",
             "not_after": "2030-01-01T00:00:00Z"}]));
         let tenants: Vec<TenantView> = from(json!([{"name": "t", "dns": ["t.example"],
-            "acme_challenge": "default", "acme_key_type": "default"}]));
+            "acme_challenge": "default", "acme_key_type": "default",
+                "acme_profile": "default"}]));
         let system = system(None);
         let pages = [
             super::certs("TOKEN", &certs, &[], 0, true),
