@@ -493,8 +493,13 @@ mod tests {
         let gate = Gate::new("t", budget());
         let tickets: Vec<Ticket> = (1..=4).map(|n| gate.admit(ip(n)).unwrap()).collect();
         let newcomer = gate.admit(ip(9)).unwrap();
-        assert!(tickets[0].kill.killed.load(Ordering::SeqCst), "the oldest is dropped");
-        assert!(tickets[1..].iter().all(|t| !t.kill.killed.load(Ordering::SeqCst)));
+        assert!(
+            tickets[0].kill.killed.load(Ordering::SeqCst),
+            "the oldest is dropped"
+        );
+        assert!(tickets[1..]
+            .iter()
+            .all(|t| !t.kill.killed.load(Ordering::SeqCst)));
         assert_eq!(gate.open(), (4, 0));
         drop(tickets);
         assert_eq!(gate.open(), (1, 0));

@@ -80,8 +80,7 @@ pub fn server_config(
         .with_cert_resolver(Arc::new(SniResolver::new(shared)));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     config.ticketer = rustls::crypto::ring::Ticketer::new()?;
-    config.session_storage = rustls::server::ServerSessionMemoryCache::new(
-        crate::limits::TLS12_SESSION_CACHE_ENTRIES,
-    );
+    config.session_storage =
+        rustls::server::ServerSessionMemoryCache::new(crate::limits::TLS12_SESSION_CACHE_ENTRIES);
     Ok(Arc::new(config))
 }

@@ -219,14 +219,25 @@ fn a_reconnecting_tls13_client_resumes_after_many_others_connected() {
     );
     assert_eq!(got, expected["sip.alpha.test"]);
     let again = get(&mut tls);
-    assert!(again.starts_with("HTTP/1.1 "), "resumed session serves: {again}");
+    assert!(
+        again.starts_with("HTTP/1.1 "),
+        "resumed session serves: {again}"
+    );
 }
 
 #[test]
 fn workers_out_of_range_is_a_usage_error() {
     let pbx = Pbx::new();
     for bad in ["0", "65", "many"] {
-        let out = pbx.run(&["serve", "--https", "none", "--http", "none", "--workers", bad]);
+        let out = pbx.run(&[
+            "serve",
+            "--https",
+            "none",
+            "--http",
+            "none",
+            "--workers",
+            bad,
+        ]);
         out.usage_error();
         let range = format!("workers must be a number from 1 to {MAX_WORKERS}");
         assert!(out.stderr.contains(&range), "{}", out.describe());
