@@ -23,8 +23,11 @@
 #      RESUMED ("rustls-ref pbx-certd": servers also measured with resumed
 #        TLS 1.3 handshakes; empty to skip)
 #      SERVER_CPU (0) CLIENT_CPU (1) BENCH_DIR (target/bench-tls)
+#      HS_ARGS (extra client arguments, e.g. --no-sig)
 #      PBX_CERTD (binary; default: built here with `cargo build --release`)
 #      PBX_CERTD_ARGS (extra `serve` arguments for every pbx-certd row)
+#      VARIANTS ("LABEL=BINARY ...": more pbx-certd rows, other builds, e.g.
+#        per-package opt-levels; each LABEL is added to SERVERS)
 # Servers are stopped by the PIDs this script started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +38,11 @@ DURATION=${DURATION:-5}
 CONCURRENCY=${CONCURRENCY:-32}
 SERVERS=${SERVERS:-"rustls-ref pbx-certd pbx-certd-o3 nginx haproxy caddy"}
 SERVERS="$SERVERS ${EXTRA_SERVERS:-}"
+declare -A VARIANT
+for v in ${VARIANTS:-}; do
+    VARIANT[${v%%=*}]=$(realpath "${v#*=}")
+    SERVERS="$SERVERS ${v%%=*}"
+done
 RESUMED=${RESUMED-"rustls-ref pbx-certd"}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
@@ -111,15 +119,18 @@ start_server() {
     local label=$1 run=$OUT/$1 pid t0 cpus=$SERVER_CPU
     port=$((port + 1))
     mkdir -p "$run"
-    case $label in
+    local kind=$label
+    [ -n "${VARIANT[$label]:-}" ] && kind=variant
+    case $kind in
         rustls-ref)
             t0=$(date +%s%N)
             taskset -c "$cpus" "$TOOL" ref-server --dir "$PKI" --addr "127.0.0.1:$port" --tickets \
                 2>"$run/log" &
             pid=$! ;;
-        pbx-certd|pbx-certd-o3|pbx-certd-w*)
+        pbx-certd|pbx-certd-o3|pbx-certd-w*|variant)
             local bin=$PBX_CERTD extra=()
             [ "$label" = pbx-certd-o3 ] && bin=$PBX_O3
+            [ "$kind" = variant ] && bin=${VARIANT[$label]}
             case $label in pbx-certd-w*) extra=(--workers "${label#pbx-certd-w}"); cpus=0-1 ;; esac
             rm -rf "$run/store"; cp -a "$WORK/store" "$run/store"
             t0=$(date +%s%N)
@@ -213,11 +224,11 @@ for r in $(seq 1 "$ROUNDS"); do
     for k in $(seq 0 $((n - 1))); do
         s=${ACTIVE[$(( (k + r - 1) % n ))]}
         taskset -c "$CLIENT_CPU" "$TOOL" client --addr "127.0.0.1:${SPORT[$s]}" --names "$TENANTS_FILE" \
-            --ca "$PKI/ca.pem" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup 1 \
+            --ca "$PKI/ca.pem" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup 1 ${HS_ARGS:-} \
             --server-pid "${SPID[$s]}" --label "$s" --round "$r" | tee -a "$RUNS" >&2
         case " $RESUMED " in *" $s "*)
             taskset -c "$CLIENT_CPU" "$TOOL" client --addr "127.0.0.1:${SPORT[$s]}" --names "$TENANTS_FILE" \
-                --ca "$PKI/ca.pem" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup 1 --resume \
+                --ca "$PKI/ca.pem" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup 1 --resume ${HS_ARGS:-} \
                 --server-pid "${SPID[$s]}" --label "$s (resumed)" --round "$r" | tee -a "$RUNS" >&2 ;;
         esac
     done
