@@ -50,6 +50,10 @@ const USAGE: &str = "usage: tls_handshake gen DIR N | client --addr A --names FI
 | probe --addr A --sni NAME --ca FILE [--wait SECS] | ref-server --dir DIR --addr A [--tickets] \
 | procstat PID | summarize RUNS.jsonl SERVERS.jsonl [--baseline LABEL]";
 
+/// Loopback source addresses the client threads are spread over
+/// (127.0.1.1..): 32 threads -> 4 per address.
+const SOURCE_ADDRESSES: usize = 8;
+
 /// Linux reports utime/stime in USER_HZ ticks, 100 on every ABI we run.
 const USER_HZ: f64 = 100.0;
 
@@ -297,10 +301,10 @@ fn handshake(
     name: &str,
     sans: &mut HashMap<Vec<u8>, Vec<String>>,
     read_tickets: bool,
+    src: Option<std::net::Ipv4Addr>,
 ) -> Outcome {
     let mut run = || -> Result<Outcome, String> {
-        let mut tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
-            .map_err(|e| format!("connect: {}", e.kind()))?;
+        let mut tcp = connect(addr, src).map_err(|e| format!("connect: {}", e.kind()))?;
         let _ = tcp.set_nodelay(true);
         tcp.set_read_timeout(Some(Duration::from_secs(10)))
             .map_err(|e| e.to_string())?;
@@ -334,6 +338,21 @@ fn handshake(
         Ok(Outcome::Ok { resumed })
     };
     run().unwrap_or_else(Outcome::Error)
+}
+
+/// TCP to `addr`, from source address `src` when given (bind before
+/// connect): spreading the client threads over 127.0.0.x keeps each source
+/// address below a server's per-IP admission caps (pbx-certd: 16 unproven
+/// connections per IP), as real phones come from many addresses.
+fn connect(addr: SocketAddr, src: Option<std::net::Ipv4Addr>) -> std::io::Result<TcpStream> {
+    let (Some(src), SocketAddr::V4(dst)) = (src, addr) else {
+        return TcpStream::connect_timeout(&addr, Duration::from_secs(10));
+    };
+    use rustix::net::{bind, socket, AddressFamily, SocketType};
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None)?;
+    bind(&fd, &std::net::SocketAddrV4::new(src, 0))?;
+    rustix::net::connect(&fd, &dst)?;
+    Ok(TcpStream::from(fd))
 }
 
 /// utime+stime (seconds) of `pid` and its descendants.
@@ -420,10 +439,18 @@ fn client(o: &Opts) -> Res<()> {
             let mut examples: Vec<String> = Vec::new();
             let mut i = t * names.len() / concurrency.max(1);
             while !stop.load(Ordering::Relaxed) {
+                // Resumed: each thread is one phone reconnecting to its
+                // tenant; full: every thread cycles through all tenants.
                 let name = &names[i % names.len()];
-                i += 1;
+                if !resume {
+                    i += 1;
+                }
                 let t0 = Instant::now();
-                let outcome = handshake(addr, &config, name, &mut sans, resume);
+                let src = addr
+                    .ip()
+                    .is_loopback()
+                    .then(|| std::net::Ipv4Addr::new(127, 0, 1, 1 + (t % SOURCE_ADDRESSES) as u8));
+                let outcome = handshake(addr, &config, name, &mut sans, resume, src);
                 let dt = t0.elapsed();
                 if !measuring.load(Ordering::Relaxed) {
                     continue;
@@ -510,7 +537,7 @@ fn probe(o: &Opts) -> Res<()> {
     let deadline = Instant::now() + Duration::from_secs_f64(wait);
     let mut sans = HashMap::new();
     loop {
-        match handshake(addr, &config, sni, &mut sans, false) {
+        match handshake(addr, &config, sni, &mut sans, false, None) {
             Outcome::Ok { .. } => return Ok(()),
             Outcome::WrongCert(e) => return Err(format!("wrong certificate: {e}")),
             Outcome::Error(e) if Instant::now() >= deadline => return Err(e),

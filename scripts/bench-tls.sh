@@ -25,6 +25,7 @@
 #      SERVER_CPU (0) CLIENT_CPU (1) BENCH_DIR (target/bench-tls)
 #      HS_ARGS (extra client arguments, e.g. --no-sig)
 #      PBX_CERTD (binary; default: built here with `cargo build --release`)
+#      TOOL (a prebuilt benches/tls_handshake.rs executable; default: built here)
 #      PBX_CERTD_ARGS (extra `serve` arguments for every pbx-certd row)
 #      VARIANTS ("LABEL=BINARY ...": more pbx-certd rows, other builds, e.g.
 #        per-package opt-levels; each LABEL is added to SERVERS)
@@ -63,16 +64,18 @@ for l in sys.stdin:
     m=json.loads(l)
     if m.get("reason")=="compiler-artifact" and m.get("executable") and m["target"]["name"]=="tls_handshake": print(m["executable"])'
 }
-log "building the client/reference server (opt-level 3) and pbx-certd (release)"
-cargo build --locked --profile bench-o3 --bench tls_handshake >&2
-TOOL=$(tool_path --profile bench-o3 --bench tls_handshake)
+if [ -z "${TOOL:-}" ]; then
+    log "building the client/reference server (opt-level 3)"
+    cargo build --locked --profile bench-o3 --bench tls_handshake >&2
+    TOOL=$(tool_path --profile bench-o3 --bench tls_handshake)
+fi
 [ -x "$TOOL" ] || { log "no bench executable"; exit 1; }
 if [ -z "${PBX_CERTD:-}" ]; then
     cargo build --locked --release >&2
     PBX_CERTD=$PWD/target/release/pbx-certd
 fi
 case " $SERVERS " in *" pbx-certd-o3 "*)
-    cargo build --locked --profile bench-o3 --bin pbx-certd >&2 ;;
+    [ -n "${VARIANT[pbx-certd-o3]:-}" ] || cargo build --locked --profile bench-o3 --bin pbx-certd >&2 ;;
 esac
 PBX_O3=$PWD/target/bench-o3/pbx-certd
 
