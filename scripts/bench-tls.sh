@@ -26,6 +26,7 @@
 #      HS_ARGS (extra client arguments, e.g. --no-sig)
 #      PBX_CERTD (binary; default: built here with `cargo build --release`)
 #      TOOL (a prebuilt benches/tls_handshake.rs executable; default: built here)
+#      CLIENT_TOOL (another build of it for the client side; default: TOOL)
 #      PBX_CERTD_ARGS (extra `serve` arguments for every pbx-certd row)
 #      VARIANTS ("LABEL=BINARY ...": more pbx-certd rows, other builds, e.g.
 #        per-package opt-levels; each LABEL is added to SERVERS)
@@ -226,11 +227,11 @@ for r in $(seq 1 "$ROUNDS"); do
     n=${#ACTIVE[@]}
     for k in $(seq 0 $((n - 1))); do
         s=${ACTIVE[$(( (k + r - 1) % n ))]}
-        taskset -c "$CLIENT_CPU" "$TOOL" client --addr "127.0.0.1:${SPORT[$s]}" --names "$TENANTS_FILE" \
+        taskset -c "$CLIENT_CPU" "${CLIENT_TOOL:-$TOOL}" client --addr "127.0.0.1:${SPORT[$s]}" --names "$TENANTS_FILE" \
             --ca "$PKI/ca.pem" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup 1 ${HS_ARGS:-} \
             --server-pid "${SPID[$s]}" --label "$s" --round "$r" | tee -a "$RUNS" >&2
         case " $RESUMED " in *" $s "*)
-            taskset -c "$CLIENT_CPU" "$TOOL" client --addr "127.0.0.1:${SPORT[$s]}" --names "$TENANTS_FILE" \
+            taskset -c "$CLIENT_CPU" "${CLIENT_TOOL:-$TOOL}" client --addr "127.0.0.1:${SPORT[$s]}" --names "$TENANTS_FILE" \
                 --ca "$PKI/ca.pem" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup 1 --resume ${HS_ARGS:-} \
                 --server-pid "${SPID[$s]}" --label "$s (resumed)" --round "$r" | tee -a "$RUNS" >&2 ;;
         esac
