@@ -22,14 +22,16 @@
 //! address as its IPv4 address; each dropped connection is logged at debug,
 //! and at most one summary line per listener per `ADMISSION_LOG_INTERVAL`
 //! at warn (failed handshakes likewise: one at info per interval, the rest at
-//! debug), so a flood cannot fill the log. Single-threaded (the daemon's
-//! `LocalExecutor`): `Rc`/`RefCell`, and no borrow is held across an await.
+//! debug), so a flood cannot fill the log. One gate per listener is shared
+//! by every worker thread (`serve --workers`), so budgets hold for the whole
+//! process: `Arc`/`Mutex`, taken only on accept, promotion and close (never
+//! in the TLS handshake), and no guard is held across an await.
 
-use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::IpAddr;
-use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -131,14 +133,15 @@ impl ClientKey {
 /// Set when admission drops an unproven connection; wakes its task.
 #[derive(Default)]
 struct Kill {
-    killed: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
+    killed: AtomicBool,
+    waker: Mutex<Option<Waker>>,
 }
 
 impl Kill {
     fn kill(&self) {
-        self.killed.set(true);
-        if let Some(w) = self.waker.borrow_mut().take() {
+        self.killed.store(true, Ordering::SeqCst);
+        let waker = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(w) = waker {
             w.wake();
         }
     }
@@ -148,7 +151,7 @@ struct Pending {
     id: u64,
     client: ClientKey,
     peer: IpAddr,
-    kill: Rc<Kill>,
+    kill: Arc<Kill>,
 }
 
 #[derive(Default)]
@@ -243,12 +246,24 @@ impl State {
 
 /// The admission state of one listener (cheap to clone: shared).
 #[derive(Clone)]
-pub struct Gate(Rc<RefCell<State>>);
+pub struct Gate(Arc<Mutex<State>>);
+
+/// The state behind a gate's lock (a panic elsewhere cannot poison it for
+/// good: the counters stay usable).
+trait Locked {
+    fn state(&self) -> MutexGuard<'_, State>;
+}
+
+impl Locked for Arc<Mutex<State>> {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 impl Gate {
     /// A gate named `name` (in log lines) with `budget`.
     pub fn new(name: impl Into<String>, budget: Budget) -> Gate {
-        Gate(Rc::new(RefCell::new(State {
+        Gate(Arc::new(Mutex::new(State {
             name: name.into(),
             budget,
             next_id: 0,
@@ -267,7 +282,7 @@ impl Gate {
     /// `ADMISSION_LOG_INTERVAL` (saying how many were not), else at debug,
     /// so clients that connect and hang up cannot fill the log.
     pub fn handshake_failed(&self, peer: IpAddr, why: &dyn core::fmt::Display) {
-        let mut s = self.0.borrow_mut();
+        let mut s = self.0.state();
         let now = Instant::now();
         if within_interval(s.failures.last, now) {
             s.failures.suppressed += 1;
@@ -287,7 +302,7 @@ impl Gate {
     /// to make room.
     pub fn admit(&self, peer: IpAddr) -> Result<Ticket, Refusal> {
         let key = ClientKey::of(peer);
-        let mut s = self.0.borrow_mut();
+        let mut s = self.0.state();
         let budget = s.budget;
         let (unproven, established) = s
             .clients
@@ -317,7 +332,7 @@ impl Gate {
         }
         let id = s.next_id;
         s.next_id += 1;
-        let kill = Rc::new(Kill::default());
+        let kill = Arc::new(Kill::default());
         s.queue.push_back(Pending {
             id,
             client: key,
@@ -338,7 +353,7 @@ impl Gate {
 
     /// Open connections: (unproven, established).
     pub fn open(&self) -> (usize, usize) {
-        let s = self.0.borrow();
+        let s = self.0.state();
         (s.queue.len(), s.established)
     }
 }
@@ -357,7 +372,7 @@ pub struct Ticket {
     client: ClientKey,
     peer: IpAddr,
     phase: Phase,
-    kill: Rc<Kill>,
+    kill: Arc<Kill>,
 }
 
 impl Ticket {
@@ -371,10 +386,12 @@ impl Ticket {
     ) -> Result<T, Refusal> {
         let kill = self.kill.clone();
         let evicted = std::future::poll_fn(move |cx| {
-            if kill.killed.get() {
+            // Waker first, then the flag: a kill from another worker
+            // between the two still finds the waker.
+            *kill.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+            if kill.killed.load(Ordering::SeqCst) {
                 return Poll::Ready(Err(Refusal::Evicted));
             }
-            *kill.waker.borrow_mut() = Some(cx.waker().clone());
             Poll::Pending
         });
         let timer = async {
@@ -383,7 +400,7 @@ impl Ticket {
         };
         let result = async { Ok(f.await) }.or(evicted).or(timer).await;
         if matches!(result, Err(Refusal::Deadline)) && self.phase == Phase::Unproven {
-            let mut s = self.gate.0.borrow_mut();
+            let mut s = self.gate.0.state();
             if s.remove_pending(self.id) {
                 self.phase = Phase::Gone;
             }
@@ -400,10 +417,10 @@ impl Ticket {
     /// The connection proved itself (TLS handshake done): move it to the
     /// established budget, or refuse it when that is full.
     pub fn establish(&mut self) -> Result<(), Refusal> {
-        if self.phase != Phase::Unproven || self.kill.killed.get() {
+        if self.phase != Phase::Unproven || self.kill.killed.load(Ordering::SeqCst) {
             return Err(Refusal::Evicted);
         }
-        let mut s = self.gate.0.borrow_mut();
+        let mut s = self.gate.0.state();
         let budget = s.budget;
         let per_client = s.clients.get(&self.client).map_or(0, |c| c.established);
         let refusal = if s.established >= budget.established {
@@ -428,7 +445,7 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let mut s = self.gate.0.borrow_mut();
+        let mut s = self.gate.0.state();
         match self.phase {
             Phase::Unproven => {
                 s.remove_pending(self.id);
@@ -476,14 +493,19 @@ mod tests {
         let gate = Gate::new("t", budget());
         let tickets: Vec<Ticket> = (1..=4).map(|n| gate.admit(ip(n)).unwrap()).collect();
         let newcomer = gate.admit(ip(9)).unwrap();
-        assert!(tickets[0].kill.killed.get(), "the oldest is dropped");
-        assert!(tickets[1..].iter().all(|t| !t.kill.killed.get()));
+        assert!(
+            tickets[0].kill.killed.load(Ordering::SeqCst),
+            "the oldest is dropped"
+        );
+        assert!(tickets[1..]
+            .iter()
+            .all(|t| !t.kill.killed.load(Ordering::SeqCst)));
         assert_eq!(gate.open(), (4, 0));
         drop(tickets);
         assert_eq!(gate.open(), (1, 0));
         drop(newcomer);
         assert_eq!(gate.open(), (0, 0));
-        assert!(gate.0.borrow().clients.is_empty());
+        assert!(gate.0.state().clients.is_empty());
     }
 
     #[test]
@@ -507,7 +529,7 @@ mod tests {
         e.establish().unwrap();
         drop((b, c, e));
         assert_eq!(gate.open(), (0, 0));
-        assert!(gate.0.borrow().clients.is_empty());
+        assert!(gate.0.state().clients.is_empty());
     }
 
     #[test]

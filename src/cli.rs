@@ -341,6 +341,9 @@ pub struct ServeArgs {
     /// Established connections from one client IP (IPv6: one /64) per listener [default: 128].
     #[arg(long = "max-conns-per-ip", value_name = "N")]
     pub max_conns_per_ip: Option<crate::serve::MaxConnsPerIp>,
+    /// Threads serving the TLS listeners [default: the CPUs this process may run on].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<crate::serve::Workers>,
     /// Config file with `https = ADDR`, `http = ADDR`, `tls-forward = L=T`,
     /// `max-conns-per-ip = N` lines.
     #[arg(long)]
@@ -1145,6 +1148,7 @@ fn run_serve(data_dir: PathBuf, mut args: ServeArgs, json: bool) -> i32 {
             http: listen_addr(args.http.as_deref(), "0.0.0.0:80")?,
             forwards: args.tls_forward.clone(),
             max_conns_per_ip: args.max_conns_per_ip.unwrap_or_default(),
+            workers: args.workers.unwrap_or_default(),
         })
     })();
     let config = match config {

@@ -502,3 +502,14 @@ pub const AIA_MAX_BYTES: usize = 64 * 1024;
 /// caIssuers downloads per import: leaf -> intermediate -> cross-sign covers
 /// real CAs; a URL that leads nowhere stops the chase.
 pub const AIA_MAX_FETCHES: usize = 3;
+
+// Performance (issue 13): workers, TLS session resumption.
+
+/// Largest `serve --workers N`: one executor thread per core; beyond 64 a
+/// PBX appliance has no cores to give them, and each costs a stack.
+pub const MAX_WORKERS: usize = 64;
+
+/// TLS 1.2 sessions kept for stateful resumption (session IDs, clients
+/// without ticket support); about 200 B each, so at most ~100 KiB. TLS 1.3
+/// and ticket-capable TLS 1.2 clients resume statelessly with tickets.
+pub const TLS12_SESSION_CACHE_ENTRIES: usize = 512;

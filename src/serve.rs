@@ -5,16 +5,24 @@
 //! listeners (TLS in front of local services such as SIP on 5060) and the
 //! control socket the CLI uses while the daemon holds the store.
 //!
-//! What must hold: every connection is its own task on one `LocalExecutor`
-//! (picoserve handlers are `!Send`), so a slow or idle client never blocks
-//! another; store I/O runs on smol's blocking pool; every listener admits
+//! Workers (`--workers N`, default: the CPUs the process may run on): TLS
+//! handshakes are CPU work, so N threads each run a `LocalExecutor` that
+//! accepts on the same HTTPS and `--tls-forward` listeners (the kernel wakes
+//! an idle worker for a new connection); the snapshot stays one `ArcSwap`
+//! read by all, each listener has one TLS config (tickets open on every
+//! worker) and one admission gate for all workers. The first worker (the
+//! main thread) also runs port 80, the control socket and ACME renewal.
+//!
+//! What must hold: every connection is its own task on its worker's
+//! `LocalExecutor` (picoserve handlers are `!Send`), so a slow or idle client
+//! never blocks another; store I/O runs on smol's blocking pool; every listener admits
 //! connections through its own `admission::Gate` (unproven and established
 //! budgets, per-IP caps, oldest unproven dropped first), so one client or one
 //! listener's flood cannot lock others out; the process's RLIMIT_NOFILE is
 //! raised (within the hard limit) to hold every budget; a failed handshake is
-//! logged and the process lives on; SIGTERM/SIGINT stop accepting, give open
-//! connections `SHUTDOWN_GRACE_SECS`, then flush the store and remove the
-//! socket.
+//! logged and the process lives on; SIGTERM/SIGINT stop accepting on every
+//! worker, give open connections `SHUTDOWN_GRACE_SECS`, wait for the workers,
+//! then flush the store and remove the socket.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,7 +43,7 @@ use crate::daemon::Shared;
 use crate::limits::{
     DEFAULT_MAX_CONNS_PER_IP, FD_RESERVE, FORWARD_CONNECT_TIMEOUT_SECS, FORWARD_COPY_BUFFER_BYTES,
     MAX_CONNS_PER_IP_SETTING, MAX_CONTROL_CLIENTS, MAX_ESTABLISHED_HTTPS,
-    MAX_ESTABLISHED_PER_FORWARD, MAX_UNPROVEN_PER_IP, MAX_UNPROVEN_PER_LISTENER,
+    MAX_ESTABLISHED_PER_FORWARD, MAX_UNPROVEN_PER_IP, MAX_UNPROVEN_PER_LISTENER, MAX_WORKERS,
     PLAIN_HTTP_DEADLINE, SELF_SIGNED_DAYS, SHUTDOWN_GRACE_SECS, UNPROVEN_TLS_DEADLINE,
 };
 use crate::model::Source;
@@ -96,6 +104,32 @@ impl std::str::FromStr for MaxConnsPerIp {
     }
 }
 
+/// `--workers N`: executor threads serving the TLS listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Workers(pub usize);
+
+impl Default for Workers {
+    /// The CPUs this process may run on (affinity, cgroup quota), at most
+    /// `MAX_WORKERS`; 1 when unknown.
+    fn default() -> Workers {
+        let n = std::thread::available_parallelism().map_or(1, usize::from);
+        Workers(n.clamp(1, MAX_WORKERS))
+    }
+}
+
+impl std::str::FromStr for Workers {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Workers, String> {
+        match s.trim().parse::<usize>() {
+            Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(Workers(n)),
+            _ => Err(format!(
+                "workers must be a number from 1 to {MAX_WORKERS}, got {s}"
+            )),
+        }
+    }
+}
+
 /// What `serve` runs.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -109,6 +143,8 @@ pub struct ServeConfig {
     pub forwards: Vec<Forward>,
     /// Established connections from one client IP per listener.
     pub max_conns_per_ip: MaxConnsPerIp,
+    /// Executor threads accepting on the TLS listeners.
+    pub workers: Workers,
 }
 
 impl ServeConfig {
@@ -398,19 +434,131 @@ pub fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> Result<()
         *shared.setup_token.lock().unwrap_or_else(|p| p.into_inner()) = Some(token);
     }
     let ex = LocalExecutor::new();
-    let result = smol::block_on(ex.run(serve_all(&ex, &config, shared.clone(), shutdown)));
-    // Let open connections finish, bounded.
+    // Closed (sender dropped) when the daemon stops: every worker stops
+    // accepting then.
+    let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
+    let mut workers = Vec::new();
+    let result = smol::block_on(ex.run(serve_all(
+        &ex,
+        &config,
+        shared.clone(),
+        shutdown,
+        Spawn {
+            stop: &stop_rx,
+            handles: &mut workers,
+        },
+    )));
+    drop(stop_tx);
+    grace(&ex);
+    drop(ex);
+    for w in workers {
+        let _ = w.join();
+    }
+    let _ = std::fs::remove_file(crate::control::socket_path(&config.data_dir));
+    shared.store().flush()?;
+    log::info!("stopped");
+    result
+}
+
+/// Let open connections on `ex` finish, bounded by `SHUTDOWN_GRACE_SECS`.
+fn grace(ex: &LocalExecutor<'_>) {
     smol::block_on(ex.run(async {
         let deadline = std::time::Instant::now() + Duration::from_secs(SHUTDOWN_GRACE_SECS);
         while !ex.is_empty() && std::time::Instant::now() < deadline {
             smol::Timer::after(Duration::from_millis(50)).await;
         }
     }));
-    drop(ex);
-    let _ = std::fs::remove_file(crate::control::socket_path(&config.data_dir));
-    shared.store().flush()?;
-    log::info!("stopped");
-    result
+}
+
+/// Where `serve_all` starts the extra workers.
+struct Spawn<'a> {
+    /// Closed when the daemon stops.
+    stop: &'a smol::channel::Receiver<()>,
+    /// The workers' threads, joined after the shutdown grace time.
+    handles: &'a mut Vec<std::thread::JoinHandle<()>>,
+}
+
+/// What a TLS listener does with a connection after its handshake.
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    /// The web admin and JSON API.
+    Https,
+    /// Pipe to this local plain-TCP service.
+    Forward(SocketAddr),
+}
+
+/// A TLS listener every worker accepts on: one socket, one config, one gate.
+#[derive(Clone)]
+struct TlsListener {
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    gate: Gate,
+    role: Role,
+}
+
+/// The accept loop of `l` on worker `worker`'s executor.
+fn tls_loop<'a, 'ex: 'a>(
+    ex: &'a LocalExecutor<'ex>,
+    l: TlsListener,
+    shared: Arc<Shared>,
+    worker: usize,
+) -> Loop<'a> {
+    let TlsListener {
+        listener,
+        acceptor,
+        gate,
+        role,
+    } = l;
+    Box::pin(accept_loop(listener, gate, move |tcp, peer, mut ticket| {
+        let (acceptor, shared) = (acceptor.clone(), shared.clone());
+        ex.spawn(async move {
+            if let Some(tls) = tls_accept(&acceptor, tcp, peer, &mut ticket).await {
+                log::debug!("worker {worker}: TLS connection from {peer}");
+                match role {
+                    Role::Https => crate::http::serve_https(shared, tls, peer).await,
+                    Role::Forward(target) => forward(tls, target, peer).await,
+                }
+            }
+        })
+        .detach();
+    }))
+}
+
+/// One of the loops an executor polls together.
+type Loop<'a> = std::pin::Pin<Box<dyn Future<Output = ()> + 'a>>;
+
+/// Poll every loop until all end (they do not; the caller races a stop).
+async fn poll_all(mut loops: Vec<Loop<'_>>) {
+    smol::future::poll_fn(|cx| {
+        for l in loops.iter_mut() {
+            let _ = l.as_mut().poll(cx);
+        }
+        std::task::Poll::<()>::Pending
+    })
+    .await;
+}
+
+/// Worker `worker` (2..=N): its own executor over the shared TLS listeners
+/// until `stop` closes, then the shutdown grace time for its connections.
+fn worker(
+    worker: usize,
+    listeners: Vec<TlsListener>,
+    shared: Arc<Shared>,
+    stop: smol::channel::Receiver<()>,
+) {
+    let ex = LocalExecutor::new();
+    smol::block_on(ex.run(async {
+        let loops = listeners
+            .into_iter()
+            .map(|l| tls_loop(&ex, l, shared.clone(), worker))
+            .collect();
+        poll_all(loops)
+            .or(async {
+                let _ = stop.recv().await;
+            })
+            .await;
+    }));
+    grace(&ex);
 }
 
 async fn serve_all(
@@ -418,10 +566,12 @@ async fn serve_all(
     config: &ServeConfig,
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()>,
+    spawn: Spawn<'_>,
 ) -> Result<(), ServeError> {
     let mut gates = Vec::new();
     let mut ready = Vec::new();
-    let mut loops: Vec<std::pin::Pin<Box<dyn Future<Output = ()> + '_>>> = Vec::new();
+    let mut loops: Vec<Loop<'_>> = Vec::new();
+    let mut tls_listeners = Vec::new();
 
     // Port 80 redirects to the port HTTPS really listens on (`--https ADDR:0`
     // binds a free one), else to 443 (HTTPS behind a port forward).
@@ -438,23 +588,14 @@ async fn serve_all(
             &[b"http/1.1", crate::renewal::issue::ACME_TLS_ALPN],
         )
         .map_err(ServeError::Tls)?;
-        let acceptor = TlsAcceptor::from(tls);
-        let shared = shared.clone();
         let gate = Gate::new(format!("https {local}"), config.https_budget());
         gates.push(gate.clone());
-        loops.push(Box::pin(accept_loop(
+        tls_listeners.push(TlsListener {
             listener,
+            acceptor: TlsAcceptor::from(tls),
             gate,
-            move |tcp, peer, mut ticket| {
-                let (acceptor, shared) = (acceptor.clone(), shared.clone());
-                ex.spawn(async move {
-                    if let Some(tls) = tls_accept(&acceptor, tcp, peer, &mut ticket).await {
-                        crate::http::serve_https(shared, tls, peer).await;
-                    }
-                })
-                .detach();
-            },
-        )));
+            role: Role::Https,
+        });
     }
     if let Some(addr) = config.http {
         let listener = bind(addr, "http")?;
@@ -489,23 +630,37 @@ async fn serve_all(
         let acceptor = TlsAcceptor::from(
             crate::tls::server_config(shared.clone(), &[]).map_err(ServeError::Tls)?,
         );
-        let target = fwd.target;
         let gate = Gate::new(format!("forward {local}"), config.forward_budget());
         gates.push(gate.clone());
-        loops.push(Box::pin(accept_loop(
+        tls_listeners.push(TlsListener {
             listener,
+            acceptor,
             gate,
-            move |tcp, peer, mut ticket| {
-                let acceptor = acceptor.clone();
-                ex.spawn(async move {
-                    if let Some(tls) = tls_accept(&acceptor, tcp, peer, &mut ticket).await {
-                        forward(tls, target, peer).await;
-                    }
-                })
-                .detach();
-            },
-        )));
+            role: Role::Forward(fwd.target),
+        });
     }
+    for l in &tls_listeners {
+        loops.push(tls_loop(ex, l.clone(), shared.clone(), 1));
+    }
+    let workers = if tls_listeners.is_empty() {
+        1
+    } else {
+        config.workers.0
+    };
+    for n in 2..=workers {
+        let (listeners, shared, stop) = (tls_listeners.clone(), shared.clone(), spawn.stop.clone());
+        match std::thread::Builder::new()
+            .name(format!("worker-{n}"))
+            .spawn(move || worker(n, listeners, shared, stop))
+        {
+            Ok(handle) => spawn.handles.push(handle),
+            Err(e) => {
+                log::warn!("cannot start worker {n}: {e}; serving with {}", n - 1);
+                break;
+            }
+        }
+    }
+    ready.push(format!("workers={}", spawn.handles.len() + 1));
     let control = crate::control::bind(&config.data_dir).map_err(|e| {
         ServeError::Bind(
             format!("control socket in {}", config.data_dir.display()),
@@ -558,17 +713,7 @@ async fn serve_all(
         snapshot.len(),
         config.data_dir.display()
     );
-    let all = async {
-        let mut loops = loops;
-        smol::future::poll_fn(|cx| {
-            for l in loops.iter_mut() {
-                let _ = l.as_mut().poll(cx);
-            }
-            std::task::Poll::<()>::Pending
-        })
-        .await;
-    };
-    all.or(shutdown).await;
+    poll_all(loops).or(shutdown).await;
     let open: usize = gates
         .iter()
         .map(|g| {

@@ -9,6 +9,17 @@
 //! What must hold: the resolver never touches the store; "nothing to serve"
 //! returns `None`, which rustls turns into a clean handshake failure (alert),
 //! logged by the accept loop, never a crash.
+//!
+//! Session resumption (phones reconnect often; a resumed handshake skips the
+//! signature and the certificate): TLS 1.3 PSK resumption with stateless
+//! tickets (RFC 8446 §4.6.1, §2.2) sealed with ChaCha20-Poly1305 keys that
+//! rotate every 6 hours (rustls' ring `Ticketer`: the previous key still
+//! opens tickets for one more period); TLS 1.2 clients without tickets
+//! resume from a bounded in-memory session cache
+//! (`TLS12_SESSION_CACHE_ENTRIES`). A resumed session keeps the certificate
+//! it was made with: RFC 8446 §4.6.1 lets the server resume only when the SNI
+//! is the same, which rustls checks. Each listener's config is built once and
+//! shared by every worker, so a ticket opens on any of them.
 
 use std::sync::Arc;
 
@@ -55,8 +66,9 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// A rustls server config (TLS 1.2 and 1.3, ring) using the SNI resolver.
-/// `alpn` lists the protocols offered (e.g. `http/1.1`), empty for raw TLS.
+/// A rustls server config (TLS 1.2 and 1.3, ring) using the SNI resolver,
+/// with session tickets and a bounded TLS 1.2 session cache. `alpn` lists
+/// the protocols offered (e.g. `http/1.1`), empty for raw TLS.
 pub fn server_config(
     shared: Arc<Shared>,
     alpn: &[&[u8]],
@@ -67,5 +79,8 @@ pub fn server_config(
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SniResolver::new(shared)));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    config.session_storage =
+        rustls::server::ServerSessionMemoryCache::new(crate::limits::TLS12_SESSION_CACHE_ENTRIES);
     Ok(Arc::new(config))
 }
