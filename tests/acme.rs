@@ -1339,7 +1339,8 @@ fn only_a_client_offering_exactly_acme_tls_1_gets_the_challenge_certificate() {
 #[test]
 fn the_timer_renews_when_a_third_of_the_lifetime_is_left() {
     let Some((_lock, _)) = peers() else { return };
-    // 30-second certificates: due 20 s after issuance (1/3 rule), no trigger.
+    // 30-second certificates: due 15 s after issuance (short-lived: 1/2 of the
+    // lifetime left), no trigger.
     let env = peers_script(&["restart-pebble"], &[("PEBBLE_CERT_VALIDITY", "30")]);
     let result = std::panic::catch_unwind(|| {
         let dir = setup(&env, true);
