@@ -155,7 +155,7 @@ impl core::fmt::Display for Error {
             Error::NoSuchDnsProvider(n) => write!(f, "there is no DNS provider \"{n}\""),
             Error::UnsupportedKeyType(t) => write!(
                 f,
-                "unknown key type {t:?}; use one of: {}",
+                "unknown key type {t}; use one of: {}",
                 crate::model::KeyType::NAMES.join(", ")
             ),
             Error::KeyGeneration(e) => write!(f, "key or certificate generation failed: {e}"),
