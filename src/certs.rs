@@ -106,6 +106,7 @@ struct StoreFacts {
     tenants: Vec<crate::model::Tenant>,
     roots: Vec<Vec<u8>>,
     local_ca: Option<Vec<u8>>,
+    phone_roots: Vec<Vec<u8>>,
 }
 
 impl StoreFacts {
@@ -114,6 +115,10 @@ impl StoreFacts {
             tenants: store.tenants()?,
             roots: store.roots()?.into_iter().map(|(_, der)| der).collect(),
             local_ca: local_ca_root(store)?,
+            phone_roots: crate::roots::phone_roots(store)?
+                .into_iter()
+                .map(|(_, der)| der)
+                .collect(),
         })
     }
 
@@ -123,6 +128,7 @@ impl StoreFacts {
             tenants: &self.tenants,
             roots: &self.roots,
             local_ca: self.local_ca.as_deref(),
+            phone_roots: &self.phone_roots,
             now: clock::now(),
         }
     }
@@ -130,6 +136,28 @@ impl StoreFacts {
 
 fn warnings(notices: Vec<Notice>) -> Vec<Warning> {
     notices.into_iter().map(Warning::from).collect()
+}
+
+/// `phone-roots import`: CA certificates the phones were given, judged as
+/// a `--kind root` import (rules 1, 5, 6) and kept apart from the Root CA
+/// list; returns the phone roots after the import.
+pub fn import_phone_roots(
+    store: &Store,
+    cert_box: &[u8],
+) -> Result<Vec<crate::roots::RootInfo>, Error> {
+    let facts = StoreFacts::read(store)?;
+    let ctx = facts.context();
+    match pki::analyse(cert_box, None, KindRequest::Root, &ctx)? {
+        Analysis::Roots { certs, .. } => {
+            let ders: Vec<Vec<u8>> = certs.into_iter().map(|c| c.der).collect();
+            crate::roots::phone_add(store, &ders)?;
+            Ok(crate::roots::phone_list(store)?)
+        }
+        // `KindRequest::Root` yields roots or a refusal (`not-a-ca`).
+        Analysis::Leaf(_) => Err(Error::Import(pki::ImportError::NotACa(
+            "a phone root must be a CA certificate".into(),
+        ))),
+    }
 }
 
 /// `import`: rules 1–7, then one transaction.

@@ -87,6 +87,12 @@ pub enum Cmd {
         #[command(subcommand)]
         command: Option<RootsCmd>,
     },
+    /// Roots distributed to phones: trust anchors of the import rules
+    /// besides the Root CA list (import, list, delete).
+    PhoneRoots {
+        #[command(subcommand)]
+        command: Option<PhoneRootsCmd>,
+    },
     /// ACME: settings, account, status.
     Acme {
         #[command(subcommand)]
@@ -324,6 +330,25 @@ pub enum RootsCmd {
     },
     /// Restore exactly the bundled Root CA list.
     Reset,
+}
+
+/// `phone-roots` subcommands (none: list).
+#[derive(Debug, clap::Subcommand)]
+pub enum PhoneRootsCmd {
+    /// Record CA certificates the phones were given (PEM box, `-` for stdin).
+    Import {
+        /// The PEM file.
+        #[arg(long)]
+        cert: String,
+    },
+    /// List them.
+    List,
+    /// Forget one.
+    Delete {
+        /// Root ID or a unique prefix of at least 8 hex digits.
+        #[arg(value_parser = parse_id)]
+        id: String,
+    },
 }
 
 /// `serve` options (each also settable in `--config FILE`; flags win).
@@ -568,6 +593,13 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
             cert: read_box(&cert)?,
             key: key.as_deref().map(read_box).transpose()?,
             kind,
+        },
+        Cmd::PhoneRoots { command } => match command {
+            None | Some(PhoneRootsCmd::List) => Command::PhoneRoots,
+            Some(PhoneRootsCmd::Import { cert }) => Command::PhoneRootsImport {
+                cert: read_box(&cert)?,
+            },
+            Some(PhoneRootsCmd::Delete { id }) => Command::PhoneRootsDelete { id },
         },
         Cmd::Certs => Command::Certs,
         Cmd::Cert {

@@ -80,6 +80,12 @@ pub enum Command {
     RootsDelete { ids: Vec<String> },
     /// `roots reset`
     RootsReset,
+    /// `phone-roots import --cert FILE`
+    PhoneRootsImport { cert: Vec<u8> },
+    /// `phone-roots list`
+    PhoneRoots,
+    /// `phone-roots delete ID`
+    PhoneRootsDelete { id: String },
     /// `resolve [SNI]`
     Resolve { sni: Option<String> },
     /// `stir-shaken select --tenant NAME`
@@ -232,6 +238,7 @@ impl Command {
             | Command::CertCheck { .. }
             | Command::Roots
             | Command::RootsShow { .. }
+            | Command::PhoneRoots
             | Command::Resolve { .. }
             | Command::StirShakenSelect { .. }
             | Command::AcmeShow
@@ -276,6 +283,8 @@ impl Command {
                 Effect::RENEWAL
             }
             Command::AdminPassword { .. } | Command::Csr { .. } | Command::CaInit => Effect::WRITE,
+            // Phone roots judge future imports; nothing served changes.
+            Command::PhoneRootsImport { .. } | Command::PhoneRootsDelete { .. } => Effect::WRITE,
         }
     }
 }
@@ -470,7 +479,9 @@ impl Reply {
             Command::Import { .. } | Command::CaIssue { .. } => Reply::Imported(from(v)?),
             Command::Certs => Reply::Certs(from(v)?),
             Command::CertShow { .. } | Command::RootsShow { .. } => Reply::Pem(from(v)?),
-            Command::Roots => Reply::Roots(from(v)?),
+            Command::Roots | Command::PhoneRoots | Command::PhoneRootsImport { .. } => {
+                Reply::Roots(from(v)?)
+            }
             Command::Resolve { .. } => Reply::Resolved(from(v)?),
             Command::StirShakenSelect { .. } => Reply::Stir(from(v)?),
             Command::AcmeShow => Reply::Acme(from(v)?),
@@ -490,6 +501,7 @@ impl Reply {
             | Command::CertDelete { .. }
             | Command::RootsDelete { .. }
             | Command::RootsReset
+            | Command::PhoneRootsDelete { .. }
             | Command::AdminPassword { .. }
             | Command::AcmeSet(_)
             | Command::DnsAdd { .. }
@@ -624,6 +636,23 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
             roots::reset_ops(store, &mut batch)?;
             store.commit(batch)?;
             Reply::DONE
+        }
+        Command::PhoneRootsImport { cert } => Reply::Roots(certs::import_phone_roots(store, cert)?),
+        Command::PhoneRoots => Reply::Roots(roots::phone_list(store)?),
+        Command::PhoneRootsDelete { id } => {
+            let full = roots::phone_list(store)?
+                .into_iter()
+                .map(|r| r.id)
+                .filter(|i| i.starts_with(id.as_str()))
+                .collect::<Vec<_>>();
+            match full.as_slice() {
+                [one] => {
+                    roots::phone_delete(store, one)?;
+                    Reply::DONE
+                }
+                [] => return Err(Error::NotFound(id.clone())),
+                _ => return Err(Error::AmbiguousId(id.clone())),
+            }
         }
         Command::Resolve { sni } => {
             let snapshot = Snapshot::load(store, None)?;
@@ -761,6 +790,9 @@ mod tests {
             Command::RootsShow { id: s() },
             Command::RootsDelete { ids: vec![] },
             Command::RootsReset,
+            Command::PhoneRootsImport { cert: vec![] },
+            Command::PhoneRoots,
+            Command::PhoneRootsDelete { id: s() },
             Command::Resolve { sni: None },
             Command::StirShakenSelect { tenant: s() },
             Command::AdminPassword { password: s() },
@@ -835,9 +867,12 @@ mod tests {
                 Command::AlertTest => 31,
                 Command::Alerts => 32,
                 Command::CertCheck { .. } => 33,
+                Command::PhoneRootsImport { .. } => 34,
+                Command::PhoneRoots => 35,
+                Command::PhoneRootsDelete { .. } => 36,
             });
         }
-        assert_eq!(seen.len(), 34, "a command variant has no sample");
+        assert_eq!(seen.len(), 37, "a command variant has no sample");
         samples
     }
 

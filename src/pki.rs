@@ -739,6 +739,9 @@ pub struct Context<'a> {
     pub roots: &'a [Vec<u8>],
     /// DER of the local CA's root, if any: a trust anchor too.
     pub local_ca: Option<&'a [u8]>,
+    /// DER of the roots distributed to phones (`phone-roots`): trust
+    /// anchors of rule 4 that are not in the Root CA list.
+    pub phone_roots: &'a [Vec<u8>],
     /// Now, Unix seconds.
     pub now: i64,
 }
@@ -925,6 +928,8 @@ enum Origin {
     Listed,
     /// The local CA's root.
     LocalCa,
+    /// A root distributed to phones.
+    Phone,
     /// A self-signed certificate of the box (a pasted root, or a
     /// self-signed leaf): box index.
     Pasted(usize),
@@ -1005,10 +1010,12 @@ fn build_chain(
         .map(|(_, d)| d.clone())
         .collect();
 
-    // Anchors: listed roots, local CA, self-signed certificates of the box.
+    // Anchors: listed roots, phone roots, local CA, self-signed
+    // certificates of the box.
     let root_ders: Vec<CertificateDer<'_>> = ctx
         .roots
         .iter()
+        .chain(ctx.phone_roots)
         .map(|d| CertificateDer::from(d.as_slice()))
         .collect();
     let local_der = ctx.local_ca.map(CertificateDer::from);
@@ -1085,6 +1092,8 @@ fn build_chain(
         Origin::Listed
     } else if ctx.local_ca.is_some_and(|d| anchor_is(&anchor, d)) {
         Origin::LocalCa
+    } else if ctx.phone_roots.iter().any(|d| anchor_is(&anchor, d)) {
+        Origin::Phone
     } else if let Some(i) = pasted {
         Origin::Pasted(i)
     } else if let Some(&i) = tops.iter().find(|&&i| anchor_is(&anchor, &certs[i].der)) {
@@ -1129,8 +1138,9 @@ fn build_chain(
             warnings.push(Notice {
                 code: "private-root",
                 message: format!(
-                    "the chain ends in the root \"{}\", which is neither in the Root CA list nor the local CA: \
-                     phones must trust this root; load it onto them (or import it with --kind root)",
+                    "the chain ends in the root \"{}\", which is neither in the Root CA list, the local CA nor the roots \
+                     distributed to phones: phones must trust this root; load it onto them and record it with \
+                     `pbx-certd phone-roots import`",
                     certs[r].subject
                 ),
             });
@@ -1482,6 +1492,7 @@ mod tests {
             tenants: &[],
             roots: &[],
             local_ca: None,
+            phone_roots: &[],
             now: crate::clock::now(),
         }
     }

@@ -7,8 +7,14 @@
 //! records which bundled version it holds, so after an upgrade `system show`
 //! can say that a reset would bring the newer list.
 //!
+//! Beside it, the roots distributed to phones (`phone-roots import|list|
+//! delete`): a company or PBX-vendor CA the phones were given but the PBX
+//! need not trust as a client. The import rules take both as trust anchors
+//! (issue 17): a chain ending in a phone root is complete and imports
+//! without the `private-root` warning.
+//!
 //! What must hold: reset is one batch; the bundled version string changes
-//! whenever the bundled contents change.
+//! whenever the bundled contents change; reset never touches phone roots.
 
 use crate::pki::{sha256_hex, CertInfo};
 use crate::store::{Batch, Store, StoreError};
@@ -58,26 +64,83 @@ pub struct RootInfo {
     pub not_after: String,
 }
 
+/// A root's listing entry (an unparseable one is listed by ID).
+fn info(id: String, der: &[u8]) -> RootInfo {
+    match CertInfo::parse(der.to_vec()) {
+        Some(info) => RootInfo {
+            id,
+            subject: info.subject,
+            not_after: crate::clock::rfc3339(info.not_after),
+        },
+        None => RootInfo {
+            id,
+            subject: "(unreadable)".into(),
+            not_after: String::new(),
+        },
+    }
+}
+
+fn sorted(mut out: Vec<RootInfo>) -> Vec<RootInfo> {
+    out.sort_by_cached_key(|r| r.subject.to_lowercase());
+    out
+}
+
 /// The Root CA list sorted by subject (unparseable entries are listed by ID).
 pub fn list(store: &Store) -> Result<Vec<RootInfo>, StoreError> {
-    let mut out: Vec<RootInfo> = store
-        .roots()?
+    Ok(sorted(
+        store
+            .roots()?
+            .into_iter()
+            .map(|(id, der)| info(id, &der))
+            .collect(),
+    ))
+}
+
+const PHONE: crate::settings::Family = crate::settings::Family::PhoneRoot;
+
+/// The roots distributed to phones: (ID, DER).
+pub fn phone_roots(store: &Store) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    Ok(store
+        .settings_with_prefix(PHONE.prefix())?
         .into_iter()
-        .map(|(id, der)| match CertInfo::parse(der) {
-            Some(info) => RootInfo {
-                id,
-                subject: info.subject,
-                not_after: crate::clock::rfc3339(info.not_after),
-            },
-            None => RootInfo {
-                id,
-                subject: "(unreadable)".into(),
-                not_after: String::new(),
-            },
+        .map(|(k, der)| {
+            let key = String::from_utf8_lossy(&k);
+            let id = key.strip_prefix(PHONE.prefix()).unwrap_or(&key).to_owned();
+            (id, der)
         })
-        .collect();
-    out.sort_by_cached_key(|r| r.subject.to_lowercase());
-    Ok(out)
+        .collect())
+}
+
+/// `phone-roots list`, sorted by subject.
+pub fn phone_list(store: &Store) -> Result<Vec<RootInfo>, StoreError> {
+    Ok(sorted(
+        phone_roots(store)?
+            .into_iter()
+            .map(|(id, der)| info(id, &der))
+            .collect(),
+    ))
+}
+
+/// Store CA certificates (already judged by the import rules) as phone
+/// roots, in one batch.
+pub fn phone_add(store: &Store, ders: &[Vec<u8>]) -> Result<(), StoreError> {
+    let mut batch = Batch::default();
+    for der in ders {
+        batch.put_setting(&format!("{}{}", PHONE.prefix(), sha256_hex(der)), der);
+    }
+    store.commit(batch)
+}
+
+/// `phone-roots delete ID` (full ID): false when there is none.
+pub fn phone_delete(store: &Store, id: &str) -> Result<bool, StoreError> {
+    let key = format!("{}{id}", PHONE.prefix());
+    if store.setting(&key)?.is_none() {
+        return Ok(false);
+    }
+    let mut batch = Batch::default();
+    batch.delete_setting(&key);
+    store.commit(batch)?;
+    Ok(true)
 }
 
 /// True when the stored list is older (or other) than the bundled one.

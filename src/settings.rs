@@ -82,16 +82,20 @@ pub enum Family {
     LegacyAcmeLease,
     /// Delivery record of one open alert, by its key (`alert::Delivery`).
     AlertSent,
+    /// A root distributed to phones, by its ID (DER): a trust anchor of the
+    /// import rules besides the Root CA list (`phone-roots import`).
+    PhoneRoot,
 }
 
 impl Family {
     /// Every family.
-    pub const ALL: [Family; 5] = [
+    pub const ALL: [Family; 6] = [
         Family::AcmeStatus,
         Family::AcmeTxt,
         Family::DnsProvider,
         Family::LegacyAcmeLease,
         Family::AlertSent,
+        Family::PhoneRoot,
     ];
 
     /// The key prefix of the family's records.
@@ -102,6 +106,7 @@ impl Family {
             Family::DnsProvider => "dns-provider/",
             Family::LegacyAcmeLease => "acme_lease:",
             Family::AlertSent => "alert_sent:",
+            Family::PhoneRoot => "phone-root:",
         }
     }
 

@@ -312,6 +312,52 @@ fn private_root_is_warned_and_named() {
     assert_warning(&v, "root-included");
 }
 
+/// A root recorded as distributed to phones (`phone-roots import`) is a
+/// trust anchor of the import: the chain that ends in it imports without
+/// `private-root`, with or without the root in the box, and the root stays
+/// out of the Root CA list (the PBX does not trust it as a client).
+#[test]
+fn a_root_distributed_to_phones_is_a_trust_anchor() {
+    let pbx = Pbx::new();
+    let pki = Pki::new();
+    let roots_before = pbx.root_ids();
+    let root_file = pbx.file("phone-root.pem", pki.root.pem());
+    let listed = pbx.ok(&["phone-roots", "import", "--cert", &root_file]);
+    let ids: Vec<&str> = listed
+        .as_array()
+        .expect("the phone roots")
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert_eq!(ids, vec![pki.root.id().as_str()], "{listed}");
+    assert_eq!(pbx.root_ids(), roots_before, "not in the Root CA list");
+
+    let l = pki.leaf(leaf(&["www.example.com"]));
+    let v = pbx.import_ok(full_box(&l, &pki), Some(&l.key_pem()), &[]);
+    assert_no_warning(&v, "private-root");
+    // Without the root in the box the chain ends in the phone root too.
+    let l2 = pki.leaf(leaf(&["sip.example.com"]));
+    let v = pbx.import_ok(
+        format!("{}{}", l2.pem(), pki.inter.pem()),
+        Some(&l2.key_pem()),
+        &[],
+    );
+    assert_no_warning(&v, "private-root");
+    assert_eq!(served(&pbx, &l2.id()), vec![l2.der(), pki.inter.der()]);
+
+    // A leaf is not a root for the phones.
+    let leaf_file = pbx.file("leaf.pem", l.pem());
+    let e = pbx.err(&["phone-roots", "import", "--cert", &leaf_file]);
+    assert_eq!(e.code, "not-a-ca", "{e:?}");
+
+    // Forgotten again: the same chain is private once more.
+    pbx.ok_true(&["phone-roots", "delete", &pki.root.id()[..16]]);
+    assert_eq!(pbx.ok(&["phone-roots"]), serde_json::json!([]));
+    let l3 = pki.leaf(leaf(&["pbx.example.com"]));
+    let v = pbx.import_ok(full_box(&l3, &pki), Some(&l3.key_pem()), &[]);
+    assert_warning(&v, "private-root");
+}
+
 #[test]
 fn intermediate_expiring_before_the_leaf_is_warned() {
     let pbx = Pbx::new();
