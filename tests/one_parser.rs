@@ -340,3 +340,48 @@ fn cli_api_and_page_give_the_same_code_for_the_same_bad_input() {
     // Nothing of it was stored.
     assert_eq!(as_array(pbx.ok(&["dns", "list"])).len(), 0);
 }
+
+/// The Certificates page's Check button says what `cert check` says (issue
+/// 17: "`cert check ID` (and a button)"): a chain whose intermediate
+/// expires before the leaf is accepted with that warning, on both.
+#[test]
+fn the_check_button_says_what_cert_check_says() {
+    let web = Web::start();
+    let t = tag();
+    let r = root(&format!("Check Root {t}"));
+    let inter = ca(&format!("Check Intermediate {t}"))
+        .valid_days(-10, 30)
+        .signed_by(&r);
+    let l = leaf(&["check.example.com"])
+        .valid_days(-1, 90)
+        .signed_by(&inter);
+    let cert = web
+        .pbx
+        .file("chain.pem", format!("{}{}", l.pem(), inter.pem()));
+    let key = web.pbx.file("key.pem", l.key_pem());
+    web.pbx.ok(&["import", "--cert", &cert, "--key", &key]);
+    let id = l.id();
+
+    let cli = web.pbx.ok(&["cert", "check", &id]);
+    assert_eq!(cli["ok"], true, "{cli}");
+    let codes: Vec<&str> = cli["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["code"].as_str())
+        .collect();
+    assert!(codes.contains(&"intermediate-expires-first"), "{cli}");
+
+    let page = web.post_form("/certs", "/certs/check", &[("id", &id)]);
+    assert!(
+        page.contains(&format!("certificate {id}: clients accept the chain now")),
+        "the page does not say the chain is accepted:\n{page}"
+    );
+    for code in codes {
+        assert!(
+            page.contains(&format!("[{code}]")),
+            "the page does not show warning {code}:\n{page}"
+        );
+    }
+    assert!(page_error(&page).is_none(), "{page}");
+}

@@ -67,6 +67,8 @@ pub enum Route {
     CertDelete,
     /// `POST /certs/reissue`
     CertReissue,
+    /// `POST /certs/check`
+    CertCheck,
     /// `GET /roots`
     Roots,
     /// `GET /roots/{id}.pem`
@@ -142,6 +144,7 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> Route {
         "/certs" => page(Route::Certs, get),
         "/certs/delete" => page(Route::CertDelete, post),
         "/certs/reissue" => page(Route::CertReissue, post),
+        "/certs/check" => page(Route::CertCheck, post),
         "/roots" => page(Route::Roots, get),
         "/roots/delete" => page(Route::RootsDelete, post),
         "/roots/reset" => match method {
@@ -841,6 +844,42 @@ impl Admin {
                     r,
                     &format!("renewal of certificate {id} requested; it runs now"),
                 )
+            }
+            Route::CertCheck => {
+                let form = match self.form(req, session) {
+                    Ok(f) => f,
+                    Err(r) => return r,
+                };
+                let Some(id) = form.get("id").and_then(valid_id) else {
+                    return self.back(
+                        session,
+                        "/certs",
+                        Flash::one("err", "bad-request", bad_id_message()),
+                    );
+                };
+                let flash = match run_as!(self, Command::CertCheck { id }, Reply::Check) {
+                    Ok(v) => {
+                        let mut lines = vec![match &v.error {
+                            None => (
+                                "ok",
+                                String::new(),
+                                format!("certificate {}: clients accept the chain now", v.id),
+                            ),
+                            Some(e) => (
+                                "err",
+                                e.code.clone(),
+                                format!(
+                                    "certificate {}: clients refuse the chain now: {}",
+                                    v.id, e.message
+                                ),
+                            ),
+                        }];
+                        lines.extend(v.warnings.into_iter().map(|w| ("warn", w.code, w.message)));
+                        Flash { lines }
+                    }
+                    Err(e) => Flash::one("err", e.code_str(), e.to_string()),
+                };
+                self.back(session, "/certs", flash)
             }
             Route::CertPem(id) => {
                 self.pem(Command::CertShow { id: id.clone() }, &id, session)

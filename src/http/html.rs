@@ -273,7 +273,9 @@ pub fn certs(
                 }
             }
             p class="note" {
-                "Download gives the certificate chain (PEM), never the key. Reissue orders a new \
+                "Download gives the certificate chain (PEM), never the key. Check judges the stored chain \
+    again now, as a phone or browser would (an expired or soon-expiring intermediate, a root no \
+    longer trusted). Reissue orders a new \
     certificate through ACME now (certificates from ACME or self-signed; uploaded ones are never \
     replaced): the CA must reach this PBX on port 80 (HTTP-01) or, with port 80 closed, on port 443 \
     (TLS-ALPN-01)."
@@ -304,6 +306,12 @@ fn cert_row(csrf: &str, c: &CertView, now: i64, acme_enabled: bool) -> Markup {
                     (csrf_field(csrf))
                     input type="hidden" name="id" value=(id);
                     button class="danger" type="submit" { "Delete" }
+                }
+                " "
+                form method="post" action="/certs/check" {
+                    (csrf_field(csrf))
+                    input type="hidden" name="id" value=(id);
+                    button type="submit" title="judge the chain again now, as a phone or browser would" { "Check" }
                 }
                 " "
                 @match (acme_enabled, managed) {
