@@ -24,6 +24,9 @@ pub enum NameError {
     BadCharacter,
     /// A `*` anywhere but as the whole left-most label.
     BadWildcard,
+    /// An IP address where a host's DNS name is wanted: a CA refuses it as a
+    /// `dns` identifier (IP identifiers are their own kind, RFC 8738 §3).
+    IpAddress,
 }
 
 impl core::fmt::Display for NameError {
@@ -36,6 +39,9 @@ impl core::fmt::Display for NameError {
                 "only letters, digits, '-', '_' and '.' are allowed in a DNS name"
             }
             NameError::BadWildcard => "'*' is only allowed as the whole left-most label",
+            NameError::IpAddress => {
+                "an IP address is not a DNS name (a CA refuses it as one; IP identifiers, RFC 8738, are not supported yet)"
+            }
         })
     }
 }
@@ -55,6 +61,17 @@ pub fn normalize_into(raw: &str, out: &mut NameBuf) -> Option<()> {
         out.push(c.to_ascii_lowercase()).ok()?;
     }
     Some(())
+}
+
+/// A host's DNS name (a tenant's or the system's), normalised: as
+/// `normalize` without wildcards, and an IP address refused (`IpAddress`):
+/// ordered as a `dns` identifier it would fail at every CA, forever.
+pub fn normalize_host(raw: &str) -> Result<String, NameError> {
+    let bare = raw.trim().trim_end_matches('.');
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return Err(NameError::IpAddress);
+    }
+    normalize(raw, false)
 }
 
 /// Normalise and validate a host name; `allow_wildcard` admits `*.rest`.

@@ -53,7 +53,7 @@ pub fn add(store: &Store, name: &str, dns: &[String]) -> Result<Tenant, Error> {
     check_tenant_name(name)?;
     let mut names_ok = Vec::new();
     for raw in dns {
-        let n = names::normalize(raw, false).map_err(|e| Error::bad_name(raw, e))?;
+        let n = names::normalize_host(raw).map_err(|e| Error::bad_name(raw, e))?;
         if !names_ok.contains(&n) {
             names_ok.push(n);
         }
@@ -206,7 +206,7 @@ pub fn set_system(store: &Store, change: &SystemChange) -> Result<SystemSettings
     if let Some(dns) = &change.dns {
         system.dns = match dns.as_str() {
             "none" => None,
-            raw => Some(names::normalize(raw, false).map_err(|e| Error::bad_name(raw, e))?),
+            raw => Some(names::normalize_host(raw).map_err(|e| Error::bad_name(raw, e))?),
         };
     }
     if let Some(email) = &change.admin_email {
