@@ -117,7 +117,11 @@ fn main() {
     let t = Instant::now();
     for _ in 0..rounds {
         for sni in &snis {
-            black_box(snap.resolve(Some(black_box(sni)), now).served.is_some());
+            black_box(
+                snap.resolve(Some(black_box(sni)), None, now)
+                    .served
+                    .is_some(),
+            );
         }
     }
     println!(

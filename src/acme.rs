@@ -522,7 +522,7 @@ fn uploaded_covers(certs: &[CertRecord], name: &str, now: i64) -> bool {
 }
 
 /// The name sets that get ACME certificates (whether or not ACME is enabled):
-/// each tenant's DNS names without a valid uploaded certificate (one
+/// each tenant's DNS names and IP addresses (RFC 8738) without a valid uploaded certificate (one
 /// certificate per tenant), and the system DNS name, with `*.NAME` as well
 /// when a DNS provider covers it and the challenge choice allows DNS-01
 /// (wildcards can only be validated by DNS-01, RFC 8555 §7.1.3).
@@ -552,8 +552,7 @@ pub fn targets(store: &Store) -> Result<Vec<Target>, Error> {
     }
     for t in store.tenants()? {
         let names: Vec<String> = t
-            .dns
-            .iter()
+            .names()
             .filter(|n| !uploaded_covers(&certs, n, now))
             .cloned()
             .collect();

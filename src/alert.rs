@@ -677,7 +677,7 @@ mod tests {
     fn renewal_failures_and_an_old_root_list_are_alerted() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::ops::open_store(dir.path()).unwrap();
-        crate::tenant::add(&store, "t", &["t.example".into()]).unwrap();
+        crate::tenant::add(&store, "t", &["t.example".into()], &[]).unwrap();
         let codes = |store: &Store| -> Vec<String> {
             evaluate(store, clock::now())
                 .unwrap()

@@ -102,6 +102,10 @@ pub enum Cmd {
     Resolve {
         /// The SNI host name; omitted: a client sending no SNI.
         sni: Option<String>,
+        /// The PBX address the client connects to: without SNI, the
+        /// certificate of that address (a tenant's `--ip`) comes first.
+        #[arg(long = "local-address", value_name = "ADDR")]
+        local_address: Option<std::net::IpAddr>,
     },
     /// Run the daemon: HTTPS admin, port 80, TLS forwards, control socket.
     Serve(ServeArgs),
@@ -183,13 +187,18 @@ pub enum AlertCmd {
 /// `tenant` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum TenantCmd {
-    /// Add a tenant owning DNS names.
+    /// Add a tenant owning DNS names and/or IP addresses.
     Add {
         /// Tenant name.
         name: String,
         /// A DNS name of the tenant (repeatable).
-        #[arg(long = "dns", required = true)]
+        #[arg(long = "dns", required_unless_present = "ip")]
         dns: Vec<String>,
+        /// An IP address of the tenant (repeatable; RFC 8738 `ip` names:
+        /// ordered by HTTP-01 or TLS-ALPN-01, and served to clients that
+        /// connect to that address without SNI).
+        #[arg(long = "ip")]
+        ip: Vec<String>,
     },
     /// List tenants.
     List,
@@ -550,8 +559,8 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
             ))
         }
         Cmd::Tenant {
-            command: TenantCmd::Add { name, dns },
-        } => Command::TenantAdd { name, dns },
+            command: TenantCmd::Add { name, dns, ip },
+        } => Command::TenantAdd { name, dns, ip },
         Cmd::Tenant {
             command: TenantCmd::List,
         } => Command::TenantList,
@@ -652,7 +661,7 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
         Cmd::Roots {
             command: Some(RootsCmd::Reset),
         } => Command::RootsReset,
-        Cmd::Resolve { sni } => Command::Resolve { sni },
+        Cmd::Resolve { sni, local_address } => Command::Resolve { sni, local_address },
         Cmd::StirShaken {
             command: StirCmd::Select { tenant },
         } => Command::StirShakenSelect { tenant },
@@ -803,13 +812,17 @@ fn lines_or(out: String, empty: &str) -> String {
 pub fn render(command: &Command, reply: &Reply) -> String {
     match reply {
         Reply::Done(_) => match command {
-            Command::TenantAdd { name, dns } => format!("tenant {name} added ({})\n", dns.join(", ")),
+            Command::TenantAdd { name, dns, ip } => {
+                let names: Vec<&str> = dns.iter().chain(ip).map(String::as_str).collect();
+                format!("tenant {name} added ({})\n", names.join(", "))
+            }
             _ => "ok\n".into(),
         },
         Reply::Tenants(tenants) => {
             let mut out = String::new();
             for t in tenants {
-                out += &format!("{}\t{}", t.name, t.dns.join(", "));
+                let names: Vec<&str> = t.dns.iter().chain(&t.ip).map(String::as_str).collect();
+                out += &format!("{}\t{}", t.name, names.join(", "));
                 for (label, word) in [
                     ("challenge", t.acme_challenge.word()),
                     ("key", t.acme_key_type.word()),

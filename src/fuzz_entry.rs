@@ -105,6 +105,7 @@ fn build_fixtures() -> Result<Fixtures, String> {
         &Command::TenantAdd {
             name: tenant.into(),
             dns: vec![name.into()],
+            ip: vec![],
         },
     )
     .map_err(err)?;

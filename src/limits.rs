@@ -29,6 +29,10 @@ pub const MAX_TENANT_NAME_LEN: usize = 64;
 /// Most DNS names one tenant may own: a tenant is one customer, not a hoster.
 pub const MAX_DNS_NAMES_PER_TENANT: usize = 100;
 
+/// Most IP addresses one tenant may own (RFC 8738 names): the few addresses
+/// its phones are provisioned with, not a subnet.
+pub const MAX_IPS_PER_TENANT: usize = 16;
+
 /// Smallest RSA modulus accepted (CA/Browser Forum baseline, and ring's floor).
 pub const MIN_RSA_BITS: usize = 2048;
 
@@ -513,3 +517,9 @@ pub const MAX_WORKERS: usize = 64;
 /// without ticket support); about 200 B each, so at most ~100 KiB. TLS 1.3
 /// and ticket-capable TLS 1.2 clients resume statelessly with tickets.
 pub const TLS12_SESSION_CACHE_ENTRIES: usize = 512;
+
+/// Local addresses one TLS listener keeps a config for (a client without SNI
+/// gets the certificate of the address it connected to): a wildcard listener
+/// on an appliance sees its few interface addresses; past this, connections
+/// to further addresses are served as if the address were unknown.
+pub const MAX_LOCAL_ADDRESSES: usize = 64;

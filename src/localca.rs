@@ -267,16 +267,17 @@ pub fn show(store: &Store) -> Result<CaView, Error> {
     })
 }
 
-/// `ca issue --tenant NAME`: a server certificate for the tenant's DNS names,
+/// `ca issue --tenant NAME`: a server certificate for the tenant's DNS names and IP addresses,
 /// signed by the local CA and imported (leaf + root) as the tenant's domain
 /// certificate.
 pub fn issue(store: &Store, tenant: &str) -> Result<Imported, Error> {
     let t = store
         .tenant(tenant)?
         .ok_or_else(|| Error::NoSuchTenant(tenant.to_owned()))?;
-    if t.dns.is_empty() {
+    let names: Vec<String> = t.names().cloned().collect();
+    let Some(first) = names.first().cloned() else {
         return Err(Error::NothingToIssue(tenant.to_owned()));
-    }
+    };
     let (record, root_der) = load_ca(store)?;
     let corrupt = |what: &str| {
         Error::Store(crate::store::StoreError::Corrupt(format!(
@@ -298,9 +299,10 @@ pub fn issue(store: &Store, tenant: &str) -> Result<Imported, Error> {
         .map_err(gen_err)?;
 
     let key = new_key(KeyType::P256)?;
-    let mut params = CertificateParams::new(t.dns.clone()).map_err(gen_err)?;
+    // rcgen makes an IP name an iPAddress SAN.
+    let mut params = CertificateParams::new(names).map_err(gen_err)?;
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, t.dns[0].as_str());
+    dn.push(DnType::CommonName, first.as_str());
     params.distinguished_name = dn;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];

@@ -62,6 +62,11 @@ pub struct Tenant {
     pub name: String,
     /// Owned DNS names, lowercase, no trailing dot.
     pub dns: Vec<String>,
+    /// Owned IP addresses (RFC 8738 `ip` identifiers), each in
+    /// `names::ip_text` form; a client connecting to one without SNI gets
+    /// this tenant's certificate for it. (Older records: none.)
+    #[serde(default)]
+    pub ip: Vec<String>,
     /// Challenge for this tenant's ACME orders; `None` follows `acme set`.
     /// (Records written before these fields existed read as `None`.)
     #[serde(default)]
@@ -74,6 +79,13 @@ pub struct Tenant {
     /// `None` follows `acme set --profile`.
     #[serde(default)]
     pub acme_profile: Option<String>,
+}
+
+impl Tenant {
+    /// Every name the tenant owns: its DNS names, then its IP addresses.
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.dns.iter().chain(self.ip.iter())
+    }
 }
 
 /// System-wide settings.

@@ -40,7 +40,7 @@ impl core::fmt::Display for NameError {
             }
             NameError::BadWildcard => "'*' is only allowed as the whole left-most label",
             NameError::IpAddress => {
-                "an IP address is not a DNS name (a CA refuses it as one; IP identifiers, RFC 8738, are not supported yet)"
+                "an IP address is not a DNS name (a CA refuses it as one); give it as an IP name: `tenant add NAME --ip ADDR` (RFC 8738)"
             }
         })
     }
@@ -61,6 +61,50 @@ pub fn normalize_into(raw: &str, out: &mut NameBuf) -> Option<()> {
         out.push(c.to_ascii_lowercase()).ok()?;
     }
     Some(())
+}
+
+/// An IP name's one text form (RFC 8738 §3: the address as the `ip`
+/// identifier's value; RFC 5952 for IPv6), as it stands in certificate
+/// name lists, tenants' names and SNI snapshot keys. `None`: not an IP.
+pub fn ip_text(raw: &str) -> Option<String> {
+    raw.trim()
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| ip.to_string())
+}
+
+/// Is this (normalised) name an IP address rather than a DNS name?
+pub fn is_ip(name: &str) -> bool {
+    name.parse::<std::net::IpAddr>().is_ok()
+}
+
+/// The reverse-DNS name of an IP address (RFC 8738 §6: the SNI a CA sends
+/// when it validates an `ip` identifier by TLS-ALPN-01): `in-addr.arpa`
+/// for IPv4 (RFC 1035 §3.5), nibbles under `ip6.arpa` for IPv6 (RFC 3596
+/// §2.5).
+pub fn reverse_name(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            format!("{d}.{c}.{b}.{a}.in-addr.arpa")
+        }
+        std::net::IpAddr::V6(v6) => {
+            let mut out = String::with_capacity(72);
+            for byte in v6.octets().iter().rev() {
+                out.push_str(&format!("{:x}.{:x}.", byte & 0x0f, byte >> 4));
+            }
+            out.push_str("ip6.arpa");
+            out
+        }
+    }
+}
+
+/// Write an IP address's text form into a stack buffer (the handshake path:
+/// a client without SNI gets the certificate of the local address).
+pub fn ip_text_into(ip: std::net::IpAddr, out: &mut NameBuf) -> Option<()> {
+    use core::fmt::Write as _;
+    out.clear();
+    write!(out, "{ip}").ok()
 }
 
 /// A host's DNS name (a tenant's or the system's), normalised: as
@@ -123,7 +167,8 @@ pub fn parent(name: &str) -> Option<&str> {
 /// (normalised) host `name`?
 pub fn covers(pattern: &str, name: &str) -> bool {
     match wildcard_base(pattern) {
-        Some(base) => parent(name) == Some(base),
+        // A wildcard covers DNS names only, never an IP address.
+        Some(base) => !is_ip(name) && parent(name) == Some(base),
         None => pattern == name,
     }
 }

@@ -28,8 +28,13 @@ use crate::tenant::{self, SystemChange};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "kebab-case")]
 pub enum Command {
-    /// `tenant add NAME --dns HOST...`
-    TenantAdd { name: String, dns: Vec<String> },
+    /// `tenant add NAME --dns HOST... --ip ADDR...`
+    TenantAdd {
+        name: String,
+        dns: Vec<String>,
+        #[serde(default)]
+        ip: Vec<String>,
+    },
     /// `tenant list`
     TenantList,
     /// `tenant remove NAME`
@@ -86,8 +91,13 @@ pub enum Command {
     PhoneRoots,
     /// `phone-roots delete ID`
     PhoneRootsDelete { id: String },
-    /// `resolve [SNI]`
-    Resolve { sni: Option<String> },
+    /// `resolve [SNI] [--local-address ADDR]`
+    Resolve {
+        sni: Option<String>,
+        /// The address the client connected to (matters without SNI).
+        #[serde(default)]
+        local_address: Option<std::net::IpAddr>,
+    },
     /// `stir-shaken select --tenant NAME`
     StirShakenSelect { tenant: String },
     /// `admin password` (the password read from the terminal or stdin)
@@ -397,6 +407,9 @@ pub struct PemView {
 pub struct ResolveView {
     /// The SNI asked about (`None`: no SNI).
     pub sni: Option<String>,
+    /// The local address asked about (absent when not given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_address: Option<String>,
     /// The certificate served; `None` when there is none.
     pub id: Option<String>,
     /// How it was chosen (`snapshot::Match`).
@@ -522,8 +535,8 @@ impl Reply {
 /// Run one command against the store.
 pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
     Ok(match command {
-        Command::TenantAdd { name, dns } => {
-            tenant::add(store, name, dns)?;
+        Command::TenantAdd { name, dns, ip } => {
+            tenant::add(store, name, dns, ip)?;
             Reply::DONE
         }
         Command::TenantList => Reply::Tenants(
@@ -654,11 +667,12 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
                 _ => return Err(Error::AmbiguousId(id.clone())),
             }
         }
-        Command::Resolve { sni } => {
+        Command::Resolve { sni, local_address } => {
             let snapshot = Snapshot::load(store, None)?;
-            let r = snapshot.resolve(sni.as_deref(), clock::now());
+            let r = snapshot.resolve(sni.as_deref(), *local_address, clock::now());
             Reply::Resolved(ResolveView {
                 sni: sni.clone(),
+                local_address: local_address.map(|a| a.to_string()),
                 id: r.served.map(|s| s.id.to_string()),
                 matched: r.matched.as_str().to_owned(),
                 tenant: r.tenant.map(str::to_owned),
@@ -745,6 +759,7 @@ mod tests {
             Command::TenantAdd {
                 name: s(),
                 dns: vec![],
+                ip: vec![],
             },
             Command::TenantList,
             Command::TenantRemove { name: s() },
@@ -793,7 +808,10 @@ mod tests {
             Command::PhoneRootsImport { cert: vec![] },
             Command::PhoneRoots,
             Command::PhoneRootsDelete { id: s() },
-            Command::Resolve { sni: None },
+            Command::Resolve {
+                sni: None,
+                local_address: None,
+            },
             Command::StirShakenSelect { tenant: s() },
             Command::AdminPassword { password: s() },
             Command::AcmeSet(crate::acme::AcmeChange::default()),
@@ -919,8 +937,8 @@ mod tests {
         // serialises it).
         let dir = tempfile::tempdir().unwrap();
         let store = open_store(dir.path()).unwrap();
-        tenant::add(&store, "t", &["t.example".into()]).unwrap();
-        tenant::add(&store, "u", &["u.example".into()]).unwrap();
+        tenant::add(&store, "t", &["t.example".into()], &[]).unwrap();
+        tenant::add(&store, "u", &["u.example".into()], &[]).unwrap();
         let mut writes_seen = Vec::new();
         for c in every_command() {
             let before = observe(&store);
@@ -955,7 +973,7 @@ mod tests {
         // value a local run gives (no field lost or renamed).
         let dir = tempfile::tempdir().unwrap();
         let store = open_store(dir.path()).unwrap();
-        tenant::add(&store, "t", &["t.example".into()]).unwrap();
+        tenant::add(&store, "t", &["t.example".into()], &[]).unwrap();
         crate::localca::init(&store).unwrap();
         let mut decoded = std::collections::HashSet::new();
         for c in every_command() {

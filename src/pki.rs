@@ -18,8 +18,9 @@
 //!
 //! What must hold: no I/O, no panics on any input (all parsing goes through
 //! checked decoders), key material never appears in an error message.
-//! Names follow RFC 6125 §6.4 (see `names`): SAN DNS names only, never the
-//! CN; TNAuthList is RFC 8226 §9.
+//! Names follow RFC 6125 §6.4 (see `names`): SAN DNS names and SAN IP
+//! addresses (RFC 5280 §4.2.1.6; RFC 8738 certificates), never the CN;
+//! TNAuthList is RFC 8226 §9.
 
 use std::sync::Arc;
 
@@ -247,7 +248,7 @@ impl core::fmt::Display for ImportError {
             ),
             ImportError::NoSan(subject) => write!(
                 f,
-                "\"{subject}\" has no DNS name in its Subject Alternative Name; clients ignore the CN, \
+                "\"{subject}\" has no DNS name or IP address in its Subject Alternative Name; clients ignore the CN, \
                  so it is valid for no name. Reissue it with the names as SAN DNS entries"
             ),
             ImportError::WildcardPublicSuffix(name) => write!(
@@ -337,7 +338,8 @@ pub struct CertInfo {
     pub not_before: i64,
     /// notAfter, Unix seconds.
     pub not_after: i64,
-    /// Normalised SAN DNS names (never the CN: clients ignore it).
+    /// Normalised SAN DNS names, and SAN IP addresses in `names::ip_text`
+    /// form (never the CN: clients ignore it).
     pub names: Vec<String>,
     /// The TNAuthList extension (RFC 8226) is present.
     pub tn_auth_list: bool,
@@ -374,11 +376,18 @@ impl CertInfo {
             } else if ext.extn_id == OID_SAN {
                 let san = SubjectAltName::from_der(value).ok()?;
                 for name in san.0 {
-                    if let GeneralName::DnsName(dns) = name {
-                        if let Ok(n) = names::normalize(dns.as_str(), true) {
-                            if !names_found.contains(&n) {
-                                names_found.push(n);
-                            }
+                    let found = match name {
+                        // A dNSName holding an IP address matches nothing a
+                        // client checks (RFC 6125 §6.2.1), so it names nothing.
+                        GeneralName::DnsName(dns) if names::is_ip(dns.as_str()) => None,
+                        GeneralName::DnsName(dns) => names::normalize(dns.as_str(), true).ok(),
+                        // iPAddress: 4 or 16 octets (RFC 5280 §4.2.1.6).
+                        GeneralName::IpAddress(octets) => ip_from_octets(octets.as_bytes()),
+                        _ => None,
+                    };
+                    if let Some(n) = found {
+                        if !names_found.contains(&n) {
+                            names_found.push(n);
                         }
                     }
                 }
@@ -1432,7 +1441,18 @@ const PUBLIC_SUFFIXES_2: &[&str] = &[
     "com.co", "com.pe",
 ];
 
-/// Names a client accepts: the names are SAN DNS names, and no wildcard
+/// A SAN iPAddress (RFC 5280 §4.2.1.6: 4 octets IPv4, 16 octets IPv6) in
+/// `names::ip_text` form; `None` for any other length.
+fn ip_from_octets(octets: &[u8]) -> Option<String> {
+    let ip = match octets.len() {
+        4 => std::net::IpAddr::from(<[u8; 4]>::try_from(octets).ok()?),
+        16 => std::net::IpAddr::from(<[u8; 16]>::try_from(octets).ok()?),
+        _ => return None,
+    };
+    Some(ip.to_string())
+}
+
+/// Names a client accepts: the names are SAN DNS names or IP addresses, and no wildcard
 /// sits directly on a public suffix.
 fn check_names(leaf: &CertInfo) -> Result<(), ImportError> {
     if leaf.names.is_empty() {
@@ -1456,7 +1476,7 @@ fn classify(
 ) -> Result<(Kind, Option<String>), ImportError> {
     let owners: Vec<&str> = tenants
         .iter()
-        .filter(|t| t.dns.iter().any(|d| leaf.names.contains(d)))
+        .filter(|t| t.names().any(|d| leaf.names.contains(d)))
         .map(|t| t.name.as_str())
         .collect();
     let single_owner = match owners.as_slice() {

@@ -30,7 +30,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_rustls::TlsAcceptor;
 use smol::future::FutureExt as _;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};
@@ -49,6 +48,7 @@ use crate::limits::{
 use crate::model::Source;
 use crate::pki::{Kind, KindRequest};
 use crate::store::{Store, StoreError};
+use crate::tls::Acceptors;
 
 /// One `--tls-forward LISTEN=TARGET`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -340,14 +340,19 @@ async fn with_timeout<T>(secs: u64, f: impl Future<Output = T>) -> Option<T> {
         .await
 }
 
-/// The TLS handshake of an unproven connection, then its promotion to the
-/// established budget; `None` when either fails (logged).
+/// The TLS handshake of an unproven connection (with the config of the
+/// local address it arrived at), then its promotion to the established
+/// budget; `None` when either fails (logged).
 async fn tls_accept(
-    acceptor: &TlsAcceptor,
+    acceptors: &Acceptors,
     tcp: TcpStream,
     peer: SocketAddr,
     ticket: &mut Ticket,
 ) -> Option<futures_rustls::server::TlsStream<TcpStream>> {
+    let acceptor = match tcp.local_addr() {
+        Ok(local) => acceptors.for_local(local.ip()),
+        Err(_) => acceptors.any(),
+    };
     match ticket
         .unproven(UNPROVEN_TLS_DEADLINE, acceptor.accept(tcp))
         .await
@@ -491,7 +496,7 @@ enum Role {
 #[derive(Clone)]
 struct TlsListener {
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    acceptors: Arc<Acceptors>,
     gate: Gate,
     role: Role,
 }
@@ -505,14 +510,14 @@ fn tls_loop<'a, 'ex: 'a>(
 ) -> Loop<'a> {
     let TlsListener {
         listener,
-        acceptor,
+        acceptors,
         gate,
         role,
     } = l;
     Box::pin(accept_loop(listener, gate, move |tcp, peer, mut ticket| {
-        let (acceptor, shared) = (acceptor.clone(), shared.clone());
+        let (acceptors, shared) = (acceptors.clone(), shared.clone());
         ex.spawn(async move {
-            if let Some(tls) = tls_accept(&acceptor, tcp, peer, &mut ticket).await {
+            if let Some(tls) = tls_accept(&acceptors, tcp, peer, &mut ticket).await {
                 log::debug!("worker {worker}: TLS connection from {peer}");
                 match role {
                     Role::Https => crate::http::serve_https(shared, tls, peer).await,
@@ -583,7 +588,7 @@ async fn serve_all(
             .map_err(|e| ServeError::Bind(addr.to_string(), e))?;
         https_port = local.port();
         ready.push(format!("https={local}"));
-        let tls = crate::tls::server_config(
+        let acceptors = Acceptors::new(
             shared.clone(),
             &[b"http/1.1", crate::renewal::issue::ACME_TLS_ALPN],
         )
@@ -592,7 +597,7 @@ async fn serve_all(
         gates.push(gate.clone());
         tls_listeners.push(TlsListener {
             listener,
-            acceptor: TlsAcceptor::from(tls),
+            acceptors: Arc::new(acceptors),
             gate,
             role: Role::Https,
         });
@@ -627,14 +632,12 @@ async fn serve_all(
             .local_addr()
             .map_err(|e| ServeError::Bind(fwd.listen.to_string(), e))?;
         ready.push(format!("forward={local}->{}", fwd.target));
-        let acceptor = TlsAcceptor::from(
-            crate::tls::server_config(shared.clone(), &[]).map_err(ServeError::Tls)?,
-        );
+        let acceptors = Acceptors::new(shared.clone(), &[]).map_err(ServeError::Tls)?;
         let gate = Gate::new(format!("forward {local}"), config.forward_budget());
         gates.push(gate.clone());
         tls_listeners.push(TlsListener {
             listener,
-            acceptor,
+            acceptors: Arc::new(acceptors),
             gate,
             role: Role::Forward(fwd.target),
         });

@@ -11,8 +11,16 @@
 //! 1. a domain certificate of the tenant owning the SNI name → `domain`;
 //! 2. a server certificate naming it exactly, then by wildcard (RFC 6125
 //!    §6.4.3, one label) → `server`;
-//! 3. the default certificate (also with no SNI) → `default`;
-//! 4. nothing → `none`.
+//! 3. with no SNI, the certificate of the local address the connection
+//!    arrived on (a tenant's IP name, RFC 8738, or a server certificate
+//!    with that SAN iPAddress; phones provisioned by IP send no SNI,
+//!    RFC 6066 §3 forbids an IP literal in it) → `address`;
+//! 4. the default certificate (also with no SNI) → `default`;
+//! 5. nothing → `none`.
+//!
+//! IP names are keys of the same name map in `names::ip_text` form; an SNI
+//! that is an IP literal (against RFC 6066, but sent) is looked up as one,
+//! never against wildcards.
 //!
 //! Among candidates of one step the latest `notAfter` wins; a certificate
 //! outside its validity is used only when no valid one qualifies at any step.
@@ -20,6 +28,7 @@
 //! What must hold: `resolve` is a pure read of `&self` and allocates nothing.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use rustls::pki_types::CertificateDer;
@@ -66,6 +75,8 @@ pub enum Match {
     Domain,
     /// A server certificate, exact or wildcard.
     Server,
+    /// No SNI: the certificate of the local address the client connected to.
+    Address,
     /// The default certificate.
     Default,
     /// Nothing to serve.
@@ -78,6 +89,7 @@ impl Match {
         match self {
             Match::Domain => "domain",
             Match::Server => "server",
+            Match::Address => "address",
             Match::Default => "default",
             Match::None => "none",
         }
@@ -155,7 +167,7 @@ impl Snapshot {
             ..Snapshot::default()
         };
         for (ti, tenant) in tenants.iter().enumerate() {
-            for dns in &tenant.dns {
+            for dns in tenant.names() {
                 snap.names.entry(dns.as_str().into()).or_default().tenant = u32::try_from(ti).ok();
             }
         }
@@ -311,22 +323,33 @@ impl Snapshot {
         self.served.is_empty()
     }
 
-    /// Pick the certificate for an SNI value (`None`: no SNI). Allocation-free.
-    pub fn resolve(&self, sni: Option<&str>, now: i64) -> Resolution<'_> {
+    /// Pick the certificate for an SNI value (`None`: no SNI) on a
+    /// connection that arrived at `local` (the listener's local address;
+    /// `None` when unknown). Allocation-free.
+    pub fn resolve(&self, sni: Option<&str>, local: Option<IpAddr>, now: i64) -> Resolution<'_> {
         let mut buf = NameBuf::new();
-        let name = sni.and_then(|raw| names::normalize_into(raw, &mut buf).map(|()| buf.as_str()));
+        let name = match (sni, local) {
+            (Some(raw), _) => names::normalize_into(raw, &mut buf).map(|()| buf.as_str()),
+            (None, Some(ip)) => names::ip_text_into(ip, &mut buf).map(|()| buf.as_str()),
+            (None, None) => None,
+        };
         let entry = name.and_then(|n| self.names.get(n));
         let wild = name
+            .filter(|n| !names::is_ip(n))
             .and_then(names::parent)
             .and_then(|p| self.wildcards.get(p));
         let tenant = entry
             .and_then(|e| e.tenant)
             .and_then(|t| self.tenants.get(t as usize))
             .map(|t| &**t);
+        let (domain, server) = match sni {
+            Some(_) => (Match::Domain, Match::Server),
+            None => (Match::Address, Match::Address),
+        };
         let none: &[u32] = &[];
         let steps: [(&[u32], Match); 4] = [
-            (entry.map_or(none, |e| &e.domain), Match::Domain),
-            (entry.map_or(none, |e| &e.server), Match::Server),
+            (entry.map_or(none, |e| &e.domain), domain),
+            (entry.map_or(none, |e| &e.server), server),
             (wild.map_or(none, |w| w.as_slice()), Match::Server),
             (&self.default, Match::Default),
         ];
@@ -447,10 +470,10 @@ mod tests {
         );
         let own_id = id(&own);
         let snap = Snapshot::build(vec![own], &[], &SystemSettings::default());
-        assert_eq!(&*snap.resolve(None, NOW).served.unwrap().id, own_id);
+        assert_eq!(&*snap.resolve(None, None, NOW).served.unwrap().id, own_id);
         // Not by name: a self-signed cert is a fallback, never a name match.
         assert_eq!(
-            snap.resolve(Some("pbx.example.test"), NOW).matched,
+            snap.resolve(Some("pbx.example.test"), None, NOW).matched,
             Match::Default
         );
 
@@ -472,8 +495,8 @@ mod tests {
         );
         let real_id = id(&real);
         let snap = Snapshot::build(vec![own, real], &[], &SystemSettings::default());
-        assert_eq!(&*snap.resolve(None, NOW).served.unwrap().id, real_id);
-        let r = snap.resolve(Some("pbx.example.test"), NOW);
+        assert_eq!(&*snap.resolve(None, None, NOW).served.unwrap().id, real_id);
+        let r = snap.resolve(Some("pbx.example.test"), None, NOW);
         assert_eq!(
             (r.matched, &*r.served.unwrap().id),
             (Match::Server, real_id.as_str())
@@ -497,7 +520,7 @@ mod tests {
             ..Default::default()
         }];
         let snap = Snapshot::build(vec![dom], &tenants, &SystemSettings::default());
-        let r = snap.resolve(Some("a.example.test"), NOW);
+        let r = snap.resolve(Some("a.example.test"), None, NOW);
         assert_eq!((r.matched, r.tenant), (Match::None, Some("other")));
     }
 
@@ -523,13 +546,17 @@ mod tests {
         let (valid_id, future_id) = (id(&valid), id(&future));
         let snap = Snapshot::build(vec![valid, future], &[], &SystemSettings::default());
         assert_eq!(
-            &*snap.resolve(Some("x.example.test"), NOW).served.unwrap().id,
+            &*snap
+                .resolve(Some("x.example.test"), None, NOW)
+                .served
+                .unwrap()
+                .id,
             valid_id
         );
         // Once the first has expired and the second is valid, the second serves.
         assert_eq!(
             &*snap
-                .resolve(Some("x.example.test"), NOW + 20 * DAY)
+                .resolve(Some("x.example.test"), None, NOW + 20 * DAY)
                 .served
                 .unwrap()
                 .id,
@@ -538,7 +565,7 @@ mod tests {
         // When nothing is valid, the latest notAfter of the first step serves.
         assert_eq!(
             &*snap
-                .resolve(Some("x.example.test"), NOW + 400 * DAY)
+                .resolve(Some("x.example.test"), None, NOW + 400 * DAY)
                 .served
                 .unwrap()
                 .id,
@@ -579,7 +606,7 @@ mod tests {
         };
         let default_of = |inputs: Vec<Input>, system: &SystemSettings| {
             let snap = Snapshot::build(inputs, &[], system);
-            let r = snap.resolve(None, NOW);
+            let r = snap.resolve(None, None, NOW);
             assert_eq!(r.matched, Match::Default);
             r.served.unwrap().id.to_string()
         };

@@ -12,7 +12,7 @@
 //! owns domain certificates is refused.
 
 use crate::error::Error;
-use crate::limits::{MAX_DNS_NAMES_PER_TENANT, MAX_TENANT_NAME_LEN};
+use crate::limits::{MAX_DNS_NAMES_PER_TENANT, MAX_IPS_PER_TENANT, MAX_TENANT_NAME_LEN};
 use serde::{Deserialize, Serialize};
 
 use crate::model::ChallengeChoice;
@@ -48,8 +48,11 @@ fn check_tenant_name(name: &str) -> Result<(), Error> {
     }
 }
 
-/// `tenant add NAME --dns HOST...`
-pub fn add(store: &Store, name: &str, dns: &[String]) -> Result<Tenant, Error> {
+/// `tenant add NAME --dns HOST... --ip ADDR...`: an IP address given as
+/// `--dns` is refused (`names::NameError::IpAddress`, pointing at `--ip`);
+/// IP names are stored in `names::ip_text` form. A name (DNS or IP) belongs
+/// to one tenant.
+pub fn add(store: &Store, name: &str, dns: &[String], ip: &[String]) -> Result<Tenant, Error> {
     check_tenant_name(name)?;
     let mut names_ok = Vec::new();
     for raw in dns {
@@ -63,17 +66,42 @@ pub fn add(store: &Store, name: &str, dns: &[String]) -> Result<Tenant, Error> {
             "a tenant may own at most {MAX_DNS_NAMES_PER_TENANT} DNS names"
         )));
     }
+    let mut ips_ok = Vec::new();
+    for raw in ip {
+        let n = names::ip_text(raw).ok_or_else(|| {
+            Error::BadName(
+                raw.clone(),
+                "not an IP address (IPv4 like 192.0.2.10, or IPv6 like 2001:db8::10)".into(),
+            )
+        })?;
+        if !ips_ok.contains(&n) {
+            ips_ok.push(n);
+        }
+    }
+    if ips_ok.len() > MAX_IPS_PER_TENANT {
+        return Err(Error::LimitExceeded(format!(
+            "a tenant may own at most {MAX_IPS_PER_TENANT} IP addresses"
+        )));
+    }
+    if names_ok.is_empty() && ips_ok.is_empty() {
+        return Err(Error::BadName(
+            name.to_owned(),
+            "a tenant owns at least one DNS name (--dns) or IP address (--ip)".into(),
+        ));
+    }
     if store.tenant(name)?.is_some() {
         return Err(Error::TenantExists(name.to_owned()));
     }
     for other in store.tenants()? {
-        if let Some(taken) = names_ok.iter().find(|n| other.dns.contains(n)) {
+        let mut mine = names_ok.iter().chain(ips_ok.iter());
+        if let Some(taken) = mine.find(|n| other.names().any(|o| o == *n)) {
             return Err(Error::DnsNameTaken(taken.clone(), other.name));
         }
     }
     let tenant = Tenant {
         name: name.to_owned(),
         dns: names_ok,
+        ip: ips_ok,
         ..Tenant::default()
     };
     let mut batch = Batch::default();
@@ -144,6 +172,9 @@ pub struct TenantView {
     pub name: String,
     /// Owned DNS names.
     pub dns: Vec<String>,
+    /// Owned IP addresses (RFC 8738).
+    #[serde(default)]
+    pub ip: Vec<String>,
     /// `default` or the tenant's challenge.
     pub acme_challenge: Override<ChallengeChoice>,
     /// `default` or the tenant's key type.
@@ -158,6 +189,7 @@ impl TenantView {
         TenantView {
             name: t.name.clone(),
             dns: t.dns.clone(),
+            ip: t.ip.clone(),
             acme_challenge: t.acme_challenge.map_or(Override::Default, Override::Set),
             acme_key_type: t.acme_key_type.map_or(Override::Default, Override::Set),
             acme_profile: t

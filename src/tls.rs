@@ -20,19 +20,34 @@
 //! it was made with: RFC 8446 §4.6.1 lets the server resume only when the SNI
 //! is the same, which rustls checks. Each listener's config is built once and
 //! shared by every worker, so a ticket opens on any of them.
+//!
+//! The local address: a client without SNI (phones provisioned by IP, RFC
+//! 6066 §3 allows no IP literal in SNI) gets the certificate of the address
+//! it connected to (a tenant's IP name, RFC 8738). rustls' resolver sees
+//! only the ClientHello, so each listener keeps one config per local
+//! address (`Acceptors`), all sharing the ticket keys and the session cache,
+//! each with a resolver that knows its address; the accept path picks the
+//! config by the socket's local address, lock-free once seen (arc-swap),
+//! built once per address (at most `MAX_LOCAL_ADDRESSES`).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+use futures_rustls::TlsAcceptor;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
 use crate::daemon::Shared;
+use crate::limits::MAX_LOCAL_ADDRESSES;
 
 /// Picks the certificate for each ClientHello from the current snapshot.
 #[derive(Clone)]
 pub struct SniResolver {
     shared: Arc<Shared>,
+    /// The local address of the connections this resolver serves.
+    local: Option<IpAddr>,
 }
 
 impl core::fmt::Debug for SniResolver {
@@ -44,7 +59,10 @@ impl core::fmt::Debug for SniResolver {
 impl SniResolver {
     /// A resolver over the daemon's snapshot.
     pub fn new(shared: Arc<Shared>) -> SniResolver {
-        SniResolver { shared }
+        SniResolver {
+            shared,
+            local: None,
+        }
     }
 }
 
@@ -61,7 +79,8 @@ impl ResolvesServerCert for SniResolver {
                     .cloned();
             }
         }
-        let resolution = snapshot.resolve(client_hello.server_name(), crate::clock::now());
+        let resolution =
+            snapshot.resolve(client_hello.server_name(), self.local, crate::clock::now());
         resolution.served.map(|s| s.certified.clone())
     }
 }
@@ -83,4 +102,63 @@ pub fn server_config(
     config.session_storage =
         rustls::server::ServerSessionMemoryCache::new(crate::limits::TLS12_SESSION_CACHE_ENTRIES);
     Ok(Arc::new(config))
+}
+
+/// One listener's TLS acceptors: the config for an unknown local address,
+/// and one per local address seen (same ALPN, ticket keys and session
+/// cache; the resolver knows the address).
+pub struct Acceptors {
+    shared: Arc<Shared>,
+    base: Arc<ServerConfig>,
+    any: TlsAcceptor,
+    by_local: ArcSwap<Vec<(IpAddr, TlsAcceptor)>>,
+}
+
+impl Acceptors {
+    /// The acceptors of a listener offering `alpn`.
+    pub fn new(shared: Arc<Shared>, alpn: &[&[u8]]) -> Result<Acceptors, rustls::Error> {
+        let base = server_config(shared.clone(), alpn)?;
+        Ok(Acceptors {
+            shared,
+            any: TlsAcceptor::from(base.clone()),
+            base,
+            by_local: ArcSwap::from_pointee(Vec::new()),
+        })
+    }
+
+    /// The acceptor when the local address is unknown.
+    pub fn any(&self) -> TlsAcceptor {
+        self.any.clone()
+    }
+
+    /// The acceptor for a connection that arrived at `local` (an
+    /// IPv4-mapped IPv6 address counts as the IPv4 address).
+    pub fn for_local(&self, local: IpAddr) -> TlsAcceptor {
+        let local = local.to_canonical();
+        if let Some((_, a)) = self.by_local.load().iter().find(|(ip, _)| *ip == local) {
+            return a.clone();
+        }
+        let mut config = (*self.base).clone();
+        config.cert_resolver = Arc::new(SniResolver {
+            shared: self.shared.clone(),
+            local: Some(local),
+        });
+        let made = TlsAcceptor::from(Arc::new(config));
+        let mut kept = self.any.clone();
+        self.by_local.rcu(|list| {
+            if let Some((_, a)) = list.iter().find(|(ip, _)| *ip == local) {
+                kept = a.clone();
+                return list.clone();
+            }
+            if list.len() >= MAX_LOCAL_ADDRESSES {
+                kept = self.any.clone();
+                return list.clone();
+            }
+            kept = made.clone();
+            let mut more = Vec::clone(list);
+            more.push((local, made.clone()));
+            Arc::new(more)
+        });
+        kept
+    }
 }

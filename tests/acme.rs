@@ -1438,3 +1438,89 @@ fn concurrent_triggers_for_the_same_names_never_overlap() {
     assert!(starts_and_outcomes.len() >= 4, "{starts_and_outcomes:?}");
     daemon.stop();
 }
+
+/// RFC 8738: a tenant's IP name is ordered as an `ip` identifier beside its
+/// DNS name in one order (HTTP-01 at the address itself), and the issued
+/// certificate is served to a client that connects to that address without
+/// SNI, verified for the IP against pebble's root (rustls sends no SNI for
+/// an IP and checks the iPAddress SAN).
+#[test]
+fn an_ip_name_is_ordered_as_an_ip_identifier_and_served_to_clients_without_sni() {
+    let Some((_lock, env)) = peers() else { return };
+    let dir = setup(&env, true);
+    let d = dir.path();
+    ok(
+        d,
+        &[
+            "tenant",
+            "add",
+            "lobby",
+            "--dns",
+            "lobby.pbx.test",
+            "--ip",
+            "127.0.0.1",
+        ],
+    );
+    let root = pebble_root(&env);
+    let mut daemon = Daemon::start(d, &env, true);
+    daemon
+        .next_outcome()
+        .expect("order for a DNS name and an IP address");
+    assert!(
+        daemon
+            .seen
+            .iter()
+            .any(|l| l.contains("answering http-01 for 127.0.0.1")),
+        "{:?}",
+        daemon.seen
+    );
+    let certs = acme_certs(d);
+    assert_eq!(certs.len(), 1, "{certs:?}");
+    let mut names: Vec<&str> = certs[0]["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["127.0.0.1", "lobby.pbx.test"]);
+    assert_eq!(certs[0]["tenant"], "lobby");
+    let id = certs[0]["id"].as_str().unwrap().to_owned();
+    assert_chain_verifies(d, &id, &root);
+    // No SNI, connected to 127.0.0.1: the tenant's certificate, not the
+    // self-signed default; with its DNS name as SNI: the same one.
+    assert_eq!(
+        verified_leaf(daemon.https, "127.0.0.1", &root),
+        Ok(id.clone())
+    );
+    assert_eq!(verified_leaf(daemon.https, "lobby.pbx.test", &root), Ok(id));
+    assert_eq!(status_of(d, "tenant:lobby")["state"], "valid");
+    daemon.stop();
+}
+
+/// An IP address has no DNS zone (RFC 8738 §7): a tenant that chose DNS-01
+/// gets its IP name validated by TLS-ALPN-01 when port 80 is off, answered
+/// on the reverse-DNS SNI the CA sends (§6) with the address as the
+/// challenge certificate's SAN.
+#[test]
+fn an_ip_name_of_a_dns01_tenant_is_validated_by_tls_alpn01_without_port_80() {
+    let Some((_lock, env)) = peers() else { return };
+    let dir = setup(&env, true);
+    let d = dir.path();
+    ok(d, &["tenant", "add", "desk", "--ip", "127.0.0.1"]);
+    ok(d, &["tenant", "set", "desk", "--acme-challenge", "dns-01"]);
+    let root = pebble_root(&env);
+    let mut daemon = Daemon::start(d, &env, false);
+    let line = daemon.wait_log(&["ACME: answering "]);
+    assert!(
+        line.contains("answering tls-alpn-01 for 127.0.0.1"),
+        "{line}"
+    );
+    daemon.next_outcome().expect("TLS-ALPN-01 order for an IP");
+    let certs = acme_certs(d);
+    assert_eq!(certs.len(), 1, "{certs:?}");
+    assert_eq!(certs[0]["names"], serde_json::json!(["127.0.0.1"]));
+    let id = certs[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(verified_leaf(daemon.https, "127.0.0.1", &root), Ok(id));
+    daemon.stop();
+}

@@ -670,3 +670,80 @@ fn tls_forward_delivers_every_byte_to_a_reader_that_paused() {
     );
     assert!(intact, "the bytes arrived altered or out of order");
 }
+
+/// Phones provisioned by IP send no SNI: a tenant's IP name (`tenant add
+/// --ip`) gets them its certificate when they connect to that address; a
+/// connection to another address of the same wildcard listener gets the
+/// default; an SNI wins over the address. `openssl s_client -noservername`
+/// verifies the certificate for the IP (`-verify_ip`), and `resolve
+/// --local-address` says the same as the handshakes.
+#[test]
+fn a_client_without_sni_gets_the_certificate_of_the_address_it_connected_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let pki = Pki::new(files.path());
+    let by_ip = pki.leaf("byip", &["127.0.0.1"]);
+    let server = pki.leaf("server", &["pbx.example.test"]);
+    let d = dir.path();
+    let ok = |args: &[&str]| {
+        let out = cli(d, args);
+        assert_eq!(out.0, 0, "{args:?}: {} {}", out.1, out.2);
+        out
+    };
+    ok(&["import", "--cert", &pki.path("root.pem")]);
+    ok(&["tenant", "add", "phones", "--ip", "127.0.0.1"]);
+    for f in ["byip", "server"] {
+        ok(&[
+            "import",
+            "--cert",
+            &pki.path(&format!("{f}.pem")),
+            "--key",
+            &pki.path(&format!("{f}.key")),
+        ]);
+    }
+    let certs = json(&cli(d, &["certs", "--json"]));
+    let ip_cert = certs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == by_ip.as_str())
+        .unwrap();
+    assert_eq!(ip_cert["kind"], "domain", "{ip_cert}");
+    assert_eq!(ip_cert["tenant"], "phones", "{ip_cert}");
+
+    let daemon = serve::Serve::on(d).https("0.0.0.0:0").start();
+    let port = daemon.https.port();
+    let at = |ip: &str| SocketAddr::new(ip.parse().unwrap(), port);
+    assert_eq!(presented(at("127.0.0.1"), None), Ok(by_ip.clone()));
+    assert_eq!(presented(at("127.0.0.2"), None), Ok(server.clone()));
+    assert_eq!(
+        presented(at("127.0.0.1"), Some("pbx.example.test")),
+        Ok(server.clone())
+    );
+    // Again on the same address: the per-address config is reused.
+    assert_eq!(presented(at("127.0.0.1"), None), Ok(by_ip.clone()));
+
+    let out = Command::new("openssl")
+        .args(["s_client", "-noservername", "-verify_return_error"])
+        .args(["-connect", &at("127.0.0.1").to_string()])
+        .args(["-CAfile", &pki.path("root.pem"), "-verify_ip", "127.0.0.1"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("Verify return code: 0 (ok)"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    for (local, id, rule) in [
+        ("127.0.0.1", &by_ip, "address"),
+        ("127.0.0.2", &server, "default"),
+    ] {
+        let r = json(&daemon.cli(&["resolve", "--local-address", local, "--json"]));
+        assert_eq!(r["id"], id.as_str(), "{r}");
+        assert_eq!(r["match"], rule, "{r}");
+    }
+    daemon.stop();
+}

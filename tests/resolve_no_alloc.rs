@@ -7,6 +7,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -75,36 +76,57 @@ fn resolve_does_not_allocate() {
     let tenants = vec![Tenant {
         name: "acme".into(),
         dns: vec!["pbx.acme.test".into()],
+        ip: vec!["192.0.2.10".into(), "2001:db8::10".into()],
         ..Default::default()
     }];
     let inputs = vec![
-        input(&["pbx.acme.test"], Kind::Domain, Some("acme"), &key, 1),
+        input(
+            &["pbx.acme.test", "192.0.2.10", "2001:db8::10"],
+            Kind::Domain,
+            Some("acme"),
+            &key,
+            1,
+        ),
         input(&["exact.example.test"], Kind::Server, None, &key, 2),
         input(&["*.example.test"], Kind::Server, None, &key, 3),
+        input(&["198.51.100.7"], Kind::Server, None, &key, 4),
     ];
     let snap = Snapshot::build(inputs, &tenants, &SystemSettings::default());
     let now = pbx_certd::clock::now();
     let long = "a".repeat(400);
-    let cases: [(Option<&str>, Match); 8] = [
-        (Some("pbx.acme.test"), Match::Domain),
-        (Some("PBX.ACME.TEST."), Match::Domain),
-        (Some("exact.example.test"), Match::Server),
-        (Some("other.example.test"), Match::Server),
-        (Some("nobody.invalid"), Match::Default),
-        (None, Match::Default),
-        (Some(long.as_str()), Match::Default),
-        (Some("bücher.example.test"), Match::Default),
+    let v4: IpAddr = "192.0.2.10".parse().unwrap();
+    let v6: IpAddr = "2001:db8::10".parse().unwrap();
+    let server_ip: IpAddr = "198.51.100.7".parse().unwrap();
+    let other: IpAddr = "203.0.113.1".parse().unwrap();
+    let cases: [(Option<&str>, Option<IpAddr>, Match); 14] = [
+        (Some("pbx.acme.test"), None, Match::Domain),
+        (Some("PBX.ACME.TEST."), None, Match::Domain),
+        (Some("exact.example.test"), None, Match::Server),
+        (Some("other.example.test"), None, Match::Server),
+        (Some("nobody.invalid"), None, Match::Default),
+        (None, None, Match::Default),
+        (Some(long.as_str()), None, Match::Default),
+        (Some("bücher.example.test"), None, Match::Default),
+        // No SNI: the local address's certificate (RFC 8738 names).
+        (None, Some(v4), Match::Address),
+        (None, Some(v6), Match::Address),
+        (None, Some(server_ip), Match::Address),
+        (None, Some(other), Match::Default),
+        // An SNI wins over the local address; an IP literal as SNI is
+        // looked up as an IP name.
+        (Some("exact.example.test"), Some(v4), Match::Server),
+        (Some("192.0.2.10"), Some(other), Match::Domain),
     ];
-    for (sni, expected) in cases {
+    for (sni, local, expected) in cases {
         ALLOCATIONS.store(0, Ordering::SeqCst);
         COUNTING.with(|c| c.set(true));
-        let matched = snap.resolve(sni, now).matched;
+        let matched = snap.resolve(sni, local, now).matched;
         COUNTING.with(|c| c.set(false));
-        assert_eq!(matched, expected, "sni {sni:?}");
+        assert_eq!(matched, expected, "sni {sni:?} local {local:?}");
         assert_eq!(
             ALLOCATIONS.load(Ordering::SeqCst),
             0,
-            "resolve({sni:?}) allocated"
+            "resolve({sni:?}, {local:?}) allocated"
         );
     }
     // The counter itself works: a Vec allocation is seen.

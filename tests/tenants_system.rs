@@ -132,12 +132,50 @@ fn an_ip_address_is_refused_as_a_dns_name() {
         let e = pbx.err(&["tenant", "add", "t", "--dns", ip]);
         e.expect("bad-name");
         assert!(e.message.contains("IP address"), "{ip}: {}", e.message);
+        assert!(e.message.contains("--ip"), "{ip}: {}", e.message);
         let e = pbx.err(&["system", "set", "--dns", ip]);
         e.expect("bad-name");
     }
     assert!(tenant_list(&pbx).is_empty());
     // A name that only starts with digits is a name.
     pbx.tenant_add("t", &["10.example.com"]);
+}
+
+#[test]
+fn a_tenant_owns_ip_addresses_given_with_ip() {
+    let pbx = Pbx::new();
+    pbx.ok(&[
+        "tenant",
+        "add",
+        "phones",
+        "--dns",
+        "pbx.phones.example.com",
+        "--ip",
+        "192.0.2.10",
+        "--ip",
+        "2001:DB8:0:0::10",
+    ]);
+    // IP-only tenants are fine: phones provisioned by address.
+    pbx.ok(&["tenant", "add", "lobby", "--ip", "198.51.100.7"]);
+    let list = tenant_list(&pbx);
+    let phones = list.iter().find(|t| t["name"] == "phones").unwrap();
+    assert_eq!(str_list(phones, "dns"), vec!["pbx.phones.example.com"]);
+    // One text form (RFC 5952 for IPv6).
+    assert_eq!(str_list(phones, "ip"), vec!["192.0.2.10", "2001:db8::10"]);
+    // An address belongs to one tenant, in any spelling.
+    pbx.err(&["tenant", "add", "other", "--ip", "2001:db8::0:10"])
+        .expect("dns-name-taken");
+    pbx.err(&["tenant", "add", "other", "--ip", "pbx.example.com"])
+        .expect("bad-name");
+    pbx.err(&["tenant", "add", "other", "--ip", "192.0.2.300"])
+        .expect("bad-name");
+    // A tenant owns at least one name.
+    let out = pbx.run(&["tenant", "add", "empty"]);
+    assert_ne!(out.status, 0, "tenant add without --dns or --ip");
+    assert_eq!(tenant_list(&pbx).len(), 2);
+    // The text listing shows the addresses too.
+    let text = pbx.run(&["tenant", "list"]);
+    assert!(text.stdout.contains("198.51.100.7"), "{}", text.stdout);
 }
 
 #[test]

@@ -1044,17 +1044,19 @@ impl Admin {
                     Err(r) => return r,
                 };
                 let name = form.get("name").unwrap_or("").trim().to_owned();
-                let dns: Vec<String> = form
-                    .get("dns")
-                    .unwrap_or("")
-                    .split(|c: char| c.is_whitespace() || c == ',')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect();
+                let words = |field: &str| -> Vec<String> {
+                    form.get(field)
+                        .unwrap_or("")
+                        .split(|c: char| c.is_whitespace() || c == ',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                };
                 let r = self
                     .run(Command::TenantAdd {
                         name: name.clone(),
-                        dns,
+                        dns: words("dns"),
+                        ip: words("ip"),
                     })
                     .await;
                 self.outcome(session, "/tenants", r, &format!("tenant {name} added"))

@@ -64,6 +64,8 @@
 //! What must hold: each route maps to exactly one `ops::Command`, so the API
 //! cannot drift from the CLI; writes go through `Shared::execute_async`.
 
+use std::net::IpAddr;
+
 use serde::Deserialize;
 
 use super::form::{decode_path, Form};
@@ -107,8 +109,8 @@ pub enum ApiRoute {
     System,
     /// `POST /api/system`
     SystemSet,
-    /// `GET /api/resolve[?sni=NAME]`
-    Resolve(Option<String>),
+    /// `GET /api/resolve[?sni=NAME][&local_address=ADDR]`
+    Resolve(Option<String>, Option<IpAddr>),
     /// `GET /api/stir-shaken/select?tenant=NAME`
     StirSelect(String),
     /// `POST /api/admin/password`
@@ -196,10 +198,16 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> ApiRoute {
             _ => ApiRoute::MethodNotAllowed,
         },
         ["system"] => pick(&[("GET", ApiRoute::System), ("POST", ApiRoute::SystemSet)]),
-        ["resolve"] => pick(&[(
-            "GET",
-            ApiRoute::Resolve(query.get("sni").map(str::to_owned)),
-        )]),
+        ["resolve"] => match query.get("local_address").map(str::parse::<IpAddr>) {
+            Some(Err(_)) => ApiRoute::Bad("local_address must be an IP address".into()),
+            local => pick(&[(
+                "GET",
+                ApiRoute::Resolve(
+                    query.get("sni").map(str::to_owned),
+                    local.and_then(Result::ok),
+                ),
+            )]),
+        },
         ["stir-shaken", "select"] => match (method, query.get("tenant")) {
             ("GET", Some(t)) => ApiRoute::StirSelect(t.to_owned()),
             ("GET", None) => ApiRoute::Bad("give the tenant: ?tenant=NAME".into()),
@@ -267,7 +275,10 @@ struct ImportBody {
 #[serde(deny_unknown_fields)]
 struct TenantBody {
     name: String,
+    #[serde(default)]
     dns: Vec<String>,
+    #[serde(default)]
+    ip: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -405,6 +416,7 @@ pub fn to_command(route: ApiRoute, body: &[u8]) -> Result<Command, Resp> {
             Command::TenantAdd {
                 name: b.name,
                 dns: b.dns,
+                ip: b.ip,
             }
         }
         ApiRoute::TenantRemove(name) => Command::TenantRemove { name },
@@ -432,7 +444,7 @@ pub fn to_command(route: ApiRoute, body: &[u8]) -> Result<Command, Resp> {
                 aia_fetch: None,
             }
         }
-        ApiRoute::Resolve(sni) => Command::Resolve { sni },
+        ApiRoute::Resolve(sni, local_address) => Command::Resolve { sni, local_address },
         ApiRoute::StirSelect(tenant) => Command::StirShakenSelect { tenant },
         ApiRoute::AdminPassword => {
             let b: PasswordBody = parse(body)?;
@@ -621,9 +633,20 @@ mod tests {
         assert_eq!(route("POST", "/system", None), ApiRoute::SystemSet);
         assert_eq!(
             route("GET", "/resolve", Some("sni=Pbx.Example.COM")),
-            ApiRoute::Resolve(Some("Pbx.Example.COM".into()))
+            ApiRoute::Resolve(Some("Pbx.Example.COM".into()), None)
         );
-        assert_eq!(route("GET", "/resolve", None), ApiRoute::Resolve(None));
+        assert_eq!(
+            route("GET", "/resolve", None),
+            ApiRoute::Resolve(None, None)
+        );
+        assert_eq!(
+            route("GET", "/resolve", Some("local_address=192.0.2.10")),
+            ApiRoute::Resolve(None, Some("192.0.2.10".parse().unwrap()))
+        );
+        assert!(matches!(
+            route("GET", "/resolve", Some("local_address=pbx")),
+            ApiRoute::Bad(_)
+        ));
         assert_eq!(
             route("GET", "/stir-shaken/select", Some("tenant=acme")),
             ApiRoute::StirSelect("acme".into())
@@ -722,7 +745,8 @@ mod tests {
             (ApiRoute::Import, br#"{"cert":"C","kind":"banana"}"#),
             (ApiRoute::Import, br#"{"cert":"C","extra":1}"#),
             (ApiRoute::Import, br#"{}"#),
-            (ApiRoute::TenantAdd, br#"{"name":"a"}"#),
+            (ApiRoute::TenantAdd, br#"{"dns":["a.example"]}"#),
+            (ApiRoute::TenantAdd, br#"{"name":"a","ip":"192.0.2.1"}"#),
             (ApiRoute::RootsDelete, br#"{"ids":[]}"#),
             (ApiRoute::RootsDelete, br#"{"ids":["xyz"]}"#),
             (ApiRoute::SystemSet, br#"{"default_cert":"abc"}"#),

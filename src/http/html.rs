@@ -764,12 +764,13 @@ pub fn tenants(
             p { "No tenants." }
         } @else {
             table {
-                thead { tr { th { "Tenant" } th { "DNS names" } th {} } }
+                thead { tr { th { "Tenant" } th { "DNS names" } th { "IP addresses" } th {} } }
                 tbody {
                     @for t in rows {
                         tr {
                             td { (t.name) }
                             td { (list(&t.dns)) }
+                            td { (list(&t.ip)) }
                             td {
                                 form method="post" action="/tenants/remove" {
                                     (csrf_field(csrf))
@@ -787,7 +788,9 @@ pub fn tenants(
             label for="tname" { "New tenant" }
             input type="text" id="tname" name="name" required;
             label for="tdns" { "DNS names (one per line)" }
-            textarea id="tdns" name="dns" rows="3" required {}
+            textarea id="tdns" name="dns" rows="3" {}
+            label for="tip" { "IP addresses phones connect to without a name (optional, one per line)" }
+            textarea id="tip" name="ip" rows="2" {}
             div { button type="submit" { "Add tenant" } }
         }
         h2 { "System" }

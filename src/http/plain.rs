@@ -44,7 +44,7 @@ pub struct Plain {
 /// name, a certificate naming it (exact or wildcard), or a name of the
 /// default certificate?
 pub fn snapshot_serves(snapshot: &Snapshot, name: &str, now: i64) -> bool {
-    let r = snapshot.resolve(Some(name), now);
+    let r = snapshot.resolve(Some(name), None, now);
     r.tenant.is_some()
         || matches!(r.matched, Match::Domain | Match::Server)
         || r.served

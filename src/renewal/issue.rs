@@ -12,7 +12,10 @@
 //! finalize with a fresh key (P-256, or RSA 2048 for tenants that chose it;
 //! the challenge too follows the tenant's choice, `tenant set`) and CSR,
 //! download, and import through the
-//! same rules as an upload with `source: "acme"`.
+//! same rules as an upload with `source: "acme"`. A tenant's IP names are
+//! `ip` identifiers (RFC 8738 §3), validated by HTTP-01 or TLS-ALPN-01 only
+//! (§7; TLS-ALPN-01 answers the reverse-DNS SNI, §6), whatever the tenant's
+//! choice for its DNS names.
 //!
 //! What must hold: challenges are withdrawn whatever the outcome; badNonce
 //! (§6.5) is retried with the fresh nonce; the old certificate stays until
@@ -22,6 +25,7 @@
 //! forgotten once removed: a daemon stopped mid-order (SIGTERM, crash, power
 //! loss) removes what it left at its next start (`remove_leftover_txt`).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -453,8 +457,8 @@ async fn provider_covers(shared: &Arc<Shared>, name: &str) -> Result<bool, AcmeE
 }
 
 /// The TLS-ALPN-01 certificate (RFC 8737 §3): self-signed, the name as its
-/// only SAN, the critical acmeIdentifier extension with SHA-256 of the key
-/// authorization.
+/// only SAN (an IP name as an iPAddress SAN, RFC 8738 §6), the critical
+/// acmeIdentifier extension with SHA-256 of the key authorization.
 pub fn alpn_cert(name: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, AcmeError> {
     let key = rcgen::KeyPair::generate().map_err(internal)?;
     let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).map_err(internal)?;
@@ -597,7 +601,15 @@ async fn run_order(
     client: &Client,
     presented: &mut Vec<Presented>,
 ) -> Result<(String, String), AcmeError> {
-    let identifiers: Vec<Identifier> = target.names.iter().cloned().map(Identifier::Dns).collect();
+    // An IP name is an `ip` identifier (RFC 8738 §3), any other a `dns` one.
+    let identifiers: Vec<Identifier> = target
+        .names
+        .iter()
+        .map(|n| match n.parse::<IpAddr>() {
+            Ok(ip) => Identifier::Ip(ip),
+            Err(_) => Identifier::Dns(n.clone()),
+        })
+        .collect();
     let profile = target.profile.as_deref().or(settings.profile.as_deref());
     let mut account = login(shared, settings, client, false).await?;
     let first = new_order(&account, &identifiers, profile)?;
@@ -650,7 +662,17 @@ async fn run_order(
                 continue;
             }
             let wildcard = auth.identifier().wildcard;
+            let ip = match auth.identifier().identifier {
+                Identifier::Ip(ip) => Some(*ip),
+                _ => None,
+            };
             let kind = match target.challenge.unwrap_or(settings.challenge) {
+                // An IP address has no DNS zone: HTTP-01 or TLS-ALPN-01
+                // only (RFC 8738 §7); a DNS-01 choice (or auto) takes
+                // HTTP-01 when port 80 runs, else TLS-ALPN-01.
+                ChallengeChoice::TlsAlpn01 if ip.is_some() => ChallengeType::TlsAlpn01,
+                _ if ip.is_some() && listeners.http => ChallengeType::Http01,
+                _ if ip.is_some() => ChallengeType::TlsAlpn01,
                 ChallengeChoice::Http01 => ChallengeType::Http01,
                 ChallengeChoice::TlsAlpn01 => ChallengeType::TlsAlpn01,
                 ChallengeChoice::Dns01 => ChallengeType::Dns01,
@@ -687,7 +709,9 @@ async fn run_order(
                 ChallengeType::TlsAlpn01 => {
                     let cert = alpn_cert(&name, key_auth.digest().as_ref())?;
                     log::info!("ACME: answering tls-alpn-01 for {name}");
-                    let n = name.clone();
+                    // For an IP the CA sends the reverse-DNS name as SNI
+                    // (RFC 8738 §6); the certificate names the address.
+                    let n = ip.map_or_else(|| name.clone(), crate::names::reverse_name);
                     presented.push(Presented::Alpn(n.clone()));
                     blocking(shared, move |s| {
                         s.set_challenges(|c| {
