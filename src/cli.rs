@@ -77,6 +77,9 @@ pub enum Cmd {
     },
     /// List domain, server and STIR/SHAKEN certificates in import order.
     Certs,
+    /// Who gets which certificate: every tenant name and address, the
+    /// system name, no SNI, an unknown name; warnings where clients object.
+    Served,
     /// Show or delete one certificate.
     Cert {
         #[command(subcommand)]
@@ -611,6 +614,7 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
             Some(PhoneRootsCmd::Delete { id }) => Command::PhoneRootsDelete { id },
         },
         Cmd::Certs => Command::Certs,
+        Cmd::Served => Command::Served,
         Cmd::Cert {
             command: CertCmd::Show { id },
         } => Command::CertShow { id },
@@ -882,6 +886,43 @@ pub fn render(command: &Command, reply: &Reply) -> String {
                 );
             }
             lines_or(out, "no certificates\n")
+        }
+        Reply::Served(v) => {
+            let mut out = String::new();
+            for r in &v.names {
+                let cert = match (&r.cert_name, &r.id, &r.not_after) {
+                    (Some(n), Some(id), Some(end)) => {
+                        format!("{n} ({}, expires {end})", id.get(..16).unwrap_or_default())
+                    }
+                    _ => "nothing".into(),
+                };
+                out += &format!(
+                    "{:<32} -> {cert}  [{}]{}\n",
+                    r.asked,
+                    r.matched,
+                    r.owner
+                        .as_deref()
+                        .map(|o| format!("  {o}"))
+                        .unwrap_or_default()
+                );
+                for w in &r.warnings {
+                    out += &format!("    warning [{}]: {}\n", w.code, w.message);
+                }
+            }
+            for s in &v.stir_shaken {
+                out += &format!(
+                    "stir-shaken {:<20} -> {}  [{}]\n",
+                    s.tenant,
+                    s.id.as_deref()
+                        .and_then(|i| i.get(..16))
+                        .unwrap_or("nothing"),
+                    s.matched
+                );
+            }
+            for id in &v.not_served {
+                out += &format!("not served: {}\n", id.get(..16).unwrap_or_default());
+            }
+            out
         }
         Reply::Pem(v) => v.pem.clone(),
         Reply::Roots(roots) => {

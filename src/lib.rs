@@ -17,7 +17,8 @@
 //! - 4 domain operations: `certs`, `tenant`, `roots`, `auth`, `localca`,
 //!   `acme` (settings, account record, targets, status, leases), `dns`
 //!   (configured DNS-01 providers), `outbound` (the HTTPS client that trusts
-//!   the Root CA list), `session` (admin sessions and the login limit).
+//!   the Root CA list), `session` (admin sessions and the login limit),
+//!   `served` (who gets which certificate, from the snapshot's own rule).
 //! - 5 `ops`: the commands and their one table of effects; `open_store`.
 //! - 6 `daemon`: shared state, the write lock, snapshot swaps, wake-ups.
 //! - 7 `tls` (the SNI resolver), `renewal` (ACME orders, the renewal loop,
@@ -57,6 +58,7 @@ pub mod pem;
 pub mod pki;
 pub mod roots;
 pub mod serve;
+pub mod served;
 pub mod session;
 pub mod settings;
 pub mod snapshot;

@@ -71,6 +71,8 @@ pub enum Command {
     },
     /// `certs`
     Certs,
+    /// `served`: who gets which certificate
+    Served,
     /// `cert show ID`
     CertShow { id: String },
     /// `cert delete ID`
@@ -244,6 +246,7 @@ impl Command {
             Command::TenantList
             | Command::SystemShow
             | Command::Certs
+            | Command::Served
             | Command::CertShow { .. }
             | Command::CertCheck { .. }
             | Command::Roots
@@ -438,6 +441,8 @@ pub enum Reply {
     Imported(certs::Imported),
     /// `certs`.
     Certs(Vec<certs::CertView>),
+    /// `served`.
+    Served(crate::served::ServedView),
     /// `cert show`, `roots show`.
     Pem(PemView),
     /// `roots`.
@@ -491,6 +496,7 @@ impl Reply {
             Command::SystemShow => Reply::System(from(v)?),
             Command::Import { .. } | Command::CaIssue { .. } => Reply::Imported(from(v)?),
             Command::Certs => Reply::Certs(from(v)?),
+            Command::Served => Reply::Served(from(v)?),
             Command::CertShow { .. } | Command::RootsShow { .. } => Reply::Pem(from(v)?),
             Command::Roots | Command::PhoneRoots | Command::PhoneRootsImport { .. } => {
                 Reply::Roots(from(v)?)
@@ -610,6 +616,7 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
             Source::Upload,
         )?),
         Command::Certs => Reply::Certs(store.certs()?.iter().map(certs::CertView::of).collect()),
+        Command::Served => Reply::Served(crate::served::view(store)?),
         Command::CertShow { id } => {
             let id = resolve_id(store, Tree::Certs, id)?;
             let pem = certs::chain_pem(store, &id)?;
@@ -798,6 +805,7 @@ mod tests {
                 kind: KindRequest::Server,
             },
             Command::Certs,
+            Command::Served,
             Command::CertShow { id: s() },
             Command::CertDelete { id: s() },
             Command::CertCheck { id: s() },
@@ -888,9 +896,10 @@ mod tests {
                 Command::PhoneRootsImport { .. } => 34,
                 Command::PhoneRoots => 35,
                 Command::PhoneRootsDelete { .. } => 36,
+                Command::Served => 37,
             });
         }
-        assert_eq!(seen.len(), 37, "a command variant has no sample");
+        assert_eq!(seen.len(), 38, "a command variant has no sample");
         samples
     }
 

@@ -40,6 +40,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("dns", 4),
     ("outbound", 4),
     ("session", 4),
+    ("served", 4),
     ("ops", 5),
     ("daemon", 6),
     ("tls", 7),

@@ -820,8 +820,12 @@ impl Admin {
                 Ok(v) => {
                     let acme_on =
                         run_as!(self, Command::AcmeShow, Reply::Acme).is_ok_and(|a| a.enabled);
+                    let served = run_as!(self, Command::Served, Reply::Served).ok();
                     let flash = self.flash_lines(session);
-                    Resp::html(200, html::certs(csrf, &v, &flash, now, acme_on))
+                    Resp::html(
+                        200,
+                        html::certs(csrf, &v, served.as_ref(), &flash, now, acme_on),
+                    )
                 }
                 Err(e) => self.error_page(500, "Error", Some(session), &e),
             },

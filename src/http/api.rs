@@ -81,6 +81,8 @@ use crate::session::WebState;
 pub enum ApiRoute {
     /// `GET /api/certs`
     Certs,
+    /// `GET /api/served`
+    Served,
     /// `GET /api/certs/{id}`
     CertShow(String),
     /// `DELETE /api/certs/{id}`
@@ -170,6 +172,7 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> ApiRoute {
     };
     match segments.as_slice() {
         ["certs"] => pick(&[("GET", ApiRoute::Certs)]),
+        ["served"] => pick(&[("GET", ApiRoute::Served)]),
         ["certs", raw] => match method {
             "GET" => id(raw, ApiRoute::CertShow),
             "DELETE" => id(raw, ApiRoute::CertDelete),
@@ -383,6 +386,7 @@ fn check_ids(ids: Vec<String>) -> Result<Vec<String>, Resp> {
 pub fn to_command(route: ApiRoute, body: &[u8]) -> Result<Command, Resp> {
     Ok(match route {
         ApiRoute::Certs => Command::Certs,
+        ApiRoute::Served => Command::Served,
         ApiRoute::CertShow(id) => Command::CertShow { id },
         ApiRoute::CertDelete(id) => Command::CertDelete { id },
         ApiRoute::Import => {
