@@ -816,6 +816,7 @@ mod tests {
             not_after: na,
             source: Source::Acme,
             key_type: String::new(),
+            eku: vec!["server-auth".into()],
             key_id: String::new(),
             seq: 0,
         };
@@ -845,6 +846,7 @@ mod tests {
             not_after: 90 * day,
             source: Source::Acme,
             key_type: String::new(),
+            eku: vec!["server-auth".into()],
             key_id: String::new(),
             seq: 0,
         };

@@ -392,6 +392,11 @@ pub enum CaCmd {
         /// Tenant name.
         #[arg(long)]
         tenant: String,
+        /// Also for TLS client authentication (EKU serverAuth and
+        /// clientAuth), e.g. as `client-cert` of a `--tls-connect` trunk
+        /// that asks for mutual TLS. Without it: serverAuth only.
+        #[arg(long)]
+        client: bool,
     },
     /// Print the local CA's root certificate (PEM), to load onto phones.
     Show,
@@ -667,8 +672,8 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
             command: CaCmd::Show,
         } => Command::CaShow,
         Cmd::Ca {
-            command: CaCmd::Issue { tenant },
-        } => Command::CaIssue { tenant },
+            command: CaCmd::Issue { tenant, client },
+        } => Command::CaIssue { tenant, client },
         Cmd::Admin {
             command: AdminCmd::Password,
         } => Command::AdminPassword {
@@ -771,7 +776,7 @@ fn or_dash(v: Option<&str>) -> &str {
 /// The text of an import (or `ca issue`).
 fn render_imported(v: &crate::certs::Imported) -> String {
     let mut out = format!(
-        "imported {} certificate {}{}\n  names: {}\n  expires: {}\n",
+        "imported {} certificate {}{}\n  names: {}\n  expires: {}\n  usage: {}\n",
         v.kind,
         v.id,
         v.tenant
@@ -780,6 +785,7 @@ fn render_imported(v: &crate::certs::Imported) -> String {
             .unwrap_or_default(),
         v.names.join(", "),
         v.not_after,
+        v.eku.join(", "),
     );
     if let Some(ids) = v.ids.as_ref().filter(|ids| ids.len() > 1) {
         out += &format!("  {} roots added\n", ids.len());

@@ -266,7 +266,7 @@ pub fn certs(
             table {
                 thead { tr {
                     th { "Names" } th { "Kind" } th { "Tenant" } th { "Expires" }
-                    th { "Source" } th { "Key" } th { "ID" } th { "Actions" }
+                    th { "Source" } th { "Key" } th { "Usage" } th { "ID" } th { "Actions" }
                 } }
                 tbody {
                     @for c in rows { (cert_row(csrf, c, now, acme_enabled)) }
@@ -298,6 +298,7 @@ fn cert_row(csrf: &str, c: &CertView, now: i64, acme_enabled: bool) -> Markup {
             td { (c.not_after) br; span class="note" { (days_left(&c.not_after, now)) } }
             td { (c.source.as_str()) }
             td { (c.key_type) }
+            td { (c.eku.join(", ")) }
             td { code title=(id) { (short) "…" } }
             td {
                 a href={ "/certs/" (id) ".pem" } download { "Download PEM" }
