@@ -363,6 +363,15 @@ pub struct ServeArgs {
     /// Extra TLS listener forwarding to a local TCP service (repeatable).
     #[arg(long = "tls-forward", value_name = "LISTEN=TARGET")]
     pub tls_forward: Vec<crate::serve::Forward>,
+    /// Local plain-TCP listener whose connections go out as TLS to a trunk,
+    /// verified against the Root CA list (repeatable); `sni=` the name to
+    /// send and verify [default: HOST], `client-cert=` a stored certificate
+    /// with the clientAuth EKU to present.
+    #[arg(
+        long = "tls-connect",
+        value_name = "LISTEN=HOST:PORT[,sni=NAME][,client-cert=ID]"
+    )]
+    pub tls_connect: Vec<crate::connect::Connect>,
     /// Established connections from one client IP (IPv6: one /64) per listener [default: 128].
     #[arg(long = "max-conns-per-ip", value_name = "N")]
     pub max_conns_per_ip: Option<crate::serve::MaxConnsPerIp>,
@@ -370,7 +379,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     pub workers: Option<crate::serve::Workers>,
     /// Config file with `https = ADDR`, `http = ADDR`, `tls-forward = L=T`,
-    /// `max-conns-per-ip = N` lines.
+    /// `tls-connect = L=HOST:PORT[,...]`, `max-conns-per-ip = N` lines.
     #[arg(long)]
     pub config: Option<PathBuf>,
 }
@@ -1152,6 +1161,11 @@ fn read_config(path: &std::path::Path, args: &mut ServeArgs) -> Result<(), Strin
                     .parse()
                     .map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?,
             ),
+            "tls-connect" => args.tls_connect.push(
+                value
+                    .parse()
+                    .map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?,
+            ),
             other => {
                 return Err(format!(
                     "{}:{}: unknown setting `{other}`",
@@ -1185,6 +1199,7 @@ fn run_serve(data_dir: PathBuf, mut args: ServeArgs, json: bool) -> i32 {
             https: listen_addr(args.https.as_deref(), "0.0.0.0:443")?,
             http: listen_addr(args.http.as_deref(), "0.0.0.0:80")?,
             forwards: args.tls_forward.clone(),
+            connects: args.tls_connect.clone(),
             max_conns_per_ip: args.max_conns_per_ip.unwrap_or_default(),
             workers: args.workers.unwrap_or_default(),
         })
