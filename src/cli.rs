@@ -375,6 +375,15 @@ pub struct ServeArgs {
     /// Extra TLS listener forwarding to a local TCP service (repeatable).
     #[arg(long = "tls-forward", value_name = "LISTEN=TARGET")]
     pub tls_forward: Vec<crate::serve::Forward>,
+    /// Local plain-TCP listener whose connections go out as TLS to a trunk,
+    /// verified against the Root CA list (repeatable); `sni=` the name to
+    /// send and verify [default: HOST], `client-cert=` a stored certificate
+    /// with the clientAuth EKU to present.
+    #[arg(
+        long = "tls-connect",
+        value_name = "LISTEN=HOST:PORT[,sni=NAME][,client-cert=ID]"
+    )]
+    pub tls_connect: Vec<crate::connect::Connect>,
     /// Established connections from one client IP (IPv6: one /64) per listener [default: 128].
     #[arg(long = "max-conns-per-ip", value_name = "N")]
     pub max_conns_per_ip: Option<crate::serve::MaxConnsPerIp>,
@@ -382,7 +391,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     pub workers: Option<crate::serve::Workers>,
     /// Config file with `https = ADDR`, `http = ADDR`, `tls-forward = L=T`,
-    /// `max-conns-per-ip = N` lines.
+    /// `tls-connect = L=HOST:PORT[,...]`, `max-conns-per-ip = N` lines.
     #[arg(long)]
     pub config: Option<PathBuf>,
 }
@@ -404,6 +413,11 @@ pub enum CaCmd {
         /// Tenant name.
         #[arg(long)]
         tenant: String,
+        /// Also for TLS client authentication (EKU serverAuth and
+        /// clientAuth), e.g. as `client-cert` of a `--tls-connect` trunk
+        /// that asks for mutual TLS. Without it: serverAuth only.
+        #[arg(long)]
+        client: bool,
     },
     /// Print the local CA's root certificate (PEM), to load onto phones.
     Show,
@@ -680,8 +694,8 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
             command: CaCmd::Show,
         } => Command::CaShow,
         Cmd::Ca {
-            command: CaCmd::Issue { tenant },
-        } => Command::CaIssue { tenant },
+            command: CaCmd::Issue { tenant, client },
+        } => Command::CaIssue { tenant, client },
         Cmd::Admin {
             command: AdminCmd::Password,
         } => Command::AdminPassword {
@@ -784,7 +798,7 @@ fn or_dash(v: Option<&str>) -> &str {
 /// The text of an import (or `ca issue`).
 fn render_imported(v: &crate::certs::Imported) -> String {
     let mut out = format!(
-        "imported {} certificate {}{}\n  names: {}\n  expires: {}\n",
+        "imported {} certificate {}{}\n  names: {}\n  expires: {}\n  usage: {}\n",
         v.kind,
         v.id,
         v.tenant
@@ -793,6 +807,7 @@ fn render_imported(v: &crate::certs::Imported) -> String {
             .unwrap_or_default(),
         v.names.join(", "),
         v.not_after,
+        v.eku.join(", "),
     );
     if let Some(ids) = v.ids.as_ref().filter(|ids| ids.len() > 1) {
         out += &format!("  {} roots added\n", ids.len());
@@ -1200,6 +1215,11 @@ fn read_config(path: &std::path::Path, args: &mut ServeArgs) -> Result<(), Strin
                     .parse()
                     .map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?,
             ),
+            "tls-connect" => args.tls_connect.push(
+                value
+                    .parse()
+                    .map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?,
+            ),
             other => {
                 return Err(format!(
                     "{}:{}: unknown setting `{other}`",
@@ -1233,6 +1253,7 @@ fn run_serve(data_dir: PathBuf, mut args: ServeArgs, json: bool) -> i32 {
             https: listen_addr(args.https.as_deref(), "0.0.0.0:443")?,
             http: listen_addr(args.http.as_deref(), "0.0.0.0:80")?,
             forwards: args.tls_forward.clone(),
+            connects: args.tls_connect.clone(),
             max_conns_per_ip: args.max_conns_per_ip.unwrap_or_default(),
             workers: args.workers.unwrap_or_default(),
         })

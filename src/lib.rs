@@ -17,7 +17,9 @@
 //! - 4 domain operations: `certs`, `tenant`, `roots`, `auth`, `localca`,
 //!   `acme` (settings, account record, targets, status, leases), `dns`
 //!   (configured DNS-01 providers), `outbound` (the HTTPS client that trusts
-//!   the Root CA list), `session` (admin sessions and the login limit),
+//!   the Root CA list), `connect` (`--tls-connect`: TLS to SIP trunks,
+//!   trusting the Root CA list, with an optional client certificate),
+//!   `session` (admin sessions and the login limit),
 //!   `served` (who gets which certificate, from the snapshot's own rule).
 //! - 5 `ops`: the commands and their one table of effects; `open_store`.
 //! - 6 `daemon`: shared state, the write lock, snapshot swaps, wake-ups.
@@ -37,6 +39,7 @@ pub mod auth;
 pub mod certs;
 pub mod cli;
 pub mod clock;
+pub mod connect;
 pub mod control;
 pub mod daemon;
 pub mod dns;

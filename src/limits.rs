@@ -74,6 +74,17 @@ pub const CONTROL_CLIENT_TIMEOUT_SECS: u64 = 120;
 /// How long a `--tls-forward` connection to its local target may take.
 pub const FORWARD_CONNECT_TIMEOUT_SECS: u64 = 5;
 
+/// How long a `--tls-connect` connection to its trunk (TCP connect and TLS
+/// handshake together) may take: a trunk across the internet answers in
+/// well under a second; the SIP server's transaction timer (RFC 3261 timer
+/// B, 32 s) should see a failure long before it gives up on its own.
+pub const TRUNK_CONNECT_TIMEOUT_SECS: u64 = 10;
+
+/// Established connections of each `--tls-connect` listener: the SIP
+/// server opens one or a few connections per trunk; two fds each (the local
+/// SIP server and the trunk).
+pub const MAX_ESTABLISHED_PER_CONNECT: usize = 64;
+
 /// One `--tls-forward` copy buffer per direction: a full TLS record's
 /// plaintext is 16 KiB, but SIP messages are small; 8 KiB keeps two per
 /// connection cheap for phones that hold connections for hours.

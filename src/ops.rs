@@ -129,8 +129,13 @@ pub enum Command {
     CaInit,
     /// `ca show`
     CaShow,
-    /// `ca issue --tenant NAME`
-    CaIssue { tenant: String },
+    /// `ca issue --tenant NAME [--client]`
+    CaIssue {
+        /// The tenant whose DNS names the certificate carries.
+        tenant: String,
+        /// Add the clientAuth EKU (mutual TLS to trunks).
+        client: bool,
+    },
     /// `dns remove NAME`
     DnsRemove { name: String },
     /// `dns set [--propagation-timeout S] [--propagation-interval S]`
@@ -704,7 +709,9 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
         }
         Command::CaInit => Reply::Ca(crate::localca::init(store)?),
         Command::CaShow => Reply::Ca(crate::localca::show(store)?),
-        Command::CaIssue { tenant } => Reply::Imported(crate::localca::issue(store, tenant)?),
+        Command::CaIssue { tenant, client } => {
+            Reply::Imported(crate::localca::issue(store, tenant, *client)?)
+        }
         Command::DnsAdd { name, zone, config } => {
             crate::dns::add(store, name, zone, config.clone())?;
             Reply::DONE
@@ -841,7 +848,10 @@ mod tests {
             },
             Command::CaInit,
             Command::CaShow,
-            Command::CaIssue { tenant: s() },
+            Command::CaIssue {
+                tenant: s(),
+                client: false,
+            },
             Command::DnsRemove { name: s() },
             Command::DnsSet {
                 propagation_timeout: None,
@@ -995,7 +1005,10 @@ mod tests {
                     names: vec!["csr.example".into()],
                     key_type,
                 },
-                Command::CaIssue { .. } => Command::CaIssue { tenant: "t".into() },
+                Command::CaIssue { client, .. } => Command::CaIssue {
+                    tenant: "t".into(),
+                    client,
+                },
                 Command::StirShakenSelect { .. } => {
                     Command::StirShakenSelect { tenant: "t".into() }
                 }

@@ -30,7 +30,7 @@ use ring::signature;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
 use rustls::sign::SigningKey;
 use x509_cert::ext::pkix::name::GeneralName;
-use x509_cert::ext::pkix::{BasicConstraints, SubjectAltName};
+use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, SubjectAltName};
 use x509_cert::spki::{AlgorithmIdentifierRef, SubjectPublicKeyInfoRef};
 use x509_cert::Certificate;
 
@@ -53,6 +53,64 @@ const OID_ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840
 const OID_ECDSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
 const OID_BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.19");
 const OID_SAN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.17");
+const OID_EKU: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37");
+
+/// Extended key usages by their stable names (RFC 5280 §4.2.1.12); any
+/// other purpose is shown as its dotted OID.
+const EKU_NAMES: [(ObjectIdentifier, &str); 7] = [
+    (
+        ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1"),
+        EKU_SERVER_AUTH,
+    ),
+    (
+        ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.2"),
+        EKU_CLIENT_AUTH,
+    ),
+    (
+        ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.3"),
+        "code-signing",
+    ),
+    (
+        ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.4"),
+        "email-protection",
+    ),
+    (
+        ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.8"),
+        "time-stamping",
+    ),
+    (
+        ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.9"),
+        "ocsp-signing",
+    ),
+    (ObjectIdentifier::new_unwrap("2.5.29.37.0"), EKU_ANY),
+];
+
+/// The `eku` name of id-kp-serverAuth.
+pub const EKU_SERVER_AUTH: &str = "server-auth";
+/// The `eku` name of id-kp-clientAuth.
+pub const EKU_CLIENT_AUTH: &str = "client-auth";
+/// The `eku` name of anyExtendedKeyUsage, and of a certificate without the
+/// EKU extension (RFC 5280 §4.2.1.12: then no purpose is excluded).
+pub const EKU_ANY: &str = "any";
+
+/// The `eku` names of an extension's purposes, in certificate order.
+fn eku_names(eku: &ExtendedKeyUsage) -> Vec<String> {
+    eku.0
+        .iter()
+        .map(|oid| {
+            EKU_NAMES
+                .iter()
+                .find(|(known, _)| known == oid)
+                .map_or_else(|| oid.to_string(), |(_, name)| (*name).to_owned())
+        })
+        .collect()
+}
+
+/// A certificate with these `eku` names may authenticate a TLS client
+/// (clientAuth, anyExtendedKeyUsage, or no EKU extension at all).
+pub fn eku_allows_client_auth(eku: &[String]) -> bool {
+    eku.iter().any(|e| e == EKU_CLIENT_AUTH || e == EKU_ANY)
+}
 /// RFC 8226 §9: id-pe-TNAuthList.
 pub const OID_TN_AUTH_LIST: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.1.26");
 
@@ -343,6 +401,10 @@ pub struct CertInfo {
     pub names: Vec<String>,
     /// The TNAuthList extension (RFC 8226) is present.
     pub tn_auth_list: bool,
+    /// Extended key usages by name (`server-auth`, `client-auth`, ... or a
+    /// dotted OID); `["any"]` without the extension. Empty only for an
+    /// empty extension (no purpose at all; import rule 4 refuses such a leaf).
+    pub eku: Vec<String>,
     /// The subject public key's algorithm.
     pub key_alg: KeyAlg,
     /// The raw subjectPublicKey bits.
@@ -369,6 +431,7 @@ impl CertInfo {
         let mut is_ca = false;
         let mut names_found = Vec::new();
         let mut tn_auth_list = false;
+        let mut eku = vec![EKU_ANY.to_owned()];
         for ext in tbs_cert.extensions.iter().flatten() {
             let value = ext.extn_value.as_bytes();
             if ext.extn_id == OID_BASIC_CONSTRAINTS {
@@ -393,6 +456,8 @@ impl CertInfo {
                 }
             } else if ext.extn_id == OID_TN_AUTH_LIST {
                 tn_auth_list = true;
+            } else if ext.extn_id == OID_EKU {
+                eku = eku_names(&ExtendedKeyUsage::from_der(value).ok()?);
             }
         }
         let unix = |t: x509_cert::time::Time| {
@@ -409,6 +474,7 @@ impl CertInfo {
             not_after: unix(tbs_cert.validity.not_after),
             names: names_found,
             tn_auth_list,
+            eku,
             key_alg,
             public_key,
             tbs,

@@ -42,8 +42,9 @@ use crate::daemon::Shared;
 use crate::limits::{
     DEFAULT_MAX_CONNS_PER_IP, FD_RESERVE, FORWARD_CONNECT_TIMEOUT_SECS, FORWARD_COPY_BUFFER_BYTES,
     MAX_CONNS_PER_IP_SETTING, MAX_CONTROL_CLIENTS, MAX_ESTABLISHED_HTTPS,
-    MAX_ESTABLISHED_PER_FORWARD, MAX_UNPROVEN_PER_IP, MAX_UNPROVEN_PER_LISTENER, MAX_WORKERS,
-    PLAIN_HTTP_DEADLINE, SELF_SIGNED_DAYS, SHUTDOWN_GRACE_SECS, UNPROVEN_TLS_DEADLINE,
+    MAX_ESTABLISHED_PER_CONNECT, MAX_ESTABLISHED_PER_FORWARD, MAX_UNPROVEN_PER_IP,
+    MAX_UNPROVEN_PER_LISTENER, MAX_WORKERS, PLAIN_HTTP_DEADLINE, SELF_SIGNED_DAYS,
+    SHUTDOWN_GRACE_SECS, UNPROVEN_TLS_DEADLINE,
 };
 use crate::model::Source;
 use crate::pki::{Kind, KindRequest};
@@ -141,6 +142,8 @@ pub struct ServeConfig {
     pub http: Option<SocketAddr>,
     /// Extra TLS listeners forwarding to local services.
     pub forwards: Vec<Forward>,
+    /// Plain-TCP listeners whose connections go out as TLS to trunks.
+    pub connects: Vec<crate::connect::Connect>,
     /// Established connections from one client IP per listener.
     pub max_conns_per_ip: MaxConnsPerIp,
     /// Executor threads accepting on the TLS listeners.
@@ -178,6 +181,17 @@ impl ServeConfig {
         }
     }
 
+    /// Each `--tls-connect` listener's: local clients (the SIP server),
+    /// established at once.
+    fn connect_budget(&self) -> Budget {
+        Budget {
+            unproven: MAX_UNPROVEN_PER_LISTENER,
+            unproven_per_ip: MAX_UNPROVEN_PER_IP,
+            established: MAX_ESTABLISHED_PER_CONNECT,
+            established_per_ip: MAX_ESTABLISHED_PER_CONNECT,
+        }
+    }
+
     /// File descriptors every budget together may hold (a forwarded
     /// connection holds two: client and target), plus the control clients
     /// and `FD_RESERVE`.
@@ -191,6 +205,7 @@ impl ServeConfig {
             n += conns(self.http_budget(), 1);
         }
         n += self.forwards.len() * conns(self.forward_budget(), 2);
+        n += self.connects.len() * conns(self.connect_budget(), 2);
         u64::try_from(n)
             .unwrap_or(u64::MAX)
             .saturating_add(FD_RESERVE)
@@ -241,6 +256,9 @@ pub enum ServeError {
     SelfSigned(String),
     /// The TLS configuration was refused by rustls.
     Tls(rustls::Error),
+    /// A `--tls-connect` cannot run (e.g. its `client-cert` does not allow
+    /// TLS client authentication).
+    Connect(SocketAddr, crate::connect::ConnectError),
 }
 
 impl core::fmt::Display for ServeError {
@@ -252,6 +270,7 @@ impl core::fmt::Display for ServeError {
                 write!(f, "cannot create the self-signed certificate: {e}")
             }
             ServeError::Tls(e) => write!(f, "TLS configuration refused: {e}"),
+            ServeError::Connect(listen, e) => write!(f, "--tls-connect {listen}: {e}"),
         }
     }
 }
@@ -266,6 +285,7 @@ impl ServeError {
             ServeError::Bind(..) => "bind-failed",
             ServeError::SelfSigned(_) => "self-signed-failed",
             ServeError::Tls(_) => "tls-config",
+            ServeError::Connect(_, e) => e.code(),
         }
     }
 }
@@ -421,10 +441,73 @@ where
     }
 }
 
+/// One connection of a `--tls-connect` listener: TLS to the trunk (the
+/// Root CA list read now, from the blocking pool), then bytes both ways
+/// until both sides close; a log line when it is verified or refused and
+/// when it ends.
+async fn trunk(
+    shared: Arc<Shared>,
+    local: TcpStream,
+    peer: SocketAddr,
+    c: Arc<crate::connect::Connect>,
+) {
+    let what = format!(
+        "tls-connect {peer} -> trunk {} (name {})",
+        c.trunk(),
+        c.server_name()
+    );
+    let config = {
+        let c = c.clone();
+        smol::unblock(move || crate::connect::client_config(shared.store(), &c)).await
+    };
+    let opened = match config {
+        Ok((config, id)) => crate::connect::open(config, &c).await.map(|tls| (tls, id)),
+        Err(e) => Err(e),
+    };
+    let (tls, id) = match opened {
+        Ok(v) => v,
+        Err(e) => {
+            log::warn!("{what}: not connected [{}]: {e}", e.code());
+            return;
+        }
+    };
+    let version = tls
+        .get_ref()
+        .1
+        .protocol_version()
+        .map_or("TLS".into(), |v| format!("{v:?}"));
+    log::info!(
+        "{what}: verified against the Root CA list ({version}), {}",
+        id.map_or("no client certificate".into(), |id| format!(
+            "client certificate {id}"
+        ))
+    );
+    let (tls_read, mut tls_write) = smol::io::split(tls);
+    let mut local_write = local.clone();
+    let to_local = async {
+        let r = pump(tls_read, &mut local_write).await;
+        let _ = local_write.shutdown(std::net::Shutdown::Write);
+        r
+    };
+    let to_trunk = async {
+        let r = pump(local, &mut tls_write).await;
+        let _ = tls_write.close().await;
+        r
+    };
+    match smol::future::zip(to_local, to_trunk).await {
+        (Ok(()), Ok(())) => log::info!("{what}: closed"),
+        (Err(e), _) => log::warn!("{what}: closed by the trunk: {e}"),
+        (_, Err(e)) => log::warn!("{what}: closed: {e}"),
+    }
+}
+
 /// Run the daemon until `shutdown` completes.
 pub fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
     let store = crate::ops::open_store(&config.data_dir)?;
     raise_fd_limit(config.fds_needed());
+    for c in &config.connects {
+        crate::connect::check(&store, c).map_err(|e| ServeError::Connect(c.listen, e))?;
+    }
     ensure_self_signed(&store)?;
     let setup_needed =
         !crate::auth::password_is_set(&store).map_err(|e| ServeError::SelfSigned(e.to_string()))?;
@@ -644,6 +727,32 @@ async fn serve_all(
     }
     for l in &tls_listeners {
         loops.push(tls_loop(ex, l.clone(), shared.clone(), 1));
+    }
+    // `--tls-connect`: on the first worker only (a few long-lived
+    // connections per trunk).
+    for c in &config.connects {
+        let listener = bind(c.listen, "tls-connect")?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| ServeError::Bind(c.listen.to_string(), e))?;
+        ready.push(format!("connect={local}->{}", c.trunk()));
+        let gate = Gate::new(format!("connect {local}"), config.connect_budget());
+        gates.push(gate.clone());
+        let (shared, c) = (shared.clone(), Arc::new(c.clone()));
+        loops.push(Box::pin(accept_loop(
+            listener,
+            gate,
+            move |tcp, peer, mut ticket| {
+                let (shared, c) = (shared.clone(), c.clone());
+                ex.spawn(async move {
+                    // The ticket lives as long as the connection.
+                    if ticket.establish().is_ok() {
+                        trunk(shared, tcp, peer, c).await;
+                    }
+                })
+                .detach();
+            },
+        )));
     }
     let workers = if tls_listeners.is_empty() {
         1

@@ -39,6 +39,9 @@ const LAYERS: &[(&str, u8)] = &[
     ("alert", 4),
     ("dns", 4),
     ("outbound", 4),
+    // `--tls-connect`: its setting and TLS client config need the store and
+    // `snapshot::certified_key`; `serve` runs its listeners.
+    ("connect", 4),
     ("session", 4),
     ("served", 4),
     ("ops", 5),

@@ -18,7 +18,7 @@
 //!
 //! | method | path | CLI | request body / query | answer |
 //! |---|---|---|---|---|
-//! | GET | `/api/certs` | `certs` | | `[{"id","kind","names","tenant","not_before","not_after","source","key_type"}]` |
+//! | GET | `/api/certs` | `certs` | | `[{"id","kind","names","tenant","not_before","not_after","source","key_type","eku"}]` |
 //! | GET | `/api/certs/{id}` | `cert show ID` | | `{"id","pem"}` (chain, never the key) |
 //! | DELETE | `/api/certs/{id}` | `cert delete ID` | | `{"ok":true}` |
 //! | POST | `/api/import` | `import` | `{"cert":"PEM","key":"PEM"\|null,"kind":"auto"\|"root"\|"server"\|"domain"\|"stir-shaken"}` (`key`, `kind` optional) | `{"id","kind","tenant","names","not_after","warnings":[{"code","message"}]}` (+ `"ids"` for roots) |
@@ -46,7 +46,7 @@
 //! | POST | `/api/csr` | `csr` | `{"names":["HOST",...],"key_type":"p256"}` | `{"csr","names","key_type","key_id"}` |
 //! | GET | `/api/ca` | `ca show` | | `{"id","subject","not_after","pem"}` |
 //! | POST | `/api/ca/init` | `ca init` | | as `GET /api/ca` |
-//! | POST | `/api/ca/issue` | `ca issue` | `{"tenant":"NAME"}` | as `/api/import` |
+//! | POST | `/api/ca/issue` | `ca issue` | `{"tenant":"NAME","client":false}` | as `/api/import` |
 //!
 //! IDs are full IDs or unique prefixes of at least 8 hex digits, as on the CLI.
 //!
@@ -341,8 +341,11 @@ struct TenantSetBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TenantNameBody {
+struct CaIssueBody {
     tenant: String,
+    /// `ca issue --client`.
+    #[serde(default)]
+    client: bool,
 }
 
 fn dns_add(spec: crate::dns::ProviderSpec) -> Result<Command, Resp> {
@@ -481,8 +484,11 @@ pub fn to_command(route: ApiRoute, body: &[u8]) -> Result<Command, Resp> {
         ApiRoute::CaShow => Command::CaShow,
         ApiRoute::CaInit => Command::CaInit,
         ApiRoute::CaIssue => {
-            let b: TenantNameBody = parse(body)?;
-            Command::CaIssue { tenant: b.tenant }
+            let b: CaIssueBody = parse(body)?;
+            Command::CaIssue {
+                tenant: b.tenant,
+                client: b.client,
+            }
         }
         ApiRoute::Alerts => Command::Alerts,
         ApiRoute::Bad(message) => return Err(bad(message)),

@@ -269,7 +269,7 @@ pub fn certs(
             table {
                 thead { tr {
                     th { "Names" } th { "Kind" } th { "Tenant" } th { "Expires" }
-                    th { "Source" } th { "Key" } th { "ID" } th { "Served" } th { "Actions" }
+                    th { "Source" } th { "Key" } th { "Usage" } th { "ID" } th { "Served" } th { "Actions" }
                 } }
                 tbody {
                     @for c in rows { (cert_row(csrf, c, served, now, acme_enabled)) }
@@ -359,6 +359,7 @@ fn cert_row(
             td { (c.not_after) br; span class="note" { (days_left(&c.not_after, now)) } }
             td { (c.source.as_str()) }
             td { (c.key_type) }
+            td { (c.eku.join(", ")) }
             td { code title=(id) { (short) "…" } }
             td class="served-mark" {
                 @if not_served { span class="warn" { "not served" } }
