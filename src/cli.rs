@@ -360,8 +360,10 @@ pub struct ServeArgs {
     /// Port-80 listener (ACME HTTP-01, redirect to HTTPS), or `none` [default: 0.0.0.0:80].
     #[arg(long)]
     pub http: Option<String>,
-    /// Extra TLS listener forwarding to a local TCP service (repeatable).
-    #[arg(long = "tls-forward", value_name = "LISTEN=TARGET")]
+    /// Extra TLS listener forwarding to a local TCP service (repeatable);
+    /// options: proxy=v2 (PROXY protocol v2 header to the target),
+    /// client-auth=none|optional|required, client-ca=local-ca|roots.
+    #[arg(long = "tls-forward", value_name = "LISTEN=TARGET[,OPTION=VALUE...]")]
     pub tls_forward: Vec<crate::serve::Forward>,
     /// Established connections from one client IP (IPv6: one /64) per listener [default: 128].
     #[arg(long = "max-conns-per-ip", value_name = "N")]

@@ -75,6 +75,18 @@ pub const FORWARD_CONNECT_TIMEOUT_SECS: u64 = 5;
 /// connection cheap for phones that hold connections for hours.
 pub const FORWARD_COPY_BUFFER_BYTES: usize = 8 * 1024;
 
+/// Longest value of one PROXY v2 TLV written (SNI, TLS version, client
+/// certificate CN): a DNS name is at most 253 bytes and X.520's
+/// ub-common-name 64 characters (256 bytes of UTF-8); a longer value is left
+/// out, never cut.
+pub const MAX_PROXY_TLV_VALUE_BYTES: usize = 256;
+
+/// How often a forward with `client-auth` rereads its client trust set (the
+/// local CA's root or the Root CA list) and rebuilds its verifier when it
+/// changed: a deleted root stops admitting its clients within this; one
+/// store scan per period is negligible.
+pub const CLIENT_TRUST_REFRESH_SECS: u64 = 5;
+
 /// After SIGTERM/SIGINT, how long open connections get to finish.
 pub const SHUTDOWN_GRACE_SECS: u64 = 5;
 
