@@ -361,7 +361,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub http: Option<String>,
     /// Extra TLS listener forwarding to a local TCP service (repeatable);
-    /// options: proxy=v2 (PROXY protocol v2 header to the target),
+    /// options: proxy=v2|v1 (PROXY protocol header to the target),
     /// client-auth=none|optional|required, client-ca=local-ca|roots.
     #[arg(long = "tls-forward", value_name = "LISTEN=TARGET[,OPTION=VALUE...]")]
     pub tls_forward: Vec<crate::serve::Forward>,

@@ -1,5 +1,5 @@
-//! The PROXY protocol v2 header a `--tls-forward … ,proxy=v2` writes to its
-//! target before the first decrypted byte.
+//! The PROXY protocol header a `--tls-forward … ,proxy=v2` (or `proxy=v1`)
+//! writes to its target before the first decrypted byte.
 //!
 //! Why: behind the TLS front, a SIP server sees every phone as 127.0.0.1
 //! (pbx-certd's own connection); with this header (haproxy's
@@ -14,8 +14,13 @@
 //! port, then the TLVs); an IPv4 client on an IPv6 listener is sent as IPv4
 //! when both ends are IPv4 (mapped addresses unmapped), else both as IPv6;
 //! a TLV value longer than `MAX_PROXY_TLV_VALUE_BYTES` is left out rather
-//! than cut, so the target never gets a truncated name. Pure function: no
+//! than cut, so the target never gets a truncated name. Pure functions: no
 //! I/O, no panic.
+//!
+//! v1 (§2.1, one text line, addresses only) is there for targets whose v2
+//! parser is wrong: Kamailio before 5.7.4 (Debian 12 ships 5.6.3) reads the
+//! v2 ports without converting them from network order (kamailio GH #3683),
+//! so the phone's port arrives byte-swapped; its v1 parser is right.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
@@ -44,6 +49,35 @@ pub const PP2_CLIENT_CERT_CONN: u8 = 0x02;
 /// §2.2.5: the client presented a certificate at least once over the TLS
 /// session this connection belongs to.
 pub const PP2_CLIENT_CERT_SESS: u8 = 0x04;
+
+/// A forward's `proxy=`: which header the target gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// §2.1, the text line (addresses and ports only).
+    V1,
+    /// §2.2, binary, with the TLS TLVs.
+    V2,
+}
+
+impl Version {
+    /// The header for a client at `source` that connected to `destination`.
+    pub fn header(self, source: SocketAddr, destination: SocketAddr, tls: &TlsFacts<'_>) -> Vec<u8> {
+        match self {
+            Version::V1 => header_v1(source, destination),
+            Version::V2 => header_v2(source, destination, tls),
+        }
+    }
+}
+
+/// §2.1: `PROXY TCP4|TCP6 SRC DST SPORT DPORT\r\n` (mapped IPv4 unmapped;
+/// mixed families both as IPv6).
+pub fn header_v1(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
+    let line = match (unmap(source.ip()), unmap(destination.ip())) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => format!("PROXY TCP4 {s} {d}"),
+        (s, d) => format!("PROXY TCP6 {} {}", v6(s), v6(d)),
+    };
+    format!("{line} {} {}\r\n", source.port(), destination.port()).into_bytes()
+}
 
 /// The TLS facts of one forwarded connection.
 #[derive(Debug, Clone, Copy, Default)]
@@ -213,6 +247,21 @@ mod tests {
         );
         let len = u16::from_be_bytes([h[14], h[15]]) as usize;
         assert_eq!(h.len(), 16 + len);
+    }
+
+    #[test]
+    fn v1_line() {
+        let src: SocketAddr = "127.0.0.2:40000".parse().unwrap();
+        let dst: SocketAddr = "[::ffff:127.0.0.1]:5061".parse().unwrap();
+        assert_eq!(
+            header_v1(src, dst),
+            b"PROXY TCP4 127.0.0.2 127.0.0.1 40000 5061\r\n"
+        );
+        let src: SocketAddr = "[2001:db8::1]:1".parse().unwrap();
+        assert_eq!(
+            header_v1(src, dst),
+            b"PROXY TCP6 2001:db8::1 ::ffff:127.0.0.1 1 5061\r\n"
+        );
     }
 
     #[test]

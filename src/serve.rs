@@ -59,9 +59,10 @@ pub struct Forward {
     pub listen: SocketAddr,
     /// The local plain-TCP service that gets the decrypted stream.
     pub target: SocketAddr,
-    /// `proxy=v2`: a PROXY protocol v2 header (the client's address, TLS
-    /// facts) goes to the target before the first decrypted byte.
-    pub proxy_v2: bool,
+    /// `proxy=v2` (or `v1`): a PROXY protocol header (the client's address;
+    /// v2 also the TLS facts) goes to the target before the first decrypted
+    /// byte.
+    pub proxy: Option<crate::proxy::Version>,
     /// `client-auth=none|optional|required` (default none).
     pub client_auth: ClientAuth,
     /// `client-ca=local-ca|roots` (default local-ca): the trust set of
@@ -70,7 +71,7 @@ pub struct Forward {
 }
 
 /// The options a forward takes after `LISTEN=TARGET`.
-const FORWARD_OPTIONS: &str = "proxy=v2, client-auth=none|optional|required, client-ca=local-ca|roots";
+const FORWARD_OPTIONS: &str = "proxy=v2|v1|none, client-auth=none|optional|required, client-ca=local-ca|roots";
 
 impl std::str::FromStr for Forward {
     type Err = String;
@@ -90,7 +91,7 @@ impl std::str::FromStr for Forward {
                 .trim()
                 .parse()
                 .map_err(|e| format!("bad target address {target}: {e}"))?,
-            proxy_v2: false,
+            proxy: None,
             client_auth: ClientAuth::default(),
             client_ca: ClientCa::default(),
         };
@@ -105,11 +106,14 @@ impl std::str::FromStr for Forward {
             }
             seen.push(key);
             match key {
-                "proxy" => match value {
-                    "v2" => fwd.proxy_v2 = true,
-                    "none" => fwd.proxy_v2 = false,
-                    _ => return Err(format!("proxy must be v2 or none, got {value}")),
-                },
+                "proxy" => {
+                    fwd.proxy = match value {
+                        "v2" => Some(crate::proxy::Version::V2),
+                        "v1" => Some(crate::proxy::Version::V1),
+                        "none" => None,
+                        _ => return Err(format!("proxy must be v2, v1 or none, got {value}")),
+                    }
+                }
                 "client-auth" => fwd.client_auth = value.parse()?,
                 "client-ca" => fwd.client_ca = value.parse()?,
                 _ => {
@@ -442,16 +446,16 @@ impl core::fmt::Display for HandshakeFailure<'_> {
 struct ForwardTo {
     /// The local plain-TCP service.
     target: SocketAddr,
-    /// Send a PROXY protocol v2 header first.
-    proxy_v2: bool,
+    /// Send a PROXY protocol header of this version first.
+    proxy: Option<crate::proxy::Version>,
 }
 
 /// The TLS facts of an established connection, for the log and the PROXY
-/// v2 header, and that header when `proxy_v2`.
+/// header, and that header when `proxy` asks for one.
 fn tls_facts(
     tls: &futures_rustls::server::TlsStream<TcpStream>,
     peer: SocketAddr,
-    proxy_v2: bool,
+    proxy: Option<crate::proxy::Version>,
 ) -> Option<Vec<u8>> {
     let (tcp, conn) = tls.get_ref();
     let version = match conn.protocol_version() {
@@ -467,9 +471,7 @@ fn tls_facts(
             cn.as_deref().unwrap_or("")
         );
     }
-    if !proxy_v2 {
-        return None;
-    }
+    let proxy = proxy?;
     let local = tcp.local_addr().ok()?;
     let facts = crate::proxy::TlsFacts {
         version,
@@ -477,7 +479,7 @@ fn tls_facts(
         client_cert: leaf.is_some(),
         client_cn: cn.as_deref(),
     };
-    Some(crate::proxy::header_v2(peer, local, &facts))
+    Some(proxy.header(peer, local, &facts))
 }
 
 /// Pipe a TLS client to a local plain-TCP target until both sides close.
@@ -487,8 +489,8 @@ async fn forward(
     peer: SocketAddr,
 ) {
     let target = to.target;
-    let header = tls_facts(&tls, peer, to.proxy_v2);
-    if to.proxy_v2 && header.is_none() {
+    let header = tls_facts(&tls, peer, to.proxy);
+    if to.proxy.is_some() && header.is_none() {
         log::warn!("forward for {peer}: no local address for the PROXY header; closed");
         return;
     }
@@ -779,7 +781,7 @@ async fn serve_all(
             gate,
             role: Role::Forward(ForwardTo {
                 target: fwd.target,
-                proxy_v2: fwd.proxy_v2,
+                proxy: fwd.proxy,
             }),
         });
     }

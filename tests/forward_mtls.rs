@@ -236,7 +236,7 @@ fn proxy_v2_header_names_the_client_before_its_first_byte() {
 fn forward_options_are_checked_by_one_parser() {
     let pbx = Pbx::new();
     for (bad, says) in [
-        ("127.0.0.1:0=127.0.0.1:9,proxy=v1", "proxy must be v2 or none"),
+        ("127.0.0.1:0=127.0.0.1:9,proxy=v3", "proxy must be v2, v1 or none"),
         ("127.0.0.1:0=127.0.0.1:9,client-auth=maybe", "client-auth must be"),
         ("127.0.0.1:0=127.0.0.1:9,client-auth=required,client-ca=web", "client-ca must be"),
         ("127.0.0.1:0=127.0.0.1:9,client-ca=roots", "client-ca needs client-auth"),
