@@ -61,7 +61,12 @@ pub enum Version {
 
 impl Version {
     /// The header for a client at `source` that connected to `destination`.
-    pub fn header(self, source: SocketAddr, destination: SocketAddr, tls: &TlsFacts<'_>) -> Vec<u8> {
+    pub fn header(
+        self,
+        source: SocketAddr,
+        destination: SocketAddr,
+        tls: &TlsFacts<'_>,
+    ) -> Vec<u8> {
         match self {
             Version::V1 => header_v1(source, destination),
             Version::V2 => header_v2(source, destination, tls),
@@ -240,7 +245,10 @@ mod tests {
         let src: SocketAddr = "[2001:db8::1]:5".parse().unwrap();
         let h = header_v2(src, dst, &TlsFacts::default());
         assert_eq!(h[13], TCP_OVER_IPV6);
-        assert_eq!(&h[16..32], &"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
+        assert_eq!(
+            &h[16..32],
+            &"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets()
+        );
         assert_eq!(
             &h[32..48],
             &"::ffff:192.0.2.2".parse::<Ipv6Addr>().unwrap().octets()

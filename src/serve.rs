@@ -41,10 +41,11 @@ use crate::certs;
 use crate::clock;
 use crate::daemon::Shared;
 use crate::limits::{
-    CLIENT_TRUST_REFRESH_SECS, DEFAULT_MAX_CONNS_PER_IP, FD_RESERVE, FORWARD_CONNECT_TIMEOUT_SECS, FORWARD_COPY_BUFFER_BYTES,
-    MAX_CONNS_PER_IP_SETTING, MAX_CONTROL_CLIENTS, MAX_ESTABLISHED_HTTPS,
-    MAX_ESTABLISHED_PER_FORWARD, MAX_UNPROVEN_PER_IP, MAX_UNPROVEN_PER_LISTENER, MAX_WORKERS,
-    PLAIN_HTTP_DEADLINE, SELF_SIGNED_DAYS, SHUTDOWN_GRACE_SECS, UNPROVEN_TLS_DEADLINE,
+    CLIENT_TRUST_REFRESH_SECS, DEFAULT_MAX_CONNS_PER_IP, FD_RESERVE, FORWARD_CONNECT_TIMEOUT_SECS,
+    FORWARD_COPY_BUFFER_BYTES, MAX_CONNS_PER_IP_SETTING, MAX_CONTROL_CLIENTS,
+    MAX_ESTABLISHED_HTTPS, MAX_ESTABLISHED_PER_FORWARD, MAX_UNPROVEN_PER_IP,
+    MAX_UNPROVEN_PER_LISTENER, MAX_WORKERS, PLAIN_HTTP_DEADLINE, SELF_SIGNED_DAYS,
+    SHUTDOWN_GRACE_SECS, UNPROVEN_TLS_DEADLINE,
 };
 use crate::model::Source;
 use crate::pki::{Kind, KindRequest};
@@ -71,7 +72,8 @@ pub struct Forward {
 }
 
 /// The options a forward takes after `LISTEN=TARGET`.
-const FORWARD_OPTIONS: &str = "proxy=v2|v1|none, client-auth=none|optional|required, client-ca=local-ca|roots";
+const FORWARD_OPTIONS: &str =
+    "proxy=v2|v1|none, client-auth=none|optional|required, client-ca=local-ca|roots";
 
 impl std::str::FromStr for Forward {
     type Err = String;
@@ -100,7 +102,9 @@ impl std::str::FromStr for Forward {
             let (key, value) = opt
                 .split_once('=')
                 .map(|(k, v)| (k.trim(), v.trim()))
-                .ok_or_else(|| format!("bad forward option `{opt}`: expected one of {FORWARD_OPTIONS}"))?;
+                .ok_or_else(|| {
+                    format!("bad forward option `{opt}`: expected one of {FORWARD_OPTIONS}")
+                })?;
             if seen.contains(&key) {
                 return Err(format!("forward option {key} given twice in {s}"));
             }
@@ -409,7 +413,9 @@ async fn tls_accept(
     {
         Ok(Ok(tls)) => ticket.establish().ok().map(|()| tls),
         Ok(Err(e)) => {
-            ticket.gate().handshake_failed(peer.ip(), &HandshakeFailure(&e));
+            ticket
+                .gate()
+                .handshake_failed(peer.ip(), &HandshakeFailure(&e));
             None
         }
         // Logged by admission (rate-limited).
@@ -770,8 +776,7 @@ async fn serve_all(
             )));
         }
         let acceptor = TlsAcceptor::from(
-            crate::tls::server_config_with(shared.clone(), &[], trust)
-                .map_err(ServeError::Tls)?,
+            crate::tls::server_config_with(shared.clone(), &[], trust).map_err(ServeError::Tls)?,
         );
         let gate = Gate::new(format!("forward {local}"), config.forward_budget());
         gates.push(gate.clone());

@@ -236,23 +236,36 @@ fn proxy_v2_header_names_the_client_before_its_first_byte() {
 fn forward_options_are_checked_by_one_parser() {
     let pbx = Pbx::new();
     for (bad, says) in [
-        ("127.0.0.1:0=127.0.0.1:9,proxy=v3", "proxy must be v2, v1 or none"),
-        ("127.0.0.1:0=127.0.0.1:9,client-auth=maybe", "client-auth must be"),
-        ("127.0.0.1:0=127.0.0.1:9,client-auth=required,client-ca=web", "client-ca must be"),
-        ("127.0.0.1:0=127.0.0.1:9,client-ca=roots", "client-ca needs client-auth"),
+        (
+            "127.0.0.1:0=127.0.0.1:9,proxy=v3",
+            "proxy must be v2, v1 or none",
+        ),
+        (
+            "127.0.0.1:0=127.0.0.1:9,client-auth=maybe",
+            "client-auth must be",
+        ),
+        (
+            "127.0.0.1:0=127.0.0.1:9,client-auth=required,client-ca=web",
+            "client-ca must be",
+        ),
+        (
+            "127.0.0.1:0=127.0.0.1:9,client-ca=roots",
+            "client-ca needs client-auth",
+        ),
         ("127.0.0.1:0=127.0.0.1:9,proxy=v2,proxy=v2", "given twice"),
         ("127.0.0.1:0=127.0.0.1:9,alpn=sip", "unknown forward option"),
     ] {
-        let out = run_command(
-            pbx.daemon().arg("--tls-forward").arg(bad).command(),
-            None,
-        );
+        let out = run_command(pbx.daemon().arg("--tls-forward").arg(bad).command(), None);
         out.usage_error();
         assert!(out.stderr.contains(says), "flag {bad}: {}", out.describe());
         let config = pbx.file("serve.conf", format!("tls-forward = {bad}\n"));
         let out = run_command(pbx.daemon().args(&["--config", &config]).command(), None);
         out.usage_error();
-        assert!(out.stderr.contains(says), "config {bad}: {}", out.describe());
+        assert!(
+            out.stderr.contains(says),
+            "config {bad}: {}",
+            out.describe()
+        );
     }
 }
 
@@ -288,19 +301,31 @@ fn mutual_tls_admits_trusted_client_certificates_and_refuses_others() {
     let (header, _) = seen.recv_timeout(GUARD).unwrap();
     let h = header.unwrap();
     assert_eq!(h.ssl_cn.as_deref(), Some("phone-1001"), "{h:?}");
-    assert_eq!(h.ssl_client, 0x07, "TLS + certificate on connection and session");
+    assert_eq!(
+        h.ssl_client, 0x07,
+        "TLS + certificate on connection and session"
+    );
     assert_eq!(h.ssl_verify, 0, "verified");
     wait_log(&daemon, "verified client certificate, CN=\"phone-1001\"");
 
     let (out, echoed) = s_client(&pbx, fwd, None);
-    assert!(!echoed, "no certificate under required must be refused:\n{out}");
+    assert!(
+        !echoed,
+        "no certificate under required must be refused:\n{out}"
+    );
     assert!(out.contains("alert certificate required"), "{out}");
     wait_log(&daemon, "client certificate refused: none presented");
 
     let (out, echoed) = s_client(&pbx, fwd, Some(&stranger));
-    assert!(!echoed, "an unknown CA's certificate must be refused:\n{out}");
+    assert!(
+        !echoed,
+        "an unknown CA's certificate must be refused:\n{out}"
+    );
     assert!(out.contains("alert unknown ca"), "{out}");
-    wait_log(&daemon, "client certificate refused: invalid peer certificate: UnknownIssuer");
+    wait_log(
+        &daemon,
+        "client certificate refused: invalid peer certificate: UnknownIssuer",
+    );
     assert!(
         seen.try_recv().is_err(),
         "a refused client never reaches the target"
@@ -311,7 +336,10 @@ fn mutual_tls_admits_trusted_client_certificates_and_refuses_others() {
     assert_eq!(code, 0, "{stdout}{stderr}");
     wait_log(&daemon, "the client trust set changed; verifier rebuilt");
     let (out, echoed) = s_client(&pbx, fwd, Some(&phone));
-    assert!(!echoed, "after its root is deleted the phone is refused:\n{out}");
+    assert!(
+        !echoed,
+        "after its root is deleted the phone is refused:\n{out}"
+    );
     assert!(out.contains("alert unknown ca"), "{out}");
 }
 
@@ -346,7 +374,10 @@ fn optional_client_auth_admits_clients_without_certificate() {
     assert_ne!(h.ssl_verify, 0);
     assert_eq!(h.ssl_cn, None);
 
-    let other = leaf(&[]).cn("phone-1").client_auth().signed_by(&root("Other CA"));
+    let other = leaf(&[])
+        .cn("phone-1")
+        .client_auth()
+        .signed_by(&root("Other CA"));
     let (out, echoed) = s_client(&pbx, fwd, Some(&other));
     assert!(!echoed, "a certificate of another CA is refused:\n{out}");
     assert!(out.contains("alert unknown ca"), "{out}");

@@ -167,8 +167,8 @@ fn register(fwd: SocketAddr) -> (SocketAddr, String) {
     tcp.set_read_timeout(Some(GUARD)).unwrap();
     let me = tcp.local_addr().unwrap();
     let config = Arc::new(client_config(AcceptAny::new(), &[]));
-    let conn = rustls::ClientConnection::new(config, ServerName::try_from(DOMAIN).unwrap())
-        .unwrap();
+    let conn =
+        rustls::ClientConnection::new(config, ServerName::try_from(DOMAIN).unwrap()).unwrap();
     let mut tls = rustls::StreamOwned::new(conn, tcp);
     // The Via names a host the registrar cannot have seen, with `rport`
     // (RFC 3581): the reply's Via says where the request really came from.

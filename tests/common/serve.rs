@@ -113,7 +113,8 @@ impl Serve {
 
     /// A `--tls-forward 127.0.0.1:0=TARGET,OPTIONS` (e.g. `proxy=v2`).
     pub fn forward_with(mut self, target: SocketAddr, options: &str) -> Self {
-        self.forwards.push(format!("127.0.0.1:0={target},{options}"));
+        self.forwards
+            .push(format!("127.0.0.1:0={target},{options}"));
         self
     }
 
