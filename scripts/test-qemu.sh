@@ -78,7 +78,7 @@ done
 # end-to-end tests against x86-64 Debian daemons that this script does not
 # emulate. Every other tests/*.rs runs; this list is the only exclusion.
 #   sip_kamailio  Kamailio as the registrar behind a forward (PROXY header);
-#                 the header itself is tested emulated by forward_mtls.
+#                 the header itself is tested emulated by forward_front.
 native_only=(sip_kamailio)
 
 # Extra arguments select tests instead of the whole suite, e.g.

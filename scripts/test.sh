@@ -48,6 +48,8 @@ command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
 command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
 # tests/sip_kamailio.rs: Debian's Kamailio as the registrar behind a forward.
 [ -x /usr/sbin/kamailio ] || need_apt+=(kamailio)
+# tests/forward_front.rs reads the forward's keepalive timers with `ss`.
+command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq

@@ -87,6 +87,24 @@ pub const MAX_PROXY_TLV_VALUE_BYTES: usize = 256;
 /// store scan per period is negligible.
 pub const CLIENT_TRUST_REFRESH_SECS: u64 = 5;
 
+/// After one side of a forwarded connection closed, how long the other
+/// direction may still run before both sockets are closed: long enough for
+/// a last reply in flight, short enough that a silent peer cannot hold a
+/// half-closed connection (and its slot and two fds) forever.
+pub const FORWARD_HALF_CLOSE_SECS: u64 = 10;
+
+/// TCP keepalive on both sockets of a forwarded connection: the first probe
+/// after this much silence. SIP-TLS connections idle for minutes between
+/// REGISTERs; a probe a minute keeps NAT bindings and finds dead phones.
+pub const FORWARD_KEEPALIVE_IDLE_SECS: u64 = 60;
+
+/// Seconds between unanswered keepalive probes.
+pub const FORWARD_KEEPALIVE_INTERVAL_SECS: u64 = 15;
+
+/// Unanswered probes before the kernel gives the connection up: a dead peer
+/// is found within 60 + 4 x 15 = 120 s of silence.
+pub const FORWARD_KEEPALIVE_PROBES: u32 = 4;
+
 /// After SIGTERM/SIGINT, how long open connections get to finish.
 pub const SHUTDOWN_GRACE_SECS: u64 = 5;
 

@@ -42,8 +42,9 @@ use crate::clock;
 use crate::daemon::Shared;
 use crate::limits::{
     CLIENT_TRUST_REFRESH_SECS, DEFAULT_MAX_CONNS_PER_IP, FD_RESERVE, FORWARD_CONNECT_TIMEOUT_SECS,
-    FORWARD_COPY_BUFFER_BYTES, MAX_CONNS_PER_IP_SETTING, MAX_CONTROL_CLIENTS,
-    MAX_ESTABLISHED_HTTPS, MAX_ESTABLISHED_PER_FORWARD, MAX_UNPROVEN_PER_IP,
+    FORWARD_COPY_BUFFER_BYTES, FORWARD_HALF_CLOSE_SECS, FORWARD_KEEPALIVE_IDLE_SECS,
+    FORWARD_KEEPALIVE_INTERVAL_SECS, FORWARD_KEEPALIVE_PROBES, MAX_CONNS_PER_IP_SETTING,
+    MAX_CONTROL_CLIENTS, MAX_ESTABLISHED_HTTPS, MAX_ESTABLISHED_PER_FORWARD, MAX_UNPROVEN_PER_IP,
     MAX_UNPROVEN_PER_LISTENER, MAX_WORKERS, PLAIN_HTTP_DEADLINE, SELF_SIGNED_DAYS,
     SHUTDOWN_GRACE_SECS, UNPROVEN_TLS_DEADLINE,
 };
@@ -520,6 +521,8 @@ async fn forward(
             return;
         }
     }
+    keepalive(tls.get_ref().0);
+    keepalive(&upstream);
     let (tls_read, mut tls_write) = smol::io::split(tls);
     let to_target = async {
         let _ = pump(tls_read, &mut up_write).await;
@@ -529,7 +532,55 @@ async fn forward(
         let _ = pump(upstream, &mut tls_write).await;
         let _ = tls_write.close().await;
     };
-    smol::future::zip(to_target, to_client).await;
+    both_then_bounded(to_target, to_client).await;
+    // Both sockets close here (dropped), also when the other direction was
+    // still open at the end of the half-close time.
+}
+
+/// Run `a` and `b` together until both end, but once either has ended the
+/// other gets at most `FORWARD_HALF_CLOSE_SECS` (then it is dropped).
+async fn both_then_bounded(a: impl Future<Output = ()>, b: impl Future<Output = ()>) {
+    use std::task::Poll;
+    let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
+    let (mut a_done, mut b_done) = (false, false);
+    let mut step = |cx: &mut std::task::Context<'_>| {
+        if !a_done {
+            a_done = a.as_mut().poll(cx).is_ready();
+        }
+        if !b_done {
+            b_done = b.as_mut().poll(cx).is_ready();
+        }
+        (a_done, b_done)
+    };
+    smol::future::poll_fn(|cx| match step(cx) {
+        (false, false) => Poll::Pending,
+        _ => Poll::Ready(()),
+    })
+    .await;
+    let rest = smol::future::poll_fn(|cx| match step(cx) {
+        (true, true) => Poll::Ready(()),
+        _ => Poll::Pending,
+    });
+    if with_timeout(FORWARD_HALF_CLOSE_SECS, rest).await.is_none() {
+        log::debug!("forward: the other side stayed open {FORWARD_HALF_CLOSE_SECS} s after one closed; closed it");
+    }
+}
+
+/// TCP keepalive on one socket of a forwarded connection (SIP keeps them
+/// open for hours; a vanished phone or target is found by the kernel).
+fn keepalive(s: &TcpStream) {
+    use rustix::net::sockopt;
+    let set = sockopt::set_socket_keepalive(s, true)
+        .and_then(|()| {
+            sockopt::set_tcp_keepidle(s, Duration::from_secs(FORWARD_KEEPALIVE_IDLE_SECS))
+        })
+        .and_then(|()| {
+            sockopt::set_tcp_keepintvl(s, Duration::from_secs(FORWARD_KEEPALIVE_INTERVAL_SECS))
+        })
+        .and_then(|()| sockopt::set_tcp_keepcnt(s, FORWARD_KEEPALIVE_PROBES));
+    if let Err(e) = set {
+        log::debug!("forward: cannot set TCP keepalive: {e}");
+    }
 }
 
 /// Copy `from` to `to` until EOF, flushing after every chunk.

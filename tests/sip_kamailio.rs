@@ -12,7 +12,7 @@
 //!
 //! Native only (scripts/test-qemu.sh leaves this binary out, README "What
 //! runs where"): Kamailio is an x86-64 Debian package; the forward's own
-//! header is also tested under emulation by tests/forward_mtls.rs.
+//! header is also tested under emulation by tests/forward_front.rs.
 //! Kamailio cannot listen on port 0: its port is taken from a socket the OS
 //! chose and closed just before it starts.
 

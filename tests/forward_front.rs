@@ -10,11 +10,15 @@
 //! differs from pbx-certd's) and `openssl s_client` (client certificates).
 //! The header is decoded here independently of `src/proxy.rs`.
 //! (Kamailio reading the header: tests/sip_kamailio.rs, native only.)
+//! Also the forward's clean close (a peer that keeps its half of a closed
+//! connection open is cut after `FORWARD_HALF_CLOSE_SECS`) and TCP keepalive
+//! on both of its sockets (seen by `ss`).
 
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::path::Path;
 use std::process::Command;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
@@ -382,4 +386,164 @@ fn optional_client_auth_admits_clients_without_certificate() {
     assert!(!echoed, "a certificate of another CA is refused:\n{out}");
     assert!(out.contains("alert unknown ca"), "{out}");
     wait_log(&daemon, "client certificate refused");
+}
+
+/// A forward to `to` with the server certificate, from a fresh data dir.
+fn forward_to(to: SocketAddr) -> (Pbx, Daemon) {
+    let pbx = pbx_with_server_cert();
+    let daemon = pbx.daemon().forward(to).start();
+    (pbx, daemon)
+}
+
+/// A rustls client to `fwd` (SNI `sip.acme.test`), handshake done.
+fn tls_client(fwd: SocketAddr) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let tcp = TcpStream::connect(fwd).unwrap();
+    tcp.set_read_timeout(Some(GUARD)).unwrap();
+    let config = Arc::new(client_config(AcceptAny::new(), &[]));
+    let name = ServerName::try_from("sip.acme.test").unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).unwrap();
+    }
+    tls
+}
+
+/// Whether a read that returned `r` saw the end of the connection (EOF,
+/// with or without close_notify, or a reset), not the hang guard.
+fn ended(r: std::io::Result<usize>) -> bool {
+    match r {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+/// The phone closes (close_notify, FIN) and keeps reading; the target gets
+/// the EOF but stays open and silent. pbx-certd must not keep the
+/// half-closed connection: the phone's read ends (within the hang guard,
+/// which is far above `FORWARD_HALF_CLOSE_SECS`).
+#[test]
+fn a_silent_target_cannot_hold_a_connection_the_client_closed() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = listener.local_addr().unwrap();
+    let (eof_tx, eof_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(GUARD)).unwrap();
+        let mut buf = [0u8; 64];
+        let _ = eof_tx.send(ended(s.read(&mut buf)));
+        // Open and silent until the test ends.
+        std::thread::sleep(GUARD * 2);
+        drop(s);
+    });
+    let (_pbx, daemon) = forward_to(to);
+    let mut tls = tls_client(daemon.forward.unwrap());
+    tls.conn.send_close_notify();
+    tls.conn.complete_io(&mut tls.sock).unwrap();
+    tls.sock.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(
+        eof_rx.recv_timeout(GUARD).unwrap(),
+        "the target got the client's close"
+    );
+    let mut buf = [0u8; 64];
+    let r = tls.read(&mut buf);
+    assert!(
+        ended(r),
+        "the forward kept the half-closed connection open while the target stayed silent"
+    );
+}
+
+/// The target sends its last bytes and closes its side; the phone stays
+/// open and silent. pbx-certd delivers the bytes and the close, then must
+/// let go of the target's connection too: the target's read ends.
+#[test]
+fn a_silent_client_cannot_hold_a_connection_the_target_closed() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = listener.local_addr().unwrap();
+    let (eof_tx, eof_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(GUARD)).unwrap();
+        s.write_all(b"BYE\n").unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut buf = [0u8; 64];
+        let _ = eof_tx.send(ended(s.read(&mut buf)));
+    });
+    let (_pbx, daemon) = forward_to(to);
+    let mut tls = tls_client(daemon.forward.unwrap());
+    let mut got = String::new();
+    let r = tls.read_to_string(&mut got);
+    assert!(
+        r.is_ok(),
+        "the target's close arrives as close_notify: {r:?}"
+    );
+    assert_eq!(got, "BYE\n");
+    // The phone neither writes nor closes.
+    assert!(
+        eof_rx.recv_timeout(GUARD * 2).unwrap(),
+        "the forward kept the target's connection open while the client stayed silent"
+    );
+    drop(tls);
+}
+
+/// Both sockets of a forwarded connection have TCP keepalive on (what `ss
+/// -o` shows as the `keepalive` timer): the client's and the target's.
+#[test]
+fn forwarded_connections_have_tcp_keepalive_on_both_sides() {
+    let ss = ["/usr/bin/ss", "/bin/ss", "/usr/sbin/ss", "/sbin/ss"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    if !skip::require("ss (iproute2)", ss.is_none().then_some("ss not installed")) {
+        return;
+    }
+    // A target that reads one line, says so, and stays open.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = listener.local_addr().unwrap();
+    let (seen_tx, seen) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(GUARD)).unwrap();
+        let mut line = String::new();
+        let _ = BufReader::new(&s).read_line(&mut line);
+        let _ = seen_tx.send(line);
+        let _ = (&s).read(&mut [0u8; 1]);
+    });
+    let (_pbx, daemon) = forward_to(to);
+    let fwd = daemon.forward.unwrap();
+    let mut tls = tls_client(fwd);
+    tls.write_all(b"hello\n").unwrap();
+    tls.flush().unwrap();
+    // The target has the line: both connections are established.
+    assert_eq!(seen.recv_timeout(GUARD).unwrap(), "hello\n");
+    let out = run_command(
+        {
+            let mut c = Command::new(ss.unwrap());
+            c.args(["-tnoH", "state", "established"]);
+            c
+        },
+        None,
+    );
+    out.success();
+    // pbx-certd's side of the client connection: local address = fwd.
+    let client_side: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.split_whitespace().nth(2) == Some(&fwd.to_string()))
+        .collect();
+    // pbx-certd's side of the target connection: peer address = target.
+    let target_side: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.split_whitespace().nth(3) == Some(&to.to_string()))
+        .collect();
+    assert_eq!(client_side.len(), 1, "{}", out.stdout);
+    assert_eq!(target_side.len(), 1, "{}", out.stdout);
+    for l in client_side.iter().chain(&target_side) {
+        assert!(l.contains("timer:(keepalive"), "no keepalive: {l}");
+    }
+    drop(tls);
 }
