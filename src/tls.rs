@@ -32,7 +32,9 @@
 //! `certificate_authorities`: the client sends the certificate it has), so a
 //! change of trust set never needs a new config. A refused client certificate
 //! (or none under `required`) fails the handshake with rustls' alert
-//! (`unknown_ca`, `certificate_required`, ...).
+//! (`unknown_ca`, `certificate_required`, ...). Such a listener resumes no
+//! session (no tickets, no cache): a resumed handshake would skip the check
+//! against the current trust set.
 
 use std::sync::Arc;
 
@@ -104,15 +106,25 @@ pub fn server_config_with(
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let mutual = client_auth.is_some();
     let builder = match client_auth {
         Some(trust) => builder.with_client_cert_verifier(trust),
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(Arc::new(SniResolver::new(shared)));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
-    config.session_storage =
-        rustls::server::ServerSessionMemoryCache::new(crate::limits::TLS12_SESSION_CACHE_ENTRIES);
+    if mutual {
+        // No resumption: a resumed session skips the client certificate
+        // check, so a certificate whose root was since removed from the
+        // trust set would still get in. Every handshake verifies it.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    } else {
+        config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+        config.session_storage = rustls::server::ServerSessionMemoryCache::new(
+            crate::limits::TLS12_SESSION_CACHE_ENTRIES,
+        );
+    }
     Ok(Arc::new(config))
 }
 

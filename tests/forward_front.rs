@@ -547,3 +547,51 @@ fn forwarded_connections_have_tcp_keepalive_on_both_sides() {
     }
     drop(tls);
 }
+
+/// Under `client-auth`, every handshake checks the client certificate: no
+/// session is resumed (a resumed one would skip the check, and a phone whose
+/// root was deleted would still get in). The same rustls client, with its
+/// session cache, connects twice: both handshakes are full.
+#[test]
+fn mutual_tls_never_resumes_a_session() {
+    let pbx = pbx_with_server_cert();
+    let phones = root(&format!("Phones CA {}", tag()));
+    pbx.import_ok(phones.pem(), None, &[]);
+    let phone = leaf(&[]).cn("phone-7").client_auth().signed_by(&phones);
+    let (to, seen) = target(false);
+    let daemon = pbx
+        .daemon()
+        .forward_with(to, "client-auth=required,client-ca=roots")
+        .start();
+    let fwd = daemon.forward.unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(phone.key.serialize_der()).unwrap();
+    let config = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(AcceptAny::new())
+        .with_client_auth_cert(vec![phone.cert.der().clone()], key)
+        .unwrap(),
+    );
+    for round in 0..2 {
+        let tcp = TcpStream::connect(fwd).unwrap();
+        tcp.set_read_timeout(Some(GUARD)).unwrap();
+        let name = ServerName::try_from("sip.acme.test").unwrap();
+        let conn = rustls::ClientConnection::new(config.clone(), name).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        tls.write_all(b"hello\n").unwrap();
+        tls.flush().unwrap();
+        let mut reply = String::new();
+        let _ = tls.read_to_string(&mut reply);
+        assert_eq!(reply, "echo: hello\n", "round {round}");
+        assert_eq!(seen.recv_timeout(GUARD).unwrap().1, "hello\n");
+        assert_eq!(
+            tls.conn.handshake_kind(),
+            Some(rustls::HandshakeKind::Full),
+            "round {round}: the session was resumed, the certificate not checked"
+        );
+    }
+}
