@@ -23,6 +23,14 @@
 //! logged and the process lives on; SIGTERM/SIGINT stop accepting on every
 //! worker, give open connections `SHUTDOWN_GRACE_SECS`, wait for the workers,
 //! then flush the store and remove the socket.
+//!
+//! Forwards (issue 12): a `proxy=` header (`proxy` module, haproxy's
+//! proxy-protocol.txt §2.1/§2.2) is written once to the target, before the
+//! first decrypted byte; `client-auth=` listeners verify client certificates
+//! against a trust set reread every `CLIENT_TRUST_REFRESH_SECS` (`tls`
+//! module); after either side of a forwarded connection closes, the close is
+//! passed on and the other direction gets `FORWARD_HALF_CLOSE_SECS`, then
+//! both sockets close; both have TCP keepalive.
 
 use std::future::Future;
 use std::net::SocketAddr;
