@@ -50,6 +50,9 @@ command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
 # tls module, requiring a client certificate.
 [ -x /usr/sbin/kamailio ] || need_apt+=(kamailio)
 ls /usr/lib/*/kamailio/modules/tls.so >/dev/null 2>&1 || need_apt+=(kamailio-tls-modules)
+# tests/sip_kamailio.rs: Debian's Kamailio as the registrar behind a forward.
+# tests/forward_front.rs reads the forward's keepalive timers with `ss`.
+command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq

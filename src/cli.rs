@@ -372,8 +372,10 @@ pub struct ServeArgs {
     /// Port-80 listener (ACME HTTP-01, redirect to HTTPS), or `none` [default: 0.0.0.0:80].
     #[arg(long)]
     pub http: Option<String>,
-    /// Extra TLS listener forwarding to a local TCP service (repeatable).
-    #[arg(long = "tls-forward", value_name = "LISTEN=TARGET")]
+    /// Extra TLS listener forwarding to a local TCP service (repeatable);
+    /// options: proxy=v2|v1 (PROXY protocol header to the target),
+    /// client-auth=none|optional|required, client-ca=local-ca|roots.
+    #[arg(long = "tls-forward", value_name = "LISTEN=TARGET[,OPTION=VALUE...]")]
     pub tls_forward: Vec<crate::serve::Forward>,
     /// Local plain-TCP listener whose connections go out as TLS to a trunk,
     /// verified against the Root CA list (repeatable); `sni=` the name to

@@ -8,7 +8,8 @@
 //! - 0 plain building blocks: `model` (shared types, one parser each),
 //!   `limits` (every limit, with its reason), `clock`, `logger`, `names`
 //!   (DNS names, RFC 6125), `pem` (lenient PEM, RFC 7468), `admission`
-//!   (connection budgets), `settings` (typed store keys).
+//!   (connection budgets), `settings` (typed store keys), `proxy` (the
+//!   PROXY protocol v2 header of a forward).
 //! - 1 `pki`: the import rules, pure functions over DER.
 //! - 2 `store`: the storage trait (get/put/delete/scan, batches, CAS, watch,
 //!   leases) with its sled and in-memory backends.
@@ -59,6 +60,7 @@ pub mod ops;
 pub mod outbound;
 pub mod pem;
 pub mod pki;
+pub mod proxy;
 pub mod roots;
 pub mod serve;
 pub mod served;

@@ -267,6 +267,12 @@ pub fn show(store: &Store) -> Result<CaView, Error> {
     })
 }
 
+/// The local CA's root certificate (DER): the trust anchor of a forward's
+/// `client-ca=local-ca`.
+pub fn root_der(store: &Store) -> Result<Vec<u8>, Error> {
+    load_ca(store).map(|(_, der)| der)
+}
+
 /// `ca issue --tenant NAME [--client]`: a server certificate for the
 /// tenant's DNS names and IP addresses, signed by the local CA and imported (leaf + root) as
 /// the tenant's domain certificate. EKU serverAuth; with `client` also

@@ -377,6 +377,36 @@ pub fn sha256_hex(data: &[u8]) -> String {
     out
 }
 
+/// X.520 commonName (RFC 5280 §4.1.2.6, Appendix A.1).
+const OID_CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
+
+/// The subject's Common Name (the most specific one when there are
+/// several), for logs and the PROXY v2 header of a verified client
+/// certificate; `None` when the DER is not X.509 or has no readable CN.
+pub fn subject_cn(der: &[u8]) -> Option<String> {
+    let cert = Certificate::from_der(der).ok()?;
+    let atv = cert
+        .tbs_certificate
+        .subject
+        .0
+        .iter()
+        .rev()
+        .flat_map(|rdn| rdn.0.iter())
+        .find(|atv| atv.oid == OID_CN)?;
+    let v = &atv.value;
+    v.decode_as::<der::asn1::Utf8StringRef<'_>>()
+        .map(|s| s.as_str().to_owned())
+        .or_else(|_| {
+            v.decode_as::<der::asn1::PrintableStringRef<'_>>()
+                .map(|s| s.as_str().to_owned())
+        })
+        .or_else(|_| {
+            v.decode_as::<der::asn1::Ia5StringRef<'_>>()
+                .map(|s| s.as_str().to_owned())
+        })
+        .ok()
+}
+
 /// The facts of one certificate that the rules and the store need.
 #[derive(Debug, Clone)]
 pub struct CertInfo {

@@ -23,6 +23,14 @@
 //! logged and the process lives on; SIGTERM/SIGINT stop accepting on every
 //! worker, give open connections `SHUTDOWN_GRACE_SECS`, wait for the workers,
 //! then flush the store and remove the socket.
+//!
+//! Forwards (issue 12): a `proxy=` header (`proxy` module, haproxy's
+//! proxy-protocol.txt §2.1/§2.2) is written once to the target, before the
+//! first decrypted byte; `client-auth=` listeners verify client certificates
+//! against a trust set reread every `CLIENT_TRUST_REFRESH_SECS` (`tls`
+//! module); after either side of a forwarded connection closes, the close is
+//! passed on and the other direction gets `FORWARD_HALF_CLOSE_SECS`, then
+//! both sockets close; both have TCP keepalive.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -40,34 +48,51 @@ use crate::certs;
 use crate::clock;
 use crate::daemon::Shared;
 use crate::limits::{
-    DEFAULT_MAX_CONNS_PER_IP, FD_RESERVE, FORWARD_CONNECT_TIMEOUT_SECS, FORWARD_COPY_BUFFER_BYTES,
-    MAX_CONNS_PER_IP_SETTING, MAX_CONTROL_CLIENTS, MAX_ESTABLISHED_HTTPS,
-    MAX_ESTABLISHED_PER_CONNECT, MAX_ESTABLISHED_PER_FORWARD, MAX_UNPROVEN_PER_IP,
-    MAX_UNPROVEN_PER_LISTENER, MAX_WORKERS, PLAIN_HTTP_DEADLINE, SELF_SIGNED_DAYS,
-    SHUTDOWN_GRACE_SECS, UNPROVEN_TLS_DEADLINE,
+    CLIENT_TRUST_REFRESH_SECS, DEFAULT_MAX_CONNS_PER_IP, FD_RESERVE, FORWARD_CONNECT_TIMEOUT_SECS,
+    FORWARD_COPY_BUFFER_BYTES, FORWARD_HALF_CLOSE_SECS, FORWARD_KEEPALIVE_IDLE_SECS,
+    FORWARD_KEEPALIVE_INTERVAL_SECS, FORWARD_KEEPALIVE_PROBES, MAX_CONNS_PER_IP_SETTING,
+    MAX_CONTROL_CLIENTS, MAX_ESTABLISHED_HTTPS, MAX_ESTABLISHED_PER_CONNECT,
+    MAX_ESTABLISHED_PER_FORWARD, MAX_UNPROVEN_PER_IP, MAX_UNPROVEN_PER_LISTENER, MAX_WORKERS,
+    PLAIN_HTTP_DEADLINE, SELF_SIGNED_DAYS, SHUTDOWN_GRACE_SECS, UNPROVEN_TLS_DEADLINE,
 };
 use crate::model::Source;
 use crate::pki::{Kind, KindRequest};
 use crate::store::{Store, StoreError};
-use crate::tls::Acceptors;
+use crate::tls::{Acceptors, ClientAuth, ClientCa, ClientTrust, ClientTrustError};
 
-/// One `--tls-forward LISTEN=TARGET`.
+/// One `--tls-forward LISTEN=TARGET[,OPTION=VALUE...]` (also a config
+/// file's `tls-forward = ...` line; this is the one parser of both).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forward {
     /// Where TLS clients connect.
     pub listen: SocketAddr,
     /// The local plain-TCP service that gets the decrypted stream.
     pub target: SocketAddr,
+    /// `proxy=v2` (or `v1`): a PROXY protocol header (the client's address;
+    /// v2 also the TLS facts) goes to the target before the first decrypted
+    /// byte.
+    pub proxy: Option<crate::proxy::Version>,
+    /// `client-auth=none|optional|required` (default none).
+    pub client_auth: ClientAuth,
+    /// `client-ca=local-ca|roots` (default local-ca): the trust set of
+    /// client certificates.
+    pub client_ca: ClientCa,
 }
+
+/// The options a forward takes after `LISTEN=TARGET`.
+const FORWARD_OPTIONS: &str =
+    "proxy=v2|v1|none, client-auth=none|optional|required, client-ca=local-ca|roots";
 
 impl std::str::FromStr for Forward {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Forward, String> {
-        let (listen, target) = s.split_once('=').ok_or_else(|| {
-            format!("expected LISTEN=TARGET, e.g. 0.0.0.0:5061=127.0.0.1:5060, got {s}")
+        let mut parts = s.split(',');
+        let first = parts.next().unwrap_or_default();
+        let (listen, target) = first.split_once('=').ok_or_else(|| {
+            format!("expected LISTEN=TARGET[,OPTION=VALUE...], e.g. 0.0.0.0:5061=127.0.0.1:5060,proxy=v2, got {s}")
         })?;
-        Ok(Forward {
+        let mut fwd = Forward {
             listen: listen
                 .trim()
                 .parse()
@@ -76,7 +101,44 @@ impl std::str::FromStr for Forward {
                 .trim()
                 .parse()
                 .map_err(|e| format!("bad target address {target}: {e}"))?,
-        })
+            proxy: None,
+            client_auth: ClientAuth::default(),
+            client_ca: ClientCa::default(),
+        };
+        let mut seen: Vec<&str> = Vec::new();
+        for opt in parts {
+            let (key, value) = opt
+                .split_once('=')
+                .map(|(k, v)| (k.trim(), v.trim()))
+                .ok_or_else(|| {
+                    format!("bad forward option `{opt}`: expected one of {FORWARD_OPTIONS}")
+                })?;
+            if seen.contains(&key) {
+                return Err(format!("forward option {key} given twice in {s}"));
+            }
+            seen.push(key);
+            match key {
+                "proxy" => {
+                    fwd.proxy = match value {
+                        "v2" => Some(crate::proxy::Version::V2),
+                        "v1" => Some(crate::proxy::Version::V1),
+                        "none" => None,
+                        _ => return Err(format!("proxy must be v2, v1 or none, got {value}")),
+                    }
+                }
+                "client-auth" => fwd.client_auth = value.parse()?,
+                "client-ca" => fwd.client_ca = value.parse()?,
+                _ => {
+                    return Err(format!(
+                        "unknown forward option `{key}`: expected one of {FORWARD_OPTIONS}"
+                    ))
+                }
+            }
+        }
+        if fwd.client_auth == ClientAuth::None && seen.contains(&"client-ca") {
+            return Err("client-ca needs client-auth=optional or client-auth=required".into());
+        }
+        Ok(fwd)
     }
 }
 
@@ -259,6 +321,8 @@ pub enum ServeError {
     /// A `--tls-connect` cannot run (e.g. its `client-cert` does not allow
     /// TLS client authentication).
     Connect(SocketAddr, crate::connect::ConnectError),
+    /// A forward's client trust set (`client-ca=`) could not be built.
+    ClientTrust(SocketAddr, ClientTrustError),
 }
 
 impl core::fmt::Display for ServeError {
@@ -271,6 +335,7 @@ impl core::fmt::Display for ServeError {
             }
             ServeError::Tls(e) => write!(f, "TLS configuration refused: {e}"),
             ServeError::Connect(listen, e) => write!(f, "--tls-connect {listen}: {e}"),
+            ServeError::ClientTrust(listen, e) => write!(f, "tls-forward {listen}: {e}"),
         }
     }
 }
@@ -286,6 +351,7 @@ impl ServeError {
             ServeError::SelfSigned(_) => "self-signed-failed",
             ServeError::Tls(_) => "tls-config",
             ServeError::Connect(_, e) => e.code(),
+            ServeError::ClientTrust(_, e) => e.code(),
         }
     }
 }
@@ -379,7 +445,9 @@ async fn tls_accept(
     {
         Ok(Ok(tls)) => ticket.establish().ok().map(|()| tls),
         Ok(Err(e)) => {
-            ticket.gate().handshake_failed(peer.ip(), &e);
+            ticket
+                .gate()
+                .handshake_failed(peer.ip(), &HandshakeFailure(&e));
             None
         }
         // Logged by admission (rate-limited).
@@ -387,12 +455,83 @@ async fn tls_accept(
     }
 }
 
+/// A failed handshake's reason for the log, naming a refused client
+/// certificate as such (rustls has sent its alert by then).
+struct HandshakeFailure<'a>(&'a std::io::Error);
+
+impl core::fmt::Display for HandshakeFailure<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let tls = self
+            .0
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>());
+        match tls {
+            Some(rustls::Error::NoCertificatesPresented) => f.write_str(
+                "client certificate refused: none presented and client-auth=required \
+                 (alert certificate_required)",
+            ),
+            // A server verifies no certificate but the client's.
+            Some(e @ rustls::Error::InvalidCertificate(_)) => {
+                write!(f, "client certificate refused: {e}")
+            }
+            _ => self.0.fmt(f),
+        }
+    }
+}
+
+/// Where a forward sends a client's decrypted stream, and how.
+#[derive(Debug, Clone, Copy)]
+struct ForwardTo {
+    /// The local plain-TCP service.
+    target: SocketAddr,
+    /// Send a PROXY protocol header of this version first.
+    proxy: Option<crate::proxy::Version>,
+}
+
+/// The TLS facts of an established connection, for the log and the PROXY
+/// header, and that header when `proxy` asks for one.
+fn tls_facts(
+    tls: &futures_rustls::server::TlsStream<TcpStream>,
+    peer: SocketAddr,
+    proxy: Option<crate::proxy::Version>,
+) -> Option<Vec<u8>> {
+    let (tcp, conn) = tls.get_ref();
+    let version = match conn.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "TLS",
+    };
+    let leaf = conn.peer_certificates().and_then(|c| c.first());
+    let cn = leaf.and_then(|c| crate::pki::subject_cn(c.as_ref()));
+    if leaf.is_some() {
+        log::info!(
+            "forward: {peer} presented a verified client certificate, CN={:?}",
+            cn.as_deref().unwrap_or("")
+        );
+    }
+    let proxy = proxy?;
+    let local = tcp.local_addr().ok()?;
+    let facts = crate::proxy::TlsFacts {
+        version,
+        sni: conn.server_name(),
+        client_cert: leaf.is_some(),
+        client_cn: cn.as_deref(),
+    };
+    Some(proxy.header(peer, local, &facts))
+}
+
 /// Pipe a TLS client to a local plain-TCP target until both sides close.
 async fn forward(
     tls: futures_rustls::server::TlsStream<TcpStream>,
-    target: SocketAddr,
+    to: ForwardTo,
     peer: SocketAddr,
 ) {
+    let target = to.target;
+    let header = tls_facts(&tls, peer, to.proxy);
+    if to.proxy.is_some() && header.is_none() {
+        log::warn!("forward for {peer}: no local address for the PROXY header; closed");
+        return;
+    }
     let upstream =
         match with_timeout(FORWARD_CONNECT_TIMEOUT_SECS, TcpStream::connect(target)).await {
             Some(Ok(s)) => s,
@@ -405,8 +544,17 @@ async fn forward(
                 return;
             }
         };
-    let (tls_read, mut tls_write) = smol::io::split(tls);
     let mut up_write = upstream.clone();
+    // Once, before the first decrypted byte (proxy-protocol.txt §2.2).
+    if let Some(h) = header {
+        if let Err(e) = up_write.write_all(&h).await {
+            log::warn!("forward for {peer}: cannot send the PROXY header to {target}: {e}");
+            return;
+        }
+    }
+    keepalive(tls.get_ref().0);
+    keepalive(&upstream);
+    let (tls_read, mut tls_write) = smol::io::split(tls);
     let to_target = async {
         let _ = pump(tls_read, &mut up_write).await;
         let _ = up_write.shutdown(std::net::Shutdown::Write);
@@ -415,7 +563,55 @@ async fn forward(
         let _ = pump(upstream, &mut tls_write).await;
         let _ = tls_write.close().await;
     };
-    smol::future::zip(to_target, to_client).await;
+    both_then_bounded(to_target, to_client).await;
+    // Both sockets close here (dropped), also when the other direction was
+    // still open at the end of the half-close time.
+}
+
+/// Run `a` and `b` together until both end, but once either has ended the
+/// other gets at most `FORWARD_HALF_CLOSE_SECS` (then it is dropped).
+async fn both_then_bounded(a: impl Future<Output = ()>, b: impl Future<Output = ()>) {
+    use std::task::Poll;
+    let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
+    let (mut a_done, mut b_done) = (false, false);
+    let mut step = |cx: &mut std::task::Context<'_>| {
+        if !a_done {
+            a_done = a.as_mut().poll(cx).is_ready();
+        }
+        if !b_done {
+            b_done = b.as_mut().poll(cx).is_ready();
+        }
+        (a_done, b_done)
+    };
+    smol::future::poll_fn(|cx| match step(cx) {
+        (false, false) => Poll::Pending,
+        _ => Poll::Ready(()),
+    })
+    .await;
+    let rest = smol::future::poll_fn(|cx| match step(cx) {
+        (true, true) => Poll::Ready(()),
+        _ => Poll::Pending,
+    });
+    if with_timeout(FORWARD_HALF_CLOSE_SECS, rest).await.is_none() {
+        log::debug!("forward: the other side stayed open {FORWARD_HALF_CLOSE_SECS} s after one closed; closed it");
+    }
+}
+
+/// TCP keepalive on one socket of a forwarded connection (SIP keeps them
+/// open for hours; a vanished phone or target is found by the kernel).
+fn keepalive(s: &TcpStream) {
+    use rustix::net::sockopt;
+    let set = sockopt::set_socket_keepalive(s, true)
+        .and_then(|()| {
+            sockopt::set_tcp_keepidle(s, Duration::from_secs(FORWARD_KEEPALIVE_IDLE_SECS))
+        })
+        .and_then(|()| {
+            sockopt::set_tcp_keepintvl(s, Duration::from_secs(FORWARD_KEEPALIVE_INTERVAL_SECS))
+        })
+        .and_then(|()| sockopt::set_tcp_keepcnt(s, FORWARD_KEEPALIVE_PROBES));
+    if let Err(e) = set {
+        log::debug!("forward: cannot set TCP keepalive: {e}");
+    }
 }
 
 /// Copy `from` to `to` until EOF, flushing after every chunk.
@@ -571,8 +767,8 @@ struct Spawn<'a> {
 enum Role {
     /// The web admin and JSON API.
     Https,
-    /// Pipe to this local plain-TCP service.
-    Forward(SocketAddr),
+    /// Pipe to a local plain-TCP service.
+    Forward(ForwardTo),
 }
 
 /// A TLS listener every worker accepts on: one socket, one config, one gate.
@@ -604,7 +800,7 @@ fn tls_loop<'a, 'ex: 'a>(
                 log::debug!("worker {worker}: TLS connection from {peer}");
                 match role {
                     Role::Https => crate::http::serve_https(shared, tls, peer).await,
-                    Role::Forward(target) => forward(tls, target, peer).await,
+                    Role::Forward(to) => forward(tls, to, peer).await,
                 }
             }
         })
@@ -674,6 +870,7 @@ async fn serve_all(
         let acceptors = Acceptors::new(
             shared.clone(),
             &[b"http/1.1", crate::renewal::issue::ACME_TLS_ALPN],
+            None,
         )
         .map_err(ServeError::Tls)?;
         let gate = Gate::new(format!("https {local}"), config.https_budget());
@@ -715,14 +912,26 @@ async fn serve_all(
             .local_addr()
             .map_err(|e| ServeError::Bind(fwd.listen.to_string(), e))?;
         ready.push(format!("forward={local}->{}", fwd.target));
-        let acceptors = Acceptors::new(shared.clone(), &[]).map_err(ServeError::Tls)?;
+        let trust = ClientTrust::new(shared.store(), fwd.client_auth, fwd.client_ca)
+            .map_err(|e| ServeError::ClientTrust(fwd.listen, e))?;
+        if let Some(trust) = &trust {
+            loops.push(Box::pin(refresh_client_trust(
+                shared.clone(),
+                trust.clone(),
+                local,
+            )));
+        }
+        let acceptors = Acceptors::new(shared.clone(), &[], trust).map_err(ServeError::Tls)?;
         let gate = Gate::new(format!("forward {local}"), config.forward_budget());
         gates.push(gate.clone());
         tls_listeners.push(TlsListener {
             listener,
             acceptors: Arc::new(acceptors),
             gate,
-            role: Role::Forward(fwd.target),
+            role: Role::Forward(ForwardTo {
+                target: fwd.target,
+                proxy: fwd.proxy,
+            }),
         });
     }
     for l in &tls_listeners {
@@ -835,6 +1044,22 @@ async fn serve_all(
         .sum();
     log::info!("shutting down: no new connections; {open} still open");
     Ok(())
+}
+
+/// Reread a forward's client trust set every `CLIENT_TRUST_REFRESH_SECS`
+/// (on the blocking pool) and rebuild its verifier when it changed.
+async fn refresh_client_trust(shared: Arc<Shared>, trust: Arc<ClientTrust>, local: SocketAddr) {
+    loop {
+        smol::Timer::after(Duration::from_secs(CLIENT_TRUST_REFRESH_SECS)).await;
+        let (shared, t) = (shared.clone(), trust.clone());
+        match smol::unblock(move || t.refresh(shared.store())).await {
+            Ok(true) => {
+                log::info!("forward {local}: the client trust set changed; verifier rebuilt")
+            }
+            Ok(false) => {}
+            Err(e) => log::warn!("forward {local}: cannot reread the client trust set: {e}"),
+        }
+    }
 }
 
 async fn accept_loop(

@@ -150,6 +150,19 @@ impl CertBuilder {
         self
     }
 
+    /// Extended key usage clientAuth only (a phone's or trunk's client
+    /// certificate).
+    pub fn client_auth(mut self) -> Self {
+        self.params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        self
+    }
+
+    /// Extended key usage serverAuth only.
+    pub fn server_auth(mut self) -> Self {
+        self.params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        self
+    }
+
     /// Makes it a CA (CA:true).
     pub fn ca(mut self) -> Self {
         self.params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
