@@ -80,6 +80,13 @@ pub enum Cmd {
     /// Who gets which certificate: every tenant name and address, the
     /// system name, no SNI, an unknown name; warnings where clients object.
     Served,
+    /// The running daemon's last handshakes per TLS listener (SNI or none,
+    /// certificate and rule, ALPN, version, failure) and counters per rule.
+    Handshakes {
+        /// Only listeners whose name contains this (e.g. `5061`, `forward`).
+        #[arg(long)]
+        listener: Option<String>,
+    },
     /// Show or delete one certificate.
     Cert {
         #[command(subcommand)]
@@ -631,6 +638,7 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
         },
         Cmd::Certs => Command::Certs,
         Cmd::Served => Command::Served,
+        Cmd::Handshakes { listener } => Command::Handshakes { listener },
         Cmd::Cert {
             command: CertCmd::Show { id },
         } => Command::CertShow { id },
@@ -903,6 +911,43 @@ pub fn render(command: &Command, reply: &Reply) -> String {
                 );
             }
             lines_or(out, "no certificates\n")
+        }
+        Reply::Handshakes(listeners) => {
+            let mut out = String::new();
+            for l in listeners {
+                let counts: Vec<String> = l
+                    .counters
+                    .iter()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(rule, n)| format!("{rule} {n}"))
+                    .collect();
+                out += &format!("{}: {}\n", l.listener, counts.join(", "));
+                for h in &l.recent {
+                    let sni = match (&h.sni, h.sni_kind) {
+                        (Some(s), crate::handshakes::SniKind::IpLiteral) => format!("ip-literal {s}"),
+                        (Some(s), _) => s.clone(),
+                        (None, _) => "no SNI".into(),
+                    };
+                    let what = match (&h.failure, &h.cert) {
+                        (Some(f), _) => format!("failed: {f}"),
+                        (None, Some(c)) => format!(
+                            "{} [{}] {}{}",
+                            c.get(..16).unwrap_or(c),
+                            h.rule,
+                            h.version.as_deref().unwrap_or(""),
+                            h.alpn.as_deref().map(|a| format!(" alpn {a}")).unwrap_or_default()
+                        ),
+                        (None, None) => format!("[{}]", h.rule),
+                    };
+                    out += &format!(
+                        "  {} {} -> {} {sni}: {what}\n",
+                        h.time,
+                        h.peer.as_deref().unwrap_or("?"),
+                        h.local.as_deref().unwrap_or("?"),
+                    );
+                }
+            }
+            lines_or(out, "no TLS listeners\n")
         }
         Reply::Served(v) => {
             let mut out = String::new();

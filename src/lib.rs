@@ -9,7 +9,8 @@
 //!   `limits` (every limit, with its reason), `clock`, `logger`, `names`
 //!   (DNS names, RFC 6125), `pem` (lenient PEM, RFC 7468), `admission`
 //!   (connection budgets), `settings` (typed store keys), `proxy` (the
-//!   PROXY protocol v2 header of a forward).
+//!   PROXY protocol v2 header of a forward), `handshakes` (the per-listener
+//!   ring of recent handshakes).
 //! - 1 `pki`: the import rules, pure functions over DER.
 //! - 2 `store`: the storage trait (get/put/delete/scan, batches, CAS, watch,
 //!   leases) with its sled and in-memory backends.
@@ -49,6 +50,7 @@ pub mod renewal;
 
 pub mod error;
 pub mod fuzz_entry;
+pub mod handshakes;
 pub mod http;
 pub mod limits;
 pub mod localca;

@@ -564,3 +564,8 @@ pub const TLS12_SESSION_CACHE_ENTRIES: usize = 512;
 /// on an appliance sees its few interface addresses; past this, connections
 /// to further addresses are served as if the address were unknown.
 pub const MAX_LOCAL_ADDRESSES: usize = 64;
+
+/// Handshakes kept per TLS listener for `handshakes` (about 560 B each, so
+/// ~36 KiB per listener): enough to see which phones send no SNI after a
+/// re-provisioning, small enough for the appliance.
+pub const HANDSHAKE_RING_RECORDS: usize = 64;

@@ -73,6 +73,12 @@ pub enum Command {
     Certs,
     /// `served`: who gets which certificate
     Served,
+    /// `handshakes [--listener L]`: the running daemon's recent handshakes
+    /// (its own state: answered by `daemon::Shared::execute`).
+    Handshakes {
+        #[serde(default)]
+        listener: Option<String>,
+    },
     /// `cert show ID`
     CertShow { id: String },
     /// `cert delete ID`
@@ -252,6 +258,7 @@ impl Command {
             | Command::SystemShow
             | Command::Certs
             | Command::Served
+            | Command::Handshakes { .. }
             | Command::CertShow { .. }
             | Command::CertCheck { .. }
             | Command::Roots
@@ -448,6 +455,8 @@ pub enum Reply {
     Certs(Vec<certs::CertView>),
     /// `served`.
     Served(crate::served::ServedView),
+    /// `handshakes`.
+    Handshakes(Vec<crate::handshakes::ListenerView>),
     /// `cert show`, `roots show`.
     Pem(PemView),
     /// `roots`.
@@ -502,6 +511,7 @@ impl Reply {
             Command::Import { .. } | Command::CaIssue { .. } => Reply::Imported(from(v)?),
             Command::Certs => Reply::Certs(from(v)?),
             Command::Served => Reply::Served(from(v)?),
+            Command::Handshakes { .. } => Reply::Handshakes(from(v)?),
             Command::CertShow { .. } | Command::RootsShow { .. } => Reply::Pem(from(v)?),
             Command::Roots | Command::PhoneRoots | Command::PhoneRootsImport { .. } => {
                 Reply::Roots(from(v)?)
@@ -622,6 +632,12 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
         )?),
         Command::Certs => Reply::Certs(store.certs()?.iter().map(certs::CertView::of).collect()),
         Command::Served => Reply::Served(crate::served::view(store)?),
+        Command::Handshakes { .. } => {
+            return Err(Error::BadSetting(
+                "`handshakes` reads the running daemon's memory: start `pbx-certd serve` first"
+                    .into(),
+            ))
+        }
         Command::CertShow { id } => {
             let id = resolve_id(store, Tree::Certs, id)?;
             let pem = certs::chain_pem(store, &id)?;
@@ -813,6 +829,7 @@ mod tests {
             },
             Command::Certs,
             Command::Served,
+            Command::Handshakes { listener: None },
             Command::CertShow { id: s() },
             Command::CertDelete { id: s() },
             Command::CertCheck { id: s() },
@@ -907,9 +924,10 @@ mod tests {
                 Command::PhoneRoots => 35,
                 Command::PhoneRootsDelete { .. } => 36,
                 Command::Served => 37,
+                Command::Handshakes { .. } => 38,
             });
         }
-        assert_eq!(seen.len(), 38, "a command variant has no sample");
+        assert_eq!(seen.len(), 39, "a command variant has no sample");
         samples
     }
 

@@ -47,6 +47,7 @@ use crate::admission::{Budget, Gate, Ticket};
 use crate::certs;
 use crate::clock;
 use crate::daemon::Shared;
+use crate::handshakes::{ListenerLog, Record, Rule};
 use crate::limits::{
     CLIENT_TRUST_REFRESH_SECS, DEFAULT_MAX_CONNS_PER_IP, FD_RESERVE, FORWARD_CONNECT_TIMEOUT_SECS,
     FORWARD_COPY_BUFFER_BYTES, FORWARD_HALF_CLOSE_SECS, FORWARD_KEEPALIVE_IDLE_SECS,
@@ -428,30 +429,73 @@ async fn with_timeout<T>(secs: u64, f: impl Future<Output = T>) -> Option<T> {
 
 /// The TLS handshake of an unproven connection (with the config of the
 /// local address it arrived at), then its promotion to the established
-/// budget; `None` when either fails (logged).
+/// budget; `None` when either fails (logged). The ClientHello is read
+/// first (rustls' `Acceptor`), so the listener's handshake log
+/// (`handshakes`) has the SNI even of a handshake that then fails; the
+/// certificate and rule recorded are the snapshot's answer for the agreed
+/// SNI and local address, as the resolver gave it. Recording allocates
+/// nothing and never waits (`handshakes` module).
 async fn tls_accept(
     acceptors: &Acceptors,
+    log: &ListenerLog,
+    shared: &Shared,
     tcp: TcpStream,
     peer: SocketAddr,
     ticket: &mut Ticket,
 ) -> Option<futures_rustls::server::TlsStream<TcpStream>> {
-    let acceptor = match tcp.local_addr() {
-        Ok(local) => acceptors.for_local(local.ip()),
-        Err(_) => acceptors.any(),
+    let local = tcp.local_addr().ok().map(|a| a.ip().to_canonical());
+    let mut rec = Record::new(clock::now(), peer, local);
+    let mut acme_challenge = false;
+    let handshake = async {
+        let start =
+            futures_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp)
+                .await?;
+        let hello = start.client_hello();
+        rec.set_sni(hello.server_name());
+        acme_challenge = hello.alpn().is_some_and(|mut a| {
+            a.next() == Some(crate::renewal::issue::ACME_TLS_ALPN) && a.next().is_none()
+        });
+        let config = match local {
+            Some(ip) => acceptors.for_local(ip),
+            None => acceptors.any(),
+        };
+        start.into_stream(config).await
     };
-    match ticket
-        .unproven(UNPROVEN_TLS_DEADLINE, acceptor.accept(tcp))
-        .await
-    {
-        Ok(Ok(tls)) => ticket.establish().ok().map(|()| tls),
+    let outcome = ticket.unproven(UNPROVEN_TLS_DEADLINE, handshake).await;
+    match outcome {
+        Ok(Ok(tls)) => {
+            let conn = &tls.get_ref().1;
+            rec.version = match conn.protocol_version() {
+                Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+                Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+                _ => "",
+            };
+            rec.set_alpn(conn.alpn_protocol());
+            if acme_challenge {
+                rec.set_served(None, Rule::AcmeChallenge);
+            } else {
+                let snapshot = shared.snapshot_cell().load();
+                let r = snapshot.resolve(conn.server_name(), local, clock::now());
+                rec.set_served(r.served.map(|s| &*s.id), r.matched.into());
+            }
+            log.record(rec);
+            ticket.establish().ok().map(|()| tls)
+        }
         Ok(Err(e)) => {
-            ticket
-                .gate()
-                .handshake_failed(peer.ip(), &HandshakeFailure(&e));
+            let why = HandshakeFailure(&e);
+            rec.set_failure(&why);
+            log.record(rec);
+            ticket.gate().handshake_failed(peer.ip(), &why);
             None
         }
         // Logged by admission (rate-limited).
-        Err(_) => None,
+        Err(_) => {
+            rec.set_failure(
+                &"no complete handshake within the deadline (or dropped for a newer connection)",
+            );
+            log.record(rec);
+            None
+        }
     }
 }
 
@@ -776,6 +820,8 @@ enum Role {
 struct TlsListener {
     listener: TcpListener,
     acceptors: Arc<Acceptors>,
+    /// Its handshake diagnostics (`handshakes`).
+    log: Arc<ListenerLog>,
     gate: Gate,
     role: Role,
 }
@@ -790,13 +836,14 @@ fn tls_loop<'a, 'ex: 'a>(
     let TlsListener {
         listener,
         acceptors,
+        log,
         gate,
         role,
     } = l;
     Box::pin(accept_loop(listener, gate, move |tcp, peer, mut ticket| {
-        let (acceptors, shared) = (acceptors.clone(), shared.clone());
+        let (acceptors, log, shared) = (acceptors.clone(), log.clone(), shared.clone());
         ex.spawn(async move {
-            if let Some(tls) = tls_accept(&acceptors, tcp, peer, &mut ticket).await {
+            if let Some(tls) = tls_accept(&acceptors, &log, &shared, tcp, peer, &mut ticket).await {
                 log::debug!("worker {worker}: TLS connection from {peer}");
                 match role {
                     Role::Https => crate::http::serve_https(shared, tls, peer).await,
@@ -878,6 +925,7 @@ async fn serve_all(
         tls_listeners.push(TlsListener {
             listener,
             acceptors: Arc::new(acceptors),
+            log: shared.handshake_log(format!("https {local}")),
             gate,
             role: Role::Https,
         });
@@ -927,6 +975,7 @@ async fn serve_all(
         tls_listeners.push(TlsListener {
             listener,
             acceptors: Arc::new(acceptors),
+            log: shared.handshake_log(format!("forward {local}")),
             gate,
             role: Role::Forward(ForwardTo {
                 target: fwd.target,

@@ -96,6 +96,19 @@ impl Match {
     }
 }
 
+impl From<Match> for crate::handshakes::Rule {
+    fn from(m: Match) -> Self {
+        use crate::handshakes::Rule;
+        match m {
+            Match::Domain => Rule::Domain,
+            Match::Server => Rule::Server,
+            Match::Address => Rule::Address,
+            Match::Default => Rule::Default,
+            Match::None => Rule::None,
+        }
+    }
+}
+
 /// The answer for one SNI value.
 pub struct Resolution<'a> {
     /// The chosen certificate.

@@ -49,7 +49,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use futures_rustls::TlsAcceptor;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
@@ -475,8 +474,7 @@ impl ClientCertVerifier for RefuseAll {
 pub struct Acceptors {
     shared: Arc<Shared>,
     base: Arc<ServerConfig>,
-    any: TlsAcceptor,
-    by_local: ArcSwap<Vec<(IpAddr, TlsAcceptor)>>,
+    by_local: ArcSwap<Vec<(IpAddr, Arc<ServerConfig>)>>,
 }
 
 impl Acceptors {
@@ -490,20 +488,19 @@ impl Acceptors {
         let base = server_config_with(shared.clone(), alpn, client_auth)?;
         Ok(Acceptors {
             shared,
-            any: TlsAcceptor::from(base.clone()),
             base,
             by_local: ArcSwap::from_pointee(Vec::new()),
         })
     }
 
-    /// The acceptor when the local address is unknown.
-    pub fn any(&self) -> TlsAcceptor {
-        self.any.clone()
+    /// The config when the local address is unknown.
+    pub fn any(&self) -> Arc<ServerConfig> {
+        self.base.clone()
     }
 
-    /// The acceptor for a connection that arrived at `local` (an
+    /// The config for a connection that arrived at `local` (an
     /// IPv4-mapped IPv6 address counts as the IPv4 address).
-    pub fn for_local(&self, local: IpAddr) -> TlsAcceptor {
+    pub fn for_local(&self, local: IpAddr) -> Arc<ServerConfig> {
         let local = local.to_canonical();
         if let Some((_, a)) = self.by_local.load().iter().find(|(ip, _)| *ip == local) {
             return a.clone();
@@ -513,15 +510,15 @@ impl Acceptors {
             shared: self.shared.clone(),
             local: Some(local),
         });
-        let made = TlsAcceptor::from(Arc::new(config));
-        let mut kept = self.any.clone();
+        let made = Arc::new(config);
+        let mut kept = self.base.clone();
         self.by_local.rcu(|list| {
             if let Some((_, a)) = list.iter().find(|(ip, _)| *ip == local) {
                 kept = a.clone();
                 return list.clone();
             }
             if list.len() >= MAX_LOCAL_ADDRESSES {
-                kept = self.any.clone();
+                kept = self.base.clone();
                 return list.clone();
             }
             kept = made.clone();

@@ -26,6 +26,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("admission", 0),
     ("settings", 0),
     ("model", 0),
+    ("handshakes", 0),
     // The PROXY v2 header: a pure function of addresses and TLS facts.
     ("proxy", 0),
     ("pki", 1),

@@ -83,6 +83,8 @@ pub enum ApiRoute {
     Certs,
     /// `GET /api/served`
     Served,
+    /// `GET /api/handshakes[?listener=L]`
+    Handshakes(Option<String>),
     /// `GET /api/certs/{id}`
     CertShow(String),
     /// `DELETE /api/certs/{id}`
@@ -173,6 +175,10 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> ApiRoute {
     match segments.as_slice() {
         ["certs"] => pick(&[("GET", ApiRoute::Certs)]),
         ["served"] => pick(&[("GET", ApiRoute::Served)]),
+        ["handshakes"] => pick(&[(
+            "GET",
+            ApiRoute::Handshakes(query.get("listener").map(str::to_owned)),
+        )]),
         ["certs", raw] => match method {
             "GET" => id(raw, ApiRoute::CertShow),
             "DELETE" => id(raw, ApiRoute::CertDelete),
@@ -390,6 +396,7 @@ pub fn to_command(route: ApiRoute, body: &[u8]) -> Result<Command, Resp> {
     Ok(match route {
         ApiRoute::Certs => Command::Certs,
         ApiRoute::Served => Command::Served,
+        ApiRoute::Handshakes(listener) => Command::Handshakes { listener },
         ApiRoute::CertShow(id) => Command::CertShow { id },
         ApiRoute::CertDelete(id) => Command::CertDelete { id },
         ApiRoute::Import => {
