@@ -125,6 +125,8 @@ pub enum ImportError {
     BadCertificate(usize),
     /// The certificate box holds no `CERTIFICATE` block.
     NoCertificate,
+    /// The certificate box holds a private key and no certificate.
+    OnlyAKey,
     /// The key is encrypted; the PBX must be able to load it unattended.
     EncryptedKey,
     /// A key of a type the PBX cannot use.
@@ -186,6 +188,7 @@ impl ImportError {
             ImportError::BadPem(_) => "bad-pem",
             ImportError::BadCertificate(_) => "bad-certificate",
             ImportError::NoCertificate => "no-certificate",
+            ImportError::OnlyAKey => "only-a-key",
             ImportError::EncryptedKey => "encrypted-key",
             ImportError::UnsupportedKey(_) => "unsupported-key",
             ImportError::BadKey(_) => "bad-key",
@@ -224,6 +227,10 @@ impl core::fmt::Display for ImportError {
             ),
             ImportError::NoCertificate => f.write_str(
                 "no \"-----BEGIN CERTIFICATE-----\" block found in the certificate box",
+            ),
+            ImportError::OnlyAKey => f.write_str(
+                "the certificate box holds a private key but no certificate: paste the certificate \
+                 (with its chain) in the certificate box; the key may go with it or in the key box",
             ),
             ImportError::EncryptedKey => f.write_str(
                 "the private key is encrypted with a passphrase; the PBX must load it unattended at start-up. \
@@ -904,20 +911,49 @@ pub fn analyse(
         pem::PemError::TooManyBlocks => ImportError::TooLarge(e.to_string()),
         other => ImportError::BadPem(other.to_string()),
     })?;
+    let key_in_cert_box = blocks.iter().any(|b| b.label.ends_with("PRIVATE KEY"));
     let mut certs = Vec::new();
     for block in blocks.into_iter().filter(|b| b.label == "CERTIFICATE") {
         let n = certs.len() + 1;
         certs.push(CertInfo::parse(block.der).ok_or(ImportError::BadCertificate(n))?);
     }
     if certs.is_empty() {
-        return Err(ImportError::NoCertificate);
+        return Err(if key_in_cert_box {
+            ImportError::OnlyAKey
+        } else {
+            ImportError::NoCertificate
+        });
     }
 
-    // Rule 2: the key.
-    let key_box = key_box.filter(|k| !k.iter().all(u8::is_ascii_whitespace));
-    let key = key_box.map(parse_key_box).transpose()?;
-
+    // Rule 2: the key: the key box's, else one pasted with the chain into
+    // the certificate box (a combined PEM, as many panels export it).
     let mut warnings = Vec::new();
+    let key_box = key_box.filter(|k| !k.iter().all(u8::is_ascii_whitespace));
+    let key = match (key_box, key_in_cert_box) {
+        (Some(k), also) => {
+            if also {
+                warnings.push(Notice {
+                    code: "key-in-certificate-box-ignored",
+                    message:
+                        "the certificate box also held a private key; the key box's key was used"
+                            .into(),
+                });
+            }
+            Some(parse_key_box(k)?)
+        }
+        (None, true) => {
+            let k = parse_key_box(cert_box)?;
+            warnings.push(Notice {
+                code: "key-from-certificate-box",
+                message: "the certificate box also held the private key; it was used as this \
+                          certificate's key (stored like a key from the key box, never shown)"
+                    .into(),
+            });
+            Some(k)
+        }
+        (None, false) => None,
+    };
+
     let all_ca = certs.iter().all(|c| c.is_ca);
     let root_path = match kind {
         KindRequest::Root => true,
