@@ -776,6 +776,33 @@ impl Admin {
         self.outcome(session, "/acme", r, "ACME settings saved")
     }
 
+    /// `GET /ca.pem`, without login: the local CA's root certificate (only
+    /// the certificate; a phone provisioning server or a phone fetches it to
+    /// trust the PBX). 404 until `ca init`.
+    async fn ca_pem(&self) -> Resp {
+        match run_as!(self, Command::CaShow, Reply::Ca) {
+            Ok(v) => Resp::new(200, "application/x-pem-file", v.pem)
+                .with(
+                    "Content-Disposition",
+                    "attachment; filename=\"local-ca-root.pem\"".to_owned(),
+                )
+                .with("Cache-Control", "no-cache".to_owned()),
+            Err(e) => Resp::html(
+                404,
+                html::message(
+                    "Not found",
+                    None,
+                    &[(
+                        "err",
+                        e.code_str().into(),
+                        "this PBX has no local CA (an administrator creates it with `pbx-certd ca init`)"
+                            .into(),
+                    )],
+                ),
+            ),
+        }
+    }
+
     async fn pem(&self, command: Command, id: &str, session: &SessionView) -> Resp {
         let pem = match self.run(command).await {
             Ok(Reply::Pem(v)) => Ok(v.pem),
@@ -976,7 +1003,6 @@ impl Admin {
                 html::import(csrf, "", "auto", &self.flash_lines(session)),
             ),
             Route::ImportPost => self.import_post(req, session).await,
-            Route::CaPem => self.pem(Command::CaShow, "local-ca-root", session).await,
             Route::Csr => Resp::html(200, html::csr(csrf, "", &self.flash_lines(session))),
             Route::CsrPost => self.csr_post(req, session).await,
             Route::Acme => {
@@ -1129,7 +1155,9 @@ impl Admin {
                 ),
             ),
             // Handled before a session exists or by the API module.
-            Route::Login | Route::LoginPost | Route::Api(_) => Resp::redirect(303, "/"),
+            Route::Login | Route::LoginPost | Route::CaPem | Route::Api(_) => {
+                Resp::redirect(303, "/")
+            }
         }
     }
 }
@@ -1163,7 +1191,9 @@ impl Handler for Admin {
                 auth = self.check_basic(password).await?;
             }
         }
-        if matches!(route, Route::Login | Route::LoginPost) {
+        // The login, and the local CA's root for phone provisioning (public
+        // by nature: phones fetch it before they trust anything).
+        if matches!(route, Route::Login | Route::LoginPost | Route::CaPem) {
             return Ok((Ctx { route, auth }, MAX_LOGIN_BODY_BYTES));
         }
         match &auth {
@@ -1225,6 +1255,7 @@ impl Handler for Admin {
             (Route::Login, Some(s)) if s.grant == Grant::Admin => Resp::redirect(303, "/certs"),
             (Route::Login, _) => self.login_page(200, &[]).await,
             (Route::LoginPost, old) => self.login_post(&req, old).await,
+            (Route::CaPem, _) => self.ca_pem().await,
             (Route::Api(r), _) => api::handle(&self.shared, &self.web, self.ip, r, &req).await,
             (route, Some(s)) => self.page(route, &req, s).await,
             (_, None) => Resp::redirect(303, "/login"),
