@@ -279,6 +279,9 @@ pub enum CertCmd {
         /// Certificate ID or a unique prefix of at least 8 hex digits.
         #[arg(value_parser = parse_id)]
         id: String,
+        /// Delete nothing; say what each name it serves would get instead.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Re-validate a stored chain now, as a client would see it.
     Check {
@@ -643,8 +646,11 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
             command: CertCmd::Show { id },
         } => Command::CertShow { id },
         Cmd::Cert {
-            command: CertCmd::Delete { id },
-        } => Command::CertDelete { id },
+            command: CertCmd::Delete { id, dry_run },
+        } => match dry_run {
+            true => Command::CertDeletePreview { id },
+            false => Command::CertDelete { id },
+        },
         Cmd::Cert {
             command: CertCmd::Check { id },
         } => Command::CertCheck { id },
@@ -948,6 +954,33 @@ pub fn render(command: &Command, reply: &Reply) -> String {
                 }
             }
             lines_or(out, "no TLS listeners\n")
+        }
+        Reply::DeletePreview(p) => {
+            let mut out = format!(
+                "deleting {} ({}{}, expires {}) changes:\n",
+                p.cert.id.get(..16).unwrap_or_default(),
+                p.cert.names.join(", "),
+                p.cert
+                    .tenant
+                    .as_deref()
+                    .map(|t| format!(", tenant {t}"))
+                    .unwrap_or_default(),
+                p.cert.not_after
+            );
+            if p.changes.is_empty() {
+                out += "  nothing: no name is served this certificate\n";
+            }
+            for c in &p.changes {
+                let instead = match (&c.instead.cert_name, &c.instead.id) {
+                    (Some(n), Some(id)) => format!("{n} ({})", id.get(..16).unwrap_or_default()),
+                    _ => "nothing (the handshake fails)".into(),
+                };
+                out += &format!("  {} -> {instead} [{}]\n", c.now.asked, c.instead.matched);
+                for w in &c.instead.warnings {
+                    out += &format!("    warning [{}]: {}\n", w.code, w.message);
+                }
+            }
+            out
         }
         Reply::Served(v) => {
             let mut out = String::new();

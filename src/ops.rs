@@ -83,6 +83,8 @@ pub enum Command {
     CertShow { id: String },
     /// `cert delete ID`
     CertDelete { id: String },
+    /// `cert delete ID --dry-run`: what each name it serves gets instead
+    CertDeletePreview { id: String },
     /// `cert check ID`: re-validate a stored chain now (issue 17)
     CertCheck { id: String },
     /// `roots`
@@ -258,6 +260,7 @@ impl Command {
             | Command::SystemShow
             | Command::Certs
             | Command::Served
+            | Command::CertDeletePreview { .. }
             | Command::Handshakes { .. }
             | Command::CertShow { .. }
             | Command::CertCheck { .. }
@@ -417,6 +420,16 @@ pub struct PemView {
     pub pem: String,
 }
 
+/// `cert delete ID --dry-run --json`: the certificate, and each name it
+/// serves now with what that name gets once it is deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletePreview {
+    /// The certificate to delete.
+    pub cert: certs::CertView,
+    /// The names whose answer changes.
+    pub changes: Vec<crate::served::ServedChange>,
+}
+
 /// `resolve --json`: what a TLS client with this SNI gets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResolveView {
@@ -455,6 +468,8 @@ pub enum Reply {
     Certs(Vec<certs::CertView>),
     /// `served`.
     Served(crate::served::ServedView),
+    /// `cert delete --dry-run`.
+    DeletePreview(DeletePreview),
     /// `handshakes`.
     Handshakes(Vec<crate::handshakes::ListenerView>),
     /// `cert show`, `roots show`.
@@ -511,6 +526,7 @@ impl Reply {
             Command::Import { .. } | Command::CaIssue { .. } => Reply::Imported(from(v)?),
             Command::Certs => Reply::Certs(from(v)?),
             Command::Served => Reply::Served(from(v)?),
+            Command::CertDeletePreview { .. } => Reply::DeletePreview(from(v)?),
             Command::Handshakes { .. } => Reply::Handshakes(from(v)?),
             Command::CertShow { .. } | Command::RootsShow { .. } => Reply::Pem(from(v)?),
             Command::Roots | Command::PhoneRoots | Command::PhoneRootsImport { .. } => {
@@ -647,6 +663,19 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
             let id = resolve_id(store, Tree::Certs, id)?;
             certs::delete(store, &id)?;
             Reply::DONE
+        }
+        Command::CertDeletePreview { id } => {
+            let id = resolve_id(store, Tree::Certs, id)?;
+            let cert = store
+                .certs()?
+                .iter()
+                .find(|c| c.id == id)
+                .map(certs::CertView::of)
+                .ok_or_else(|| Error::NotFound(id.clone()))?;
+            Reply::DeletePreview(DeletePreview {
+                changes: crate::served::after_delete(store, &id)?,
+                cert,
+            })
         }
         Command::CertCheck { id } => {
             let id = resolve_id(store, Tree::Certs, id)?;
@@ -832,6 +861,7 @@ mod tests {
             Command::Handshakes { listener: None },
             Command::CertShow { id: s() },
             Command::CertDelete { id: s() },
+            Command::CertDeletePreview { id: s() },
             Command::CertCheck { id: s() },
             Command::Roots,
             Command::RootsShow { id: s() },
@@ -925,9 +955,10 @@ mod tests {
                 Command::PhoneRootsDelete { .. } => 36,
                 Command::Served => 37,
                 Command::Handshakes { .. } => 38,
+                Command::CertDeletePreview { .. } => 39,
             });
         }
-        assert_eq!(seen.len(), 39, "a command variant has no sample");
+        assert_eq!(seen.len(), 40, "a command variant has no sample");
         samples
     }
 

@@ -87,12 +87,54 @@ pub struct ServedView {
     pub not_served: Vec<String>,
 }
 
+/// One name whose certificate a delete changes: what it gets now and what
+/// it would get instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServedChange {
+    /// The answer today (served by the certificate to delete).
+    pub now: ServedRow,
+    /// The answer after the delete (with its warnings).
+    pub instead: ServedRow,
+}
+
+/// `cert delete ID --dry-run`: every name the certificate serves today and
+/// what it would get once the certificate is gone, by the same rule.
+pub fn after_delete(store: &Store, id: &str) -> Result<Vec<ServedChange>, Error> {
+    let now = clock::now();
+    let (tenants, system) = (store.tenants()?, store.system()?);
+    let before = rows(&Snapshot::load(store, None)?, &tenants, &system, now);
+    let after = rows(
+        &Snapshot::load_without(store, None, Some(id))?,
+        &tenants,
+        &system,
+        now,
+    );
+    Ok(before
+        .into_iter()
+        .zip(after)
+        .filter(|(b, _)| b.id.as_deref() == Some(id))
+        .map(|(now, instead)| ServedChange { now, instead })
+        .collect())
+}
+
 /// Build the view from the store.
 pub fn view(store: &Store) -> Result<ServedView, Error> {
     let snapshot = Snapshot::load(store, None)?;
     let now = clock::now();
     let tenants = store.tenants()?;
     let system = store.system()?;
+    let rows = rows(&snapshot, &tenants, &system, now);
+    finish(store, &snapshot, &tenants, rows, now)
+}
+
+/// The rows of every name the PBX answers for, in a fixed order (tenants'
+/// names, their addresses, the system name, no SNI, an unknown name).
+fn rows(
+    snapshot: &Snapshot,
+    tenants: &[crate::model::Tenant],
+    system: &crate::model::SystemSettings,
+    now: i64,
+) -> Vec<ServedRow> {
     let mut rows = Vec::new();
     let mut ask = |asked: String,
                    sni: Option<&str>,
@@ -148,7 +190,7 @@ pub fn view(store: &Store) -> Result<ServedView, Error> {
             warnings,
         });
     };
-    for t in &tenants {
+    for t in tenants {
         for dns in &t.dns {
             ask(dns.clone(), Some(dns), None, Some(&t.name));
         }
@@ -163,9 +205,19 @@ pub fn view(store: &Store) -> Result<ServedView, Error> {
     }
     ask("no SNI".into(), None, None, None);
     ask("unknown name".into(), Some(UNKNOWN_NAME), None, None);
+    rows
+}
 
+/// The view's STIR/SHAKEN choices and unserved certificates around `rows`.
+fn finish(
+    store: &Store,
+    snapshot: &Snapshot,
+    tenants: &[crate::model::Tenant],
+    rows: Vec<ServedRow>,
+    now: i64,
+) -> Result<ServedView, Error> {
     let mut stir_shaken = Vec::new();
-    for t in &tenants {
+    for t in tenants {
         let (id, matched) = certs::stir_select(store, &t.name)?;
         stir_shaken.push(StirRow {
             tenant: t.name.clone(),

@@ -483,3 +483,47 @@ fn served_says_who_gets_which_certificate_and_warns_on_a_mismatch() {
         text.stdout
     );
 }
+
+/// `cert delete --dry-run` deletes nothing and says, by the same rule as
+/// `served`, what each name the certificate serves would get instead (the
+/// page's delete confirmation shows the same).
+#[test]
+fn a_delete_dry_run_says_what_each_name_gets_instead() {
+    let pbx = Pbx::new();
+    let pki = Pki::new();
+    pbx.tenant_add("acme", &["pbx.acme.example.com"]);
+    let default = server(&pki, &pbx, &["pbx.example.org"], 90);
+    let own = domain(&pki, &pbx, &["pbx.acme.example.com"], 60);
+    let v = pbx.ok(&["cert", "delete", &own.id(), "--dry-run"]);
+    assert_eq!(v["cert"]["id"], json!(own.id()));
+    let changes = v["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{v}");
+    let c = &changes[0];
+    assert_eq!(c["now"]["asked"], "pbx.acme.example.com");
+    assert_eq!(c["now"]["id"], json!(own.id()));
+    assert_eq!(c["instead"]["id"], json!(default.id()));
+    assert_eq!(c["instead"]["match"], "default");
+    assert_eq!(
+        c["instead"]["warnings"][0]["code"], "name-not-covered",
+        "{v}"
+    );
+    // Nothing was deleted.
+    assert!(pbx.cert_ids().contains(&own.id()));
+    // The default serves several names: each is listed, and with it gone
+    // they get nothing.
+    let v = pbx.ok(&["cert", "delete", &default.id(), "--dry-run"]);
+    let asked: Vec<&str> = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["now"]["asked"].as_str().unwrap())
+        .collect();
+    assert_eq!(asked, ["no SNI", "unknown name"], "{v}");
+    assert!(v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["instead"]["match"] == "none"));
+    let text = pbx.run(&["cert", "delete", &own.id(), "--dry-run"]);
+    assert!(text.stdout.contains("name-not-covered"), "{}", text.stdout);
+}

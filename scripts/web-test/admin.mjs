@@ -208,11 +208,16 @@ try {
   await page.goto(`${BASE}/certs`);
   check((await page.locator('tr[data-id]', { hasText: CERT_NAME }).count()) === 1, 'still listed');
 
-  begin('delete the certificate');
+  begin('delete the certificate: a confirmation names it and what its names get instead');
   await Promise.all([
     page.waitForNavigation(),
-    page.locator('tr[data-id]', { hasText: CERT_NAME }).locator('button:has-text("Delete")').click(),
+    page.locator('tr[data-id]', { hasText: CERT_NAME }).locator('a:has-text("Delete")').click(),
   ]);
+  check(new URL(page.url()).pathname === '/certs/delete', `confirmation step: ${page.url()}`);
+  check((await text()).includes(CERT_NAME), 'the confirmation names the certificate');
+  check((await page.locator('tr[data-asked="no SNI"]').count()) === 1, 'a client without SNI is served it now; the page says what it gets instead');
+  await shot('08a-certificate-delete-confirm');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Yes, delete")')]);
   check((await text()).includes(`certificate ${certId} deleted`), 'deletion confirmed');
   check((await page.locator('tr[data-id]', { hasText: CERT_NAME }).count()) === 0, 'no longer listed');
   await shot('08-certificates-deleted');

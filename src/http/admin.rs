@@ -65,6 +65,9 @@ pub enum Route {
     CertPem(String),
     /// `POST /certs/delete`
     CertDelete,
+    /// `GET /certs/delete?id=ID`: the confirmation (what each name gets
+    /// instead).
+    CertDeleteConfirm(String),
     /// `POST /certs/reissue`
     CertReissue,
     /// `POST /certs/check`
@@ -142,7 +145,18 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> Route {
             _ => page(Route::Password, get),
         },
         "/certs" => page(Route::Certs, get),
-        "/certs/delete" => page(Route::CertDelete, post),
+        "/certs/delete" => match method {
+            "POST" => Route::CertDelete,
+            _ => {
+                let id = Form::parse(query.unwrap_or("").as_bytes())
+                    .ok()
+                    .and_then(|q| q.get("id").and_then(valid_id));
+                match id {
+                    Some(id) => page(Route::CertDeleteConfirm(id), get),
+                    None => Route::NotFound,
+                }
+            }
+        },
         "/certs/reissue" => page(Route::CertReissue, post),
         "/certs/check" => page(Route::CertCheck, post),
         "/roots" => page(Route::Roots, get),
@@ -915,6 +929,16 @@ impl Admin {
             Route::CertPem(id) => {
                 self.pem(Command::CertShow { id: id.clone() }, &id, session)
                     .await
+            }
+            Route::CertDeleteConfirm(id) => {
+                match run_as!(
+                    self,
+                    Command::CertDeletePreview { id },
+                    Reply::DeletePreview
+                ) {
+                    Ok(p) => Resp::html(200, html::cert_delete_confirm(csrf, &p)),
+                    Err(e) => self.error_page(api::status_of(&e), "Not found", Some(session), &e),
+                }
             }
             Route::CertDelete => {
                 let form = match self.form(req, session) {

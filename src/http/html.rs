@@ -45,6 +45,8 @@ label{display:block;margin:.6em 0 .2em;font-weight:600}label.inline{display:inli
 input[type=text],input[type=password],input[type=email],select{min-width:22em;padding:.25em}\
 button{padding:.3em .9em;margin:.4em .3em .4em 0;cursor:pointer}\
 button.danger{background:#b42318;color:#fff;border:1px solid #8a1a12}\
+a.button{display:inline-block;padding:.3em .9em;margin:.4em .3em .4em 0;text-decoration:none;border:1px solid #888}\
+a.button.danger{background:#b42318;color:#fff;border-color:#8a1a12}\
 button:disabled{cursor:not-allowed}\
 .msg{padding:.5em .8em;margin:.5em 0;border-radius:3px}\
 .ok{background:#dcf2e3}.warn{background:#fff1cc}.err{background:#fbdcdc}\
@@ -370,11 +372,7 @@ fn cert_row(
             td {
                 a href={ "/certs/" (id) ".pem" } download { "Download PEM" }
                 " "
-                form method="post" action="/certs/delete" {
-                    (csrf_field(csrf))
-                    input type="hidden" name="id" value=(id);
-                    button class="danger" type="submit" { "Delete" }
-                }
+                a class="button danger" href={ "/certs/delete?id=" (id) } { "Delete" }
                 " "
                 form method="post" action="/certs/check" {
                     (csrf_field(csrf))
@@ -404,6 +402,54 @@ fn cert_row(
             }
         }
     }
+}
+
+/// The delete confirmation: the certificate by its names, tenant and
+/// expiry, and what each name it serves gets instead (`cert delete
+/// --dry-run`), warnings in red.
+pub fn cert_delete_confirm(csrf: &str, p: &crate::ops::DeletePreview) -> String {
+    let c = &p.cert;
+    let body = html! {
+        div class="box" {
+            p {
+                "Delete the " (c.kind) " certificate for " strong { (c.names.join(", ")) }
+                @if let Some(t) = &c.tenant { " of tenant " (t) }
+                " (expires " (c.not_after) ", " (c.source.as_str()) ")?"
+            }
+            @if p.changes.is_empty() {
+                p { "No client is served this certificate now: nothing changes for them." }
+            } @else {
+                table class="served" {
+                    thead { tr { th { "A client asking for" } th { "Gets instead" } th { "Rule" } } }
+                    tbody {
+                        @for ch in &p.changes {
+                            tr class=[(!ch.instead.warnings.is_empty()).then_some("err")] data-asked=(ch.now.asked) {
+                                td { (ch.now.asked) }
+                                td {
+                                    @match (&ch.instead.cert_name, &ch.instead.id) {
+                                        (Some(n), Some(id)) => { (n) " " code title=(id) { (id.get(..8).unwrap_or(id)) "…" } }
+                                        _ => { "nothing (the handshake fails)" }
+                                    }
+                                    @for w in &ch.instead.warnings {
+                                        br; strong { "⚠ " } span class="warning" data-code=(w.code) { (w.message) }
+                                    }
+                                }
+                                td { (ch.instead.matched) }
+                            }
+                        }
+                    }
+                }
+            }
+            form method="post" action="/certs/delete" {
+                (csrf_field(csrf))
+                input type="hidden" name="id" value=(c.id);
+                button class="danger" type="submit" { "Yes, delete" }
+                " "
+                a href="/certs" { "Cancel" }
+            }
+        }
+    };
+    layout("Delete a certificate", Nav::Certs, Some(csrf), body)
 }
 
 /// Root CA list: `roots --json` rows.
