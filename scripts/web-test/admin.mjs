@@ -270,6 +270,16 @@ try {
   check((await noSni.innerText()).includes('default'), `no SNI gets the default: ${await noSni.innerText()}`);
   await shot('12b-served');
 
+  begin('accessibility: nav with aria-current, per-row accessible names, fieldset/legend');
+  check((await page.locator('nav[aria-label="Main"] a[aria-current="page"]').innerText()) === 'Certificates', 'the current page is marked');
+  check((await page.locator('nav a[aria-current]').count()) === 1, 'one current page');
+  await page.goto(`${BASE}/roots`);
+  const labels = await page.locator('a[aria-label^="Download PEM of "]').evaluateAll((els) => els.map((e) => e.getAttribute('aria-label')));
+  check(labels.length > 50 && new Set(labels).size === labels.length, `each root's download has its own name (${labels.length})`);
+  await page.goto(`${BASE}/acme`);
+  check((await page.locator('fieldset legend', { hasText: 'Directory' }).count()) === 1, 'the directory radio group has a legend');
+  check((await page.locator('fieldset input[type=radio][name=preset]').count()) === 3, 'its radios are in the fieldset');
+
   begin('ACME page: settings and DNS providers');
   await page.click('header a:has-text("ACME")');
   check(page.url().endsWith('/acme'), `nav link: ${page.url()}`);
