@@ -470,11 +470,25 @@ pub fn cert_delete_confirm(csrf: &str, p: &crate::ops::DeletePreview) -> String 
 pub fn roots(
     csrf: &str,
     roots: &[RootInfo],
+    filter: Option<&str>,
     update: Option<&str>,
     flash: &[Line],
     now: i64,
 ) -> String {
-    let rows = roots;
+    let want = filter.map(str::to_lowercase);
+    let rows: Vec<&RootInfo> = roots
+        .iter()
+        .filter(|r| {
+            want.as_deref().is_none_or(|w| {
+                r.name.to_lowercase().contains(w)
+                    || r.subject.to_lowercase().contains(w)
+                    || r.organization
+                        .as_deref()
+                        .is_some_and(|o| o.to_lowercase().contains(w))
+            })
+        })
+        .collect();
+    let delete_button = html! { button class="danger" type="submit" { "Delete selected" } };
     let body = html! {
         (lines(flash))
         @if let Some(version) = update {
@@ -483,28 +497,37 @@ pub fn roots(
             }
         }
         p {
-            (rows.len()) " roots. The PBX trusts these when it connects to other servers (ACME, provisioning). "
+            @if filter.is_some() { (rows.len()) " of " }
+            (roots.len()) " roots stored. The PBX trusts these when it connects to other servers (ACME, provisioning). "
             a href="/roots/reset" { "Reset to the bundled list…" }
+        }
+        form method="get" action="/roots" class="filter" {
+            label for="q" class="inline" { "Filter " }
+            input type="search" id="q" name="q" value=(filter.unwrap_or("")) placeholder="name or organisation";
+            " "
+            button type="submit" { "Filter" }
+            @if filter.is_some() { " " a href="/roots" { "Show all" } }
         }
         form method="post" action="/roots/delete" {
             (csrf_field(csrf))
+            (delete_button)
             table {
-                thead { tr { th {} th { "Subject" } th { "Expires" } th { "ID" } th { "PEM" } } }
+                thead { tr { th {} th { "Name" } th { "Organisation" } th { "Expires" } th { "ID" } th { "PEM" } } }
                 tbody {
-                    @for r in rows {
+                    @for r in &rows {
                         @let id = r.id.as_str();
-                        @let subject = r.subject.as_str();
                         tr {
-                            td { input type="checkbox" name="id" value=(id) aria-label={ "select " (subject) }; }
-                            td { (subject) }
+                            td { input type="checkbox" name="id" value=(id) aria-label={ "select " (r.name) }; }
+                            td title=(r.subject) { (r.name) }
+                            td { (r.organization.as_deref().unwrap_or("—")) }
                             td { (r.not_after) " " span class="note" { (days_left(&r.not_after, now)) } }
                             td { code title=(id) { (id.get(..16).unwrap_or(id)) "…" } }
-                            td { a href={ "/roots/" (id) ".pem" } download title="download PEM" aria-label={ "Download PEM of " (subject) } { "⬇ PEM" } }
+                            td { a href={ "/roots/" (id) ".pem" } download title="download PEM" aria-label={ "Download PEM of " (r.subject) } { "⬇ PEM" } }
                         }
                     }
                 }
             }
-            button class="danger" type="submit" { "Delete selected" }
+            (delete_button)
         }
     };
     layout("Root CA", Nav::Roots, Some(csrf), body)
@@ -1076,7 +1099,7 @@ mod tests {
         let system = system(None);
         let pages = [
             super::certs("TOKEN", &certs, None, &[], 0, true),
-            super::roots("TOKEN", &roots, Some("v2"), &[], 0),
+            super::roots("TOKEN", &roots, None, Some("v2"), &[], 0),
             super::roots_reset_confirm("TOKEN", 1, "v"),
             super::import("TOKEN", "", "auto", &[]),
             super::csr("TOKEN", "a.example", &[]),
