@@ -30,7 +30,14 @@
 //! against a trust set reread every `CLIENT_TRUST_REFRESH_SECS` (`tls`
 //! module); after either side of a forwarded connection closes, the close is
 //! passed on and the other direction gets `FORWARD_HALF_CLOSE_SECS`, then
-//! both sockets close; both have TCP keepalive.
+//! both sockets close; both have TCP keepalive. Per-listener settings (one
+//! parser, `Forward`'s `FromStr`): `alpn=` (RFC 7301; `http/1.1` for SIP
+//! over WebSocket, RFC 7118, whose upgrade passes through as bytes),
+//! `min-tls=` and `default-cert=` shape the listener's TLS config (`tls`
+//! module; the default certificate is looked up by ID in the snapshot at
+//! handshake time, allocation-free); `max-conns=` is the gate's
+//! established budget; `idle=` closes a connection whose copy loops moved
+//! no chunk for that long (default none: SIP keeps connections for hours).
 
 use std::future::Future;
 use std::net::SocketAddr;

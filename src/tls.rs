@@ -30,6 +30,13 @@
 //! config by the socket's local address, lock-free once seen (arc-swap),
 //! built once per address (at most `MAX_LOCAL_ADDRESSES`).
 //!
+//! A listener's settings (`ListenerTls`, a forward's `alpn=`, `min-tls=`,
+//! `default-cert=`): the ALPN list offered (RFC 7301 §3.2: a client offering
+//! none of a non-empty list gets `no_application_protocol`), TLS 1.3 only
+//! or 1.2 and 1.3, and a default certificate ID the resolver hands to
+//! `Snapshot::resolve_for` (looked up in the current snapshot at each
+//! handshake, so a replaced or deleted certificate is followed).
+//!
 //! Mutual TLS (a forward's `client-auth=optional|required`, RFC 8446 §4.3.2,
 //! §4.4.2; RFC 5246 §7.4.4): the client's chain is checked by rustls'
 //! `WebPkiClientVerifier` (path to a trust anchor, validity, clientAuth EKU)
