@@ -100,10 +100,10 @@ pub struct Forward {
     /// `max-conns=N`: this listener's established connections (default
     /// `MAX_ESTABLISHED_PER_FORWARD`).
     pub max_conns: usize,
-    /// `default-cert=ID`: the certificate this listener serves where the
-    /// global default would serve (no SNI and no certificate of the local
-    /// address, or an SNI nothing covers); the global default while `ID` is
-    /// not servable.
+    /// `default-cert=ID` (full ID or unique prefix): the certificate this
+    /// listener serves where the global default would serve (no SNI and no
+    /// certificate of the local address, or an SNI nothing covers); the
+    /// global default while it is not servable.
     pub default_cert: Option<String>,
 }
 
@@ -425,6 +425,8 @@ pub enum ServeError {
     /// A forward's `default-cert=ID` names no server or domain certificate
     /// that can be served.
     DefaultCert(SocketAddr, String),
+    /// A forward's `default-cert=` prefix names more than one certificate.
+    AmbiguousDefaultCert(SocketAddr, String),
 }
 
 impl core::fmt::Display for ServeError {
@@ -443,6 +445,10 @@ impl core::fmt::Display for ServeError {
                 "tls-forward {listen}: default-cert={id} is not a server or domain certificate \
                  that can be served (see `pbx-certd certs`)"
             ),
+            ServeError::AmbiguousDefaultCert(listen, id) => write!(
+                f,
+                "tls-forward {listen}: default-cert={id} is a prefix of more than one certificate ID"
+            ),
         }
     }
 }
@@ -460,6 +466,7 @@ impl ServeError {
             ServeError::Connect(_, e) => e.code(),
             ServeError::ClientTrust(_, e) => e.code(),
             ServeError::DefaultCert(..) => "unknown-default-cert",
+            ServeError::AmbiguousDefaultCert(..) => "ambiguous-id",
         }
     }
 }
@@ -1051,15 +1058,14 @@ async fn serve_all(
                 local,
             )));
         }
-        if let Some(id) = &fwd.default_cert {
-            if shared.snapshot().by_id(id).is_none() {
-                return Err(ServeError::DefaultCert(fwd.listen, id.clone()));
-            }
-        }
+        let default_cert = match &fwd.default_cert {
+            Some(id) => Some(servable_id(&shared, fwd.listen, id)?),
+            None => None,
+        };
         let settings = ListenerTls {
             alpn: fwd.alpn.iter().map(|p| p.as_bytes().to_vec()).collect(),
             min_tls: fwd.min_tls,
-            default_cert: fwd.default_cert.as_deref().map(Arc::from),
+            default_cert,
         };
         let acceptors =
             Acceptors::new(shared.clone(), &settings, trust).map_err(ServeError::Tls)?;
@@ -1186,6 +1192,26 @@ async fn serve_all(
         .sum();
     log::info!("shutting down: no new connections; {open} still open");
     Ok(())
+}
+
+/// The full ID of a forward's `default-cert=ID` (full ID or unique
+/// prefix), which must be a certificate the snapshot serves.
+fn servable_id(shared: &Shared, listen: SocketAddr, id: &str) -> Result<Arc<str>, ServeError> {
+    let snapshot = shared.snapshot();
+    let mut found = shared
+        .store()
+        .certs()?
+        .into_iter()
+        .filter(|c| c.id.starts_with(id));
+    let not_servable = || ServeError::DefaultCert(listen, id.to_owned());
+    let record = found.next().ok_or_else(not_servable)?;
+    if found.next().is_some() {
+        return Err(ServeError::AmbiguousDefaultCert(listen, id.to_owned()));
+    }
+    snapshot
+        .by_id(&record.id)
+        .map(|s| Arc::from(&*s.id))
+        .ok_or_else(not_servable)
 }
 
 /// Reread a forward's client trust set every `CLIENT_TRUST_REFRESH_SECS`
