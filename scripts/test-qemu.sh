@@ -82,7 +82,10 @@ done
 #                         forward_front.
 #   tls_connect_kamailio  --tls-connect to a Kamailio TLS trunk; the same
 #                         paths run emulated in tls_connect (openssl trunk).
-native_only=(sip_kamailio tls_connect_kamailio)
+#   sip_wss               a WSS phone registering with Kamailio's websocket
+#                         module through a forward with alpn=http/1.1; the
+#                         forward's ALPN runs emulated in forward_settings.
+native_only=(sip_kamailio tls_connect_kamailio sip_wss)
 
 # Extra arguments select tests instead of the whole suite, e.g.
 #   scripts/test-qemu.sh armv7 --test web_admin

@@ -50,7 +50,9 @@ command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
 # tls module, requiring a client certificate.
 [ -x /usr/sbin/kamailio ] || need_apt+=(kamailio)
 ls /usr/lib/*/kamailio/modules/tls.so >/dev/null 2>&1 || need_apt+=(kamailio-tls-modules)
-# tests/sip_kamailio.rs: Debian's Kamailio as the registrar behind a forward.
+# tests/sip_kamailio.rs: Debian's Kamailio as the registrar behind a forward;
+# tests/sip_wss.rs: the same with its xhttp + websocket modules (WSS).
+ls /usr/lib/*/kamailio/modules/websocket.so >/dev/null 2>&1 || need_apt+=(kamailio-websocket-modules)
 # tests/forward_front.rs reads the forward's keepalive timers with `ss`.
 command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -384,7 +384,9 @@ pub struct ServeArgs {
     pub http: Option<String>,
     /// Extra TLS listener forwarding to a local TCP service (repeatable);
     /// options: proxy=v2|v1 (PROXY protocol header to the target),
-    /// client-auth=none|optional|required, client-ca=local-ca|roots.
+    /// client-auth=none|optional|required, client-ca=local-ca|roots,
+    /// alpn=P1,P2,... (e.g. http/1.1 for WSS), min-tls=1.2|1.3,
+    /// idle=SECONDS|none, max-conns=N, default-cert=ID.
     #[arg(long = "tls-forward", value_name = "LISTEN=TARGET[,OPTION=VALUE...]")]
     pub tls_forward: Vec<crate::serve::Forward>,
     /// Local plain-TCP listener whose connections go out as TLS to a trunk,

@@ -412,6 +412,20 @@ pub const MAX_ESTABLISHED_HTTPS: usize = 256;
 /// each, so ~30 MiB and 1024 fds when full.
 pub const MAX_ESTABLISHED_PER_FORWARD: usize = 512;
 
+/// Largest `max-conns=N` of a `--tls-forward`: ~60 KiB and two fds per
+/// connection make 16 384 about 1 GiB and 32 768 fds, already more than an
+/// appliance serves; a larger number is more likely a typo.
+pub const MAX_ESTABLISHED_PER_FORWARD_SETTING: usize = 16_384;
+
+/// Largest `idle=SECONDS` of a `--tls-forward`: one week; a longer idle
+/// timeout is as good as none (`idle=none`), which says so.
+pub const MAX_FORWARD_IDLE_SECS: u64 = 7 * 86_400;
+
+/// Most protocols in a forward's `alpn=` list: WSS needs one (`http/1.1`),
+/// a front for HTTP two or three; the list is sent in every ServerHello
+/// decision, so it stays short.
+pub const MAX_ALPN_PROTOCOLS: usize = 8;
+
 /// Default established connections from one client IP (IPv6: one /64) per
 /// listener (`serve --max-conns-per-ip`): generous, since an office's phones
 /// share their NAT's address; half the HTTPS budget, so one address cannot

@@ -30,7 +30,14 @@
 //! against a trust set reread every `CLIENT_TRUST_REFRESH_SECS` (`tls`
 //! module); after either side of a forwarded connection closes, the close is
 //! passed on and the other direction gets `FORWARD_HALF_CLOSE_SECS`, then
-//! both sockets close; both have TCP keepalive.
+//! both sockets close; both have TCP keepalive. Per-listener settings (one
+//! parser, `Forward`'s `FromStr`): `alpn=` (RFC 7301; `http/1.1` for SIP
+//! over WebSocket, RFC 7118, whose upgrade passes through as bytes),
+//! `min-tls=` and `default-cert=` shape the listener's TLS config (`tls`
+//! module; the default certificate is looked up by ID in the snapshot at
+//! handshake time, allocation-free); `max-conns=` is the gate's
+//! established budget; `idle=` closes a connection whose copy loops moved
+//! no chunk for that long (default none: SIP keeps connections for hours).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -51,15 +58,18 @@ use crate::handshakes::{ListenerLog, Record, Rule};
 use crate::limits::{
     CLIENT_TRUST_REFRESH_SECS, DEFAULT_MAX_CONNS_PER_IP, FD_RESERVE, FORWARD_CONNECT_TIMEOUT_SECS,
     FORWARD_COPY_BUFFER_BYTES, FORWARD_HALF_CLOSE_SECS, FORWARD_KEEPALIVE_IDLE_SECS,
-    FORWARD_KEEPALIVE_INTERVAL_SECS, FORWARD_KEEPALIVE_PROBES, MAX_CONNS_PER_IP_SETTING,
-    MAX_CONTROL_CLIENTS, MAX_ESTABLISHED_HTTPS, MAX_ESTABLISHED_PER_CONNECT,
-    MAX_ESTABLISHED_PER_FORWARD, MAX_UNPROVEN_PER_IP, MAX_UNPROVEN_PER_LISTENER, MAX_WORKERS,
+    FORWARD_KEEPALIVE_INTERVAL_SECS, FORWARD_KEEPALIVE_PROBES, MAX_ALPN_PROTOCOLS,
+    MAX_CONNS_PER_IP_SETTING, MAX_CONTROL_CLIENTS, MAX_ESTABLISHED_HTTPS,
+    MAX_ESTABLISHED_PER_CONNECT, MAX_ESTABLISHED_PER_FORWARD, MAX_ESTABLISHED_PER_FORWARD_SETTING,
+    MAX_FORWARD_IDLE_SECS, MAX_UNPROVEN_PER_IP, MAX_UNPROVEN_PER_LISTENER, MAX_WORKERS,
     PLAIN_HTTP_DEADLINE, SELF_SIGNED_DAYS, SHUTDOWN_GRACE_SECS, UNPROVEN_TLS_DEADLINE,
 };
 use crate::model::Source;
 use crate::pki::{Kind, KindRequest};
 use crate::store::{Store, StoreError};
-use crate::tls::{Acceptors, ClientAuth, ClientCa, ClientTrust, ClientTrustError};
+use crate::tls::{
+    Acceptors, ClientAuth, ClientCa, ClientTrust, ClientTrustError, ListenerTls, MinTls,
+};
 
 /// One `--tls-forward LISTEN=TARGET[,OPTION=VALUE...]` (also a config
 /// file's `tls-forward = ...` line; this is the one parser of both).
@@ -78,11 +88,52 @@ pub struct Forward {
     /// `client-ca=local-ca|roots` (default local-ca): the trust set of
     /// client certificates.
     pub client_ca: ClientCa,
+    /// `alpn=P1,P2,...`: the ALPN protocols offered, in server preference
+    /// order (RFC 7301 §3.2; e.g. `http/1.1` for SIP over WebSocket, RFC
+    /// 7118); empty (the default): no ALPN, a client offering some gets
+    /// none back.
+    pub alpn: Vec<String>,
+    /// `min-tls=1.2|1.3` (default 1.2).
+    pub min_tls: MinTls,
+    /// `idle=SECONDS|none` (default none): close a forwarded connection
+    /// after this long without a byte in either direction.
+    pub idle: Option<u64>,
+    /// `max-conns=N`: this listener's established connections (default
+    /// `MAX_ESTABLISHED_PER_FORWARD`).
+    pub max_conns: usize,
+    /// `default-cert=ID` (full ID or unique prefix): the certificate this
+    /// listener serves where the global default would serve (no SNI and no
+    /// certificate of the local address, or an SNI nothing covers); the
+    /// global default while it is not servable.
+    pub default_cert: Option<String>,
 }
 
 /// The options a forward takes after `LISTEN=TARGET`.
-const FORWARD_OPTIONS: &str =
-    "proxy=v2|v1|none, client-auth=none|optional|required, client-ca=local-ca|roots";
+const FORWARD_OPTIONS: &str = "proxy=v2|v1|none, client-auth=none|optional|required, \
+     client-ca=local-ca|roots, alpn=P1,P2,..., min-tls=1.2|1.3, idle=SECONDS|none, \
+     max-conns=N, default-cert=ID";
+
+/// One protocol name of `alpn=`: 1 to 255 bytes (RFC 7301 §3.1), here
+/// visible ASCII (the IANA registry's names are), no `,` or `=`.
+fn alpn_name(name: &str, list: &[String]) -> Result<String, String> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b',' && b != b'=');
+    if !ok {
+        return Err(format!(
+            "alpn protocol `{name}` must be 1 to 255 visible ASCII characters (e.g. http/1.1)"
+        ));
+    }
+    if list.iter().any(|p| p == name) {
+        return Err(format!("alpn protocol {name} given twice"));
+    }
+    if list.len() >= MAX_ALPN_PROTOCOLS {
+        return Err(format!("alpn takes at most {MAX_ALPN_PROTOCOLS} protocols"));
+    }
+    Ok(name.to_owned())
+}
 
 impl std::str::FromStr for Forward {
     type Err = String;
@@ -105,9 +156,21 @@ impl std::str::FromStr for Forward {
             proxy: None,
             client_auth: ClientAuth::default(),
             client_ca: ClientCa::default(),
+            alpn: Vec::new(),
+            min_tls: MinTls::default(),
+            idle: None,
+            max_conns: MAX_ESTABLISHED_PER_FORWARD,
+            default_cert: None,
         };
         let mut seen: Vec<&str> = Vec::new();
         for opt in parts {
+            // `alpn=h2,http/1.1`: the names after the first continue the
+            // list (they have no `=`).
+            if !opt.contains('=') && seen.last() == Some(&"alpn") {
+                let name = alpn_name(opt.trim(), &fwd.alpn)?;
+                fwd.alpn.push(name);
+                continue;
+            }
             let (key, value) = opt
                 .split_once('=')
                 .map(|(k, v)| (k.trim(), v.trim()))
@@ -129,6 +192,40 @@ impl std::str::FromStr for Forward {
                 }
                 "client-auth" => fwd.client_auth = value.parse()?,
                 "client-ca" => fwd.client_ca = value.parse()?,
+                "alpn" => {
+                    let name = alpn_name(value, &fwd.alpn)?;
+                    fwd.alpn.push(name);
+                }
+                "min-tls" => fwd.min_tls = value.parse()?,
+                "idle" => {
+                    fwd.idle = match value {
+                        "none" => None,
+                        _ => match value.parse::<u64>() {
+                            Ok(n) if (1..=MAX_FORWARD_IDLE_SECS).contains(&n) => Some(n),
+                            _ => {
+                                return Err(format!(
+                                    "idle must be none or seconds from 1 to {MAX_FORWARD_IDLE_SECS}, got {value}"
+                                ))
+                            }
+                        },
+                    }
+                }
+                "max-conns" => {
+                    fwd.max_conns = match value.parse::<usize>() {
+                        Ok(n) if (1..=MAX_ESTABLISHED_PER_FORWARD_SETTING).contains(&n) => n,
+                        _ => {
+                            return Err(format!(
+                                "max-conns must be a number from 1 to {MAX_ESTABLISHED_PER_FORWARD_SETTING}, got {value}"
+                            ))
+                        }
+                    }
+                }
+                "default-cert" => {
+                    if value.is_empty() {
+                        return Err("default-cert needs a certificate ID".into());
+                    }
+                    fwd.default_cert = Some(value.to_owned());
+                }
                 _ => {
                     return Err(format!(
                         "unknown forward option `{key}`: expected one of {FORWARD_OPTIONS}"
@@ -234,13 +331,13 @@ impl ServeConfig {
         }
     }
 
-    /// Each `--tls-forward` listener's.
-    fn forward_budget(&self) -> Budget {
+    /// A `--tls-forward` listener's (`max-conns=` its established budget).
+    fn forward_budget(&self, fwd: &Forward) -> Budget {
         Budget {
             unproven: MAX_UNPROVEN_PER_LISTENER,
             unproven_per_ip: MAX_UNPROVEN_PER_IP,
-            established: MAX_ESTABLISHED_PER_FORWARD,
-            established_per_ip: self.max_conns_per_ip.0,
+            established: fwd.max_conns,
+            established_per_ip: self.max_conns_per_ip.0.min(fwd.max_conns),
         }
     }
 
@@ -267,7 +364,9 @@ impl ServeConfig {
         if self.http.is_some() {
             n += conns(self.http_budget(), 1);
         }
-        n += self.forwards.len() * conns(self.forward_budget(), 2);
+        for fwd in &self.forwards {
+            n += conns(self.forward_budget(fwd), 2);
+        }
         n += self.connects.len() * conns(self.connect_budget(), 2);
         u64::try_from(n)
             .unwrap_or(u64::MAX)
@@ -324,6 +423,11 @@ pub enum ServeError {
     Connect(SocketAddr, crate::connect::ConnectError),
     /// A forward's client trust set (`client-ca=`) could not be built.
     ClientTrust(SocketAddr, ClientTrustError),
+    /// A forward's `default-cert=ID` names no server or domain certificate
+    /// that can be served.
+    DefaultCert(SocketAddr, String),
+    /// A forward's `default-cert=` prefix names more than one certificate.
+    AmbiguousDefaultCert(SocketAddr, String),
 }
 
 impl core::fmt::Display for ServeError {
@@ -337,6 +441,15 @@ impl core::fmt::Display for ServeError {
             ServeError::Tls(e) => write!(f, "TLS configuration refused: {e}"),
             ServeError::Connect(listen, e) => write!(f, "--tls-connect {listen}: {e}"),
             ServeError::ClientTrust(listen, e) => write!(f, "tls-forward {listen}: {e}"),
+            ServeError::DefaultCert(listen, id) => write!(
+                f,
+                "tls-forward {listen}: default-cert={id} is not a server or domain certificate \
+                 that can be served (see `pbx-certd certs`)"
+            ),
+            ServeError::AmbiguousDefaultCert(listen, id) => write!(
+                f,
+                "tls-forward {listen}: default-cert={id} is a prefix of more than one certificate ID"
+            ),
         }
     }
 }
@@ -353,6 +466,8 @@ impl ServeError {
             ServeError::Tls(_) => "tls-config",
             ServeError::Connect(_, e) => e.code(),
             ServeError::ClientTrust(_, e) => e.code(),
+            ServeError::DefaultCert(..) => "unknown-default-cert",
+            ServeError::AmbiguousDefaultCert(..) => "ambiguous-id",
         }
     }
 }
@@ -475,7 +590,12 @@ async fn tls_accept(
                 rec.set_served(None, Rule::AcmeChallenge);
             } else {
                 let snapshot = shared.snapshot_cell().load();
-                let r = snapshot.resolve(conn.server_name(), local, clock::now());
+                let r = snapshot.resolve_for(
+                    conn.server_name(),
+                    local,
+                    acceptors.default_cert(),
+                    clock::now(),
+                );
                 rec.set_served(r.served.map(|s| &*s.id), r.matched.into());
             }
             log.record(rec);
@@ -530,6 +650,8 @@ struct ForwardTo {
     target: SocketAddr,
     /// Send a PROXY protocol header of this version first.
     proxy: Option<crate::proxy::Version>,
+    /// `idle=`: close after this many seconds without a byte either way.
+    idle: Option<u64>,
 }
 
 /// The TLS facts of an established connection, for the log and the PROXY
@@ -599,15 +721,33 @@ async fn forward(
     keepalive(tls.get_ref().0);
     keepalive(&upstream);
     let (tls_read, mut tls_write) = smol::io::split(tls);
+    // Bumped by both directions at every chunk; `idle=` watches it.
+    let moved = std::cell::Cell::new(0u64);
     let to_target = async {
-        let _ = pump(tls_read, &mut up_write).await;
+        let _ = pump(tls_read, &mut up_write, &moved).await;
         let _ = up_write.shutdown(std::net::Shutdown::Write);
     };
     let to_client = async {
-        let _ = pump(upstream, &mut tls_write).await;
+        let _ = pump(upstream, &mut tls_write, &moved).await;
         let _ = tls_write.close().await;
     };
-    both_then_bounded(to_target, to_client).await;
+    let copy = both_then_bounded(to_target, to_client);
+    match to.idle {
+        None => copy.await,
+        Some(secs) => {
+            let idle = async {
+                loop {
+                    let before = moved.get();
+                    smol::Timer::after(Duration::from_secs(secs)).await;
+                    if moved.get() == before {
+                        break;
+                    }
+                }
+                log::info!("forward for {peer}: idle for {secs} s (idle={secs}); closed");
+            };
+            copy.or(idle).await
+        }
+    }
     // Both sockets close here (dropped), also when the other direction was
     // still open at the end of the half-close time.
 }
@@ -665,7 +805,7 @@ fn keepalive(s: &TcpStream) {
 /// so after a client paused reading, the last records could stay in that
 /// buffer until the target sent more (a phone missing its last NOTIFY).
 /// Flushing each chunk means a chunk is in the kernel before the next read.
-async fn pump<R, W>(mut from: R, to: &mut W) -> std::io::Result<()>
+async fn pump<R, W>(mut from: R, to: &mut W, moved: &std::cell::Cell<u64>) -> std::io::Result<()>
 where
     R: smol::io::AsyncRead + Unpin,
     W: smol::io::AsyncWrite + Unpin,
@@ -676,6 +816,7 @@ where
         if n == 0 {
             return Ok(());
         }
+        moved.set(moved.get().wrapping_add(1));
         to.write_all(&buf[..n]).await?;
         to.flush().await?;
     }
@@ -724,13 +865,14 @@ async fn trunk(
     );
     let (tls_read, mut tls_write) = smol::io::split(tls);
     let mut local_write = local.clone();
+    let moved = std::cell::Cell::new(0u64);
     let to_local = async {
-        let r = pump(tls_read, &mut local_write).await;
+        let r = pump(tls_read, &mut local_write, &moved).await;
         let _ = local_write.shutdown(std::net::Shutdown::Write);
         r
     };
     let to_trunk = async {
-        let r = pump(local, &mut tls_write).await;
+        let r = pump(local, &mut tls_write, &moved).await;
         let _ = tls_write.close().await;
         r
     };
@@ -916,7 +1058,7 @@ async fn serve_all(
         ready.push(format!("https={local}"));
         let acceptors = Acceptors::new(
             shared.clone(),
-            &[b"http/1.1", crate::renewal::issue::ACME_TLS_ALPN],
+            &ListenerTls::with_alpn(&[b"http/1.1", crate::renewal::issue::ACME_TLS_ALPN]),
             None,
         )
         .map_err(ServeError::Tls)?;
@@ -969,8 +1111,18 @@ async fn serve_all(
                 local,
             )));
         }
-        let acceptors = Acceptors::new(shared.clone(), &[], trust).map_err(ServeError::Tls)?;
-        let gate = Gate::new(format!("forward {local}"), config.forward_budget());
+        let default_cert = match &fwd.default_cert {
+            Some(id) => Some(servable_id(&shared, fwd.listen, id)?),
+            None => None,
+        };
+        let settings = ListenerTls {
+            alpn: fwd.alpn.iter().map(|p| p.as_bytes().to_vec()).collect(),
+            min_tls: fwd.min_tls,
+            default_cert,
+        };
+        let acceptors =
+            Acceptors::new(shared.clone(), &settings, trust).map_err(ServeError::Tls)?;
+        let gate = Gate::new(format!("forward {local}"), config.forward_budget(fwd));
         gates.push(gate.clone());
         tls_listeners.push(TlsListener {
             listener,
@@ -980,6 +1132,7 @@ async fn serve_all(
             role: Role::Forward(ForwardTo {
                 target: fwd.target,
                 proxy: fwd.proxy,
+                idle: fwd.idle,
             }),
         });
     }
@@ -1093,6 +1246,26 @@ async fn serve_all(
         .sum();
     log::info!("shutting down: no new connections; {open} still open");
     Ok(())
+}
+
+/// The full ID of a forward's `default-cert=ID` (full ID or unique
+/// prefix), which must be a certificate the snapshot serves.
+fn servable_id(shared: &Shared, listen: SocketAddr, id: &str) -> Result<Arc<str>, ServeError> {
+    let snapshot = shared.snapshot();
+    let mut found = shared
+        .store()
+        .certs()?
+        .into_iter()
+        .filter(|c| c.id.starts_with(id));
+    let not_servable = || ServeError::DefaultCert(listen, id.to_owned());
+    let record = found.next().ok_or_else(not_servable)?;
+    if found.next().is_some() {
+        return Err(ServeError::AmbiguousDefaultCert(listen, id.to_owned()));
+    }
+    snapshot
+        .by_id(&record.id)
+        .map(|s| Arc::from(&*s.id))
+        .ok_or_else(not_servable)
 }
 
 /// Reread a forward's client trust set every `CLIENT_TRUST_REFRESH_SECS`

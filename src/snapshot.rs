@@ -15,7 +15,8 @@
 //!    arrived on (a tenant's IP name, RFC 8738, or a server certificate
 //!    with that SAN iPAddress; phones provisioned by IP send no SNI,
 //!    RFC 6066 §3 forbids an IP literal in it) → `address`;
-//! 4. the default certificate (also with no SNI) → `default`;
+//! 4. the default certificate (also with no SNI): a forward's own
+//!    `default-cert=`, then the global one → `default`;
 //! 5. nothing → `none`.
 //!
 //! IP names are keys of the same name map in `names::ip_text` form; an SNI
@@ -350,6 +351,21 @@ impl Snapshot {
     /// connection that arrived at `local` (the listener's local address;
     /// `None` when unknown). Allocation-free.
     pub fn resolve(&self, sni: Option<&str>, local: Option<IpAddr>, now: i64) -> Resolution<'_> {
+        self.resolve_for(sni, local, None, now)
+    }
+
+    /// `resolve` on a listener whose own default certificate is
+    /// `listener_default` (a forward's `default-cert=ID`): tried at the
+    /// default step before the global default (`Match::Default` either
+    /// way); an ID not served (deleted, not a server or domain
+    /// certificate) is passed over. Allocation-free.
+    pub fn resolve_for(
+        &self,
+        sni: Option<&str>,
+        local: Option<IpAddr>,
+        listener_default: Option<&str>,
+        now: i64,
+    ) -> Resolution<'_> {
         let mut buf = NameBuf::new();
         let name = match (sni, local) {
             (Some(raw), _) => names::normalize_into(raw, &mut buf).map(|()| buf.as_str()),
@@ -370,10 +386,12 @@ impl Snapshot {
             None => (Match::Address, Match::Address),
         };
         let none: &[u32] = &[];
-        let steps: [(&[u32], Match); 4] = [
+        let own = listener_default.and_then(|id| self.ids.get(id));
+        let steps: [(&[u32], Match); 5] = [
             (entry.map_or(none, |e| &e.domain), domain),
             (entry.map_or(none, |e| &e.server), server),
             (wild.map_or(none, |w| w.as_slice()), Match::Server),
+            (own.map_or(none, std::slice::from_ref), Match::Default),
             (&self.default, Match::Default),
         ];
         let pick = |valid_only: bool| {

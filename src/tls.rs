@@ -30,6 +30,13 @@
 //! config by the socket's local address, lock-free once seen (arc-swap),
 //! built once per address (at most `MAX_LOCAL_ADDRESSES`).
 //!
+//! A listener's settings (`ListenerTls`, a forward's `alpn=`, `min-tls=`,
+//! `default-cert=`): the ALPN list offered (RFC 7301 §3.2: a client offering
+//! none of a non-empty list gets `no_application_protocol`), TLS 1.3 only
+//! or 1.2 and 1.3, and a default certificate ID the resolver hands to
+//! `Snapshot::resolve_for` (looked up in the current snapshot at each
+//! handshake, so a replaced or deleted certificate is followed).
+//!
 //! Mutual TLS (a forward's `client-auth=optional|required`, RFC 8446 §4.3.2,
 //! §4.4.2; RFC 5246 §7.4.4): the client's chain is checked by rustls'
 //! `WebPkiClientVerifier` (path to a trust anchor, validity, clientAuth EKU)
@@ -66,6 +73,9 @@ pub struct SniResolver {
     shared: Arc<Shared>,
     /// The local address of the connections this resolver serves.
     local: Option<IpAddr>,
+    /// The listener's `default-cert=` (certificate ID), tried before the
+    /// global default.
+    default: Option<Arc<str>>,
 }
 
 impl core::fmt::Debug for SniResolver {
@@ -80,6 +90,7 @@ impl SniResolver {
         SniResolver {
             shared,
             local: None,
+            default: None,
         }
     }
 }
@@ -97,9 +108,58 @@ impl ResolvesServerCert for SniResolver {
                     .cloned();
             }
         }
-        let resolution =
-            snapshot.resolve(client_hello.server_name(), self.local, crate::clock::now());
+        let resolution = snapshot.resolve_for(
+            client_hello.server_name(),
+            self.local,
+            self.default.as_deref(),
+            crate::clock::now(),
+        );
         resolution.served.map(|s| s.certified.clone())
+    }
+}
+
+/// A listener's TLS settings besides client authentication (a forward's
+/// `alpn=`, `min-tls=`, `default-cert=`).
+#[derive(Debug, Clone, Default)]
+pub struct ListenerTls {
+    /// The ALPN protocols offered, in preference order; empty: none.
+    pub alpn: Vec<Vec<u8>>,
+    /// The lowest TLS version accepted.
+    pub min_tls: MinTls,
+    /// The certificate served where the global default would be.
+    pub default_cert: Option<Arc<str>>,
+}
+
+impl ListenerTls {
+    /// Offering `alpn`, TLS 1.2 and 1.3, the global default.
+    pub fn with_alpn(alpn: &[&[u8]]) -> ListenerTls {
+        ListenerTls {
+            alpn: alpn.iter().map(|p| p.to_vec()).collect(),
+            ..ListenerTls::default()
+        }
+    }
+}
+
+/// A forward's `min-tls=`: the lowest TLS version accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MinTls {
+    /// TLS 1.2 and 1.3 (the default; phones still speak 1.2).
+    #[default]
+    Tls12,
+    /// TLS 1.3 only (RFC 8446); a 1.2-only client gets a
+    /// `protocol_version` alert.
+    Tls13,
+}
+
+impl std::str::FromStr for MinTls {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<MinTls, String> {
+        match s {
+            "1.2" => Ok(MinTls::Tls12),
+            "1.3" => Ok(MinTls::Tls13),
+            _ => Err(format!("min-tls must be 1.2 or 1.3, got {s}")),
+        }
     }
 }
 
@@ -110,26 +170,33 @@ pub fn server_config(
     shared: Arc<Shared>,
     alpn: &[&[u8]],
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
-    server_config_with(shared, alpn, None)
+    server_config_with(shared, &ListenerTls::with_alpn(alpn), None)
 }
 
-/// `server_config`, asking for client certificates as `client_auth` says
-/// (`None`: no client authentication).
+/// A server config with `settings`, asking for client certificates as
+/// `client_auth` says (`None`: no client authentication).
 pub fn server_config_with(
     shared: Arc<Shared>,
-    alpn: &[&[u8]],
+    settings: &ListenerTls,
     client_auth: Option<Arc<ClientTrust>>,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match settings.min_tls {
+        MinTls::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        MinTls::Tls13 => &[&rustls::version::TLS13],
+    };
+    let builder = ServerConfig::builder_with_provider(provider).with_protocol_versions(versions)?;
     let mutual = client_auth.is_some();
     let builder = match client_auth {
         Some(trust) => builder.with_client_cert_verifier(trust),
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_cert_resolver(Arc::new(SniResolver::new(shared)));
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let resolver = SniResolver {
+        default: settings.default_cert.clone(),
+        ..SniResolver::new(shared)
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = settings.alpn.clone();
     if mutual {
         // No resumption: a resumed session skips the client certificate
         // check, so a certificate whose root was since removed from the
@@ -473,24 +540,31 @@ impl ClientCertVerifier for RefuseAll {
 /// cache; the resolver knows the address).
 pub struct Acceptors {
     shared: Arc<Shared>,
+    default: Option<Arc<str>>,
     base: Arc<ServerConfig>,
     by_local: ArcSwap<Vec<(IpAddr, Arc<ServerConfig>)>>,
 }
 
 impl Acceptors {
-    /// The acceptors of a listener offering `alpn`, asking for client
+    /// The acceptors of a listener with `settings`, asking for client
     /// certificates as `client_auth` says (`server_config_with`).
     pub fn new(
         shared: Arc<Shared>,
-        alpn: &[&[u8]],
+        settings: &ListenerTls,
         client_auth: Option<Arc<ClientTrust>>,
     ) -> Result<Acceptors, rustls::Error> {
-        let base = server_config_with(shared.clone(), alpn, client_auth)?;
+        let base = server_config_with(shared.clone(), settings, client_auth)?;
         Ok(Acceptors {
             shared,
+            default: settings.default_cert.clone(),
             base,
             by_local: ArcSwap::from_pointee(Vec::new()),
         })
+    }
+
+    /// The listener's own default certificate (`default-cert=ID`).
+    pub fn default_cert(&self) -> Option<&str> {
+        self.default.as_deref()
     }
 
     /// The config when the local address is unknown.
@@ -509,6 +583,7 @@ impl Acceptors {
         config.cert_resolver = Arc::new(SniResolver {
             shared: self.shared.clone(),
             local: Some(local),
+            default: self.default.clone(),
         });
         let made = Arc::new(config);
         let mut kept = self.base.clone();

@@ -257,7 +257,7 @@ fn forward_options_are_checked_by_one_parser() {
             "client-ca needs client-auth",
         ),
         ("127.0.0.1:0=127.0.0.1:9,proxy=v2,proxy=v2", "given twice"),
-        ("127.0.0.1:0=127.0.0.1:9,alpn=sip", "unknown forward option"),
+        ("127.0.0.1:0=127.0.0.1:9,sip=yes", "unknown forward option"),
     ] {
         let out = run_command(pbx.daemon().arg("--tls-forward").arg(bad).command(), None);
         out.usage_error();

@@ -92,6 +92,7 @@ fn resolve_does_not_allocate() {
         input(&["*.example.test"], Kind::Server, None, &key, 3),
         input(&["198.51.100.7"], Kind::Server, None, &key, 4),
     ];
+    let exact_id = inputs[1].record.id.clone();
     let snap = Snapshot::build(inputs, &tenants, &SystemSettings::default());
     let now = pbx_certd::clock::now();
     let long = "a".repeat(400);
@@ -149,6 +150,44 @@ fn resolve_does_not_allocate() {
         cases.len(),
         "every handshake recorded"
     );
+    // A listener's own default (`default-cert=ID`): looked up by ID at the
+    // default step, an unknown ID passed over; no allocation either.
+    let own = snap.by_id(&exact_id).map(|s| s.id.clone()).unwrap();
+    // (SNI, listener default, rule, the certificate it must serve)
+    type Case<'a> = (Option<&'a str>, Option<&'a str>, Match, Option<&'a str>);
+    let listener_cases: [Case<'_>; 5] = [
+        (None, Some(&own), Match::Default, Some(&own)),
+        (
+            Some("nobody.invalid"),
+            Some(&own),
+            Match::Default,
+            Some(&own),
+        ),
+        (Some("pbx.acme.test"), Some(&own), Match::Domain, None),
+        (None, Some("no-such-id"), Match::Default, None),
+        (None, None, Match::Default, None),
+    ];
+    for (sni, listener_default, expected, served_id) in listener_cases {
+        ALLOCATIONS.store(0, Ordering::SeqCst);
+        COUNTING.with(|c| c.set(true));
+        let r = snap.resolve_for(sni, None, listener_default, now);
+        let (matched, id) = (r.matched, r.served.map(|s| &*s.id));
+        COUNTING.with(|c| c.set(false));
+        assert_eq!(
+            matched, expected,
+            "sni {sni:?} default {listener_default:?}"
+        );
+        if let Some(want) = served_id {
+            assert_eq!(id, Some(want), "sni {sni:?} default {listener_default:?}");
+        } else {
+            assert_ne!(id, Some(&*own), "sni {sni:?} default {listener_default:?}");
+        }
+        assert_eq!(
+            ALLOCATIONS.load(Ordering::SeqCst),
+            0,
+            "resolve_for({sni:?}, {listener_default:?}) allocated"
+        );
+    }
     // The counter itself works: a Vec allocation is seen.
     COUNTING.with(|c| c.set(true));
     let v: Vec<u8> = Vec::with_capacity(std::hint::black_box(64));

@@ -13,19 +13,19 @@
 //! Native only (scripts/test-qemu.sh leaves this binary out, README "What
 //! runs where"): Kamailio is an x86-64 Debian package; the forward's own
 //! header is also tested under emulation by tests/forward_front.rs.
-//! Kamailio cannot listen on port 0: its port is taken from a socket the OS
-//! chose and closed just before it starts.
+//! The Kamailio harness is tests/common/kamailio.rs.
 
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::accept_any::{client_config, AcceptAny};
+use common::kamailio::{kamailio_bin, Kamailio};
 use common::*;
 use rustls::pki_types::ServerName;
 
@@ -37,121 +37,6 @@ const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 
 /// The SIP domain Kamailio serves and pbx-certd has a certificate for.
 const DOMAIN: &str = "sip.acme.test";
-
-/// Kamailio's binary, or why it is missing.
-fn kamailio_bin() -> Result<PathBuf, String> {
-    ["/usr/sbin/kamailio", "/usr/local/sbin/kamailio"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .ok_or_else(|| "kamailio not installed (Debian: apt-get install kamailio)".to_owned())
-}
-
-/// A running Kamailio registrar; stopped (SIGTERM, then SIGKILL) on drop.
-struct Kamailio {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Kamailio {
-    fn start(bin: &Path) -> Kamailio {
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let template = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sip/kamailio.cfg.in"),
-        )
-        .unwrap();
-        let cfg = dir.path().join("kamailio.cfg");
-        std::fs::write(
-            &cfg,
-            template
-                .replace("@SIP_PORT@", &port.to_string())
-                .replace("@SIP_DOMAINS_RE@", "^sip\\.acme\\.test$"),
-        )
-        .unwrap();
-        let run = dir.path().join("run");
-        std::fs::create_dir(&run).unwrap();
-        let log = dir.path().join("kamailio.log");
-        // -DD: the creator stays in the foreground (its PID is ours; SIGTERM
-        // stops its children too); -E: log to stderr.
-        let child = Command::new(bin)
-            .arg("-f")
-            .arg(&cfg)
-            .args(["-DD", "-E", "-m", "32", "-M", "8", "-Y"])
-            .arg(&run)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut k = Kamailio {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            log,
-            _dir: dir,
-        };
-        let start = Instant::now();
-        while TcpStream::connect(k.addr).is_err() {
-            if let Ok(Some(status)) = k.child.try_wait() {
-                panic!("kamailio exited ({status}):\n{}", k.log_text());
-            }
-            assert!(
-                start.elapsed() < GUARD,
-                "kamailio not listening on {}:\n{}",
-                k.addr,
-                k.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        k
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits (hang guard) for Kamailio's `REGISTERED` line and returns it.
-    fn registered_line(&self) -> String {
-        let start = Instant::now();
-        loop {
-            if let Some(l) = self
-                .log_text()
-                .lines()
-                .find(|l| l.contains("REGISTERED aor="))
-            {
-                return l.to_owned();
-            }
-            assert!(
-                start.elapsed() < GUARD,
-                "no REGISTERED line:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Kamailio {
-    fn drop(&mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A REGISTER over TLS from `CLIENT_IP` to `fwd` (SNI `DOMAIN`): the
 /// client's own address and Kamailio's reply (headers).
@@ -207,7 +92,7 @@ fn registration(options: &str) -> Option<(SocketAddr, String, String)> {
     if !skip::require("kamailio", bin.as_ref().err().map(String::as_str)) {
         return None;
     }
-    let kamailio = Kamailio::start(&bin.unwrap());
+    let kamailio = Kamailio::start(&bin.unwrap(), &[]);
     let pbx = Pbx::new();
     let pki = Pki::new();
     pbx.import_ok(pki.root.pem(), None, &[]);

@@ -10,7 +10,9 @@
 //! - `certs`: certificate makers (rcgen);
 //! - `openssl`: the `openssl` command line as a key maker;
 //! - `skip`: the one way a test skips for a missing peer (never silently);
-//! - `browser`: whether Chromium/node/playwright are there.
+//! - `browser`: whether Chromium/node/playwright are there;
+//! - `kamailio`: Debian's Kamailio as a SIP registrar peer;
+//! - `websocket`: a minimal WebSocket client side (RFC 6455).
 //!
 //! Test binaries that do not take all of `common` declare single files with
 //! `#[path = "common/FILE.rs"] mod FILE;` (those files name their siblings
@@ -27,12 +29,14 @@ pub mod accept_any;
 pub mod browser;
 pub mod certs;
 pub mod json;
+pub mod kamailio;
 pub mod openssl;
 pub mod pbx;
 pub mod run;
 pub mod serve;
 pub mod skip;
 pub mod text;
+pub mod websocket;
 
 pub use certs::*;
 pub use json::*;
