@@ -17,7 +17,8 @@
 //! - 4 domain operations: `certs`, `tenant`, `roots`, `auth`, `localca`,
 //!   `acme` (settings, account record, targets, status, leases), `dns`
 //!   (configured DNS-01 providers), `outbound` (the HTTPS client that trusts
-//!   the Root CA list), `session` (admin sessions and the login limit).
+//!   the Root CA list), `session` (admin sessions and the login limit),
+//!   `stir` (STIR/SHAKEN PASSporTs: sign, publish, verify; STI trust list).
 //! - 5 `ops`: the commands and their one table of effects; `open_store`.
 //! - 6 `daemon`: shared state, the write lock, snapshot swaps, wake-ups.
 //! - 7 `tls` (the SNI resolver), `renewal` (ACME orders, the renewal loop,
@@ -60,6 +61,7 @@ pub mod serve;
 pub mod session;
 pub mod settings;
 pub mod snapshot;
+pub mod stir;
 pub mod store;
 pub mod tenant;
 pub mod tls;

@@ -523,3 +523,44 @@ pub const TLS12_SESSION_CACHE_ENTRIES: usize = 512;
 /// on an appliance sees its few interface addresses; past this, connections
 /// to further addresses are served as if the address were unknown.
 pub const MAX_LOCAL_ADDRESSES: usize = 64;
+
+// STIR/SHAKEN (issue 15).
+
+/// Most digits of a telephone number in a PASSporT: E.164 has at most 15;
+/// national dial strings with prefixes a few more.
+pub const MAX_TN_DIGITS: usize = 20;
+
+/// Most destination numbers of one PASSporT (`dest.tn`, RFC 8225 §5.2.1): a
+/// call forks to a handful; the header must fit a SIP message.
+pub const MAX_DEST_TNS: usize = 16;
+
+/// Longest Identity header value `stir-shaken verify` reads: a PASSporT with
+/// its x5u is under 1 KiB; SIP messages stay under a UDP datagram.
+pub const MAX_IDENTITY_LEN: usize = 8 * 1024;
+
+/// Largest x5u answer (a PEM chain of leaf and intermediates is 2-5 KiB): a
+/// larger one is refused (`x5u-too-large`, 436 Bad Identity Info).
+pub const MAX_X5U_BYTES: usize = 32 * 1024;
+
+/// Whole-fetch bound of one x5u download: a verification holds a SIP
+/// transaction, whose timer B is 32 s; ATIS-1000074 expects ~1 s answers.
+pub const X5U_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// x5u answers kept (by URL) for their Cache-Control max-age: a PBX sees
+/// calls from a few dozen signing providers.
+pub const MAX_X5U_CACHE_ENTRIES: usize = 64;
+
+/// Longest time an x5u answer is kept, whatever its max-age says: a revoked
+/// or replaced certificate is noticed within a day.
+pub const MAX_X5U_CACHE_SECS: u64 = 24 * 3600;
+
+/// Default allowed distance between `iat` and now (RFC 8224 §6.2.1: 60 s).
+pub const DEFAULT_IAT_SKEW_SECS: u64 = 60;
+
+/// Largest configurable `iat` skew: past a few minutes a replayed header
+/// would pass (RFC 8224 §12.1).
+pub const MAX_IAT_SKEW_SECS: u64 = 600;
+
+/// Cache-Control max-age of the published x5u chain (`GET /sti/ID.pem`):
+/// verifiers re-fetch hourly, so a replaced certificate shows within an hour.
+pub const STI_PUBLISH_MAX_AGE_SECS: u64 = 3600;

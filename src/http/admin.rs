@@ -107,6 +107,8 @@ pub enum Route {
     DnsRemove,
     /// `/api/...`
     Api(ApiRoute),
+    /// `GET /sti/{id}.pem`: a STIR/SHAKEN chain for x5u, without login.
+    StiPem(String),
     /// No such page.
     NotFound,
     /// The page exists, not with this method.
@@ -175,6 +177,12 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> Route {
                 pem(rest, Route::CertPem)
             } else if let Some(rest) = path.strip_prefix("/roots/") {
                 pem(rest, Route::RootPem)
+            } else if let Some(rest) = path.strip_prefix(crate::stir::PUBLISH_PATH) {
+                // Full IDs only: the URL is published, never typed.
+                match rest.strip_suffix(".pem").and_then(valid_id) {
+                    Some(id) if id.len() == crate::limits::ID_LEN => page(Route::StiPem(id), get),
+                    _ => Route::NotFound,
+                }
             } else {
                 Route::NotFound
             }
@@ -795,6 +803,23 @@ impl Admin {
         }
     }
 
+    /// `GET /sti/{id}.pem`: the chain of a STIR/SHAKEN certificate (and of
+    /// nothing else), for verifiers fetching our x5u (ATIS-1000074 §5.3.1).
+    async fn sti_pem(&self, id: String) -> Resp {
+        let shared = self.shared.clone();
+        match smol::unblock(move || crate::stir::published_chain(shared.store(), &id)).await {
+            Ok(Some(pem)) => Resp::new(200, crate::stir::PEM_CHAIN_TYPE, pem).with(
+                "Cache-Control",
+                format!(
+                    "public, max-age={}",
+                    crate::limits::STI_PUBLISH_MAX_AGE_SECS
+                ),
+            ),
+            Ok(None) => Resp::text(404, "not found\n"),
+            Err(e) => Resp::text(500, format!("{}\n", e.code_str())),
+        }
+    }
+
     async fn page(&self, route: Route, req: &Req, session: &SessionView) -> Resp {
         let now = clock::now();
         let csrf = session.csrf.as_str();
@@ -1126,6 +1151,8 @@ impl Admin {
             ),
             // Handled before a session exists or by the API module.
             Route::Login | Route::LoginPost | Route::Api(_) => Resp::redirect(303, "/"),
+            // Answered in `begin`, before any login.
+            Route::StiPem(id) => self.sti_pem(id).await,
         }
     }
 }
@@ -1135,6 +1162,10 @@ impl Handler for Admin {
 
     async fn begin(&self, head: &Head) -> Result<(Ctx, usize), Resp> {
         let route = route(&head.method, &head.path, head.query.as_deref());
+        // The one route without login: published STIR/SHAKEN chains (x5u).
+        if let Route::StiPem(id) = &route {
+            return Err(self.sti_pem(id.clone()).await);
+        }
         let api = is_api(&route);
         if !head.is_read() && cross_site(head) {
             return Err(forbidden(
