@@ -10,7 +10,8 @@
 //! - `certs`: certificate makers (rcgen);
 //! - `openssl`: the `openssl` command line as a key maker;
 //! - `skip`: the one way a test skips for a missing peer (never silently);
-//! - `browser`: whether Chromium/node/playwright are there.
+//! - `browser`: whether Chromium/node/playwright are there;
+//! - `sti`: a STIR/SHAKEN signing setup on a running daemon (issue 15).
 //!
 //! Test binaries that do not take all of `common` declare single files with
 //! `#[path = "common/FILE.rs"] mod FILE;` (those files name their siblings
@@ -32,6 +33,7 @@ pub mod pbx;
 pub mod run;
 pub mod serve;
 pub mod skip;
+pub mod sti;
 pub mod text;
 
 pub use certs::*;
