@@ -46,6 +46,8 @@ command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
 # DNS-01 tests run a real BIND9 (scripts/dns-peer.sh) and check with dig.
 [ -x /usr/sbin/named ] || command -v named >/dev/null 2>&1 || need_apt+=(bind9)
 command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
+# STIR/SHAKEN peer (tests/stir_peers.rs): Debian's secsipidx.
+command -v secsipidx >/dev/null 2>&1 || need_apt+=(secsipidx)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq

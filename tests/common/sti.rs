@@ -1,5 +1,5 @@
-//! A STIR/SHAKEN setup as an operator makes it (issue 15): a test PKI (root
-//! + intermediate), tenant `acme` with a STIR/SHAKEN certificate (TNAuthList)
+//! A STIR/SHAKEN setup as an operator makes it (issue 15): a test PKI (a
+//! root and an intermediate), tenant `acme` with a STIR/SHAKEN certificate (TNAuthList)
 //! and its key, the daemon serving HTTPS on 127.0.0.1 with a certificate for
 //! that address from the same PKI (the default certificate: a client
 //! connecting to an IP sends no SNI), the test root in the Root CA list (so
