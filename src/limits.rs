@@ -405,6 +405,12 @@ pub const CONTROL_READ_CHUNK: usize = 64 * 1024;
 /// writes at once, and 3 MiB over a Unix socket take milliseconds.
 pub const CONTROL_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Time a persistent control client (a SIP server signing calls, one
+/// connection, one request line after another) may stay idle between
+/// requests before the daemon closes it; it holds one of
+/// `MAX_CONTROL_CLIENTS` meanwhile, and reconnecting is cheap.
+pub const CONTROL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Time the daemon's reply write may take: the CLI reads at once.
 pub const CONTROL_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 

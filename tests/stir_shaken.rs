@@ -637,3 +637,63 @@ fn api_signs_and_verifies_like_the_cli() {
     );
     assert_eq!(refused["error"]["code"], "bad-tn", "{refused}");
 }
+
+#[test]
+fn persistent_control_socket_answers_pipelined_requests_in_order() {
+    use std::io::{BufRead, BufReader, Write};
+    let sti = Sti::start();
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(sti.daemon.data.join("control.sock")).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let sign = |orig: &str, origid: &str| {
+        json!({"command": "stir-shaken-sign", "tenant": "acme", "orig": orig,
+               "dest": [DEST], "attest": "A", "origid": origid})
+        .to_string()
+    };
+    let ids: Vec<String> = (0..50)
+        .map(|i| format!("123e4567-e89b-42d3-a456-4266141740{i:02}"))
+        .collect();
+    // All requests in one write (pipelined), a refused one among them.
+    let mut batch = String::new();
+    for (i, id) in ids.iter().enumerate() {
+        let orig = if i == 7 { "not a number" } else { ORIG };
+        batch += &sign(orig, id);
+        batch.push('\n');
+    }
+    batch += &json!({"command": "stir-shaken-select", "tenant": "acme"}).to_string();
+    batch.push('\n');
+    stream.write_all(batch.as_bytes()).unwrap();
+    let mut lines = BufReader::new(stream.try_clone().unwrap()).lines();
+    for (i, id) in ids.iter().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        if i == 7 {
+            assert_eq!(v["error"]["code"], "bad-tn", "{v}");
+            continue;
+        }
+        let identity = v["ok"]["identity"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{v}"));
+        assert_eq!(
+            jws_part(identity, 1)["origid"],
+            id.as_str(),
+            "reply {i} out of order"
+        );
+    }
+    let v: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(v["ok"]["id"], sti.cert.id());
+    // Still open for more; a clean close ends it quietly.
+    stream
+        .write_all(format!("{}\n", sign(ORIG, &ids[0])).as_bytes())
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert!(v["ok"]["identity"].is_string(), "{v}");
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(lines.next().is_none());
+    // The CLI (one request per connection) is unchanged.
+    assert_eq!(
+        sti.pbx.ok(&["stir-shaken", "select", "--tenant", "acme"])["id"],
+        sti.cert.id()
+    );
+}
