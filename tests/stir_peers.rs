@@ -9,7 +9,11 @@
 //!   validity times, `-ca-file`, `-ca-inter`); and it signs headers with the
 //!   tenant's key that pbx-certd verifies;
 //! - PyJWT + cryptography (PyPI) decode and check our JWS as ES256 with the
-//!   certificate's public key, and sign a PASSporT pbx-certd verifies.
+//!   certificate's public key, and sign a PASSporT pbx-certd verifies;
+//! - Kamailio with Debian's kamailio-secsipid-modules answers an INVITE
+//!   carrying our Identity header 200 when `secsipid_check_identity("")`
+//!   (the x5u fetched from the daemon over HTTPS, the chain checked as
+//!   above) accepts it, and 438 for a tampered one.
 //!
 //! A missing peer skips through `common::skip::require` (recorded; a
 //! failure with `PBX_CERTD_REQUIRE_PEERS=1`, as in CI).
@@ -254,4 +258,203 @@ fn pyjwt_checks_our_jws_and_signs_one_we_verify() {
     );
     let verdict = sti.verify(&header, CANON_ORIG, DEST, &[]);
     assert_eq!(verdict["verstat"], "TN-Validation-Passed", "{verdict}");
+}
+
+/// Kamailio's modules directory holding `secsipid.so`, if installed.
+fn kamailio_secsipid() -> Option<std::path::PathBuf> {
+    let found = std::fs::read_dir("/usr/lib")
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("kamailio/modules"))
+        .chain([std::path::PathBuf::from("/usr/lib/kamailio/modules")])
+        .find(|dir| dir.join("secsipid.so").exists());
+    let kamailio = Command::new("kamailio").arg("-v").output().is_ok();
+    if !skip::require(
+        "Kamailio with kamailio-secsipid-modules (apt)",
+        match (kamailio, &found) {
+            (false, _) => Some("kamailio is not installed"),
+            (true, None) => Some("kamailio-secsipid-modules is not installed"),
+            _ => None,
+        },
+    ) {
+        return None;
+    }
+    found
+}
+
+/// A Kamailio whose request route answers an INVITE 200 when
+/// `secsipid_check_identity("")` (the x5u fetched over HTTPS) accepts its
+/// Identity header, else 438; killed on drop.
+struct Kamailio {
+    child: std::process::Child,
+    port: u16,
+    socket: std::net::UdpSocket,
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+/// SIGTERM by PID (Kamailio's main process then stops its children), a
+/// SIGKILL if it has not exited after a hang guard.
+fn stop(child: &mut std::process::Child) {
+    if child.try_wait().ok().flatten().is_some() {
+        return; // reaped already: its PID may be another process's now
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let guard = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < guard {
+        if child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+impl Kamailio {
+    fn start(sti: &Sti, modules: &std::path::Path) -> Kamailio {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_millis(500)))
+            .unwrap();
+        let run = sti.pbx.tmp.path().join("kamailio");
+        std::fs::create_dir_all(&run).unwrap();
+        for _ in 0..5 {
+            // Kamailio cannot report a port it chose: one is taken from the
+            // OS and handed over, retried on a clash.
+            let port = std::net::UdpSocket::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let cfg = format!(
+                r#"#!KAMAILIO
+debug=2
+log_stderror=yes
+children=1
+disable_tcp=yes
+listen=udp:127.0.0.1:{port}
+mpath="{modules}/"
+loadmodule "sl.so"
+loadmodule "textops.so"
+loadmodule "secsipid.so"
+modparam("secsipid", "expire", 60)
+modparam("secsipid", "timeout", 10)
+modparam("secsipid", "libopt", "CertVerify=13")
+modparam("secsipid", "libopt", "CertCAFile={root}")
+modparam("secsipid", "libopt", "CertCAInter={inter}")
+request_route {{
+    if (!is_method("INVITE")) {{ sl_send_reply("405", "Method Not Allowed"); exit; }}
+    if (secsipid_check_identity("")) {{ sl_send_reply("200", "Identity Verified"); exit; }}
+    sl_send_reply("438", "Invalid Identity Header");
+    exit;
+}}
+"#,
+                modules = modules.display(),
+                root = sti.root_file,
+                inter = sti.inter_file,
+            );
+            let cfg_file = sti.pbx.file("kamailio.cfg", cfg);
+            let child = Command::new("kamailio")
+                .env("SSL_CERT_FILE", &sti.root_file)
+                .args(["-f", &cfg_file, "-DD", "-E", "-Y"])
+                .arg(&run)
+                .arg("-w")
+                .arg(&run)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start kamailio");
+            let mut k = Kamailio {
+                child,
+                port,
+                socket: socket.try_clone().unwrap(),
+            };
+            // Hang guard: until it answers an OPTIONS (or has exited).
+            let guard = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while std::time::Instant::now() < guard {
+                if k.child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                if k.request("OPTIONS", None).is_some() {
+                    return k;
+                }
+            }
+            stop(&mut k.child);
+        }
+        panic!("kamailio did not start answering");
+    }
+
+    /// Send one request; the status line of the answer (None: no answer
+    /// within the socket's read timeout).
+    fn request(&self, method: &str, identity: Option<&str>) -> Option<String> {
+        let local = self.socket.local_addr().unwrap();
+        let branch = format!("z9hG4bK{}", tag());
+        let mut msg = format!(
+            "{method} sip:{DEST}@127.0.0.1:{port} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local};branch={branch}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:{CANON_ORIG}@127.0.0.1>;tag={t}\r\n\
+             To: <sip:{DEST}@127.0.0.1>\r\n\
+             Call-ID: {t}@127.0.0.1\r\n\
+             CSeq: 1 {method}\r\n",
+            port = self.port,
+            t = tag(),
+        );
+        if let Some(identity) = identity {
+            msg += &format!("Identity: {identity}\r\n");
+        }
+        msg += "Content-Length: 0\r\n\r\n";
+        self.socket
+            .send_to(msg.as_bytes(), ("127.0.0.1", self.port))
+            .ok()?;
+        let mut buf = [0u8; 4096];
+        loop {
+            let (n, _) = self.socket.recv_from(&mut buf).ok()?;
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            // Skip answers to earlier requests (and provisional ones).
+            if text.contains(&branch) && !text.starts_with("SIP/2.0 1") {
+                return text.lines().next().map(str::to_owned);
+            }
+        }
+    }
+
+    /// An INVITE with this Identity header: the final answer's status line.
+    fn invite(&self, identity: &str) -> String {
+        // Hang guard: the answer comes once the x5u is fetched.
+        for _ in 0..60 {
+            if let Some(status) = self.request("INVITE", Some(identity)) {
+                return status;
+            }
+        }
+        panic!("no answer from kamailio to the INVITE");
+    }
+}
+
+#[test]
+fn kamailio_secsipid_verifies_an_invite_carrying_our_identity() {
+    let Some(modules) = kamailio_secsipid() else {
+        return;
+    };
+    let sti = Sti::start();
+    let identity = sti.sign(&[])["identity"].as_str().unwrap().to_owned();
+    let kamailio = Kamailio::start(&sti, &modules);
+    assert_eq!(kamailio.invite(&identity), "SIP/2.0 200 Identity Verified");
+    // Not vacuous: a tampered payload is refused there.
+    let mut parts: Vec<String> = identity.split('.').map(str::to_owned).collect();
+    let mut p = jws_part(&identity, 1);
+    p["attest"] = json!("C");
+    parts[1] = <base64ct::Base64UrlUnpadded as base64ct::Encoding>::encode_string(
+        p.to_string().as_bytes(),
+    );
+    assert_eq!(
+        kamailio.invite(&parts.join(".")),
+        "SIP/2.0 438 Invalid Identity Header"
+    );
 }
