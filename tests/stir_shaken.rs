@@ -697,3 +697,32 @@ fn persistent_control_socket_answers_pipelined_requests_in_order() {
         sti.cert.id()
     );
 }
+
+#[test]
+fn an_expiring_stir_shaken_certificate_is_alerted() {
+    let pbx = Pbx::new();
+    pbx.tenant_add("acme", &["sip.acme.example.com"]);
+    let pki = Pki::new();
+    let c = pki.leaf(
+        leaf(&["sip.acme.example.com"])
+            .tn_auth_list()
+            .valid_days(-80, 5),
+    );
+    pki.import(&pbx, &c, &[]);
+    let alerts = pbx.ok(&["alerts"]);
+    let mine: Vec<&serde_json::Value> = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["cert_id"] == c.id())
+        .collect();
+    assert_eq!(mine.len(), 1, "{alerts}");
+    assert_eq!(mine[0]["code"], "cert-expiring", "{alerts}");
+    assert!(
+        mine[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("STIR/SHAKEN certificate"),
+        "{alerts}"
+    );
+}
