@@ -536,6 +536,10 @@ pub const MAX_LOCAL_ADDRESSES: usize = 64;
 /// national dial strings with prefixes a few more.
 pub const MAX_TN_DIGITS: usize = 20;
 
+/// Loaded STIR/SHAKEN signing keys kept in memory (by key ID): a PBX has
+/// one per tenant at most; past this the oldest is loaded again when used.
+pub const MAX_STIR_SIGNERS: usize = 256;
+
 /// Most destination numbers of one PASSporT (`dest.tn`, RFC 8225 §5.2.1): a
 /// call forks to a handful; the header must fit a SIP message.
 pub const MAX_DEST_TNS: usize = 16;

@@ -27,7 +27,7 @@
 //! `pki`, the store and the settings; nothing above.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use base64ct::{Base64UrlUnpadded, Encoding};
 use serde::{Deserialize, Serialize};
@@ -35,7 +35,8 @@ use serde_json::{json, Value};
 
 use crate::error::{Error, StirError};
 use crate::limits::{
-    DEFAULT_IAT_SKEW_SECS, MAX_DEST_TNS, MAX_IAT_SKEW_SECS, MAX_IDENTITY_LEN, MAX_TN_DIGITS,
+    DEFAULT_IAT_SKEW_SECS, MAX_DEST_TNS, MAX_IAT_SKEW_SECS, MAX_IDENTITY_LEN, MAX_STIR_SIGNERS,
+    MAX_TN_DIGITS,
     MAX_X5U_BYTES, MAX_X5U_CACHE_ENTRIES, MAX_X5U_CACHE_SECS, X5U_FETCH_TIMEOUT,
 };
 use crate::pki::{sha256_hex, CertInfo, KeyAlg, Kind};
@@ -393,6 +394,40 @@ fn der_to_fixed(der: &[u8]) -> Option<[u8; 64]> {
     Some(out)
 }
 
+/// Loaded P-256 signing keys by key ID (process-wide, at most
+/// `MAX_STIR_SIGNERS`): loading a key checks it (a scalar multiplication),
+/// which would cost more than the signature itself on every call. The key
+/// ID is the hash of the public key, so a replaced key has another ID; the
+/// certificate choice is read from the store on every call.
+static SIGNERS: Mutex<Vec<(String, Arc<dyn rustls::sign::SigningKey>)>> = Mutex::new(Vec::new());
+
+/// The signing key of certificate `id` (its key ID `key_id`), P-256 only.
+fn signer_for(
+    store: &Store,
+    id: &str,
+    key_id: &str,
+) -> Result<Arc<dyn rustls::sign::SigningKey>, Error> {
+    {
+        let cache = SIGNERS.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, k)) = cache.iter().find(|(k, _)| k == key_id) {
+            return Ok(k.clone());
+        }
+    }
+    let stored = store
+        .key(key_id)?
+        .ok_or_else(|| StirError::KeyMissing(id.to_owned()))?;
+    let key = crate::pki::load_key(stored.format, &stored.der)?;
+    if key.alg != KeyAlg::P256 {
+        return Err(StirError::KeyNotP256(id.to_owned(), key.alg.name()).into());
+    }
+    let mut cache = SIGNERS.lock().unwrap_or_else(|p| p.into_inner());
+    if cache.len() >= MAX_STIR_SIGNERS {
+        cache.remove(0);
+    }
+    cache.push((key_id.to_owned(), key.signer.clone()));
+    Ok(key.signer)
+}
+
 /// `stir-shaken sign`: the Identity header for one call.
 pub fn sign(store: &Store, req: &SignRequest, now: i64) -> Result<Signed, Error> {
     let orig = canonical_tn(&req.orig)?;
@@ -425,13 +460,7 @@ pub fn sign(store: &Store, req: &SignRequest, now: i64) -> Result<Signed, Error>
     if record.key_type != KeyAlg::P256.name() {
         return Err(StirError::KeyNotP256(id.clone(), record.key_type.clone()).into());
     }
-    let stored = store
-        .key(&record.key_id)?
-        .ok_or_else(|| StirError::KeyMissing(id.clone()))?;
-    let key = crate::pki::load_key(stored.format, &stored.der)?;
-    if key.alg != KeyAlg::P256 {
-        return Err(StirError::KeyNotP256(id.clone(), key.alg.name()).into());
-    }
+    let signing_key = signer_for(store, &id, &record.key_id)?;
     let x5u = x5u_of(store, &id)?;
     let header = canonical(&json!({
         "alg": "ES256", "ppt": "shaken", "typ": "passport", "x5u": x5u,
@@ -448,10 +477,9 @@ pub fn sign(store: &Store, req: &SignRequest, now: i64) -> Result<Signed, Error>
         Base64UrlUnpadded::encode_string(header.as_bytes()),
         Base64UrlUnpadded::encode_string(payload.as_bytes())
     );
-    let signer = key
-        .signer
+    let signer = signing_key
         .choose_scheme(&[rustls::SignatureScheme::ECDSA_NISTP256_SHA256])
-        .ok_or_else(|| StirError::KeyNotP256(id.clone(), key.alg.name()))?;
+        .ok_or_else(|| StirError::KeyNotP256(id.clone(), "other".into()))?;
     let der = signer
         .sign(input.as_bytes())
         .map_err(|e| StirError::SignFailed(e.to_string()))?;
