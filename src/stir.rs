@@ -36,8 +36,7 @@ use serde_json::{json, Value};
 use crate::error::{Error, StirError};
 use crate::limits::{
     DEFAULT_IAT_SKEW_SECS, MAX_DEST_TNS, MAX_IAT_SKEW_SECS, MAX_IDENTITY_LEN, MAX_STIR_SIGNERS,
-    MAX_TN_DIGITS,
-    MAX_X5U_BYTES, MAX_X5U_CACHE_ENTRIES, MAX_X5U_CACHE_SECS, X5U_FETCH_TIMEOUT,
+    MAX_TN_DIGITS, MAX_X5U_BYTES, MAX_X5U_CACHE_ENTRIES, MAX_X5U_CACHE_SECS, X5U_FETCH_TIMEOUT,
 };
 use crate::pki::{sha256_hex, CertInfo, KeyAlg, Kind};
 use crate::settings::{Family, Setting};
@@ -1164,6 +1163,45 @@ mod tests {
         assert_eq!(max_age(Some(b"max-age=99999999")), Some(MAX_X5U_CACHE_SECS));
         assert_eq!(max_age(Some(b"no-store, max-age=60")), None);
         assert_eq!(max_age(None), None);
+    }
+
+    #[test]
+    fn mangled_headers_get_named_failures_never_a_panic() {
+        let store = crate::ops::with_backend(Box::new(crate::store::MemKv::new())).unwrap();
+        let b64 = |v: &[u8]| Base64UrlUnpadded::encode_string(v);
+        let h = json!({"alg":"ES256","ppt":"shaken","typ":"passport","x5u":"https://127.0.0.1:1/x.pem"});
+        let p = json!({"attest":"A","dest":{"tn":["2"]},"iat":1000,"orig":{"tn":"1"},"origid":"u"});
+        let base = format!(
+            "{}.{}.{};info=<https://127.0.0.1:1/x.pem>;alg=ES256;ppt=shaken",
+            b64(h.to_string().as_bytes()),
+            b64(p.to_string().as_bytes()),
+            b64(&[7; 64])
+        );
+        // The call is from 9: every header that parses stops at orig (no
+        // network); the others at their own named failure.
+        let run = |identity: String| {
+            let req = VerifyRequest {
+                identity,
+                orig: "9".into(),
+                dest: "2".into(),
+                now: Some(1000),
+            };
+            let v = verify(&store, &req).unwrap();
+            assert_ne!(v.verstat, PASSED);
+            assert!(v.error.is_some() && v.reason.is_some(), "{v:?}");
+        };
+        let chars: Vec<char> = base.chars().collect();
+        for cut in 0..chars.len() {
+            run(chars[..cut].iter().collect());
+        }
+        for i in 0..chars.len() {
+            for c in ['.', ';', '=', '<', '>', 'A', '\0', '\u{e9}', ' '] {
+                let mut m = chars.clone();
+                m[i] = c;
+                run(m.into_iter().collect());
+            }
+        }
+        run("x".repeat(MAX_IDENTITY_LEN + 1));
     }
 
     #[test]
