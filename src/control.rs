@@ -47,7 +47,7 @@ use crate::daemon::Shared;
 use crate::error::Error;
 use crate::limits::{
     CONTROL_CLIENT_TIMEOUT_SECS, CONTROL_IDLE_TIMEOUT, CONTROL_READ_CHUNK, CONTROL_READ_TIMEOUT,
-    CONTROL_WRITE_TIMEOUT, MAX_CONTROL_BUFFERED_BYTES, MAX_CONTROL_CLIENTS,
+    CONTROL_WRITE_TIMEOUT, MAX_CONTROL_BATCH, MAX_CONTROL_BUFFERED_BYTES, MAX_CONTROL_CLIENTS,
     MAX_CONTROL_REPLY_BYTES, MAX_CONTROL_REQUEST_BYTES,
 };
 use crate::ops::{Command, Reply};
@@ -201,6 +201,15 @@ impl<'a> Conn<'a> {
     }
 }
 
+impl Conn<'_> {
+    /// A whole request line is already read and waiting.
+    fn has_line(&self) -> bool {
+        self.chunk
+            .get(self.start..self.end)
+            .is_some_and(|b| b.contains(&b'\n'))
+    }
+}
+
 /// Read one request line (with its newline), its buffer counted in the
 /// shared budget: capacity grows by doubling, never past the request bound.
 /// `Ok(None)`: the client closed cleanly between lines.
@@ -256,11 +265,16 @@ async fn read_line(
 }
 
 async fn write_reply(stream: &mut smol::net::unix::UnixStream, reply: &Value) {
-    use smol::io::AsyncWriteExt;
     let mut out = reply.to_string();
     out.push('\n');
+    write_out(stream, out.as_bytes()).await;
+}
+
+/// Write reply lines, bounded by `CONTROL_WRITE_TIMEOUT`.
+async fn write_out(stream: &mut smol::net::unix::UnixStream, out: &[u8]) {
+    use smol::io::AsyncWriteExt;
     let write = async {
-        let _ = stream.write_all(out.as_bytes()).await;
+        let _ = stream.write_all(out).await;
         let _ = stream.flush().await;
     };
     write
@@ -294,6 +308,7 @@ pub async fn serve_connection(
 /// The request loop of one admitted connection.
 async fn serve_lines(shared: &Arc<Shared>, mut conn: Conn<'_>, gate: &ControlGate) {
     let mut first = true;
+    let mut out: Vec<u8> = Vec::new();
     loop {
         // The first line must arrive within `CONTROL_READ_TIMEOUT` (as a
         // one-shot CLI request); later ones within `CONTROL_IDLE_TIMEOUT`.
@@ -309,13 +324,7 @@ async fn serve_lines(shared: &Arc<Shared>, mut conn: Conn<'_>, gate: &ControlGat
             })
             .await;
         let command = match read {
-            Ok(Some((line, reserved))) => {
-                let command = serde_json::from_slice::<Command>(&line)
-                    .map_err(|e| RequestError::BadRequest(e.to_string()));
-                // The line and its share of the budget go before the command runs.
-                drop((line, reserved));
-                command
-            }
+            Ok(Some(line)) => parse(line),
             // A clean close between requests.
             Ok(None) if !first => return,
             Ok(None) => Err(RequestError::Incomplete),
@@ -323,28 +332,100 @@ async fn serve_lines(shared: &Arc<Shared>, mut conn: Conn<'_>, gate: &ControlGat
             Err(RequestError::Timeout) if !first => return,
             Err(e) => Err(e),
         };
-        let (reply, go_on) = match command {
-            // Needs the network, so not `ops::execute`: sent from here.
-            Ok(Command::AlertTest) => match crate::notify::test_in_daemon(shared).await {
-                Ok(value) => (json!({ "ok": value }), true),
-                Err(e) => (e.to_json(), true),
-            },
-            Ok(command) => match shared.execute_async(command).await {
-                Ok(reply) => (json!({ "ok": reply.to_json() }), true),
-                Err(e) => (e.to_json(), true),
-            },
-            // Framing is lost (or the line was not a command): answer, close.
-            Err(e) => {
-                log::debug!("control socket: refused a request: {}", e.code());
-                (e.to_json(), false)
+        first = false;
+        // Whole lines already read (a pipelining client) join the batch, up
+        // to `MAX_CONTROL_BATCH`; a refused line or `alert test` ends it.
+        let mut batch = vec![command];
+        while batch.len() < MAX_CONTROL_BATCH
+            && matches!(batch.last(), Some(Ok(c)) if !matches!(c, Command::AlertTest))
+        {
+            match take_line(&mut conn, gate) {
+                Some(line) => batch.push(line.and_then(parse)),
+                None => break,
             }
+        }
+        let special = match batch.last() {
+            Some(Ok(Command::AlertTest) | Err(_)) => batch.pop(),
+            _ => None,
         };
-        write_reply(conn.stream, &reply).await;
+        // The plain commands in one trip to the blocking pool, in order.
+        let commands: Vec<Command> = batch.into_iter().filter_map(Result::ok).collect();
+        if !commands.is_empty() {
+            let shared = shared.clone();
+            let replies = smol::unblock(move || {
+                commands
+                    .iter()
+                    .map(|c| match shared.execute(c) {
+                        Ok(reply) => json!({ "ok": reply.to_json() }),
+                        Err(e) => e.to_json(),
+                    })
+                    .collect::<Vec<Value>>()
+            })
+            .await;
+            for reply in replies {
+                out.extend_from_slice(reply.to_string().as_bytes());
+                out.push(b'\n');
+            }
+        }
+        let go_on = match special {
+            // Needs the network, so not `ops::execute`: sent from here.
+            Some(Ok(_)) => {
+                let reply = match crate::notify::test_in_daemon(shared).await {
+                    Ok(value) => json!({ "ok": value }),
+                    Err(e) => e.to_json(),
+                };
+                out.extend_from_slice(reply.to_string().as_bytes());
+                out.push(b'\n');
+                true
+            }
+            // Framing is lost (or the line was not a command): answer, close.
+            Some(Err(e)) => {
+                log::debug!("control socket: refused a request: {}", e.code());
+                out.extend_from_slice(e.to_json().to_string().as_bytes());
+                out.push(b'\n');
+                false
+            }
+            None => true,
+        };
+        // Replies to pipelined requests go out together: written when no
+        // further whole line is waiting (or a chunk's worth is pending), so
+        // a busy SIP server costs one write per burst, not per call.
+        if !go_on || !conn.has_line() || out.len() >= CONTROL_READ_CHUNK {
+            write_out(conn.stream, &out).await;
+            out.clear();
+        }
         if !go_on {
             return;
         }
-        first = false;
     }
+}
+
+/// A request line as a command (the line and its share of the budget are
+/// dropped before the command runs).
+fn parse((line, reserved): (Vec<u8>, Reserved)) -> Result<Command, RequestError> {
+    let command = serde_json::from_slice::<Command>(&line)
+        .map_err(|e| RequestError::BadRequest(e.to_string()));
+    drop((line, reserved));
+    command
+}
+
+/// The next whole line if it is already read (no socket read).
+fn take_line(
+    conn: &mut Conn<'_>,
+    gate: &ControlGate,
+) -> Option<Result<(Vec<u8>, Reserved), RequestError>> {
+    let avail = conn.chunk.get(conn.start..conn.end)?;
+    let end = avail.iter().position(|&b| b == b'\n')? + 1;
+    let mut reserved = Reserved {
+        pool: gate.buffered.clone(),
+        bytes: 0,
+    };
+    if let Err(e) = reserved.grow(end) {
+        return Some(Err(e));
+    }
+    let line = avail.get(..end)?.to_vec();
+    conn.start += end;
+    Some(Ok((line, reserved)))
 }
 
 /// Why the CLI could not use the daemon.

@@ -411,6 +411,11 @@ pub const CONTROL_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// `MAX_CONTROL_CLIENTS` meanwhile, and reconnecting is cheap.
 pub const CONTROL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Pipelined control requests already read that run in one trip to the
+/// blocking pool (one thread hand-over per burst instead of per request);
+/// bounds how long the first of them waits for its reply.
+pub const MAX_CONTROL_BATCH: usize = 64;
+
 /// Time the daemon's reply write may take: the CLI reads at once.
 pub const CONTROL_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
