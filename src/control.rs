@@ -356,14 +356,16 @@ async fn serve_lines(shared: &Arc<Shared>, mut conn: Conn<'_>, gate: &ControlGat
                 commands
                     .iter()
                     .map(|c| match shared.execute(c) {
-                        Ok(reply) => json!({ "ok": reply.to_json() }),
-                        Err(e) => e.to_json(),
+                        // `{"ok":VALUE}`, serialised straight from the reply.
+                        Ok(reply) => serde_json::to_vec(&OkReply { ok: &reply })
+                            .unwrap_or_else(|_| b"{\"ok\":null}".to_vec()),
+                        Err(e) => e.to_json().to_string().into_bytes(),
                     })
-                    .collect::<Vec<Value>>()
+                    .collect::<Vec<Vec<u8>>>()
             })
             .await;
             for reply in replies {
-                out.extend_from_slice(reply.to_string().as_bytes());
+                out.extend_from_slice(&reply);
                 out.push(b'\n');
             }
         }
@@ -398,6 +400,12 @@ async fn serve_lines(shared: &Arc<Shared>, mut conn: Conn<'_>, gate: &ControlGat
             return;
         }
     }
+}
+
+/// `{"ok":VALUE}`: a reply as the protocol carries it.
+#[derive(serde::Serialize)]
+struct OkReply<'a> {
+    ok: &'a Reply,
 }
 
 /// A request line as a command (the line and its share of the budget are

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 
 use base64ct::{Base64UrlUnpadded, Encoding};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::error::{Error, StirError};
 use crate::limits::{
@@ -303,51 +303,30 @@ pub struct Signed {
     pub payload: String,
 }
 
-/// Canonical JSON (RFC 8225 §9): `Value`'s map is ordered by key unless
-/// serde_json's `preserve_order` is on, so the maps are rebuilt as
-/// `BTreeMap`s to be sure; no whitespace.
-fn canonical(v: &Value) -> String {
-    fn sorted(v: &Value) -> Value {
-        match v {
-            Value::Object(m) => {
-                let b: BTreeMap<&String, Value> = m.iter().map(|(k, v)| (k, sorted(v))).collect();
-                serde_json::to_value(b).unwrap_or(Value::Null)
-            }
-            Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
-            other => other.clone(),
-        }
-    }
-    fn write(v: &Value, out: &mut String) {
-        match v {
-            Value::Object(m) => {
-                let b: BTreeMap<&String, &Value> = m.iter().collect();
-                out.push('{');
-                for (i, (k, v)) in b.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&Value::String(k.clone()).to_string());
-                    out.push(':');
-                    write(v, out);
-                }
-                out.push('}');
-            }
-            Value::Array(a) => {
-                out.push('[');
-                for (i, v) in a.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write(v, out);
-                }
-                out.push(']');
-            }
-            other => out.push_str(&other.to_string()),
-        }
-    }
-    let mut out = String::new();
-    write(&sorted(v), &mut out);
-    out
+/// A JSON string literal.
+fn js(s: &str) -> String {
+    Value::String(s.to_owned()).to_string()
+}
+
+/// The protected header, canonical JSON (RFC 8225 §9: keys in lexicographic
+/// order, no whitespace).
+fn header_json(x5u: &str) -> String {
+    format!(
+        r#"{{"alg":"ES256","ppt":"shaken","typ":"passport","x5u":{}}}"#,
+        js(x5u)
+    )
+}
+
+/// The payload, canonical JSON (keys sorted: attest, dest, iat, orig, origid).
+fn payload_json(attest: Attest, dest: &[String], iat: i64, orig: &str, origid: &str) -> String {
+    let dest: Vec<String> = dest.iter().map(|d| js(d)).collect();
+    format!(
+        r#"{{"attest":{},"dest":{{"tn":[{}]}},"iat":{iat},"orig":{{"tn":{}}},"origid":{}}}"#,
+        js(attest.as_str()),
+        dest.join(","),
+        js(orig),
+        js(origid)
+    )
 }
 
 /// The x5u URL of certificate `id`.
@@ -461,16 +440,8 @@ pub fn sign(store: &Store, req: &SignRequest, now: i64) -> Result<Signed, Error>
     }
     let signing_key = signer_for(store, &id, &record.key_id)?;
     let x5u = x5u_of(store, &id)?;
-    let header = canonical(&json!({
-        "alg": "ES256", "ppt": "shaken", "typ": "passport", "x5u": x5u,
-    }));
-    let payload = canonical(&json!({
-        "attest": attest.as_str(),
-        "dest": {"tn": dest},
-        "iat": req.iat.unwrap_or(now),
-        "orig": {"tn": orig},
-        "origid": origid,
-    }));
+    let header = header_json(&x5u);
+    let payload = payload_json(attest, &dest, req.iat.unwrap_or(now), &orig, &origid);
     let input = format!(
         "{}.{}",
         Base64UrlUnpadded::encode_string(header.as_bytes()),
@@ -1116,6 +1087,7 @@ fn fetch_x5u(store: &Store, url: &str, now: i64) -> Result<Vec<u8>, Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn tns_are_canonicalised_per_rfc_8224() {
@@ -1127,11 +1099,18 @@ mod tests {
     }
 
     #[test]
-    fn canonical_json_sorts_keys_without_whitespace() {
-        let v = json!({"orig": {"tn": "1"}, "attest": "A", "dest": {"tn": ["2", "3"]}});
+    fn canonical_json_is_what_serde_json_prints_sorted() {
+        // serde_json's map (without `preserve_order`) is sorted by key and
+        // prints no whitespace: the same bytes as the hand-made text.
+        let h = header_json("https://a.example/x\"y.pem");
+        let v: Value = serde_json::from_str(&h).unwrap();
+        assert_eq!(v.to_string(), h);
+        let p = payload_json(Attest::B, &["2".into(), "3".into()], 5, "1", "u");
+        let v: Value = serde_json::from_str(&p).unwrap();
+        assert_eq!(v.to_string(), p);
         assert_eq!(
-            canonical(&v),
-            r#"{"attest":"A","dest":{"tn":["2","3"]},"orig":{"tn":"1"}}"#
+            p,
+            r#"{"attest":"B","dest":{"tn":["2","3"]},"iat":5,"orig":{"tn":"1"},"origid":"u"}"#
         );
     }
 
