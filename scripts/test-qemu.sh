@@ -76,7 +76,7 @@ done
 
 # Native-only test binaries, left out here by this explicit list (README
 # "What runs where"): peer-heavy end-to-end tests whose subject is the peer
-# (secsipidx, PyJWT checking our STIR/SHAKEN headers); the same signing and
+# (secsipidx, PyJWT, Kamailio checking our STIR/SHAKEN headers); the same signing and
 # verification code runs under emulation in tests/stir_shaken.rs.
 native_only=(stir_peers)
 # Extra arguments select tests instead of the whole suite, e.g.
