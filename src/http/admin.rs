@@ -1304,6 +1304,20 @@ mod tests {
             Route::RootPem(i[..8].to_owned())
         );
         assert_eq!(route("GET", "/certs/abc.pem", None), Route::NotFound);
+        // Published STIR/SHAKEN chains: full IDs only, GET/HEAD only.
+        let full = "ab".repeat(32);
+        assert_eq!(
+            route("GET", &format!("/sti/{full}.pem"), None),
+            Route::StiPem(full.clone())
+        );
+        assert_eq!(
+            route("GET", &format!("/sti/{}.pem", &full[..16]), None),
+            Route::NotFound
+        );
+        assert_eq!(
+            route("POST", &format!("/sti/{full}.pem"), None),
+            Route::MethodNotAllowed
+        );
         assert_eq!(route("GET", &format!("/certs/{i}"), None), Route::NotFound);
         assert_eq!(route("GET", "/roots/reset", None), Route::RootsResetConfirm);
         assert_eq!(route("POST", "/roots/reset", None), Route::RootsReset);

@@ -665,6 +665,15 @@ mod tests {
             route("GET", "/stir-shaken/select", None),
             ApiRoute::Bad(_)
         ));
+        assert_eq!(route("POST", "/stir-shaken/sign", None), ApiRoute::StirSign);
+        assert_eq!(
+            route("POST", "/stir-shaken/verify", None),
+            ApiRoute::StirVerify
+        );
+        assert_eq!(
+            route("GET", "/stir-shaken/sign", None),
+            ApiRoute::MethodNotAllowed
+        );
         assert!(matches!(
             route("GET", "/resolve", Some("sni=%zz")),
             ApiRoute::Bad(_)
