@@ -46,10 +46,16 @@ command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
 # DNS-01 tests run a real BIND9 (scripts/dns-peer.sh) and check with dig.
 [ -x /usr/sbin/named ] || command -v named >/dev/null 2>&1 || need_apt+=(bind9)
 command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
+# --tls-connect's trunk (tests/tls_connect_kamailio.rs): Kamailio with its
+# tls module, requiring a client certificate.
+[ -x /usr/sbin/kamailio ] || need_apt+=(kamailio)
+ls /usr/lib/*/kamailio/modules/tls.so >/dev/null 2>&1 || need_apt+=(kamailio-tls-modules)
+# tests/sip_kamailio.rs: Debian's Kamailio as the registrar behind a forward.
+# tests/forward_front.rs reads the forward's keepalive timers with `ss`.
+command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
 # STIR/SHAKEN peers (tests/stir_peers.rs): Debian's secsipidx, and Kamailio
 # with its secsipid module (verifying an INVITE's Identity header).
 command -v secsipidx >/dev/null 2>&1 || need_apt+=(secsipidx)
-command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || need_apt+=(kamailio)
 ls /usr/lib/*/kamailio/modules/secsipid.so >/dev/null 2>&1 || need_apt+=(kamailio-secsipid-modules)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

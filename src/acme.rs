@@ -815,6 +815,7 @@ mod tests {
             not_after: na,
             source: Source::Acme,
             key_type: String::new(),
+            eku: vec!["server-auth".into()],
             key_id: String::new(),
             seq: 0,
         };
@@ -844,6 +845,7 @@ mod tests {
             not_after: 90 * day,
             source: Source::Acme,
             key_type: String::new(),
+            eku: vec!["server-auth".into()],
             key_id: String::new(),
             seq: 0,
         };

@@ -671,6 +671,7 @@ mod tests {
             not_after,
             source,
             key_type: String::new(),
+            eku: vec!["server-auth".into()],
             key_id: String::new(),
             seq: 0,
         }

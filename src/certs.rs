@@ -81,6 +81,11 @@ pub struct Imported {
     /// For a root import: every added root.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub ids: Option<Vec<String>>,
+    /// Extended key usages of the (first) certificate (`pki::CertInfo::eku`):
+    /// whether it may serve TLS (`server-auth`) and act as a TLS client
+    /// (`client-auth`, needed by trunks that ask for mutual TLS).
+    #[serde(default)]
+    pub eku: Vec<String>,
 }
 
 /// A warning of an import as `import --json` shows it (a `pki::Notice`).
@@ -228,6 +233,7 @@ pub fn import(
                 not_after: clock::rfc3339(first.not_after),
                 warnings: self::warnings(warnings),
                 ids: Some(ids),
+                eku: first.eku.clone(),
             });
         }
         Analysis::Leaf(leaf) => leaf,
@@ -243,6 +249,7 @@ pub fn import(
         not_after: clock::rfc3339(record.not_after),
         warnings: self::warnings(warnings),
         ids: None,
+        eku: record.eku.clone(),
     };
     if let Some(existing) = store.cert(&info.id)? {
         return Ok(done(&existing, warnings));
@@ -448,6 +455,10 @@ pub struct CertView {
     pub source: Source,
     /// The key's algorithm (`p256`, `rsa2048`, `ed25519`, ...).
     pub key_type: String,
+    /// Extended key usages (`server-auth`, `client-auth`, other names or
+    /// dotted OIDs; `any` when the certificate has no EKU extension).
+    #[serde(default)]
+    pub eku: Vec<String>,
 }
 
 impl CertView {
@@ -462,6 +473,7 @@ impl CertView {
             not_after: clock::rfc3339(record.not_after),
             source: record.source,
             key_type: record.key_type.clone(),
+            eku: record.eku.clone(),
         }
     }
 }

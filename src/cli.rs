@@ -77,6 +77,16 @@ pub enum Cmd {
     },
     /// List domain, server and STIR/SHAKEN certificates in import order.
     Certs,
+    /// Who gets which certificate: every tenant name and address, the
+    /// system name, no SNI, an unknown name; warnings where clients object.
+    Served,
+    /// The running daemon's last handshakes per TLS listener (SNI or none,
+    /// certificate and rule, ALPN, version, failure) and counters per rule.
+    Handshakes {
+        /// Only listeners whose name contains this (e.g. `5061`, `forward`).
+        #[arg(long)]
+        listener: Option<String>,
+    },
     /// Show or delete one certificate.
     Cert {
         #[command(subcommand)]
@@ -276,6 +286,9 @@ pub enum CertCmd {
         /// Certificate ID or a unique prefix of at least 8 hex digits.
         #[arg(value_parser = parse_id)]
         id: String,
+        /// Delete nothing; say what each name it serves would get instead.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Re-validate a stored chain now, as a client would see it.
     Check {
@@ -401,9 +414,20 @@ pub struct ServeArgs {
     /// Port-80 listener (ACME HTTP-01, redirect to HTTPS), or `none` [default: 0.0.0.0:80].
     #[arg(long)]
     pub http: Option<String>,
-    /// Extra TLS listener forwarding to a local TCP service (repeatable).
-    #[arg(long = "tls-forward", value_name = "LISTEN=TARGET")]
+    /// Extra TLS listener forwarding to a local TCP service (repeatable);
+    /// options: proxy=v2|v1 (PROXY protocol header to the target),
+    /// client-auth=none|optional|required, client-ca=local-ca|roots.
+    #[arg(long = "tls-forward", value_name = "LISTEN=TARGET[,OPTION=VALUE...]")]
     pub tls_forward: Vec<crate::serve::Forward>,
+    /// Local plain-TCP listener whose connections go out as TLS to a trunk,
+    /// verified against the Root CA list (repeatable); `sni=` the name to
+    /// send and verify [default: HOST], `client-cert=` a stored certificate
+    /// with the clientAuth EKU to present.
+    #[arg(
+        long = "tls-connect",
+        value_name = "LISTEN=HOST:PORT[,sni=NAME][,client-cert=ID]"
+    )]
+    pub tls_connect: Vec<crate::connect::Connect>,
     /// Established connections from one client IP (IPv6: one /64) per listener [default: 128].
     #[arg(long = "max-conns-per-ip", value_name = "N")]
     pub max_conns_per_ip: Option<crate::serve::MaxConnsPerIp>,
@@ -411,7 +435,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     pub workers: Option<crate::serve::Workers>,
     /// Config file with `https = ADDR`, `http = ADDR`, `tls-forward = L=T`,
-    /// `max-conns-per-ip = N` lines.
+    /// `tls-connect = L=HOST:PORT[,...]`, `max-conns-per-ip = N` lines.
     #[arg(long)]
     pub config: Option<PathBuf>,
 }
@@ -433,6 +457,11 @@ pub enum CaCmd {
         /// Tenant name.
         #[arg(long)]
         tenant: String,
+        /// Also for TLS client authentication (EKU serverAuth and
+        /// clientAuth), e.g. as `client-cert` of a `--tls-connect` trunk
+        /// that asks for mutual TLS. Without it: serverAuth only.
+        #[arg(long)]
+        client: bool,
     },
     /// Print the local CA's root certificate (PEM), to load onto phones.
     Show,
@@ -689,12 +718,17 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
             Some(PhoneRootsCmd::Delete { id }) => Command::PhoneRootsDelete { id },
         },
         Cmd::Certs => Command::Certs,
+        Cmd::Served => Command::Served,
+        Cmd::Handshakes { listener } => Command::Handshakes { listener },
         Cmd::Cert {
             command: CertCmd::Show { id },
         } => Command::CertShow { id },
         Cmd::Cert {
-            command: CertCmd::Delete { id },
-        } => Command::CertDelete { id },
+            command: CertCmd::Delete { id, dry_run },
+        } => match dry_run {
+            true => Command::CertDeletePreview { id },
+            false => Command::CertDelete { id },
+        },
         Cmd::Cert {
             command: CertCmd::Check { id },
         } => Command::CertCheck { id },
@@ -791,8 +825,8 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
             command: CaCmd::Show,
         } => Command::CaShow,
         Cmd::Ca {
-            command: CaCmd::Issue { tenant },
-        } => Command::CaIssue { tenant },
+            command: CaCmd::Issue { tenant, client },
+        } => Command::CaIssue { tenant, client },
         Cmd::Admin {
             command: AdminCmd::Password,
         } => Command::AdminPassword {
@@ -895,7 +929,7 @@ fn or_dash(v: Option<&str>) -> &str {
 /// The text of an import (or `ca issue`).
 fn render_imported(v: &crate::certs::Imported) -> String {
     let mut out = format!(
-        "imported {} certificate {}{}\n  names: {}\n  expires: {}\n",
+        "imported {} certificate {}{}\n  names: {}\n  expires: {}\n  usage: {}\n",
         v.kind,
         v.id,
         v.tenant
@@ -904,6 +938,7 @@ fn render_imported(v: &crate::certs::Imported) -> String {
             .unwrap_or_default(),
         v.names.join(", "),
         v.not_after,
+        v.eku.join(", "),
     );
     if let Some(ids) = v.ids.as_ref().filter(|ids| ids.len() > 1) {
         out += &format!("  {} roots added\n", ids.len());
@@ -997,6 +1032,107 @@ pub fn render(command: &Command, reply: &Reply) -> String {
                 );
             }
             lines_or(out, "no certificates\n")
+        }
+        Reply::Handshakes(listeners) => {
+            let mut out = String::new();
+            for l in listeners {
+                let counts: Vec<String> = l
+                    .counters
+                    .iter()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(rule, n)| format!("{rule} {n}"))
+                    .collect();
+                out += &format!("{}: {}\n", l.listener, counts.join(", "));
+                for h in &l.recent {
+                    let sni = match (&h.sni, h.sni_kind) {
+                        (Some(s), crate::handshakes::SniKind::IpLiteral) => format!("ip-literal {s}"),
+                        (Some(s), _) => s.clone(),
+                        (None, _) => "no SNI".into(),
+                    };
+                    let what = match (&h.failure, &h.cert) {
+                        (Some(f), _) => format!("failed: {f}"),
+                        (None, Some(c)) => format!(
+                            "{} [{}] {}{}",
+                            c.get(..16).unwrap_or(c),
+                            h.rule,
+                            h.version.as_deref().unwrap_or(""),
+                            h.alpn.as_deref().map(|a| format!(" alpn {a}")).unwrap_or_default()
+                        ),
+                        (None, None) => format!("[{}]", h.rule),
+                    };
+                    out += &format!(
+                        "  {} {} -> {} {sni}: {what}\n",
+                        h.time,
+                        h.peer.as_deref().unwrap_or("?"),
+                        h.local.as_deref().unwrap_or("?"),
+                    );
+                }
+            }
+            lines_or(out, "no TLS listeners\n")
+        }
+        Reply::DeletePreview(p) => {
+            let mut out = format!(
+                "deleting {} ({}{}, expires {}) changes:\n",
+                p.cert.id.get(..16).unwrap_or_default(),
+                p.cert.names.join(", "),
+                p.cert
+                    .tenant
+                    .as_deref()
+                    .map(|t| format!(", tenant {t}"))
+                    .unwrap_or_default(),
+                p.cert.not_after
+            );
+            if p.changes.is_empty() {
+                out += "  nothing: no name is served this certificate\n";
+            }
+            for c in &p.changes {
+                let instead = match (&c.instead.cert_name, &c.instead.id) {
+                    (Some(n), Some(id)) => format!("{n} ({})", id.get(..16).unwrap_or_default()),
+                    _ => "nothing (the handshake fails)".into(),
+                };
+                out += &format!("  {} -> {instead} [{}]\n", c.now.asked, c.instead.matched);
+                for w in &c.instead.warnings {
+                    out += &format!("    warning [{}]: {}\n", w.code, w.message);
+                }
+            }
+            out
+        }
+        Reply::Served(v) => {
+            let mut out = String::new();
+            for r in &v.names {
+                let cert = match (&r.cert_name, &r.id, &r.not_after) {
+                    (Some(n), Some(id), Some(end)) => {
+                        format!("{n} ({}, expires {end})", id.get(..16).unwrap_or_default())
+                    }
+                    _ => "nothing".into(),
+                };
+                out += &format!(
+                    "{:<32} -> {cert}  [{}]{}\n",
+                    r.asked,
+                    r.matched,
+                    r.owner
+                        .as_deref()
+                        .map(|o| format!("  {o}"))
+                        .unwrap_or_default()
+                );
+                for w in &r.warnings {
+                    out += &format!("    warning [{}]: {}\n", w.code, w.message);
+                }
+            }
+            for s in &v.stir_shaken {
+                out += &format!(
+                    "stir-shaken {:<20} -> {}  [{}]\n",
+                    s.tenant,
+                    s.id.as_deref()
+                        .and_then(|i| i.get(..16))
+                        .unwrap_or("nothing"),
+                    s.matched
+                );
+            }
+            for id in &v.not_served {
+                out += &format!("not served: {}\n", id.get(..16).unwrap_or_default());
+            }
+            out
         }
         Reply::Pem(v) => v.pem.clone(),
         Reply::Roots(roots) => {
@@ -1293,6 +1429,11 @@ fn read_config(path: &std::path::Path, args: &mut ServeArgs) -> Result<(), Strin
                     .parse()
                     .map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?,
             ),
+            "tls-connect" => args.tls_connect.push(
+                value
+                    .parse()
+                    .map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?,
+            ),
             other => {
                 return Err(format!(
                     "{}:{}: unknown setting `{other}`",
@@ -1326,6 +1467,7 @@ fn run_serve(data_dir: PathBuf, mut args: ServeArgs, json: bool) -> i32 {
             https: listen_addr(args.https.as_deref(), "0.0.0.0:443")?,
             http: listen_addr(args.http.as_deref(), "0.0.0.0:80")?,
             forwards: args.tls_forward.clone(),
+            connects: args.tls_connect.clone(),
             max_conns_per_ip: args.max_conns_per_ip.unwrap_or_default(),
             workers: args.workers.unwrap_or_default(),
         })

@@ -17,6 +17,7 @@ use arc_swap::ArcSwap;
 
 use crate::acme::AcmeError;
 use crate::error::Error;
+use crate::handshakes::{ListenerLog, ListenerView};
 use crate::ops::{self, Command, Reply};
 use crate::snapshot::{Challenges, Snapshot};
 use crate::store::{Store, StoreError};
@@ -35,6 +36,9 @@ pub struct Shared {
     challenges: Mutex<Challenges>,
     /// Wakes the renewal loop (commands whose `Effect::wakes_renewal`).
     acme_wake: (smol::channel::Sender<()>, smol::channel::Receiver<()>),
+    /// Each TLS listener's handshake diagnostics (registered at start;
+    /// the accept path holds its own `Arc`, never this lock).
+    handshakes: Mutex<Vec<Arc<ListenerLog>>>,
 }
 
 impl Shared {
@@ -49,6 +53,7 @@ impl Shared {
             web: Arc::new(crate::session::WebState::new()),
             challenges: Mutex::new(Challenges::default()),
             acme_wake: smol::channel::bounded(1),
+            handshakes: Mutex::new(Vec::new()),
         }))
     }
 
@@ -72,6 +77,10 @@ impl Shared {
     /// and wakes the renewal loop. Blocking (store I/O): from async code use
     /// `execute_async`.
     pub fn execute(&self, command: &Command) -> Result<Reply, Error> {
+        // The daemon's own state, not the store's.
+        if let Command::Handshakes { listener } = command {
+            return Ok(Reply::Handshakes(self.handshakes_view(listener.as_deref())));
+        }
         let effect = command.effect();
         if !effect.write {
             return ops::execute(&self.store, command);
@@ -119,6 +128,29 @@ impl Shared {
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut self.challenges.lock().unwrap_or_else(|p| p.into_inner()));
         self.rebuild_locked().map_err(AcmeError::from)
+    }
+
+    /// A new TLS listener's handshake log, registered for `handshakes`.
+    pub fn handshake_log(&self, name: String) -> Arc<ListenerLog> {
+        let log = Arc::new(ListenerLog::new(name));
+        self.handshakes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(log.clone());
+        log
+    }
+
+    /// `handshakes [--listener L]`: every listener whose name contains `L`.
+    pub fn handshakes_view(&self, listener: Option<&str>) -> Vec<ListenerView> {
+        let logs = self
+            .handshakes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        logs.iter()
+            .filter(|l| listener.is_none_or(|want| l.name().contains(want)))
+            .map(|l| l.view())
+            .collect()
     }
 
     /// Wake the renewal loop (a check runs now).

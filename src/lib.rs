@@ -8,7 +8,9 @@
 //! - 0 plain building blocks: `model` (shared types, one parser each),
 //!   `limits` (every limit, with its reason), `clock`, `logger`, `names`
 //!   (DNS names, RFC 6125), `pem` (lenient PEM, RFC 7468), `admission`
-//!   (connection budgets), `settings` (typed store keys).
+//!   (connection budgets), `settings` (typed store keys), `proxy` (the
+//!   PROXY protocol v2 header of a forward), `handshakes` (the per-listener
+//!   ring of recent handshakes).
 //! - 1 `pki`: the import rules, pure functions over DER.
 //! - 2 `store`: the storage trait (get/put/delete/scan, batches, CAS, watch,
 //!   leases) with its sled and in-memory backends.
@@ -17,7 +19,10 @@
 //! - 4 domain operations: `certs`, `tenant`, `roots`, `auth`, `localca`,
 //!   `acme` (settings, account record, targets, status, leases), `dns`
 //!   (configured DNS-01 providers), `outbound` (the HTTPS client that trusts
-//!   the Root CA list), `session` (admin sessions and the login limit),
+//!   the Root CA list), `connect` (`--tls-connect`: TLS to SIP trunks,
+//!   trusting the Root CA list, with an optional client certificate),
+//!   `session` (admin sessions and the login limit),
+//!   `served` (who gets which certificate, from the snapshot's own rule),
 //!   `stir` (STIR/SHAKEN PASSporTs: sign, publish, verify; STI trust list).
 //! - 5 `ops`: the commands and their one table of effects; `open_store`.
 //! - 6 `daemon`: shared state, the write lock, snapshot swaps, wake-ups.
@@ -37,6 +42,7 @@ pub mod auth;
 pub mod certs;
 pub mod cli;
 pub mod clock;
+pub mod connect;
 pub mod control;
 pub mod daemon;
 pub mod dns;
@@ -45,6 +51,7 @@ pub mod renewal;
 
 pub mod error;
 pub mod fuzz_entry;
+pub mod handshakes;
 pub mod http;
 pub mod limits;
 pub mod localca;
@@ -56,8 +63,10 @@ pub mod ops;
 pub mod outbound;
 pub mod pem;
 pub mod pki;
+pub mod proxy;
 pub mod roots;
 pub mod serve;
+pub mod served;
 pub mod session;
 pub mod settings;
 pub mod snapshot;

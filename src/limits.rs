@@ -74,10 +74,51 @@ pub const CONTROL_CLIENT_TIMEOUT_SECS: u64 = 120;
 /// How long a `--tls-forward` connection to its local target may take.
 pub const FORWARD_CONNECT_TIMEOUT_SECS: u64 = 5;
 
+/// How long a `--tls-connect` connection to its trunk (TCP connect and TLS
+/// handshake together) may take: a trunk across the internet answers in
+/// well under a second; the SIP server's transaction timer (RFC 3261 timer
+/// B, 32 s) should see a failure long before it gives up on its own.
+pub const TRUNK_CONNECT_TIMEOUT_SECS: u64 = 10;
+
+/// Established connections of each `--tls-connect` listener: the SIP
+/// server opens one or a few connections per trunk; two fds each (the local
+/// SIP server and the trunk).
+pub const MAX_ESTABLISHED_PER_CONNECT: usize = 64;
+
 /// One `--tls-forward` copy buffer per direction: a full TLS record's
 /// plaintext is 16 KiB, but SIP messages are small; 8 KiB keeps two per
 /// connection cheap for phones that hold connections for hours.
 pub const FORWARD_COPY_BUFFER_BYTES: usize = 8 * 1024;
+
+/// Longest value of one PROXY v2 TLV written (SNI, TLS version, client
+/// certificate CN): a DNS name is at most 253 bytes and X.520's
+/// ub-common-name 64 characters (256 bytes of UTF-8); a longer value is left
+/// out, never cut.
+pub const MAX_PROXY_TLV_VALUE_BYTES: usize = 256;
+
+/// How often a forward with `client-auth` rereads its client trust set (the
+/// local CA's root or the Root CA list) and rebuilds its verifier when it
+/// changed: a deleted root stops admitting its clients within this; one
+/// store scan per period is negligible.
+pub const CLIENT_TRUST_REFRESH_SECS: u64 = 5;
+
+/// After one side of a forwarded connection closed, how long the other
+/// direction may still run before both sockets are closed: long enough for
+/// a last reply in flight, short enough that a silent peer cannot hold a
+/// half-closed connection (and its slot and two fds) forever.
+pub const FORWARD_HALF_CLOSE_SECS: u64 = 10;
+
+/// TCP keepalive on both sockets of a forwarded connection: the first probe
+/// after this much silence. SIP-TLS connections idle for minutes between
+/// REGISTERs; a probe a minute keeps NAT bindings and finds dead phones.
+pub const FORWARD_KEEPALIVE_IDLE_SECS: u64 = 60;
+
+/// Seconds between unanswered keepalive probes.
+pub const FORWARD_KEEPALIVE_INTERVAL_SECS: u64 = 15;
+
+/// Unanswered probes before the kernel gives the connection up: a dead peer
+/// is found within 60 + 4 x 15 = 120 s of silence.
+pub const FORWARD_KEEPALIVE_PROBES: u32 = 4;
 
 /// After SIGTERM/SIGINT, how long open connections get to finish.
 pub const SHUTDOWN_GRACE_SECS: u64 = 5;
@@ -534,6 +575,11 @@ pub const TLS12_SESSION_CACHE_ENTRIES: usize = 512;
 /// on an appliance sees its few interface addresses; past this, connections
 /// to further addresses are served as if the address were unknown.
 pub const MAX_LOCAL_ADDRESSES: usize = 64;
+
+/// Handshakes kept per TLS listener for `handshakes` (about 560 B each, so
+/// ~36 KiB per listener): enough to see which phones send no SNI after a
+/// re-provisioning, small enough for the appliance.
+pub const HANDSHAKE_RING_RECORDS: usize = 64;
 
 // STIR/SHAKEN (issue 15).
 

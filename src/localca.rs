@@ -267,10 +267,20 @@ pub fn show(store: &Store) -> Result<CaView, Error> {
     })
 }
 
-/// `ca issue --tenant NAME`: a server certificate for the tenant's DNS names and IP addresses,
-/// signed by the local CA and imported (leaf + root) as the tenant's domain
-/// certificate.
-pub fn issue(store: &Store, tenant: &str) -> Result<Imported, Error> {
+/// The local CA's root certificate (DER): the trust anchor of a forward's
+/// `client-ca=local-ca`.
+pub fn root_der(store: &Store) -> Result<Vec<u8>, Error> {
+    load_ca(store).map(|(_, der)| der)
+}
+
+/// `ca issue --tenant NAME [--client]`: a server certificate for the
+/// tenant's DNS names and IP addresses, signed by the local CA and imported (leaf + root) as
+/// the tenant's domain certificate. EKU serverAuth; with `client` also
+/// clientAuth, so that it can be the client certificate of a
+/// `--tls-connect` trunk (a trunk needs only clientAuth, but the certificate
+/// is stored and served as the tenant's, whose import rule 4 asks for
+/// serverAuth).
+pub fn issue(store: &Store, tenant: &str, client: bool) -> Result<Imported, Error> {
     let t = store
         .tenant(tenant)?
         .ok_or_else(|| Error::NoSuchTenant(tenant.to_owned()))?;
@@ -306,10 +316,12 @@ pub fn issue(store: &Store, tenant: &str) -> Result<Imported, Error> {
     params.distinguished_name = dn;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    if client {
+        params
+            .extended_key_usages
+            .push(ExtendedKeyUsagePurpose::ClientAuth);
+    }
     params.use_authority_key_identifier_extension = true;
     validity(&mut params, LOCAL_CA_LEAF_DAYS);
     let leaf = params.signed_by(&key, &issuer, &ca_key).map_err(gen_err)?;

@@ -71,10 +71,20 @@ pub enum Command {
     },
     /// `certs`
     Certs,
+    /// `served`: who gets which certificate
+    Served,
+    /// `handshakes [--listener L]`: the running daemon's recent handshakes
+    /// (its own state: answered by `daemon::Shared::execute`).
+    Handshakes {
+        #[serde(default)]
+        listener: Option<String>,
+    },
     /// `cert show ID`
     CertShow { id: String },
     /// `cert delete ID`
     CertDelete { id: String },
+    /// `cert delete ID --dry-run`: what each name it serves gets instead
+    CertDeletePreview { id: String },
     /// `cert check ID`: re-validate a stored chain now (issue 17)
     CertCheck { id: String },
     /// `roots`
@@ -141,8 +151,13 @@ pub enum Command {
     CaInit,
     /// `ca show`
     CaShow,
-    /// `ca issue --tenant NAME`
-    CaIssue { tenant: String },
+    /// `ca issue --tenant NAME [--client]`
+    CaIssue {
+        /// The tenant whose DNS names the certificate carries.
+        tenant: String,
+        /// Add the clientAuth EKU (mutual TLS to trunks).
+        client: bool,
+    },
     /// `dns remove NAME`
     DnsRemove { name: String },
     /// `dns set [--propagation-timeout S] [--propagation-interval S]`
@@ -258,6 +273,9 @@ impl Command {
             Command::TenantList
             | Command::SystemShow
             | Command::Certs
+            | Command::Served
+            | Command::CertDeletePreview { .. }
+            | Command::Handshakes { .. }
             | Command::CertShow { .. }
             | Command::CertCheck { .. }
             | Command::Roots
@@ -427,6 +445,16 @@ pub struct PemView {
     pub pem: String,
 }
 
+/// `cert delete ID --dry-run --json`: the certificate, and each name it
+/// serves now with what that name gets once it is deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletePreview {
+    /// The certificate to delete.
+    pub cert: certs::CertView,
+    /// The names whose answer changes.
+    pub changes: Vec<crate::served::ServedChange>,
+}
+
 /// `resolve --json`: what a TLS client with this SNI gets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResolveView {
@@ -463,6 +491,12 @@ pub enum Reply {
     Imported(certs::Imported),
     /// `certs`.
     Certs(Vec<certs::CertView>),
+    /// `served`.
+    Served(crate::served::ServedView),
+    /// `cert delete --dry-run`.
+    DeletePreview(DeletePreview),
+    /// `handshakes`.
+    Handshakes(Vec<crate::handshakes::ListenerView>),
     /// `cert show`, `roots show`.
     Pem(PemView),
     /// `roots`.
@@ -522,6 +556,9 @@ impl Reply {
             Command::SystemShow => Reply::System(from(v)?),
             Command::Import { .. } | Command::CaIssue { .. } => Reply::Imported(from(v)?),
             Command::Certs => Reply::Certs(from(v)?),
+            Command::Served => Reply::Served(from(v)?),
+            Command::CertDeletePreview { .. } => Reply::DeletePreview(from(v)?),
+            Command::Handshakes { .. } => Reply::Handshakes(from(v)?),
             Command::CertShow { .. } | Command::RootsShow { .. } => Reply::Pem(from(v)?),
             Command::Roots
             | Command::PhoneRoots
@@ -648,6 +685,13 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
             Source::Upload,
         )?),
         Command::Certs => Reply::Certs(store.certs()?.iter().map(certs::CertView::of).collect()),
+        Command::Served => Reply::Served(crate::served::view(store)?),
+        Command::Handshakes { .. } => {
+            return Err(Error::BadSetting(
+                "`handshakes` reads the running daemon's memory: start `pbx-certd serve` first"
+                    .into(),
+            ))
+        }
         Command::CertShow { id } => {
             let id = resolve_id(store, Tree::Certs, id)?;
             let pem = certs::chain_pem(store, &id)?;
@@ -657,6 +701,19 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
             let id = resolve_id(store, Tree::Certs, id)?;
             certs::delete(store, &id)?;
             Reply::DONE
+        }
+        Command::CertDeletePreview { id } => {
+            let id = resolve_id(store, Tree::Certs, id)?;
+            let cert = store
+                .certs()?
+                .iter()
+                .find(|c| c.id == id)
+                .map(certs::CertView::of)
+                .ok_or_else(|| Error::NotFound(id.clone()))?;
+            Reply::DeletePreview(DeletePreview {
+                changes: crate::served::after_delete(store, &id)?,
+                cert,
+            })
         }
         Command::CertCheck { id } => {
             let id = resolve_id(store, Tree::Certs, id)?;
@@ -735,7 +792,9 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
         }
         Command::CaInit => Reply::Ca(crate::localca::init(store)?),
         Command::CaShow => Reply::Ca(crate::localca::show(store)?),
-        Command::CaIssue { tenant } => Reply::Imported(crate::localca::issue(store, tenant)?),
+        Command::CaIssue { tenant, client } => {
+            Reply::Imported(crate::localca::issue(store, tenant, *client)?)
+        }
         Command::DnsAdd { name, zone, config } => {
             crate::dns::add(store, name, zone, config.clone())?;
             Reply::DONE
@@ -849,8 +908,11 @@ mod tests {
                 kind: KindRequest::Server,
             },
             Command::Certs,
+            Command::Served,
+            Command::Handshakes { listener: None },
             Command::CertShow { id: s() },
             Command::CertDelete { id: s() },
+            Command::CertDeletePreview { id: s() },
             Command::CertCheck { id: s() },
             Command::Roots,
             Command::RootsShow { id: s() },
@@ -903,7 +965,10 @@ mod tests {
             },
             Command::CaInit,
             Command::CaShow,
-            Command::CaIssue { tenant: s() },
+            Command::CaIssue {
+                tenant: s(),
+                client: false,
+            },
             Command::DnsRemove { name: s() },
             Command::DnsSet {
                 propagation_timeout: None,
@@ -958,16 +1023,19 @@ mod tests {
                 Command::PhoneRootsImport { .. } => 34,
                 Command::PhoneRoots => 35,
                 Command::PhoneRootsDelete { .. } => 36,
-                Command::StirShakenSign(_) => 37,
-                Command::StirShakenVerify(_) => 38,
-                Command::StirShakenSet(_) => 39,
-                Command::StiRootsImport { .. } => 40,
-                Command::StiRoots => 41,
-                Command::StiRootsShow { .. } => 42,
-                Command::StiRootsDelete { .. } => 43,
+                Command::Served => 37,
+                Command::Handshakes { .. } => 38,
+                Command::CertDeletePreview { .. } => 39,
+                Command::StirShakenSign(_) => 40,
+                Command::StirShakenVerify(_) => 41,
+                Command::StirShakenSet(_) => 42,
+                Command::StiRootsImport { .. } => 43,
+                Command::StiRoots => 44,
+                Command::StiRootsShow { .. } => 45,
+                Command::StiRootsDelete { .. } => 46,
             });
         }
-        assert_eq!(seen.len(), 44, "a command variant has no sample");
+        assert_eq!(seen.len(), 47, "a command variant has no sample");
         samples
     }
 
@@ -1063,7 +1131,10 @@ mod tests {
                     names: vec!["csr.example".into()],
                     key_type,
                 },
-                Command::CaIssue { .. } => Command::CaIssue { tenant: "t".into() },
+                Command::CaIssue { client, .. } => Command::CaIssue {
+                    tenant: "t".into(),
+                    client,
+                },
                 Command::StirShakenSelect { .. } => {
                     Command::StirShakenSelect { tenant: "t".into() }
                 }

@@ -201,17 +201,22 @@ impl core::fmt::Debug for Client {
     }
 }
 
+/// The trust anchors of a TLS client that trusts exactly these roots (DER;
+/// the Root CA list): roots rustls cannot use are skipped; `None` when none
+/// is usable. Also used by `connect` (`--tls-connect`).
+pub fn root_cert_store<'a>(roots: impl IntoIterator<Item = &'a [u8]>) -> Option<RootCertStore> {
+    let mut store = RootCertStore::empty();
+    for der in roots {
+        let _ = store.add(CertificateDer::from(der.to_vec()));
+    }
+    (!store.is_empty()).then_some(store)
+}
+
 impl Client {
     /// A client trusting exactly these roots (DER). Roots rustls cannot use
     /// are skipped; none usable is `NoRoots`.
     pub fn with_roots<'a>(roots: impl IntoIterator<Item = &'a [u8]>) -> Result<Client, HttpError> {
-        let mut store = RootCertStore::empty();
-        for der in roots {
-            let _ = store.add(CertificateDer::from(der.to_vec()));
-        }
-        if store.is_empty() {
-            return Err(HttpError::NoRoots);
-        }
+        let store = root_cert_store(roots).ok_or(HttpError::NoRoots)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])

@@ -30,7 +30,7 @@ use ring::signature;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
 use rustls::sign::SigningKey;
 use x509_cert::ext::pkix::name::GeneralName;
-use x509_cert::ext::pkix::{BasicConstraints, SubjectAltName};
+use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, SubjectAltName};
 use x509_cert::spki::{AlgorithmIdentifierRef, SubjectPublicKeyInfoRef};
 use x509_cert::Certificate;
 
@@ -53,6 +53,64 @@ const OID_ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840
 const OID_ECDSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
 const OID_BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.19");
 const OID_SAN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.17");
+const OID_EKU: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37");
+
+/// Extended key usages by their stable names (RFC 5280 §4.2.1.12); any
+/// other purpose is shown as its dotted OID.
+const EKU_NAMES: [(ObjectIdentifier, &str); 7] = [
+    (
+        ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1"),
+        EKU_SERVER_AUTH,
+    ),
+    (
+        ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.2"),
+        EKU_CLIENT_AUTH,
+    ),
+    (
+        ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.3"),
+        "code-signing",
+    ),
+    (
+        ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.4"),
+        "email-protection",
+    ),
+    (
+        ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.8"),
+        "time-stamping",
+    ),
+    (
+        ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.9"),
+        "ocsp-signing",
+    ),
+    (ObjectIdentifier::new_unwrap("2.5.29.37.0"), EKU_ANY),
+];
+
+/// The `eku` name of id-kp-serverAuth.
+pub const EKU_SERVER_AUTH: &str = "server-auth";
+/// The `eku` name of id-kp-clientAuth.
+pub const EKU_CLIENT_AUTH: &str = "client-auth";
+/// The `eku` name of anyExtendedKeyUsage, and of a certificate without the
+/// EKU extension (RFC 5280 §4.2.1.12: then no purpose is excluded).
+pub const EKU_ANY: &str = "any";
+
+/// The `eku` names of an extension's purposes, in certificate order.
+fn eku_names(eku: &ExtendedKeyUsage) -> Vec<String> {
+    eku.0
+        .iter()
+        .map(|oid| {
+            EKU_NAMES
+                .iter()
+                .find(|(known, _)| known == oid)
+                .map_or_else(|| oid.to_string(), |(_, name)| (*name).to_owned())
+        })
+        .collect()
+}
+
+/// A certificate with these `eku` names may authenticate a TLS client
+/// (clientAuth, anyExtendedKeyUsage, or no EKU extension at all).
+pub fn eku_allows_client_auth(eku: &[String]) -> bool {
+    eku.iter().any(|e| e == EKU_CLIENT_AUTH || e == EKU_ANY)
+}
 /// RFC 8226 §9: id-pe-TNAuthList.
 pub const OID_TN_AUTH_LIST: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.1.26");
 
@@ -67,6 +125,8 @@ pub enum ImportError {
     BadCertificate(usize),
     /// The certificate box holds no `CERTIFICATE` block.
     NoCertificate,
+    /// The certificate box holds a private key and no certificate.
+    OnlyAKey,
     /// The key is encrypted; the PBX must be able to load it unattended.
     EncryptedKey,
     /// A key of a type the PBX cannot use.
@@ -128,6 +188,7 @@ impl ImportError {
             ImportError::BadPem(_) => "bad-pem",
             ImportError::BadCertificate(_) => "bad-certificate",
             ImportError::NoCertificate => "no-certificate",
+            ImportError::OnlyAKey => "only-a-key",
             ImportError::EncryptedKey => "encrypted-key",
             ImportError::UnsupportedKey(_) => "unsupported-key",
             ImportError::BadKey(_) => "bad-key",
@@ -166,6 +227,10 @@ impl core::fmt::Display for ImportError {
             ),
             ImportError::NoCertificate => f.write_str(
                 "no \"-----BEGIN CERTIFICATE-----\" block found in the certificate box",
+            ),
+            ImportError::OnlyAKey => f.write_str(
+                "the certificate box holds a private key but no certificate: paste the certificate \
+                 (with its chain) in the certificate box; the key may go with it or in the key box",
             ),
             ImportError::EncryptedKey => f.write_str(
                 "the private key is encrypted with a passphrase; the PBX must load it unattended at start-up. \
@@ -319,6 +384,36 @@ pub fn sha256_hex(data: &[u8]) -> String {
     out
 }
 
+/// X.520 commonName (RFC 5280 §4.1.2.6, Appendix A.1).
+const OID_CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
+
+/// The subject's Common Name (the most specific one when there are
+/// several), for logs and the PROXY v2 header of a verified client
+/// certificate; `None` when the DER is not X.509 or has no readable CN.
+pub fn subject_cn(der: &[u8]) -> Option<String> {
+    let cert = Certificate::from_der(der).ok()?;
+    let atv = cert
+        .tbs_certificate
+        .subject
+        .0
+        .iter()
+        .rev()
+        .flat_map(|rdn| rdn.0.iter())
+        .find(|atv| atv.oid == OID_CN)?;
+    let v = &atv.value;
+    v.decode_as::<der::asn1::Utf8StringRef<'_>>()
+        .map(|s| s.as_str().to_owned())
+        .or_else(|_| {
+            v.decode_as::<der::asn1::PrintableStringRef<'_>>()
+                .map(|s| s.as_str().to_owned())
+        })
+        .or_else(|_| {
+            v.decode_as::<der::asn1::Ia5StringRef<'_>>()
+                .map(|s| s.as_str().to_owned())
+        })
+        .ok()
+}
+
 /// The facts of one certificate that the rules and the store need.
 #[derive(Debug, Clone)]
 pub struct CertInfo {
@@ -343,6 +438,10 @@ pub struct CertInfo {
     pub names: Vec<String>,
     /// The TNAuthList extension (RFC 8226) is present.
     pub tn_auth_list: bool,
+    /// Extended key usages by name (`server-auth`, `client-auth`, ... or a
+    /// dotted OID); `["any"]` without the extension. Empty only for an
+    /// empty extension (no purpose at all; import rule 4 refuses such a leaf).
+    pub eku: Vec<String>,
     /// The subject public key's algorithm.
     pub key_alg: KeyAlg,
     /// The raw subjectPublicKey bits.
@@ -369,6 +468,7 @@ impl CertInfo {
         let mut is_ca = false;
         let mut names_found = Vec::new();
         let mut tn_auth_list = false;
+        let mut eku = vec![EKU_ANY.to_owned()];
         for ext in tbs_cert.extensions.iter().flatten() {
             let value = ext.extn_value.as_bytes();
             if ext.extn_id == OID_BASIC_CONSTRAINTS {
@@ -393,6 +493,8 @@ impl CertInfo {
                 }
             } else if ext.extn_id == OID_TN_AUTH_LIST {
                 tn_auth_list = true;
+            } else if ext.extn_id == OID_EKU {
+                eku = eku_names(&ExtendedKeyUsage::from_der(value).ok()?);
             }
         }
         let unix = |t: x509_cert::time::Time| {
@@ -409,6 +511,7 @@ impl CertInfo {
             not_after: unix(tbs_cert.validity.not_after),
             names: names_found,
             tn_auth_list,
+            eku,
             key_alg,
             public_key,
             tbs,
@@ -814,20 +917,49 @@ pub fn analyse(
         pem::PemError::TooManyBlocks => ImportError::TooLarge(e.to_string()),
         other => ImportError::BadPem(other.to_string()),
     })?;
+    let key_in_cert_box = blocks.iter().any(|b| b.label.ends_with("PRIVATE KEY"));
     let mut certs = Vec::new();
     for block in blocks.into_iter().filter(|b| b.label == "CERTIFICATE") {
         let n = certs.len() + 1;
         certs.push(CertInfo::parse(block.der).ok_or(ImportError::BadCertificate(n))?);
     }
     if certs.is_empty() {
-        return Err(ImportError::NoCertificate);
+        return Err(if key_in_cert_box {
+            ImportError::OnlyAKey
+        } else {
+            ImportError::NoCertificate
+        });
     }
 
-    // Rule 2: the key.
-    let key_box = key_box.filter(|k| !k.iter().all(u8::is_ascii_whitespace));
-    let key = key_box.map(parse_key_box).transpose()?;
-
+    // Rule 2: the key: the key box's, else one pasted with the chain into
+    // the certificate box (a combined PEM, as many panels export it).
     let mut warnings = Vec::new();
+    let key_box = key_box.filter(|k| !k.iter().all(u8::is_ascii_whitespace));
+    let key = match (key_box, key_in_cert_box) {
+        (Some(k), also) => {
+            if also {
+                warnings.push(Notice {
+                    code: "key-in-certificate-box-ignored",
+                    message:
+                        "the certificate box also held a private key; the key box's key was used"
+                            .into(),
+                });
+            }
+            Some(parse_key_box(k)?)
+        }
+        (None, true) => {
+            let k = parse_key_box(cert_box)?;
+            warnings.push(Notice {
+                code: "key-from-certificate-box",
+                message: "the certificate box also held the private key; it was used as this \
+                          certificate's key (stored like a key from the key box, never shown)"
+                    .into(),
+            });
+            Some(k)
+        }
+        (None, false) => None,
+    };
+
     let all_ca = certs.iter().all(|c| c.is_ca);
     let root_path = match kind {
         KindRequest::Root => true,

@@ -23,6 +23,14 @@
 //! logged and the process lives on; SIGTERM/SIGINT stop accepting on every
 //! worker, give open connections `SHUTDOWN_GRACE_SECS`, wait for the workers,
 //! then flush the store and remove the socket.
+//!
+//! Forwards (issue 12): a `proxy=` header (`proxy` module, haproxy's
+//! proxy-protocol.txt §2.1/§2.2) is written once to the target, before the
+//! first decrypted byte; `client-auth=` listeners verify client certificates
+//! against a trust set reread every `CLIENT_TRUST_REFRESH_SECS` (`tls`
+//! module); after either side of a forwarded connection closes, the close is
+//! passed on and the other direction gets `FORWARD_HALF_CLOSE_SECS`, then
+//! both sockets close; both have TCP keepalive.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -39,34 +47,53 @@ use crate::admission::{Budget, Gate, Ticket};
 use crate::certs;
 use crate::clock;
 use crate::daemon::Shared;
+use crate::handshakes::{ListenerLog, Record, Rule};
 use crate::limits::{
-    DEFAULT_MAX_CONNS_PER_IP, FD_RESERVE, FORWARD_CONNECT_TIMEOUT_SECS, FORWARD_COPY_BUFFER_BYTES,
-    MAX_CONNS_PER_IP_SETTING, MAX_CONTROL_CLIENTS, MAX_ESTABLISHED_HTTPS,
+    CLIENT_TRUST_REFRESH_SECS, DEFAULT_MAX_CONNS_PER_IP, FD_RESERVE, FORWARD_CONNECT_TIMEOUT_SECS,
+    FORWARD_COPY_BUFFER_BYTES, FORWARD_HALF_CLOSE_SECS, FORWARD_KEEPALIVE_IDLE_SECS,
+    FORWARD_KEEPALIVE_INTERVAL_SECS, FORWARD_KEEPALIVE_PROBES, MAX_CONNS_PER_IP_SETTING,
+    MAX_CONTROL_CLIENTS, MAX_ESTABLISHED_HTTPS, MAX_ESTABLISHED_PER_CONNECT,
     MAX_ESTABLISHED_PER_FORWARD, MAX_UNPROVEN_PER_IP, MAX_UNPROVEN_PER_LISTENER, MAX_WORKERS,
     PLAIN_HTTP_DEADLINE, SELF_SIGNED_DAYS, SHUTDOWN_GRACE_SECS, UNPROVEN_TLS_DEADLINE,
 };
 use crate::model::Source;
 use crate::pki::{Kind, KindRequest};
 use crate::store::{Store, StoreError};
-use crate::tls::Acceptors;
+use crate::tls::{Acceptors, ClientAuth, ClientCa, ClientTrust, ClientTrustError};
 
-/// One `--tls-forward LISTEN=TARGET`.
+/// One `--tls-forward LISTEN=TARGET[,OPTION=VALUE...]` (also a config
+/// file's `tls-forward = ...` line; this is the one parser of both).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forward {
     /// Where TLS clients connect.
     pub listen: SocketAddr,
     /// The local plain-TCP service that gets the decrypted stream.
     pub target: SocketAddr,
+    /// `proxy=v2` (or `v1`): a PROXY protocol header (the client's address;
+    /// v2 also the TLS facts) goes to the target before the first decrypted
+    /// byte.
+    pub proxy: Option<crate::proxy::Version>,
+    /// `client-auth=none|optional|required` (default none).
+    pub client_auth: ClientAuth,
+    /// `client-ca=local-ca|roots` (default local-ca): the trust set of
+    /// client certificates.
+    pub client_ca: ClientCa,
 }
+
+/// The options a forward takes after `LISTEN=TARGET`.
+const FORWARD_OPTIONS: &str =
+    "proxy=v2|v1|none, client-auth=none|optional|required, client-ca=local-ca|roots";
 
 impl std::str::FromStr for Forward {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Forward, String> {
-        let (listen, target) = s.split_once('=').ok_or_else(|| {
-            format!("expected LISTEN=TARGET, e.g. 0.0.0.0:5061=127.0.0.1:5060, got {s}")
+        let mut parts = s.split(',');
+        let first = parts.next().unwrap_or_default();
+        let (listen, target) = first.split_once('=').ok_or_else(|| {
+            format!("expected LISTEN=TARGET[,OPTION=VALUE...], e.g. 0.0.0.0:5061=127.0.0.1:5060,proxy=v2, got {s}")
         })?;
-        Ok(Forward {
+        let mut fwd = Forward {
             listen: listen
                 .trim()
                 .parse()
@@ -75,7 +102,44 @@ impl std::str::FromStr for Forward {
                 .trim()
                 .parse()
                 .map_err(|e| format!("bad target address {target}: {e}"))?,
-        })
+            proxy: None,
+            client_auth: ClientAuth::default(),
+            client_ca: ClientCa::default(),
+        };
+        let mut seen: Vec<&str> = Vec::new();
+        for opt in parts {
+            let (key, value) = opt
+                .split_once('=')
+                .map(|(k, v)| (k.trim(), v.trim()))
+                .ok_or_else(|| {
+                    format!("bad forward option `{opt}`: expected one of {FORWARD_OPTIONS}")
+                })?;
+            if seen.contains(&key) {
+                return Err(format!("forward option {key} given twice in {s}"));
+            }
+            seen.push(key);
+            match key {
+                "proxy" => {
+                    fwd.proxy = match value {
+                        "v2" => Some(crate::proxy::Version::V2),
+                        "v1" => Some(crate::proxy::Version::V1),
+                        "none" => None,
+                        _ => return Err(format!("proxy must be v2, v1 or none, got {value}")),
+                    }
+                }
+                "client-auth" => fwd.client_auth = value.parse()?,
+                "client-ca" => fwd.client_ca = value.parse()?,
+                _ => {
+                    return Err(format!(
+                        "unknown forward option `{key}`: expected one of {FORWARD_OPTIONS}"
+                    ))
+                }
+            }
+        }
+        if fwd.client_auth == ClientAuth::None && seen.contains(&"client-ca") {
+            return Err("client-ca needs client-auth=optional or client-auth=required".into());
+        }
+        Ok(fwd)
     }
 }
 
@@ -141,6 +205,8 @@ pub struct ServeConfig {
     pub http: Option<SocketAddr>,
     /// Extra TLS listeners forwarding to local services.
     pub forwards: Vec<Forward>,
+    /// Plain-TCP listeners whose connections go out as TLS to trunks.
+    pub connects: Vec<crate::connect::Connect>,
     /// Established connections from one client IP per listener.
     pub max_conns_per_ip: MaxConnsPerIp,
     /// Executor threads accepting on the TLS listeners.
@@ -178,6 +244,17 @@ impl ServeConfig {
         }
     }
 
+    /// Each `--tls-connect` listener's: local clients (the SIP server),
+    /// established at once.
+    fn connect_budget(&self) -> Budget {
+        Budget {
+            unproven: MAX_UNPROVEN_PER_LISTENER,
+            unproven_per_ip: MAX_UNPROVEN_PER_IP,
+            established: MAX_ESTABLISHED_PER_CONNECT,
+            established_per_ip: MAX_ESTABLISHED_PER_CONNECT,
+        }
+    }
+
     /// File descriptors every budget together may hold (a forwarded
     /// connection holds two: client and target), plus the control clients
     /// and `FD_RESERVE`.
@@ -191,6 +268,7 @@ impl ServeConfig {
             n += conns(self.http_budget(), 1);
         }
         n += self.forwards.len() * conns(self.forward_budget(), 2);
+        n += self.connects.len() * conns(self.connect_budget(), 2);
         u64::try_from(n)
             .unwrap_or(u64::MAX)
             .saturating_add(FD_RESERVE)
@@ -241,6 +319,11 @@ pub enum ServeError {
     SelfSigned(String),
     /// The TLS configuration was refused by rustls.
     Tls(rustls::Error),
+    /// A `--tls-connect` cannot run (e.g. its `client-cert` does not allow
+    /// TLS client authentication).
+    Connect(SocketAddr, crate::connect::ConnectError),
+    /// A forward's client trust set (`client-ca=`) could not be built.
+    ClientTrust(SocketAddr, ClientTrustError),
 }
 
 impl core::fmt::Display for ServeError {
@@ -252,6 +335,8 @@ impl core::fmt::Display for ServeError {
                 write!(f, "cannot create the self-signed certificate: {e}")
             }
             ServeError::Tls(e) => write!(f, "TLS configuration refused: {e}"),
+            ServeError::Connect(listen, e) => write!(f, "--tls-connect {listen}: {e}"),
+            ServeError::ClientTrust(listen, e) => write!(f, "tls-forward {listen}: {e}"),
         }
     }
 }
@@ -266,6 +351,8 @@ impl ServeError {
             ServeError::Bind(..) => "bind-failed",
             ServeError::SelfSigned(_) => "self-signed-failed",
             ServeError::Tls(_) => "tls-config",
+            ServeError::Connect(_, e) => e.code(),
+            ServeError::ClientTrust(_, e) => e.code(),
         }
     }
 }
@@ -342,37 +429,153 @@ async fn with_timeout<T>(secs: u64, f: impl Future<Output = T>) -> Option<T> {
 
 /// The TLS handshake of an unproven connection (with the config of the
 /// local address it arrived at), then its promotion to the established
-/// budget; `None` when either fails (logged).
+/// budget; `None` when either fails (logged). The ClientHello is read
+/// first (rustls' `Acceptor`), so the listener's handshake log
+/// (`handshakes`) has the SNI even of a handshake that then fails; the
+/// certificate and rule recorded are the snapshot's answer for the agreed
+/// SNI and local address, as the resolver gave it. Recording allocates
+/// nothing and never waits (`handshakes` module).
 async fn tls_accept(
     acceptors: &Acceptors,
+    log: &ListenerLog,
+    shared: &Shared,
     tcp: TcpStream,
     peer: SocketAddr,
     ticket: &mut Ticket,
 ) -> Option<futures_rustls::server::TlsStream<TcpStream>> {
-    let acceptor = match tcp.local_addr() {
-        Ok(local) => acceptors.for_local(local.ip()),
-        Err(_) => acceptors.any(),
+    let local = tcp.local_addr().ok().map(|a| a.ip().to_canonical());
+    let mut rec = Record::new(clock::now(), peer, local);
+    let mut acme_challenge = false;
+    let handshake = async {
+        let start =
+            futures_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp)
+                .await?;
+        let hello = start.client_hello();
+        rec.set_sni(hello.server_name());
+        acme_challenge = hello.alpn().is_some_and(|mut a| {
+            a.next() == Some(crate::renewal::issue::ACME_TLS_ALPN) && a.next().is_none()
+        });
+        let config = match local {
+            Some(ip) => acceptors.for_local(ip),
+            None => acceptors.any(),
+        };
+        start.into_stream(config).await
     };
-    match ticket
-        .unproven(UNPROVEN_TLS_DEADLINE, acceptor.accept(tcp))
-        .await
-    {
-        Ok(Ok(tls)) => ticket.establish().ok().map(|()| tls),
+    let outcome = ticket.unproven(UNPROVEN_TLS_DEADLINE, handshake).await;
+    match outcome {
+        Ok(Ok(tls)) => {
+            let conn = &tls.get_ref().1;
+            rec.version = match conn.protocol_version() {
+                Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+                Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+                _ => "",
+            };
+            rec.set_alpn(conn.alpn_protocol());
+            if acme_challenge {
+                rec.set_served(None, Rule::AcmeChallenge);
+            } else {
+                let snapshot = shared.snapshot_cell().load();
+                let r = snapshot.resolve(conn.server_name(), local, clock::now());
+                rec.set_served(r.served.map(|s| &*s.id), r.matched.into());
+            }
+            log.record(rec);
+            ticket.establish().ok().map(|()| tls)
+        }
         Ok(Err(e)) => {
-            ticket.gate().handshake_failed(peer.ip(), &e);
+            let why = HandshakeFailure(&e);
+            rec.set_failure(&why);
+            log.record(rec);
+            ticket.gate().handshake_failed(peer.ip(), &why);
             None
         }
         // Logged by admission (rate-limited).
-        Err(_) => None,
+        Err(_) => {
+            rec.set_failure(
+                &"no complete handshake within the deadline (or dropped for a newer connection)",
+            );
+            log.record(rec);
+            None
+        }
     }
+}
+
+/// A failed handshake's reason for the log, naming a refused client
+/// certificate as such (rustls has sent its alert by then).
+struct HandshakeFailure<'a>(&'a std::io::Error);
+
+impl core::fmt::Display for HandshakeFailure<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let tls = self
+            .0
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>());
+        match tls {
+            Some(rustls::Error::NoCertificatesPresented) => f.write_str(
+                "client certificate refused: none presented and client-auth=required \
+                 (alert certificate_required)",
+            ),
+            // A server verifies no certificate but the client's.
+            Some(e @ rustls::Error::InvalidCertificate(_)) => {
+                write!(f, "client certificate refused: {e}")
+            }
+            _ => self.0.fmt(f),
+        }
+    }
+}
+
+/// Where a forward sends a client's decrypted stream, and how.
+#[derive(Debug, Clone, Copy)]
+struct ForwardTo {
+    /// The local plain-TCP service.
+    target: SocketAddr,
+    /// Send a PROXY protocol header of this version first.
+    proxy: Option<crate::proxy::Version>,
+}
+
+/// The TLS facts of an established connection, for the log and the PROXY
+/// header, and that header when `proxy` asks for one.
+fn tls_facts(
+    tls: &futures_rustls::server::TlsStream<TcpStream>,
+    peer: SocketAddr,
+    proxy: Option<crate::proxy::Version>,
+) -> Option<Vec<u8>> {
+    let (tcp, conn) = tls.get_ref();
+    let version = match conn.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "TLS",
+    };
+    let leaf = conn.peer_certificates().and_then(|c| c.first());
+    let cn = leaf.and_then(|c| crate::pki::subject_cn(c.as_ref()));
+    if leaf.is_some() {
+        log::info!(
+            "forward: {peer} presented a verified client certificate, CN={:?}",
+            cn.as_deref().unwrap_or("")
+        );
+    }
+    let proxy = proxy?;
+    let local = tcp.local_addr().ok()?;
+    let facts = crate::proxy::TlsFacts {
+        version,
+        sni: conn.server_name(),
+        client_cert: leaf.is_some(),
+        client_cn: cn.as_deref(),
+    };
+    Some(proxy.header(peer, local, &facts))
 }
 
 /// Pipe a TLS client to a local plain-TCP target until both sides close.
 async fn forward(
     tls: futures_rustls::server::TlsStream<TcpStream>,
-    target: SocketAddr,
+    to: ForwardTo,
     peer: SocketAddr,
 ) {
+    let target = to.target;
+    let header = tls_facts(&tls, peer, to.proxy);
+    if to.proxy.is_some() && header.is_none() {
+        log::warn!("forward for {peer}: no local address for the PROXY header; closed");
+        return;
+    }
     let upstream =
         match with_timeout(FORWARD_CONNECT_TIMEOUT_SECS, TcpStream::connect(target)).await {
             Some(Ok(s)) => s,
@@ -385,8 +588,17 @@ async fn forward(
                 return;
             }
         };
-    let (tls_read, mut tls_write) = smol::io::split(tls);
     let mut up_write = upstream.clone();
+    // Once, before the first decrypted byte (proxy-protocol.txt §2.2).
+    if let Some(h) = header {
+        if let Err(e) = up_write.write_all(&h).await {
+            log::warn!("forward for {peer}: cannot send the PROXY header to {target}: {e}");
+            return;
+        }
+    }
+    keepalive(tls.get_ref().0);
+    keepalive(&upstream);
+    let (tls_read, mut tls_write) = smol::io::split(tls);
     let to_target = async {
         let _ = pump(tls_read, &mut up_write).await;
         let _ = up_write.shutdown(std::net::Shutdown::Write);
@@ -395,7 +607,55 @@ async fn forward(
         let _ = pump(upstream, &mut tls_write).await;
         let _ = tls_write.close().await;
     };
-    smol::future::zip(to_target, to_client).await;
+    both_then_bounded(to_target, to_client).await;
+    // Both sockets close here (dropped), also when the other direction was
+    // still open at the end of the half-close time.
+}
+
+/// Run `a` and `b` together until both end, but once either has ended the
+/// other gets at most `FORWARD_HALF_CLOSE_SECS` (then it is dropped).
+async fn both_then_bounded(a: impl Future<Output = ()>, b: impl Future<Output = ()>) {
+    use std::task::Poll;
+    let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
+    let (mut a_done, mut b_done) = (false, false);
+    let mut step = |cx: &mut std::task::Context<'_>| {
+        if !a_done {
+            a_done = a.as_mut().poll(cx).is_ready();
+        }
+        if !b_done {
+            b_done = b.as_mut().poll(cx).is_ready();
+        }
+        (a_done, b_done)
+    };
+    smol::future::poll_fn(|cx| match step(cx) {
+        (false, false) => Poll::Pending,
+        _ => Poll::Ready(()),
+    })
+    .await;
+    let rest = smol::future::poll_fn(|cx| match step(cx) {
+        (true, true) => Poll::Ready(()),
+        _ => Poll::Pending,
+    });
+    if with_timeout(FORWARD_HALF_CLOSE_SECS, rest).await.is_none() {
+        log::debug!("forward: the other side stayed open {FORWARD_HALF_CLOSE_SECS} s after one closed; closed it");
+    }
+}
+
+/// TCP keepalive on one socket of a forwarded connection (SIP keeps them
+/// open for hours; a vanished phone or target is found by the kernel).
+fn keepalive(s: &TcpStream) {
+    use rustix::net::sockopt;
+    let set = sockopt::set_socket_keepalive(s, true)
+        .and_then(|()| {
+            sockopt::set_tcp_keepidle(s, Duration::from_secs(FORWARD_KEEPALIVE_IDLE_SECS))
+        })
+        .and_then(|()| {
+            sockopt::set_tcp_keepintvl(s, Duration::from_secs(FORWARD_KEEPALIVE_INTERVAL_SECS))
+        })
+        .and_then(|()| sockopt::set_tcp_keepcnt(s, FORWARD_KEEPALIVE_PROBES));
+    if let Err(e) = set {
+        log::debug!("forward: cannot set TCP keepalive: {e}");
+    }
 }
 
 /// Copy `from` to `to` until EOF, flushing after every chunk.
@@ -421,10 +681,73 @@ where
     }
 }
 
+/// One connection of a `--tls-connect` listener: TLS to the trunk (the
+/// Root CA list read now, from the blocking pool), then bytes both ways
+/// until both sides close; a log line when it is verified or refused and
+/// when it ends.
+async fn trunk(
+    shared: Arc<Shared>,
+    local: TcpStream,
+    peer: SocketAddr,
+    c: Arc<crate::connect::Connect>,
+) {
+    let what = format!(
+        "tls-connect {peer} -> trunk {} (name {})",
+        c.trunk(),
+        c.server_name()
+    );
+    let config = {
+        let c = c.clone();
+        smol::unblock(move || crate::connect::client_config(shared.store(), &c)).await
+    };
+    let opened = match config {
+        Ok((config, id)) => crate::connect::open(config, &c).await.map(|tls| (tls, id)),
+        Err(e) => Err(e),
+    };
+    let (tls, id) = match opened {
+        Ok(v) => v,
+        Err(e) => {
+            log::warn!("{what}: not connected [{}]: {e}", e.code());
+            return;
+        }
+    };
+    let version = tls
+        .get_ref()
+        .1
+        .protocol_version()
+        .map_or("TLS".into(), |v| format!("{v:?}"));
+    log::info!(
+        "{what}: verified against the Root CA list ({version}), {}",
+        id.map_or("no client certificate".into(), |id| format!(
+            "client certificate {id}"
+        ))
+    );
+    let (tls_read, mut tls_write) = smol::io::split(tls);
+    let mut local_write = local.clone();
+    let to_local = async {
+        let r = pump(tls_read, &mut local_write).await;
+        let _ = local_write.shutdown(std::net::Shutdown::Write);
+        r
+    };
+    let to_trunk = async {
+        let r = pump(local, &mut tls_write).await;
+        let _ = tls_write.close().await;
+        r
+    };
+    match smol::future::zip(to_local, to_trunk).await {
+        (Ok(()), Ok(())) => log::info!("{what}: closed"),
+        (Err(e), _) => log::warn!("{what}: closed by the trunk: {e}"),
+        (_, Err(e)) => log::warn!("{what}: closed: {e}"),
+    }
+}
+
 /// Run the daemon until `shutdown` completes.
 pub fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
     let store = crate::ops::open_store(&config.data_dir)?;
     raise_fd_limit(config.fds_needed());
+    for c in &config.connects {
+        crate::connect::check(&store, c).map_err(|e| ServeError::Connect(c.listen, e))?;
+    }
     ensure_self_signed(&store)?;
     let setup_needed =
         !crate::auth::password_is_set(&store).map_err(|e| ServeError::SelfSigned(e.to_string()))?;
@@ -488,8 +811,8 @@ struct Spawn<'a> {
 enum Role {
     /// The web admin and JSON API.
     Https,
-    /// Pipe to this local plain-TCP service.
-    Forward(SocketAddr),
+    /// Pipe to a local plain-TCP service.
+    Forward(ForwardTo),
 }
 
 /// A TLS listener every worker accepts on: one socket, one config, one gate.
@@ -497,6 +820,8 @@ enum Role {
 struct TlsListener {
     listener: TcpListener,
     acceptors: Arc<Acceptors>,
+    /// Its handshake diagnostics (`handshakes`).
+    log: Arc<ListenerLog>,
     gate: Gate,
     role: Role,
 }
@@ -511,17 +836,18 @@ fn tls_loop<'a, 'ex: 'a>(
     let TlsListener {
         listener,
         acceptors,
+        log,
         gate,
         role,
     } = l;
     Box::pin(accept_loop(listener, gate, move |tcp, peer, mut ticket| {
-        let (acceptors, shared) = (acceptors.clone(), shared.clone());
+        let (acceptors, log, shared) = (acceptors.clone(), log.clone(), shared.clone());
         ex.spawn(async move {
-            if let Some(tls) = tls_accept(&acceptors, tcp, peer, &mut ticket).await {
+            if let Some(tls) = tls_accept(&acceptors, &log, &shared, tcp, peer, &mut ticket).await {
                 log::debug!("worker {worker}: TLS connection from {peer}");
                 match role {
                     Role::Https => crate::http::serve_https(shared, tls, peer).await,
-                    Role::Forward(target) => forward(tls, target, peer).await,
+                    Role::Forward(to) => forward(tls, to, peer).await,
                 }
             }
         })
@@ -591,6 +917,7 @@ async fn serve_all(
         let acceptors = Acceptors::new(
             shared.clone(),
             &[b"http/1.1", crate::renewal::issue::ACME_TLS_ALPN],
+            None,
         )
         .map_err(ServeError::Tls)?;
         let gate = Gate::new(format!("https {local}"), config.https_budget());
@@ -598,6 +925,7 @@ async fn serve_all(
         tls_listeners.push(TlsListener {
             listener,
             acceptors: Arc::new(acceptors),
+            log: shared.handshake_log(format!("https {local}")),
             gate,
             role: Role::Https,
         });
@@ -632,18 +960,57 @@ async fn serve_all(
             .local_addr()
             .map_err(|e| ServeError::Bind(fwd.listen.to_string(), e))?;
         ready.push(format!("forward={local}->{}", fwd.target));
-        let acceptors = Acceptors::new(shared.clone(), &[]).map_err(ServeError::Tls)?;
+        let trust = ClientTrust::new(shared.store(), fwd.client_auth, fwd.client_ca)
+            .map_err(|e| ServeError::ClientTrust(fwd.listen, e))?;
+        if let Some(trust) = &trust {
+            loops.push(Box::pin(refresh_client_trust(
+                shared.clone(),
+                trust.clone(),
+                local,
+            )));
+        }
+        let acceptors = Acceptors::new(shared.clone(), &[], trust).map_err(ServeError::Tls)?;
         let gate = Gate::new(format!("forward {local}"), config.forward_budget());
         gates.push(gate.clone());
         tls_listeners.push(TlsListener {
             listener,
             acceptors: Arc::new(acceptors),
+            log: shared.handshake_log(format!("forward {local}")),
             gate,
-            role: Role::Forward(fwd.target),
+            role: Role::Forward(ForwardTo {
+                target: fwd.target,
+                proxy: fwd.proxy,
+            }),
         });
     }
     for l in &tls_listeners {
         loops.push(tls_loop(ex, l.clone(), shared.clone(), 1));
+    }
+    // `--tls-connect`: on the first worker only (a few long-lived
+    // connections per trunk).
+    for c in &config.connects {
+        let listener = bind(c.listen, "tls-connect")?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| ServeError::Bind(c.listen.to_string(), e))?;
+        ready.push(format!("connect={local}->{}", c.trunk()));
+        let gate = Gate::new(format!("connect {local}"), config.connect_budget());
+        gates.push(gate.clone());
+        let (shared, c) = (shared.clone(), Arc::new(c.clone()));
+        loops.push(Box::pin(accept_loop(
+            listener,
+            gate,
+            move |tcp, peer, mut ticket| {
+                let (shared, c) = (shared.clone(), c.clone());
+                ex.spawn(async move {
+                    // The ticket lives as long as the connection.
+                    if ticket.establish().is_ok() {
+                        trunk(shared, tcp, peer, c).await;
+                    }
+                })
+                .detach();
+            },
+        )));
     }
     let workers = if tls_listeners.is_empty() {
         1
@@ -726,6 +1093,22 @@ async fn serve_all(
         .sum();
     log::info!("shutting down: no new connections; {open} still open");
     Ok(())
+}
+
+/// Reread a forward's client trust set every `CLIENT_TRUST_REFRESH_SECS`
+/// (on the blocking pool) and rebuild its verifier when it changed.
+async fn refresh_client_trust(shared: Arc<Shared>, trust: Arc<ClientTrust>, local: SocketAddr) {
+    loop {
+        smol::Timer::after(Duration::from_secs(CLIENT_TRUST_REFRESH_SECS)).await;
+        let (shared, t) = (shared.clone(), trust.clone());
+        match smol::unblock(move || t.refresh(shared.store())).await {
+            Ok(true) => {
+                log::info!("forward {local}: the client trust set changed; verifier rebuilt")
+            }
+            Ok(false) => {}
+            Err(e) => log::warn!("forward {local}: cannot reread the client trust set: {e}"),
+        }
+    }
 }
 
 async fn accept_loop(

@@ -96,6 +96,19 @@ impl Match {
     }
 }
 
+impl From<Match> for crate::handshakes::Rule {
+    fn from(m: Match) -> Self {
+        use crate::handshakes::Rule;
+        match m {
+            Match::Domain => Rule::Domain,
+            Match::Server => Rule::Server,
+            Match::Address => Rule::Address,
+            Match::Default => Rule::Default,
+            Match::None => Rule::None,
+        }
+    }
+}
+
 /// The answer for one SNI value.
 pub struct Resolution<'a> {
     /// The chosen certificate.
@@ -256,9 +269,19 @@ impl Snapshot {
     /// out (and logged) rather than failing the whole snapshot. Certificates
     /// already in `previous` are reused without re-parsing their keys.
     pub fn load(store: &Store, previous: Option<&Snapshot>) -> Result<Snapshot, StoreError> {
+        Snapshot::load_without(store, previous, None)
+    }
+
+    /// `load` as if the certificate `without` were deleted (what a delete
+    /// would leave clients: `served::after_delete`).
+    pub fn load_without(
+        store: &Store,
+        previous: Option<&Snapshot>,
+        without: Option<&str>,
+    ) -> Result<Snapshot, StoreError> {
         let mut inputs = Vec::new();
         for record in store.certs()? {
-            if record.kind == Kind::StirShaken {
+            if record.kind == Kind::StirShaken || Some(record.id.as_str()) == without {
                 continue;
             }
             if let Some(old) = previous.and_then(|p| p.by_id(&record.id)) {

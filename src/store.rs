@@ -904,6 +904,12 @@ pub struct CertRecord {
     pub key_id: String,
     /// Import order.
     pub seq: u64,
+    /// Extended key usages of the leaf (`pki::CertInfo::eku`: names such as
+    /// `server-auth`, `client-auth`; `any` without the extension). Records
+    /// of older releases lack it: `Store` derives it from the stored leaf
+    /// when it reads them (`with_eku`), so it is never empty once read.
+    #[serde(default)]
+    pub eku: Vec<String>,
 }
 
 impl CertRecord {
@@ -928,6 +934,7 @@ impl CertRecord {
             key_type: info.key_alg.name(),
             key_id: info.key_id(),
             seq,
+            eku: info.eku.clone(),
         }
     }
 }
@@ -1018,7 +1025,7 @@ impl Store {
             .kv
             .scan_prefix(Tree::Certs, b"")?
             .into_iter()
-            .map(|(_, v)| serde_json::from_slice::<CertRecord>(&v).map_err(corrupt))
+            .map(|(_, v)| self.cert_record(&v))
             .collect::<Result<Vec<_>, _>>()?;
         certs.sort_by_key(|c| c.seq);
         Ok(certs)
@@ -1028,8 +1035,29 @@ impl Store {
     pub fn cert(&self, id: &str) -> Result<Option<CertRecord>, StoreError> {
         self.kv
             .get(Tree::Certs, id.as_bytes())?
-            .map(|v| serde_json::from_slice(&v).map_err(corrupt))
+            .map(|v| self.cert_record(&v))
             .transpose()
+    }
+
+    /// Decode a stored `CertRecord`; one of an older release (no `eku`)
+    /// gets its EKU from the stored leaf (`with_eku`).
+    fn cert_record(&self, raw: &[u8]) -> Result<CertRecord, StoreError> {
+        let record: CertRecord = serde_json::from_slice(raw).map_err(corrupt)?;
+        self.with_eku(record)
+    }
+
+    /// `record` with `eku` filled from its stored leaf when it is empty.
+    fn with_eku(&self, mut record: CertRecord) -> Result<CertRecord, StoreError> {
+        if record.eku.is_empty() {
+            let leaf = self
+                .chain(&record.id)?
+                .into_iter()
+                .next()
+                .and_then(crate::pki::CertInfo::parse)
+                .ok_or_else(|| corrupt(format!("leaf of {}", record.id)))?;
+            record.eku = leaf.eku;
+        }
+        Ok(record)
     }
 
     /// The chain (leaf first) of a certificate.

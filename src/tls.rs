@@ -29,18 +29,36 @@
 //! each with a resolver that knows its address; the accept path picks the
 //! config by the socket's local address, lock-free once seen (arc-swap),
 //! built once per address (at most `MAX_LOCAL_ADDRESSES`).
+//!
+//! Mutual TLS (a forward's `client-auth=optional|required`, RFC 8446 §4.3.2,
+//! §4.4.2; RFC 5246 §7.4.4): the client's chain is checked by rustls'
+//! `WebPkiClientVerifier` (path to a trust anchor, validity, clientAuth EKU)
+//! against the listener's trust set, the local CA's root (`client-ca=local-ca`)
+//! or the Root CA list (`client-ca=roots`). `ClientTrust` holds the current
+//! verifier in an `ArcSwap`: the handshake reads it without a lock, and
+//! `serve` rebuilds it off the handshake path when the trust set in the store
+//! changes (`ClientTrust::refresh`). No hint list is sent (an empty
+//! `certificate_authorities`: the client sends the certificate it has), so a
+//! change of trust set never needs a new config. A refused client certificate
+//! (or none under `required`) fails the handshake with rustls' alert
+//! (`unknown_ca`, `certificate_required`, ...). Such a listener resumes no
+//! session (no tickets, no cache): a resumed handshake would skip the check
+//! against the current trust set.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use futures_rustls::TlsAcceptor;
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::ServerConfig;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig};
 
 use crate::daemon::Shared;
 use crate::limits::MAX_LOCAL_ADDRESSES;
+use crate::store::{Store, StoreError};
 
 /// Picks the certificate for each ClientHello from the current snapshot.
 #[derive(Clone)]
@@ -92,16 +110,362 @@ pub fn server_config(
     shared: Arc<Shared>,
     alpn: &[&[u8]],
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
+    server_config_with(shared, alpn, None)
+}
+
+/// `server_config`, asking for client certificates as `client_auth` says
+/// (`None`: no client authentication).
+pub fn server_config_with(
+    shared: Arc<Shared>,
+    alpn: &[&[u8]],
+    client_auth: Option<Arc<ClientTrust>>,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SniResolver::new(shared)));
+    let builder = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let mutual = client_auth.is_some();
+    let builder = match client_auth {
+        Some(trust) => builder.with_client_cert_verifier(trust),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(SniResolver::new(shared)));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
-    config.session_storage =
-        rustls::server::ServerSessionMemoryCache::new(crate::limits::TLS12_SESSION_CACHE_ENTRIES);
+    if mutual {
+        // No resumption: a resumed session skips the client certificate
+        // check, so a certificate whose root was since removed from the
+        // trust set would still get in. Every handshake verifies it.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    } else {
+        config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+        config.session_storage = rustls::server::ServerSessionMemoryCache::new(
+            crate::limits::TLS12_SESSION_CACHE_ENTRIES,
+        );
+    }
     Ok(Arc::new(config))
+}
+
+/// A forward's `client-auth=`: whether clients must present a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientAuth {
+    /// No certificate is asked for (the default).
+    #[default]
+    None,
+    /// Asked for; a client without one is let in, one with a certificate
+    /// that does not verify is refused.
+    Optional,
+    /// A certificate that verifies is required.
+    Required,
+}
+
+impl std::str::FromStr for ClientAuth {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ClientAuth, String> {
+        match s {
+            "none" => Ok(ClientAuth::None),
+            "optional" => Ok(ClientAuth::Optional),
+            "required" => Ok(ClientAuth::Required),
+            _ => Err(format!(
+                "client-auth must be none, optional or required, got {s}"
+            )),
+        }
+    }
+}
+
+/// A forward's `client-ca=`: the trust anchors client certificates must
+/// chain to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientCa {
+    /// The root of the local CA (`ca init`; the default).
+    #[default]
+    LocalCa,
+    /// The Root CA list (`roots`, including imported roots).
+    Roots,
+}
+
+impl std::str::FromStr for ClientCa {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ClientCa, String> {
+        match s {
+            "local-ca" => Ok(ClientCa::LocalCa),
+            "roots" => Ok(ClientCa::Roots),
+            _ => Err(format!("client-ca must be local-ca or roots, got {s}")),
+        }
+    }
+}
+
+impl core::fmt::Display for ClientCa {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            ClientCa::LocalCa => "local-ca",
+            ClientCa::Roots => "roots",
+        })
+    }
+}
+
+/// Why a listener's client trust set could not be built.
+#[derive(Debug)]
+pub enum ClientTrustError {
+    /// `client-ca=local-ca` but no local CA exists (`ca init` first).
+    NoLocalCa,
+    /// The trust set holds no usable certificate.
+    NoAnchors(ClientCa),
+    /// The store could not be read.
+    Store(StoreError),
+    /// rustls refused the verifier.
+    Verifier(String),
+}
+
+impl core::fmt::Display for ClientTrustError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ClientTrustError::NoLocalCa => f.write_str(
+                "client-ca=local-ca but there is no local CA (run `pbx-certd ca init` first)",
+            ),
+            ClientTrustError::NoAnchors(ca) => {
+                write!(f, "client-ca={ca}: no usable trust anchor in the store")
+            }
+            ClientTrustError::Store(e) => e.fmt(f),
+            ClientTrustError::Verifier(e) => write!(f, "client verifier refused: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientTrustError {}
+
+impl ClientTrustError {
+    /// Stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ClientTrustError::NoLocalCa => "no-local-ca",
+            ClientTrustError::NoAnchors(_) => "no-client-anchors",
+            ClientTrustError::Store(e) => e.code(),
+            ClientTrustError::Verifier(_) => "tls-config",
+        }
+    }
+}
+
+/// The trust anchors (DER) of `ca` in the store, sorted (so equal sets
+/// compare equal).
+pub fn client_anchors(store: &Store, ca: ClientCa) -> Result<Vec<Vec<u8>>, ClientTrustError> {
+    let mut ders = match ca {
+        ClientCa::LocalCa => match crate::localca::root_der(store) {
+            Ok(der) => vec![der],
+            Err(crate::error::Error::NoCa) => return Err(ClientTrustError::NoLocalCa),
+            Err(crate::error::Error::Store(e)) => return Err(ClientTrustError::Store(e)),
+            Err(e) => return Err(ClientTrustError::Verifier(e.to_string())),
+        },
+        ClientCa::Roots => store
+            .roots()
+            .map_err(ClientTrustError::Store)?
+            .into_iter()
+            .map(|(_, der)| der)
+            .collect(),
+    };
+    ders.sort();
+    Ok(ders)
+}
+
+/// A verifier over `anchors` for `auth` (not `None`).
+fn build_verifier(
+    auth: ClientAuth,
+    ca: ClientCa,
+    anchors: &[Vec<u8>],
+) -> Result<Arc<dyn ClientCertVerifier>, ClientTrustError> {
+    let mut roots = RootCertStore::empty();
+    for der in anchors {
+        // An unusable entry of the Root CA list is skipped, as rustls does.
+        let _ = roots.add(CertificateDer::from(der.as_slice()));
+    }
+    if roots.is_empty() {
+        return Err(ClientTrustError::NoAnchors(ca));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    let builder = match auth {
+        ClientAuth::Optional => builder.allow_unauthenticated(),
+        ClientAuth::None | ClientAuth::Required => builder,
+    };
+    builder
+        .build()
+        .map_err(|e| ClientTrustError::Verifier(e.to_string()))
+}
+
+/// A listener's client-certificate verifier over the current trust set.
+pub struct ClientTrust {
+    auth: ClientAuth,
+    ca: ClientCa,
+    current: ArcSwap<Arc<dyn ClientCertVerifier>>,
+    /// The anchors `current` was built from (only `refresh` reads it).
+    anchors: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl core::fmt::Debug for ClientTrust {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "ClientTrust({:?}, {})", self.auth, self.ca)
+    }
+}
+
+impl ClientTrust {
+    /// The verifier for `auth` (`None` for `ClientAuth::None`) over the
+    /// store's current trust set `ca`.
+    pub fn new(
+        store: &Store,
+        auth: ClientAuth,
+        ca: ClientCa,
+    ) -> Result<Option<Arc<ClientTrust>>, ClientTrustError> {
+        if auth == ClientAuth::None {
+            return Ok(None);
+        }
+        let anchors = client_anchors(store, ca)?;
+        let verifier = build_verifier(auth, ca, &anchors)?;
+        Ok(Some(Arc::new(ClientTrust {
+            auth,
+            ca,
+            current: ArcSwap::from_pointee(verifier),
+            anchors: std::sync::Mutex::new(anchors),
+        })))
+    }
+
+    /// Rebuild the verifier when the trust set in the store changed (store
+    /// I/O: call it off the handshake path). A trust set that became empty
+    /// refuses every client certificate. `Ok(true)` when it changed.
+    pub fn refresh(&self, store: &Store) -> Result<bool, ClientTrustError> {
+        let anchors = match client_anchors(store, self.ca) {
+            Ok(a) => a,
+            Err(ClientTrustError::NoLocalCa) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let mut held = self.anchors.lock().unwrap_or_else(|p| p.into_inner());
+        if *held == anchors {
+            return Ok(false);
+        }
+        let verifier: Arc<dyn ClientCertVerifier> =
+            match build_verifier(self.auth, self.ca, &anchors) {
+                Ok(v) => v,
+                Err(ClientTrustError::NoAnchors(_)) => Arc::new(RefuseAll(self.auth)),
+                Err(e) => return Err(e),
+            };
+        self.current.store(Arc::new(verifier));
+        *held = anchors;
+        Ok(true)
+    }
+
+    /// Whether clients must present a certificate.
+    pub fn auth(&self) -> ClientAuth {
+        self.auth
+    }
+}
+
+impl ClientCertVerifier for ClientTrust {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.auth == ClientAuth::Required
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.current
+            .load()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current
+            .load()
+            .verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current
+            .load()
+            .verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.current.load().supported_verify_schemes()
+    }
+}
+
+/// The verifier of an empty trust set: every client certificate is refused
+/// (`unknown_ca`); without one, `optional` still lets the client in.
+#[derive(Debug)]
+struct RefuseAll(ClientAuth);
+
+impl ClientCertVerifier for RefuseAll {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.0 == ClientAuth::Required
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ))
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 /// One listener's TLS acceptors: the config for an unknown local address,
@@ -110,30 +474,33 @@ pub fn server_config(
 pub struct Acceptors {
     shared: Arc<Shared>,
     base: Arc<ServerConfig>,
-    any: TlsAcceptor,
-    by_local: ArcSwap<Vec<(IpAddr, TlsAcceptor)>>,
+    by_local: ArcSwap<Vec<(IpAddr, Arc<ServerConfig>)>>,
 }
 
 impl Acceptors {
-    /// The acceptors of a listener offering `alpn`.
-    pub fn new(shared: Arc<Shared>, alpn: &[&[u8]]) -> Result<Acceptors, rustls::Error> {
-        let base = server_config(shared.clone(), alpn)?;
+    /// The acceptors of a listener offering `alpn`, asking for client
+    /// certificates as `client_auth` says (`server_config_with`).
+    pub fn new(
+        shared: Arc<Shared>,
+        alpn: &[&[u8]],
+        client_auth: Option<Arc<ClientTrust>>,
+    ) -> Result<Acceptors, rustls::Error> {
+        let base = server_config_with(shared.clone(), alpn, client_auth)?;
         Ok(Acceptors {
             shared,
-            any: TlsAcceptor::from(base.clone()),
             base,
             by_local: ArcSwap::from_pointee(Vec::new()),
         })
     }
 
-    /// The acceptor when the local address is unknown.
-    pub fn any(&self) -> TlsAcceptor {
-        self.any.clone()
+    /// The config when the local address is unknown.
+    pub fn any(&self) -> Arc<ServerConfig> {
+        self.base.clone()
     }
 
-    /// The acceptor for a connection that arrived at `local` (an
+    /// The config for a connection that arrived at `local` (an
     /// IPv4-mapped IPv6 address counts as the IPv4 address).
-    pub fn for_local(&self, local: IpAddr) -> TlsAcceptor {
+    pub fn for_local(&self, local: IpAddr) -> Arc<ServerConfig> {
         let local = local.to_canonical();
         if let Some((_, a)) = self.by_local.load().iter().find(|(ip, _)| *ip == local) {
             return a.clone();
@@ -143,15 +510,15 @@ impl Acceptors {
             shared: self.shared.clone(),
             local: Some(local),
         });
-        let made = TlsAcceptor::from(Arc::new(config));
-        let mut kept = self.any.clone();
+        let made = Arc::new(config);
+        let mut kept = self.base.clone();
         self.by_local.rcu(|list| {
             if let Some((_, a)) = list.iter().find(|(ip, _)| *ip == local) {
                 kept = a.clone();
                 return list.clone();
             }
             if list.len() >= MAX_LOCAL_ADDRESSES {
-                kept = self.any.clone();
+                kept = self.base.clone();
                 return list.clone();
             }
             kept = made.clone();

@@ -225,6 +225,12 @@ fn local_ca_issues_a_chain_openssl_verifies_and_the_daemon_serves_it() {
     let certs = pbx.certs();
     assert_eq!(by_id(&certs, &id)["source"], "local-ca");
     assert_eq!(by_id(&certs, &id)["key_type"], "p256");
+    // Without --client: a server certificate only (EKU serverAuth).
+    assert_eq!(issued["eku"], serde_json::json!(["server-auth"]));
+    assert_eq!(
+        by_id(&certs, &id)["eku"],
+        serde_json::json!(["server-auth"])
+    );
 
     // openssl verifies the stored chain against the local CA's root alone.
     let chain = pbx.ok(&["cert", "show", &id])["pem"]
@@ -410,4 +416,68 @@ fn local_ca_issues_a_chain_openssl_verifies_and_the_daemon_serves_it() {
     assert!(!tenants.contains("cf-token-0123456789abcdef"));
     assert!(tenants.contains("href=\"/ca.pem\""));
     assert_eq!(curl(&[&format!("{base}/ca.pem")]), root_pem);
+}
+
+/// `ca issue --client` adds clientAuth (for `--tls-connect ...,client-cert=`);
+/// `certs --json` and the import result say which EKU a certificate has
+/// (`any` for an upload without the extension), and openssl agrees.
+#[test]
+fn ca_issue_client_adds_client_auth_and_certs_json_shows_eku() {
+    let pbx = Pbx::new();
+    pbx.tenant_add("acme", &["pbx.acme.test"]);
+    pbx.tenant_add("globex", &["pbx.globex.test"]);
+    pbx.ok(&["ca", "init"]);
+    let client = pbx.ok(&["ca", "issue", "--tenant", "acme", "--client"]);
+    assert_eq!(
+        client["eku"],
+        serde_json::json!(["server-auth", "client-auth"])
+    );
+    let server = pbx.ok(&["ca", "issue", "--tenant", "globex"]);
+    assert_eq!(server["eku"], serde_json::json!(["server-auth"]));
+    // An upload without the EKU extension: any usage (RFC 5280 §4.2.1.12).
+    let pki = Pki::new();
+    let l = pki.leaf(leaf(&["www.example.com"]));
+    let upload = pbx.import_ok(pki.chain_pem(&l), Some(&l.key_pem()), &[]);
+    assert_eq!(upload["eku"], serde_json::json!(["any"]));
+    let certs = pbx.certs();
+    let eku = |v: &Value| by_id(&certs, v["id"].as_str().unwrap())["eku"].clone();
+    assert_eq!(
+        eku(&client),
+        serde_json::json!(["server-auth", "client-auth"])
+    );
+    assert_eq!(eku(&server), serde_json::json!(["server-auth"]));
+    assert_eq!(eku(&upload), serde_json::json!(["any"]));
+    // openssl reads the same usages from the stored leaf.
+    let chain = pbx.ok(&["cert", "show", client["id"].as_str().unwrap()])["pem"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let leaf_file = pbx.file(
+        "client.pem",
+        pem_encode("CERTIFICATE", &pem_certs(&chain)[0]),
+    );
+    let text = openssl_ok(
+        &[
+            "x509",
+            "-in",
+            &leaf_file,
+            "-noout",
+            "-ext",
+            "extendedKeyUsage",
+        ],
+        None,
+    )
+    .stdout;
+    assert!(
+        text.contains("TLS Web Server Authentication, TLS Web Client Authentication"),
+        "{text}"
+    );
+    // The human text of an import says it too.
+    let out = pbx.run(&["ca", "issue", "--tenant", "acme", "--client"]);
+    out.success();
+    assert!(
+        out.stdout.contains("usage: server-auth, client-auth"),
+        "{}",
+        out.describe()
+    );
 }

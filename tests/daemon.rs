@@ -747,3 +747,136 @@ fn a_client_without_sni_gets_the_certificate_of_the_address_it_connected_to() {
     }
     daemon.stop();
 }
+
+/// `handshakes` (through the control socket of the running daemon) answers
+/// "which phones send no SNI, and which certificate did they get?": each
+/// handshake of a listener with the SNI or none, the certificate and rule,
+/// version, and for a failed one the reason — with the SNI even when the
+/// handshake then failed — and counters per rule.
+#[test]
+fn handshakes_show_which_clients_send_no_sni_and_what_they_got() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let pki = Pki::new(files.path());
+    let by_ip = pki.leaf("byip", &["127.0.0.1"]);
+    let server = pki.leaf("server", &["pbx.example.test"]);
+    let d = dir.path();
+    let ok = |args: &[&str]| {
+        let out = cli(d, args);
+        assert_eq!(out.0, 0, "{args:?}: {} {}", out.1, out.2);
+    };
+    ok(&["import", "--cert", &pki.path("root.pem")]);
+    ok(&["tenant", "add", "phones", "--ip", "127.0.0.1"]);
+    for f in ["byip", "server"] {
+        ok(&[
+            "import",
+            "--cert",
+            &pki.path(&format!("{f}.pem")),
+            "--key",
+            &pki.path(&format!("{f}.key")),
+        ]);
+    }
+    // Without the daemon there is nothing to show, and it says so.
+    let out = cli(d, &["handshakes"]);
+    assert_ne!(out.0, 0);
+    assert!(out.2.contains("serve"), "{}", out.2);
+
+    let daemon = serve::Serve::on(d).forward(echo_server()).start();
+    let fwd = daemon.forward.expect("forward address");
+    // A phone without SNI, one with SNI, one that refuses our certificate
+    // (no roots: it sends an alert after the server's flight), and a
+    // client that speaks no TLS at all.
+    assert_eq!(presented(fwd, None), Ok(by_ip.clone()));
+    assert_eq!(presented(fwd, Some("pbx.example.test")), Ok(server.clone()));
+    let strict = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    let name = ServerName::try_from("pbx.example.test").unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(strict), name).unwrap();
+    let mut tcp = TcpStream::connect(fwd).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut refused = false;
+    while conn.is_handshaking() {
+        if conn.complete_io(&mut tcp).is_err() {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "an empty root store refuses the certificate");
+    let _ = conn.complete_io(&mut tcp); // the alert goes out
+    drop(tcp);
+    let mut plain = TcpStream::connect(fwd).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    plain.write_all(b"OPTIONS sip:pbx SIP/2.0\r\n\r\n").unwrap();
+    let _ = plain.read(&mut [0u8; 64]);
+
+    // The daemon records after each handshake ends: wait (hang guard).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let listener = loop {
+        let v = json(&daemon.cli(&["handshakes", "--listener", "forward", "--json"]));
+        let list = v.as_array().unwrap().clone();
+        assert_eq!(list.len(), 1, "only the forward listener: {v}");
+        if list[0]["recent"].as_array().unwrap().len() >= 4 {
+            break list[0].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "not recorded: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Each is recorded when its handshake ends on the server, so the order
+    // of near-simultaneous ones may differ from the clients' order.
+    let recent = listener["recent"].as_array().unwrap();
+    let find = |what: &str, f: &dyn Fn(&serde_json::Value) -> bool| {
+        recent
+            .iter()
+            .find(|r| f(r))
+            .unwrap_or_else(|| panic!("no {what} record: {recent:?}"))
+            .clone()
+    };
+    let no_sni = &find("no-SNI success", &|r| {
+        r["sni_kind"] == "none" && r["rule"] != "failed"
+    });
+    assert_eq!(no_sni["sni_kind"], "none", "{no_sni}");
+    assert_eq!(no_sni["cert"], by_ip.as_str(), "{no_sni}");
+    assert_eq!(no_sni["rule"], "address", "{no_sni}");
+    assert_eq!(no_sni["local"], "127.0.0.1", "{no_sni}");
+    assert_eq!(no_sni["version"], "TLSv1.3", "{no_sni}");
+    let named = &find("named success", &|r| {
+        r["sni"] == "pbx.example.test" && r["rule"] != "failed"
+    });
+    assert_eq!(named["sni"], "pbx.example.test", "{named}");
+    assert_eq!(named["cert"], server.as_str(), "{named}");
+    assert_eq!(named["rule"], "server", "{named}");
+    let alert = &find("refused", &|r| {
+        r["sni"] == "pbx.example.test" && r["rule"] == "failed"
+    });
+    assert_eq!(alert["rule"], "failed", "{alert}");
+    assert_eq!(
+        alert["sni"], "pbx.example.test",
+        "the SNI of a failed handshake: {alert}"
+    );
+    assert!(
+        alert["failure"].as_str().unwrap().contains("alert"),
+        "{alert}"
+    );
+    let garbage = &find("no-TLS", &|r| {
+        r["sni_kind"] == "none" && r["rule"] == "failed"
+    });
+    assert_eq!(garbage["rule"], "failed", "{garbage}");
+    assert_eq!(garbage["sni_kind"], "none", "{garbage}");
+    let counters = &listener["counters"];
+    assert_eq!(counters["address"], 1, "{counters}");
+    assert_eq!(counters["server"], 1, "{counters}");
+    assert_eq!(counters["failed"], 2, "{counters}");
+    // The text form shows the no-SNI phone.
+    let (code, text, _) = daemon.cli(&["handshakes"]);
+    assert_eq!(code, 0);
+    assert!(text.contains("no SNI"), "{text}");
+    assert!(text.contains("https "), "both listeners: {text}");
+    daemon.stop();
+}

@@ -126,9 +126,11 @@ fn no_certificate_in_box() {
         &[],
     )
     .expect("no-certificate");
-    // A box with only a key block has no certificate either.
-    pbx.import_err(l.key_pem(), Some(&l.key_pem()), &[])
-        .expect("no-certificate");
+    // A box with only a key block: named as such (the key went into the
+    // wrong box).
+    let e = pbx.import_err(l.key_pem(), Some(&l.key_pem()), &[]);
+    e.expect("only-a-key");
+    assert!(e.message.contains("key box"), "{}", e.message);
     // An empty box.
     pbx.import_err("", Some(&l.key_pem()), &[])
         .expect("no-certificate");
@@ -931,6 +933,42 @@ fn tenant_changes_do_not_reclassify_stored_certs() {
 // ----------------------------------------------------------------------------
 // Rule 7: no key
 // ----------------------------------------------------------------------------
+
+/// A combined PEM (chain and key in one file, as many panels export it)
+/// pasted into the certificate box: the key is used, with a notice; a key
+/// in the key box wins over one in the certificate box.
+#[test]
+fn a_key_pasted_with_the_chain_in_the_certificate_box_is_used() {
+    let pbx = Pbx::new();
+    let (pki, l) = server_leaf();
+    let combined = format!("{}{}", pki.chain_pem(&l), l.key_pem());
+    let v = pbx.import_ok(&combined, None, &[]);
+    assert_eq!(v["id"], l.id());
+    let codes: Vec<&str> = v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["code"].as_str().unwrap())
+        .collect();
+    assert!(codes.contains(&"key-from-certificate-box"), "{v}");
+    // Key first, then the chain: the same.
+    let pbx2 = Pbx::new();
+    let v = pbx2.import_ok(format!("{}{}", l.key_pem(), pki.chain_pem(&l)), None, &[]);
+    assert_eq!(v["id"], l.id());
+    // The key stays secret: `cert show` gives the chain only.
+    let shown = pbx.ok(&["cert", "show", &l.id()]);
+    assert!(!shown.to_string().contains("PRIVATE KEY"), "{shown}");
+    // Both boxes: the key box wins, and a wrong one there is still refused.
+    let other = pki.leaf(leaf(&["www.example.com"]));
+    let pbx3 = Pbx::new();
+    pbx3.import_err(&combined, Some(&other.key_pem()), &[])
+        .expect("key-mismatch");
+    let v = pbx3.import_ok(&combined, Some(&l.key_pem()), &[]);
+    assert!(
+        v.to_string().contains("key-in-certificate-box-ignored"),
+        "{v}"
+    );
+}
 
 #[test]
 fn key_required_without_key_and_no_stored_match() {

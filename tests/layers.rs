@@ -26,6 +26,9 @@ const LAYERS: &[(&str, u8)] = &[
     ("admission", 0),
     ("settings", 0),
     ("model", 0),
+    ("handshakes", 0),
+    // The PROXY v2 header: a pure function of addresses and TLS facts.
+    ("proxy", 0),
     ("pki", 1),
     ("store", 2),
     ("error", 3),
@@ -39,7 +42,11 @@ const LAYERS: &[(&str, u8)] = &[
     ("alert", 4),
     ("dns", 4),
     ("outbound", 4),
+    // `--tls-connect`: its setting and TLS client config need the store and
+    // `snapshot::certified_key`; `serve` runs its listeners.
+    ("connect", 4),
     ("session", 4),
+    ("served", 4),
     // PASSporT signing/verification: uses certs (the tenant's choice) and
     // outbound (x5u fetch), both layer 4; only ops above calls it.
     ("stir", 4),

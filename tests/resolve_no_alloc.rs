@@ -7,10 +7,11 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use pbx_certd::handshakes::{ListenerLog, Record};
 use pbx_certd::model::{Source, SystemSettings, Tenant};
 use pbx_certd::pki::{CertInfo, Kind};
 use pbx_certd::snapshot::{Input, Match, Snapshot};
@@ -117,18 +118,37 @@ fn resolve_does_not_allocate() {
         (Some("exact.example.test"), Some(v4), Match::Server),
         (Some("192.0.2.10"), Some(other), Match::Domain),
     ];
+    // The handshake diagnostics ring is allocated once, up front.
+    let log = ListenerLog::new("forward 127.0.0.1:5061".into());
+    let peer: SocketAddr = "192.0.2.99:5060".parse().unwrap();
     for (sni, local, expected) in cases {
         ALLOCATIONS.store(0, Ordering::SeqCst);
         COUNTING.with(|c| c.set(true));
-        let matched = snap.resolve(sni, local, now).matched;
+        // What the accept path does per handshake: resolve, then record
+        // (SNI, certificate, rule, ALPN, a failure reason) in the ring.
+        let r = snap.resolve(sni, local, now);
+        let matched = r.matched;
+        let mut rec = Record::new(now, peer, local);
+        rec.set_sni(sni);
+        rec.set_served(r.served.map(|s| &*s.id), matched.into());
+        rec.set_alpn(Some(b"sip"));
+        if r.served.is_none() {
+            rec.set_failure(&"no certificate to serve");
+        }
+        log.record(rec);
         COUNTING.with(|c| c.set(false));
         assert_eq!(matched, expected, "sni {sni:?} local {local:?}");
         assert_eq!(
             ALLOCATIONS.load(Ordering::SeqCst),
             0,
-            "resolve({sni:?}, {local:?}) allocated"
+            "resolve({sni:?}, {local:?}) and its record allocated"
         );
     }
+    assert_eq!(
+        log.view().recent.len(),
+        cases.len(),
+        "every handshake recorded"
+    );
     // The counter itself works: a Vec allocation is seen.
     COUNTING.with(|c| c.set(true));
     let v: Vec<u8> = Vec::with_capacity(std::hint::black_box(64));

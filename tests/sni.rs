@@ -410,3 +410,120 @@ fn human_resolve_output_names_the_cert() {
     out.success();
     assert!(out.stdout.contains(&s.id()[..8]), "{}", out.describe());
 }
+
+/// `served`: every tenant name and address, the system name, no SNI and an
+/// unknown name, each with the certificate TLS gives it; a tenant name
+/// answered by a certificate that does not name it carries
+/// `name-not-covered`; of two domain certificates of one tenant the one not
+/// served is listed as such; a STIR/SHAKEN choice per tenant.
+#[test]
+fn served_says_who_gets_which_certificate_and_warns_on_a_mismatch() {
+    let pbx = Pbx::new();
+    let pki = Pki::new();
+    pbx.tenant_add("acme", &["pbx.acme.example.com"]);
+    pbx.tenant_add("globex", &["pbx.globex.example.net"]);
+    pbx.ok(&["tenant", "add", "lobby", "--ip", "192.0.2.10"]);
+    pbx.ok(&["system", "set", "--dns", "pbx.example.org"]);
+    let default = server(&pki, &pbx, &["*.example.org"], 90);
+    let older = domain(&pki, &pbx, &["pbx.globex.example.net"], 30);
+    let newer = domain(&pki, &pbx, &["pbx.globex.example.net"], 60);
+    let lobby = domain(&pki, &pbx, &["192.0.2.10"], 60);
+
+    let v = pbx.ok(&["served"]);
+    let row = |asked: &str| -> Value {
+        v["names"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["asked"] == asked)
+            .unwrap_or_else(|| panic!("no row {asked}: {v}"))
+            .clone()
+    };
+    let codes = |r: &Value| -> Vec<String> {
+        r["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["code"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // acme has no certificate: the wildcard default for another domain,
+    // which its phones reject.
+    let acme = row("pbx.acme.example.com");
+    assert_eq!(acme["id"], json!(default.id()));
+    assert_eq!(acme["match"], "default");
+    assert_eq!(acme["owner"], "acme");
+    assert_eq!(codes(&acme), ["name-not-covered"]);
+    let globex = row("pbx.globex.example.net");
+    assert_eq!(globex["id"], json!(newer.id()));
+    assert_eq!(globex["match"], "domain");
+    assert!(codes(&globex).is_empty(), "{globex}");
+    let by_ip = row("no SNI at 192.0.2.10");
+    assert_eq!(by_ip["id"], json!(lobby.id()));
+    assert_eq!(by_ip["match"], "address");
+    assert!(codes(&by_ip).is_empty(), "{by_ip}");
+    let system = row("pbx.example.org");
+    assert_eq!(system["id"], json!(default.id()));
+    assert!(codes(&system).is_empty(), "the wildcard names it: {system}");
+    assert_eq!(row("no SNI")["match"], "default");
+    assert_eq!(row("unknown name")["id"], json!(default.id()));
+    assert_eq!(v["not_served"], json!([older.id()]));
+    let stir: Vec<&str> = v["stir_shaken"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["match"].as_str().unwrap())
+        .collect();
+    assert_eq!(stir, ["none", "none", "none"]);
+    // The text form names the warning too.
+    let text = pbx.run(&["served"]);
+    assert!(
+        text.stdout.contains("warning [name-not-covered]"),
+        "{}",
+        text.stdout
+    );
+}
+
+/// `cert delete --dry-run` deletes nothing and says, by the same rule as
+/// `served`, what each name the certificate serves would get instead (the
+/// page's delete confirmation shows the same).
+#[test]
+fn a_delete_dry_run_says_what_each_name_gets_instead() {
+    let pbx = Pbx::new();
+    let pki = Pki::new();
+    pbx.tenant_add("acme", &["pbx.acme.example.com"]);
+    let default = server(&pki, &pbx, &["pbx.example.org"], 90);
+    let own = domain(&pki, &pbx, &["pbx.acme.example.com"], 60);
+    let v = pbx.ok(&["cert", "delete", &own.id(), "--dry-run"]);
+    assert_eq!(v["cert"]["id"], json!(own.id()));
+    let changes = v["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{v}");
+    let c = &changes[0];
+    assert_eq!(c["now"]["asked"], "pbx.acme.example.com");
+    assert_eq!(c["now"]["id"], json!(own.id()));
+    assert_eq!(c["instead"]["id"], json!(default.id()));
+    assert_eq!(c["instead"]["match"], "default");
+    assert_eq!(
+        c["instead"]["warnings"][0]["code"], "name-not-covered",
+        "{v}"
+    );
+    // Nothing was deleted.
+    assert!(pbx.cert_ids().contains(&own.id()));
+    // The default serves several names: each is listed, and with it gone
+    // they get nothing.
+    let v = pbx.ok(&["cert", "delete", &default.id(), "--dry-run"]);
+    let asked: Vec<&str> = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["now"]["asked"].as_str().unwrap())
+        .collect();
+    assert_eq!(asked, ["no SNI", "unknown name"], "{v}");
+    assert!(v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["instead"]["match"] == "none"));
+    let text = pbx.run(&["cert", "delete", &own.id(), "--dry-run"]);
+    assert!(text.stdout.contains("name-not-covered"), "{}", text.stdout);
+}

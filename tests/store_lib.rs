@@ -72,3 +72,36 @@ fn roots_update_available_after_an_older_list_and_cleared_by_reset() {
     pbx.ok_true(&["roots", "reset"]);
     assert_eq!(pbx.system()["roots_update_available"], false);
 }
+
+/// A certificate record of an older release has no `eku`: the store derives
+/// it from the stored leaf when it reads the record (never left empty).
+#[test]
+fn eku_of_an_older_record_is_derived_from_the_stored_leaf() {
+    let pbx = Pbx::new();
+    pbx.tenant_add("acme", &["pbx.acme.test"]);
+    pbx.ok(&["ca", "init"]);
+    let id = pbx.ok(&["ca", "issue", "--tenant", "acme", "--client"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    {
+        let store = open(&pbx.data);
+        let tree = pbx_certd::store::Tree::Certs;
+        let raw = store.kv().get(tree, id.as_bytes()).unwrap().unwrap();
+        let mut record: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+        assert!(record["eku"].is_array(), "{record}");
+        record.as_object_mut().unwrap().remove("eku");
+        let old = serde_json::to_vec(&record).unwrap();
+        store.kv().put(tree, id.as_bytes(), &old).unwrap();
+        store.flush().unwrap();
+        assert_eq!(
+            store.cert(&id).unwrap().unwrap().eku,
+            vec!["server-auth", "client-auth"]
+        );
+    }
+    let certs = pbx.certs();
+    assert_eq!(
+        by_id(&certs, &id)["eku"],
+        serde_json::json!(["server-auth", "client-auth"])
+    );
+}

@@ -401,3 +401,40 @@ fn https_requires_login_and_bounds_every_connection() {
     assert_eq!(idle, Ok(()), "an idle connection (TLS done, no request)");
     assert!(daemon.is_running(), "{}", daemon.log());
 }
+
+/// `GET /ca.pem` needs no login (phones and provisioning servers fetch the
+/// local CA's root before they trust anything): 404 until `ca init`, then
+/// exactly the root `ca show` prints; every other page still needs login.
+#[test]
+fn the_local_ca_root_is_downloadable_without_login() {
+    let daemon = start_daemon();
+    let get = |path: &str| {
+        https_raw(
+            daemon.https,
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+    };
+    let before = get("/ca.pem");
+    assert_eq!(status(&before), "404", "{before}");
+    let (code, out, err) = daemon.d.cli(&["ca", "init", "--json"]);
+    assert_eq!(code, 0, "{out} {err}");
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let after = get("/ca.pem");
+    assert_eq!(status(&after), "200", "{after}");
+    assert_eq!(body(&after), shown["pem"].as_str().unwrap(), "{after}");
+    assert!(!after.contains("PRIVATE KEY"));
+    assert_eq!(
+        header(&after, "content-type"),
+        Some("application/x-pem-file"),
+        "{after}"
+    );
+    // Nothing else opens up.
+    for path in ["/certs", "/tenants", "/roots"] {
+        let a = get(path);
+        assert_eq!(status(&a), "303", "{path}: {a}");
+        assert_eq!(header(&a, "location"), Some("/login"), "{path}: {a}");
+    }
+    let a = get("/api/certs");
+    assert_eq!(status(&a), "401", "{a}");
+}

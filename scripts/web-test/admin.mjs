@@ -156,7 +156,7 @@ try {
   await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
   check(new URL(page.url()).pathname === '/certs', `expected /certs, got ${page.url()}`);
   check((await text()).includes('imported server certificate'), 'success shown');
-  const row = page.locator('tr', { hasText: CERT_NAME });
+  const row = page.locator('tr[data-id]', { hasText: CERT_NAME });
   check((await row.count()) === 1, 'the certificate is listed');
   const certId = await row.getAttribute('data-id');
   check(/^[0-9a-f]{64}$/.test(certId || ''), `row id ${certId}`);
@@ -206,15 +206,20 @@ try {
   r = await context.request.delete(`${BASE}/api/certs/${certId}`);
   check(r.status() === 403 && (await r.json()).error.code === 'csrf', `API without X-CSRF-Token: ${r.status()}`);
   await page.goto(`${BASE}/certs`);
-  check((await page.locator('tr', { hasText: CERT_NAME }).count()) === 1, 'still listed');
+  check((await page.locator('tr[data-id]', { hasText: CERT_NAME }).count()) === 1, 'still listed');
 
-  begin('delete the certificate');
+  begin('delete the certificate: a confirmation names it and what its names get instead');
   await Promise.all([
     page.waitForNavigation(),
-    page.locator('tr', { hasText: CERT_NAME }).locator('button:has-text("Delete")').click(),
+    page.locator('tr[data-id]', { hasText: CERT_NAME }).locator('a:has-text("Delete")').click(),
   ]);
+  check(new URL(page.url()).pathname === '/certs/delete', `confirmation step: ${page.url()}`);
+  check((await text()).includes(CERT_NAME), 'the confirmation names the certificate');
+  check((await page.locator('tr[data-asked="no SNI"]').count()) === 1, 'a client without SNI is served it now; the page says what it gets instead');
+  await shot('08a-certificate-delete-confirm');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Yes, delete")')]);
   check((await text()).includes(`certificate ${certId} deleted`), 'deletion confirmed');
-  check((await page.locator('tr', { hasText: CERT_NAME }).count()) === 0, 'no longer listed');
+  check((await page.locator('tr[data-id]', { hasText: CERT_NAME }).count()) === 0, 'no longer listed');
   await shot('08-certificates-deleted');
 
   begin('Root CA list: delete one, then reset with confirmation');
@@ -253,6 +258,17 @@ try {
   check((await text()).includes('system settings saved'), 'system saved');
   check((await page.inputValue('#sdns')) === 'pbx.example.com', 'system DNS name shown');
   await shot('12-tenants-system');
+
+  begin('who gets which certificate: a tenant name without its own certificate is red');
+  await page.goto(`${BASE}/certs`);
+  const acmeRow = page.locator('tr[data-asked="pbx.acme.example"]');
+  check((await acmeRow.count()) === 1, 'the tenant name has a row');
+  check((await acmeRow.getAttribute('class')) === 'err', 'the row is marked');
+  check((await acmeRow.innerText()).includes('does not name pbx.acme.example'), `mismatch said: ${await acmeRow.innerText()}`);
+  check((await acmeRow.locator('[data-code="name-not-covered"]').count()) === 1, 'the warning has its code');
+  const noSni = page.locator('tr[data-asked="no SNI"]');
+  check((await noSni.innerText()).includes('default'), `no SNI gets the default: ${await noSni.innerText()}`);
+  await shot('12b-served');
 
   begin('ACME page: settings and DNS providers');
   await page.click('header a:has-text("ACME")');
@@ -311,7 +327,7 @@ try {
   const shown = await r.json();
   check(shown.pem.includes('BEGIN CERTIFICATE') && !shown.pem.includes('PRIVATE KEY'), 'cert show');
   await page.goto(`${BASE}/certs`);
-  check((await page.locator('tr', { hasText: CERT_NAME }).count()) === 1, 'the API import shows on the page');
+  check((await page.locator('tr[data-id]', { hasText: CERT_NAME }).count()) === 1, 'the API import shows on the page');
   await shot('13-certificates-after-api');
   console.log('web-test: all steps passed');
 } catch (e) {

@@ -65,6 +65,9 @@ pub enum Route {
     CertPem(String),
     /// `POST /certs/delete`
     CertDelete,
+    /// `GET /certs/delete?id=ID`: the confirmation (what each name gets
+    /// instead).
+    CertDeleteConfirm(String),
     /// `POST /certs/reissue`
     CertReissue,
     /// `POST /certs/check`
@@ -144,7 +147,18 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> Route {
             _ => page(Route::Password, get),
         },
         "/certs" => page(Route::Certs, get),
-        "/certs/delete" => page(Route::CertDelete, post),
+        "/certs/delete" => match method {
+            "POST" => Route::CertDelete,
+            _ => {
+                let id = Form::parse(query.unwrap_or("").as_bytes())
+                    .ok()
+                    .and_then(|q| q.get("id").and_then(valid_id));
+                match id {
+                    Some(id) => page(Route::CertDeleteConfirm(id), get),
+                    None => Route::NotFound,
+                }
+            }
+        },
         "/certs/reissue" => page(Route::CertReissue, post),
         "/certs/check" => page(Route::CertCheck, post),
         "/roots" => page(Route::Roots, get),
@@ -784,6 +798,33 @@ impl Admin {
         self.outcome(session, "/acme", r, "ACME settings saved")
     }
 
+    /// `GET /ca.pem`, without login: the local CA's root certificate (only
+    /// the certificate; a phone provisioning server or a phone fetches it to
+    /// trust the PBX). 404 until `ca init`.
+    async fn ca_pem(&self) -> Resp {
+        match run_as!(self, Command::CaShow, Reply::Ca) {
+            Ok(v) => Resp::new(200, "application/x-pem-file", v.pem)
+                .with(
+                    "Content-Disposition",
+                    "attachment; filename=\"local-ca-root.pem\"".to_owned(),
+                )
+                .with("Cache-Control", "no-cache".to_owned()),
+            Err(e) => Resp::html(
+                404,
+                html::message(
+                    "Not found",
+                    None,
+                    &[(
+                        "err",
+                        e.code_str().into(),
+                        "this PBX has no local CA (an administrator creates it with `pbx-certd ca init`)"
+                            .into(),
+                    )],
+                ),
+            ),
+        }
+    }
+
     async fn pem(&self, command: Command, id: &str, session: &SessionView) -> Resp {
         let pem = match self.run(command).await {
             Ok(Reply::Pem(v)) => Ok(v.pem),
@@ -845,8 +886,12 @@ impl Admin {
                 Ok(v) => {
                     let acme_on =
                         run_as!(self, Command::AcmeShow, Reply::Acme).is_ok_and(|a| a.enabled);
+                    let served = run_as!(self, Command::Served, Reply::Served).ok();
                     let flash = self.flash_lines(session);
-                    Resp::html(200, html::certs(csrf, &v, &flash, now, acme_on))
+                    Resp::html(
+                        200,
+                        html::certs(csrf, &v, served.as_ref(), &flash, now, acme_on),
+                    )
                 }
                 Err(e) => self.error_page(500, "Error", Some(session), &e),
             },
@@ -909,6 +954,16 @@ impl Admin {
             Route::CertPem(id) => {
                 self.pem(Command::CertShow { id: id.clone() }, &id, session)
                     .await
+            }
+            Route::CertDeleteConfirm(id) => {
+                match run_as!(
+                    self,
+                    Command::CertDeletePreview { id },
+                    Reply::DeletePreview
+                ) {
+                    Ok(p) => Resp::html(200, html::cert_delete_confirm(csrf, &p)),
+                    Err(e) => self.error_page(api::status_of(&e), "Not found", Some(session), &e),
+                }
             }
             Route::CertDelete => {
                 let form = match self.form(req, session) {
@@ -997,7 +1052,6 @@ impl Admin {
                 html::import(csrf, "", "auto", &self.flash_lines(session)),
             ),
             Route::ImportPost => self.import_post(req, session).await,
-            Route::CaPem => self.pem(Command::CaShow, "local-ca-root", session).await,
             Route::Csr => Resp::html(200, html::csr(csrf, "", &self.flash_lines(session))),
             Route::CsrPost => self.csr_post(req, session).await,
             Route::Acme => {
@@ -1150,9 +1204,9 @@ impl Admin {
                 ),
             ),
             // Handled before a session exists or by the API module.
-            Route::Login | Route::LoginPost | Route::Api(_) => Resp::redirect(303, "/"),
-            // Answered in `begin`, before any login.
-            Route::StiPem(id) => self.sti_pem(id).await,
+            Route::Login | Route::LoginPost | Route::CaPem | Route::StiPem(_) | Route::Api(_) => {
+                Resp::redirect(303, "/")
+            }
         }
     }
 }
@@ -1162,10 +1216,6 @@ impl Handler for Admin {
 
     async fn begin(&self, head: &Head) -> Result<(Ctx, usize), Resp> {
         let route = route(&head.method, &head.path, head.query.as_deref());
-        // The one route without login: published STIR/SHAKEN chains (x5u).
-        if let Route::StiPem(id) = &route {
-            return Err(self.sti_pem(id.clone()).await);
-        }
         let api = is_api(&route);
         if !head.is_read() && cross_site(head) {
             return Err(forbidden(
@@ -1190,7 +1240,13 @@ impl Handler for Admin {
                 auth = self.check_basic(password).await?;
             }
         }
-        if matches!(route, Route::Login | Route::LoginPost) {
+        // The login, the local CA's root for phone provisioning (public by
+        // nature: phones fetch it before they trust anything) and published
+        // STIR/SHAKEN chains (x5u: verifiers anywhere fetch them).
+        if matches!(
+            route,
+            Route::Login | Route::LoginPost | Route::CaPem | Route::StiPem(_)
+        ) {
             return Ok((Ctx { route, auth }, MAX_LOGIN_BODY_BYTES));
         }
         match &auth {
@@ -1252,6 +1308,8 @@ impl Handler for Admin {
             (Route::Login, Some(s)) if s.grant == Grant::Admin => Resp::redirect(303, "/certs"),
             (Route::Login, _) => self.login_page(200, &[]).await,
             (Route::LoginPost, old) => self.login_post(&req, old).await,
+            (Route::CaPem, _) => self.ca_pem().await,
+            (Route::StiPem(id), _) => self.sti_pem(id).await,
             (Route::Api(r), _) => api::handle(&self.shared, &self.web, self.ip, r, &req).await,
             (route, Some(s)) => self.page(route, &req, s).await,
             (_, None) => Resp::redirect(303, "/login"),

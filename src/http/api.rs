@@ -18,7 +18,7 @@
 //!
 //! | method | path | CLI | request body / query | answer |
 //! |---|---|---|---|---|
-//! | GET | `/api/certs` | `certs` | | `[{"id","kind","names","tenant","not_before","not_after","source","key_type"}]` |
+//! | GET | `/api/certs` | `certs` | | `[{"id","kind","names","tenant","not_before","not_after","source","key_type","eku"}]` |
 //! | GET | `/api/certs/{id}` | `cert show ID` | | `{"id","pem"}` (chain, never the key) |
 //! | DELETE | `/api/certs/{id}` | `cert delete ID` | | `{"ok":true}` |
 //! | POST | `/api/import` | `import` | `{"cert":"PEM","key":"PEM"\|null,"kind":"auto"\|"root"\|"server"\|"domain"\|"stir-shaken"}` (`key`, `kind` optional) | `{"id","kind","tenant","names","not_after","warnings":[{"code","message"}]}` (+ `"ids"` for roots) |
@@ -48,7 +48,7 @@
 //! | POST | `/api/csr` | `csr` | `{"names":["HOST",...],"key_type":"p256"}` | `{"csr","names","key_type","key_id"}` |
 //! | GET | `/api/ca` | `ca show` | | `{"id","subject","not_after","pem"}` |
 //! | POST | `/api/ca/init` | `ca init` | | as `GET /api/ca` |
-//! | POST | `/api/ca/issue` | `ca issue` | `{"tenant":"NAME"}` | as `/api/import` |
+//! | POST | `/api/ca/issue` | `ca issue` | `{"tenant":"NAME","client":false}` | as `/api/import` |
 //!
 //! IDs are full IDs or unique prefixes of at least 8 hex digits, as on the CLI.
 //!
@@ -83,6 +83,10 @@ use crate::session::WebState;
 pub enum ApiRoute {
     /// `GET /api/certs`
     Certs,
+    /// `GET /api/served`
+    Served,
+    /// `GET /api/handshakes[?listener=L]`
+    Handshakes(Option<String>),
     /// `GET /api/certs/{id}`
     CertShow(String),
     /// `DELETE /api/certs/{id}`
@@ -176,6 +180,11 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> ApiRoute {
     };
     match segments.as_slice() {
         ["certs"] => pick(&[("GET", ApiRoute::Certs)]),
+        ["served"] => pick(&[("GET", ApiRoute::Served)]),
+        ["handshakes"] => pick(&[(
+            "GET",
+            ApiRoute::Handshakes(query.get("listener").map(str::to_owned)),
+        )]),
         ["certs", raw] => match method {
             "GET" => id(raw, ApiRoute::CertShow),
             "DELETE" => id(raw, ApiRoute::CertDelete),
@@ -346,8 +355,11 @@ struct TenantSetBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TenantNameBody {
+struct CaIssueBody {
     tenant: String,
+    /// `ca issue --client`.
+    #[serde(default)]
+    client: bool,
 }
 
 fn dns_add(spec: crate::dns::ProviderSpec) -> Result<Command, Resp> {
@@ -391,6 +403,8 @@ fn check_ids(ids: Vec<String>) -> Result<Vec<String>, Resp> {
 pub fn to_command(route: ApiRoute, body: &[u8]) -> Result<Command, Resp> {
     Ok(match route {
         ApiRoute::Certs => Command::Certs,
+        ApiRoute::Served => Command::Served,
+        ApiRoute::Handshakes(listener) => Command::Handshakes { listener },
         ApiRoute::CertShow(id) => Command::CertShow { id },
         ApiRoute::CertDelete(id) => Command::CertDelete { id },
         ApiRoute::Import => {
@@ -487,8 +501,11 @@ pub fn to_command(route: ApiRoute, body: &[u8]) -> Result<Command, Resp> {
         ApiRoute::CaShow => Command::CaShow,
         ApiRoute::CaInit => Command::CaInit,
         ApiRoute::CaIssue => {
-            let b: TenantNameBody = parse(body)?;
-            Command::CaIssue { tenant: b.tenant }
+            let b: CaIssueBody = parse(body)?;
+            Command::CaIssue {
+                tenant: b.tenant,
+                client: b.client,
+            }
         }
         ApiRoute::Alerts => Command::Alerts,
         ApiRoute::Bad(message) => return Err(bad(message)),

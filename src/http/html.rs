@@ -22,6 +22,7 @@ use crate::localca::CaView;
 use crate::model::ProviderConfig;
 use crate::model::Source;
 use crate::roots::RootInfo;
+use crate::served::ServedView;
 use crate::tenant::{SystemView, TenantView};
 use maud::{html, Markup, DOCTYPE};
 
@@ -44,6 +45,8 @@ label{display:block;margin:.6em 0 .2em;font-weight:600}label.inline{display:inli
 input[type=text],input[type=password],input[type=email],select{min-width:22em;padding:.25em}\
 button{padding:.3em .9em;margin:.4em .3em .4em 0;cursor:pointer}\
 button.danger{background:#b42318;color:#fff;border:1px solid #8a1a12}\
+a.button{display:inline-block;padding:.3em .9em;margin:.4em .3em .4em 0;text-decoration:none;border:1px solid #888}\
+a.button.danger{background:#b42318;color:#fff;border-color:#8a1a12}\
 button:disabled{cursor:not-allowed}\
 .msg{padding:.5em .8em;margin:.5em 0;border-radius:3px}\
 .ok{background:#dcf2e3}.warn{background:#fff1cc}.err{background:#fbdcdc}\
@@ -253,6 +256,7 @@ pub fn password(csrf: &str, setup: bool, message: &[Line]) -> String {
 pub fn certs(
     csrf: &str,
     certs: &[CertView],
+    served: Option<&ServedView>,
     flash: &[Line],
     now: i64,
     acme_enabled: bool,
@@ -260,16 +264,17 @@ pub fn certs(
     let rows = certs;
     let body = html! {
         (lines(flash))
+        @if let Some(v) = served { (served_table(v)) }
         @if rows.is_empty() {
             p { "No certificates yet. " a href="/import" { "Import one" } "." }
         } @else {
             table {
                 thead { tr {
                     th { "Names" } th { "Kind" } th { "Tenant" } th { "Expires" }
-                    th { "Source" } th { "Key" } th { "ID" } th { "Actions" }
+                    th { "Source" } th { "Key" } th { "Usage" } th { "ID" } th { "Served" } th { "Actions" }
                 } }
                 tbody {
-                    @for c in rows { (cert_row(csrf, c, now, acme_enabled)) }
+                    @for c in rows { (cert_row(csrf, c, served, now, acme_enabled)) }
                 }
             }
             p class="note" {
@@ -285,11 +290,69 @@ pub fn certs(
     layout("Certificates", Nav::Certs, Some(csrf), body)
 }
 
+/// "Who gets what" (`served`): each name a client may ask for, the
+/// certificate it gets and by which rule, in red where clients object.
+fn served_table(v: &ServedView) -> Markup {
+    html! {
+        h2 id="served" { "Who gets which certificate" }
+        table class="served" {
+            thead { tr {
+                th { "A client asking for" } th { "Owner" } th { "Gets" } th { "Expires" } th { "Rule" }
+            } }
+            tbody {
+                @for r in &v.names {
+                    tr class=[(!r.warnings.is_empty()).then_some("err")] data-asked=(r.asked) {
+                        td { (r.asked) }
+                        td { (r.owner.as_deref().unwrap_or("—")) }
+                        td {
+                            @match (&r.cert_name, &r.id) {
+                                (Some(n), Some(id)) => { (n) " " code title=(id) { (id.get(..8).unwrap_or(id)) "…" } }
+                                _ => { "nothing (the handshake fails)" }
+                            }
+                            @for w in &r.warnings {
+                                br; strong { "⚠ " } span class="warning" data-code=(w.code) { (w.message) }
+                            }
+                        }
+                        td { (r.not_after.as_deref().unwrap_or("—")) }
+                        td { (r.matched) }
+                    }
+                }
+                @for s in &v.stir_shaken {
+                    tr {
+                        td { "STIR/SHAKEN signing for " (s.tenant) }
+                        td { (s.tenant) }
+                        td { @match &s.id { Some(id) => { code title=(id) { (id.get(..8).unwrap_or(id)) "…" } } None => { "nothing" } } }
+                        td { "—" }
+                        td { (s.matched) }
+                    }
+                }
+            }
+        }
+        p class="note" {
+            "What phones and browsers get, by the rules TLS itself uses: the SNI a client sends, or              with no SNI the address it connected to, then the default. A red row is one clients will              reject."
+        }
+    }
+}
+
 /// One row of the certificates table.
-fn cert_row(csrf: &str, c: &CertView, now: i64, acme_enabled: bool) -> Markup {
+fn cert_row(
+    csrf: &str,
+    c: &CertView,
+    served: Option<&ServedView>,
+    now: i64,
+    acme_enabled: bool,
+) -> Markup {
     let id = c.id.as_str();
     let short = id.get(..16).unwrap_or(id);
     let managed = matches!(c.source, Source::Acme | Source::SelfSigned);
+    let uses = served.map_or(0, |v| {
+        v.names
+            .iter()
+            .filter(|r| r.id.as_deref() == Some(id))
+            .count()
+    });
+    let tls = c.kind != "stir-shaken";
+    let not_served = served.is_some_and(|v| v.not_served.iter().any(|n| n == id));
     html! {
         tr data-id=(id) {
             td { (list(&c.names)) }
@@ -298,15 +361,18 @@ fn cert_row(csrf: &str, c: &CertView, now: i64, acme_enabled: bool) -> Markup {
             td { (c.not_after) br; span class="note" { (days_left(&c.not_after, now)) } }
             td { (c.source.as_str()) }
             td { (c.key_type) }
+            td { (c.eku.join(", ")) }
             td { code title=(id) { (short) "…" } }
+            td class="served-mark" {
+                @if not_served { span class="warn" { "not served" } }
+                @else if tls && uses > 0 { "served (" (uses) ")" }
+                @else if tls { "served for its own names" }
+                @else { "—" }
+            }
             td {
                 a href={ "/certs/" (id) ".pem" } download { "Download PEM" }
                 " "
-                form method="post" action="/certs/delete" {
-                    (csrf_field(csrf))
-                    input type="hidden" name="id" value=(id);
-                    button class="danger" type="submit" { "Delete" }
-                }
+                a class="button danger" href={ "/certs/delete?id=" (id) } { "Delete" }
                 " "
                 form method="post" action="/certs/check" {
                     (csrf_field(csrf))
@@ -336,6 +402,54 @@ fn cert_row(csrf: &str, c: &CertView, now: i64, acme_enabled: bool) -> Markup {
             }
         }
     }
+}
+
+/// The delete confirmation: the certificate by its names, tenant and
+/// expiry, and what each name it serves gets instead (`cert delete
+/// --dry-run`), warnings in red.
+pub fn cert_delete_confirm(csrf: &str, p: &crate::ops::DeletePreview) -> String {
+    let c = &p.cert;
+    let body = html! {
+        div class="box" {
+            p {
+                "Delete the " (c.kind) " certificate for " strong { (c.names.join(", ")) }
+                @if let Some(t) = &c.tenant { " of tenant " (t) }
+                " (expires " (c.not_after) ", " (c.source.as_str()) ")?"
+            }
+            @if p.changes.is_empty() {
+                p { "No client is served this certificate now: nothing changes for them." }
+            } @else {
+                table class="served" {
+                    thead { tr { th { "A client asking for" } th { "Gets instead" } th { "Rule" } } }
+                    tbody {
+                        @for ch in &p.changes {
+                            tr class=[(!ch.instead.warnings.is_empty()).then_some("err")] data-asked=(ch.now.asked) {
+                                td { (ch.now.asked) }
+                                td {
+                                    @match (&ch.instead.cert_name, &ch.instead.id) {
+                                        (Some(n), Some(id)) => { (n) " " code title=(id) { (id.get(..8).unwrap_or(id)) "…" } }
+                                        _ => { "nothing (the handshake fails)" }
+                                    }
+                                    @for w in &ch.instead.warnings {
+                                        br; strong { "⚠ " } span class="warning" data-code=(w.code) { (w.message) }
+                                    }
+                                }
+                                td { (ch.instead.matched) }
+                            }
+                        }
+                    }
+                }
+            }
+            form method="post" action="/certs/delete" {
+                (csrf_field(csrf))
+                input type="hidden" name="id" value=(c.id);
+                button class="danger" type="submit" { "Yes, delete" }
+                " "
+                a href="/certs" { "Cancel" }
+            }
+        }
+    };
+    layout("Delete a certificate", Nav::Certs, Some(csrf), body)
 }
 
 /// Root CA list: `roots --json` rows.
@@ -921,14 +1035,16 @@ mod tests {
                 "source": source, "key_type": "p256"}]),
             )
         };
-        let on = super::certs("T", &row("acme"), &[], 0, true);
+        let on = super::certs("T", &row("acme"), None, &[], 0, true);
         assert!(on.contains("action=\"/certs/reissue\""), "{on}");
         for (source, enabled) in [("acme", false), ("upload", true), ("self-signed", false)] {
-            let page = super::certs("T", &row(source), &[], 0, enabled);
+            let page = super::certs("T", &row(source), None, &[], 0, enabled);
             assert!(!page.contains("/certs/reissue"), "{source} {enabled}");
             assert!(page.contains("disabled"), "{source} {enabled}");
         }
-        assert!(super::certs("T", &row("self-signed"), &[], 0, true).contains("/certs/reissue"));
+        assert!(
+            super::certs("T", &row("self-signed"), None, &[], 0, true).contains("/certs/reissue")
+        );
     }
 
     #[test]
@@ -943,7 +1059,7 @@ mod tests {
                 "acme_profile": "default"}]));
         let system = system(None);
         let pages = [
-            super::certs("TOKEN", &certs, &[], 0, true),
+            super::certs("TOKEN", &certs, None, &[], 0, true),
             super::roots("TOKEN", &roots, Some("v2"), &[], 0),
             super::roots_reset_confirm("TOKEN", 1, "v"),
             super::import("TOKEN", "", "auto", &[]),
@@ -979,7 +1095,14 @@ mod tests {
         let certs: Vec<CertView> = from(json!([{"id": "<id>", "kind": "server",
             "names": ["<script>x</script>"], "tenant": "a\"b", "not_before": "x", "not_after": "x",
             "source": "upload", "key_type": "p256"}]));
-        let page = super::certs("t", &certs, &[("err", "c<".into(), "m>".into())], 0, false);
+        let page = super::certs(
+            "t",
+            &certs,
+            None,
+            &[("err", "c<".into(), "m>".into())],
+            0,
+            false,
+        );
         assert!(!page.contains("<script>x"));
         assert!(!page.contains("a\"b"));
         assert!(page.contains("&lt;script&gt;"));

@@ -62,13 +62,16 @@ pub struct CertBuilder {
     key: Option<KeyPair>,
 }
 
-/// A leaf for `names` (SAN DNS names; CN = first name), valid from a day ago
-/// for 90 days, with a fresh P-256 key.
+/// A leaf for `names` (SAN DNS names, an IP address as an iPAddress SAN;
+/// CN = first name), valid from a day ago for 90 days, with a fresh P-256 key.
 pub fn leaf(names: &[&str]) -> CertBuilder {
     let mut params = CertificateParams::default();
     params.subject_alt_names = names
         .iter()
-        .map(|n| SanType::DnsName((*n).try_into().expect("ia5 name")))
+        .map(|n| match n.parse::<std::net::IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName((*n).try_into().expect("ia5 name")),
+        })
         .collect();
     params.distinguished_name = dn(names.first().copied().unwrap_or("no-name leaf"));
     CertBuilder::with_params(params)
@@ -144,6 +147,19 @@ impl CertBuilder {
         self.params
             .custom_extensions
             .push(CustomExtension::from_oid_content(TN_AUTH_LIST_OID, content));
+        self
+    }
+
+    /// Extended key usage clientAuth only (a phone's or trunk's client
+    /// certificate).
+    pub fn client_auth(mut self) -> Self {
+        self.params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        self
+    }
+
+    /// Extended key usage serverAuth only.
+    pub fn server_auth(mut self) -> Self {
+        self.params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         self
     }
 

@@ -111,6 +111,13 @@ impl Serve {
         self
     }
 
+    /// A `--tls-forward 127.0.0.1:0=TARGET,OPTIONS` (e.g. `proxy=v2`).
+    pub fn forward_with(mut self, target: SocketAddr, options: &str) -> Self {
+        self.forwards
+            .push(format!("127.0.0.1:0={target},{options}"));
+        self
+    }
+
     /// One more argument after the listeners.
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
         self.args.push(arg.into());
