@@ -387,10 +387,25 @@ pub fn sha256_hex(data: &[u8]) -> String {
 /// X.520 commonName (RFC 5280 §4.1.2.6, Appendix A.1).
 const OID_CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
 
+/// X.520 organizationName (RFC 5280 Appendix A.1).
+const OID_O: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.10");
+
 /// The subject's Common Name (the most specific one when there are
 /// several), for logs and the PROXY v2 header of a verified client
 /// certificate; `None` when the DER is not X.509 or has no readable CN.
 pub fn subject_cn(der: &[u8]) -> Option<String> {
+    subject_attr(der, OID_CN)
+}
+
+/// The subject's organizationName (the most specific one), e.g. a root's
+/// issuing organisation on the Root CA page.
+pub fn subject_org(der: &[u8]) -> Option<String> {
+    subject_attr(der, OID_O)
+}
+
+/// One directory-string attribute of the subject (UTF8String,
+/// PrintableString or IA5String), the most specific first.
+fn subject_attr(der: &[u8], oid: ObjectIdentifier) -> Option<String> {
     let cert = Certificate::from_der(der).ok()?;
     let atv = cert
         .tbs_certificate
@@ -399,7 +414,7 @@ pub fn subject_cn(der: &[u8]) -> Option<String> {
         .iter()
         .rev()
         .flat_map(|rdn| rdn.0.iter())
-        .find(|atv| atv.oid == OID_CN)?;
+        .find(|atv| atv.oid == oid)?;
     let v = &atv.value;
     v.decode_as::<der::asn1::Utf8StringRef<'_>>()
         .map(|s| s.as_str().to_owned())

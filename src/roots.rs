@@ -60,6 +60,13 @@ pub struct RootInfo {
     pub id: String,
     /// Subject (RFC 4514).
     pub subject: String,
+    /// What to call it: the subject's CN, else its organisation, else the
+    /// subject.
+    #[serde(default)]
+    pub name: String,
+    /// The subject's organisation (the issuing company), when named.
+    #[serde(default)]
+    pub organization: Option<String>,
     /// RFC 3339.
     pub not_after: String,
 }
@@ -74,25 +81,37 @@ impl RootInfo {
 /// A root's listing entry (an unparseable one is listed by ID).
 fn info(id: String, der: &[u8]) -> RootInfo {
     match CertInfo::parse(der.to_vec()) {
-        Some(info) => RootInfo {
-            id,
-            subject: info.subject,
-            not_after: crate::clock::rfc3339(info.not_after),
-        },
+        Some(info) => {
+            let organization = crate::pki::subject_org(der);
+            let name = crate::pki::subject_cn(der)
+                .or_else(|| organization.clone())
+                .unwrap_or_else(|| info.subject.clone());
+            RootInfo {
+                id,
+                subject: info.subject,
+                name,
+                organization,
+                not_after: crate::clock::rfc3339(info.not_after),
+            }
+        }
         None => RootInfo {
             id,
             subject: "(unreadable)".into(),
+            name: "(unreadable)".into(),
+            organization: None,
             not_after: String::new(),
         },
     }
 }
 
+/// Sorted by name (the CN as people say it, not the raw DN that starts
+/// with `C=`), then subject.
 fn sorted(mut out: Vec<RootInfo>) -> Vec<RootInfo> {
-    out.sort_by_cached_key(|r| r.subject.to_lowercase());
+    out.sort_by_cached_key(|r| (r.name.to_lowercase(), r.subject.to_lowercase()));
     out
 }
 
-/// The Root CA list sorted by subject (unparseable entries are listed by ID).
+/// The Root CA list sorted by name (CN, else organisation; unparseable entries are listed by ID).
 pub fn list(store: &Store) -> Result<Vec<RootInfo>, StoreError> {
     Ok(sorted(
         store

@@ -228,6 +228,19 @@ try {
   const before = await rows.count();
   check(before > 50, `only ${before} roots`);
   await shot('09-root-ca');
+  check((await text()).includes(`${before} roots stored`), 'the count is the rows stored');
+  const names = await page.locator('tbody tr td:nth-child(2)').allInnerTexts();
+  const sortedNames = [...names].sort((a, b) => a.toLowerCase().localeCompare(b.toLowerCase()));
+  check(names.slice(0, 20).join('|').toLowerCase() === sortedNames.slice(0, 20).join('|').toLowerCase(), `sorted by name: ${names.slice(0, 5)}`);
+  check(!names[0].startsWith('C='), `names, not raw DNs: ${names[0]}`);
+  await page.fill('#q', 'ISRG');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Filter")')]);
+  check(new URL(page.url()).search === '?q=ISRG', `a GET filter: ${page.url()}`);
+  const isrg = await rows.count();
+  check(isrg >= 1 && isrg < before, `the filter keeps ISRG's roots only (${isrg})`);
+  check((await text()).includes(`${isrg} of ${before} roots stored`), 'says how many match');
+  check((await page.locator('tbody tr', { hasText: 'Internet Security Research Group' }).count()) === isrg, 'the organisation column');
+  await page.goto(`${BASE}/roots`);
   await rows.first().locator('input[type=checkbox]').check();
   await Promise.all([page.waitForNavigation(), page.click('button:has-text("Delete selected")')]);
   check((await text()).includes('1 root(s) deleted'), 'deletion confirmed');
@@ -269,6 +282,16 @@ try {
   const noSni = page.locator('tr[data-asked="no SNI"]');
   check((await noSni.innerText()).includes('default'), `no SNI gets the default: ${await noSni.innerText()}`);
   await shot('12b-served');
+
+  begin('accessibility: nav with aria-current, per-row accessible names, fieldset/legend');
+  check((await page.locator('nav[aria-label="Main"] a[aria-current="page"]').innerText()) === 'Certificates', 'the current page is marked');
+  check((await page.locator('nav a[aria-current]').count()) === 1, 'one current page');
+  await page.goto(`${BASE}/roots`);
+  const labels = await page.locator('a[aria-label^="Download PEM of "]').evaluateAll((els) => els.map((e) => e.getAttribute('aria-label')));
+  check(labels.length > 50 && new Set(labels).size === labels.length, `each root's download has its own name (${labels.length})`);
+  await page.goto(`${BASE}/acme`);
+  check((await page.locator('fieldset legend', { hasText: 'Directory' }).count()) === 1, 'the directory radio group has a legend');
+  check((await page.locator('fieldset input[type=radio][name=preset]').count()) === 3, 'its radios are in the fieldset');
 
   begin('ACME page: settings and DNS providers');
   await page.click('header a:has-text("ACME")');

@@ -72,8 +72,8 @@ pub enum Route {
     CertReissue,
     /// `POST /certs/check`
     CertCheck,
-    /// `GET /roots`
-    Roots,
+    /// `GET /roots[?q=FILTER]`
+    Roots(Option<String>),
     /// `GET /roots/{id}.pem`
     RootPem(String),
     /// `POST /roots/delete`
@@ -161,7 +161,13 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> Route {
         },
         "/certs/reissue" => page(Route::CertReissue, post),
         "/certs/check" => page(Route::CertCheck, post),
-        "/roots" => page(Route::Roots, get),
+        "/roots" => {
+            let q = Form::parse(query.unwrap_or("").as_bytes())
+                .ok()
+                .and_then(|f| f.get("q").map(|q| q.trim().to_owned()))
+                .filter(|q| !q.is_empty());
+            page(Route::Roots(q), get)
+        }
         "/roots/delete" => page(Route::RootsDelete, post),
         "/roots/reset" => match method {
             "POST" => Route::RootsReset,
@@ -980,7 +986,7 @@ impl Admin {
                 let r = self.run(Command::CertDelete { id: id.clone() }).await;
                 self.outcome(session, "/certs", r, &format!("certificate {id} deleted"))
             }
-            Route::Roots => {
+            Route::Roots(filter) => {
                 let roots = run_as!(self, Command::Roots, Reply::Roots);
                 let system = run_as!(self, Command::SystemShow, Reply::System);
                 match (roots, system) {
@@ -990,7 +996,14 @@ impl Admin {
                             .then_some(system.bundled_roots_version.as_str());
                         Resp::html(
                             200,
-                            html::roots(csrf, &roots, update, &self.flash_lines(session), now),
+                            html::roots(
+                                csrf,
+                                &roots,
+                                filter.as_deref(),
+                                update,
+                                &self.flash_lines(session),
+                                now,
+                            ),
                         )
                     }
                     (Err(e), _) | (_, Err(e)) => self.error_page(500, "Error", Some(session), &e),

@@ -48,6 +48,8 @@ button.danger{background:#b42318;color:#fff;border:1px solid #8a1a12}\
 a.button{display:inline-block;padding:.3em .9em;margin:.4em .3em .4em 0;text-decoration:none;border:1px solid #888}\
 a.button.danger{background:#b42318;color:#fff;border-color:#8a1a12}\
 button:disabled{cursor:not-allowed}\
+nav{display:inline}fieldset{border:1px solid #ccc;margin:.6em 0}legend{font-weight:600}\
+a:focus-visible,button:focus-visible,input:focus-visible,select:focus-visible,textarea:focus-visible{outline:3px solid #1a5fb4;outline-offset:2px}\
 .msg{padding:.5em .8em;margin:.5em 0;border-radius:3px}\
 .ok{background:#dcf2e3}.warn{background:#fff1cc}.err{background:#fbdcdc}\
 .note{color:#5b6670;font-size:.9em}.expired{color:#b42318;font-weight:600}\
@@ -102,7 +104,10 @@ fn lines(lines: &[Line]) -> Markup {
 /// The whole document. `csrf` is `None` on pages outside a session.
 fn layout(title: &str, nav: Nav, csrf: Option<&str>, body: Markup) -> String {
     let link = |n: Nav, href: &str, text: &str| {
-        html! { a href=(href) class=[(n == nav).then_some("on")] { (text) } }
+        let here = n == nav;
+        html! {
+            a href=(href) class=[here.then_some("on")] aria-current=[here.then_some("page")] { (text) }
+        }
     };
     html! {
         (DOCTYPE)
@@ -117,12 +122,14 @@ fn layout(title: &str, nav: Nav, csrf: Option<&str>, body: Markup) -> String {
                 header {
                     strong { "pbx-certd" }
                     @if let (Some(csrf), false) = (csrf, nav == Nav::None) {
-                        (link(Nav::Certs, "/certs", "Certificates"))
-                        (link(Nav::Roots, "/roots", "Root CA"))
-                        (link(Nav::Import, "/import", "Import"))
-                        (link(Nav::Tenants, "/tenants", "Tenants & system"))
-                        (link(Nav::Acme, "/acme", "ACME"))
-                        (link(Nav::Password, "/password", "Password"))
+                        nav aria-label="Main" {
+                            (link(Nav::Certs, "/certs", "Certificates"))
+                            (link(Nav::Roots, "/roots", "Root CA"))
+                            (link(Nav::Import, "/import", "Import"))
+                            (link(Nav::Tenants, "/tenants", "Tenants & system"))
+                            (link(Nav::Acme, "/acme", "ACME"))
+                            (link(Nav::Password, "/password", "Password"))
+                        }
                         form method="post" action="/logout" {
                             (csrf_field(csrf))
                             button { "Log out" }
@@ -353,6 +360,13 @@ fn cert_row(
     });
     let tls = c.kind != "stir-shaken";
     let not_served = served.is_some_and(|v| v.not_served.iter().any(|n| n == id));
+    // Each row's buttons get an accessible name of their own (a screen
+    // reader lists "Delete pbx.acme.example", not five "Delete").
+    let label = if c.names.is_empty() {
+        short.to_owned()
+    } else {
+        c.names.join(", ")
+    };
     html! {
         tr data-id=(id) {
             td { (list(&c.names)) }
@@ -370,14 +384,14 @@ fn cert_row(
                 @else { "—" }
             }
             td {
-                a href={ "/certs/" (id) ".pem" } download { "Download PEM" }
+                a href={ "/certs/" (id) ".pem" } download aria-label={ "Download PEM of " (label) } { "Download PEM" }
                 " "
-                a class="button danger" href={ "/certs/delete?id=" (id) } { "Delete" }
+                a class="button danger" href={ "/certs/delete?id=" (id) } aria-label={ "Delete " (label) } { "Delete" }
                 " "
                 form method="post" action="/certs/check" {
                     (csrf_field(csrf))
                     input type="hidden" name="id" value=(id);
-                    button type="submit" title="judge the chain again now, as a phone or browser would" { "Check" }
+                    button type="submit" aria-label={ "Check " (label) } title="judge the chain again now, as a phone or browser would" { "Check" }
                 }
                 " "
                 @match (acme_enabled, managed) {
@@ -385,7 +399,7 @@ fn cert_row(
                         form method="post" action="/certs/reissue" {
                             (csrf_field(csrf))
                             input type="hidden" name="id" value=(id);
-                            button type="submit" title="HTTP-01: port 80 must be open to the CA" { "Reissue" }
+                            button type="submit" aria-label={ "Reissue " (label) } title="HTTP-01: port 80 must be open to the CA" { "Reissue" }
                         }
                         span class="note" {
                             "HTTP-01 needs port 80 reachable from the Internet; TLS-ALPN-01 needs port 443; DNS-01 needs a "
@@ -456,11 +470,25 @@ pub fn cert_delete_confirm(csrf: &str, p: &crate::ops::DeletePreview) -> String 
 pub fn roots(
     csrf: &str,
     roots: &[RootInfo],
+    filter: Option<&str>,
     update: Option<&str>,
     flash: &[Line],
     now: i64,
 ) -> String {
-    let rows = roots;
+    let want = filter.map(str::to_lowercase);
+    let rows: Vec<&RootInfo> = roots
+        .iter()
+        .filter(|r| {
+            want.as_deref().is_none_or(|w| {
+                r.name.to_lowercase().contains(w)
+                    || r.subject.to_lowercase().contains(w)
+                    || r.organization
+                        .as_deref()
+                        .is_some_and(|o| o.to_lowercase().contains(w))
+            })
+        })
+        .collect();
+    let delete_button = html! { button class="danger" type="submit" { "Delete selected" } };
     let body = html! {
         (lines(flash))
         @if let Some(version) = update {
@@ -469,28 +497,37 @@ pub fn roots(
             }
         }
         p {
-            (rows.len()) " roots. The PBX trusts these when it connects to other servers (ACME, provisioning). "
+            @if filter.is_some() { (rows.len()) " of " }
+            (roots.len()) " roots stored. The PBX trusts these when it connects to other servers (ACME, provisioning). "
             a href="/roots/reset" { "Reset to the bundled list…" }
+        }
+        form method="get" action="/roots" class="filter" {
+            label for="q" class="inline" { "Filter " }
+            input type="search" id="q" name="q" value=(filter.unwrap_or("")) placeholder="name or organisation";
+            " "
+            button type="submit" { "Filter" }
+            @if filter.is_some() { " " a href="/roots" { "Show all" } }
         }
         form method="post" action="/roots/delete" {
             (csrf_field(csrf))
+            (delete_button)
             table {
-                thead { tr { th {} th { "Subject" } th { "Expires" } th { "ID" } th { "PEM" } } }
+                thead { tr { th {} th { "Name" } th { "Organisation" } th { "Expires" } th { "ID" } th { "PEM" } } }
                 tbody {
-                    @for r in rows {
+                    @for r in &rows {
                         @let id = r.id.as_str();
-                        @let subject = r.subject.as_str();
                         tr {
-                            td { input type="checkbox" name="id" value=(id) aria-label={ "select " (subject) }; }
-                            td { (subject) }
+                            td { input type="checkbox" name="id" value=(id) aria-label={ "select " (r.name) }; }
+                            td title=(r.subject) { (r.name) }
+                            td { (r.organization.as_deref().unwrap_or("—")) }
                             td { (r.not_after) " " span class="note" { (days_left(&r.not_after, now)) } }
                             td { code title=(id) { (id.get(..16).unwrap_or(id)) "…" } }
-                            td { a href={ "/roots/" (id) ".pem" } download title="download PEM" { "⬇ PEM" } }
+                            td { a href={ "/roots/" (id) ".pem" } download title="download PEM" aria-label={ "Download PEM of " (r.subject) } { "⬇ PEM" } }
                         }
                     }
                 }
             }
-            button class="danger" type="submit" { "Delete selected" }
+            (delete_button)
         }
     };
     layout("Root CA", Nav::Roots, Some(csrf), body)
@@ -670,12 +707,14 @@ pub fn acme(
                 " "
                 label for="enabled" class="inline" { "Enabled" }
             }
-            label { "Directory" }
-            (radio("production", html! { "Let's Encrypt " code { (ACME_DEFAULT_DIRECTORY) } }))
-            (radio("staging", html! { "Let's Encrypt staging (test certificates) " code { (ACME_STAGING_DIRECTORY) } }))
-            (radio("custom", html! { "Another ACME CA:" }))
-            input type="text" id="directory" name="directory" value=(if preset == "custom" { directory } else { "" })
-                aria-label="custom directory URL" placeholder="https://ca.example/directory";
+            fieldset {
+                legend { "Directory" }
+                (radio("production", html! { "Let's Encrypt " code { (ACME_DEFAULT_DIRECTORY) } }))
+                (radio("staging", html! { "Let's Encrypt staging (test certificates) " code { (ACME_STAGING_DIRECTORY) } }))
+                (radio("custom", html! { "Another ACME CA:" }))
+                input type="text" id="directory" name="directory" value=(if preset == "custom" { directory } else { "" })
+                    aria-label="custom directory URL" placeholder="https://ca.example/directory";
+            }
             label for="email" { "Contact e-mail" }
             input type="email" id="email" name="email" value=(show.email.as_deref().unwrap_or("")) placeholder="none";
             p class="note" {
@@ -1060,7 +1099,7 @@ mod tests {
         let system = system(None);
         let pages = [
             super::certs("TOKEN", &certs, None, &[], 0, true),
-            super::roots("TOKEN", &roots, Some("v2"), &[], 0),
+            super::roots("TOKEN", &roots, None, Some("v2"), &[], 0),
             super::roots_reset_confirm("TOKEN", 1, "v"),
             super::import("TOKEN", "", "auto", &[]),
             super::csr("TOKEN", "a.example", &[]),
