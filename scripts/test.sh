@@ -55,6 +55,10 @@ ls /usr/lib/*/kamailio/modules/tls.so >/dev/null 2>&1 || need_apt+=(kamailio-tls
 ls /usr/lib/*/kamailio/modules/websocket.so >/dev/null 2>&1 || need_apt+=(kamailio-websocket-modules)
 # tests/forward_front.rs reads the forward's keepalive timers with `ss`.
 command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
+# STIR/SHAKEN peers (tests/stir_peers.rs): Debian's secsipidx, and Kamailio
+# with its secsipid module (verifying an INVITE's Identity header).
+command -v secsipidx >/dev/null 2>&1 || need_apt+=(secsipidx)
+ls /usr/lib/*/kamailio/modules/secsipid.so >/dev/null 2>&1 || need_apt+=(kamailio-secsipid-modules)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq

@@ -378,14 +378,16 @@ pub fn show(store: &Store) -> Result<AlertView, Error> {
     })
 }
 
-/// Certificates that TLS serves or would serve: domain and server
-/// certificates, not the generated self-signed one, and not one replaced by
+/// Certificates in use: domain and server certificates TLS serves or would
+/// serve, STIR/SHAKEN certificates that sign calls (issue 15), not the
+/// generated self-signed one, and not one replaced by
 /// a newer one (same owner, every name covered, later expiry: the resolver
 /// prefers that one, and an admin who uploaded a successor must not be
 /// told about the old one).
 fn served(certs: &[CertRecord]) -> Vec<&CertRecord> {
     let servable = |c: &&CertRecord| {
-        matches!(c.kind, Kind::Server | Kind::Domain) && c.source != Source::SelfSigned
+        matches!(c.kind, Kind::Server | Kind::Domain | Kind::StirShaken)
+            && c.source != Source::SelfSigned
     };
     let replaces = |o: &CertRecord, c: &CertRecord| {
         o.id != c.id
@@ -413,8 +415,13 @@ fn describe(c: &CertRecord) -> String {
         Source::Acme => "ACME",
         _ => "generated",
     };
+    let what = if c.kind == Kind::StirShaken {
+        "STIR/SHAKEN certificate"
+    } else {
+        "certificate"
+    };
     format!(
-        "certificate {} ({source}, {owner}; {})",
+        "{what} {} ({source}, {owner}; {})",
         c.id.get(..12).unwrap_or(&c.id),
         c.names.join(", ")
     )
@@ -431,11 +438,19 @@ pub fn evaluate(store: &Store, now: i64) -> Result<Vec<Alert>, Error> {
                 key: format!("expired:{}", c.id),
                 code: "cert-expired".into(),
                 subject: format!("certificate expired: {}", c.names.join(", ")),
-                message: format!(
-                    "{} expired at {} and is still served; TLS clients now refuse it",
-                    describe(c),
-                    clock::rfc3339(c.not_after)
-                ),
+                message: if c.kind == Kind::StirShaken {
+                    format!(
+                        "{} expired at {}; calls can no longer be signed with it",
+                        describe(c),
+                        clock::rfc3339(c.not_after)
+                    )
+                } else {
+                    format!(
+                        "{} expired at {} and is still served; TLS clients now refuse it",
+                        describe(c),
+                        clock::rfc3339(c.not_after)
+                    )
+                },
                 cert_id: Some(c.id.clone()),
                 at: Some(c.not_after),
             });

@@ -150,18 +150,23 @@ pub fn import_phone_roots(
     store: &Store,
     cert_box: &[u8],
 ) -> Result<Vec<crate::roots::RootInfo>, Error> {
+    let ders = judge_roots(store, cert_box, "a phone root")?;
+    crate::roots::phone_add(store, &ders)?;
+    Ok(crate::roots::phone_list(store)?)
+}
+
+/// The CA certificates of a box, judged by the import rules as roots
+/// (`phone-roots import`, `sti-roots import`); `what` names them in the
+/// refusal of a leaf.
+pub fn judge_roots(store: &Store, cert_box: &[u8], what: &str) -> Result<Vec<Vec<u8>>, Error> {
     let facts = StoreFacts::read(store)?;
     let ctx = facts.context();
     match pki::analyse(cert_box, None, KindRequest::Root, &ctx)? {
-        Analysis::Roots { certs, .. } => {
-            let ders: Vec<Vec<u8>> = certs.into_iter().map(|c| c.der).collect();
-            crate::roots::phone_add(store, &ders)?;
-            Ok(crate::roots::phone_list(store)?)
-        }
+        Analysis::Roots { certs, .. } => Ok(certs.into_iter().map(|c| c.der).collect()),
         // `KindRequest::Root` yields roots or a refusal (`not-a-ca`).
-        Analysis::Leaf(_) => Err(Error::Import(pki::ImportError::NotACa(
-            "a phone root must be a CA certificate".into(),
-        ))),
+        Analysis::Leaf(_) => Err(Error::Import(pki::ImportError::NotACa(format!(
+            "{what} must be a CA certificate"
+        )))),
     }
 }
 

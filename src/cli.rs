@@ -97,6 +97,13 @@ pub enum Cmd {
         #[command(subcommand)]
         command: Option<RootsCmd>,
     },
+    /// The STI trust list: the CA roots `stir-shaken verify` accepts
+    /// (import, list, show, delete).
+    #[command(name = "sti-roots")]
+    StiRoots {
+        #[command(subcommand)]
+        command: Option<StiRootsCmd>,
+    },
     /// Roots distributed to phones: trust anchors of the import rules
     /// besides the Root CA list (import, list, delete).
     PhoneRoots {
@@ -143,7 +150,7 @@ pub enum Cmd {
         #[command(subcommand)]
         command: CaCmd,
     },
-    /// STIR/SHAKEN certificate choice.
+    /// STIR/SHAKEN: certificate choice, signing, verification, settings.
     #[command(name = "stir-shaken")]
     StirShaken {
         #[command(subcommand)]
@@ -354,6 +361,31 @@ pub enum RootsCmd {
     Reset,
 }
 
+/// `sti-roots` subcommands (none: list).
+#[derive(Debug, clap::Subcommand)]
+pub enum StiRootsCmd {
+    /// Add the STI-PA's CA certificates (PEM box, `-` for stdin).
+    Import {
+        /// The PEM file.
+        #[arg(long)]
+        cert: String,
+    },
+    /// List them.
+    List,
+    /// Print one (PEM).
+    Show {
+        /// Root ID or a unique prefix of at least 8 hex digits.
+        #[arg(value_parser = parse_id)]
+        id: String,
+    },
+    /// Remove one.
+    Delete {
+        /// Root ID or a unique prefix of at least 8 hex digits.
+        #[arg(value_parser = parse_id)]
+        id: String,
+    },
+}
+
 /// `phone-roots` subcommands (none: list).
 #[derive(Debug, clap::Subcommand)]
 pub enum PhoneRootsCmd {
@@ -552,6 +584,52 @@ pub enum StirCmd {
         #[arg(long)]
         tenant: String,
     },
+    /// Sign a call: print its SIP Identity header (RFC 8224, SHAKEN).
+    Sign {
+        /// Tenant whose STIR/SHAKEN certificate signs.
+        #[arg(long)]
+        tenant: String,
+        /// Calling number.
+        #[arg(long)]
+        orig: String,
+        /// Called number(s), comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        dest: Vec<String>,
+        /// Attestation: A, B or C (RFC 8588).
+        #[arg(long)]
+        attest: String,
+        /// Origination ID (a UUID) [default: a fresh one].
+        #[arg(long)]
+        origid: Option<String>,
+        /// Issued-at time, Unix seconds [default: now].
+        #[arg(long)]
+        iat: Option<i64>,
+    },
+    /// Verify an incoming call's Identity header against the STI trust list.
+    Verify {
+        /// The Identity header value.
+        #[arg(long)]
+        identity: String,
+        /// Calling number.
+        #[arg(long)]
+        orig: String,
+        /// Called number.
+        #[arg(long)]
+        dest: String,
+        /// Verification time, Unix seconds [default: now].
+        #[arg(long)]
+        now: Option<i64>,
+    },
+    /// Settings: the x5u base URL and the allowed iat skew (none: show).
+    Set {
+        /// Base URL of the published chains (x5u = BASE/ID.pem), or `none`
+        /// for https://SYSTEM-DNS-NAME/sti.
+        #[arg(long)]
+        x5u_base: Option<String>,
+        /// Allowed distance of iat from now, seconds [default: 60].
+        #[arg(long)]
+        iat_skew: Option<u64>,
+    },
 }
 
 fn parse_id(raw: &str) -> Result<String, String> {
@@ -698,9 +776,46 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
             command: Some(RootsCmd::Reset),
         } => Command::RootsReset,
         Cmd::Resolve { sni, local_address } => Command::Resolve { sni, local_address },
-        Cmd::StirShaken {
-            command: StirCmd::Select { tenant },
-        } => Command::StirShakenSelect { tenant },
+        Cmd::StirShaken { command } => match command {
+            StirCmd::Select { tenant } => Command::StirShakenSelect { tenant },
+            StirCmd::Sign {
+                tenant,
+                orig,
+                dest,
+                attest,
+                origid,
+                iat,
+            } => Command::StirShakenSign(crate::stir::SignRequest {
+                tenant,
+                orig,
+                dest,
+                attest,
+                origid,
+                iat,
+            }),
+            StirCmd::Verify {
+                identity,
+                orig,
+                dest,
+                now,
+            } => Command::StirShakenVerify(crate::stir::VerifyRequest {
+                identity,
+                orig,
+                dest,
+                now,
+            }),
+            StirCmd::Set { x5u_base, iat_skew } => {
+                Command::StirShakenSet(crate::stir::StirChange { x5u_base, iat_skew })
+            }
+        },
+        Cmd::StiRoots { command } => match command {
+            None | Some(StiRootsCmd::List) => Command::StiRoots,
+            Some(StiRootsCmd::Import { cert }) => Command::StiRootsImport {
+                cert: read_box(&cert)?,
+            },
+            Some(StiRootsCmd::Show { id }) => Command::StiRootsShow { id },
+            Some(StiRootsCmd::Delete { id }) => Command::StiRootsDelete { id },
+        },
         Cmd::Dns { command } => dns_command(command)?,
         Cmd::Alert { command } => alert_command(command)?,
         Cmd::Alerts => Command::Alerts,
@@ -1049,6 +1164,25 @@ pub fn render(command: &Command, reply: &Reply) -> String {
             Some(id) => format!("{id} ({})\n", v.matched),
             None => "no STIR/SHAKEN certificate\n".into(),
         },
+        Reply::Signed(v) => format!("{}\n", v.identity),
+        Reply::Verdict(v) => match (&v.reason, &v.error) {
+            (Some(r), Some(e)) => format!(
+                "{}: {} {} [{}]: {}\n",
+                v.verstat, r.code, r.text, e.code, e.message
+            ),
+            _ => format!(
+                "{} (attest {}, origid {})\n",
+                v.verstat,
+                or_dash(v.attest.as_deref()),
+                or_dash(v.origid.as_deref())
+            ),
+        },
+        Reply::StirSettings(v) => format!(
+            "x5u base:  {}{}\niat skew:  {} s\n",
+            or_dash(v.x5u_base_effective.as_deref()),
+            if v.x5u_base.is_none() { " (default)" } else { "" },
+            v.iat_skew
+        ),
         Reply::Acme(v) => format!(
             "enabled:        {}\ndirectory:      {}\ncontact:        {}\nchallenge:      {}\neab:            {}\ncheck interval: {} s\naccount:        {} {}\n",
             v.enabled,

@@ -13,6 +13,14 @@
 //! into the same typed value a local run returns (a reply that does not fit
 //! its command is `bad-reply`, never a half-read value).
 //!
+//! Persistent mode (issue 15): a connection carries any number of requests,
+//! one line each, answered one line each in the order sent, so a SIP server
+//! signs call after call (`stir-shaken-sign`) over one connection and may
+//! pipeline them. The CLI sends one and closes. Bytes after a line's newline
+//! are kept for the next request; a clean close between requests, or
+//! `CONTROL_IDLE_TIMEOUT` without one, ends the connection quietly; a
+//! refused line (`too-large`, `bad-request`, ...) is answered and ends it.
+//!
 //! What must hold: the socket is mode 0600 inside the 0700 data directory
 //! (only the daemon's user can reach it); one slow client does not block
 //! others; and no client set can grow the daemon without bound: at most
@@ -20,7 +28,9 @@
 //! is at most `MAX_CONTROL_REQUEST_BYTES` (`too-large`), all unfinished lines
 //! together hold at most `MAX_CONTROL_BUFFERED_BYTES` (a line that would pass
 //! it gets `busy`), a request must arrive within `CONTROL_READ_TIMEOUT`
-//! (`timeout`) and the reply is written within `CONTROL_WRITE_TIMEOUT`.
+//! (`timeout`; later lines of a persistent client within
+//! `CONTROL_IDLE_TIMEOUT`) and each reply is written within
+//! `CONTROL_WRITE_TIMEOUT`.
 
 use std::cell::Cell;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -36,9 +46,9 @@ use serde_json::{json, Value};
 use crate::daemon::Shared;
 use crate::error::Error;
 use crate::limits::{
-    CONTROL_CLIENT_TIMEOUT_SECS, CONTROL_READ_CHUNK, CONTROL_READ_TIMEOUT, CONTROL_WRITE_TIMEOUT,
-    MAX_CONTROL_BUFFERED_BYTES, MAX_CONTROL_CLIENTS, MAX_CONTROL_REPLY_BYTES,
-    MAX_CONTROL_REQUEST_BYTES,
+    CONTROL_CLIENT_TIMEOUT_SECS, CONTROL_IDLE_TIMEOUT, CONTROL_READ_CHUNK, CONTROL_READ_TIMEOUT,
+    CONTROL_WRITE_TIMEOUT, MAX_CONTROL_BATCH, MAX_CONTROL_BUFFERED_BYTES, MAX_CONTROL_CLIENTS,
+    MAX_CONTROL_REPLY_BYTES, MAX_CONTROL_REQUEST_BYTES,
 };
 use crate::ops::{Command, Reply};
 
@@ -159,32 +169,81 @@ impl ControlGate {
     }
 }
 
+/// One connection's read side: its stream and the bytes read past the end
+/// of the last line (the next request of a persistent client), in one
+/// `CONTROL_READ_CHUNK` buffer counted once in the shared budget.
+struct Conn<'a> {
+    stream: &'a mut smol::net::unix::UnixStream,
+    chunk: Vec<u8>,
+    /// `chunk[start..end]` is read and not yet taken.
+    start: usize,
+    end: usize,
+    _budget: Reserved,
+}
+
+impl<'a> Conn<'a> {
+    fn new(
+        stream: &'a mut smol::net::unix::UnixStream,
+        gate: &ControlGate,
+    ) -> Result<Conn<'a>, RequestError> {
+        let mut budget = Reserved {
+            pool: gate.buffered.clone(),
+            bytes: 0,
+        };
+        budget.grow(CONTROL_READ_CHUNK)?;
+        Ok(Conn {
+            stream,
+            chunk: vec![0u8; CONTROL_READ_CHUNK],
+            start: 0,
+            end: 0,
+            _budget: budget,
+        })
+    }
+}
+
+impl Conn<'_> {
+    /// A whole request line is already read and waiting.
+    fn has_line(&self) -> bool {
+        self.chunk
+            .get(self.start..self.end)
+            .is_some_and(|b| b.contains(&b'\n'))
+    }
+}
+
 /// Read one request line (with its newline), its buffer counted in the
 /// shared budget: capacity grows by doubling, never past the request bound.
+/// `Ok(None)`: the client closed cleanly between lines.
 async fn read_line(
-    stream: &mut smol::net::unix::UnixStream,
+    conn: &mut Conn<'_>,
     gate: &ControlGate,
-) -> Result<(Vec<u8>, Reserved), RequestError> {
+) -> Result<Option<(Vec<u8>, Reserved)>, RequestError> {
     use smol::io::AsyncReadExt;
     let mut reserved = Reserved {
         pool: gate.buffered.clone(),
         bytes: 0,
     };
     let mut line: Vec<u8> = Vec::new();
-    let mut chunk = vec![0u8; CONTROL_READ_CHUNK];
-    reserved.grow(chunk.len())?;
     loop {
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|e| RequestError::BadRequest(e.to_string()))?;
-        if n == 0 {
-            return Err(RequestError::Incomplete);
+        if conn.start >= conn.end {
+            let n = conn
+                .stream
+                .read(&mut conn.chunk)
+                .await
+                .map_err(|e| RequestError::BadRequest(e.to_string()))?;
+            if n == 0 {
+                return if line.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(RequestError::Incomplete)
+                };
+            }
+            conn.start = 0;
+            conn.end = n;
         }
-        let data = &chunk[..n];
-        let (data, done) = match data.iter().position(|&b| b == b'\n') {
-            Some(i) => (&data[..=i], true),
-            None => (data, false),
+        let avail = conn.chunk.get(conn.start..conn.end).unwrap_or_default();
+        let (data, done) = match avail.iter().position(|&b| b == b'\n') {
+            Some(i) => (avail.get(..=i).unwrap_or_default(), true),
+            None => (avail, false),
         };
         let len = line.len() + data.len();
         if len > MAX_CONTROL_REQUEST_BYTES {
@@ -198,18 +257,24 @@ async fn read_line(
             line.reserve_exact(cap - line.len());
         }
         line.extend_from_slice(data);
+        conn.start += data.len();
         if done {
-            return Ok((line, reserved));
+            return Ok(Some((line, reserved)));
         }
     }
 }
 
 async fn write_reply(stream: &mut smol::net::unix::UnixStream, reply: &Value) {
-    use smol::io::AsyncWriteExt;
     let mut out = reply.to_string();
     out.push('\n');
+    write_out(stream, out.as_bytes()).await;
+}
+
+/// Write reply lines, bounded by `CONTROL_WRITE_TIMEOUT`.
+async fn write_out(stream: &mut smol::net::unix::UnixStream, out: &[u8]) {
+    use smol::io::AsyncWriteExt;
     let write = async {
-        let _ = stream.write_all(out.as_bytes()).await;
+        let _ = stream.write_all(out).await;
         let _ = stream.flush().await;
     };
     write
@@ -220,7 +285,9 @@ async fn write_reply(stream: &mut smol::net::unix::UnixStream, reply: &Value) {
         .await;
 }
 
-/// Serve one control connection.
+/// Serve one control connection: one request line, one reply line, in
+/// order, until the client closes (persistent mode: a SIP server keeps one
+/// connection and pipelines its requests; the CLI sends one and closes).
 pub async fn serve_connection(
     shared: Arc<Shared>,
     mut stream: smol::net::unix::UnixStream,
@@ -231,35 +298,142 @@ pub async fn serve_connection(
         write_reply(&mut stream, &RequestError::Busy.to_json()).await;
         return;
     };
-    let read = async { read_line(&mut stream, &gate).await }
-        .or(async {
-            smol::Timer::after(CONTROL_READ_TIMEOUT).await;
-            Err(RequestError::Timeout)
-        })
-        .await;
-    let command = read.and_then(|(line, reserved)| {
-        let command = serde_json::from_slice::<Command>(&line)
-            .map_err(|e| RequestError::BadRequest(e.to_string()));
-        // The line and its share of the budget go before the command runs.
-        drop((line, reserved));
-        command
-    });
-    let reply = match command {
-        // Needs the network, so not `ops::execute`: sent from here.
-        Ok(Command::AlertTest) => match crate::notify::test_in_daemon(&shared).await {
-            Ok(value) => json!({ "ok": value }),
-            Err(e) => e.to_json(),
-        },
-        Ok(command) => match shared.execute_async(command).await {
-            Ok(reply) => json!({ "ok": reply.to_json() }),
-            Err(e) => e.to_json(),
-        },
-        Err(e) => {
-            log::debug!("control socket: refused a request: {}", e.code());
-            e.to_json()
-        }
+    let refused = match Conn::new(&mut stream, &gate) {
+        Ok(conn) => return serve_lines(&shared, conn, &gate).await,
+        Err(e) => e,
     };
-    write_reply(&mut stream, &reply).await;
+    write_reply(&mut stream, &refused.to_json()).await;
+}
+
+/// The request loop of one admitted connection.
+async fn serve_lines(shared: &Arc<Shared>, mut conn: Conn<'_>, gate: &ControlGate) {
+    let mut first = true;
+    let mut out: Vec<u8> = Vec::new();
+    loop {
+        // The first line must arrive within `CONTROL_READ_TIMEOUT` (as a
+        // one-shot CLI request); later ones within `CONTROL_IDLE_TIMEOUT`.
+        let wait = if first {
+            CONTROL_READ_TIMEOUT
+        } else {
+            CONTROL_IDLE_TIMEOUT
+        };
+        let read = async { read_line(&mut conn, gate).await }
+            .or(async {
+                smol::Timer::after(wait).await;
+                Err(RequestError::Timeout)
+            })
+            .await;
+        let command = match read {
+            Ok(Some(line)) => parse(line),
+            // A clean close between requests.
+            Ok(None) if !first => return,
+            Ok(None) => Err(RequestError::Incomplete),
+            // An idle persistent client: closed without a word.
+            Err(RequestError::Timeout) if !first => return,
+            Err(e) => Err(e),
+        };
+        first = false;
+        // Whole lines already read (a pipelining client) join the batch, up
+        // to `MAX_CONTROL_BATCH`; a refused line or `alert test` ends it.
+        let mut batch = vec![command];
+        while batch.len() < MAX_CONTROL_BATCH
+            && matches!(batch.last(), Some(Ok(c)) if !matches!(c, Command::AlertTest))
+        {
+            match take_line(&mut conn, gate) {
+                Some(line) => batch.push(line.and_then(parse)),
+                None => break,
+            }
+        }
+        let special = match batch.last() {
+            Some(Ok(Command::AlertTest) | Err(_)) => batch.pop(),
+            _ => None,
+        };
+        // The plain commands in one trip to the blocking pool, in order.
+        let commands: Vec<Command> = batch.into_iter().filter_map(Result::ok).collect();
+        if !commands.is_empty() {
+            let shared = shared.clone();
+            let replies = smol::unblock(move || {
+                commands
+                    .iter()
+                    .map(|c| match shared.execute(c) {
+                        // `{"ok":VALUE}`, serialised straight from the reply.
+                        Ok(reply) => serde_json::to_vec(&OkReply { ok: &reply })
+                            .unwrap_or_else(|_| b"{\"ok\":null}".to_vec()),
+                        Err(e) => e.to_json().to_string().into_bytes(),
+                    })
+                    .collect::<Vec<Vec<u8>>>()
+            })
+            .await;
+            for reply in replies {
+                out.extend_from_slice(&reply);
+                out.push(b'\n');
+            }
+        }
+        let go_on = match special {
+            // Needs the network, so not `ops::execute`: sent from here.
+            Some(Ok(_)) => {
+                let reply = match crate::notify::test_in_daemon(shared).await {
+                    Ok(value) => json!({ "ok": value }),
+                    Err(e) => e.to_json(),
+                };
+                out.extend_from_slice(reply.to_string().as_bytes());
+                out.push(b'\n');
+                true
+            }
+            // Framing is lost (or the line was not a command): answer, close.
+            Some(Err(e)) => {
+                log::debug!("control socket: refused a request: {}", e.code());
+                out.extend_from_slice(e.to_json().to_string().as_bytes());
+                out.push(b'\n');
+                false
+            }
+            None => true,
+        };
+        // Replies to pipelined requests go out together: written when no
+        // further whole line is waiting (or a chunk's worth is pending), so
+        // a busy SIP server costs one write per burst, not per call.
+        if !go_on || !conn.has_line() || out.len() >= CONTROL_READ_CHUNK {
+            write_out(conn.stream, &out).await;
+            out.clear();
+        }
+        if !go_on {
+            return;
+        }
+    }
+}
+
+/// `{"ok":VALUE}`: a reply as the protocol carries it.
+#[derive(serde::Serialize)]
+struct OkReply<'a> {
+    ok: &'a Reply,
+}
+
+/// A request line as a command (the line and its share of the budget are
+/// dropped before the command runs).
+fn parse((line, reserved): (Vec<u8>, Reserved)) -> Result<Command, RequestError> {
+    let command = serde_json::from_slice::<Command>(&line)
+        .map_err(|e| RequestError::BadRequest(e.to_string()));
+    drop((line, reserved));
+    command
+}
+
+/// The next whole line if it is already read (no socket read).
+fn take_line(
+    conn: &mut Conn<'_>,
+    gate: &ControlGate,
+) -> Option<Result<(Vec<u8>, Reserved), RequestError>> {
+    let avail = conn.chunk.get(conn.start..conn.end)?;
+    let end = avail.iter().position(|&b| b == b'\n')? + 1;
+    let mut reserved = Reserved {
+        pool: gate.buffered.clone(),
+        bytes: 0,
+    };
+    if let Err(e) = reserved.grow(end) {
+        return Some(Err(e));
+    }
+    let line = avail.get(..end)?.to_vec();
+    conn.start += end;
+    Some(Ok((line, reserved)))
 }
 
 /// Why the CLI could not use the daemon.

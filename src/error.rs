@@ -66,6 +66,8 @@ pub enum Error {
     NoCa,
     /// The tenant has no DNS names to issue for.
     NothingToIssue(String),
+    /// A STIR/SHAKEN signing request was refused (`StirError`).
+    Stir(StirError),
 }
 
 impl Error {
@@ -98,6 +100,7 @@ impl Error {
             Error::CaExists => "ca-exists",
             Error::NoCa => "no-ca",
             Error::NothingToIssue(_) => "nothing-to-issue",
+            Error::Stir(e) => e.code(),
         }
     }
 
@@ -162,6 +165,7 @@ impl core::fmt::Display for Error {
             Error::CaExists => f.write_str("a local CA exists already (ca show prints its root)"),
             Error::NoCa => f.write_str("there is no local CA yet: run `pbx-certd ca init` first"),
             Error::NothingToIssue(t) => write!(f, "tenant \"{t}\" has no DNS names"),
+            Error::Stir(e) => e.fmt(f),
             Error::NotServable(id) => write!(
                 f,
                 "certificate {id} is not a server or domain certificate and cannot serve TLS"
@@ -189,6 +193,90 @@ impl From<DnsError> for Error {
         Error::Dns(e)
     }
 }
+
+impl From<StirError> for Error {
+    fn from(e: StirError) -> Error {
+        Error::Stir(e)
+    }
+}
+
+/// Why `stir-shaken sign` (or its settings) refused (RFC 8224, RFC 8225,
+/// RFC 8588; `crate::stir`). Codes are stable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StirError {
+    /// The tenant has no STIR/SHAKEN certificate to sign with.
+    NoCertificate(String),
+    /// The chosen certificate (ID, not-after) has expired.
+    Expired(String, String),
+    /// The chosen certificate's key (ID, key type) is not P-256 (ES256 needs it).
+    KeyNotP256(String, String),
+    /// The private key of the chosen certificate is not in the store.
+    KeyMissing(String),
+    /// A telephone number that is not one after RFC 8224 §8.3 canonicalisation
+    /// (the number, why).
+    BadTn(String, String),
+    /// `--attest` is not A, B or C (RFC 8588 §4).
+    BadAttest(String),
+    /// `--origid` is not a UUID (RFC 4122 text form).
+    BadOrigid(String),
+    /// No x5u base: neither `stir-shaken set --x5u-base` nor a system DNS name.
+    NoX5uBase,
+    /// The `--x5u-base` URL is not an `https://` URL (the URL, why).
+    BadX5uBase(String, String),
+    /// The signature could not be made (ring refused the key or the input).
+    SignFailed(String),
+}
+
+impl StirError {
+    /// Stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StirError::NoCertificate(_) => "no-stir-certificate",
+            StirError::Expired(..) => "stir-certificate-expired",
+            StirError::KeyNotP256(..) => "stir-key-not-p256",
+            StirError::KeyMissing(_) => "stir-key-missing",
+            StirError::BadTn(..) => "bad-tn",
+            StirError::BadAttest(_) => "bad-attest",
+            StirError::BadOrigid(_) => "bad-origid",
+            StirError::NoX5uBase => "no-x5u-base",
+            StirError::BadX5uBase(..) => "bad-x5u-base",
+            StirError::SignFailed(_) => "sign-failed",
+        }
+    }
+}
+
+impl core::fmt::Display for StirError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            StirError::NoCertificate(t) => write!(
+                f,
+                "tenant \"{t}\" has no STIR/SHAKEN certificate (import one with --kind stir-shaken)"
+            ),
+            StirError::Expired(id, when) => {
+                write!(f, "the STIR/SHAKEN certificate {id} expired at {when}")
+            }
+            StirError::KeyNotP256(id, kind) => write!(
+                f,
+                "the STIR/SHAKEN certificate {id} has a {kind} key; ES256 (RFC 8225 §8) needs P-256"
+            ),
+            StirError::KeyMissing(id) => {
+                write!(f, "the private key of STIR/SHAKEN certificate {id} is not in the store")
+            }
+            StirError::BadTn(tn, why) => write!(f, "\"{tn}\" is not a telephone number: {why}"),
+            StirError::BadAttest(a) => {
+                write!(f, "attestation \"{a}\" is not one of A, B, C (RFC 8588 §4)")
+            }
+            StirError::BadOrigid(o) => write!(f, "origid \"{o}\" is not a UUID"),
+            StirError::NoX5uBase => f.write_str(
+                "no x5u URL: set the system DNS name (`system set --dns`) or `stir-shaken set --x5u-base URL`",
+            ),
+            StirError::BadX5uBase(u, why) => write!(f, "x5u base \"{u}\" is not usable: {why}"),
+            StirError::SignFailed(why) => write!(f, "signing failed: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for StirError {}
 
 /// Why a DNS operation failed. Codes are stable.
 #[derive(Debug, Clone, PartialEq, Eq)]

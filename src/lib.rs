@@ -22,7 +22,8 @@
 //!   the Root CA list), `connect` (`--tls-connect`: TLS to SIP trunks,
 //!   trusting the Root CA list, with an optional client certificate),
 //!   `session` (admin sessions and the login limit),
-//!   `served` (who gets which certificate, from the snapshot's own rule).
+//!   `served` (who gets which certificate, from the snapshot's own rule),
+//!   `stir` (STIR/SHAKEN PASSporTs: sign, publish, verify; STI trust list).
 //! - 5 `ops`: the commands and their one table of effects; `open_store`.
 //! - 6 `daemon`: shared state, the write lock, snapshot swaps, wake-ups.
 //! - 7 `tls` (the SNI resolver), `renewal` (ACME orders, the renewal loop,
@@ -69,6 +70,7 @@ pub mod served;
 pub mod session;
 pub mod settings;
 pub mod snapshot;
+pub mod stir;
 pub mod store;
 pub mod tenant;
 pub mod tls;

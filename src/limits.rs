@@ -460,6 +460,17 @@ pub const CONTROL_READ_CHUNK: usize = 64 * 1024;
 /// writes at once, and 3 MiB over a Unix socket take milliseconds.
 pub const CONTROL_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Time a persistent control client (a SIP server signing calls, one
+/// connection, one request line after another) may stay idle between
+/// requests before the daemon closes it; it holds one of
+/// `MAX_CONTROL_CLIENTS` meanwhile, and reconnecting is cheap.
+pub const CONTROL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Pipelined control requests already read that run in one trip to the
+/// blocking pool (one thread hand-over per burst instead of per request);
+/// bounds how long the first of them waits for its reply.
+pub const MAX_CONTROL_BATCH: usize = 64;
+
 /// Time the daemon's reply write may take: the CLI reads at once.
 pub const CONTROL_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -583,3 +594,48 @@ pub const MAX_LOCAL_ADDRESSES: usize = 64;
 /// ~36 KiB per listener): enough to see which phones send no SNI after a
 /// re-provisioning, small enough for the appliance.
 pub const HANDSHAKE_RING_RECORDS: usize = 64;
+
+// STIR/SHAKEN (issue 15).
+
+/// Most digits of a telephone number in a PASSporT: E.164 has at most 15;
+/// national dial strings with prefixes a few more.
+pub const MAX_TN_DIGITS: usize = 20;
+
+/// Loaded STIR/SHAKEN signing keys kept in memory (by key ID): a PBX has
+/// one per tenant at most; past this the oldest is loaded again when used.
+pub const MAX_STIR_SIGNERS: usize = 256;
+
+/// Most destination numbers of one PASSporT (`dest.tn`, RFC 8225 §5.2.1): a
+/// call forks to a handful; the header must fit a SIP message.
+pub const MAX_DEST_TNS: usize = 16;
+
+/// Longest Identity header value `stir-shaken verify` reads: a PASSporT with
+/// its x5u is under 1 KiB; SIP messages stay under a UDP datagram.
+pub const MAX_IDENTITY_LEN: usize = 8 * 1024;
+
+/// Largest x5u answer (a PEM chain of leaf and intermediates is 2-5 KiB): a
+/// larger one is refused (`x5u-too-large`, 436 Bad Identity Info).
+pub const MAX_X5U_BYTES: usize = 32 * 1024;
+
+/// Whole-fetch bound of one x5u download: a verification holds a SIP
+/// transaction, whose timer B is 32 s; ATIS-1000074 expects ~1 s answers.
+pub const X5U_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// x5u answers kept (by URL) for their Cache-Control max-age: a PBX sees
+/// calls from a few dozen signing providers.
+pub const MAX_X5U_CACHE_ENTRIES: usize = 64;
+
+/// Longest time an x5u answer is kept, whatever its max-age says: a revoked
+/// or replaced certificate is noticed within a day.
+pub const MAX_X5U_CACHE_SECS: u64 = 24 * 3600;
+
+/// Default allowed distance between `iat` and now (RFC 8224 §6.2.1: 60 s).
+pub const DEFAULT_IAT_SKEW_SECS: u64 = 60;
+
+/// Largest configurable `iat` skew: past a few minutes a replayed header
+/// would pass (RFC 8224 §12.1).
+pub const MAX_IAT_SKEW_SECS: u64 = 600;
+
+/// Cache-Control max-age of the published x5u chain (`GET /sti/ID.pem`):
+/// verifiers re-fetch hourly, so a replaced certificate shows within an hour.
+pub const STI_PUBLISH_MAX_AGE_SECS: u64 = 3600;

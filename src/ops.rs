@@ -110,6 +110,20 @@ pub enum Command {
     },
     /// `stir-shaken select --tenant NAME`
     StirShakenSelect { tenant: String },
+    /// `stir-shaken sign --tenant T --orig TN --dest TN,... --attest A|B|C`
+    StirShakenSign(crate::stir::SignRequest),
+    /// `stir-shaken verify --identity HEADER --orig TN --dest TN`
+    StirShakenVerify(crate::stir::VerifyRequest),
+    /// `stir-shaken set [--x5u-base URL|none] [--iat-skew S]` (none: show)
+    StirShakenSet(crate::stir::StirChange),
+    /// `sti-roots import --cert FILE`
+    StiRootsImport { cert: Vec<u8> },
+    /// `sti-roots list`
+    StiRoots,
+    /// `sti-roots show ID`
+    StiRootsShow { id: String },
+    /// `sti-roots delete ID`
+    StiRootsDelete { id: String },
     /// `admin password` (the password read from the terminal or stdin)
     AdminPassword { password: String },
     /// `acme set`
@@ -273,6 +287,17 @@ impl Command {
             | Command::AcmeStatus
             | Command::DnsList
             | Command::CaShow => Effect::READ,
+            // Signing and verifying write nothing (verification fetches the
+            // x5u and keeps it only in memory); the STI trust list is read.
+            Command::StirShakenSign(_)
+            | Command::StirShakenVerify(_)
+            | Command::StiRoots
+            | Command::StiRootsShow { .. } => Effect::READ,
+            // STIR/SHAKEN settings and the STI trust list: read by signing
+            // and verification only, nothing served or ordered changes.
+            Command::StirShakenSet(_)
+            | Command::StiRootsImport { .. }
+            | Command::StiRootsDelete { .. } => Effect::WRITE,
             // Alerts: settings only the alert loop reads (it re-reads them
             // each tick); `alert test` sends but stores nothing.
             Command::AlertShow | Command::AlertTest | Command::Alerts => Effect::READ,
@@ -480,6 +505,12 @@ pub enum Reply {
     Resolved(ResolveView),
     /// `stir-shaken select`.
     Stir(certs::StirView),
+    /// `stir-shaken sign`.
+    Signed(crate::stir::Signed),
+    /// `stir-shaken verify`.
+    Verdict(crate::stir::Verdict),
+    /// `stir-shaken set`.
+    StirSettings(crate::stir::StirSettingsView),
     /// `acme show`.
     Acme(crate::acme::AcmeView),
     /// `acme status`.
@@ -529,9 +560,15 @@ impl Reply {
             Command::CertDeletePreview { .. } => Reply::DeletePreview(from(v)?),
             Command::Handshakes { .. } => Reply::Handshakes(from(v)?),
             Command::CertShow { .. } | Command::RootsShow { .. } => Reply::Pem(from(v)?),
-            Command::Roots | Command::PhoneRoots | Command::PhoneRootsImport { .. } => {
-                Reply::Roots(from(v)?)
-            }
+            Command::Roots
+            | Command::PhoneRoots
+            | Command::PhoneRootsImport { .. }
+            | Command::StiRoots
+            | Command::StiRootsImport { .. } => Reply::Roots(from(v)?),
+            Command::StiRootsShow { .. } => Reply::Pem(from(v)?),
+            Command::StirShakenSign(_) => Reply::Signed(from(v)?),
+            Command::StirShakenVerify(_) => Reply::Verdict(from(v)?),
+            Command::StirShakenSet(_) => Reply::StirSettings(from(v)?),
             Command::Resolve { .. } => Reply::Resolved(from(v)?),
             Command::StirShakenSelect { .. } => Reply::Stir(from(v)?),
             Command::AcmeShow => Reply::Acme(from(v)?),
@@ -552,6 +589,7 @@ impl Reply {
             | Command::RootsDelete { .. }
             | Command::RootsReset
             | Command::PhoneRootsDelete { .. }
+            | Command::StiRootsDelete { .. }
             | Command::AdminPassword { .. }
             | Command::AcmeSet(_)
             | Command::DnsAdd { .. }
@@ -795,6 +833,19 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
                 matched: matched.as_str().to_owned(),
             })
         }
+        Command::StirShakenSign(req) => Reply::Signed(crate::stir::sign(store, req, clock::now())?),
+        Command::StirShakenVerify(req) => Reply::Verdict(crate::stir::verify(store, req)?),
+        Command::StirShakenSet(change) => Reply::StirSettings(crate::stir::set(store, change)?),
+        Command::StiRootsImport { cert } => Reply::Roots(crate::stir::sti_import(store, cert)?),
+        Command::StiRoots => Reply::Roots(crate::stir::sti_list(store)?),
+        Command::StiRootsShow { id } => {
+            let (id, pem) = crate::stir::sti_show(store, id)?;
+            Reply::Pem(PemView { id, pem })
+        }
+        Command::StiRootsDelete { id } => {
+            crate::stir::sti_delete(store, id)?;
+            Reply::DONE
+        }
         Command::AlertSet(change) => Reply::AlertSettings(crate::alert::set(store, change)?),
         Command::AlertShow => Reply::AlertSettings(crate::alert::show(store)?),
         Command::AlertTest => {
@@ -875,6 +926,25 @@ mod tests {
                 local_address: None,
             },
             Command::StirShakenSelect { tenant: s() },
+            Command::StirShakenSign(crate::stir::SignRequest {
+                tenant: s(),
+                orig: s(),
+                dest: vec![],
+                attest: s(),
+                origid: None,
+                iat: None,
+            }),
+            Command::StirShakenVerify(crate::stir::VerifyRequest {
+                identity: s(),
+                orig: s(),
+                dest: s(),
+                now: None,
+            }),
+            Command::StirShakenSet(crate::stir::StirChange::default()),
+            Command::StiRootsImport { cert: vec![] },
+            Command::StiRoots,
+            Command::StiRootsShow { id: s() },
+            Command::StiRootsDelete { id: s() },
             Command::AdminPassword { password: s() },
             Command::AcmeSet(crate::acme::AcmeChange::default()),
             Command::AcmeShow,
@@ -956,9 +1026,16 @@ mod tests {
                 Command::Served => 37,
                 Command::Handshakes { .. } => 38,
                 Command::CertDeletePreview { .. } => 39,
+                Command::StirShakenSign(_) => 40,
+                Command::StirShakenVerify(_) => 41,
+                Command::StirShakenSet(_) => 42,
+                Command::StiRootsImport { .. } => 43,
+                Command::StiRoots => 44,
+                Command::StiRootsShow { .. } => 45,
+                Command::StiRootsDelete { .. } => 46,
             });
         }
-        assert_eq!(seen.len(), 40, "a command variant has no sample");
+        assert_eq!(seen.len(), 47, "a command variant has no sample");
         samples
     }
 

@@ -536,6 +536,12 @@ impl CertInfo {
         })
     }
 
+    /// The raw subjectPublicKey bits (for P-256 the uncompressed point,
+    /// which `stir` checks PASSporT signatures with).
+    pub fn public_key(&self) -> &[u8] {
+        &self.public_key
+    }
+
     /// Hex SHA-256 of the subject public key: the ID of its private key.
     pub fn key_id(&self) -> String {
         sha256_hex(&self.public_key)

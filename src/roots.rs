@@ -71,6 +71,13 @@ pub struct RootInfo {
     pub not_after: String,
 }
 
+impl RootInfo {
+    /// The listing entry of a root (ID, DER).
+    pub fn of(id: String, der: &[u8]) -> RootInfo {
+        info(id, der)
+    }
+}
+
 /// A root's listing entry (an unparseable one is listed by ID).
 fn info(id: String, der: &[u8]) -> RootInfo {
     match CertInfo::parse(der.to_vec()) {

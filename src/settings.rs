@@ -35,11 +35,13 @@ pub enum Setting {
     Alerts,
     /// `off` turns the import's AIA caIssuers fetch off (closed networks).
     AiaFetch,
+    /// STIR/SHAKEN settings (JSON `stir::StirSettings`: x5u base, iat skew).
+    StirShaken,
 }
 
 impl Setting {
     /// Every fixed setting.
-    pub const ALL: [Setting; 10] = [
+    pub const ALL: [Setting; 11] = [
         Setting::System,
         Setting::RootsVersion,
         Setting::NextSeq,
@@ -50,6 +52,7 @@ impl Setting {
         Setting::LocalCa,
         Setting::Alerts,
         Setting::AiaFetch,
+        Setting::StirShaken,
     ];
 
     /// The key in the settings tree.
@@ -65,6 +68,7 @@ impl Setting {
             Setting::LocalCa => "local-ca",
             Setting::Alerts => "alerts",
             Setting::AiaFetch => "aia-fetch",
+            Setting::StirShaken => "stir-shaken",
         }
     }
 }
@@ -85,17 +89,21 @@ pub enum Family {
     /// A root distributed to phones, by its ID (DER): a trust anchor of the
     /// import rules besides the Root CA list (`phone-roots import`).
     PhoneRoot,
+    /// A root of the STI trust list, by its ID (DER): the STI-PA's CA roots
+    /// that `stir-shaken verify` accepts (`sti-roots import`).
+    StiRoot,
 }
 
 impl Family {
     /// Every family.
-    pub const ALL: [Family; 6] = [
+    pub const ALL: [Family; 7] = [
         Family::AcmeStatus,
         Family::AcmeTxt,
         Family::DnsProvider,
         Family::LegacyAcmeLease,
         Family::AlertSent,
         Family::PhoneRoot,
+        Family::StiRoot,
     ];
 
     /// The key prefix of the family's records.
@@ -107,6 +115,7 @@ impl Family {
             Family::LegacyAcmeLease => "acme_lease:",
             Family::AlertSent => "alert_sent:",
             Family::PhoneRoot => "phone-root:",
+            Family::StiRoot => "sti-root:",
         }
     }
 

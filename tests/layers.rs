@@ -47,6 +47,9 @@ const LAYERS: &[(&str, u8)] = &[
     ("connect", 4),
     ("session", 4),
     ("served", 4),
+    // PASSporT signing/verification: uses certs (the tenant's choice) and
+    // outbound (x5u fetch), both layer 4; only ops above calls it.
+    ("stir", 4),
     ("ops", 5),
     ("daemon", 6),
     ("tls", 7),

@@ -110,6 +110,8 @@ pub enum Route {
     DnsRemove,
     /// `/api/...`
     Api(ApiRoute),
+    /// `GET /sti/{id}.pem`: a STIR/SHAKEN chain for x5u, without login.
+    StiPem(String),
     /// No such page.
     NotFound,
     /// The page exists, not with this method.
@@ -195,6 +197,12 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> Route {
                 pem(rest, Route::CertPem)
             } else if let Some(rest) = path.strip_prefix("/roots/") {
                 pem(rest, Route::RootPem)
+            } else if let Some(rest) = path.strip_prefix(crate::stir::PUBLISH_PATH) {
+                // Full IDs only: the URL is published, never typed.
+                match rest.strip_suffix(".pem").and_then(valid_id) {
+                    Some(id) if id.len() == crate::limits::ID_LEN => page(Route::StiPem(id), get),
+                    _ => Route::NotFound,
+                }
             } else {
                 Route::NotFound
             }
@@ -842,6 +850,23 @@ impl Admin {
         }
     }
 
+    /// `GET /sti/{id}.pem`: the chain of a STIR/SHAKEN certificate (and of
+    /// nothing else), for verifiers fetching our x5u (ATIS-1000074 §5.3.1).
+    async fn sti_pem(&self, id: String) -> Resp {
+        let shared = self.shared.clone();
+        match smol::unblock(move || crate::stir::published_chain(shared.store(), &id)).await {
+            Ok(Some(pem)) => Resp::new(200, crate::stir::PEM_CHAIN_TYPE, pem).with(
+                "Cache-Control",
+                format!(
+                    "public, max-age={}",
+                    crate::limits::STI_PUBLISH_MAX_AGE_SECS
+                ),
+            ),
+            Ok(None) => Resp::text(404, "not found\n"),
+            Err(e) => Resp::text(500, format!("{}\n", e.code_str())),
+        }
+    }
+
     async fn page(&self, route: Route, req: &Req, session: &SessionView) -> Resp {
         let now = clock::now();
         let csrf = session.csrf.as_str();
@@ -1192,7 +1217,7 @@ impl Admin {
                 ),
             ),
             // Handled before a session exists or by the API module.
-            Route::Login | Route::LoginPost | Route::CaPem | Route::Api(_) => {
+            Route::Login | Route::LoginPost | Route::CaPem | Route::StiPem(_) | Route::Api(_) => {
                 Resp::redirect(303, "/")
             }
         }
@@ -1228,9 +1253,13 @@ impl Handler for Admin {
                 auth = self.check_basic(password).await?;
             }
         }
-        // The login, and the local CA's root for phone provisioning (public
-        // by nature: phones fetch it before they trust anything).
-        if matches!(route, Route::Login | Route::LoginPost | Route::CaPem) {
+        // The login, the local CA's root for phone provisioning (public by
+        // nature: phones fetch it before they trust anything) and published
+        // STIR/SHAKEN chains (x5u: verifiers anywhere fetch them).
+        if matches!(
+            route,
+            Route::Login | Route::LoginPost | Route::CaPem | Route::StiPem(_)
+        ) {
             return Ok((Ctx { route, auth }, MAX_LOGIN_BODY_BYTES));
         }
         match &auth {
@@ -1293,6 +1322,7 @@ impl Handler for Admin {
             (Route::Login, _) => self.login_page(200, &[]).await,
             (Route::LoginPost, old) => self.login_post(&req, old).await,
             (Route::CaPem, _) => self.ca_pem().await,
+            (Route::StiPem(id), _) => self.sti_pem(id).await,
             (Route::Api(r), _) => api::handle(&self.shared, &self.web, self.ip, r, &req).await,
             (route, Some(s)) => self.page(route, &req, s).await,
             (_, None) => Resp::redirect(303, "/login"),
@@ -1345,6 +1375,20 @@ mod tests {
             Route::RootPem(i[..8].to_owned())
         );
         assert_eq!(route("GET", "/certs/abc.pem", None), Route::NotFound);
+        // Published STIR/SHAKEN chains: full IDs only, GET/HEAD only.
+        let full = "ab".repeat(32);
+        assert_eq!(
+            route("GET", &format!("/sti/{full}.pem"), None),
+            Route::StiPem(full.clone())
+        );
+        assert_eq!(
+            route("GET", &format!("/sti/{}.pem", &full[..16]), None),
+            Route::NotFound
+        );
+        assert_eq!(
+            route("POST", &format!("/sti/{full}.pem"), None),
+            Route::MethodNotAllowed
+        );
         assert_eq!(route("GET", &format!("/certs/{i}"), None), Route::NotFound);
         assert_eq!(route("GET", "/roots/reset", None), Route::RootsResetConfirm);
         assert_eq!(route("POST", "/roots/reset", None), Route::RootsReset);

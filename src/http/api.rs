@@ -34,6 +34,8 @@
 //! | POST | `/api/system` | `system set` | `{"dns","admin_email","default_cert"}`, each optional; `"none"` clears | `{"ok":true}` |
 //! | GET | `/api/resolve` | `resolve [SNI]` | `?sni=NAME` (omit: a client without SNI) | `{"sni","id","match","tenant"}` |
 //! | GET | `/api/stir-shaken/select` | `stir-shaken select` | `?tenant=NAME` | `{"id","match"}` |
+//! | POST | `/api/stir-shaken/sign` | `stir-shaken sign` | `{"tenant","orig","dest":["TN",...],"attest":"A"\|"B"\|"C","origid"?,"iat"?}` | `{"identity","cert","x5u","header","payload"}` |
+//! | POST | `/api/stir-shaken/verify` | `stir-shaken verify` | `{"identity","orig","dest","now"?}` | `{"verstat","reason"?:{"code","text"},"error"?:{"code","message"},"attest"?,"origid"?,"x5u"?}` |
 //! | POST | `/api/admin/password` | `admin password` | `{"password":"..."}` | `{"ok":true}` |
 //! | GET | `/api/acme` | `acme show` | | `{"directory","email","contact","enabled","challenge","eab_kid","eab_hmac","check_interval","profile","account"}` |
 //! | POST | `/api/acme` | `acme set` | `{"directory","email","enabled","challenge","eab_kid","eab_hmac","check_interval","profile"}`, each optional | `{"ok":true}` |
@@ -117,6 +119,10 @@ pub enum ApiRoute {
     Resolve(Option<String>, Option<IpAddr>),
     /// `GET /api/stir-shaken/select?tenant=NAME`
     StirSelect(String),
+    /// `POST /api/stir-shaken/sign`
+    StirSign,
+    /// `POST /api/stir-shaken/verify`
+    StirVerify,
     /// `POST /api/admin/password`
     AdminPassword,
     /// `GET /api/acme`
@@ -222,6 +228,8 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> ApiRoute {
             ("GET", None) => ApiRoute::Bad("give the tenant: ?tenant=NAME".into()),
             _ => ApiRoute::MethodNotAllowed,
         },
+        ["stir-shaken", "sign"] => pick(&[("POST", ApiRoute::StirSign)]),
+        ["stir-shaken", "verify"] => pick(&[("POST", ApiRoute::StirVerify)]),
         ["admin", "password"] => pick(&[("POST", ApiRoute::AdminPassword)]),
         ["dns"] => pick(&[("GET", ApiRoute::DnsList), ("POST", ApiRoute::DnsAdd)]),
         ["dns", "settings"] => pick(&[("POST", ApiRoute::DnsSet)]),
@@ -460,6 +468,8 @@ pub fn to_command(route: ApiRoute, body: &[u8]) -> Result<Command, Resp> {
         }
         ApiRoute::Resolve(sni, local_address) => Command::Resolve { sni, local_address },
         ApiRoute::StirSelect(tenant) => Command::StirShakenSelect { tenant },
+        ApiRoute::StirSign => Command::StirShakenSign(parse(body)?),
+        ApiRoute::StirVerify => Command::StirShakenVerify(parse(body)?),
         ApiRoute::AdminPassword => {
             let b: PasswordBody = parse(body)?;
             Command::AdminPassword {
@@ -672,6 +682,15 @@ mod tests {
             route("GET", "/stir-shaken/select", None),
             ApiRoute::Bad(_)
         ));
+        assert_eq!(route("POST", "/stir-shaken/sign", None), ApiRoute::StirSign);
+        assert_eq!(
+            route("POST", "/stir-shaken/verify", None),
+            ApiRoute::StirVerify
+        );
+        assert_eq!(
+            route("GET", "/stir-shaken/sign", None),
+            ApiRoute::MethodNotAllowed
+        );
         assert!(matches!(
             route("GET", "/resolve", Some("sni=%zz")),
             ApiRoute::Bad(_)

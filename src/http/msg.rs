@@ -154,7 +154,9 @@ impl Resp {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Add the headers every response carries.
+    /// Add the headers every response carries (a response that set one of
+    /// them itself, e.g. the `Cache-Control` of a published x5u chain,
+    /// keeps its own).
     pub fn finish_headers(&mut self) {
         let fixed: [(&'static str, &str); 7] = [
             ("Content-Security-Policy", CSP.as_str()),
@@ -166,7 +168,9 @@ impl Resp {
             ("Cross-Origin-Resource-Policy", "same-origin"),
         ];
         for (name, value) in fixed {
-            self.headers.push((name, value.to_owned()));
+            if self.header(name).is_none() {
+                self.headers.push((name, value.to_owned()));
+            }
         }
     }
 }

@@ -12,7 +12,8 @@
 //! - `skip`: the one way a test skips for a missing peer (never silently);
 //! - `browser`: whether Chromium/node/playwright are there;
 //! - `kamailio`: Debian's Kamailio as a SIP registrar peer;
-//! - `websocket`: a minimal WebSocket client side (RFC 6455).
+//! - `websocket`: a minimal WebSocket client side (RFC 6455);
+//! - `sti`: a STIR/SHAKEN signing setup on a running daemon (issue 15).
 //!
 //! Test binaries that do not take all of `common` declare single files with
 //! `#[path = "common/FILE.rs"] mod FILE;` (those files name their siblings
@@ -35,6 +36,7 @@ pub mod pbx;
 pub mod run;
 pub mod serve;
 pub mod skip;
+pub mod sti;
 pub mod text;
 pub mod websocket;
 
