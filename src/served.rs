@@ -73,6 +73,10 @@ pub struct StirRow {
     /// `tenant`, `first` or `none` (`stir-shaken select`).
     #[serde(rename = "match")]
     pub matched: String,
+    /// Where verifiers fetch its chain (`x5u`); `None` without a
+    /// certificate or without an x5u base (`stir-shaken set`).
+    #[serde(default)]
+    pub x5u: Option<String>,
 }
 
 /// `served --json`, `GET /api/served`.
@@ -219,10 +223,14 @@ fn finish(
     let mut stir_shaken = Vec::new();
     for t in tenants {
         let (id, matched) = certs::stir_select(store, &t.name)?;
+        let x5u = id
+            .as_deref()
+            .and_then(|id| crate::stir::x5u_of(store, id).ok());
         stir_shaken.push(StirRow {
             tenant: t.name.clone(),
             id,
             matched: matched.as_str().to_owned(),
+            x5u,
         });
     }
 

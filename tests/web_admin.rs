@@ -69,6 +69,42 @@ fn start_daemon() -> Daemon {
     }
 }
 
+/// A STIR/SHAKEN certificate (TNAuthList, RFC 8226) for `pbx.acme.example`
+/// under a test root, imported through the running daemon: the page's
+/// STIR/SHAKEN step finds it as tenant acme's (once the test adds acme).
+fn import_stir_certificate(daemon: &Daemon) {
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "Web Test STI Root");
+    let ca = ca.self_signed(&ca_key).expect("root");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut leaf =
+        rcgen::CertificateParams::new(vec!["pbx.acme.example".to_owned()]).expect("params");
+    // TNAuthorizationList ::= SEQUENCE OF TNEntry; spc [0] EXPLICIT IA5String "1234"
+    leaf.custom_extensions
+        .push(rcgen::CustomExtension::from_oid_content(
+            &[1, 3, 6, 1, 5, 5, 7, 1, 26],
+            vec![0x30, 0x08, 0xa0, 0x06, 0x16, 0x04, b'1', b'2', b'3', b'4'],
+        ));
+    let leaf = leaf.signed_by(&key, &ca, &ca_key).expect("leaf");
+    let chain = daemon.dir.path().join("sti.pem");
+    let key_file = daemon.dir.path().join("sti.key");
+    std::fs::write(&chain, format!("{}{}", leaf.pem(), ca.pem())).expect("write");
+    std::fs::write(&key_file, key.serialize_pem()).expect("write");
+    let (code, out, err) = daemon.d.cli(&[
+        "import",
+        "--cert",
+        chain.to_str().unwrap(),
+        "--key",
+        key_file.to_str().unwrap(),
+        "--kind",
+        "stir-shaken",
+    ]);
+    assert_eq!(code, 0, "STIR/SHAKEN import: {out} {err}");
+}
+
 fn wait_with_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + limit;
     loop {
@@ -103,6 +139,7 @@ fn admin_pages_in_headless_chromium() {
     std::fs::write(&cert, generated.cert.pem()).expect("write cert");
     std::fs::write(&key, generated.key_pair.serialize_pem()).expect("write key");
     let shots = root.join("target/screenshots");
+    import_stir_certificate(&daemon);
 
     let mut child = Command::new("node")
         .arg(root.join("scripts/web-test/admin.mjs"))

@@ -293,6 +293,27 @@ try {
   check((await page.locator('fieldset legend', { hasText: 'Directory' }).count()) === 1, 'the directory radio group has a legend');
   check((await page.locator('fieldset input[type=radio][name=preset]').count()) === 3, 'its radios are in the fieldset');
 
+  begin('STIR/SHAKEN page: the certificate per tenant with its rule and x5u, a signed test call');
+  await page.click('header a:has-text("STIR/SHAKEN")');
+  const stirRow = page.locator('tr[data-tenant="acme"]');
+  check((await stirRow.innerText()).includes('tenant'), `acme's certificate by the tenant rule: ${await stirRow.innerText()}`);
+  check((await stirRow.innerText()).includes('https://pbx.example.com/sti/'), 'its x5u on the system name');
+  await page.selectOption('#stenant', 'acme');
+  await page.fill('#orig', '+1 (202) 555-0100');
+  await page.fill('#dest', '12025550199');
+  await page.selectOption('#attest', 'A');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Sign")')]);
+  const identity = await page.locator('#identity').innerText();
+  check(/^[\w-]+\.[\w-]+\.[\w-]+;info=<https:\/\/pbx\.example\.com\/sti\/[0-9a-f]{64}\.pem>;alg=ES256;ppt=shaken$/.test(identity), `Identity header: ${identity}`);
+  const payload = JSON.parse(await page.locator('#passport-payload').innerText());
+  check(payload.orig.tn === '12025550100' && payload.dest.tn[0] === '12025550199' && payload.attest === 'A', `decoded payload: ${JSON.stringify(payload)}`);
+  check(JSON.parse(await page.locator('#passport-header').innerText()).ppt === 'shaken', 'decoded header');
+  await page.fill('#orig', 'not a number');
+  await page.fill('#dest', '12025550199');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Sign")')]);
+  check((await text()).includes('[bad-tn]'), 'a bad number is refused with its code');
+  await shot('12c-stir');
+
   begin('ACME page: settings and DNS providers');
   await page.click('header a:has-text("ACME")');
   check(page.url().endsWith('/acme'), `nav link: ${page.url()}`);
@@ -332,7 +353,9 @@ try {
     && Array.isArray(imported.warnings), `import shape: ${JSON.stringify(imported)}`);
   r = await api.get(`${BASE}/api/certs`);
   const list = await r.json();
-  const uploaded = list.filter((c) => c.source === 'upload');
+  // (the STIR/SHAKEN certificate the STIR step signs with is an upload too)
+  const uploaded = list.filter((c) => c.source === 'upload' && c.kind !== 'stir-shaken');
+  check(list.filter((c) => c.kind === 'stir-shaken').length === 1, 'the STIR/SHAKEN certificate is listed');
   check(uploaded.length === 1 && uploaded[0].id === certId && uploaded[0].key_type === 'p256',
     `certs: ${JSON.stringify(list)}`);
   check(list.every((c) => ['upload', 'self-signed'].includes(c.source)), `sources: ${JSON.stringify(list)}`);

@@ -72,6 +72,10 @@ pub enum Route {
     CertReissue,
     /// `POST /certs/check`
     CertCheck,
+    /// `GET /stir`
+    Stir,
+    /// `POST /stir/sign`: sign a test call
+    StirSign,
     /// `GET /roots[?q=FILTER]`
     Roots(Option<String>),
     /// `GET /roots/{id}.pem`
@@ -191,6 +195,8 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> Route {
             _ => page(Route::Acme, get),
         },
         "/acme/dns/add" => page(Route::DnsAdd, post),
+        "/stir" => page(Route::Stir, get),
+        "/stir/sign" => page(Route::StirSign, post),
         "/acme/dns/remove" => page(Route::DnsRemove, post),
         _ => {
             if let Some(rest) = path.strip_prefix("/certs/") {
@@ -804,6 +810,25 @@ impl Admin {
         self.outcome(session, "/acme", r, "ACME settings saved")
     }
 
+    /// The STIR/SHAKEN page (`html::stir`), with a signed test call or an
+    /// error when there is one.
+    async fn stir_page(
+        &self,
+        session: &SessionView,
+        signed: Option<&crate::stir::Signed>,
+        flash: &[Line],
+    ) -> Resp {
+        let served = run_as!(self, Command::Served, Reply::Served);
+        let sti = run_as!(self, Command::StiRoots, Reply::Roots);
+        match (served, sti) {
+            (Ok(v), Ok(roots)) => Resp::html(
+                if flash.is_empty() { 200 } else { 400 },
+                html::stir(&session.csrf, &v.stir_shaken, &roots, signed, flash),
+            ),
+            (Err(e), _) | (_, Err(e)) => self.error_page(500, "Error", Some(session), &e),
+        }
+    }
+
     /// `GET /ca.pem`, without login: the local CA's root certificate (only
     /// the certificate; a phone provisioning server or a phone fetches it to
     /// trust the PBX). 404 until `ca init`.
@@ -960,6 +985,33 @@ impl Admin {
             Route::CertPem(id) => {
                 self.pem(Command::CertShow { id: id.clone() }, &id, session)
                     .await
+            }
+            Route::Stir => self.stir_page(session, None, &[]).await,
+            Route::StirSign => {
+                let form = match self.form(req, session) {
+                    Ok(f) => f,
+                    Err(r) => return r,
+                };
+                let field = |k: &str| form.get(k).unwrap_or("").trim().to_owned();
+                let request = crate::stir::SignRequest {
+                    tenant: field("tenant"),
+                    orig: field("orig"),
+                    dest: field("dest")
+                        .split(',')
+                        .map(|d| d.trim().to_owned())
+                        .filter(|d| !d.is_empty())
+                        .collect(),
+                    attest: field("attest"),
+                    origid: None,
+                    iat: None,
+                };
+                match run_as!(self, Command::StirShakenSign(request), Reply::Signed) {
+                    Ok(signed) => self.stir_page(session, Some(&signed), &[]).await,
+                    Err(e) => {
+                        let line: Line = ("err", e.code_str().into(), e.to_string());
+                        self.stir_page(session, None, &[line]).await
+                    }
+                }
             }
             Route::CertDeleteConfirm(id) => {
                 match run_as!(

@@ -68,6 +68,8 @@ pub enum Nav {
     Tenants,
     /// ACME settings, status and DNS providers.
     Acme,
+    /// STIR/SHAKEN: signing certificates, STI trust list, a test call.
+    Stir,
     /// Password change.
     Password,
     /// Pages outside the bar.
@@ -128,6 +130,7 @@ fn layout(title: &str, nav: Nav, csrf: Option<&str>, body: Markup) -> String {
                             (link(Nav::Import, "/import", "Import"))
                             (link(Nav::Tenants, "/tenants", "Tenants & system"))
                             (link(Nav::Acme, "/acme", "ACME"))
+                            (link(Nav::Stir, "/stir", "STIR/SHAKEN"))
                             (link(Nav::Password, "/password", "Password"))
                         }
                         form method="post" action="/logout" {
@@ -464,6 +467,75 @@ pub fn cert_delete_confirm(csrf: &str, p: &crate::ops::DeletePreview) -> String 
         }
     };
     layout("Delete a certificate", Nav::Certs, Some(csrf), body)
+}
+
+/// The STIR/SHAKEN page: each tenant's signing certificate with its rule
+/// and x5u URL, the STI trust list, and a form that signs a test call and
+/// shows the Identity header with its decoded PASSporT.
+pub fn stir(
+    csrf: &str,
+    rows: &[crate::served::StirRow],
+    sti_roots: &[RootInfo],
+    signed: Option<&crate::stir::Signed>,
+    flash: &[Line],
+) -> String {
+    let body = html! {
+        (lines(flash))
+        h2 { "Signing certificate per tenant" }
+        @if rows.is_empty() {
+            p { "No tenants." }
+        } @else {
+            table {
+                thead { tr { th { "Tenant" } th { "Certificate" } th { "Rule" } th { "x5u (where verifiers fetch the chain)" } } }
+                tbody {
+                    @for r in rows {
+                        tr data-tenant=(r.tenant) {
+                            td { (r.tenant) }
+                            td { @match &r.id { Some(id) => { code title=(id) { (id.get(..16).unwrap_or(id)) "…" } } None => { "none: import one with --kind stir-shaken" } } }
+                            td { (r.matched) }
+                            td { @match &r.x5u { Some(u) => { code { (u) } } None => { "—" } } }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "STI trust list" }
+        p class="note" {
+            "The STI-PA's CA roots that incoming Identity headers must chain to (not web roots): "
+            code { "pbx-certd sti-roots import --cert FILE" } "."
+        }
+        @if sti_roots.is_empty() {
+            p { "Empty: no incoming Identity header can pass." }
+        } @else {
+            ul { @for r in sti_roots { li { (r.name) @if let Some(o) = &r.organization { " — " (o) } " (expires " (r.not_after) ")" } } }
+        }
+        h2 { "Sign a test call" }
+        form method="post" action="/stir/sign" class="box" {
+            (csrf_field(csrf))
+            label for="stenant" { "Tenant" }
+            select id="stenant" name="tenant" {
+                @for r in rows { option value=(r.tenant) { (r.tenant) } }
+            }
+            label for="orig" { "Calling number" }
+            input type="text" id="orig" name="orig" required placeholder="+1 202 555 0100";
+            label for="dest" { "Called number(s), comma-separated" }
+            input type="text" id="dest" name="dest" required placeholder="12025550199";
+            label for="attest" { "Attestation" }
+            select id="attest" name="attest" {
+                option value="A" { "A (full)" } option value="B" { "B (partial)" } option value="C" { "C (gateway)" }
+            }
+            div { button type="submit" { "Sign" } }
+        }
+        @if let Some(v) = signed {
+            h3 { "Identity header" }
+            pre id="identity" { (v.identity) }
+            h3 { "PASSporT header" }
+            pre id="passport-header" { (v.header) }
+            h3 { "PASSporT payload" }
+            pre id="passport-payload" { (v.payload) }
+        }
+    };
+    layout("STIR/SHAKEN", Nav::Stir, Some(csrf), body)
 }
 
 /// Root CA list: `roots --json` rows.
