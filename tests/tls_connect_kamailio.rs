@@ -55,8 +55,7 @@ struct Trunk {
 
 impl Drop for Trunk {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        common::kamailio::stop(&mut self.child);
     }
 }
 
