@@ -293,28 +293,8 @@ struct Kamailio {
 
 impl Drop for Kamailio {
     fn drop(&mut self) {
-        stop(&mut self.child);
+        common::kamailio::stop(&mut self.child);
     }
-}
-
-/// SIGTERM by PID (Kamailio's main process then stops its children), a
-/// SIGKILL if it has not exited after a hang guard.
-fn stop(child: &mut std::process::Child) {
-    if child.try_wait().ok().flatten().is_some() {
-        return; // reaped already: its PID may be another process's now
-    }
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let guard = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::time::Instant::now() < guard {
-        if child.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 impl Kamailio {
@@ -386,7 +366,7 @@ request_route {{
                     return k;
                 }
             }
-            stop(&mut k.child);
+            common::kamailio::stop(&mut k.child);
         }
         panic!("kamailio did not start answering");
     }

@@ -149,6 +149,9 @@ impl Drop for Kamailio {
 /// stops its worker processes (a SIGKILL would leave them running,
 /// orphaned); SIGKILL only when it has not exited within 10 s.
 pub fn stop(child: &mut Child) {
+    if child.try_wait().ok().flatten().is_some() {
+        return; // reaped already: its PID may be another process's now
+    }
     let pid = child.id().to_string();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let start = Instant::now();
