@@ -436,7 +436,11 @@ fn dns01_under_bad_nonces_and_failed_validation_leaves_no_txt_record() {
         .unwrap_or_else(|c| panic!("reissue: [{c}]\n{log}"));
     assert_ne!(new_id, sys_id);
     assert_valid_with(d, "system", &new_id);
-    assert_no_txt_left(&daemon, &env, from, &["sys.pbx.test", "*.sys.pbx.test"]);
+    // The CA may hand back the wildcard's authorization still valid from
+    // the first order (RFC 8555 §7.1.4; pebble does under load), so only
+    // the base name is sure to be answered again; both share
+    // `_acme-challenge.sys.pbx.test`, whose emptiness this checks.
+    assert_no_txt_left(&daemon, &env, from, &["sys.pbx.test"]);
     daemon.stop();
 }
 
