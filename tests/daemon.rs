@@ -671,24 +671,19 @@ fn tls_forward_delivers_every_byte_to_a_reader_that_paused() {
     assert!(intact, "the bytes arrived altered or out of order");
 }
 
-/// Phones provisioned by IP send no SNI: a tenant's IP name (`tenant add
-/// --ip`) gets them its certificate when they connect to that address; a
-/// connection to another address of the same wildcard listener gets the
-/// default; an SNI wins over the address. `openssl s_client -noservername`
-/// verifies the certificate for the IP (`-verify_ip`), and `resolve
-/// --local-address` says the same as the handshakes.
-#[test]
-fn a_client_without_sni_gets_the_certificate_of_the_address_it_connected_to() {
+/// A store with tenant `phones` owning 127.0.0.1 and its certificate for
+/// that address (`byip`), plus a server certificate for `pbx.example.test`
+/// (the default), both under a test root in the Root CA list: the data dir,
+/// the dir of the PKI files, and the two leaf IDs.
+fn phones_by_ip() -> (tempfile::TempDir, tempfile::TempDir, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let files = tempfile::tempdir().unwrap();
     let pki = Pki::new(files.path());
     let by_ip = pki.leaf("byip", &["127.0.0.1"]);
     let server = pki.leaf("server", &["pbx.example.test"]);
-    let d = dir.path();
     let ok = |args: &[&str]| {
-        let out = cli(d, args);
+        let out = cli(dir.path(), args);
         assert_eq!(out.0, 0, "{args:?}: {} {}", out.1, out.2);
-        out
     };
     ok(&["import", "--cert", &pki.path("root.pem")]);
     ok(&["tenant", "add", "phones", "--ip", "127.0.0.1"]);
@@ -701,6 +696,20 @@ fn a_client_without_sni_gets_the_certificate_of_the_address_it_connected_to() {
             &pki.path(&format!("{f}.key")),
         ]);
     }
+    (dir, files, by_ip, server)
+}
+
+/// Phones provisioned by IP send no SNI: a tenant's IP name (`tenant add
+/// --ip`) gets them its certificate when they connect to that address; a
+/// connection to another address of the same wildcard listener gets the
+/// default; an SNI wins over the address. `openssl s_client -noservername`
+/// verifies the certificate for the IP (`-verify_ip`), and `resolve
+/// --local-address` says the same as the handshakes.
+#[test]
+fn a_client_without_sni_gets_the_certificate_of_the_address_it_connected_to() {
+    let (dir, files, by_ip, server) = phones_by_ip();
+    let d = dir.path();
+    let pki_root = files.path().join("root.pem");
     let certs = json(&cli(d, &["certs", "--json"]));
     let ip_cert = certs
         .as_array()
@@ -726,7 +735,12 @@ fn a_client_without_sni_gets_the_certificate_of_the_address_it_connected_to() {
     let out = Command::new("openssl")
         .args(["s_client", "-noservername", "-verify_return_error"])
         .args(["-connect", &at("127.0.0.1").to_string()])
-        .args(["-CAfile", &pki.path("root.pem"), "-verify_ip", "127.0.0.1"])
+        .args([
+            "-CAfile",
+            pki_root.to_str().unwrap(),
+            "-verify_ip",
+            "127.0.0.1",
+        ])
         .stdin(Stdio::null())
         .output()
         .expect("openssl");
@@ -755,27 +769,8 @@ fn a_client_without_sni_gets_the_certificate_of_the_address_it_connected_to() {
 /// handshake then failed — and counters per rule.
 #[test]
 fn handshakes_show_which_clients_send_no_sni_and_what_they_got() {
-    let dir = tempfile::tempdir().unwrap();
-    let files = tempfile::tempdir().unwrap();
-    let pki = Pki::new(files.path());
-    let by_ip = pki.leaf("byip", &["127.0.0.1"]);
-    let server = pki.leaf("server", &["pbx.example.test"]);
+    let (dir, _files, by_ip, server) = phones_by_ip();
     let d = dir.path();
-    let ok = |args: &[&str]| {
-        let out = cli(d, args);
-        assert_eq!(out.0, 0, "{args:?}: {} {}", out.1, out.2);
-    };
-    ok(&["import", "--cert", &pki.path("root.pem")]);
-    ok(&["tenant", "add", "phones", "--ip", "127.0.0.1"]);
-    for f in ["byip", "server"] {
-        ok(&[
-            "import",
-            "--cert",
-            &pki.path(&format!("{f}.pem")),
-            "--key",
-            &pki.path(&format!("{f}.key")),
-        ]);
-    }
     // Without the daemon there is nothing to show, and it says so.
     let out = cli(d, &["handshakes"]);
     assert_ne!(out.0, 0);
