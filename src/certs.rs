@@ -21,20 +21,29 @@ use crate::error::Error;
 use crate::limits::{AIA_FETCH_TIMEOUT, AIA_MAX_BYTES, AIA_MAX_FETCHES};
 use crate::model::{Source, UnknownValue, Word};
 use crate::pki::{self, Analysis, Context, Kind, KindRequest, Notice};
+use crate::roots::TrustList;
 use crate::store::{Batch, CertRecord, Store};
 
 /// Every kind `import --kind` accepts, in the order the CLI lists them.
-const KINDS: [KindRequest; 5] = [
+const KINDS: [KindRequest; 6] = [
     KindRequest::Auto,
     KindRequest::Root,
     KindRequest::Server,
     KindRequest::Domain,
     KindRequest::StirShaken,
+    KindRequest::ClientCa,
 ];
 
 /// Their words (the one parser: `KindRequest::from_str` below, used by the
 /// CLI, the API and the import page).
-pub const KIND_NAMES: &[&str] = &["auto", "root", "server", "domain", "stir-shaken"];
+pub const KIND_NAMES: &[&str] = &[
+    "auto",
+    "root",
+    "server",
+    "domain",
+    "stir-shaken",
+    "client-ca",
+];
 
 impl Word for KindRequest {
     fn word(self) -> &'static str {
@@ -44,6 +53,7 @@ impl Word for KindRequest {
             KindRequest::Server => "server",
             KindRequest::Domain => "domain",
             KindRequest::StirShaken => "stir-shaken",
+            KindRequest::ClientCa => "client-ca",
         }
     }
 }
@@ -120,7 +130,8 @@ impl StoreFacts {
             tenants: store.tenants()?,
             roots: store.roots()?.into_iter().map(|(_, der)| der).collect(),
             local_ca: local_ca_root(store)?,
-            phone_roots: crate::roots::phone_roots(store)?
+            phone_roots: TrustList::Phone
+                .entries(store)?
                 .into_iter()
                 .map(|(_, der)| der)
                 .collect(),
@@ -143,20 +154,21 @@ fn warnings(notices: Vec<Notice>) -> Vec<Warning> {
     notices.into_iter().map(Warning::from).collect()
 }
 
-/// `phone-roots import`: CA certificates the phones were given, judged as
-/// a `--kind root` import (rules 1, 5, 6) and kept apart from the Root CA
-/// list; returns the phone roots after the import.
-pub fn import_phone_roots(
+/// `phone-roots|sti-roots|client-cas import`: CA certificates judged as a
+/// `--kind root` import (rules 1, 5, 6) and kept in `list`, apart from the
+/// Root CA list; returns the list after the import.
+pub fn import_trust(
     store: &Store,
+    list: TrustList,
     cert_box: &[u8],
 ) -> Result<Vec<crate::roots::RootInfo>, Error> {
-    let ders = judge_roots(store, cert_box, "a phone root")?;
-    crate::roots::phone_add(store, &ders)?;
-    Ok(crate::roots::phone_list(store)?)
+    let ders = judge_roots(store, cert_box, list.what())?;
+    list.add(store, &ders)?;
+    Ok(list.list(store)?)
 }
 
 /// The CA certificates of a box, judged by the import rules as roots
-/// (`phone-roots import`, `sti-roots import`); `what` names them in the
+/// (the trust lists' imports); `what` names them in the
 /// refusal of a leaf.
 pub fn judge_roots(store: &Store, cert_box: &[u8], what: &str) -> Result<Vec<Vec<u8>>, Error> {
     let facts = StoreFacts::read(store)?;
@@ -214,6 +226,21 @@ pub fn import(
         }
     };
     let leaf = match analysis? {
+        Analysis::Roots { certs, warnings } if kind == KindRequest::ClientCa => {
+            let ders: Vec<Vec<u8>> = certs.iter().map(|c| c.der.clone()).collect();
+            TrustList::Client.add(store, &ders)?;
+            let first = &certs[0];
+            return Ok(Imported {
+                id: first.id.clone(),
+                kind: kind.word().to_owned(),
+                tenant: None,
+                names: Vec::new(),
+                not_after: clock::rfc3339(first.not_after),
+                warnings: self::warnings(warnings),
+                ids: Some(certs.iter().map(|c| c.id.clone()).collect()),
+                eku: first.eku.clone(),
+            });
+        }
         Analysis::Roots { certs, warnings } => {
             let mut batch = Batch::default();
             let mut ids: Vec<String> = Vec::new();

@@ -102,13 +102,20 @@ pub enum Cmd {
     #[command(name = "sti-roots")]
     StiRoots {
         #[command(subcommand)]
-        command: Option<StiRootsCmd>,
+        command: Option<TrustCmd>,
     },
     /// Roots distributed to phones: trust anchors of the import rules
-    /// besides the Root CA list (import, list, delete).
+    /// besides the Root CA list (import, list, show, delete).
     PhoneRoots {
         #[command(subcommand)]
-        command: Option<PhoneRootsCmd>,
+        command: Option<TrustCmd>,
+    },
+    /// CAs whose client certificates a forward with `client-ca=imported`
+    /// admits (import, list, show, delete).
+    #[command(name = "client-cas")]
+    ClientCas {
+        #[command(subcommand)]
+        command: Option<TrustCmd>,
     },
     /// ACME: settings, account, status.
     Acme {
@@ -361,10 +368,11 @@ pub enum RootsCmd {
     Reset,
 }
 
-/// `sti-roots` subcommands (none: list).
+/// The subcommands of each trust list (`phone-roots`, `sti-roots`,
+/// `client-cas`; none: list).
 #[derive(Debug, clap::Subcommand)]
-pub enum StiRootsCmd {
-    /// Add the STI-PA's CA certificates (PEM box, `-` for stdin).
+pub enum TrustCmd {
+    /// Add CA certificates (PEM box, `-` for stdin), judged as a root import.
     Import {
         /// The PEM file.
         #[arg(long)]
@@ -386,25 +394,6 @@ pub enum StiRootsCmd {
     },
 }
 
-/// `phone-roots` subcommands (none: list).
-#[derive(Debug, clap::Subcommand)]
-pub enum PhoneRootsCmd {
-    /// Record CA certificates the phones were given (PEM box, `-` for stdin).
-    Import {
-        /// The PEM file.
-        #[arg(long)]
-        cert: String,
-    },
-    /// List them.
-    List,
-    /// Forget one.
-    Delete {
-        /// Root ID or a unique prefix of at least 8 hex digits.
-        #[arg(value_parser = parse_id)]
-        id: String,
-    },
-}
-
 /// `serve` options (each also settable in `--config FILE`; flags win).
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -416,7 +405,7 @@ pub struct ServeArgs {
     pub http: Option<String>,
     /// Extra TLS listener forwarding to a local TCP service (repeatable);
     /// options: proxy=v2|v1 (PROXY protocol header to the target),
-    /// client-auth=none|optional|required, client-ca=local-ca|roots,
+    /// client-auth=none|optional|required, client-ca=local-ca|imported|roots,
     /// alpn=P1,P2,... (e.g. http/1.1 for WSS), min-tls=1.2|1.3,
     /// idle=SECONDS|none, max-conns=N, default-cert=ID.
     #[arg(long = "tls-forward", value_name = "LISTEN=TARGET[,OPTION=VALUE...]")]
@@ -713,11 +702,20 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
             kind,
         },
         Cmd::PhoneRoots { command } => match command {
-            None | Some(PhoneRootsCmd::List) => Command::PhoneRoots,
-            Some(PhoneRootsCmd::Import { cert }) => Command::PhoneRootsImport {
+            None | Some(TrustCmd::List) => Command::PhoneRoots,
+            Some(TrustCmd::Import { cert }) => Command::PhoneRootsImport {
                 cert: read_box(&cert)?,
             },
-            Some(PhoneRootsCmd::Delete { id }) => Command::PhoneRootsDelete { id },
+            Some(TrustCmd::Show { id }) => Command::PhoneRootsShow { id },
+            Some(TrustCmd::Delete { id }) => Command::PhoneRootsDelete { id },
+        },
+        Cmd::ClientCas { command } => match command {
+            None | Some(TrustCmd::List) => Command::ClientCas,
+            Some(TrustCmd::Import { cert }) => Command::ClientCasImport {
+                cert: read_box(&cert)?,
+            },
+            Some(TrustCmd::Show { id }) => Command::ClientCasShow { id },
+            Some(TrustCmd::Delete { id }) => Command::ClientCasDelete { id },
         },
         Cmd::Certs => Command::Certs,
         Cmd::Served => Command::Served,
@@ -809,12 +807,12 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
             }
         },
         Cmd::StiRoots { command } => match command {
-            None | Some(StiRootsCmd::List) => Command::StiRoots,
-            Some(StiRootsCmd::Import { cert }) => Command::StiRootsImport {
+            None | Some(TrustCmd::List) => Command::StiRoots,
+            Some(TrustCmd::Import { cert }) => Command::StiRootsImport {
                 cert: read_box(&cert)?,
             },
-            Some(StiRootsCmd::Show { id }) => Command::StiRootsShow { id },
-            Some(StiRootsCmd::Delete { id }) => Command::StiRootsDelete { id },
+            Some(TrustCmd::Show { id }) => Command::StiRootsShow { id },
+            Some(TrustCmd::Delete { id }) => Command::StiRootsDelete { id },
         },
         Cmd::Dns { command } => dns_command(command)?,
         Cmd::Alert { command } => alert_command(command)?,

@@ -184,6 +184,7 @@ pub fn import(data: &[u8]) -> &'static str {
         b's' => KindRequest::Server,
         b'd' => KindRequest::Domain,
         b't' => KindRequest::StirShaken,
+        b'c' => KindRequest::ClientCa,
         _ => KindRequest::Auto,
     };
     let (cert, key) = match rest.iter().position(|&b| b == 0) {

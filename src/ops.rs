@@ -19,7 +19,7 @@ use crate::error::Error;
 use crate::limits::{ID_LEN, MIN_ID_PREFIX_LEN};
 use crate::model::{ChallengeChoice, KeyType, Override, Source, UnknownValue};
 use crate::pki::KindRequest;
-use crate::roots;
+use crate::roots::{self, TrustList};
 use crate::snapshot::Snapshot;
 use crate::store::{Batch, Store, Tree};
 use crate::tenant::{self, SystemChange};
@@ -99,6 +99,8 @@ pub enum Command {
     PhoneRootsImport { cert: Vec<u8> },
     /// `phone-roots list`
     PhoneRoots,
+    /// `phone-roots show ID`
+    PhoneRootsShow { id: String },
     /// `phone-roots delete ID`
     PhoneRootsDelete { id: String },
     /// `resolve [SNI] [--local-address ADDR]`
@@ -124,6 +126,14 @@ pub enum Command {
     StiRootsShow { id: String },
     /// `sti-roots delete ID`
     StiRootsDelete { id: String },
+    /// `client-cas import --cert FILE`
+    ClientCasImport { cert: Vec<u8> },
+    /// `client-cas list`
+    ClientCas,
+    /// `client-cas show ID`
+    ClientCasShow { id: String },
+    /// `client-cas delete ID`
+    ClientCasDelete { id: String },
     /// `admin password` (the password read from the terminal or stdin)
     AdminPassword { password: String },
     /// `acme set`
@@ -281,6 +291,9 @@ impl Command {
             | Command::Roots
             | Command::RootsShow { .. }
             | Command::PhoneRoots
+            | Command::PhoneRootsShow { .. }
+            | Command::ClientCas
+            | Command::ClientCasShow { .. }
             | Command::Resolve { .. }
             | Command::StirShakenSelect { .. }
             | Command::AcmeShow
@@ -338,6 +351,9 @@ impl Command {
             Command::AdminPassword { .. } | Command::Csr { .. } | Command::CaInit => Effect::WRITE,
             // Phone roots judge future imports; nothing served changes.
             Command::PhoneRootsImport { .. } | Command::PhoneRootsDelete { .. } => Effect::WRITE,
+            // Client CAs: each mutual-TLS forward rereads its trust set
+            // itself (`CLIENT_TRUST_REFRESH_SECS`); no snapshot holds them.
+            Command::ClientCasImport { .. } | Command::ClientCasDelete { .. } => Effect::WRITE,
         }
     }
 }
@@ -564,8 +580,12 @@ impl Reply {
             | Command::PhoneRoots
             | Command::PhoneRootsImport { .. }
             | Command::StiRoots
-            | Command::StiRootsImport { .. } => Reply::Roots(from(v)?),
-            Command::StiRootsShow { .. } => Reply::Pem(from(v)?),
+            | Command::StiRootsImport { .. }
+            | Command::ClientCas
+            | Command::ClientCasImport { .. } => Reply::Roots(from(v)?),
+            Command::StiRootsShow { .. }
+            | Command::PhoneRootsShow { .. }
+            | Command::ClientCasShow { .. } => Reply::Pem(from(v)?),
             Command::StirShakenSign(_) => Reply::Signed(from(v)?),
             Command::StirShakenVerify(_) => Reply::Verdict(from(v)?),
             Command::StirShakenSet(_) => Reply::StirSettings(from(v)?),
@@ -590,6 +610,7 @@ impl Reply {
             | Command::RootsReset
             | Command::PhoneRootsDelete { .. }
             | Command::StiRootsDelete { .. }
+            | Command::ClientCasDelete { .. }
             | Command::AdminPassword { .. }
             | Command::AcmeSet(_)
             | Command::DnsAdd { .. }
@@ -608,6 +629,23 @@ impl Reply {
 }
 
 /// Run one command against the store.
+/// `LIST import`: the list after the import.
+fn trust_import(store: &Store, list: TrustList, cert: &[u8]) -> Result<Reply, Error> {
+    Ok(Reply::Roots(certs::import_trust(store, list, cert)?))
+}
+
+/// `LIST show ID`.
+fn trust_show(store: &Store, list: TrustList, id: &str) -> Result<Reply, Error> {
+    let (id, pem) = list.show(store, id)?;
+    Ok(Reply::Pem(PemView { id, pem }))
+}
+
+/// `LIST delete ID`.
+fn trust_delete(store: &Store, list: TrustList, id: &str) -> Result<Reply, Error> {
+    list.delete(store, id)?;
+    Ok(Reply::DONE)
+}
+
 pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
     Ok(match command {
         Command::TenantAdd { name, dns, ip } => {
@@ -745,23 +783,14 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
             store.commit(batch)?;
             Reply::DONE
         }
-        Command::PhoneRootsImport { cert } => Reply::Roots(certs::import_phone_roots(store, cert)?),
-        Command::PhoneRoots => Reply::Roots(roots::phone_list(store)?),
-        Command::PhoneRootsDelete { id } => {
-            let full = roots::phone_list(store)?
-                .into_iter()
-                .map(|r| r.id)
-                .filter(|i| i.starts_with(id.as_str()))
-                .collect::<Vec<_>>();
-            match full.as_slice() {
-                [one] => {
-                    roots::phone_delete(store, one)?;
-                    Reply::DONE
-                }
-                [] => return Err(Error::NotFound(id.clone())),
-                _ => return Err(Error::AmbiguousId(id.clone())),
-            }
-        }
+        Command::PhoneRootsImport { cert } => trust_import(store, TrustList::Phone, cert)?,
+        Command::PhoneRoots => Reply::Roots(TrustList::Phone.list(store)?),
+        Command::PhoneRootsShow { id } => trust_show(store, TrustList::Phone, id)?,
+        Command::PhoneRootsDelete { id } => trust_delete(store, TrustList::Phone, id)?,
+        Command::ClientCasImport { cert } => trust_import(store, TrustList::Client, cert)?,
+        Command::ClientCas => Reply::Roots(TrustList::Client.list(store)?),
+        Command::ClientCasShow { id } => trust_show(store, TrustList::Client, id)?,
+        Command::ClientCasDelete { id } => trust_delete(store, TrustList::Client, id)?,
         Command::Resolve { sni, local_address } => {
             let snapshot = Snapshot::load(store, None)?;
             let r = snapshot.resolve(sni.as_deref(), *local_address, clock::now());
@@ -836,16 +865,10 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
         Command::StirShakenSign(req) => Reply::Signed(crate::stir::sign(store, req, clock::now())?),
         Command::StirShakenVerify(req) => Reply::Verdict(crate::stir::verify(store, req)?),
         Command::StirShakenSet(change) => Reply::StirSettings(crate::stir::set(store, change)?),
-        Command::StiRootsImport { cert } => Reply::Roots(crate::stir::sti_import(store, cert)?),
-        Command::StiRoots => Reply::Roots(crate::stir::sti_list(store)?),
-        Command::StiRootsShow { id } => {
-            let (id, pem) = crate::stir::sti_show(store, id)?;
-            Reply::Pem(PemView { id, pem })
-        }
-        Command::StiRootsDelete { id } => {
-            crate::stir::sti_delete(store, id)?;
-            Reply::DONE
-        }
+        Command::StiRootsImport { cert } => trust_import(store, TrustList::Sti, cert)?,
+        Command::StiRoots => Reply::Roots(TrustList::Sti.list(store)?),
+        Command::StiRootsShow { id } => trust_show(store, TrustList::Sti, id)?,
+        Command::StiRootsDelete { id } => trust_delete(store, TrustList::Sti, id)?,
         Command::AlertSet(change) => Reply::AlertSettings(crate::alert::set(store, change)?),
         Command::AlertShow => Reply::AlertSettings(crate::alert::show(store)?),
         Command::AlertTest => {
@@ -921,6 +944,11 @@ mod tests {
             Command::PhoneRootsImport { cert: vec![] },
             Command::PhoneRoots,
             Command::PhoneRootsDelete { id: s() },
+            Command::PhoneRootsShow { id: s() },
+            Command::ClientCasImport { cert: vec![] },
+            Command::ClientCas,
+            Command::ClientCasShow { id: s() },
+            Command::ClientCasDelete { id: s() },
             Command::Resolve {
                 sni: None,
                 local_address: None,
@@ -1033,9 +1061,14 @@ mod tests {
                 Command::StiRoots => 44,
                 Command::StiRootsShow { .. } => 45,
                 Command::StiRootsDelete { .. } => 46,
+                Command::PhoneRootsShow { .. } => 47,
+                Command::ClientCasImport { .. } => 48,
+                Command::ClientCas => 49,
+                Command::ClientCasShow { .. } => 50,
+                Command::ClientCasDelete { .. } => 51,
             });
         }
-        assert_eq!(seen.len(), 47, "a command variant has no sample");
+        assert_eq!(seen.len(), 52, "a command variant has no sample");
         samples
     }
 

@@ -839,6 +839,9 @@ pub enum KindRequest {
     Domain,
     /// A STIR/SHAKEN signing certificate (RFC 8226).
     StirShaken,
+    /// CA certificates trusted for client certificates only (judged as
+    /// roots, kept in the client-CA list).
+    ClientCa,
 }
 
 /// What a stored certificate is.
@@ -977,7 +980,7 @@ pub fn analyse(
 
     let all_ca = certs.iter().all(|c| c.is_ca);
     let root_path = match kind {
-        KindRequest::Root => true,
+        KindRequest::Root | KindRequest::ClientCa => true,
         KindRequest::Auto => key.is_none() && all_ca,
         _ => false,
     };
@@ -1652,7 +1655,9 @@ fn classify(
             (None, None) => Err(ImportError::NoMatchingTenant),
         },
         // Handled by the root path in `analyse`.
-        KindRequest::Root => Err(ImportError::NotACa(leaf.subject.clone())),
+        KindRequest::Root | KindRequest::ClientCa => {
+            Err(ImportError::NotACa(leaf.subject.clone()))
+        }
     }
 }
 

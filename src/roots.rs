@@ -7,14 +7,17 @@
 //! records which bundled version it holds, so after an upgrade `system show`
 //! can say that a reset would bring the newer list.
 //!
-//! Beside it, the roots distributed to phones (`phone-roots import|list|
-//! delete`): a company or PBX-vendor CA the phones were given but the PBX
-//! need not trust as a client. The import rules take both as trust anchors
-//! (issue 17): a chain ending in a phone root is complete and imports
-//! without the `private-root` warning.
+//! Beside it, three trust lists with one implementation (`TrustList`):
+//! the roots distributed to phones (`phone-roots import|list|show|delete`),
+//! a company or PBX-vendor CA the phones were given but the PBX need not
+//! trust as a client (the import rules take them as trust anchors, issue
+//! 17: a chain ending in a phone root is complete and imports without the
+//! `private-root` warning); the STI trust list (`sti-roots`, RFC 8226 §9);
+//! and the client CAs a mutual-TLS forward may admit (`client-cas`,
+//! `client-ca=imported`).
 //!
 //! What must hold: reset is one batch; the bundled version string changes
-//! whenever the bundled contents change; reset never touches phone roots.
+//! whenever the bundled contents change; reset never touches a trust list.
 
 use crate::pki::{sha256_hex, CertInfo};
 use crate::store::{Batch, Store, StoreError};
@@ -122,51 +125,100 @@ pub fn list(store: &Store) -> Result<Vec<RootInfo>, StoreError> {
     ))
 }
 
-const PHONE: crate::settings::Family = crate::settings::Family::PhoneRoot;
-
-/// The roots distributed to phones: (ID, DER).
-pub fn phone_roots(store: &Store) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-    Ok(store
-        .settings_with_prefix(PHONE.prefix())?
-        .into_iter()
-        .map(|(k, der)| {
-            let key = String::from_utf8_lossy(&k);
-            let id = key.strip_prefix(PHONE.prefix()).unwrap_or(&key).to_owned();
-            (id, der)
-        })
-        .collect())
+/// The trust lists kept apart from the Root CA list, each a settings
+/// family of (ID → DER) records: one implementation for all three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrustList {
+    /// Roots distributed to phones (`phone-roots`): trust anchors of the
+    /// import rules.
+    Phone,
+    /// The STI trust list (`sti-roots`): roots `stir-shaken verify` accepts.
+    Sti,
+    /// CAs whose client certificates a forward with `client-ca=imported`
+    /// admits (`client-cas`, `import --kind client-ca`).
+    Client,
 }
 
-/// `phone-roots list`, sorted by subject.
-pub fn phone_list(store: &Store) -> Result<Vec<RootInfo>, StoreError> {
-    Ok(sorted(
-        phone_roots(store)?
+impl TrustList {
+    const fn family(self) -> crate::settings::Family {
+        match self {
+            TrustList::Phone => crate::settings::Family::PhoneRoot,
+            TrustList::Sti => crate::settings::Family::StiRoot,
+            TrustList::Client => crate::settings::Family::ClientCa,
+        }
+    }
+
+    /// How an import refusal names one entry (`not-a-ca`).
+    pub const fn what(self) -> &'static str {
+        match self {
+            TrustList::Phone => "a phone root",
+            TrustList::Sti => "an STI root",
+            TrustList::Client => "a client CA",
+        }
+    }
+
+    /// The entries: (ID, DER), by ID.
+    pub fn entries(self, store: &Store) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let prefix = self.family().prefix();
+        Ok(store
+            .settings_with_prefix(prefix)?
             .into_iter()
-            .map(|(id, der)| info(id, &der))
-            .collect(),
-    ))
-}
-
-/// Store CA certificates (already judged by the import rules) as phone
-/// roots, in one batch.
-pub fn phone_add(store: &Store, ders: &[Vec<u8>]) -> Result<(), StoreError> {
-    let mut batch = Batch::default();
-    for der in ders {
-        batch.put_setting(&format!("{}{}", PHONE.prefix(), sha256_hex(der)), der);
+            .map(|(k, der)| {
+                let key = String::from_utf8_lossy(&k);
+                let id = key.strip_prefix(prefix).unwrap_or(&key).to_owned();
+                (id, der)
+            })
+            .collect())
     }
-    store.commit(batch)
-}
 
-/// `phone-roots delete ID` (full ID): false when there is none.
-pub fn phone_delete(store: &Store, id: &str) -> Result<bool, StoreError> {
-    let key = format!("{}{id}", PHONE.prefix());
-    if store.setting(&key)?.is_none() {
-        return Ok(false);
+    /// The listing, sorted by name like the Root CA list.
+    pub fn list(self, store: &Store) -> Result<Vec<RootInfo>, StoreError> {
+        Ok(sorted(
+            self.entries(store)?
+                .into_iter()
+                .map(|(id, der)| info(id, &der))
+                .collect(),
+        ))
     }
-    let mut batch = Batch::default();
-    batch.delete_setting(&key);
-    store.commit(batch)?;
-    Ok(true)
+
+    /// Store CA certificates (already judged by the import rules) in one
+    /// batch.
+    pub fn add(self, store: &Store, ders: &[Vec<u8>]) -> Result<(), StoreError> {
+        let mut batch = Batch::default();
+        for der in ders {
+            batch.put_setting(&self.family().key(&sha256_hex(der)), der);
+        }
+        store.commit(batch)
+    }
+
+    /// The entry whose ID starts with `prefix` (a full ID is a prefix).
+    fn find(self, store: &Store, prefix: &str) -> Result<(String, Vec<u8>), crate::error::Error> {
+        let mut found: Vec<(String, Vec<u8>)> = self
+            .entries(store)?
+            .into_iter()
+            .filter(|(id, _)| id.starts_with(prefix))
+            .collect();
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            0 => Err(crate::error::Error::NotFound(prefix.to_owned())),
+            _ => Err(crate::error::Error::AmbiguousId(prefix.to_owned())),
+        }
+    }
+
+    /// `show ID`: (full ID, PEM).
+    pub fn show(self, store: &Store, prefix: &str) -> Result<(String, String), crate::error::Error> {
+        let (id, der) = self.find(store, prefix)?;
+        Ok((id, crate::pem::encode("CERTIFICATE", &der)))
+    }
+
+    /// `delete ID`: removes the one entry `ID` names.
+    pub fn delete(self, store: &Store, prefix: &str) -> Result<(), crate::error::Error> {
+        let (id, _) = self.find(store, prefix)?;
+        let mut batch = Batch::default();
+        batch.delete_setting(&self.family().key(&id));
+        store.commit(batch)?;
+        Ok(())
+    }
 }
 
 /// True when the stored list is older (or other) than the bundled one.

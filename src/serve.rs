@@ -85,7 +85,7 @@ pub struct Forward {
     pub proxy: Option<crate::proxy::Version>,
     /// `client-auth=none|optional|required` (default none).
     pub client_auth: ClientAuth,
-    /// `client-ca=local-ca|roots` (default local-ca): the trust set of
+    /// `client-ca=local-ca|imported|roots` (default local-ca): the trust set of
     /// client certificates.
     pub client_ca: ClientCa,
     /// `alpn=P1,P2,...`: the ALPN protocols offered, in server preference
@@ -110,7 +110,7 @@ pub struct Forward {
 
 /// The options a forward takes after `LISTEN=TARGET`.
 const FORWARD_OPTIONS: &str = "proxy=v2|v1|none, client-auth=none|optional|required, \
-     client-ca=local-ca|roots, alpn=P1,P2,..., min-tls=1.2|1.3, idle=SECONDS|none, \
+     client-ca=local-ca|imported|roots, alpn=P1,P2,..., min-tls=1.2|1.3, idle=SECONDS|none, \
      max-conns=N, default-cert=ID";
 
 /// One protocol name of `alpn=`: 1 to 255 bytes (RFC 7301 §3.1), here

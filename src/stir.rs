@@ -38,8 +38,8 @@ use crate::limits::{
     DEFAULT_IAT_SKEW_SECS, MAX_DEST_TNS, MAX_IAT_SKEW_SECS, MAX_IDENTITY_LEN, MAX_STIR_SIGNERS,
     MAX_TN_DIGITS, MAX_X5U_BYTES, MAX_X5U_CACHE_ENTRIES, MAX_X5U_CACHE_SECS, X5U_FETCH_TIMEOUT,
 };
-use crate::pki::{sha256_hex, CertInfo, KeyAlg, Kind};
-use crate::settings::{Family, Setting};
+use crate::pki::{CertInfo, KeyAlg, Kind};
+use crate::settings::Setting;
 use crate::store::{Batch, Store, StoreError};
 
 /// The path prefix of published chains on the HTTPS listener.
@@ -480,70 +480,8 @@ pub fn published_chain(store: &Store, id: &str) -> Result<Option<String>, Error>
 // The STI trust list
 // ---------------------------------------------------------------------------
 
-const STI: Family = Family::StiRoot;
-
-/// The STI trust list: (ID, DER), by ID.
-pub fn sti_roots(store: &Store) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-    Ok(store
-        .settings_with_prefix(STI.prefix())?
-        .into_iter()
-        .map(|(k, der)| {
-            let key = String::from_utf8_lossy(&k);
-            let id = key.strip_prefix(STI.prefix()).unwrap_or(&key).to_owned();
-            (id, der)
-        })
-        .collect())
-}
-
-/// `sti-roots list`, sorted by subject.
-pub fn sti_list(store: &Store) -> Result<Vec<crate::roots::RootInfo>, StoreError> {
-    let mut out: Vec<crate::roots::RootInfo> = sti_roots(store)?
-        .into_iter()
-        .map(|(id, der)| crate::roots::RootInfo::of(id, &der))
-        .collect();
-    out.sort_by_cached_key(|r| r.subject.to_lowercase());
-    Ok(out)
-}
-
-/// `sti-roots import`: CA certificates (judged by the import rules as
-/// roots) added to the STI trust list in one batch.
-pub fn sti_import(store: &Store, cert_box: &[u8]) -> Result<Vec<crate::roots::RootInfo>, Error> {
-    let ders = crate::certs::judge_roots(store, cert_box, "an STI root")?;
-    let mut batch = Batch::default();
-    for der in &ders {
-        batch.put_setting(&STI.key(&sha256_hex(der)), der);
-    }
-    store.commit(batch)?;
-    Ok(sti_list(store)?)
-}
-
-/// The full ID of an STI root from a unique prefix.
-fn sti_resolve(store: &Store, prefix: &str) -> Result<(String, Vec<u8>), Error> {
-    let mut found: Vec<(String, Vec<u8>)> = sti_roots(store)?
-        .into_iter()
-        .filter(|(id, _)| id.starts_with(prefix))
-        .collect();
-    match found.len() {
-        1 => Ok(found.remove(0)),
-        0 => Err(Error::NotFound(prefix.to_owned())),
-        _ => Err(Error::AmbiguousId(prefix.to_owned())),
-    }
-}
-
-/// `sti-roots show ID`: its PEM.
-pub fn sti_show(store: &Store, prefix: &str) -> Result<(String, String), Error> {
-    let (id, der) = sti_resolve(store, prefix)?;
-    Ok((id, crate::pem::encode("CERTIFICATE", &der)))
-}
-
-/// `sti-roots delete ID`.
-pub fn sti_delete(store: &Store, prefix: &str) -> Result<(), Error> {
-    let (id, _) = sti_resolve(store, prefix)?;
-    let mut batch = Batch::default();
-    batch.delete_setting(&STI.key(&id));
-    store.commit(batch)?;
-    Ok(())
-}
+// One implementation for every trust list: `crate::roots::TrustList::Sti`
+// (`sti-roots import|list|show|delete`); verification reads its entries.
 
 // ---------------------------------------------------------------------------
 // Verification
@@ -963,7 +901,8 @@ impl webpki::ExtendedKeyUsageValidator for AnyUsage {
 /// The leaf (first) through the others to the STI trust list, at `now`.
 fn check_chain(store: &Store, ders: &[Vec<u8>], now: i64) -> Result<(), Refusal> {
     use rustls::pki_types::{CertificateDer, TrustAnchor, UnixTime};
-    let roots = sti_roots(store)
+    let roots = crate::roots::TrustList::Sti
+        .entries(store)
         .or_else(|e| refuse(VerifyFailure::Untrusted, format!("STI trust list: {e}")))?;
     if roots.is_empty() {
         return refuse(

@@ -40,8 +40,9 @@
 //! Mutual TLS (a forward's `client-auth=optional|required`, RFC 8446 §4.3.2,
 //! §4.4.2; RFC 5246 §7.4.4): the client's chain is checked by rustls'
 //! `WebPkiClientVerifier` (path to a trust anchor, validity, clientAuth EKU)
-//! against the listener's trust set, the local CA's root (`client-ca=local-ca`)
-//! or the Root CA list (`client-ca=roots`). `ClientTrust` holds the current
+//! against the listener's trust set, the local CA's root (`client-ca=local-ca`),
+//! the imported client CAs (`client-ca=imported`) or the Root CA list
+//! (`client-ca=roots`). `ClientTrust` holds the current
 //! verifier in an `ArcSwap`: the handshake reads it without a lock, and
 //! `serve` rebuilds it off the handshake path when the trust set in the store
 //! changes (`ClientTrust::refresh`). No hint list is sent (an empty
@@ -247,6 +248,9 @@ pub enum ClientCa {
     /// The root of the local CA (`ca init`; the default).
     #[default]
     LocalCa,
+    /// The imported client CAs (`client-cas import`, `import --kind
+    /// client-ca`): a company or carrier CA trusted for clients only.
+    Imported,
     /// The Root CA list (`roots`, including imported roots).
     Roots,
 }
@@ -257,8 +261,11 @@ impl std::str::FromStr for ClientCa {
     fn from_str(s: &str) -> Result<ClientCa, String> {
         match s {
             "local-ca" => Ok(ClientCa::LocalCa),
+            "imported" => Ok(ClientCa::Imported),
             "roots" => Ok(ClientCa::Roots),
-            _ => Err(format!("client-ca must be local-ca or roots, got {s}")),
+            _ => Err(format!(
+                "client-ca must be local-ca, imported or roots, got {s}"
+            )),
         }
     }
 }
@@ -267,6 +274,7 @@ impl core::fmt::Display for ClientCa {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {
             ClientCa::LocalCa => "local-ca",
+            ClientCa::Imported => "imported",
             ClientCa::Roots => "roots",
         })
     }
@@ -324,6 +332,12 @@ pub fn client_anchors(store: &Store, ca: ClientCa) -> Result<Vec<Vec<u8>>, Clien
             Err(crate::error::Error::Store(e)) => return Err(ClientTrustError::Store(e)),
             Err(e) => return Err(ClientTrustError::Verifier(e.to_string())),
         },
+        ClientCa::Imported => crate::roots::TrustList::Client
+            .entries(store)
+            .map_err(ClientTrustError::Store)?
+            .into_iter()
+            .map(|(_, der)| der)
+            .collect(),
         ClientCa::Roots => store
             .roots()
             .map_err(ClientTrustError::Store)?

@@ -4,7 +4,7 @@
 //! the listener's address, the SNI, the TLS version and, for a verified
 //! client certificate, its CN (haproxy's proxy-protocol.txt §2.2), before
 //! the first decrypted byte; `client-auth=required|optional` with
-//! `client-ca=roots|local-ca` admits clients whose certificate chains to the
+//! `client-ca=roots|local-ca|imported` admits clients whose certificate chains to the
 //! trust set and refuses the others with a TLS alert and a log line saying
 //! why. The TLS clients are rustls (bound to 127.0.0.2, so the source
 //! differs from pbx-certd's) and `openssl s_client` (client certificates).
@@ -345,6 +345,83 @@ fn mutual_tls_admits_trusted_client_certificates_and_refuses_others() {
         "after its root is deleted the phone is refused:\n{out}"
     );
     assert!(out.contains("alert unknown ca"), "{out}");
+}
+
+/// `client-ca=imported`: the trust set is the client-CA list, apart from
+/// the Root CA list. A carrier CA imported with `import --kind client-ca` is
+/// listed by `client-cas` and not added to `roots`; its clients are
+/// admitted and those of a Root CA list root are not; a CA added by
+/// `client-cas import` on the running daemon admits its clients after the
+/// reread, and `client-cas delete` refuses them again. With an empty list
+/// the forward does not start (named error).
+#[test]
+fn imported_client_cas_are_the_trust_set_of_client_ca_imported() {
+    let pbx = pbx_with_server_cert();
+    let (to, seen) = target(false);
+    let forward = "client-auth=required,client-ca=imported";
+    let out = run_command(pbx.daemon().forward_with(to, forward).command(), None);
+    assert_eq!(out.status, 1, "{}", out.describe());
+    assert!(
+        out.stderr.contains("[no-client-anchors]"),
+        "{}",
+        out.describe()
+    );
+
+    let carrier = root(&format!("Carrier Client CA {}", tag()));
+    let imported = pbx.import_ok(carrier.pem(), None, &["--kind", "client-ca"]);
+    assert_eq!(imported["kind"], "client-ca", "{imported}");
+    let carrier_id = imported["id"].as_str().unwrap().to_owned();
+    let listed = pbx.ok(&["client-cas"]);
+    assert_eq!(listed[0]["id"], carrier_id.as_str(), "{listed}");
+    let roots = pbx.ok(&["roots"]).to_string();
+    assert!(
+        !roots.contains(&carrier_id),
+        "a client CA is not a root the PBX trusts as a TLS client"
+    );
+    // A root of the Root CA list is not a client CA here.
+    let web = root(&format!("Web Root {}", tag()));
+    pbx.import_ok(web.pem(), None, &[]);
+
+    let daemon = pbx
+        .daemon()
+        .env("PBX_CERTD_LOG", "debug")
+        .forward_with(to, forward)
+        .start();
+    let fwd = daemon.forward.unwrap();
+    let trunk = leaf(&[]).cn("trunk-a").client_auth().signed_by(&carrier);
+    let (out, echoed) = s_client(&pbx, fwd, Some(&trunk));
+    assert!(echoed, "the carrier CA's client is admitted:\n{out}");
+    seen.recv_timeout(GUARD).unwrap();
+    let by_root = leaf(&[]).cn("trunk-w").client_auth().signed_by(&web);
+    let (out, echoed) = s_client(&pbx, fwd, Some(&by_root));
+    assert!(!echoed, "a Root CA list root admits no client here:\n{out}");
+    assert!(out.contains("alert unknown ca"), "{out}");
+
+    let second = root(&format!("Second Client CA {}", tag()));
+    let file = pbx.file("second.pem", second.pem());
+    let (code, stdout, stderr) = daemon.cli(&["client-cas", "import", "--cert", &file]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    wait_log(&daemon, "the client trust set changed; verifier rebuilt");
+    let other = leaf(&[]).cn("trunk-b").client_auth().signed_by(&second);
+    let (out, echoed) = s_client(&pbx, fwd, Some(&other));
+    assert!(echoed, "a client CA added while running admits:\n{out}");
+    seen.recv_timeout(GUARD).unwrap();
+
+    let (code, stdout, stderr) = daemon.cli(&["client-cas", "delete", &carrier_id[..16]]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let start = std::time::Instant::now();
+    loop {
+        let (out, echoed) = s_client(&pbx, fwd, Some(&trunk));
+        if !echoed {
+            assert!(out.contains("alert unknown ca"), "{out}");
+            break;
+        }
+        assert!(
+            start.elapsed() < GUARD,
+            "the deleted client CA still admits its client"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// `client-auth=optional` (default `client-ca=local-ca`): a client without a

@@ -21,7 +21,7 @@
 //! | GET | `/api/certs` | `certs` | | `[{"id","kind","names","tenant","not_before","not_after","source","key_type","eku"}]` |
 //! | GET | `/api/certs/{id}` | `cert show ID` | | `{"id","pem"}` (chain, never the key) |
 //! | DELETE | `/api/certs/{id}` | `cert delete ID` | | `{"ok":true}` |
-//! | POST | `/api/import` | `import` | `{"cert":"PEM","key":"PEM"\|null,"kind":"auto"\|"root"\|"server"\|"domain"\|"stir-shaken"}` (`key`, `kind` optional) | `{"id","kind","tenant","names","not_after","warnings":[{"code","message"}]}` (+ `"ids"` for roots) |
+//! | POST | `/api/import` | `import` | `{"cert":"PEM","key":"PEM"\|null,"kind":"auto"\|"root"\|"server"\|"domain"\|"stir-shaken"\|"client-ca"}` (`key`, `kind` optional) | `{"id","kind","tenant","names","not_after","warnings":[{"code","message"}]}` (+ `"ids"` for roots) |
 //! | GET | `/api/roots` | `roots` | | `[{"id","subject","not_after"}]` |
 //! | GET | `/api/roots/{id}` | `roots show ID` | | `{"id","pem"}` |
 //! | DELETE | `/api/roots/{id}` | `roots delete ID` | | `{"ok":true}` |

@@ -653,6 +653,7 @@ pub fn import(csrf: &str, cert: &str, kind: &str, message: &[Line]) -> String {
                 (option("server", "server (all tenants)"))
                 (option("domain", "domain (one tenant)"))
                 (option("stir-shaken", "STIR/SHAKEN"))
+                (option("client-ca", "client CA (trusted for mutual-TLS clients only)"))
             }
             div { button type="submit" { "Import" } }
         }
