@@ -19,7 +19,8 @@
 # env: TENANTS (1000) ROUNDS (3) DURATION (seconds per run, 5) CONCURRENCY (32)
 #      SERVERS ("rustls-ref pbx-certd pbx-certd-o3 nginx haproxy caddy"; a
 #        missing nginx/haproxy/caddy is skipped; pbx-certd-w2 = `--workers 2`
-#        on both cores, EXTRA_SERVERS adds to the list)
+#        on both cores, pbx-certd-nolog = `--handshake-log off` (what the
+#        handshake diagnostics cost), EXTRA_SERVERS adds to the list)
 #      RESUMED ("rustls-ref pbx-certd": servers also measured with resumed
 #        TLS 1.3 handshakes; empty to skip)
 #      SERVER_CPU (0) CLIENT_CPU (1) BENCH_DIR (target/bench-tls)
@@ -131,11 +132,14 @@ start_server() {
             taskset -c "$cpus" "$TOOL" ref-server --dir "$PKI" --addr "127.0.0.1:$port" --tickets \
                 2>"$run/log" &
             pid=$! ;;
-        pbx-certd|pbx-certd-o3|pbx-certd-w*|variant)
+        pbx-certd|pbx-certd-o3|pbx-certd-w*|pbx-certd-nolog|variant)
             local bin=$PBX_CERTD extra=()
             [ "$label" = pbx-certd-o3 ] && bin=$PBX_O3
             [ "$kind" = variant ] && bin=${VARIANT[$label]}
-            case $label in pbx-certd-w*) extra=(--workers "${label#pbx-certd-w}"); cpus=0-1 ;; esac
+            case $label in
+                pbx-certd-w*) extra=(--workers "${label#pbx-certd-w}"); cpus=0-1 ;;
+                pbx-certd-nolog) extra=(--handshake-log off) ;;
+            esac
             rm -rf "$run/store"; cp -a "$WORK/store" "$run/store"
             t0=$(date +%s%N)
             # shellcheck disable=SC2086

@@ -425,8 +425,12 @@ pub struct ServeArgs {
     /// Threads serving the TLS listeners [default: the CPUs this process may run on].
     #[arg(long, value_name = "N")]
     pub workers: Option<crate::serve::Workers>,
+    /// Keep the handshake diagnostics (`handshakes`): on or off [default: on].
+    #[arg(long = "handshake-log", value_name = "on|off")]
+    pub handshake_log: Option<crate::serve::HandshakeLog>,
     /// Config file with `https = ADDR`, `http = ADDR`, `tls-forward = L=T`,
-    /// `tls-connect = L=HOST:PORT[,...]`, `max-conns-per-ip = N` lines.
+    /// `tls-connect = L=HOST:PORT[,...]`, `max-conns-per-ip = N`,
+    /// `workers = N`, `handshake-log = on|off` lines.
     #[arg(long)]
     pub config: Option<PathBuf>,
 }
@@ -1036,6 +1040,10 @@ pub fn render(command: &Command, reply: &Reply) -> String {
         Reply::Handshakes(listeners) => {
             let mut out = String::new();
             for l in listeners {
+                if !l.enabled {
+                    out += &format!("{}: off (serve --handshake-log off)\n", l.listener);
+                    continue;
+                }
                 let counts: Vec<String> = l
                     .counters
                     .iter()
@@ -1395,6 +1403,18 @@ fn roots_note(store: &Store) -> String {
     }
 }
 
+/// A config-file value for a setting the command line did not give (flags
+/// win), parsed by the setting's one parser.
+fn unless_flagged<T: std::str::FromStr<Err = String>>(
+    slot: &mut Option<T>,
+    value: &str,
+) -> Result<(), String> {
+    if slot.is_none() {
+        *slot = Some(value.parse()?);
+    }
+    Ok(())
+}
+
 /// Read `key = value` lines of a serve config file.
 fn read_config(path: &std::path::Path, args: &mut ServeArgs) -> Result<(), String> {
     let text = std::fs::read_to_string(path)
@@ -1415,15 +1435,12 @@ fn read_config(path: &std::path::Path, args: &mut ServeArgs) -> Result<(), Strin
             "http" => {
                 args.http.get_or_insert_with(|| value.to_owned());
             }
-            "max-conns-per-ip" => {
-                if args.max_conns_per_ip.is_none() {
-                    args.max_conns_per_ip = Some(
-                        value
-                            .parse()
-                            .map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?,
-                    );
-                }
-            }
+            "max-conns-per-ip" => unless_flagged(&mut args.max_conns_per_ip, value)
+                .map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?,
+            "workers" => unless_flagged(&mut args.workers, value)
+                .map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?,
+            "handshake-log" => unless_flagged(&mut args.handshake_log, value)
+                .map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?,
             "tls-forward" => args.tls_forward.push(
                 value
                     .parse()
@@ -1470,6 +1487,7 @@ fn run_serve(data_dir: PathBuf, mut args: ServeArgs, json: bool) -> i32 {
             connects: args.tls_connect.clone(),
             max_conns_per_ip: args.max_conns_per_ip.unwrap_or_default(),
             workers: args.workers.unwrap_or_default(),
+            handshake_log: args.handshake_log.unwrap_or_default(),
         })
     })();
     let config = match config {

@@ -130,9 +130,10 @@ impl Shared {
         self.rebuild_locked().map_err(AcmeError::from)
     }
 
-    /// A new TLS listener's handshake log, registered for `handshakes`.
-    pub fn handshake_log(&self, name: String) -> Arc<ListenerLog> {
-        let log = Arc::new(ListenerLog::new(name));
+    /// A new TLS listener's handshake log, registered for `handshakes`
+    /// (`enabled` false: `--handshake-log off`, a log keeping nothing).
+    pub fn handshake_log(&self, name: String, enabled: bool) -> Arc<ListenerLog> {
+        let log = Arc::new(ListenerLog::new(name, enabled));
         self.handshakes
             .lock()
             .unwrap_or_else(|p| p.into_inner())

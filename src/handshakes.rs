@@ -199,6 +199,8 @@ impl Record {
 /// One listener's ring and counters.
 pub struct ListenerLog {
     name: String,
+    /// `--handshake-log off`: nothing recorded, nothing counted.
+    enabled: bool,
     slots: Box<[Mutex<Record>]>,
     next: AtomicUsize,
     counters: [AtomicU64; 7],
@@ -206,10 +208,12 @@ pub struct ListenerLog {
 }
 
 impl ListenerLog {
-    /// The log of the listener called `name` (e.g. `forward 0.0.0.0:5061`).
-    pub fn new(name: String) -> ListenerLog {
+    /// The log of the listener called `name` (e.g. `forward 0.0.0.0:5061`);
+    /// `enabled` false: a log that keeps nothing (`--handshake-log off`).
+    pub fn new(name: String, enabled: bool) -> ListenerLog {
         ListenerLog {
             name,
+            enabled,
             slots: (0..HANDSHAKE_RING_RECORDS)
                 .map(|_| Mutex::new(Record::default()))
                 .collect(),
@@ -224,10 +228,19 @@ impl ListenerLog {
         &self.name
     }
 
+    /// False under `--handshake-log off`: the listener skips the work of
+    /// filling a record (the certificate choice looked up again).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// Keep one handshake: counted, and put in the next slot unless a
     /// reader holds it (then counted as dropped). Never waits, never
     /// allocates.
     pub fn record(&self, rec: Record) {
+        if !self.enabled {
+            return;
+        }
         if let Some(c) = self.counters.get(rec.rule.index()) {
             c.fetch_add(1, Ordering::Relaxed);
         }
@@ -257,6 +270,7 @@ impl ListenerLog {
         recent.sort_by_key(|r| r.at);
         ListenerView {
             listener: self.name.clone(),
+            enabled: self.enabled,
             counters: Rule::ALL
                 .iter()
                 .zip(self.counters.iter())
@@ -319,6 +333,9 @@ impl HandshakeView {
 pub struct ListenerView {
     /// `https ADDR`, `forward ADDR`.
     pub listener: String,
+    /// False when the daemon runs with `--handshake-log off`.
+    #[serde(default = "on")]
+    pub enabled: bool,
     /// Handshakes since start, by rule (`failed` included).
     pub counters: std::collections::BTreeMap<String, u64>,
     /// Records not kept because a reader held their slot.
@@ -327,13 +344,18 @@ pub struct ListenerView {
     pub recent: Vec<HandshakeView>,
 }
 
+/// The default of `ListenerView::enabled` (views of older daemons).
+fn on() -> bool {
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_ring_keeps_the_last_records_and_counts_every_one() {
-        let log = ListenerLog::new("forward 127.0.0.1:5061".into());
+        let log = ListenerLog::new("forward 127.0.0.1:5061".into(), true);
         let peer: SocketAddr = "192.0.2.7:5060".parse().unwrap();
         for i in 0..(HANDSHAKE_RING_RECORDS as i64 + 5) {
             let mut r = Record::new(1_000 + i, peer, None);

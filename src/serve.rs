@@ -291,6 +291,30 @@ impl std::str::FromStr for Workers {
     }
 }
 
+/// `--handshake-log on|off` (default on): whether TLS listeners keep the
+/// handshake diagnostics (`handshakes`). Off exists to measure what they
+/// cost (scripts/bench-tls.sh) and for appliances that want none of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandshakeLog(pub bool);
+
+impl Default for HandshakeLog {
+    fn default() -> HandshakeLog {
+        HandshakeLog(true)
+    }
+}
+
+impl std::str::FromStr for HandshakeLog {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<HandshakeLog, String> {
+        match s.trim() {
+            "on" => Ok(HandshakeLog(true)),
+            "off" => Ok(HandshakeLog(false)),
+            _ => Err(format!("handshake-log must be on or off, got {s}")),
+        }
+    }
+}
+
 /// What `serve` runs.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -308,6 +332,8 @@ pub struct ServeConfig {
     pub max_conns_per_ip: MaxConnsPerIp,
     /// Executor threads accepting on the TLS listeners.
     pub workers: Workers,
+    /// `--handshake-log on|off`: keep the handshake diagnostics.
+    pub handshake_log: HandshakeLog,
 }
 
 impl ServeConfig {
@@ -566,7 +592,9 @@ async fn tls_accept(
             futures_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp)
                 .await?;
         let hello = start.client_hello();
-        rec.set_sni(hello.server_name());
+        if log.enabled() {
+            rec.set_sni(hello.server_name());
+        }
         acme_challenge = hello.alpn().is_some_and(|mut a| {
             a.next() == Some(crate::renewal::issue::ACME_TLS_ALPN) && a.next().is_none()
         });
@@ -580,6 +608,9 @@ async fn tls_accept(
     match outcome {
         Ok(Ok(tls)) => {
             let conn = &tls.get_ref().1;
+            if !log.enabled() {
+                return ticket.establish().ok().map(|()| tls);
+            }
             rec.version = match conn.protocol_version() {
                 Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
                 Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
@@ -1067,7 +1098,7 @@ async fn serve_all(
         tls_listeners.push(TlsListener {
             listener,
             acceptors: Arc::new(acceptors),
-            log: shared.handshake_log(format!("https {local}")),
+            log: shared.handshake_log(format!("https {local}"), config.handshake_log.0),
             gate,
             role: Role::Https,
         });
@@ -1127,7 +1158,7 @@ async fn serve_all(
         tls_listeners.push(TlsListener {
             listener,
             acceptors: Arc::new(acceptors),
-            log: shared.handshake_log(format!("forward {local}")),
+            log: shared.handshake_log(format!("forward {local}"), config.handshake_log.0),
             gate,
             role: Role::Forward(ForwardTo {
                 target: fwd.target,

@@ -875,3 +875,45 @@ fn handshakes_show_which_clients_send_no_sni_and_what_they_got() {
     assert!(text.contains("https "), "both listeners: {text}");
     daemon.stop();
 }
+
+/// `handshake-log = off` (config file; the flag `--handshake-log off` has
+/// the same parser): the listener still serves by address and SNI, and
+/// `handshakes` says the diagnostics are off instead of listing nothing.
+#[test]
+fn handshake_log_off_keeps_no_records_and_says_so() {
+    let (dir, files, by_ip, server) = phones_by_ip();
+    let d = dir.path();
+    let conf = files.path().join("serve.conf");
+    std::fs::write(&conf, "handshake-log = off\n").unwrap();
+    let daemon = serve::Serve::on(d)
+        .forward(echo_server())
+        .arg("--config")
+        .arg(&conf)
+        .start();
+    let fwd = daemon.forward.expect("forward address");
+    assert_eq!(presented(fwd, None), Ok(by_ip));
+    assert_eq!(presented(fwd, Some("pbx.example.test")), Ok(server));
+    let v = json(&daemon.cli(&["handshakes", "--listener", "forward", "--json"]));
+    let list = v.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{v}");
+    assert_eq!(list[0]["enabled"], false, "{v}");
+    assert_eq!(list[0]["recent"].as_array().unwrap().len(), 0, "{v}");
+    assert!(
+        list[0]["counters"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|n| n == 0),
+        "{v}"
+    );
+    let (code, text, _) = daemon.cli(&["handshakes"]);
+    assert_eq!(code, 0);
+    assert!(text.contains("off (serve --handshake-log off)"), "{text}");
+    daemon.stop();
+
+    let conf_bad = files.path().join("bad.conf");
+    std::fs::write(&conf_bad, "handshake-log = maybe\n").unwrap();
+    let out = cli(d, &["serve", "--config", conf_bad.to_str().unwrap()]);
+    assert_eq!(out.0, 2, "{out:?}");
+    assert!(out.2.contains("handshake-log must be on or off"), "{out:?}");
+}
