@@ -59,6 +59,9 @@ command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
 # with its secsipid module (verifying an INVITE's Identity header).
 command -v secsipidx >/dev/null 2>&1 || need_apt+=(secsipidx)
 ls /usr/lib/*/kamailio/modules/secsipid.so >/dev/null 2>&1 || need_apt+=(kamailio-secsipid-modules)
+# SIPp (Debian sip-tester) as the SIP server's side of --tls-connect
+# (tests/tls_connect_kamailio.rs).
+command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq

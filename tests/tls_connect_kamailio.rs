@@ -11,7 +11,9 @@
 //! test asks the OS for a free port, closes it and hands it to Kamailio.
 //! The Kamailio config is made here from the tested recipe of
 //! `../shared/reference/sip/` (Kamailio 5.6.3), reduced to OPTIONS over
-//! TLS. Waits are hang guards only.
+//! TLS. Waits are hang guards only. SIPp (Debian `sip-tester`, built
+//! without TLS: exactly the plain-TCP SIP server `--tls-connect` is for)
+//! sends the same OPTIONS as a second, independent SIP client.
 
 mod common;
 
@@ -208,6 +210,66 @@ fn options(listen: SocketAddr, n: u32) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
+/// SIPp's OPTIONS scenario: the 200 OK must name the client certificate's
+/// CN (`check_it`: a mismatch fails the call, and SIPp exits non-zero).
+const SIPP_OPTIONS: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="options through --tls-connect">
+  <send>
+    <![CDATA[
+OPTIONS sip:trunk.test SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];rport;branch=[branch]
+Max-Forwards: 70
+From: <sip:pbx@pbx.acme.test>;tag=[pid]SIPpTag[call_number]
+To: <sip:trunk.test>
+Call-ID: [call_id]
+CSeq: 1 OPTIONS
+Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200">
+    <action>
+      <ereg regexp="CN_PATTERN" search_in="hdr" header="X-Peer-CN:" check_it="true" assign_to="cn"/>
+    </action>
+  </recv>
+  <Reference variables="cn"/>
+</scenario>
+"#;
+
+/// SIPp on the PATH, or why not.
+fn sipp_missing() -> Option<&'static str> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path).any(|d| d.join("sipp").is_file());
+    (!found).then_some("sipp missing (apt-get install sip-tester)")
+}
+
+/// SIPp as the SIP server: one OPTIONS call over plain TCP to `listen`,
+/// its 200 OK required to carry `cn` in X-Peer-CN; SIPp's exit status (0:
+/// the call succeeded) and what it printed, with its error trace.
+fn sipp_options(pbx: &Pbx, listen: SocketAddr, cn: &str) -> (i32, String) {
+    let dir = pbx.files.join("sipp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let scenario = dir.join("options.xml");
+    let pattern = cn.replace('.', "\\.");
+    std::fs::write(&scenario, SIPP_OPTIONS.replace("CN_PATTERN", &pattern)).unwrap();
+    let mut cmd = Command::new("sipp");
+    cmd.current_dir(&dir)
+        .arg("-sf")
+        .arg(&scenario)
+        .args(["-t", "t1", "-m", "1", "-i", "127.0.0.1", "-timeout", "30s"])
+        .args(["-timeout_error", "-trace_err", "-nostdin"])
+        .args(["-cid_str", "sipp-%u-%p@%s"])
+        .arg(listen.to_string());
+    let out = run_command(cmd, None);
+    let mut text = format!("{}\n{}", out.stdout, out.stderr);
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        if entry.file_name().to_string_lossy().ends_with("_errors.log") {
+            text += &std::fs::read_to_string(entry.path()).unwrap_or_default();
+        }
+    }
+    (out.status, text)
+}
+
 /// The next log line containing `what` (hang guard `GUARD`).
 fn wait_log(daemon: &serve::Daemon, what: &str) -> String {
     loop {
@@ -266,6 +328,15 @@ fn kamailio_trunk_requiring_a_client_cert_verified_against_the_root_ca_list() {
         line.contains(&format!("client certificate {client_id}")),
         "{line}"
     );
+    // SIPp, a SIP client of its own, gets the same answer (and fails on a
+    // CN the trunk did not see: the check can fail).
+    if skip::require("SIPp", sipp_missing()) {
+        let (status, text) = sipp_options(&pbx, listeners[0], "pbx.acme.test");
+        assert_eq!(status, 0, "SIPp's OPTIONS call failed:\n{text}\n{}", trunk.log());
+        assert!(trunk.log().contains("ci=sipp-"), "{}", trunk.log());
+        let (status, text) = sipp_options(&pbx, listeners[0], "other.acme.test");
+        assert_ne!(status, 0, "SIPp must fail on another CN:\n{text}");
+    }
 
     // Without a client certificate the trunk refuses the connection.
     assert_eq!(options(listeners[1], 2), "", "{}", trunk.log());
