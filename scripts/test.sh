@@ -62,6 +62,8 @@ ls /usr/lib/*/kamailio/modules/secsipid.so >/dev/null 2>&1 || need_apt+=(kamaili
 # SIPp (Debian sip-tester) as the SIP server's side of --tls-connect
 # (tests/tls_connect_kamailio.rs).
 command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
+# baresip as a SIP phone through a forward (tests/sip_kamailio.rs).
+command -v baresip >/dev/null 2>&1 || need_apt+=(baresip-core)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq

@@ -195,3 +195,98 @@ fn without_proxy_v2_kamailio_sees_pbx_certd() {
     );
     assert!(via.contains("received=127.0.0.1"), "{via}");
 }
+
+/// baresip (Debian `baresip-core`), a real SIP phone, registering over TLS
+/// through a `proxy=v1` forward to the Kamailio registrar: baresip sends
+/// no SNI (the phones of issue 12's report), so it gets the default
+/// certificate (baresip runs with `sip_verify_server yes` and the root it
+/// was given), Kamailio registers it with baresip's own address and port
+/// as the source (the PROXY header), and `handshakes` shows that no-SNI
+/// handshake with the default certificate.
+#[test]
+fn baresip_registers_through_the_forward_without_sni() {
+    let bin = kamailio_bin();
+    if !skip::require("kamailio", bin.as_ref().err().map(String::as_str)) {
+        return;
+    }
+    let baresip = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join("baresip"))
+        .find(|p| p.is_file());
+    if !skip::require(
+        "baresip",
+        baresip
+            .is_none()
+            .then_some("baresip missing (apt-get install baresip-core)"),
+    ) {
+        return;
+    }
+    let kamailio = Kamailio::start(&bin.unwrap(), &[]);
+    let pbx = Pbx::new();
+    let pki = Pki::new();
+    pbx.import_ok(pki.root.pem(), None, &[]);
+    let id = pki.import(&pbx, &pki.leaf(leaf(&[DOMAIN])), &[])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    pbx.ok_true(&["system", "set", "--default-cert", &id]);
+    let daemon = pbx
+        .daemon()
+        .forward_with(kamailio.addr, "proxy=v1")
+        .start();
+    let fwd = daemon.forward.unwrap();
+
+    let conf = pbx.files.join("baresip");
+    std::fs::create_dir_all(&conf).unwrap();
+    let ca = pbx.file("baresip-ca.pem", pki.root.pem());
+    std::fs::write(
+        conf.join("config"),
+        format!(
+            "sip_listen\t{CLIENT_IP}:0\nsip_cafile\t{ca}\nsip_verify_server\tyes\n\
+             module_path\t/usr/lib/baresip/modules\nmodule\tg711.so\n\
+             module_app\taccount.so\nmodule_app\tmenu.so\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        conf.join("accounts"),
+        format!(
+            "<sip:alice@{DOMAIN};transport=tls>;outbound=\"sip:{fwd};transport=tls\";\
+             regint=60;auth_pass=none\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(conf.join("contacts"), "").unwrap();
+    let out = run_command(
+        {
+            let mut c = Command::new(baresip.unwrap());
+            c.arg("-f").arg(&conf).args(["-t", "5"]);
+            c
+        },
+        None,
+    );
+    let text = format!("{}\n{}", out.stdout, out.stderr);
+    assert!(text.contains("200 OK"), "baresip saw no 200 OK:\n{text}");
+    let line = kamailio.registered_line();
+    let v: serde_json::Value = serde_json::from_str(
+        &daemon
+            .cli(&["handshakes", "--listener", "forward", "--json"])
+            .1,
+    )
+    .unwrap();
+    let phone = v[0]["recent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["sni_kind"] == "none" && r["rule"] != "failed")
+        .unwrap_or_else(|| panic!("no no-SNI handshake recorded: {v}"))
+        .clone();
+    assert_eq!(phone["rule"], "default", "{phone}");
+    assert_eq!(phone["cert"], id.as_str(), "{phone}");
+    // The PROXY v1 header gave Kamailio the phone's own address and port
+    // (without it: pbx-certd's outgoing port).
+    let peer = phone["peer"].as_str().unwrap();
+    assert!(
+        line.contains(&format!("src=tcp:{peer}")),
+        "Kamailio must see baresip's address {peer}:\n{line}\n--- baresip:\n{text}"
+    );
+}
