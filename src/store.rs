@@ -67,7 +67,8 @@ impl Tree {
         Tree::Leases,
     ];
 
-    fn name(self) -> &'static str {
+    /// The tree's name (an etcd backend's key segment).
+    pub fn name(self) -> &'static str {
         match self {
             Tree::Roots => "roots",
             Tree::Certs => "certs",
@@ -107,6 +108,13 @@ pub enum StoreError {
     /// `PBX_CERTD_CACHE_BYTES` is not a whole number of bytes in the
     /// allowed range (the raw value).
     BadCacheBytes(String),
+    /// No member of the clustered store (etcd) answered: nothing was
+    /// written (or, for a compare-and-swap whose answer was lost, the
+    /// outcome is unknown and the caller must read again).
+    Unavailable(String),
+    /// The clustered store refused the write because it raced another
+    /// (etcd answered "aborted" or "failed precondition"): nothing changed.
+    Conflict(String),
 }
 
 impl StoreError {
@@ -117,6 +125,8 @@ impl StoreError {
             StoreError::Dir(..) | StoreError::Backend(_) => "store-error",
             StoreError::Corrupt(_) => "store-corrupt",
             StoreError::BadCacheBytes(_) => "bad-cache-bytes",
+            StoreError::Unavailable(_) => "store-unavailable",
+            StoreError::Conflict(_) => "store-conflict",
         }
     }
 }
@@ -136,6 +146,8 @@ impl core::fmt::Display for StoreError {
                 f,
                 "{CACHE_BYTES_ENV}={v:?} is not a number of bytes from {MIN_CACHE_BYTES} to {MAX_CACHE_BYTES}"
             ),
+            StoreError::Unavailable(e) => write!(f, "the store cluster is unavailable: {e}"),
+            StoreError::Conflict(e) => write!(f, "the write raced another one: {e}"),
         }
     }
 }
@@ -233,6 +245,15 @@ pub trait Kv: Send + Sync {
     ) -> Result<Cas, StoreError>;
     /// Watch the keys of `tree` starting with `prefix`.
     fn watch_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Box<dyn Watch>, StoreError>;
+
+    /// Watch every tree at once, for a store other processes write (a
+    /// cluster node learns of changes made on other nodes); its changes'
+    /// keys are `TREE/KEY` (e.g. `certs/ID`). `None`: this process is the
+    /// store's only writer (sled holds a lock; memory is private), so there
+    /// is nothing to follow.
+    fn watch_all(&self) -> Result<Option<Box<dyn Watch>>, StoreError> {
+        Ok(None)
+    }
 
     /// Insert or replace one key (durably).
     fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
@@ -723,6 +744,9 @@ impl<K: Kv + ?Sized> Kv for std::sync::Arc<K> {
     }
     fn watch_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Box<dyn Watch>, StoreError> {
         (**self).watch_prefix(tree, prefix)
+    }
+    fn watch_all(&self) -> Result<Option<Box<dyn Watch>>, StoreError> {
+        (**self).watch_all()
     }
 }
 
