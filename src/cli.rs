@@ -42,6 +42,15 @@ pub struct Cli {
     /// Data directory holding the store.
     #[arg(long, global = true, env = "PBX_CERTD_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+    /// The store, when not the sled store in the data directory: an etcd
+    /// cluster's key prefix shared by every node (README "Cluster").
+    #[arg(
+        long,
+        global = true,
+        env = "PBX_CERTD_STORE",
+        value_name = "etcd+http://HOST:PORT[,...]/PREFIX"
+    )]
+    pub store: Option<crate::etcd::EtcdUrl>,
     /// Print machine-readable JSON on stdout.
     #[arg(long, global = true)]
     pub json: bool,
@@ -437,9 +446,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     pub workers: Option<crate::serve::Workers>,
     /// Config file with `https = ADDR`, `http = ADDR`, `tls-forward = L=T`,
-    /// `tls-connect = L=HOST:PORT[,...]`, `max-conns-per-ip = N` lines.
+    /// `tls-connect = L=HOST:PORT[,...]`, `max-conns-per-ip = N`,
+    /// `store = etcd+http://...` lines.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// The global `--store` (set by `run`; the config file's `store =`
+    /// applies when it is absent).
+    #[arg(skip)]
+    pub store: Option<crate::etcd::EtcdUrl>,
 }
 
 /// `admin` subcommands.
@@ -1320,9 +1334,13 @@ enum Ran {
 }
 
 /// Run a command locally, or through the daemon's control socket when the
-/// daemon holds the store.
-fn execute(data_dir: &std::path::Path, command: &Command) -> Result<(Reply, Ran), Error> {
-    match crate::ops::open_store(data_dir) {
+/// daemon holds the store (an etcd store is never held: run locally).
+fn execute(
+    data_dir: &std::path::Path,
+    etcd: Option<&crate::etcd::EtcdUrl>,
+    command: &Command,
+) -> Result<(Reply, Ran), Error> {
+    match crate::ops::open_location(data_dir, etcd) {
         Ok(store) => {
             let value = match command {
                 // Sent from here when no daemon runs (it needs the network).
@@ -1352,11 +1370,12 @@ fn execute(data_dir: &std::path::Path, command: &Command) -> Result<(Reply, Ran)
 /// Run the CLI for already-parsed arguments; returns the exit code.
 pub fn run(cli: Cli) -> i32 {
     let json = cli.json;
-    if let Cmd::Serve(args) = cli.command {
+    if let Cmd::Serve(mut args) = cli.command {
+        args.store = cli.store;
         return run_serve(cli.data_dir, args, json);
     }
     let result = to_command(cli.command).and_then(|command| {
-        let (value, ran) = execute(&cli.data_dir, &command)?;
+        let (value, ran) = execute(&cli.data_dir, cli.store.as_ref(), &command)?;
         Ok((command, value, ran))
     });
     match result {
@@ -1364,7 +1383,7 @@ pub fn run(cli: Cli) -> i32 {
             let extra = match (&command, ran) {
                 (Command::Roots, Ran::Local(store)) if !json => roots_note(&store),
                 (Command::Roots, Ran::Daemon) if !json => {
-                    match execute(&cli.data_dir, &Command::SystemShow) {
+                    match execute(&cli.data_dir, cli.store.as_ref(), &Command::SystemShow) {
                         Ok((Reply::System(v), _)) if v.roots_update_available => {
                             roots_update_note(&v.bundled_roots_version)
                         }
@@ -1431,6 +1450,15 @@ fn read_config(path: &std::path::Path, args: &mut ServeArgs) -> Result<(), Strin
                     .parse()
                     .map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?,
             ),
+            "store" => {
+                if args.store.is_none() {
+                    args.store = Some(
+                        value
+                            .parse()
+                            .map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?,
+                    );
+                }
+            }
             "tls-connect" => args.tls_connect.push(
                 value
                     .parse()
@@ -1466,6 +1494,7 @@ fn run_serve(data_dir: PathBuf, mut args: ServeArgs, json: bool) -> i32 {
         }
         Ok::<_, String>(crate::serve::ServeConfig {
             data_dir,
+            store: args.store.clone(),
             https: listen_addr(args.https.as_deref(), "0.0.0.0:443")?,
             http: listen_addr(args.http.as_deref(), "0.0.0.0:80")?,
             forwards: args.tls_forward.clone(),

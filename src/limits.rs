@@ -524,6 +524,10 @@ pub const ETCD_SCAN_PAGE: usize = 512;
 /// Most endpoints in one `--store` URL (a cluster has 3 or 5 members).
 pub const ETCD_MAX_ENDPOINTS: usize = 16;
 
+/// Longest single wait of a cluster node's watch for the next change (it
+/// only bounds the follower loop's idle wake-ups).
+pub const STORE_FOLLOW_POLL: Duration = Duration::from_secs(60);
+
 /// Pause before a cluster node re-opens its watch after losing it (etcd
 /// down): it keeps serving its last snapshot meanwhile.
 pub const ETCD_WATCH_RETRY: Duration = Duration::from_secs(1);

@@ -414,6 +414,19 @@ pub fn open_store(dir: &std::path::Path) -> Result<Store, crate::store::StoreErr
     prepare(Store::open(dir)?)
 }
 
+/// The store an entry point was pointed at: the etcd prefix of `--store`
+/// when given (a cluster's shared store), else the sled store in `dir`;
+/// opened as `open_store` does.
+pub fn open_location(
+    dir: &std::path::Path,
+    etcd: Option<&crate::etcd::EtcdUrl>,
+) -> Result<Store, crate::store::StoreError> {
+    match etcd {
+        Some(url) => with_backend(Box::new(crate::etcd::EtcdKv::new(url.clone()))),
+        None => open_store(dir),
+    }
+}
+
 /// `open_store` for another backend (tests, clusters).
 pub fn with_backend(kv: Box<dyn crate::store::Kv>) -> Result<Store, crate::store::StoreError> {
     prepare(Store::with_backend(kv)?)

@@ -361,6 +361,18 @@ pub fn cache_bytes(raw: Option<&str>) -> Result<u64, StoreError> {
         .ok_or_else(|| StoreError::BadCacheBytes(raw.chars().take(64).collect()))
 }
 
+/// Create the data directory `dir` if missing, mode 0700 either way (it
+/// holds the sled store, or with an etcd store the node's own files).
+pub fn secure_dir(dir: &Path) -> Result<(), StoreError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| StoreError::Dir(dir.to_owned(), e))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| StoreError::Dir(dir.to_owned(), e))
+}
+
 /// sled behind `Kv`.
 pub struct SledKv {
     db: sled::Db,
@@ -374,13 +386,7 @@ fn backend(e: impl core::fmt::Display) -> StoreError {
 impl SledKv {
     /// Open (creating) the sled store in `dir`.
     pub fn open(dir: &Path) -> Result<SledKv, StoreError> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| StoreError::Dir(dir.to_owned(), e))?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .map_err(|e| StoreError::Dir(dir.to_owned(), e))?;
+        secure_dir(dir)?;
         let db_dir = dir.join("db");
         let cache = cache_bytes(std::env::var(CACHE_BYTES_ENV).ok().as_deref())?;
         let recovery = crash::recover(dir, &db_dir)?;
