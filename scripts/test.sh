@@ -59,6 +59,10 @@ command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
 # with its secsipid module (verifying an INVITE's Identity header).
 command -v secsipidx >/dev/null 2>&1 || need_apt+=(secsipidx)
 ls /usr/lib/*/kamailio/modules/secsipid.so >/dev/null 2>&1 || need_apt+=(kamailio-secsipid-modules)
+# The clustered store (tests/cluster.rs, tests/store_trait.rs): Debian's
+# etcd members on loopback, started by the tests.
+[ -x /usr/bin/etcd ] || need_apt+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq
