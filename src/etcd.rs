@@ -32,10 +32,14 @@
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64ct::{Base64, Encoding};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use serde_json::{json, Value};
 
 use crate::limits::{
@@ -44,8 +48,12 @@ use crate::limits::{
 };
 use crate::store::{Cas, Change, Entry, Kv, Op, StoreError, Tree, Watch};
 
-/// The URL scheme of an etcd store.
+/// The URL scheme of an etcd store over plain HTTP (loopback, trusted LAN).
 pub const SCHEME: &str = "etcd+http://";
+
+/// The URL scheme of an etcd store over TLS (`--store-ca`, and for mutual
+/// TLS `--store-cert` + `--store-key`).
+pub const SCHEME_TLS: &str = "etcd+https://";
 
 /// A parsed `--store` / `store =` value: etcd members and the key prefix.
 /// Parsed here only (`FromStr`), for the flag, its environment variable and
@@ -56,36 +64,36 @@ pub struct EtcdUrl {
     pub endpoints: Vec<String>,
     /// The key prefix, without slashes at either end.
     pub prefix: String,
+    /// `etcd+https://`: TLS to every member.
+    pub tls: bool,
 }
 
 impl core::fmt::Display for EtcdUrl {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{SCHEME}{}/{}", self.endpoints.join(","), self.prefix)
+        let scheme = if self.tls { SCHEME_TLS } else { SCHEME };
+        write!(f, "{scheme}{}/{}", self.endpoints.join(","), self.prefix)
     }
 }
 
 impl std::str::FromStr for EtcdUrl {
     type Err = String;
 
-    /// `etcd+http://HOST:PORT[,HOST:PORT...]/PREFIX`: ports required,
+    /// `etcd+http(s)://HOST:PORT[,HOST:PORT...]/PREFIX`: ports required,
     /// hosts names or IPv4 or `[IPv6]`, PREFIX one or more segments of
     /// letters, digits, `.`, `_`, `-` joined by `/`.
     fn from_str(s: &str) -> Result<EtcdUrl, String> {
         let usage = || {
             format!(
-                "a store URL is {SCHEME}HOST:PORT[,HOST:PORT...]/PREFIX, got {:?}",
+                "a store URL is etcd+http(s)://HOST:PORT[,HOST:PORT...]/PREFIX, got {:?}",
                 s.chars().take(200).collect::<String>()
             )
         };
         let s = s.trim();
-        if s.starts_with("etcd+https://") {
-            return Err(
-                "etcd+https:// (TLS to etcd) is not supported yet: use etcd+http:// on a \
-                 trusted network or loopback"
-                    .into(),
-            );
-        }
-        let rest = s.strip_prefix(SCHEME).ok_or_else(usage)?;
+        let (tls, rest) = match (s.strip_prefix(SCHEME), s.strip_prefix(SCHEME_TLS)) {
+            (Some(rest), _) => (false, rest),
+            (_, Some(rest)) => (true, rest),
+            _ => return Err(usage()),
+        };
         let (hosts, prefix) = rest.split_once('/').ok_or_else(usage)?;
         let prefix = prefix.trim_end_matches('/');
         let segment_ok = |seg: &str| {
@@ -123,13 +131,91 @@ impl std::str::FromStr for EtcdUrl {
         Ok(EtcdUrl {
             endpoints,
             prefix: prefix.to_owned(),
+            tls,
         })
+    }
+}
+
+/// The TLS files of an `etcd+https://` store (`--store-ca FILE`,
+/// `--store-cert FILE`, `--store-key FILE`, or `store-ca = ...` lines).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreTls {
+    /// PEM CA certificate(s) the members' certificates must chain to.
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate chain (mutual TLS), with `key`.
+    pub cert: Option<PathBuf>,
+    /// PEM client private key (PKCS#8, PKCS#1 or SEC1), with `cert`.
+    pub key: Option<PathBuf>,
+}
+
+impl StoreTls {
+    /// Whether any file is given.
+    pub fn is_empty(&self) -> bool {
+        self.ca.is_none() && self.cert.is_none() && self.key.is_none()
+    }
+
+    /// The rustls client config of these files (TLS 1.2/1.3, ring).
+    fn client_config(&self) -> Result<Arc<ClientConfig>, StoreError> {
+        let bad = |e: String| StoreError::BadTls(e);
+        let read = |path: &Path| {
+            let bytes = std::fs::read(path)
+                .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+            crate::pem::parse(&bytes).map_err(|e| bad(format!("{}: {e}", path.display())))
+        };
+        let ca = self
+            .ca
+            .as_deref()
+            .ok_or_else(|| bad("etcd+https:// needs --store-ca (the members' CA)".into()))?;
+        let mut roots = RootCertStore::empty();
+        for block in read(ca)?.into_iter().filter(|b| b.label == "CERTIFICATE") {
+            roots
+                .add(CertificateDer::from(block.der))
+                .map_err(|e| bad(format!("{}: {e}", ca.display())))?;
+        }
+        if roots.is_empty() {
+            return Err(bad(format!("{}: no usable CA certificate", ca.display())));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| bad(e.to_string()))?
+            .with_root_certificates(roots);
+        let config = match (&self.cert, &self.key) {
+            (None, None) => builder.with_no_client_auth(),
+            (Some(cert), Some(key)) => {
+                let chain: Vec<CertificateDer<'static>> = read(cert)?
+                    .into_iter()
+                    .filter(|b| b.label == "CERTIFICATE")
+                    .map(|b| CertificateDer::from(b.der))
+                    .collect();
+                let key_der = read(key)?
+                    .into_iter()
+                    .find_map(|b| match b.label.as_str() {
+                        "PRIVATE KEY" => Some(PrivateKeyDer::Pkcs8(b.der.into())),
+                        "RSA PRIVATE KEY" => Some(PrivateKeyDer::Pkcs1(b.der.into())),
+                        "EC PRIVATE KEY" => Some(PrivateKeyDer::Sec1(b.der.into())),
+                        _ => None,
+                    })
+                    .ok_or_else(|| bad(format!("{}: no private key", key.display())))?;
+                builder
+                    .with_client_auth_cert(chain, key_der)
+                    .map_err(|e| bad(format!("client certificate and key: {e}")))?
+            }
+            _ => {
+                return Err(bad(
+                    "--store-cert and --store-key go together (mutual TLS)".into()
+                ))
+            }
+        };
+        Ok(Arc::new(config))
     }
 }
 
 /// etcd behind `Kv`.
 pub struct EtcdKv {
     url: EtcdUrl,
+    /// TLS to the members (`etcd+https://`).
+    tls: Option<Arc<ClientConfig>>,
     /// Index of the endpoint that answered last (tried first).
     current: AtomicUsize,
 }
@@ -179,12 +265,23 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 }
 
 impl EtcdKv {
-    /// A client of the members in `url` (nothing is contacted yet).
-    pub fn new(url: EtcdUrl) -> EtcdKv {
-        EtcdKv {
+    /// A client of the members in `url` (nothing is contacted yet); `tls`
+    /// must be given for `etcd+https://` and only then.
+    pub fn new(url: EtcdUrl, tls: &StoreTls) -> Result<EtcdKv, StoreError> {
+        let tls = match (url.tls, tls.is_empty()) {
+            (true, _) => Some(tls.client_config()?),
+            (false, true) => None,
+            (false, false) => {
+                return Err(StoreError::BadTls(
+                    "--store-ca/--store-cert/--store-key need an etcd+https:// store".into(),
+                ))
+            }
+        };
+        Ok(EtcdKv {
             url,
+            tls,
             current: AtomicUsize::new(0),
-        }
+        })
     }
 
     /// The URL this client uses.
@@ -219,7 +316,7 @@ impl EtcdKv {
                 let Some(endpoint) = self.url.endpoints.get(index) else {
                     continue;
                 };
-                match exchange(endpoint, path, body.as_bytes()) {
+                match exchange(self.tls.as_ref(), endpoint, path, body.as_bytes()) {
                     Attempt::Answer(status, raw) => {
                         let answer: Value = serde_json::from_slice(&raw)
                             .map_err(|e| bad_answer(format!("{endpoint}: {e}")))?;
@@ -333,7 +430,7 @@ impl EtcdKv {
             let Some(endpoint) = self.url.endpoints.get((start + i) % n) else {
                 continue;
             };
-            match EtcdWatch::open(endpoint, body.as_bytes(), strip) {
+            match EtcdWatch::open(self.tls.as_ref(), endpoint, body.as_bytes(), strip) {
                 Ok(w) => return Ok(w),
                 Err(e) => last = format!("{endpoint}: {e}"),
             }
@@ -453,9 +550,65 @@ impl Kv for EtcdKv {
     }
 }
 
-/// Connect to `endpoint` (`host:port`), bounded by `ETCD_CONNECT_TIMEOUT`
-/// per address, with `ETCD_IO_TIMEOUT` on reads and writes.
-fn connect(endpoint: &str) -> Result<TcpStream, String> {
+/// A connection to one member, plain or TLS.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Conn {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Conn::Plain(s) => s,
+            Conn::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// Connect to `endpoint` (`host:port`; TLS with `tls`, the name checked
+/// being its host), bounded by `ETCD_CONNECT_TIMEOUT` per address, with
+/// `ETCD_IO_TIMEOUT` on reads and writes. The TLS handshake happens on the
+/// first write.
+fn connect(tls: Option<&Arc<ClientConfig>>, endpoint: &str) -> Result<Conn, String> {
+    let tcp = connect_tcp(endpoint)?;
+    let Some(config) = tls else {
+        return Ok(Conn::Plain(tcp));
+    };
+    let host = endpoint
+        .rsplit_once(':')
+        .map_or(endpoint, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
+    let conn = ClientConnection::new(config.clone(), name).map_err(|e| e.to_string())?;
+    Ok(Conn::Tls(Box::new(StreamOwned::new(conn, tcp))))
+}
+
+fn connect_tcp(endpoint: &str) -> Result<TcpStream, String> {
     let addrs = endpoint.to_socket_addrs().map_err(|e| e.to_string())?;
     let mut last = String::from("no address");
     for addr in addrs {
@@ -486,8 +639,8 @@ fn request(endpoint: &str, path: &str, body: &[u8]) -> Vec<u8> {
 }
 
 /// One request on one endpoint, read to the end of the connection.
-fn exchange(endpoint: &str, path: &str, body: &[u8]) -> Attempt {
-    let mut stream = match connect(endpoint) {
+fn exchange(tls: Option<&Arc<ClientConfig>>, endpoint: &str, path: &str, body: &[u8]) -> Attempt {
+    let mut stream = match connect(tls, endpoint) {
         Ok(s) => s,
         Err(e) => return Attempt::NotSent(e),
     };
@@ -513,6 +666,8 @@ fn exchange(endpoint: &str, path: &str, body: &[u8]) -> Attempt {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // A member closing TLS without close_notify: judged by framing.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
             Err(e) => return Attempt::Lost(e.to_string()),
         }
     }
@@ -627,7 +782,7 @@ fn dechunk(raw: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<bool, String> {
 
 /// A live Watch stream: changes are read off the socket as they come.
 struct EtcdWatch {
-    stream: TcpStream,
+    stream: Conn,
     /// Received bytes not yet de-chunked.
     raw: Vec<u8>,
     /// De-chunked bytes not yet split into JSON lines.
@@ -641,8 +796,13 @@ struct EtcdWatch {
 impl EtcdWatch {
     /// Open the stream and wait for etcd's "created" answer: changes
     /// committed after this returns are all seen.
-    fn open(endpoint: &str, body: &[u8], strip: usize) -> Result<EtcdWatch, String> {
-        let mut stream = connect(endpoint)?;
+    fn open(
+        tls: Option<&Arc<ClientConfig>>,
+        endpoint: &str,
+        body: &[u8],
+        strip: usize,
+    ) -> Result<EtcdWatch, String> {
+        let mut stream = connect(tls, endpoint)?;
         stream
             .write_all(&request(endpoint, "/v3/watch", body))
             .map_err(|e| e.to_string())?;
@@ -693,6 +853,7 @@ impl EtcdWatch {
     /// Read more bytes (waiting at most `wait`); `false`: none came in time.
     fn fill(&mut self, wait: Duration) -> Result<bool, StoreError> {
         self.stream
+            .tcp()
             .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
             .map_err(unavailable)?;
         let mut buf = [0u8; 16 * 1024];
@@ -807,6 +968,10 @@ mod tests {
         );
         assert_eq!(u.prefix, "pbx/one");
         assert_eq!(u.to_string().parse::<EtcdUrl>().unwrap(), u);
+        assert!(!u.tls);
+        let t: EtcdUrl = "etcd+https://etcd-a.lan:2379/p".parse().unwrap();
+        assert!(t.tls);
+        assert_eq!(t.to_string(), "etcd+https://etcd-a.lan:2379/p");
         for bad in [
             "http://127.0.0.1:2379/p",
             "etcd+http://127.0.0.1:2379",
@@ -816,7 +981,7 @@ mod tests {
             "etcd+http://a b:1/p",
             "etcd+http://h:1/p//q",
             "etcd+http://h:1/p?x",
-            "etcd+https://h:1/p",
+            "etcds://h:1/p",
         ] {
             assert!(bad.parse::<EtcdUrl>().is_err(), "{bad}");
         }

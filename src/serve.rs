@@ -299,6 +299,8 @@ pub struct ServeConfig {
     /// An etcd store shared with other nodes instead of the data dir's
     /// sled store (`--store`, `store =`).
     pub store: Option<crate::etcd::EtcdUrl>,
+    /// Its TLS files (`etcd+https://`).
+    pub store_tls: crate::etcd::StoreTls,
     /// HTTPS admin listener; `None` disables it.
     pub https: Option<SocketAddr>,
     /// Port-80 listener; `None` disables it.
@@ -888,7 +890,8 @@ async fn trunk(
 
 /// Run the daemon until `shutdown` completes.
 pub fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
-    let store = crate::ops::open_location(&config.data_dir, config.store.as_ref())?;
+    let store =
+        crate::ops::open_location(&config.data_dir, config.store.as_ref(), &config.store_tls)?;
     // With an etcd store the data dir still holds this node's own files
     // (control socket, node ID).
     crate::store::secure_dir(&config.data_dir)?;

@@ -112,6 +112,9 @@ pub enum StoreError {
     /// written (or, for a compare-and-swap whose answer was lost, the
     /// outcome is unknown and the caller must read again).
     Unavailable(String),
+    /// The TLS files of an `etcd+https://` store are missing or unusable
+    /// (or given for a plain `etcd+http://` store).
+    BadTls(String),
     /// The clustered store refused the write because it raced another
     /// (etcd answered "aborted" or "failed precondition"): nothing changed.
     Conflict(String),
@@ -127,6 +130,7 @@ impl StoreError {
             StoreError::BadCacheBytes(_) => "bad-cache-bytes",
             StoreError::Unavailable(_) => "store-unavailable",
             StoreError::Conflict(_) => "store-conflict",
+            StoreError::BadTls(_) => "store-tls",
         }
     }
 }
@@ -148,6 +152,7 @@ impl core::fmt::Display for StoreError {
             ),
             StoreError::Unavailable(e) => write!(f, "the store cluster is unavailable: {e}"),
             StoreError::Conflict(e) => write!(f, "the write raced another one: {e}"),
+            StoreError::BadTls(e) => write!(f, "TLS to the store: {e}"),
         }
     }
 }

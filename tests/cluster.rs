@@ -143,3 +143,84 @@ fn three_nodes_serve_one_store_and_ride_out_an_etcd_outage() {
         assert!(node.is_running(), "{}", node.log_text());
     }
 }
+
+#[test]
+fn a_node_reaches_etcd_over_mutual_tls_from_flags_and_config_file() {
+    let bin = etcd_bin();
+    if !skip::require("etcd", bin.as_ref().err().map(String::as_str)) {
+        return;
+    }
+    let Ok(bin) = bin else { return };
+    let ca = certs::root("etcd test CA");
+    let etcd = Etcd::start_tls(&bin, &ca);
+    let url = etcd.store_url("pbx-tls");
+    let a = Pbx::new();
+    let client = leaf(&["pbx-node-a"]).client_auth().signed_by(&ca);
+    let ca_file = a.file("ca.pem", ca.pem());
+    let cert_file = a.file("client.pem", client.pem());
+    let key_file = a.file("client.key", client.key_pem());
+
+    // Without the CA, or without the client certificate, nothing is read.
+    let run = |extra: &[&str], args: &[&str]| {
+        let mut all = vec!["--store", url.as_str()];
+        all.extend_from_slice(extra);
+        all.extend_from_slice(args);
+        a.run_json(&all)
+    };
+    run(&[], &["tenant", "list"])
+        .api_error()
+        .expect("store-tls");
+    run(&["--store-ca", &ca_file], &["tenant", "list"])
+        .api_error()
+        .expect("store-unavailable");
+    run(&["--store-cert", &cert_file], &["tenant", "list"])
+        .api_error()
+        .expect("store-tls");
+    // TLS files without an etcd+https store are refused, not ignored.
+    a.run_json(&["--store-ca", &ca_file, "tenant", "list"])
+        .api_error()
+        .expect("store-tls");
+
+    let mutual = [
+        "--store-ca",
+        &ca_file,
+        "--store-cert",
+        &cert_file,
+        "--store-key",
+        &key_file,
+    ];
+    let pki = Pki::new();
+    run(
+        &mutual,
+        &["import", "--cert", &a.file("root.pem", pki.root.pem())],
+    )
+    .success();
+    let served = pki.leaf(leaf(&["tls.cluster.test"]));
+    run(
+        &mutual,
+        &[
+            "import",
+            "--cert",
+            &a.file("chain.pem", pki.chain_pem(&served)),
+            "--key",
+            &a.file("key.pem", served.key_pem()),
+        ],
+    )
+    .success();
+
+    // A daemon configured by file (`store`, `store-ca`, `store-cert`,
+    // `store-key` lines) serves it.
+    let config = a.file(
+        "serve.conf",
+        format!(
+            "store = {url}\nstore-ca = {ca_file}\nstore-cert = {cert_file}\nstore-key = {key_file}\n"
+        ),
+    );
+    let home = Pbx::new();
+    let node = home.daemon().args(&["--config", config.as_str()]).start();
+    all_present(
+        std::slice::from_ref(&node),
+        "tls.cluster.test",
+        &served.id(),
+    );
+}

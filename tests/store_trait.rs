@@ -40,7 +40,11 @@ fn backends() -> Vec<(&'static str, Box<dyn Kv>, Keep)> {
         if let Ok(bin) = bin {
             let etcd = common::etcd::Etcd::start(&bin, 1);
             let url: EtcdUrl = etcd.store_url("contract").parse().expect("store URL");
-            all.push(("etcd", Box::new(EtcdKv::new(url)), Keep::Etcd(etcd)));
+            all.push((
+                "etcd",
+                Box::new(EtcdKv::new(url, &Default::default()).expect("etcd client")),
+                Keep::Etcd(etcd),
+            ));
         }
     }
     all

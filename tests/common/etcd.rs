@@ -2,7 +2,8 @@
 //! more members on loopback, each with its own data dir in a tempdir,
 //! started by the test and killed by their own PIDs (drop, `stop_all`).
 //! `stop_all` + `start_all` restart every member on the same data dirs and
-//! ports (a whole-cluster outage and its end).
+//! ports (a whole-cluster outage and its end). `Etcd::start_tls` serves the
+//! client URLs over TLS and requires a client certificate from `ca`.
 //!
 //! etcd cannot take port 0 for its URLs: ports come from sockets the OS
 //! chose and closed just before the start. Members run with
@@ -36,9 +37,17 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Client-side TLS of the members: PEM files in the cluster's tempdir.
+struct Tls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
 /// A running etcd cluster on loopback.
 pub struct Etcd {
     bin: PathBuf,
+    tls: Option<Tls>,
     members: Vec<Member>,
     dir: tempfile::TempDir,
 }
@@ -63,8 +72,39 @@ impl Etcd {
             .collect();
         let mut etcd = Etcd {
             bin: bin.to_owned(),
+            tls: None,
             members,
             dir: tempfile::tempdir().unwrap(),
+        };
+        etcd.start_all();
+        etcd
+    }
+
+    /// One member whose client URL is HTTPS with a certificate for
+    /// 127.0.0.1 from `ca`, requiring client certificates from `ca`.
+    pub fn start_tls(bin: &Path, ca: &super::certs::Issued) -> Etcd {
+        let dir = tempfile::tempdir().unwrap();
+        let server = super::certs::leaf(&["127.0.0.1", "localhost"]).signed_by(ca);
+        let write = |name: &str, text: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let tls = Tls {
+            ca: write("ca.pem", ca.pem()),
+            cert: write("server.pem", server.pem()),
+            key: write("server.key", server.key_pem()),
+        };
+        let mut etcd = Etcd {
+            bin: bin.to_owned(),
+            tls: Some(tls),
+            members: vec![Member {
+                name: "m0".into(),
+                client: free_port(),
+                peer: free_port(),
+                child: None,
+            }],
+            dir,
         };
         etcd.start_all();
         etcd
@@ -80,7 +120,8 @@ impl Etcd {
 
     /// A `--store` URL over every member with this key prefix.
     pub fn store_url(&self, prefix: &str) -> String {
-        format!("etcd+http://{}/{prefix}", self.endpoints().join(","))
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("etcd+{scheme}://{}/{prefix}", self.endpoints().join(","))
     }
 
     /// Start every stopped member (same data dirs and ports) and wait
@@ -96,14 +137,25 @@ impl Etcd {
             if m.child.is_some() {
                 continue;
             }
-            let client = format!("http://127.0.0.1:{}", m.client);
+            let scheme = if self.tls.is_some() { "https" } else { "http" };
+            let client = format!("{scheme}://127.0.0.1:{}", m.client);
             let peer = format!("http://127.0.0.1:{}", m.peer);
             let log = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(self.dir.path().join(format!("{}.log", m.name)))
                 .unwrap();
-            let child = Command::new(&self.bin)
+            let mut cmd = Command::new(&self.bin);
+            if let Some(tls) = &self.tls {
+                cmd.arg("--cert-file")
+                    .arg(&tls.cert)
+                    .arg("--key-file")
+                    .arg(&tls.key)
+                    .arg("--trusted-ca-file")
+                    .arg(&tls.ca)
+                    .arg("--client-cert-auth");
+            }
+            let child = cmd
                 .args(["--name", &m.name])
                 .arg("--data-dir")
                 .arg(self.dir.path().join(&m.name))
@@ -123,6 +175,16 @@ impl Etcd {
         }
         let start = Instant::now();
         while !self.answers() {
+            if self.tls.is_some() {
+                // Not read over TLS here: the first store call waits.
+                let log = self.dir.path().join("m0.log");
+                if std::fs::read_to_string(log)
+                    .unwrap_or_default()
+                    .contains("ready to serve client requests")
+                {
+                    break;
+                }
+            }
             assert!(
                 start.elapsed() < GUARD,
                 "etcd did not come up; logs in {}:\n{}",
