@@ -9,7 +9,9 @@
 //! write, rebuild and wake comes from `Command::effect` alone, which end
 //! ACME back-offs from `Command::cures_failures`); a snapshot is
 //! swapped in only after its change committed; readers never block writers
-//! (arc-swap), and the handshake path never touches the store.
+//! (arc-swap), and the handshake path never touches the store. On a store
+//! other nodes write (etcd), their changes arrive by watch and take the
+//! same rebuild path (`follow_store`); a lost watch means a full resync.
 
 use std::sync::{Arc, Mutex};
 

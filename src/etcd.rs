@@ -7,7 +7,9 @@
 //! writes, so this module only maps `Kv` onto it. The gateway is plain
 //! HTTP/1.1 + JSON, spoken here by a small blocking client of std
 //! `TcpStream`s (`Kv` is a sync trait run on the blocking pool), so no gRPC
-//! stack and no second async runtime enter the binary.
+//! stack and no second async runtime enter the binary. `etcd+https://`
+//! speaks TLS through rustls (blocking `StreamOwned`), with the members' CA
+//! and optionally a client certificate (`StoreTls`).
 //!
 //! The mapping (`--store etcd+http://H1:2379,H2:2379/PREFIX`): tree `T`,
 //! key `K` is the etcd key `PREFIX/T/K`; `get` and `scan_prefix` are Range
