@@ -64,6 +64,10 @@ ls /usr/lib/*/kamailio/modules/secsipid.so >/dev/null 2>&1 || need_apt+=(kamaili
 command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
 # baresip as a SIP phone through a forward (tests/sip_kamailio.rs).
 command -v baresip >/dev/null 2>&1 || need_apt+=(baresip-core)
+# The clustered store (tests/cluster.rs, tests/store_trait.rs): Debian's
+# etcd members on loopback, started by the tests.
+[ -x /usr/bin/etcd ] || need_apt+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq

@@ -42,6 +42,24 @@ pub struct Cli {
     /// Data directory holding the store.
     #[arg(long, global = true, env = "PBX_CERTD_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+    /// The store, when not the sled store in the data directory: an etcd
+    /// cluster's key prefix shared by every node (README "Cluster").
+    #[arg(
+        long,
+        global = true,
+        env = "PBX_CERTD_STORE",
+        value_name = "etcd+http(s)://HOST:PORT[,...]/PREFIX"
+    )]
+    pub store: Option<crate::etcd::EtcdUrl>,
+    /// With an etcd+https:// store: the PEM CA of the etcd members.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub store_ca: Option<PathBuf>,
+    /// With an etcd+https:// store: the PEM client certificate (mutual TLS).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub store_cert: Option<PathBuf>,
+    /// With an etcd+https:// store: the PEM client key (mutual TLS).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub store_key: Option<PathBuf>,
     /// Print machine-readable JSON on stdout.
     #[arg(long, global = true)]
     pub json: bool,
@@ -430,9 +448,18 @@ pub struct ServeArgs {
     pub handshake_log: Option<crate::serve::HandshakeLog>,
     /// Config file with `https = ADDR`, `http = ADDR`, `tls-forward = L=T`,
     /// `tls-connect = L=HOST:PORT[,...]`, `max-conns-per-ip = N`,
-    /// `workers = N`, `handshake-log = on|off` lines.
+    /// `workers = N`, `handshake-log = on|off`, `store = etcd+http(s)://...`,
+    /// `store-ca|store-cert|store-key = FILE` lines.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// The global `--store` (set by `run`; the config file's `store =`
+    /// applies when it is absent).
+    #[arg(skip)]
+    pub store: Option<crate::etcd::EtcdUrl>,
+    /// The global `--store-ca/--store-cert/--store-key` (set by `run`; the
+    /// config file's lines fill the ones absent).
+    #[arg(skip)]
+    pub store_tls: crate::etcd::StoreTls,
 }
 
 /// `admin` subcommands.
@@ -1326,9 +1353,14 @@ enum Ran {
 }
 
 /// Run a command locally, or through the daemon's control socket when the
-/// daemon holds the store.
-fn execute(data_dir: &std::path::Path, command: &Command) -> Result<(Reply, Ran), Error> {
-    match crate::ops::open_store(data_dir) {
+/// daemon holds the store (an etcd store is never held: run locally).
+fn execute(
+    data_dir: &std::path::Path,
+    etcd: Option<&crate::etcd::EtcdUrl>,
+    tls: &crate::etcd::StoreTls,
+    command: &Command,
+) -> Result<(Reply, Ran), Error> {
+    match crate::ops::open_location(data_dir, etcd, tls) {
         Ok(store) => {
             let value = match command {
                 // Sent from here when no daemon runs (it needs the network).
@@ -1358,11 +1390,18 @@ fn execute(data_dir: &std::path::Path, command: &Command) -> Result<(Reply, Ran)
 /// Run the CLI for already-parsed arguments; returns the exit code.
 pub fn run(cli: Cli) -> i32 {
     let json = cli.json;
-    if let Cmd::Serve(args) = cli.command {
+    let tls = crate::etcd::StoreTls {
+        ca: cli.store_ca,
+        cert: cli.store_cert,
+        key: cli.store_key,
+    };
+    if let Cmd::Serve(mut args) = cli.command {
+        args.store = cli.store;
+        args.store_tls = tls;
         return run_serve(cli.data_dir, args, json);
     }
     let result = to_command(cli.command).and_then(|command| {
-        let (value, ran) = execute(&cli.data_dir, &command)?;
+        let (value, ran) = execute(&cli.data_dir, cli.store.as_ref(), &tls, &command)?;
         Ok((command, value, ran))
     });
     match result {
@@ -1370,7 +1409,12 @@ pub fn run(cli: Cli) -> i32 {
             let extra = match (&command, ran) {
                 (Command::Roots, Ran::Local(store)) if !json => roots_note(&store),
                 (Command::Roots, Ran::Daemon) if !json => {
-                    match execute(&cli.data_dir, &Command::SystemShow) {
+                    match execute(
+                        &cli.data_dir,
+                        cli.store.as_ref(),
+                        &tls,
+                        &Command::SystemShow,
+                    ) {
                         Ok((Reply::System(v), _)) if v.roots_update_available => {
                             roots_update_note(&v.bundled_roots_version)
                         }
@@ -1446,6 +1490,27 @@ fn read_config(path: &std::path::Path, args: &mut ServeArgs) -> Result<(), Strin
                     .parse()
                     .map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?,
             ),
+            "store" => {
+                if args.store.is_none() {
+                    args.store = Some(
+                        value
+                            .parse()
+                            .map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?,
+                    );
+                }
+            }
+            "store-ca" => {
+                let tls = &mut args.store_tls;
+                tls.ca.get_or_insert_with(|| value.into());
+            }
+            "store-cert" => {
+                let tls = &mut args.store_tls;
+                tls.cert.get_or_insert_with(|| value.into());
+            }
+            "store-key" => {
+                let tls = &mut args.store_tls;
+                tls.key.get_or_insert_with(|| value.into());
+            }
             "tls-connect" => args.tls_connect.push(
                 value
                     .parse()
@@ -1481,6 +1546,8 @@ fn run_serve(data_dir: PathBuf, mut args: ServeArgs, json: bool) -> i32 {
         }
         Ok::<_, String>(crate::serve::ServeConfig {
             data_dir,
+            store: args.store.clone(),
+            store_tls: args.store_tls.clone(),
             https: listen_addr(args.https.as_deref(), "0.0.0.0:443")?,
             http: listen_addr(args.http.as_deref(), "0.0.0.0:80")?,
             forwards: args.tls_forward.clone(),

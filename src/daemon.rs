@@ -9,7 +9,9 @@
 //! write, rebuild and wake comes from `Command::effect` alone, which end
 //! ACME back-offs from `Command::cures_failures`); a snapshot is
 //! swapped in only after its change committed; readers never block writers
-//! (arc-swap), and the handshake path never touches the store.
+//! (arc-swap), and the handshake path never touches the store. On a store
+//! other nodes write (etcd), their changes arrive by watch and take the
+//! same rebuild path (`follow_store`); a lost watch means a full resync.
 
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +20,7 @@ use arc_swap::ArcSwap;
 use crate::acme::AcmeError;
 use crate::error::Error;
 use crate::handshakes::{ListenerLog, ListenerView};
+use crate::limits::{ETCD_WATCH_RETRY, STORE_FOLLOW_POLL};
 use crate::ops::{self, Command, Reply};
 use crate::snapshot::{Challenges, Snapshot};
 use crate::store::{Store, StoreError};
@@ -164,6 +167,51 @@ impl Shared {
         self.acme_wake.1.clone()
     }
 
+    /// Rebuild the snapshot from the store as it is now (under the write
+    /// lock, as after a local write).
+    pub fn resync(&self) -> Result<(), StoreError> {
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.rebuild_locked()
+    }
+
+    /// Follow a store that other nodes write too (`Kv::watch_all`, an etcd
+    /// cluster): each burst of changes seen rebuilds the snapshot through
+    /// `resync`, the path of a local write, and every (re)opened watch is
+    /// followed by a full resync, so a gap (etcd down, reconnect,
+    /// compaction) loses nothing. While the store is unreachable the last
+    /// snapshot keeps being served. Returns at once when this process is
+    /// the store's only writer (sled). Blocking: run on its own thread.
+    pub fn follow_store(&self) {
+        let mut down = false;
+        loop {
+            match self.store.kv().watch_all() {
+                Ok(None) => return,
+                Ok(Some(mut watch)) => {
+                    if std::mem::take(&mut down) {
+                        log::info!("store: reachable again; resyncing");
+                    }
+                    let mut result = self.resync();
+                    while result.is_ok() {
+                        result = match watch.next_timeout(STORE_FOLLOW_POLL) {
+                            Ok(None) => Ok(()),
+                            Ok(Some(_)) => drain(watch.as_mut()).and_then(|()| self.resync()),
+                            Err(e) => Err(e),
+                        };
+                    }
+                    if let Err(e) = result {
+                        log::warn!("store: lost the watch ({e}); serving the last snapshot");
+                    }
+                }
+                Err(e) => {
+                    if !std::mem::replace(&mut down, true) {
+                        log::warn!("store: cannot watch ({e}); serving the last snapshot");
+                    }
+                }
+            }
+            std::thread::sleep(ETCD_WATCH_RETRY);
+        }
+    }
+
     fn rebuild_locked(&self) -> Result<(), StoreError> {
         let previous = self.snapshot.load_full();
         let mut next = Snapshot::load(&self.store, Some(&previous))?;
@@ -171,4 +219,10 @@ impl Shared {
         self.snapshot.store(Arc::new(next));
         Ok(())
     }
+}
+
+/// Take the changes that already arrived (one rebuild per burst).
+fn drain(watch: &mut dyn crate::store::Watch) -> Result<(), StoreError> {
+    while watch.next_timeout(std::time::Duration::ZERO)?.is_some() {}
+    Ok(())
 }

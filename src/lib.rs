@@ -13,7 +13,8 @@
 //!   ring of recent handshakes).
 //! - 1 `pki`: the import rules, pure functions over DER.
 //! - 2 `store`: the storage trait (get/put/delete/scan, batches, CAS, watch,
-//!   leases) with its sled and in-memory backends.
+//!   leases) with its sled and in-memory backends; `etcd`, its etcd
+//!   backend (a cluster's shared store, issue 16).
 //! - 3 `error` (every operation's error enum, stable codes), `snapshot` (the
 //!   immutable SNI map the handshake reads without a lock).
 //! - 4 domain operations: `certs`, `tenant`, `roots`, `auth`, `localca`,
@@ -50,6 +51,7 @@ pub mod dns01;
 pub mod renewal;
 
 pub mod error;
+pub mod etcd;
 pub mod fuzz_entry;
 pub mod handshakes;
 pub mod http;

@@ -495,6 +495,43 @@ pub const MAX_CACHE_BYTES: u64 = 1024 * 1024 * 1024;
 /// handful settles any real race.
 pub const LEASE_CAS_ATTEMPTS: usize = 4;
 
+// ---- etcd store backend (issue 16, `etcd`) ----
+
+/// Time to open a TCP connection to one etcd member: a dead member is
+/// skipped for the next one quickly (loopback or LAN).
+pub const ETCD_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Longest wait for one etcd answer (send or receive); etcd answers a
+/// request it cannot commit (no leader) within its own ~5 s request timeout.
+pub const ETCD_IO_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// Rounds over the listed endpoints before a request is reported as
+/// `store-unavailable` (each round tries every endpoint once).
+pub const ETCD_ROUNDS: usize = 2;
+
+/// Pause between two rounds over the endpoints (a leader election takes
+/// about a second; the second round may then find one).
+pub const ETCD_ROUND_PAUSE: Duration = Duration::from_millis(300);
+
+/// Largest etcd answer read (head + body): one page of a scan is bounded by
+/// `ETCD_SCAN_PAGE` records of a few KiB each, Base64 in JSON.
+pub const ETCD_MAX_RESPONSE: usize = 16 * 1024 * 1024;
+
+/// Records per Range request of a scan (pages at one revision, so a scan
+/// stays one consistent view).
+pub const ETCD_SCAN_PAGE: usize = 512;
+
+/// Most endpoints in one `--store` URL (a cluster has 3 or 5 members).
+pub const ETCD_MAX_ENDPOINTS: usize = 16;
+
+/// Longest single wait of a cluster node's watch for the next change (it
+/// only bounds the follower loop's idle wake-ups).
+pub const STORE_FOLLOW_POLL: Duration = Duration::from_secs(60);
+
+/// Pause before a cluster node re-opens its watch after losing it (etcd
+/// down): it keeps serving its last snapshot meanwhile.
+pub const ETCD_WATCH_RETRY: Duration = Duration::from_secs(1);
+
 // ---------------------------------------------------------------------------
 // Input parsing (issue 10, item 4): one parser per input.
 

@@ -430,6 +430,23 @@ pub fn open_store(dir: &std::path::Path) -> Result<Store, crate::store::StoreErr
     prepare(Store::open(dir)?)
 }
 
+/// The store an entry point was pointed at: the etcd prefix of `--store`
+/// when given (a cluster's shared store; `tls` its TLS files), else the
+/// sled store in `dir`; opened as `open_store` does.
+pub fn open_location(
+    dir: &std::path::Path,
+    etcd: Option<&crate::etcd::EtcdUrl>,
+    tls: &crate::etcd::StoreTls,
+) -> Result<Store, crate::store::StoreError> {
+    match etcd {
+        Some(url) => with_backend(Box::new(crate::etcd::EtcdKv::new(url.clone(), tls)?)),
+        None if !tls.is_empty() => Err(crate::store::StoreError::BadTls(
+            "--store-ca/--store-cert/--store-key need --store etcd+https://...".into(),
+        )),
+        None => open_store(dir),
+    }
+}
+
 /// `open_store` for another backend (tests, clusters).
 pub fn with_backend(kv: Box<dyn crate::store::Kv>) -> Result<Store, crate::store::StoreError> {
     prepare(Store::with_backend(kv)?)

@@ -320,6 +320,11 @@ impl std::str::FromStr for HandshakeLog {
 pub struct ServeConfig {
     /// Data directory (the store and the control socket).
     pub data_dir: PathBuf,
+    /// An etcd store shared with other nodes instead of the data dir's
+    /// sled store (`--store`, `store =`).
+    pub store: Option<crate::etcd::EtcdUrl>,
+    /// Its TLS files (`etcd+https://`).
+    pub store_tls: crate::etcd::StoreTls,
     /// HTTPS admin listener; `None` disables it.
     pub https: Option<SocketAddr>,
     /// Port-80 listener; `None` disables it.
@@ -916,7 +921,11 @@ async fn trunk(
 
 /// Run the daemon until `shutdown` completes.
 pub fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
-    let store = crate::ops::open_store(&config.data_dir)?;
+    let store =
+        crate::ops::open_location(&config.data_dir, config.store.as_ref(), &config.store_tls)?;
+    // With an etcd store the data dir still holds this node's own files
+    // (control socket, node ID).
+    crate::store::secure_dir(&config.data_dir)?;
     raise_fd_limit(config.fds_needed());
     for c in &config.connects {
         crate::connect::check(&store, c).map_err(|e| ServeError::Connect(c.listen, e))?;
@@ -925,6 +934,17 @@ pub fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> Result<()
     let setup_needed =
         !crate::auth::password_is_set(&store).map_err(|e| ServeError::SelfSigned(e.to_string()))?;
     let shared = Shared::new(store)?;
+    {
+        // A cluster node follows the changes other nodes make (nothing to
+        // follow on sled: this process is its only writer).
+        let shared = shared.clone();
+        if let Err(e) = std::thread::Builder::new()
+            .name("store-follow".into())
+            .spawn(move || shared.follow_store())
+        {
+            log::warn!("cannot follow the store's changes: {e}");
+        }
+    }
     if setup_needed {
         let token =
             crate::auth::random_token(18).map_err(|e| ServeError::SelfSigned(e.to_string()))?;

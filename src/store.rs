@@ -10,8 +10,9 @@
 //! Txn of Put/DeleteRange, `compare_and_swap` is a Txn whose If compares the
 //! value (or `create_revision == 0` for "absent"), `watch_prefix` is a Watch
 //! with a prefix range, and the lease calls are Lease Grant/KeepAlive/Revoke
-//! with the record put `WithLease` (an etcd backend overrides the provided
-//! lease methods; sled and the in-memory store use the CAS-based defaults).
+//! with the record put `WithLease` (an etcd backend may override the
+//! provided lease methods; sled, the in-memory store and `etcd::EtcdKv`
+//! use the CAS-based defaults so far).
 //!
 //! What must hold: one `Batch` = one transaction, flushed before `commit`
 //! returns; a successful CAS is durable before it returns; a lease record
@@ -67,7 +68,8 @@ impl Tree {
         Tree::Leases,
     ];
 
-    fn name(self) -> &'static str {
+    /// The tree's name (an etcd backend's key segment).
+    pub fn name(self) -> &'static str {
         match self {
             Tree::Roots => "roots",
             Tree::Certs => "certs",
@@ -107,6 +109,16 @@ pub enum StoreError {
     /// `PBX_CERTD_CACHE_BYTES` is not a whole number of bytes in the
     /// allowed range (the raw value).
     BadCacheBytes(String),
+    /// No member of the clustered store (etcd) answered: nothing was
+    /// written (or, for a compare-and-swap whose answer was lost, the
+    /// outcome is unknown and the caller must read again).
+    Unavailable(String),
+    /// The TLS files of an `etcd+https://` store are missing or unusable
+    /// (or given for a plain `etcd+http://` store).
+    BadTls(String),
+    /// The clustered store refused the write because it raced another
+    /// (etcd answered "aborted" or "failed precondition"): nothing changed.
+    Conflict(String),
 }
 
 impl StoreError {
@@ -117,6 +129,9 @@ impl StoreError {
             StoreError::Dir(..) | StoreError::Backend(_) => "store-error",
             StoreError::Corrupt(_) => "store-corrupt",
             StoreError::BadCacheBytes(_) => "bad-cache-bytes",
+            StoreError::Unavailable(_) => "store-unavailable",
+            StoreError::Conflict(_) => "store-conflict",
+            StoreError::BadTls(_) => "store-tls",
         }
     }
 }
@@ -136,6 +151,9 @@ impl core::fmt::Display for StoreError {
                 f,
                 "{CACHE_BYTES_ENV}={v:?} is not a number of bytes from {MIN_CACHE_BYTES} to {MAX_CACHE_BYTES}"
             ),
+            StoreError::Unavailable(e) => write!(f, "the store cluster is unavailable: {e}"),
+            StoreError::Conflict(e) => write!(f, "the write raced another one: {e}"),
+            StoreError::BadTls(e) => write!(f, "TLS to the store: {e}"),
         }
     }
 }
@@ -233,6 +251,15 @@ pub trait Kv: Send + Sync {
     ) -> Result<Cas, StoreError>;
     /// Watch the keys of `tree` starting with `prefix`.
     fn watch_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Box<dyn Watch>, StoreError>;
+
+    /// Watch every tree at once, for a store other processes write (a
+    /// cluster node learns of changes made on other nodes); its changes'
+    /// keys are `TREE/KEY` (e.g. `certs/ID`). `None`: this process is the
+    /// store's only writer (sled holds a lock; memory is private), so there
+    /// is nothing to follow.
+    fn watch_all(&self) -> Result<Option<Box<dyn Watch>>, StoreError> {
+        Ok(None)
+    }
 
     /// Insert or replace one key (durably).
     fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
@@ -340,6 +367,18 @@ pub fn cache_bytes(raw: Option<&str>) -> Result<u64, StoreError> {
         .ok_or_else(|| StoreError::BadCacheBytes(raw.chars().take(64).collect()))
 }
 
+/// Create the data directory `dir` if missing, mode 0700 either way (it
+/// holds the sled store, or with an etcd store the node's own files).
+pub fn secure_dir(dir: &Path) -> Result<(), StoreError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| StoreError::Dir(dir.to_owned(), e))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| StoreError::Dir(dir.to_owned(), e))
+}
+
 /// sled behind `Kv`.
 pub struct SledKv {
     db: sled::Db,
@@ -353,13 +392,7 @@ fn backend(e: impl core::fmt::Display) -> StoreError {
 impl SledKv {
     /// Open (creating) the sled store in `dir`.
     pub fn open(dir: &Path) -> Result<SledKv, StoreError> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| StoreError::Dir(dir.to_owned(), e))?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .map_err(|e| StoreError::Dir(dir.to_owned(), e))?;
+        secure_dir(dir)?;
         let db_dir = dir.join("db");
         let cache = cache_bytes(std::env::var(CACHE_BYTES_ENV).ok().as_deref())?;
         let recovery = crash::recover(dir, &db_dir)?;
@@ -723,6 +756,9 @@ impl<K: Kv + ?Sized> Kv for std::sync::Arc<K> {
     }
     fn watch_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Box<dyn Watch>, StoreError> {
         (**self).watch_prefix(tree, prefix)
+    }
+    fn watch_all(&self) -> Result<Option<Box<dyn Watch>>, StoreError> {
+        (**self).watch_all()
     }
 }
 

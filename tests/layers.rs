@@ -31,6 +31,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("proxy", 0),
     ("pki", 1),
     ("store", 2),
+    // The etcd backend of the store's `Kv` (issue 16).
+    ("etcd", 2),
     ("error", 3),
     ("snapshot", 3),
     ("certs", 4),

@@ -1,6 +1,6 @@
 //! The storage contract (`Kv`) run against every backend: sled (what the
-//! daemon uses) and the in-memory store (what unit tests use), so an etcd
-//! backend later has a suite to pass. Then what rides on it: the ACME lease
+//! daemon uses), the in-memory store (what unit tests use) and etcd (a
+//! cluster's shared store; one real member per test, `common::etcd`). Then what rides on it: the ACME lease
 //! (two contenders, exactly one wins), `PBX_CERTD_CACHE_BYTES`, and the move
 //! of the local CA key to the keys tree (an old-layout store still issues).
 //!
@@ -12,19 +12,42 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use common::*;
+use pbx_certd::etcd::{EtcdKv, EtcdUrl};
 use pbx_certd::store::{Batch, Cas, Change, Entry, Kv, MemKv, Op, SledKv, StoreError, Tree, Watch};
 
 /// Bound of every wait for a change or an expiry (a hang guard only).
 const WAIT: Duration = Duration::from_secs(10);
 
-/// Each backend, fresh, with what keeps it alive (sled's directory).
-fn backends() -> Vec<(&'static str, Box<dyn Kv>, Option<tempfile::TempDir>)> {
+/// What keeps a backend alive (sled's directory, the etcd member).
+#[allow(dead_code)] // held for its drop, never read
+enum Keep {
+    Dir(tempfile::TempDir),
+    Etcd(common::etcd::Etcd),
+    Nothing,
+}
+
+/// Each backend, fresh, with what keeps it alive: sled, memory, and a
+/// single etcd member started for the test (skipped out loud without etcd).
+fn backends() -> Vec<(&'static str, Box<dyn Kv>, Keep)> {
     let dir = tempfile::tempdir().expect("tempdir");
     let sled = SledKv::open(dir.path()).expect("open sled");
-    vec![
-        ("sled", Box::new(sled), Some(dir)),
-        ("memory", Box::new(MemKv::new()), None),
-    ]
+    let mut all: Vec<(&'static str, Box<dyn Kv>, Keep)> = vec![
+        ("sled", Box::new(sled), Keep::Dir(dir)),
+        ("memory", Box::new(MemKv::new()), Keep::Nothing),
+    ];
+    let bin = common::etcd::etcd_bin();
+    if common::skip::require("etcd", bin.as_ref().err().map(String::as_str)) {
+        if let Ok(bin) = bin {
+            let etcd = common::etcd::Etcd::start(&bin, 1);
+            let url: EtcdUrl = etcd.store_url("contract").parse().expect("store URL");
+            all.push((
+                "etcd",
+                Box::new(EtcdKv::new(url, &Default::default()).expect("etcd client")),
+                Keep::Etcd(etcd),
+            ));
+        }
+    }
+    all
 }
 
 fn v(s: &str) -> Vec<u8> {

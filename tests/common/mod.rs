@@ -12,6 +12,7 @@
 //! - `skip`: the one way a test skips for a missing peer (never silently);
 //! - `browser`: whether Chromium/node/playwright are there;
 //! - `kamailio`: Debian's Kamailio as a SIP registrar peer;
+//! - `etcd`: Debian's etcd members on loopback (the clustered store);
 //! - `websocket`: a minimal WebSocket client side (RFC 6455);
 //! - `sti`: a STIR/SHAKEN signing setup on a running daemon (issue 15).
 //!
@@ -29,6 +30,7 @@
 pub mod accept_any;
 pub mod browser;
 pub mod certs;
+pub mod etcd;
 pub mod json;
 pub mod kamailio;
 pub mod openssl;

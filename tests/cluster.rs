@@ -1,0 +1,226 @@
+//! A cluster on etcd (issue 16), end to end with the real engine: three
+//! etcd members on loopback (`common::etcd`) and three `pbx-certd serve`
+//! nodes on one `--store` prefix, each with its own data dir.
+//!
+//! - a certificate imported with node A's CLI (`--store`) is presented by
+//!   SNI by every node (each follows the store's watch);
+//! - with every etcd member stopped, every node keeps presenting it, and an
+//!   import is refused with `store-unavailable`;
+//! - with the members started again, the import works and every node
+//!   presents it (the nodes re-open their watch and resync).
+//!
+//! Native only (scripts/test-qemu.sh): three etcd members and three daemons.
+//! Waits are polls under a generous hang guard; nothing asserts a duration.
+
+mod common;
+
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::accept_any::{client_config, AcceptAny};
+use common::etcd::{etcd_bin, Etcd};
+use common::*;
+use rustls::pki_types::ServerName;
+
+/// Hang guard of every wait for the nodes to converge.
+const GUARD: Duration = Duration::from_secs(60);
+
+/// Handshake with `sni`; the hex SHA-256 of the presented leaf.
+fn presented(addr: SocketAddr, sni: &str) -> Result<String, String> {
+    let capture = AcceptAny::new();
+    let config = client_config(capture.clone(), &[]);
+    let name = ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
+    let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn
+            .complete_io(&mut tls.sock)
+            .map_err(|e| e.to_string())?;
+    }
+    let der = capture.leaf().ok_or("no certificate")?;
+    Ok(sha256_hex(&der))
+}
+
+/// Poll until every node presents `id` for `sni` (hang guard `GUARD`).
+#[track_caller]
+fn all_present(nodes: &[Daemon], sni: &str, id: &str) {
+    let start = Instant::now();
+    for (i, node) in nodes.iter().enumerate() {
+        loop {
+            let got = presented(node.https, sni);
+            if got.as_deref() == Ok(id) {
+                break;
+            }
+            assert!(
+                start.elapsed() < GUARD,
+                "node {i} presents {got:?} for {sni}, not {id}; its log:\n{}",
+                node.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Wait for a log line of `node` containing `text` (hang guard `GUARD`).
+#[track_caller]
+fn wait_log(node: &Daemon, text: &str) {
+    let start = Instant::now();
+    while start.elapsed() < GUARD {
+        match node.log.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) if line.contains(text) => return,
+            _ => {}
+        }
+    }
+    panic!("no `{text}` in the log:\n{}", node.log_text());
+}
+
+#[test]
+fn three_nodes_serve_one_store_and_ride_out_an_etcd_outage() {
+    let bin = etcd_bin();
+    if !skip::require("etcd", bin.as_ref().err().map(String::as_str)) {
+        return;
+    }
+    let Ok(bin) = bin else { return };
+    let mut etcd = Etcd::start(&bin, 3);
+    let url = etcd.store_url("pbx-test");
+
+    // Node A's CLI, on the shared store.
+    let a = Pbx::new();
+    let cli = |args: &[&str]| {
+        let mut all = vec!["--store", url.as_str()];
+        all.extend_from_slice(args);
+        a.run_json(&all)
+    };
+    let pki = Pki::new();
+    let import = |leaf: &Issued| {
+        let cert = a.file("chain.pem", pki.chain_pem(leaf));
+        let key = a.file("key.pem", leaf.key_pem());
+        cli(&["import", "--cert", &cert, "--key", &key])
+    };
+    cli(&["import", "--cert", &a.file("root.pem", pki.root.pem())]).success();
+
+    let homes: Vec<Pbx> = (0..3).map(|_| Pbx::new()).collect();
+    let nodes: Vec<Daemon> = homes
+        .iter()
+        .map(|h| h.daemon().args(&["--store", url.as_str()]).start())
+        .collect();
+
+    // An import on node A is served by every node.
+    let first = pki.leaf(leaf(&["sip.cluster.test"]));
+    import(&first).success();
+    all_present(&nodes, "sip.cluster.test", &first.id());
+
+    // Every etcd member down: the nodes notice, keep serving, and refuse
+    // writes by name.
+    etcd.stop_all();
+    for node in &nodes {
+        wait_log(node, "lost the watch");
+    }
+    all_present(&nodes, "sip.cluster.test", &first.id());
+    let second = pki.leaf(leaf(&["sip2.cluster.test"]));
+    import(&second).api_error().expect("store-unavailable");
+
+    // Back: the import works and every node serves both.
+    etcd.start_all();
+    let start = Instant::now();
+    loop {
+        let out = import(&second);
+        if out.status == 0 {
+            break;
+        }
+        // Until a leader is elected the cluster may still be unavailable.
+        out.api_error().expect("store-unavailable");
+        assert!(start.elapsed() < GUARD, "etcd never took the import back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    all_present(&nodes, "sip2.cluster.test", &second.id());
+    all_present(&nodes, "sip.cluster.test", &first.id());
+    for node in &nodes {
+        assert!(node.is_running(), "{}", node.log_text());
+    }
+}
+
+#[test]
+fn a_node_reaches_etcd_over_mutual_tls_from_flags_and_config_file() {
+    let bin = etcd_bin();
+    if !skip::require("etcd", bin.as_ref().err().map(String::as_str)) {
+        return;
+    }
+    let Ok(bin) = bin else { return };
+    let ca = certs::root("etcd test CA");
+    let etcd = Etcd::start_tls(&bin, &ca);
+    let url = etcd.store_url("pbx-tls");
+    let a = Pbx::new();
+    let client = leaf(&["pbx-node-a"]).client_auth().signed_by(&ca);
+    let ca_file = a.file("ca.pem", ca.pem());
+    let cert_file = a.file("client.pem", client.pem());
+    let key_file = a.file("client.key", client.key_pem());
+
+    // Without the CA, or without the client certificate, nothing is read.
+    let run = |extra: &[&str], args: &[&str]| {
+        let mut all = vec!["--store", url.as_str()];
+        all.extend_from_slice(extra);
+        all.extend_from_slice(args);
+        a.run_json(&all)
+    };
+    run(&[], &["tenant", "list"])
+        .api_error()
+        .expect("store-tls");
+    run(&["--store-ca", &ca_file], &["tenant", "list"])
+        .api_error()
+        .expect("store-unavailable");
+    run(&["--store-cert", &cert_file], &["tenant", "list"])
+        .api_error()
+        .expect("store-tls");
+    // TLS files without an etcd+https store are refused, not ignored.
+    a.run_json(&["--store-ca", &ca_file, "tenant", "list"])
+        .api_error()
+        .expect("store-tls");
+
+    let mutual = [
+        "--store-ca",
+        &ca_file,
+        "--store-cert",
+        &cert_file,
+        "--store-key",
+        &key_file,
+    ];
+    let pki = Pki::new();
+    run(
+        &mutual,
+        &["import", "--cert", &a.file("root.pem", pki.root.pem())],
+    )
+    .success();
+    let served = pki.leaf(leaf(&["tls.cluster.test"]));
+    run(
+        &mutual,
+        &[
+            "import",
+            "--cert",
+            &a.file("chain.pem", pki.chain_pem(&served)),
+            "--key",
+            &a.file("key.pem", served.key_pem()),
+        ],
+    )
+    .success();
+
+    // A daemon configured by file (`store`, `store-ca`, `store-cert`,
+    // `store-key` lines) serves it.
+    let config = a.file(
+        "serve.conf",
+        format!(
+            "store = {url}\nstore-ca = {ca_file}\nstore-cert = {cert_file}\nstore-key = {key_file}\n"
+        ),
+    );
+    let home = Pbx::new();
+    let node = home.daemon().args(&["--config", config.as_str()]).start();
+    all_present(
+        std::slice::from_ref(&node),
+        "tls.cluster.test",
+        &served.id(),
+    );
+}
