@@ -53,7 +53,14 @@ a:focus-visible,button:focus-visible,input:focus-visible,select:focus-visible,te
 .msg{padding:.5em .8em;margin:.5em 0;border-radius:3px}\
 .ok{background:#dcf2e3}.warn{background:#fff1cc}.err{background:#fbdcdc}\
 .note{color:#5b6670;font-size:.9em}.expired{color:#b42318;font-weight:600}\
-.box{background:#fff;border:1px solid #d3d8de;padding:1em;margin:1em 0;max-width:60em}";
+.box{background:#fff;border:1px solid #d3d8de;padding:1em;margin:1em 0;max-width:60em}\
+main{overflow-wrap:break-word}pre{white-space:pre-wrap;overflow-wrap:anywhere}nav a{margin-right:.9em}time{white-space:nowrap}\
+@media(max-width:48em){\
+header{padding:.5em .8em;gap:.3em .9em}main{padding:.6em .8em}\
+table,tbody,tr,td{display:block}thead,tr:has(th){display:none}\
+tr{border:1px solid #d3d8de;margin:.5em 0;background:#fff}td{border:0;border-top:1px solid #eef0f3}td:first-child{font-weight:600;border:0}\
+input[type=text],input[type=password],input[type=email],input[type=search],input[type=number],select{min-width:0;width:100%;box-sizing:border-box}\
+.box{padding:.7em}}";
 
 /// The pages of the navigation bar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
