@@ -223,6 +223,10 @@ pub enum TenantCmd {
     Remove {
         /// Tenant name.
         name: String,
+        /// Remove nothing; list its names and certificates and say what
+        /// each of its names would get instead.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Change a tenant's ACME options ('default' follows `acme set`).
     Set {
@@ -658,6 +662,32 @@ fn read_box(path: &str) -> Result<Vec<u8>, Error> {
     Ok(buf)
 }
 
+/// The names a delete or removal changes, one line each with what it gets
+/// instead and the warnings of that answer (`--dry-run`).
+fn changes_text(changes: &[crate::served::ServedChange]) -> String {
+    let mut out = String::new();
+    for c in changes {
+        let instead = match (&c.instead.cert_name, &c.instead.id) {
+            (Some(n), Some(id)) => format!("{n} ({})", id.get(..16).unwrap_or_default()),
+            _ => "nothing (the handshake fails)".into(),
+        };
+        out += &format!("  {} -> {instead} [{}]\n", c.now.asked, c.instead.matched);
+        for w in &c.instead.warnings {
+            out += &format!("    warning [{}]: {}\n", w.code, w.message);
+        }
+    }
+    out
+}
+
+/// A list joined with ", ", or "none".
+fn or_none(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
 /// Turn parsed arguments into a `Command` (reading input files).
 pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
     Ok(match cmd {
@@ -674,8 +704,11 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
             command: TenantCmd::List,
         } => Command::TenantList,
         Cmd::Tenant {
-            command: TenantCmd::Remove { name },
-        } => Command::TenantRemove { name },
+            command: TenantCmd::Remove { name, dry_run },
+        } => match dry_run {
+            true => Command::TenantRemovePreview { name },
+            false => Command::TenantRemove { name },
+        },
         Cmd::Tenant {
             command:
                 TenantCmd::Set {
@@ -1087,17 +1120,30 @@ pub fn render(command: &Command, reply: &Reply) -> String {
             if p.changes.is_empty() {
                 out += "  nothing: no name is served this certificate\n";
             }
-            for c in &p.changes {
-                let instead = match (&c.instead.cert_name, &c.instead.id) {
-                    (Some(n), Some(id)) => format!("{n} ({})", id.get(..16).unwrap_or_default()),
-                    _ => "nothing (the handshake fails)".into(),
-                };
-                out += &format!("  {} -> {instead} [{}]\n", c.now.asked, c.instead.matched);
-                for w in &c.instead.warnings {
-                    out += &format!("    warning [{}]: {}\n", w.code, w.message);
-                }
+            out + &changes_text(&p.changes)
+        }
+        Reply::TenantRemovePreview(p) => {
+            let t = &p.tenant;
+            let mut out = format!(
+                "removing tenant {} (DNS names: {}; addresses: {})\n",
+                t.name,
+                or_none(&t.dns),
+                or_none(&t.ip)
+            );
+            for c in &p.certs {
+                out += &format!(
+                    "  its {} certificate {} ({}, expires {})\n",
+                    c.kind,
+                    c.id.get(..16).unwrap_or_default(),
+                    c.names.join(", "),
+                    c.not_after
+                );
             }
-            out
+            out += "changes:\n";
+            if p.changes.is_empty() {
+                out += "  nothing for any client\n";
+            }
+            out + &changes_text(&p.changes)
         }
         Reply::Served(v) => {
             let mut out = String::new();

@@ -39,6 +39,9 @@ pub enum Command {
     TenantList,
     /// `tenant remove NAME`
     TenantRemove { name: String },
+    /// `tenant remove NAME --dry-run`: its names and certificates, and what
+    /// each of its names gets once it is gone
+    TenantRemovePreview { name: String },
     /// `tenant set NAME [--acme-challenge C] [--acme-key-type K]`
     TenantSet {
         name: String,
@@ -275,6 +278,7 @@ impl Command {
             | Command::Certs
             | Command::Served
             | Command::CertDeletePreview { .. }
+            | Command::TenantRemovePreview { .. }
             | Command::Handshakes { .. }
             | Command::CertShow { .. }
             | Command::CertCheck { .. }
@@ -455,6 +459,19 @@ pub struct DeletePreview {
     pub changes: Vec<crate::served::ServedChange>,
 }
 
+/// `tenant remove NAME --dry-run --json`: the tenant, its certificates,
+/// and each name whose answer changes with what it gets instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantRemovePreview {
+    /// The tenant to remove.
+    pub tenant: tenant::TenantView,
+    /// The certificates naming it as their tenant (domain ones block the
+    /// removal: `tenant-in-use`).
+    pub certs: Vec<certs::CertView>,
+    /// The names whose answer changes.
+    pub changes: Vec<crate::served::ServedChange>,
+}
+
 /// `resolve --json`: what a TLS client with this SNI gets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResolveView {
@@ -495,6 +512,8 @@ pub enum Reply {
     Served(crate::served::ServedView),
     /// `cert delete --dry-run`.
     DeletePreview(DeletePreview),
+    /// `tenant remove --dry-run`.
+    TenantRemovePreview(TenantRemovePreview),
     /// `handshakes`.
     Handshakes(Vec<crate::handshakes::ListenerView>),
     /// `cert show`, `roots show`.
@@ -558,6 +577,7 @@ impl Reply {
             Command::Certs => Reply::Certs(from(v)?),
             Command::Served => Reply::Served(from(v)?),
             Command::CertDeletePreview { .. } => Reply::DeletePreview(from(v)?),
+            Command::TenantRemovePreview { .. } => Reply::TenantRemovePreview(from(v)?),
             Command::Handshakes { .. } => Reply::Handshakes(from(v)?),
             Command::CertShow { .. } | Command::RootsShow { .. } => Reply::Pem(from(v)?),
             Command::Roots
@@ -636,6 +656,21 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
         Command::TenantRemove { name } => {
             tenant::remove(store, name)?;
             Reply::DONE
+        }
+        Command::TenantRemovePreview { name } => {
+            let t = store
+                .tenant(name)?
+                .ok_or_else(|| Error::NoSuchTenant(name.clone()))?;
+            Reply::TenantRemovePreview(TenantRemovePreview {
+                tenant: tenant::TenantView::of(&t),
+                certs: store
+                    .certs()?
+                    .iter()
+                    .filter(|c| c.tenant.as_deref() == Some(name.as_str()))
+                    .map(certs::CertView::of)
+                    .collect(),
+                changes: crate::served::after_tenant_remove(store, name)?,
+            })
         }
         Command::SystemSet {
             dns,
@@ -873,6 +908,7 @@ mod tests {
             },
             Command::TenantList,
             Command::TenantRemove { name: s() },
+            Command::TenantRemovePreview { name: s() },
             Command::TenantSet {
                 name: s(),
                 acme_challenge: None,
@@ -1033,9 +1069,10 @@ mod tests {
                 Command::StiRoots => 44,
                 Command::StiRootsShow { .. } => 45,
                 Command::StiRootsDelete { .. } => 46,
+                Command::TenantRemovePreview { .. } => 47,
             });
         }
-        assert_eq!(seen.len(), 47, "a command variant has no sample");
+        assert_eq!(seen.len(), 48, "a command variant has no sample");
         samples
     }
 

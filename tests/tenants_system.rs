@@ -272,6 +272,42 @@ fn tenant_in_use_until_its_domain_certs_are_gone() {
     assert_eq!(pbx.ok(&["tenant", "list"]), json!([]));
 }
 
+/// `tenant remove --dry-run` (the web admin's confirmation): its
+/// certificates and what each of its names gets once it is gone; nothing
+/// is removed.
+#[test]
+fn tenant_remove_dry_run_names_its_certificates_and_what_its_names_get() {
+    let pbx = Pbx::new();
+    pbx.tenant_add("acme", &["pbx.acme.example.com"]);
+    let pki = Pki::new();
+    let d = pki.leaf(leaf(&["pbx.acme.example.com"]));
+    assert_eq!(pki.import(&pbx, &d, &[])["kind"], "domain");
+    let s = pki.leaf(leaf(&["*.acme.example.com"]));
+    assert_eq!(pki.import(&pbx, &s, &[])["kind"], "server");
+    let v = pbx.ok(&["tenant", "remove", "acme", "--dry-run"]);
+    assert_eq!(v["tenant"]["name"], "acme");
+    let certs = as_array(v["certs"].clone());
+    assert_eq!(certs.len(), 1, "{v}");
+    assert_eq!(certs[0]["id"], d.id());
+    let row = as_array(v["changes"].clone())
+        .into_iter()
+        .find(|c| c["now"]["asked"] == "pbx.acme.example.com")
+        .unwrap_or_else(|| panic!("its name is listed: {v}"));
+    assert_eq!(row["now"]["id"], d.id());
+    assert_eq!(tenant_list(&pbx).len(), 1, "a dry run removes nothing");
+
+    pbx.ok_true(&["cert", "delete", &d.id()]);
+    let v = pbx.ok(&["tenant", "remove", "acme", "--dry-run"]);
+    let row = as_array(v["changes"].clone())
+        .into_iter()
+        .find(|c| c["now"]["asked"] == "pbx.acme.example.com")
+        .unwrap_or_else(|| panic!("its name is listed: {v}"));
+    assert_eq!(row["instead"]["id"], s.id(), "the wildcard still covers it");
+    assert_eq!(row["instead"]["warnings"], json!([]));
+    pbx.err(&["tenant", "remove", "nobody", "--dry-run"])
+        .expect("no-such-tenant");
+}
+
 #[test]
 fn server_certs_do_not_keep_a_tenant_in_use() {
     let pbx = Pbx::new();

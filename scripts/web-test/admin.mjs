@@ -304,8 +304,20 @@ try {
   check((await text()).includes(`${isrg} of ${before} roots stored`), 'says how many match');
   check((await page.locator('tbody tr', { hasText: 'Internet Security Research Group' }).count()) === isrg, 'the organisation column');
   await page.goto(`${BASE}/roots`);
+  const firstRoot = await rows.first().locator('td:nth-child(2)').innerText();
   await rows.first().locator('input[type=checkbox]').check();
   await Promise.all([page.waitForNavigation(), page.click('button:has-text("Delete selected")')]);
+  check(new URL(page.url()).pathname === '/roots/delete', `a confirmation step: ${page.url()}`);
+  check((await text()).includes(firstRoot), `the confirmation names ${firstRoot}`);
+  check((await rows.count()) === 0 && (await page.locator('li').count()) === 1, 'only the ticked root is listed');
+  await fits('root CA delete confirmation', ['button:has-text("Yes, delete")']);
+  await shot('09b-root-ca-delete-confirm');
+  await page.goto(`${BASE}/roots`);
+  check((await rows.count()) === before, 'nothing deleted before the confirmation');
+  await rows.first().locator('input[type=checkbox]').check();
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Delete selected")')]);
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Yes, delete")')]);
+  check(new URL(page.url()).pathname === '/roots', `back to the list: ${page.url()}`);
   check((await text()).includes('1 root(s) deleted'), 'deletion confirmed');
   check((await rows.count()) === before - 1, 'one root fewer');
   await Promise.all([page.waitForNavigation(), page.click('a:has-text("Reset to the bundled list")')]);
@@ -329,13 +341,37 @@ try {
   await page.fill('#tdns', 'other.example');
   await Promise.all([page.waitForNavigation(), page.click('button:has-text("Add tenant")')]);
   check((await text()).includes('[tenant-exists]'), 'duplicate refused with its code');
+
+  begin('tenant Remove: a confirmation names its names and addresses and what they get instead');
+  await page.goto(`${BASE}/tenants`);
+  await page.fill('#tname', 'beta');
+  await page.fill('#tdns', 'beta.example');
+  await page.fill('#tip', '192.0.2.77');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Add tenant")')]);
+  check((await text()).includes('tenant beta added'), 'tenant beta added');
+  await Promise.all([page.waitForNavigation(),
+    page.locator('tr', { hasText: 'beta.example' }).locator('a:has-text("Remove")').click()]);
+  check(new URL(page.url()).pathname === '/tenants/remove', `a confirmation step: ${page.url()}`);
+  check((await text()).includes('beta.example') && (await text()).includes('192.0.2.77'), 'its names and addresses');
+  const betaRow = page.locator('tr[data-asked="beta.example"]');
+  check((await betaRow.count()) === 1, 'what its name gets instead');
+  check((await page.locator('tr[data-asked="no SNI at 192.0.2.77"]').count()) === 1, 'what its address gets instead');
+  await fits('tenant remove confirmation', ['button:has-text("Yes, remove")']);
+  await shot('12a-tenant-remove-confirm');
+  await page.goto(`${BASE}/tenants`);
+  check((await page.locator('tr', { hasText: 'beta.example' }).count()) === 1, 'nothing removed before the confirmation');
+  await Promise.all([page.waitForNavigation(),
+    page.locator('tr', { hasText: 'beta.example' }).locator('a:has-text("Remove")').click()]);
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Yes, remove")')]);
+  check((await text()).includes('tenant beta removed'), 'removal confirmed');
+  check((await page.locator('tr', { hasText: 'beta.example' }).count()) === 0, 'beta gone');
   await page.fill('#sdns', 'pbx.example.com');
   await page.fill('#smail', 'admin@example.com');
   await Promise.all([page.waitForNavigation(), page.click('button:has-text("Save")')]);
   check((await text()).includes('system settings saved'), 'system saved');
   check((await page.inputValue('#sdns')) === 'pbx.example.com', 'system DNS name shown');
   await shot('12-tenants-system');
-  await fits('tenants', ['tbody tr button:has-text("Remove")', 'button:has-text("Add tenant")']);
+  await fits('tenants', ['tbody tr a:has-text("Remove")', 'button:has-text("Add tenant")']);
 
   begin('who gets which certificate: a tenant name without its own certificate is red');
   await page.goto(`${BASE}/certs`);

@@ -80,7 +80,8 @@ pub enum Route {
     Roots(Option<String>),
     /// `GET /roots/{id}.pem`
     RootPem(String),
-    /// `POST /roots/delete`
+    /// `POST /roots/delete`: the confirmation of the ticked roots, or with
+    /// `confirm=yes` the delete.
     RootsDelete,
     /// `GET /roots/reset` (the confirmation step)
     RootsResetConfirm,
@@ -102,6 +103,9 @@ pub enum Route {
     TenantAdd,
     /// `POST /tenants/remove`
     TenantRemove,
+    /// `GET /tenants/remove?name=NAME`: the confirmation (its names,
+    /// certificates, and what each name gets instead).
+    TenantRemoveConfirm(String),
     /// `POST /system`
     SystemPost,
     /// `GET /acme`
@@ -188,7 +192,19 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> Route {
         },
         "/tenants" => page(Route::Tenants, get),
         "/tenants/add" => page(Route::TenantAdd, post),
-        "/tenants/remove" => page(Route::TenantRemove, post),
+        "/tenants/remove" => match method {
+            "POST" => Route::TenantRemove,
+            _ => {
+                let name = Form::parse(query.unwrap_or("").as_bytes())
+                    .ok()
+                    .and_then(|q| q.get("name").map(|n| n.trim().to_owned()))
+                    .filter(|n| !n.is_empty());
+                match name {
+                    Some(name) => page(Route::TenantRemoveConfirm(name), get),
+                    None => Route::NotFound,
+                }
+            }
+        },
         "/system" => page(Route::SystemPost, post),
         "/acme" => match method {
             "POST" => Route::AcmePost,
@@ -1085,6 +1101,18 @@ impl Admin {
                         Flash::one("err", "bad-request", bad_id_message()),
                     );
                 };
+                if form.get("confirm") != Some("yes") {
+                    return match run_as!(self, Command::Roots, Reply::Roots) {
+                        Ok(all) => {
+                            let picked: Vec<&crate::roots::RootInfo> = all
+                                .iter()
+                                .filter(|r| ids.iter().any(|i| r.id.starts_with(i.as_str())))
+                                .collect();
+                            Resp::html(200, html::roots_delete_confirm(csrf, &picked))
+                        }
+                        Err(e) => self.error_page(500, "Error", Some(session), &e),
+                    };
+                }
                 let n = ids.len();
                 let r = self.run(Command::RootsDelete { ids }).await;
                 self.outcome(session, "/roots", r, &format!("{n} root(s) deleted"))
@@ -1204,6 +1232,16 @@ impl Admin {
                     })
                     .await;
                 self.outcome(session, "/tenants", r, &format!("tenant {name} added"))
+            }
+            Route::TenantRemoveConfirm(name) => {
+                match run_as!(
+                    self,
+                    Command::TenantRemovePreview { name },
+                    Reply::TenantRemovePreview
+                ) {
+                    Ok(p) => Resp::html(200, html::tenant_remove_confirm(csrf, &p)),
+                    Err(e) => self.error_page(api::status_of(&e), "Not found", Some(session), &e),
+                }
             }
             Route::TenantRemove => {
                 let form = match self.form(req, session) {

@@ -443,26 +443,7 @@ pub fn cert_delete_confirm(csrf: &str, p: &crate::ops::DeletePreview) -> String 
             @if p.changes.is_empty() {
                 p { "No client is served this certificate now: nothing changes for them." }
             } @else {
-                table class="served" {
-                    thead { tr { th { "A client asking for" } th { "Gets instead" } th { "Rule" } } }
-                    tbody {
-                        @for ch in &p.changes {
-                            tr class=[(!ch.instead.warnings.is_empty()).then_some("err")] data-asked=(ch.now.asked) {
-                                td { (ch.now.asked) }
-                                td {
-                                    @match (&ch.instead.cert_name, &ch.instead.id) {
-                                        (Some(n), Some(id)) => { (n) " " code title=(id) { (id.get(..8).unwrap_or(id)) "…" } }
-                                        _ => { "nothing (the handshake fails)" }
-                                    }
-                                    @for w in &ch.instead.warnings {
-                                        br; strong { "⚠ " } span class="warning" data-code=(w.code) { (w.message) }
-                                    }
-                                }
-                                td { (ch.instead.matched) }
-                            }
-                        }
-                    }
-                }
+                (changes_table(&p.changes))
             }
             form method="post" action="/certs/delete" {
                 (csrf_field(csrf))
@@ -474,6 +455,118 @@ pub fn cert_delete_confirm(csrf: &str, p: &crate::ops::DeletePreview) -> String 
         }
     };
     layout("Delete a certificate", Nav::Certs, Some(csrf), body)
+}
+
+/// What each name a delete or removal changes gets instead (`--dry-run`),
+/// warnings in red: the one table of every confirmation that changes
+/// serving.
+fn changes_table(changes: &[crate::served::ServedChange]) -> Markup {
+    html! {
+        table class="served" {
+            thead { tr { th { "A client asking for" } th { "Gets instead" } th { "Rule" } } }
+            tbody {
+                @for ch in changes {
+                    tr class=[(!ch.instead.warnings.is_empty()).then_some("err")] data-asked=(ch.now.asked) {
+                        td { (ch.now.asked) }
+                        td {
+                            @match (&ch.instead.cert_name, &ch.instead.id) {
+                                (Some(n), Some(id)) => { (n) " " code title=(id) { (id.get(..8).unwrap_or(id)) "…" } }
+                                _ => { "nothing (the handshake fails)" }
+                            }
+                            @for w in &ch.instead.warnings {
+                                br; strong { "⚠ " } span class="warning" data-code=(w.code) { (w.message) }
+                            }
+                        }
+                        td { (ch.instead.matched) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The tenant removal confirmation: its names, addresses and certificates,
+/// and what each of its names gets instead (`tenant remove --dry-run`). A
+/// tenant that still owns domain certificates cannot be removed: the page
+/// says so and links to their delete confirmations instead of a button.
+pub fn tenant_remove_confirm(csrf: &str, p: &crate::ops::TenantRemovePreview) -> String {
+    let t = &p.tenant;
+    let blocking: Vec<&CertView> = p.certs.iter().filter(|c| c.kind == "domain").collect();
+    let body = html! {
+        div class="box" {
+            p {
+                "Remove tenant " strong { (t.name) } "? DNS names: "
+                @if t.dns.is_empty() { "none" } @else { (t.dns.join(", ")) }
+                "; addresses: "
+                @if t.ip.is_empty() { "none" } @else { (t.ip.join(", ")) }
+                "."
+            }
+            @if !p.certs.is_empty() {
+                p { "Its certificates:" }
+                ul {
+                    @for c in &p.certs {
+                        li data-id=(c.id) {
+                            (c.kind) " " strong { (c.names.join(", ")) } " (expires " time { (c.not_after) } ") "
+                            a href={ "/certs/delete?id=" (c.id) } aria-label={ "Delete " (c.names.join(", ")) } { "Delete…" }
+                        }
+                    }
+                }
+            }
+            @if p.changes.is_empty() {
+                p { "Nothing changes for any client." }
+            } @else {
+                (changes_table(&p.changes))
+            }
+            @if blocking.is_empty() {
+                form method="post" action="/tenants/remove" {
+                    (csrf_field(csrf))
+                    input type="hidden" name="name" value=(t.name);
+                    button class="danger" type="submit" { "Yes, remove" }
+                    " "
+                    a href="/tenants" { "Cancel" }
+                }
+            } @else {
+                p class="msg err" role="status" {
+                    code { "[tenant-in-use]" } " "
+                    "The tenant still owns " (blocking.len()) " domain certificate(s): delete them first (links above). "
+                    a href="/tenants" { "Back" }
+                }
+            }
+        }
+    };
+    layout("Remove a tenant", Nav::Tenants, Some(csrf), body)
+}
+
+/// The Root CA delete confirmation: the ticked roots by name,
+/// organisation and expiry (nothing served changes: roots are what the PBX
+/// trusts as a client).
+pub fn roots_delete_confirm(csrf: &str, roots: &[&RootInfo]) -> String {
+    let body = html! {
+        div class="box" {
+            p {
+                "Delete these " (roots.len()) " root(s) from the Root CA list? The PBX no longer \
+    trusts servers whose chain ends at them (ACME directories, provisioning); Reset brings bundled ones back."
+            }
+            form method="post" action="/roots/delete" {
+                (csrf_field(csrf))
+                input type="hidden" name="confirm" value="yes";
+                ul {
+                    @for r in roots {
+                        li {
+                            input type="hidden" name="id" value=(r.id);
+                            strong { (r.name) }
+                            @if let Some(o) = &r.organization { " — " (o) }
+                            " (expires " time { (r.not_after) } ")"
+                        }
+                    }
+                }
+                button class="danger" type="submit" { "Yes, delete" }
+                " "
+                a href="/roots" { "Cancel" }
+            }
+        }
+    };
+    layout("Delete roots", Nav::Roots, Some(csrf), body)
 }
 
 /// The STIR/SHAKEN page: each tenant's signing certificate with its rule
@@ -1004,11 +1097,8 @@ pub fn tenants(
                             td { (list(&t.dns)) }
                             td { (list(&t.ip)) }
                             td {
-                                form method="post" action="/tenants/remove" {
-                                    (csrf_field(csrf))
-                                    input type="hidden" name="name" value=(t.name);
-                                    button class="danger" type="submit" { "Remove" }
-                                }
+                                a class="button danger" href={ "/tenants/remove?name=" (t.name) }
+                                    aria-label={ "Remove " (t.name) } { "Remove" }
                             }
                         }
                     }
