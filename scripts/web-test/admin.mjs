@@ -215,7 +215,7 @@ try {
   await fits('import', ['button[type=submit]']);
   await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
   check(new URL(page.url()).pathname === '/certs', `expected /certs, got ${page.url()}`);
-  check((await text()).includes('imported server certificate'), 'success shown');
+  check((await text()).includes(`imported server certificate ${CERT_NAME} (expires `), `success shown by name: ${(await text()).slice(0, 300)}`);
   const row = page.locator('tr[data-id]', { hasText: CERT_NAME });
   check((await row.count()) === 1, 'the certificate is listed');
   const certId = await row.getAttribute('data-id');
@@ -247,7 +247,7 @@ try {
   await page.locator('#key').evaluate((el, v) => { el.value = v; }, pad(KEY));
   resp = await Promise.all([page.waitForNavigation({ timeout: Math.max(60000, 4 * TIMEOUT) }), page.click('button[type=submit]')]).then((r) => r[0]);
   check(new URL(page.url()).pathname === '/certs', `expected /certs, got ${page.url()} (${resp.status()}): ${(await text()).slice(0, 300)}`);
-  check((await text()).includes(`imported server certificate ${certId}`), 'the same certificate again');
+  check((await text()).includes(`imported server certificate ${CERT_NAME} (expires `), 'the same certificate again');
 
   begin('download the PEM chain (never the key)');
   const [download] = await Promise.all([
@@ -257,7 +257,7 @@ try {
   const pem = fs.readFileSync(await download.path(), 'utf8');
   check(pem.includes('-----BEGIN CERTIFICATE-----'), 'a certificate was downloaded');
   check(!pem.includes('PRIVATE KEY') && !pem.includes(KEY_LINE), 'the download holds no key');
-  check(download.suggestedFilename().endsWith('.pem'), `file name ${download.suggestedFilename()}`);
+  check(download.suggestedFilename() === `${CERT_NAME}.pem`, `file name by the certificate's name: ${download.suggestedFilename()}`);
 
   begin('a POST without the CSRF token is refused');
   let r = await context.request.post(`${BASE}/certs/delete`, { form: { id: certId }, maxRedirects: 0 });
@@ -280,7 +280,7 @@ try {
   await shot('08a-certificate-delete-confirm');
   await fits('certificate delete confirmation', ['button:has-text("Yes, delete")']);
   await Promise.all([page.waitForNavigation(), page.click('button:has-text("Yes, delete")')]);
-  check((await text()).includes(`certificate ${certId} deleted`), 'deletion confirmed');
+  check((await text()).includes(`certificate ${CERT_NAME} (expires `) && (await text()).includes(' deleted'), `deletion confirmed by name: ${(await text()).slice(0, 300)}`);
   check((await page.locator('tr[data-id]', { hasText: CERT_NAME }).count()) === 0, 'no longer listed');
   await shot('08-certificates-deleted');
 
@@ -318,7 +318,10 @@ try {
   await Promise.all([page.waitForNavigation(), page.click('button:has-text("Delete selected")')]);
   await Promise.all([page.waitForNavigation(), page.click('button:has-text("Yes, delete")')]);
   check(new URL(page.url()).pathname === '/roots', `back to the list: ${page.url()}`);
-  check((await text()).includes('1 root(s) deleted'), 'deletion confirmed');
+  check((await text()).includes(`1 root(s) deleted: ${firstRoot}`), 'deletion confirmed by name');
+  const [rootDownload] = await Promise.all([page.waitForEvent('download'), rows.first().locator('a[download]').click()]);
+  const rootFile = rootDownload.suggestedFilename();
+  check(/^[A-Za-z0-9._-]+\.pem$/.test(rootFile) && !/^[0-9a-f]{16}\.pem$/.test(rootFile), `a root's download is named by its name: ${rootFile}`);
   check((await rows.count()) === before - 1, 'one root fewer');
   await Promise.all([page.waitForNavigation(), page.click('a:has-text("Reset to the bundled list")')]);
   check(new URL(page.url()).pathname === '/roots/reset', 'confirmation step');

@@ -738,9 +738,10 @@ impl Admin {
                     "ok",
                     String::new(),
                     format!(
-                        "imported {} certificate {}{}",
+                        "imported {} certificate {} (expires {}){}",
                         v.kind,
-                        v.id,
+                        cert_label(&v.names, &v.id),
+                        v.not_after,
                         v.tenant
                             .as_deref()
                             .map(|t| format!(" for tenant {t}"))
@@ -872,7 +873,8 @@ impl Admin {
         }
     }
 
-    async fn pem(&self, command: Command, id: &str, session: &SessionView) -> Resp {
+    /// A PEM download named `stem.pem` (`file_stem` made it safe).
+    async fn pem(&self, command: Command, stem: &str, session: &SessionView) -> Resp {
         let pem = match self.run(command).await {
             Ok(Reply::Pem(v)) => Ok(v.pem),
             Ok(Reply::Ca(v)) => Ok(v.pem),
@@ -880,13 +882,10 @@ impl Admin {
             Err(e) => Err(e),
         };
         match pem {
-            Ok(pem) => {
-                let short = id.get(..16).unwrap_or(id);
-                Resp::new(200, "application/x-pem-file", pem).with(
-                    "Content-Disposition",
-                    format!("attachment; filename=\"{short}.pem\""),
-                )
-            }
+            Ok(pem) => Resp::new(200, "application/x-pem-file", pem).with(
+                "Content-Disposition",
+                format!("attachment; filename=\"{stem}.pem\""),
+            ),
             Err(e) => self.error_page(api::status_of(&e), "Not found", Some(session), &e),
         }
     }
@@ -999,7 +998,13 @@ impl Admin {
                 self.back(session, "/certs", flash)
             }
             Route::CertPem(id) => {
-                self.pem(Command::CertShow { id: id.clone() }, &id, session)
+                let certs = run_as!(self, Command::Certs, Reply::Certs).unwrap_or_default();
+                let name = certs
+                    .iter()
+                    .find(|c| c.id.starts_with(id.as_str()))
+                    .and_then(|c| c.names.first());
+                let stem = file_stem(name.map(String::as_str), &id);
+                self.pem(Command::CertShow { id: id.clone() }, &stem, session)
                     .await
             }
             Route::Stir => self.stir_page(session, None, &[]).await,
@@ -1051,8 +1056,16 @@ impl Admin {
                         Flash::one("err", "bad-request", bad_id_message()),
                     );
                 };
+                let certs = run_as!(self, Command::Certs, Reply::Certs).unwrap_or_default();
+                let what = certs
+                    .iter()
+                    .find(|c| c.id.starts_with(id.as_str()))
+                    .map_or_else(
+                        || id.clone(),
+                        |c| format!("{} (expires {})", cert_label(&c.names, &c.id), c.not_after),
+                    );
                 let r = self.run(Command::CertDelete { id: id.clone() }).await;
-                self.outcome(session, "/certs", r, &format!("certificate {id} deleted"))
+                self.outcome(session, "/certs", r, &format!("certificate {what} deleted"))
             }
             Route::Roots(filter) => {
                 let roots = run_as!(self, Command::Roots, Reply::Roots);
@@ -1078,7 +1091,13 @@ impl Admin {
                 }
             }
             Route::RootPem(id) => {
-                self.pem(Command::RootsShow { id: id.clone() }, &id, session)
+                let roots = run_as!(self, Command::Roots, Reply::Roots).unwrap_or_default();
+                let name = roots
+                    .iter()
+                    .find(|r| r.id.starts_with(id.as_str()))
+                    .map(|r| r.name.as_str());
+                let stem = file_stem(name, &id);
+                self.pem(Command::RootsShow { id: id.clone() }, &stem, session)
                     .await
             }
             Route::RootsDelete => {
@@ -1114,8 +1133,19 @@ impl Admin {
                     };
                 }
                 let n = ids.len();
+                let all = run_as!(self, Command::Roots, Reply::Roots).unwrap_or_default();
+                let names: Vec<&str> = all
+                    .iter()
+                    .filter(|r| ids.iter().any(|i| r.id.starts_with(i.as_str())))
+                    .map(|r| r.name.as_str())
+                    .collect();
                 let r = self.run(Command::RootsDelete { ids }).await;
-                self.outcome(session, "/roots", r, &format!("{n} root(s) deleted"))
+                self.outcome(
+                    session,
+                    "/roots",
+                    r,
+                    &format!("{n} root(s) deleted: {}", names.join(", ")),
+                )
             }
             Route::RootsResetConfirm => match run_as!(self, Command::Roots, Reply::Roots) {
                 Ok(v) => Resp::html(
@@ -1435,9 +1465,52 @@ impl Handler for Admin {
     }
 }
 
+/// How messages name a certificate: its DNS names, or its ID's first 16
+/// hex digits when it has none (issue 14: never a 64-hex ID alone).
+fn cert_label(names: &[String], id: &str) -> String {
+    if names.is_empty() {
+        id.get(..16).unwrap_or(id).to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// A download's file name without `.pem`: the name (`pbx.acme.example`,
+/// a wildcard's `*` as `_`), or the ID's first 16 hex digits when there is
+/// none. Only `A-Z a-z 0-9 . - _` survive (the name goes into a quoted
+/// `Content-Disposition` value and onto a disk).
+fn file_stem(name: Option<&str>, id: &str) -> String {
+    let stem: String = name
+        .unwrap_or("")
+        .chars()
+        .map(|c| match c {
+            'A'..='Z' | 'a'..='z' | '0'..='9' | '.' | '-' | '_' => c,
+            _ => '_',
+        })
+        .take(crate::limits::MAX_DOWNLOAD_NAME_LEN)
+        .collect();
+    if stem.trim_matches(|c| c == '.' || c == '_').is_empty() {
+        id.get(..16).unwrap_or(id).to_owned()
+    } else {
+        stem
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn download_names_are_the_certificates_name_in_safe_characters() {
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        assert_eq!(file_stem(Some("pbx.acme.example"), id), "pbx.acme.example");
+        assert_eq!(file_stem(Some("*.acme.example"), id), "_.acme.example");
+        assert_eq!(file_stem(Some("ISRG Root X1"), id), "ISRG_Root_X1");
+        assert_eq!(file_stem(Some("a\"b/c\\d"), id), "a_b_c_d");
+        assert_eq!(file_stem(None, id), "0123456789abcdef");
+        assert_eq!(file_stem(Some("//.."), id), "0123456789abcdef");
+        assert_eq!(file_stem(Some(&"x".repeat(999)), id).len(), 100);
+    }
 
     fn id() -> String {
         "ab".repeat(32)
