@@ -202,6 +202,8 @@ try {
   resp = await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]).then((r) => r[0]);
   check(resp.status() === 400, `status ${resp.status()}`);
   check((await text()).includes('[no-certificate]'), 'code shown');
+  check((await page.inputValue('#cert')) === 'this is not a certificate', 'the certificate box keeps what was typed');
+  check((await page.inputValue('#key')) === '', 'the key box never does');
   await noKey();
   await shot('05-import-error');
   await fits('import (error)', ['button[type=submit]']);
@@ -344,6 +346,22 @@ try {
   await page.fill('#tdns', 'other.example');
   await Promise.all([page.waitForNavigation(), page.click('button:has-text("Add tenant")')]);
   check((await text()).includes('[tenant-exists]'), 'duplicate refused with its code');
+  check((await page.inputValue('#tname')) === 'acme' && (await page.inputValue('#tdns')) === 'other.example',
+    'the add form keeps what was typed');
+  await page.fill('#tname', 'gamma');
+  await page.fill('#tdns', 'sip.acme.example\nnew.gamma.example');
+  await page.fill('#tip', '192.0.2.99');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Add tenant")')]);
+  check((await text()).includes('[dns-name-taken]'), 'a name of another tenant is refused with its code');
+  check((await page.inputValue('#tname')) === 'gamma'
+    && (await page.inputValue('#tdns')) === 'sip.acme.example\nnew.gamma.example'
+    && (await page.inputValue('#tip')) === '192.0.2.99', 'after dns-name-taken the form keeps what was typed');
+  await page.fill('#sdns', 'not a name!');
+  await page.fill('#smail', 'typed@example.com');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Save")')]);
+  check(/\[[a-z-]+\]/.test(await text()) && !(await text()).includes('system settings saved'), 'a bad system name is refused');
+  check((await page.inputValue('#sdns')) === 'not a name!' && (await page.inputValue('#smail')) === 'typed@example.com',
+    'the system form keeps what was typed');
 
   begin('tenant Remove: a confirmation names its names and addresses and what they get instead');
   await page.goto(`${BASE}/tenants`);

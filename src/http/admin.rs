@@ -829,6 +829,41 @@ impl Admin {
 
     /// The STIR/SHAKEN page (`html::stir`), with a signed test call or an
     /// error when there is one.
+    /// The Tenants & system page; `add` is what the add form shows,
+    /// `system` (DNS name, admin e-mail, default certificate) replaces the
+    /// stored values in the system form (both after an error).
+    async fn tenants_page(
+        &self,
+        session: &SessionView,
+        status: u16,
+        add: &html::TenantTyped,
+        system: Option<(Option<String>, Option<String>, Option<String>)>,
+        lines: &[Line],
+    ) -> Resp {
+        let tenants = run_as!(self, Command::TenantList, Reply::Tenants);
+        let shown = run_as!(self, Command::SystemShow, Reply::System);
+        let certs = run_as!(self, Command::Certs, Reply::Certs);
+        let dns = run_as!(self, Command::DnsList, Reply::DnsList).unwrap_or_default();
+        let ca = run_as!(self, Command::CaShow, Reply::Ca).ok();
+        let extra = html::dns_and_ca(&dns, ca.as_ref());
+        match (tenants, shown, certs) {
+            (Ok(t), Ok(mut s), Ok(c)) => {
+                if let Some((dns, admin_email, default_cert)) = system {
+                    s.dns = dns;
+                    s.admin_email = admin_email;
+                    s.default_cert = default_cert.filter(|d| d != "none");
+                }
+                Resp::html(
+                    status,
+                    html::tenants(&session.csrf, &t, &s, &c, &extra, add, lines),
+                )
+            }
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                self.error_page(500, "Error", Some(session), &e)
+            }
+        }
+    }
+
     async fn stir_page(
         &self,
         session: &SessionView,
@@ -1224,21 +1259,9 @@ impl Admin {
                 )
             }
             Route::Tenants => {
-                let tenants = run_as!(self, Command::TenantList, Reply::Tenants);
-                let system = run_as!(self, Command::SystemShow, Reply::System);
-                let certs = run_as!(self, Command::Certs, Reply::Certs);
-                let dns = run_as!(self, Command::DnsList, Reply::DnsList).unwrap_or_default();
-                let ca = run_as!(self, Command::CaShow, Reply::Ca).ok();
-                let extra = html::dns_and_ca(&dns, ca.as_ref());
-                match (tenants, system, certs) {
-                    (Ok(t), Ok(s), Ok(c)) => Resp::html(
-                        200,
-                        html::tenants(csrf, &t, &s, &c, &extra, &self.flash_lines(session)),
-                    ),
-                    (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
-                        self.error_page(500, "Error", Some(session), &e)
-                    }
-                }
+                let lines = self.flash_lines(session);
+                self.tenants_page(session, 200, &html::TenantTyped::default(), None, &lines)
+                    .await
             }
             Route::TenantAdd => {
                 let form = match self.form(req, session) {
@@ -1261,7 +1284,24 @@ impl Admin {
                         ip: words("ip"),
                     })
                     .await;
-                self.outcome(session, "/tenants", r, &format!("tenant {name} added"))
+                match r {
+                    Ok(_) => self.back(
+                        session,
+                        "/tenants",
+                        Flash::one("ok", "", &format!("tenant {name} added")),
+                    ),
+                    // The form again with what was typed (issue 14).
+                    Err(e) => {
+                        let typed = html::TenantTyped {
+                            name,
+                            dns: form.get("dns").unwrap_or("").to_owned(),
+                            ip: form.get("ip").unwrap_or("").to_owned(),
+                        };
+                        let line: Line = ("err", e.code_str().into(), e.to_string());
+                        self.tenants_page(session, api::status_of(&e), &typed, None, &[line])
+                            .await
+                    }
+                }
             }
             Route::TenantRemoveConfirm(name) => {
                 match run_as!(
@@ -1310,7 +1350,30 @@ impl Admin {
                     aia_fetch: None,
                 };
                 let r = self.run(command).await;
-                self.outcome(session, "/tenants", r, "system settings saved")
+                match r {
+                    Ok(_) => self.back(
+                        session,
+                        "/tenants",
+                        Flash::one("ok", "", "system settings saved"),
+                    ),
+                    // The form again with what was typed (no field is a secret).
+                    Err(e) => {
+                        let typed = |k: &str| {
+                            Some(form.get(k).unwrap_or("").trim().to_owned())
+                                .filter(|v| !v.is_empty())
+                        };
+                        let system = (typed("dns"), typed("admin_email"), typed("default_cert"));
+                        let line: Line = ("err", e.code_str().into(), e.to_string());
+                        self.tenants_page(
+                            session,
+                            api::status_of(&e),
+                            &html::TenantTyped::default(),
+                            Some(system),
+                            &[line],
+                        )
+                        .await
+                    }
+                }
             }
             Route::NotFound => Resp::html(
                 404,

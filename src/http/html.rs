@@ -1068,13 +1068,27 @@ pub fn csr(csrf: &str, names: &str, message: &[Line]) -> String {
     layout("Certificate signing request", Nav::Import, Some(csrf), body)
 }
 
-/// Tenants and system settings; `extra` (from `dns_and_ca`) ends the page.
+/// What was typed into a tenant form, shown again after an error (no
+/// field of it is a secret).
+#[derive(Debug, Clone, Default)]
+pub struct TenantTyped {
+    /// The tenant's name.
+    pub name: String,
+    /// DNS names as typed (one per line).
+    pub dns: String,
+    /// IP addresses as typed (one per line).
+    pub ip: String,
+}
+
+/// Tenants and system settings; `extra` (from `dns_and_ca`) ends the page;
+/// `add` fills the add form.
 pub fn tenants(
     csrf: &str,
     tenants: &[TenantView],
     system: &SystemView,
     certs: &[CertView],
     extra: &Markup,
+    add: &TenantTyped,
     flash: &[Line],
 ) -> String {
     let rows = tenants;
@@ -1108,11 +1122,11 @@ pub fn tenants(
         form method="post" action="/tenants/add" class="box" {
             (csrf_field(csrf))
             label for="tname" { "New tenant" }
-            input type="text" id="tname" name="name" required;
+            input type="text" id="tname" name="name" value=(add.name) required;
             label for="tdns" { "DNS names (one per line)" }
-            textarea id="tdns" name="dns" rows="3" {}
+            textarea id="tdns" name="dns" rows="3" { (add.dns) }
             label for="tip" { "IP addresses phones connect to without a name (optional, one per line)" }
-            textarea id="tip" name="ip" rows="2" {}
+            textarea id="tip" name="ip" rows="2" { (add.ip) }
             div { button type="submit" { "Add tenant" } }
         }
         h2 { "System" }
@@ -1186,6 +1200,11 @@ mod tests {
             &system(Some(v)),
             &[],
             &dns_and_ca(&[], None),
+            &super::TenantTyped {
+                name: v.into(),
+                dns: v.into(),
+                ip: v.into(),
+            },
             &[],
         );
         let text = "&lt;a href=&quot;x&quot;&gt;'&amp;'&lt;/a&gt;";
@@ -1272,7 +1291,15 @@ mod tests {
             super::roots_reset_confirm("TOKEN", 1, "v"),
             super::import("TOKEN", "", "auto", &[]),
             super::csr("TOKEN", "a.example", &[]),
-            super::tenants("TOKEN", &tenants, &system, &certs, &html! {}, &[]),
+            super::tenants(
+                "TOKEN",
+                &tenants,
+                &system,
+                &certs,
+                &html! {},
+                &super::TenantTyped::default(),
+                &[],
+            ),
             super::password("TOKEN", false, &[]),
             super::acme(
                 "TOKEN",
