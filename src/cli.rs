@@ -228,18 +228,27 @@ pub enum TenantCmd {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Change a tenant's ACME options ('default' follows `acme set`).
+    /// Change a tenant: its DNS names and IP addresses, and its ACME
+    /// options ('default' follows `acme set`). `tenant edit` is the same.
+    #[command(visible_alias = "edit")]
     Set {
         /// Tenant name.
         name: String,
+        /// Its DNS names from now on (all of them; repeat the flag), checked
+        /// as `tenant add` checks them. Its certificates keep their tenant.
+        #[arg(long = "dns")]
+        dns: Vec<String>,
+        /// Its IP addresses from now on (all of them; repeat), or `none`.
+        #[arg(long = "ip")]
+        ip: Vec<String>,
         /// auto, http-01, dns-01, tls-alpn-01 or default.
-        #[arg(long)]
+        #[arg(long, visible_alias = "challenge")]
         acme_challenge: Option<String>,
         /// p256, rsa2048 or default (P-256).
-        #[arg(long)]
+        #[arg(long, visible_alias = "key-type")]
         acme_key_type: Option<String>,
         /// ACME profile name, or default (follows `acme set --profile`).
-        #[arg(long)]
+        #[arg(long, visible_alias = "profile")]
         acme_profile: Option<String>,
     },
 }
@@ -713,12 +722,16 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
             command:
                 TenantCmd::Set {
                     name,
+                    dns,
+                    ip,
                     acme_challenge,
                     acme_key_type,
                     acme_profile,
                 },
         } => Command::TenantSet {
             name,
+            dns: ops::replacement_list(dns),
+            ip: ops::replacement_list(ip),
             acme_challenge: acme_challenge.as_deref().map(ops::parse_word).transpose()?,
             acme_key_type: acme_key_type.as_deref().map(ops::parse_word).transpose()?,
             acme_profile,
@@ -1294,8 +1307,10 @@ pub fn render(command: &Command, reply: &Reply) -> String {
             v.propagation_timeout, v.propagation_interval, v.check_ns
         ),
         Reply::Tenant(t) => format!(
-            "tenant {}: acme challenge {}, key type {}\n",
+            "tenant {}: DNS names {}; addresses {}; acme challenge {}, key type {}\n",
             t.name,
+            or_none(&t.dns),
+            or_none(&t.ip),
             t.acme_challenge.word(),
             t.acme_key_type.word()
         ),

@@ -42,9 +42,16 @@ pub enum Command {
     /// `tenant remove NAME --dry-run`: its names and certificates, and what
     /// each of its names gets once it is gone
     TenantRemovePreview { name: String },
-    /// `tenant set NAME [--acme-challenge C] [--acme-key-type K]`
+    /// `tenant set|edit NAME [--dns HOST...] [--ip ADDR...|none]
+    /// [--acme-challenge C] [--acme-key-type K] [--acme-profile P]`
     TenantSet {
         name: String,
+        /// New DNS names (all of them); `None` keeps them.
+        #[serde(default)]
+        dns: Option<Vec<String>>,
+        /// New IP addresses (all of them, possibly none); `None` keeps them.
+        #[serde(default)]
+        ip: Option<Vec<String>>,
         #[serde(default)]
         acme_challenge: Option<Override<ChallengeChoice>>,
         #[serde(default)]
@@ -309,8 +316,12 @@ impl Command {
             // A tenant's names are served (its own certificates, the SNI
             // owner) and need certificates.
             Command::TenantAdd { .. } | Command::TenantRemove { .. } => Effect::SERVING_AND_RENEWAL,
-            // A tenant's challenge or key type: how its names are ordered.
-            Command::TenantSet { .. } => Effect::RENEWAL,
+            // A tenant's challenge or key type: how its names are ordered;
+            // its names (`tenant edit --dns/--ip`) are served as well.
+            Command::TenantSet { dns, ip, .. } => match dns.is_some() || ip.is_some() {
+                true => Effect::SERVING_AND_RENEWAL,
+                false => Effect::RENEWAL,
+            },
             // The system name (`--dns`) is served and needs certificates;
             // the admin e-mail is the ACME account's contact unless `acme
             // set --email` (an account update, RFC 8555 §7.3.2); the default
@@ -385,6 +396,16 @@ impl From<UnknownValue> for Error {
         } else {
             Error::BadSetting(e.to_string())
         }
+    }
+}
+
+/// A list flag that replaces a stored list (`tenant edit --dns/--ip`): not
+/// given keeps it (`None`), the single word `none` empties it.
+pub fn replacement_list(given: Vec<String>) -> Option<Vec<String>> {
+    match given.as_slice() {
+        [] => None,
+        [word] if word == "none" => Some(Vec::new()),
+        _ => Some(given),
     }
 }
 
@@ -643,12 +664,15 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
         ),
         Command::TenantSet {
             name,
+            dns,
+            ip,
             acme_challenge,
             acme_key_type,
             acme_profile,
         } => Reply::Tenant(tenant::TenantView::of(&tenant::set(
             store,
             name,
+            (dns.as_deref(), ip.as_deref()),
             *acme_challenge,
             *acme_key_type,
             acme_profile.as_deref(),
@@ -911,6 +935,16 @@ mod tests {
             Command::TenantRemovePreview { name: s() },
             Command::TenantSet {
                 name: s(),
+                dns: None,
+                ip: None,
+                acme_challenge: None,
+                acme_key_type: None,
+                acme_profile: None,
+            },
+            Command::TenantSet {
+                name: s(),
+                dns: Some(vec![]),
+                ip: None,
                 acme_challenge: None,
                 acme_key_type: None,
                 acme_profile: None,
@@ -1128,6 +1162,8 @@ mod tests {
                 // Make the writes succeed where a name is needed.
                 Command::TenantSet { .. } => Command::TenantSet {
                     name: "t".into(),
+                    dns: None,
+                    ip: None,
                     acme_challenge: Some(Override::Set(ChallengeChoice::Dns01)),
                     acme_key_type: None,
                     acme_profile: None,

@@ -308,6 +308,58 @@ fn tenant_remove_dry_run_names_its_certificates_and_what_its_names_get() {
         .expect("no-such-tenant");
 }
 
+/// `tenant edit` (= `tenant set`): new DNS names and addresses while the
+/// tenant owns a certificate (which stays its own), names re-checked
+/// against the other tenants (`dns-name-taken`, nothing changed), `--ip
+/// none` empties the addresses.
+#[test]
+fn tenant_edit_replaces_names_while_it_owns_certificates() {
+    let pbx = Pbx::new();
+    pbx.tenant_add("acme", &["pbx.acme.example.com"]);
+    pbx.tenant_add("globex", &["pbx.globex.example.com"]);
+    let pki = Pki::new();
+    let d = pki.leaf(leaf(&["pbx.acme.example.com"]));
+    assert_eq!(pki.import(&pbx, &d, &[])["tenant"], "acme");
+    let v = pbx.ok(&[
+        "tenant",
+        "edit",
+        "acme",
+        "--dns",
+        "pbx.acme.example.com",
+        "--dns",
+        "SIP.acme.example.com.",
+        "--ip",
+        "192.0.2.5",
+        "--challenge",
+        "dns-01",
+    ]);
+    assert_eq!(
+        str_list(&v, "dns"),
+        vec!["pbx.acme.example.com", "sip.acme.example.com"]
+    );
+    assert_eq!(str_list(&v, "ip"), vec!["192.0.2.5"]);
+    assert_eq!(v["acme_challenge"], "dns-01");
+    assert_eq!(by_id(&pbx.certs(), &d.id())["tenant"], "acme");
+
+    pbx.err(&["tenant", "edit", "acme", "--dns", "pbx.globex.example.com"])
+        .expect("dns-name-taken");
+    let acme = tenant_list(&pbx)
+        .into_iter()
+        .find(|t| t["name"] == "acme")
+        .expect("acme");
+    assert_eq!(
+        str_list(&acme, "dns").len(),
+        2,
+        "a refused edit changes nothing"
+    );
+
+    let v = pbx.ok(&["tenant", "edit", "acme", "--ip", "none"]);
+    assert_eq!(str_list(&v, "ip"), Vec::<String>::new());
+    assert_eq!(str_list(&v, "dns").len(), 2, "--ip alone keeps the names");
+    pbx.err(&["tenant", "edit", "nobody", "--dns", "x.example.com"])
+        .expect("no-such-tenant");
+}
+
 #[test]
 fn server_certs_do_not_keep_a_tenant_in_use() {
     let pbx = Pbx::new();

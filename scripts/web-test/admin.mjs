@@ -370,6 +370,28 @@ try {
   await page.fill('#tip', '192.0.2.77');
   await Promise.all([page.waitForNavigation(), page.click('button:has-text("Add tenant")')]);
   check((await text()).includes('tenant beta added'), 'tenant beta added');
+
+  begin('tenant edit: DNS names re-checked against the other tenants, the form kept after an error');
+  await Promise.all([page.waitForNavigation(),
+    page.locator('tr', { hasText: 'sip.acme.example' }).locator('a:has-text("Edit")').click()]);
+  check(new URL(page.url()).pathname === '/tenants/edit', `the edit form: ${page.url()}`);
+  check((await page.inputValue('#edns')) === 'pbx.acme.example\nsip.acme.example', `its names: ${await page.inputValue('#edns')}`);
+  await fits('tenant edit', ['button:has-text("Save tenant")']);
+  await page.fill('#edns', 'pbx.acme.example\nsip.acme.example\nbeta.example');
+  await page.selectOption('#echallenge', 'dns-01');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Save tenant")')]);
+  check((await text()).includes('[dns-name-taken]'), 'beta\'s name is refused with its code');
+  check((await page.inputValue('#edns')) === 'pbx.acme.example\nsip.acme.example\nbeta.example'
+    && (await page.inputValue('#echallenge')) === 'dns-01', 'the form keeps what was typed');
+  await page.fill('#edns', 'pbx.acme.example\nsip.acme.example\nvoip.acme.example');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Save tenant")')]);
+  check((await text()).includes('tenant acme saved'), `saved: ${(await text()).slice(0, 300)}`);
+  check((await page.locator('tr', { hasText: 'voip.acme.example' }).count()) === 1, 'the new name is listed');
+  await page.goto(`${BASE}/tenants/edit?name=acme`);
+  check((await page.inputValue('#echallenge')) === 'dns-01', 'the challenge was saved');
+
+  begin('tenant remove: the confirmation');
+  await page.goto(`${BASE}/tenants`);
   await Promise.all([page.waitForNavigation(),
     page.locator('tr', { hasText: 'beta.example' }).locator('a:has-text("Remove")').click()]);
   check(new URL(page.url()).pathname === '/tenants/remove', `a confirmation step: ${page.url()}`);

@@ -103,6 +103,10 @@ pub enum Route {
     TenantAdd,
     /// `POST /tenants/remove`
     TenantRemove,
+    /// `GET /tenants/edit?name=NAME`: the edit form
+    TenantEditForm(String),
+    /// `POST /tenants/edit` (`tenant edit`)
+    TenantEdit,
     /// `GET /tenants/remove?name=NAME`: the confirmation (its names,
     /// certificates, and what each name gets instead).
     TenantRemoveConfirm(String),
@@ -192,6 +196,19 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> Route {
         },
         "/tenants" => page(Route::Tenants, get),
         "/tenants/add" => page(Route::TenantAdd, post),
+        "/tenants/edit" => match method {
+            "POST" => Route::TenantEdit,
+            _ => {
+                let name = Form::parse(query.unwrap_or("").as_bytes())
+                    .ok()
+                    .and_then(|q| q.get("name").map(|n| n.trim().to_owned()))
+                    .filter(|n| !n.is_empty());
+                match name {
+                    Some(name) => page(Route::TenantEditForm(name), get),
+                    None => Route::NotFound,
+                }
+            }
+        },
         "/tenants/remove" => match method {
             "POST" => Route::TenantRemove,
             _ => {
@@ -1300,6 +1317,68 @@ impl Admin {
                         let line: Line = ("err", e.code_str().into(), e.to_string());
                         self.tenants_page(session, api::status_of(&e), &typed, None, &[line])
                             .await
+                    }
+                }
+            }
+            Route::TenantEditForm(name) => {
+                let tenants = run_as!(self, Command::TenantList, Reply::Tenants);
+                match tenants.map(|ts| ts.into_iter().find(|t| t.name == name)) {
+                    Ok(Some(t)) => {
+                        Resp::html(200, html::tenant_edit(csrf, &html::TenantEdit::of(&t), &[]))
+                    }
+                    Ok(None) => {
+                        let e = Error::NoSuchTenant(name);
+                        self.error_page(404, "Not found", Some(session), &e)
+                    }
+                    Err(e) => self.error_page(500, "Error", Some(session), &e),
+                }
+            }
+            Route::TenantEdit => {
+                let form = match self.form(req, session) {
+                    Ok(f) => f,
+                    Err(r) => return r,
+                };
+                let field = |k: &str| form.get(k).unwrap_or("").to_owned();
+                let typed = html::TenantEdit {
+                    name: field("name").trim().to_owned(),
+                    dns: field("dns"),
+                    ip: field("ip"),
+                    challenge: field("challenge").trim().to_owned(),
+                    key_type: field("key_type").trim().to_owned(),
+                    profile: field("profile").trim().to_owned(),
+                };
+                let words = |v: &str| -> Vec<String> {
+                    v.split(|c: char| c.is_whitespace() || c == ',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                };
+                let r = match (
+                    crate::ops::parse_word(&typed.challenge),
+                    crate::ops::parse_word(&typed.key_type),
+                ) {
+                    (Ok(challenge), Ok(key_type)) => {
+                        self.run(Command::TenantSet {
+                            name: typed.name.clone(),
+                            dns: Some(words(&typed.dns)),
+                            ip: Some(words(&typed.ip)),
+                            acme_challenge: Some(challenge),
+                            acme_key_type: Some(key_type),
+                            acme_profile: Some(typed.profile.clone()).filter(|p| !p.is_empty()),
+                        })
+                        .await
+                    }
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                };
+                match r {
+                    Ok(_) => self.back(
+                        session,
+                        "/tenants",
+                        Flash::one("ok", "", &format!("tenant {} saved", typed.name)),
+                    ),
+                    Err(e) => {
+                        let line: Line = ("err", e.code_str().into(), e.to_string());
+                        Resp::html(api::status_of(&e), html::tenant_edit(csrf, &typed, &[line]))
                     }
                 }
             }

@@ -1080,6 +1080,80 @@ pub struct TenantTyped {
     pub ip: String,
 }
 
+/// The tenant edit form's values: from the stored tenant (`of`), or as
+/// typed when the change was refused (none of them is a secret).
+#[derive(Debug, Clone, Default)]
+pub struct TenantEdit {
+    /// The tenant (not editable: the key of its certificates).
+    pub name: String,
+    /// DNS names, one per line.
+    pub dns: String,
+    /// IP addresses, one per line.
+    pub ip: String,
+    /// `default` or a challenge word.
+    pub challenge: String,
+    /// `default` or a key type word.
+    pub key_type: String,
+    /// `default` or a profile name.
+    pub profile: String,
+}
+
+impl TenantEdit {
+    /// The form filled from the stored tenant.
+    pub fn of(t: &TenantView) -> TenantEdit {
+        TenantEdit {
+            name: t.name.clone(),
+            dns: t.dns.join("\n"),
+            ip: t.ip.join("\n"),
+            challenge: t.acme_challenge.word().to_owned(),
+            key_type: t.acme_key_type.word().to_owned(),
+            profile: t.acme_profile.clone(),
+        }
+    }
+}
+
+/// Edit a tenant (`tenant edit`): its DNS names and addresses (checked
+/// against the other tenants' as `tenant add` does) and its ACME options.
+pub fn tenant_edit(csrf: &str, t: &TenantEdit, flash: &[Line]) -> String {
+    use crate::model::{ChallengeChoice, KeyType};
+    let challenges = [
+        ChallengeChoice::Auto,
+        ChallengeChoice::Http01,
+        ChallengeChoice::Dns01,
+        ChallengeChoice::TlsAlpn01,
+    ];
+    let body = html! {
+        (lines(flash))
+        form method="post" action="/tenants/edit" class="box" {
+            (csrf_field(csrf))
+            input type="hidden" name="name" value=(t.name);
+            p { "Tenant " strong { (t.name) } ". Its certificates stay its own; new names get certificates by ACME or import." }
+            label for="edns" { "DNS names (one per line)" }
+            textarea id="edns" name="dns" rows="4" spellcheck="false" { (t.dns) }
+            label for="eip" { "IP addresses phones connect to without a name (one per line; may be empty)" }
+            textarea id="eip" name="ip" rows="2" spellcheck="false" { (t.ip) }
+            label for="echallenge" { "ACME challenge" }
+            select id="echallenge" name="challenge" {
+                (choice("default", "default (the ACME page's setting)", &t.challenge))
+                @for c in challenges { (choice(c.as_str(), c.as_str(), &t.challenge)) }
+            }
+            label for="ekey" { "Key type" }
+            select id="ekey" name="key_type" {
+                (choice("default", "default (P-256)", &t.key_type))
+                @for k in [KeyType::P256, KeyType::Rsa2048] { (choice(k.as_str(), k.as_str(), &t.key_type)) }
+            }
+            label for="eprofile" { "ACME profile (" code { "default" } ": the ACME page's)" }
+            input type="text" id="eprofile" name="profile" value=(t.profile);
+            div {
+                button type="submit" { "Save tenant" }
+                " "
+                a href="/tenants" { "Cancel" }
+            }
+        }
+    };
+    layout("Edit a tenant", Nav::Tenants, Some(csrf), body)
+}
+
 /// Tenants and system settings; `extra` (from `dns_and_ca`) ends the page;
 /// `add` fills the add form.
 pub fn tenants(
@@ -1111,6 +1185,9 @@ pub fn tenants(
                             td { (list(&t.dns)) }
                             td { (list(&t.ip)) }
                             td {
+                                a class="button" href={ "/tenants/edit?name=" (t.name) }
+                                    aria-label={ "Edit " (t.name) } { "Edit" }
+                                " "
                                 a class="button danger" href={ "/tenants/remove?name=" (t.name) }
                                     aria-label={ "Remove " (t.name) } { "Remove" }
                             }
