@@ -10,6 +10,8 @@
 //   PBX_CERT         PEM file: a server certificate (names PBX_CERT_NAME)
 //   PBX_KEY          PEM file: its private key
 //   PBX_CERT_NAME    the DNS name in that certificate
+//   PBX_SOON_CERT    PEM file: a server certificate for soon.example that
+//                    expires in 9 days; PBX_SOON_KEY its key
 //   PBX_SCREENSHOTS  directory for screenshots (created)
 
 import fs from 'node:fs';
@@ -30,6 +32,8 @@ const PASSWORD = env('PBX_PASSWORD');
 const CERT = fs.readFileSync(env('PBX_CERT'), 'utf8');
 const KEY = fs.readFileSync(env('PBX_KEY'), 'utf8');
 const CERT_NAME = env('PBX_CERT_NAME');
+const SOON_CERT = fs.readFileSync(env('PBX_SOON_CERT'), 'utf8');
+const SOON_KEY = fs.readFileSync(env('PBX_SOON_KEY'), 'utf8');
 const SHOTS = env('PBX_SCREENSHOTS');
 fs.mkdirSync(SHOTS, { recursive: true });
 // A line from the middle of the key: must never come back over HTTP.
@@ -497,6 +501,29 @@ try {
     page.locator('tr', { hasText: 'cf-web' }).locator('button:has-text("Remove")').click()]);
   check((await text()).includes('DNS provider cf-web removed'), 'provider removed');
   check((await page.locator('tr', { hasText: 'cf-web' }).count()) === 0, 'provider gone');
+
+  begin('expiry: red within 14 days wherever it shows, a sort by expiry, timestamps on one line');
+  await page.goto(`${BASE}/import`);
+  await page.fill('#cert', SOON_CERT);
+  await page.fill('#key', SOON_KEY);
+  await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
+  check((await text()).includes('imported server certificate soon.example (expires '), `imported: ${(await text()).slice(0, 300)}`);
+  const soonRow = page.locator('tr[data-id]', { hasText: 'soon.example' });
+  check((await soonRow.locator('.expired').innerText()) === '9 days left', 'red on Certificates');
+  await Promise.all([page.waitForNavigation(), page.click('th a:has-text("Expires")')]);
+  check(new URL(page.url()).search === '?sort=expiry', `a GET sort: ${page.url()}`);
+  const order = await page.locator('tr[data-id] time').evaluateAll((els) => els.map((e) => e.getAttribute('datetime')));
+  check(order.length >= 3 && order.every((t, i) => i === 0 || order[i - 1] <= t), `soonest first: ${order}`);
+  check((await page.locator('tr[data-id]').first().innerText()).includes('soon.example'), 'soon.example first');
+  for (const [width, height] of [[390, 844], [1280, 900]]) {
+    await page.setViewportSize({ width, height });
+    const wrapped = await page.locator('time').evaluateAll((els) => els.filter((e) => e.getClientRects().length !== 1).map((e) => e.textContent));
+    check(wrapped.length === 0, `timestamps wrap at ${width} px: ${wrapped}`);
+  }
+  await Promise.all([page.waitForNavigation(), soonRow.locator('a:has-text("Delete")').click()]);
+  check((await page.locator('.expired').first().innerText()) === '9 days left', 'red on the delete confirmation');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Yes, delete")')]);
+  check((await text()).includes('certificate soon.example (expires '), 'deleted by name');
 
   begin('the JSON API with HTTP Basic');
   anon = await request.newContext({ ignoreHTTPSErrors: true });

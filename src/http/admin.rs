@@ -59,8 +59,8 @@ pub enum Route {
     Password,
     /// `POST /password`
     PasswordPost,
-    /// `GET /certs`
-    Certs,
+    /// `GET /certs[?sort=expiry]` (true: soonest expiry first)
+    Certs(bool),
     /// `GET /certs/{id}.pem`
     CertPem(String),
     /// `POST /certs/delete`
@@ -158,7 +158,12 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> Route {
             "POST" => Route::PasswordPost,
             _ => page(Route::Password, get),
         },
-        "/certs" => page(Route::Certs, get),
+        "/certs" => {
+            let by_expiry = Form::parse(query.unwrap_or("").as_bytes())
+                .ok()
+                .is_some_and(|f| f.get("sort") == Some("expiry"));
+            page(Route::Certs(by_expiry), get)
+        }
         "/certs/delete" => match method {
             "POST" => Route::CertDelete,
             _ => {
@@ -892,7 +897,14 @@ impl Admin {
         match (served, sti) {
             (Ok(v), Ok(roots)) => Resp::html(
                 if flash.is_empty() { 200 } else { 400 },
-                html::stir(&session.csrf, &v.stir_shaken, &roots, signed, flash),
+                html::stir(
+                    &session.csrf,
+                    &v.stir_shaken,
+                    &roots,
+                    signed,
+                    flash,
+                    clock::now(),
+                ),
             ),
             (Err(e), _) | (_, Err(e)) => self.error_page(500, "Error", Some(session), &e),
         }
@@ -980,15 +992,19 @@ impl Admin {
                 ),
             ),
             Route::PasswordPost => self.password_post(req, session).await,
-            Route::Certs => match run_as!(self, Command::Certs, Reply::Certs) {
-                Ok(v) => {
+            Route::Certs(by_expiry) => match run_as!(self, Command::Certs, Reply::Certs) {
+                Ok(mut v) => {
+                    if by_expiry {
+                        // RFC 3339 UTC (`clock::rfc3339`) sorts as text.
+                        v.sort_by(|a, b| a.not_after.cmp(&b.not_after));
+                    }
                     let acme_on =
                         run_as!(self, Command::AcmeShow, Reply::Acme).is_ok_and(|a| a.enabled);
                     let served = run_as!(self, Command::Served, Reply::Served).ok();
                     let flash = self.flash_lines(session);
                     Resp::html(
                         200,
-                        html::certs(csrf, &v, served.as_ref(), &flash, now, acme_on),
+                        html::certs(csrf, &v, served.as_ref(), &flash, now, acme_on, by_expiry),
                     )
                 }
                 Err(e) => self.error_page(500, "Error", Some(session), &e),
@@ -1092,7 +1108,7 @@ impl Admin {
                     Command::CertDeletePreview { id },
                     Reply::DeletePreview
                 ) {
-                    Ok(p) => Resp::html(200, html::cert_delete_confirm(csrf, &p)),
+                    Ok(p) => Resp::html(200, html::cert_delete_confirm(csrf, &p, now)),
                     Err(e) => self.error_page(api::status_of(&e), "Not found", Some(session), &e),
                 }
             }
@@ -1179,7 +1195,7 @@ impl Admin {
                                 .iter()
                                 .filter(|r| ids.iter().any(|i| r.id.starts_with(i.as_str())))
                                 .collect();
-                            Resp::html(200, html::roots_delete_confirm(csrf, &picked))
+                            Resp::html(200, html::roots_delete_confirm(csrf, &picked, now))
                         }
                         Err(e) => self.error_page(500, "Error", Some(session), &e),
                     };
@@ -1388,7 +1404,7 @@ impl Admin {
                     Command::TenantRemovePreview { name },
                     Reply::TenantRemovePreview
                 ) {
-                    Ok(p) => Resp::html(200, html::tenant_remove_confirm(csrf, &p)),
+                    Ok(p) => Resp::html(200, html::tenant_remove_confirm(csrf, &p, now)),
                     Err(e) => self.error_page(api::status_of(&e), "Not found", Some(session), &e),
                 }
             }
@@ -1662,7 +1678,11 @@ mod tests {
     fn routes() {
         let i = id();
         assert_eq!(route("GET", "/", None), Route::Home);
-        assert_eq!(route("HEAD", "/certs", None), Route::Certs);
+        assert_eq!(route("HEAD", "/certs", None), Route::Certs(false));
+        assert_eq!(
+            route("GET", "/certs", Some("sort=expiry")),
+            Route::Certs(true)
+        );
         assert_eq!(route("POST", "/certs", None), Route::MethodNotAllowed);
         assert_eq!(route("GET", "/login", None), Route::Login);
         assert_eq!(route("POST", "/login", None), Route::LoginPost);

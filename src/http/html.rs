@@ -174,6 +174,16 @@ fn days_left(not_after: &str, now: i64) -> Markup {
     }
 }
 
+/// An expiry as every page shows it: the timestamp in a `<time>` (never
+/// wrapped) and the days left, red within `EXPIRING_SOON_DAYS` (the one
+/// threshold, as on Certificates).
+fn expiry(not_after: &str, now: i64) -> Markup {
+    html! {
+        time datetime=(not_after) { (not_after) }
+        " " span class="note" { (days_left(not_after, now)) }
+    }
+}
+
 /// `YYYY-MM-DDTHH:MM:SSZ` → Unix seconds (the form `clock::rfc3339` writes).
 pub fn parse_rfc3339(t: &str) -> Option<i64> {
     let b = t.as_bytes();
@@ -277,17 +287,22 @@ pub fn certs(
     flash: &[Line],
     now: i64,
     acme_enabled: bool,
+    by_expiry: bool,
 ) -> String {
     let rows = certs;
     let body = html! {
         (lines(flash))
-        @if let Some(v) = served { (served_table(v)) }
+        @if let Some(v) = served { (served_table(v, now)) }
         @if rows.is_empty() {
             p { "No certificates yet. " a href="/import" { "Import one" } "." }
         } @else {
             table {
                 thead { tr {
-                    th { "Names" } th { "Kind" } th { "Tenant" } th { "Expires" }
+                    th { @if by_expiry { a href="/certs" { "Names" } } @else { "Names" } }
+                    th { "Kind" } th { "Tenant" }
+                    th aria-sort=[by_expiry.then_some("ascending")] {
+                        @if by_expiry { "Expires ▲" } @else { a href="/certs?sort=expiry" title="soonest first" { "Expires" } }
+                    }
                     th { "Source" } th { "Key" } th { "Usage" } th { "ID" } th { "Served" } th { "Actions" }
                 } }
                 tbody {
@@ -309,7 +324,7 @@ pub fn certs(
 
 /// "Who gets what" (`served`): each name a client may ask for, the
 /// certificate it gets and by which rule, in red where clients object.
-fn served_table(v: &ServedView) -> Markup {
+fn served_table(v: &ServedView, now: i64) -> Markup {
     html! {
         h2 id="served" { "Who gets which certificate" }
         table class="served" {
@@ -330,7 +345,7 @@ fn served_table(v: &ServedView) -> Markup {
                                 br; strong { "⚠ " } span class="warning" data-code=(w.code) { (w.message) }
                             }
                         }
-                        td { (r.not_after.as_deref().unwrap_or("—")) }
+                        td { @match &r.not_after { Some(t) => { (expiry(t, now)) } None => { "—" } } }
                         td { (r.matched) }
                     }
                 }
@@ -382,7 +397,7 @@ fn cert_row(
             td { (list(&c.names)) }
             td { (c.kind) }
             td { (c.tenant.as_deref().unwrap_or("—")) }
-            td { (c.not_after) br; span class="note" { (days_left(&c.not_after, now)) } }
+            td { (expiry(&c.not_after, now)) }
             td { (c.source.as_str()) }
             td { (c.key_type) }
             td { (c.eku.join(", ")) }
@@ -431,14 +446,14 @@ fn cert_row(
 /// The delete confirmation: the certificate by its names, tenant and
 /// expiry, and what each name it serves gets instead (`cert delete
 /// --dry-run`), warnings in red.
-pub fn cert_delete_confirm(csrf: &str, p: &crate::ops::DeletePreview) -> String {
+pub fn cert_delete_confirm(csrf: &str, p: &crate::ops::DeletePreview, now: i64) -> String {
     let c = &p.cert;
     let body = html! {
         div class="box" {
             p {
                 "Delete the " (c.kind) " certificate for " strong { (c.names.join(", ")) }
                 @if let Some(t) = &c.tenant { " of tenant " (t) }
-                " (expires " (c.not_after) ", " (c.source.as_str()) ")?"
+                " (expires " (expiry(&c.not_after, now)) ", " (c.source.as_str()) ")?"
             }
             @if p.changes.is_empty() {
                 p { "No client is served this certificate now: nothing changes for them." }
@@ -489,7 +504,7 @@ fn changes_table(changes: &[crate::served::ServedChange]) -> Markup {
 /// and what each of its names gets instead (`tenant remove --dry-run`). A
 /// tenant that still owns domain certificates cannot be removed: the page
 /// says so and links to their delete confirmations instead of a button.
-pub fn tenant_remove_confirm(csrf: &str, p: &crate::ops::TenantRemovePreview) -> String {
+pub fn tenant_remove_confirm(csrf: &str, p: &crate::ops::TenantRemovePreview, now: i64) -> String {
     let t = &p.tenant;
     let blocking: Vec<&CertView> = p.certs.iter().filter(|c| c.kind == "domain").collect();
     let body = html! {
@@ -506,7 +521,7 @@ pub fn tenant_remove_confirm(csrf: &str, p: &crate::ops::TenantRemovePreview) ->
                 ul {
                     @for c in &p.certs {
                         li data-id=(c.id) {
-                            (c.kind) " " strong { (c.names.join(", ")) } " (expires " time { (c.not_after) } ") "
+                            (c.kind) " " strong { (c.names.join(", ")) } " (expires " (expiry(&c.not_after, now)) ") "
                             a href={ "/certs/delete?id=" (c.id) } aria-label={ "Delete " (c.names.join(", ")) } { "Delete…" }
                         }
                     }
@@ -540,7 +555,7 @@ pub fn tenant_remove_confirm(csrf: &str, p: &crate::ops::TenantRemovePreview) ->
 /// The Root CA delete confirmation: the ticked roots by name,
 /// organisation and expiry (nothing served changes: roots are what the PBX
 /// trusts as a client).
-pub fn roots_delete_confirm(csrf: &str, roots: &[&RootInfo]) -> String {
+pub fn roots_delete_confirm(csrf: &str, roots: &[&RootInfo], now: i64) -> String {
     let body = html! {
         div class="box" {
             p {
@@ -556,7 +571,7 @@ pub fn roots_delete_confirm(csrf: &str, roots: &[&RootInfo]) -> String {
                             input type="hidden" name="id" value=(r.id);
                             strong { (r.name) }
                             @if let Some(o) = &r.organization { " — " (o) }
-                            " (expires " time { (r.not_after) } ")"
+                            " (expires " (expiry(&r.not_after, now)) ")"
                         }
                     }
                 }
@@ -578,6 +593,7 @@ pub fn stir(
     sti_roots: &[RootInfo],
     signed: Option<&crate::stir::Signed>,
     flash: &[Line],
+    now: i64,
 ) -> String {
     let body = html! {
         (lines(flash))
@@ -607,7 +623,7 @@ pub fn stir(
         @if sti_roots.is_empty() {
             p { "Empty: no incoming Identity header can pass." }
         } @else {
-            ul { @for r in sti_roots { li { (r.name) @if let Some(o) = &r.organization { " — " (o) } " (expires " (r.not_after) ")" } } }
+            ul { @for r in sti_roots { li { (r.name) @if let Some(o) = &r.organization { " — " (o) } " (expires " (expiry(&r.not_after, now)) ")" } } }
         }
         h2 { "Sign a test call" }
         form method="post" action="/stir/sign" class="box" {
@@ -692,7 +708,7 @@ pub fn roots(
                             td { input type="checkbox" name="id" value=(id) aria-label={ "select " (r.name) }; }
                             td title=(r.subject) { (r.name) }
                             td { (r.organization.as_deref().unwrap_or("—")) }
-                            td { (r.not_after) " " span class="note" { (days_left(&r.not_after, now)) } }
+                            td { (expiry(&r.not_after, now)) }
                             td { code title=(id) { (id.get(..16).unwrap_or(id)) "…" } }
                             td { a href={ "/roots/" (id) ".pem" } download title="download PEM" aria-label={ "Download PEM of " (r.subject) } { "⬇ PEM" } }
                         }
@@ -1339,15 +1355,16 @@ mod tests {
                 "source": source, "key_type": "p256"}]),
             )
         };
-        let on = super::certs("T", &row("acme"), None, &[], 0, true);
+        let on = super::certs("T", &row("acme"), None, &[], 0, true, false);
         assert!(on.contains("action=\"/certs/reissue\""), "{on}");
         for (source, enabled) in [("acme", false), ("upload", true), ("self-signed", false)] {
-            let page = super::certs("T", &row(source), None, &[], 0, enabled);
+            let page = super::certs("T", &row(source), None, &[], 0, enabled, false);
             assert!(!page.contains("/certs/reissue"), "{source} {enabled}");
             assert!(page.contains("disabled"), "{source} {enabled}");
         }
         assert!(
-            super::certs("T", &row("self-signed"), None, &[], 0, true).contains("/certs/reissue")
+            super::certs("T", &row("self-signed"), None, &[], 0, true, false)
+                .contains("/certs/reissue")
         );
     }
 
@@ -1363,7 +1380,7 @@ mod tests {
                 "acme_profile": "default"}]));
         let system = system(None);
         let pages = [
-            super::certs("TOKEN", &certs, None, &[], 0, true),
+            super::certs("TOKEN", &certs, None, &[], 0, true, false),
             super::roots("TOKEN", &roots, None, Some("v2"), &[], 0),
             super::roots_reset_confirm("TOKEN", 1, "v"),
             super::import("TOKEN", "", "auto", &[]),
@@ -1414,6 +1431,7 @@ mod tests {
             &[("err", "c<".into(), "m>".into())],
             0,
             false,
+            true,
         );
         assert!(!page.contains("<script>x"));
         assert!(!page.contains("a\"b"));
