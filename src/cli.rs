@@ -1035,10 +1035,11 @@ pub fn render(command: &Command, reply: &Reply) -> String {
         }
         Reply::System(v) => {
             let mut out = format!(
-                "dns:           {}\nadmin e-mail:  {}\ndefault cert:  {}\nroot CA list:  {}\n",
+                "dns:           {}\nadmin e-mail:  {}\ndefault cert:  {}\nroot CA list:  {} roots stored (last reset to {})\n",
                 or_dash(v.dns.as_deref()),
                 or_dash(v.admin_email.as_deref()),
                 or_dash(v.default_cert.as_deref()),
+                v.roots_stored,
                 or_dash(v.roots_version.as_deref()),
             );
             if v.roots_update_available {

@@ -732,6 +732,7 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
                     .as_deref()
                     != Some(b"off"),
                 roots_version: store.roots_version()?,
+                roots_stored: store.roots()?.len(),
                 bundled_roots_version: roots::bundled_version(),
                 roots_update_available: roots::update_available(store)?,
             })

@@ -244,8 +244,12 @@ pub struct SystemView {
     /// Whether a missing issuer is fetched from AIA caIssuers at import
     /// (`system set --aia-fetch on|off`).
     pub aia_fetch: bool,
-    /// The stored Root CA list's version.
+    /// The stored Root CA list's version (the bundled list it was last
+    /// reset to; its root count is that list's, not the store's).
     pub roots_version: Option<String>,
+    /// How many roots are stored now (after imports and deletes).
+    #[serde(default)]
+    pub roots_stored: usize,
     /// The Root CA list this release bundles.
     pub bundled_roots_version: String,
     /// True when `roots reset` would install a newer list.

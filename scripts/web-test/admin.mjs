@@ -325,6 +325,10 @@ try {
   await Promise.all([page.waitForNavigation(), page.click('button:has-text("Yes, delete")')]);
   check(new URL(page.url()).pathname === '/roots', `back to the list: ${page.url()}`);
   check((await text()).includes(`1 root(s) deleted: ${firstRoot}`), 'deletion confirmed by name');
+  await page.goto(`${BASE}/tenants`);
+  check((await page.locator('#roots-count').innerText()) === `${before - 1} roots stored`,
+    `the Tenants page counts the roots stored: ${await page.locator('#roots-count').innerText()}`);
+  await page.goto(`${BASE}/roots`);
   const [rootDownload] = await Promise.all([page.waitForEvent('download'), rows.first().locator('a[download]').click()]);
   const rootFile = rootDownload.suggestedFilename();
   check(/^[A-Za-z0-9._-]+\.pem$/.test(rootFile) && !/^[0-9a-f]{16}\.pem$/.test(rootFile), `a root's download is named by its name: ${rootFile}`);

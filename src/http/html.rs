@@ -1247,7 +1247,8 @@ pub fn tenants(
             }
             p class="note" {
                 "An empty field clears the setting. Root CA list: "
-                (system.roots_version.as_deref().unwrap_or("-"))
+                a href="/roots" id="roots-count" { (system.roots_stored) " roots stored" }
+                @if let Some(v) = &system.roots_version { " (last reset to the bundled " (v) ")" }
             }
             div { button type="submit" { "Save" } }
         }
