@@ -306,12 +306,26 @@ pub fn import(
             }
             seq = replaced.iter().map(|c| c.seq).min();
             if !replaced.is_empty() {
-                let ids: Vec<&str> = replaced.iter().map(|c| c.id.as_str()).collect();
+                // By name and expiry (an admin knows certificates by
+                // these), the ID prefix last to tell twins apart.
+                let old: Vec<String> = replaced
+                    .iter()
+                    .map(|c| {
+                        let v = CertView::of(c);
+                        let short = c.id.get(..16).unwrap_or(&c.id);
+                        match v.names.is_empty() {
+                            true => format!("{short} (expires {})", v.not_after),
+                            false => {
+                                format!("{} (expires {}, {short})", v.names.join(", "), v.not_after)
+                            }
+                        }
+                    })
+                    .collect();
                 warnings.push(Notice {
                     code: "replaced",
                     message: format!(
                         "this certificate uses the stored key and replaces {}",
-                        ids.join(", ")
+                        old.join("; ")
                     ),
                 });
             }

@@ -248,19 +248,32 @@ pub enum TenantCmd {
     Remove {
         /// Tenant name.
         name: String,
+        /// Remove nothing; list its names and certificates and say what
+        /// each of its names would get instead.
+        #[arg(long)]
+        dry_run: bool,
     },
-    /// Change a tenant's ACME options ('default' follows `acme set`).
+    /// Change a tenant: its DNS names and IP addresses, and its ACME
+    /// options ('default' follows `acme set`). `tenant edit` is the same.
+    #[command(visible_alias = "edit")]
     Set {
         /// Tenant name.
         name: String,
+        /// Its DNS names from now on (all of them; repeat the flag), checked
+        /// as `tenant add` checks them. Its certificates keep their tenant.
+        #[arg(long = "dns")]
+        dns: Vec<String>,
+        /// Its IP addresses from now on (all of them; repeat), or `none`.
+        #[arg(long = "ip")]
+        ip: Vec<String>,
         /// auto, http-01, dns-01, tls-alpn-01 or default.
-        #[arg(long)]
+        #[arg(long, visible_alias = "challenge")]
         acme_challenge: Option<String>,
         /// p256, rsa2048 or default (P-256).
-        #[arg(long)]
+        #[arg(long, visible_alias = "key-type")]
         acme_key_type: Option<String>,
         /// ACME profile name, or default (follows `acme set --profile`).
-        #[arg(long)]
+        #[arg(long, visible_alias = "profile")]
         acme_profile: Option<String>,
     },
 }
@@ -678,6 +691,32 @@ fn read_box(path: &str) -> Result<Vec<u8>, Error> {
     Ok(buf)
 }
 
+/// The names a delete or removal changes, one line each with what it gets
+/// instead and the warnings of that answer (`--dry-run`).
+fn changes_text(changes: &[crate::served::ServedChange]) -> String {
+    let mut out = String::new();
+    for c in changes {
+        let instead = match (&c.instead.cert_name, &c.instead.id) {
+            (Some(n), Some(id)) => format!("{n} ({})", id.get(..16).unwrap_or_default()),
+            _ => "nothing (the handshake fails)".into(),
+        };
+        out += &format!("  {} -> {instead} [{}]\n", c.now.asked, c.instead.matched);
+        for w in &c.instead.warnings {
+            out += &format!("    warning [{}]: {}\n", w.code, w.message);
+        }
+    }
+    out
+}
+
+/// A list joined with ", ", or "none".
+fn or_none(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
 /// Turn parsed arguments into a `Command` (reading input files).
 pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
     Ok(match cmd {
@@ -694,18 +733,25 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
             command: TenantCmd::List,
         } => Command::TenantList,
         Cmd::Tenant {
-            command: TenantCmd::Remove { name },
-        } => Command::TenantRemove { name },
+            command: TenantCmd::Remove { name, dry_run },
+        } => match dry_run {
+            true => Command::TenantRemovePreview { name },
+            false => Command::TenantRemove { name },
+        },
         Cmd::Tenant {
             command:
                 TenantCmd::Set {
                     name,
+                    dns,
+                    ip,
                     acme_challenge,
                     acme_key_type,
                     acme_profile,
                 },
         } => Command::TenantSet {
             name,
+            dns: ops::replacement_list(dns),
+            ip: ops::replacement_list(ip),
             acme_challenge: acme_challenge.as_deref().map(ops::parse_word).transpose()?,
             acme_key_type: acme_key_type.as_deref().map(ops::parse_word).transpose()?,
             acme_profile,
@@ -1018,10 +1064,11 @@ pub fn render(command: &Command, reply: &Reply) -> String {
         }
         Reply::System(v) => {
             let mut out = format!(
-                "dns:           {}\nadmin e-mail:  {}\ndefault cert:  {}\nroot CA list:  {}\n",
+                "dns:           {}\nadmin e-mail:  {}\ndefault cert:  {}\nroot CA list:  {} roots stored (last reset to {})\n",
                 or_dash(v.dns.as_deref()),
                 or_dash(v.admin_email.as_deref()),
                 or_dash(v.default_cert.as_deref()),
+                v.roots_stored,
                 or_dash(v.roots_version.as_deref()),
             );
             if v.roots_update_available {
@@ -1120,17 +1167,30 @@ pub fn render(command: &Command, reply: &Reply) -> String {
             if p.changes.is_empty() {
                 out += "  nothing: no name is served this certificate\n";
             }
-            for c in &p.changes {
-                let instead = match (&c.instead.cert_name, &c.instead.id) {
-                    (Some(n), Some(id)) => format!("{n} ({})", id.get(..16).unwrap_or_default()),
-                    _ => "nothing (the handshake fails)".into(),
-                };
-                out += &format!("  {} -> {instead} [{}]\n", c.now.asked, c.instead.matched);
-                for w in &c.instead.warnings {
-                    out += &format!("    warning [{}]: {}\n", w.code, w.message);
-                }
+            out + &changes_text(&p.changes)
+        }
+        Reply::TenantRemovePreview(p) => {
+            let t = &p.tenant;
+            let mut out = format!(
+                "removing tenant {} (DNS names: {}; addresses: {})\n",
+                t.name,
+                or_none(&t.dns),
+                or_none(&t.ip)
+            );
+            for c in &p.certs {
+                out += &format!(
+                    "  its {} certificate {} ({}, expires {})\n",
+                    c.kind,
+                    c.id.get(..16).unwrap_or_default(),
+                    c.names.join(", "),
+                    c.not_after
+                );
             }
-            out
+            out += "changes:\n";
+            if p.changes.is_empty() {
+                out += "  nothing for any client\n";
+            }
+            out + &changes_text(&p.changes)
         }
         Reply::Served(v) => {
             let mut out = String::new();
@@ -1281,8 +1341,10 @@ pub fn render(command: &Command, reply: &Reply) -> String {
             v.propagation_timeout, v.propagation_interval, v.check_ns
         ),
         Reply::Tenant(t) => format!(
-            "tenant {}: acme challenge {}, key type {}\n",
+            "tenant {}: DNS names {}; addresses {}; acme challenge {}, key type {}\n",
             t.name,
+            or_none(&t.dns),
+            or_none(&t.ip),
             t.acme_challenge.word(),
             t.acme_key_type.word()
         ),

@@ -676,3 +676,7 @@ pub const MAX_IAT_SKEW_SECS: u64 = 600;
 /// Cache-Control max-age of the published x5u chain (`GET /sti/ID.pem`):
 /// verifiers re-fetch hourly, so a replaced certificate shows within an hour.
 pub const STI_PUBLISH_MAX_AGE_SECS: u64 = 3600;
+
+/// Characters of a download's file name taken from a certificate's name
+/// (a DNS name is at most 253; a root's CN may be anything).
+pub const MAX_DOWNLOAD_NAME_LEN: usize = 100;

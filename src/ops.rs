@@ -39,9 +39,19 @@ pub enum Command {
     TenantList,
     /// `tenant remove NAME`
     TenantRemove { name: String },
-    /// `tenant set NAME [--acme-challenge C] [--acme-key-type K]`
+    /// `tenant remove NAME --dry-run`: its names and certificates, and what
+    /// each of its names gets once it is gone
+    TenantRemovePreview { name: String },
+    /// `tenant set|edit NAME [--dns HOST...] [--ip ADDR...|none]
+    /// [--acme-challenge C] [--acme-key-type K] [--acme-profile P]`
     TenantSet {
         name: String,
+        /// New DNS names (all of them); `None` keeps them.
+        #[serde(default)]
+        dns: Option<Vec<String>>,
+        /// New IP addresses (all of them, possibly none); `None` keeps them.
+        #[serde(default)]
+        ip: Option<Vec<String>>,
         #[serde(default)]
         acme_challenge: Option<Override<ChallengeChoice>>,
         #[serde(default)]
@@ -285,6 +295,7 @@ impl Command {
             | Command::Certs
             | Command::Served
             | Command::CertDeletePreview { .. }
+            | Command::TenantRemovePreview { .. }
             | Command::Handshakes { .. }
             | Command::CertShow { .. }
             | Command::CertCheck { .. }
@@ -318,8 +329,12 @@ impl Command {
             // A tenant's names are served (its own certificates, the SNI
             // owner) and need certificates.
             Command::TenantAdd { .. } | Command::TenantRemove { .. } => Effect::SERVING_AND_RENEWAL,
-            // A tenant's challenge or key type: how its names are ordered.
-            Command::TenantSet { .. } => Effect::RENEWAL,
+            // A tenant's challenge or key type: how its names are ordered;
+            // its names (`tenant edit --dns/--ip`) are served as well.
+            Command::TenantSet { dns, ip, .. } => match dns.is_some() || ip.is_some() {
+                true => Effect::SERVING_AND_RENEWAL,
+                false => Effect::RENEWAL,
+            },
             // The system name (`--dns`) is served and needs certificates;
             // the admin e-mail is the ACME account's contact unless `acme
             // set --email` (an account update, RFC 8555 §7.3.2); the default
@@ -397,6 +412,16 @@ impl From<UnknownValue> for Error {
         } else {
             Error::BadSetting(e.to_string())
         }
+    }
+}
+
+/// A list flag that replaces a stored list (`tenant edit --dns/--ip`): not
+/// given keeps it (`None`), the single word `none` empties it.
+pub fn replacement_list(given: Vec<String>) -> Option<Vec<String>> {
+    match given.as_slice() {
+        [] => None,
+        [word] if word == "none" => Some(Vec::new()),
+        _ => Some(given),
     }
 }
 
@@ -488,6 +513,19 @@ pub struct DeletePreview {
     pub changes: Vec<crate::served::ServedChange>,
 }
 
+/// `tenant remove NAME --dry-run --json`: the tenant, its certificates,
+/// and each name whose answer changes with what it gets instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantRemovePreview {
+    /// The tenant to remove.
+    pub tenant: tenant::TenantView,
+    /// The certificates naming it as their tenant (domain ones block the
+    /// removal: `tenant-in-use`).
+    pub certs: Vec<certs::CertView>,
+    /// The names whose answer changes.
+    pub changes: Vec<crate::served::ServedChange>,
+}
+
 /// `resolve --json`: what a TLS client with this SNI gets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResolveView {
@@ -528,6 +566,8 @@ pub enum Reply {
     Served(crate::served::ServedView),
     /// `cert delete --dry-run`.
     DeletePreview(DeletePreview),
+    /// `tenant remove --dry-run`.
+    TenantRemovePreview(TenantRemovePreview),
     /// `handshakes`.
     Handshakes(Vec<crate::handshakes::ListenerView>),
     /// `cert show`, `roots show`.
@@ -591,6 +631,7 @@ impl Reply {
             Command::Certs => Reply::Certs(from(v)?),
             Command::Served => Reply::Served(from(v)?),
             Command::CertDeletePreview { .. } => Reply::DeletePreview(from(v)?),
+            Command::TenantRemovePreview { .. } => Reply::TenantRemovePreview(from(v)?),
             Command::Handshakes { .. } => Reply::Handshakes(from(v)?),
             Command::CertShow { .. } | Command::RootsShow { .. } => Reply::Pem(from(v)?),
             Command::Roots
@@ -678,12 +719,15 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
         ),
         Command::TenantSet {
             name,
+            dns,
+            ip,
             acme_challenge,
             acme_key_type,
             acme_profile,
         } => Reply::Tenant(tenant::TenantView::of(&tenant::set(
             store,
             name,
+            (dns.as_deref(), ip.as_deref()),
             *acme_challenge,
             *acme_key_type,
             acme_profile.as_deref(),
@@ -691,6 +735,21 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
         Command::TenantRemove { name } => {
             tenant::remove(store, name)?;
             Reply::DONE
+        }
+        Command::TenantRemovePreview { name } => {
+            let t = store
+                .tenant(name)?
+                .ok_or_else(|| Error::NoSuchTenant(name.clone()))?;
+            Reply::TenantRemovePreview(TenantRemovePreview {
+                tenant: tenant::TenantView::of(&t),
+                certs: store
+                    .certs()?
+                    .iter()
+                    .filter(|c| c.tenant.as_deref() == Some(name.as_str()))
+                    .map(certs::CertView::of)
+                    .collect(),
+                changes: crate::served::after_tenant_remove(store, name)?,
+            })
         }
         Command::SystemSet {
             dns,
@@ -728,6 +787,7 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
                     .as_deref()
                     != Some(b"off"),
                 roots_version: store.roots_version()?,
+                roots_stored: store.roots()?.len(),
                 bundled_roots_version: roots::bundled_version(),
                 roots_update_available: roots::update_available(store)?,
             })
@@ -913,8 +973,19 @@ mod tests {
             },
             Command::TenantList,
             Command::TenantRemove { name: s() },
+            Command::TenantRemovePreview { name: s() },
             Command::TenantSet {
                 name: s(),
+                dns: None,
+                ip: None,
+                acme_challenge: None,
+                acme_key_type: None,
+                acme_profile: None,
+            },
+            Command::TenantSet {
+                name: s(),
+                dns: Some(vec![]),
+                ip: None,
                 acme_challenge: None,
                 acme_key_type: None,
                 acme_profile: None,
@@ -1083,9 +1154,10 @@ mod tests {
                 Command::ClientCas => 49,
                 Command::ClientCasShow { .. } => 50,
                 Command::ClientCasDelete { .. } => 51,
+                Command::TenantRemovePreview { .. } => 52,
             });
         }
-        assert_eq!(seen.len(), 52, "a command variant has no sample");
+        assert_eq!(seen.len(), 53, "a command variant has no sample");
         samples
     }
 
@@ -1141,6 +1213,8 @@ mod tests {
                 // Make the writes succeed where a name is needed.
                 Command::TenantSet { .. } => Command::TenantSet {
                     name: "t".into(),
+                    dns: None,
+                    ip: None,
                     acme_challenge: Some(Override::Set(ChallengeChoice::Dns01)),
                     acme_key_type: None,
                     acme_profile: None,

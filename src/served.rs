@@ -121,6 +121,33 @@ pub fn after_delete(store: &Store, id: &str) -> Result<Vec<ServedChange>, Error>
         .collect())
 }
 
+/// `tenant remove NAME --dry-run`: every name whose answer the removal
+/// changes (the tenant's own names and addresses first) and what it would
+/// get once the tenant is gone, by the same rule.
+pub fn after_tenant_remove(store: &Store, tenant: &str) -> Result<Vec<ServedChange>, Error> {
+    let now = clock::now();
+    let (tenants, system) = (store.tenants()?, store.system()?);
+    let before = rows(&Snapshot::load(store, None)?, &tenants, &system, now);
+    // The same names asked of the store without the tenant.
+    let after = rows(
+        &Snapshot::load_without_tenant(store, tenant)?,
+        &tenants,
+        &system,
+        now,
+    );
+    Ok(before
+        .into_iter()
+        .zip(after)
+        .filter(|(b, a)| b.owner.as_deref() == Some(tenant) || b.id != a.id)
+        .map(|(now, mut instead)| {
+            if instead.owner.as_deref() == Some(tenant) {
+                instead.owner = None;
+            }
+            ServedChange { now, instead }
+        })
+        .collect())
+}
+
 /// Build the view from the store.
 pub fn view(store: &Store) -> Result<ServedView, Error> {
     let snapshot = Snapshot::load(store, None)?;

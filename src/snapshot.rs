@@ -280,6 +280,25 @@ impl Snapshot {
         previous: Option<&Snapshot>,
         without: Option<&str>,
     ) -> Result<Snapshot, StoreError> {
+        let inputs = Snapshot::inputs(store, previous, without)?;
+        Ok(Snapshot::build(inputs, &store.tenants()?, &store.system()?))
+    }
+
+    /// `load` as if the tenant `tenant` were removed (what a removal would
+    /// leave clients: `served::after_tenant_remove`).
+    pub fn load_without_tenant(store: &Store, tenant: &str) -> Result<Snapshot, StoreError> {
+        let inputs = Snapshot::inputs(store, None, None)?;
+        let mut tenants = store.tenants()?;
+        tenants.retain(|t| t.name != tenant);
+        Ok(Snapshot::build(inputs, &tenants, &store.system()?))
+    }
+
+    /// The served certificates of the store with their keys, but `without`.
+    fn inputs(
+        store: &Store,
+        previous: Option<&Snapshot>,
+        without: Option<&str>,
+    ) -> Result<Vec<Input>, StoreError> {
         let mut inputs = Vec::new();
         for record in store.certs()? {
             if record.kind == Kind::StirShaken || Some(record.id.as_str()) == without {
@@ -297,7 +316,7 @@ impl Snapshot {
                 None => log::warn!("certificate {} has no usable key; not served", record.id),
             }
         }
-        Ok(Snapshot::build(inputs, &store.tenants()?, &store.system()?))
+        Ok(inputs)
     }
 
     /// The served certificate with this ID.

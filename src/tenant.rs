@@ -54,6 +54,31 @@ fn check_tenant_name(name: &str) -> Result<(), Error> {
 /// to one tenant.
 pub fn add(store: &Store, name: &str, dns: &[String], ip: &[String]) -> Result<Tenant, Error> {
     check_tenant_name(name)?;
+    let (names_ok, ips_ok) = owned_names(name, dns, ip)?;
+    if store.tenant(name)?.is_some() {
+        return Err(Error::TenantExists(name.to_owned()));
+    }
+    check_free(store, name, &names_ok, &ips_ok)?;
+    let tenant = Tenant {
+        name: name.to_owned(),
+        dns: names_ok,
+        ip: ips_ok,
+        ..Tenant::default()
+    };
+    let mut batch = Batch::default();
+    batch.put_tenant(&tenant);
+    store.commit(batch)?;
+    Ok(tenant)
+}
+
+/// The DNS names and IP addresses a tenant `name` is to own, normalised
+/// and deduplicated (`tenant add`, `tenant set --dns/--ip`): within the
+/// limits, at least one of them.
+fn owned_names(
+    name: &str,
+    dns: &[String],
+    ip: &[String],
+) -> Result<(Vec<String>, Vec<String>), Error> {
     let mut names_ok = Vec::new();
     for raw in dns {
         let n = names::normalize_host(raw).map_err(|e| Error::bad_name(raw, e))?;
@@ -89,25 +114,19 @@ pub fn add(store: &Store, name: &str, dns: &[String], ip: &[String]) -> Result<T
             "a tenant owns at least one DNS name (--dns) or IP address (--ip)".into(),
         ));
     }
-    if store.tenant(name)?.is_some() {
-        return Err(Error::TenantExists(name.to_owned()));
-    }
-    for other in store.tenants()? {
-        let mut mine = names_ok.iter().chain(ips_ok.iter());
+    Ok((names_ok, ips_ok))
+}
+
+/// A name (DNS or IP) belongs to one tenant: none of these may be another
+/// tenant's than `name`'s (`dns-name-taken`).
+fn check_free(store: &Store, name: &str, dns: &[String], ip: &[String]) -> Result<(), Error> {
+    for other in store.tenants()?.into_iter().filter(|t| t.name != name) {
+        let mut mine = dns.iter().chain(ip.iter());
         if let Some(taken) = mine.find(|n| other.names().any(|o| o == *n)) {
             return Err(Error::DnsNameTaken(taken.clone(), other.name));
         }
     }
-    let tenant = Tenant {
-        name: name.to_owned(),
-        dns: names_ok,
-        ip: ips_ok,
-        ..Tenant::default()
-    };
-    let mut batch = Batch::default();
-    batch.put_tenant(&tenant);
-    store.commit(batch)?;
-    Ok(tenant)
+    Ok(())
 }
 
 /// `tenant remove NAME`
@@ -129,14 +148,18 @@ pub fn remove(store: &Store, name: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// `tenant set NAME [--acme-challenge C] [--acme-key-type K]`: the tenant's
-/// ACME options; `None` leaves one as it is, `Override::Default` follows the
+/// `tenant set|edit NAME [--dns HOST...] [--ip ADDR...] [--acme-challenge C]
+/// [--acme-key-type K] [--acme-profile P]`: `dns` / `ip` replace the
+/// tenant's names or addresses (checked as `tenant add` checks them, against
+/// the other tenants; allowed while it owns certificates, which keep their
+/// tenant), and the tenant's ACME options; `None` leaves one as it is, `Override::Default` follows the
 /// global setting (`acme set --challenge`; P-256 for the key type; `acme
 /// set --profile` for the profile, given as a word: `default` or a name). The
 /// words were parsed at the input (`model::Override`'s one `FromStr`).
 pub fn set(
     store: &Store,
     name: &str,
+    names: (Option<&[String]>, Option<&[String]>),
     acme_challenge: Option<Override<ChallengeChoice>>,
     acme_key_type: Option<Override<KeyType>>,
     acme_profile: Option<&str>,
@@ -149,6 +172,14 @@ pub fn set(
     let mut tenant = store
         .tenant(name)?
         .ok_or_else(|| Error::NoSuchTenant(name.to_owned()))?;
+    if names.0.is_some() || names.1.is_some() {
+        let dns = names.0.unwrap_or(&tenant.dns);
+        let ip = names.1.unwrap_or(&tenant.ip);
+        let (dns, ip) = owned_names(name, dns, ip)?;
+        check_free(store, name, &dns, &ip)?;
+        tenant.dns = dns;
+        tenant.ip = ip;
+    }
     if let Some(c) = challenge {
         tenant.acme_challenge = c;
     }
@@ -213,8 +244,12 @@ pub struct SystemView {
     /// Whether a missing issuer is fetched from AIA caIssuers at import
     /// (`system set --aia-fetch on|off`).
     pub aia_fetch: bool,
-    /// The stored Root CA list's version.
+    /// The stored Root CA list's version (the bundled list it was last
+    /// reset to; its root count is that list's, not the store's).
     pub roots_version: Option<String>,
+    /// How many roots are stored now (after imports and deletes).
+    #[serde(default)]
+    pub roots_stored: usize,
     /// The Root CA list this release bundles.
     pub bundled_roots_version: String,
     /// True when `roots reset` would install a newer list.

@@ -999,6 +999,16 @@ fn update_without_key_replaces_in_place() {
     assert_ne!(new.id(), old.id());
     let v = pbx.import_ok(pki.chain_pem(&new), None, &[]);
     assert_warning(&v, "replaced");
+    // Named as an admin knows it, not by a 64-hex ID alone (issue 14).
+    let said = v["warnings"]
+        .as_array()
+        .and_then(|w| w.iter().find(|w| w["code"] == "replaced"))
+        .map(|w| w["message"].to_string())
+        .unwrap_or_default();
+    assert!(
+        said.contains("replaces www.example.com (expires "),
+        "{said}"
+    );
     assert_eq!(v["id"], new.id());
     assert_eq!(pbx.cert_ids(), vec![a.id(), new.id(), b.id()]);
     pbx.err(&["cert", "show", &old.id()]).expect("not-found");

@@ -272,6 +272,94 @@ fn tenant_in_use_until_its_domain_certs_are_gone() {
     assert_eq!(pbx.ok(&["tenant", "list"]), json!([]));
 }
 
+/// `tenant remove --dry-run` (the web admin's confirmation): its
+/// certificates and what each of its names gets once it is gone; nothing
+/// is removed.
+#[test]
+fn tenant_remove_dry_run_names_its_certificates_and_what_its_names_get() {
+    let pbx = Pbx::new();
+    pbx.tenant_add("acme", &["pbx.acme.example.com"]);
+    let pki = Pki::new();
+    let d = pki.leaf(leaf(&["pbx.acme.example.com"]));
+    assert_eq!(pki.import(&pbx, &d, &[])["kind"], "domain");
+    let s = pki.leaf(leaf(&["*.acme.example.com"]));
+    assert_eq!(pki.import(&pbx, &s, &[])["kind"], "server");
+    let v = pbx.ok(&["tenant", "remove", "acme", "--dry-run"]);
+    assert_eq!(v["tenant"]["name"], "acme");
+    let certs = as_array(v["certs"].clone());
+    assert_eq!(certs.len(), 1, "{v}");
+    assert_eq!(certs[0]["id"], d.id());
+    let row = as_array(v["changes"].clone())
+        .into_iter()
+        .find(|c| c["now"]["asked"] == "pbx.acme.example.com")
+        .unwrap_or_else(|| panic!("its name is listed: {v}"));
+    assert_eq!(row["now"]["id"], d.id());
+    assert_eq!(tenant_list(&pbx).len(), 1, "a dry run removes nothing");
+
+    pbx.ok_true(&["cert", "delete", &d.id()]);
+    let v = pbx.ok(&["tenant", "remove", "acme", "--dry-run"]);
+    let row = as_array(v["changes"].clone())
+        .into_iter()
+        .find(|c| c["now"]["asked"] == "pbx.acme.example.com")
+        .unwrap_or_else(|| panic!("its name is listed: {v}"));
+    assert_eq!(row["instead"]["id"], s.id(), "the wildcard still covers it");
+    assert_eq!(row["instead"]["warnings"], json!([]));
+    pbx.err(&["tenant", "remove", "nobody", "--dry-run"])
+        .expect("no-such-tenant");
+}
+
+/// `tenant edit` (= `tenant set`): new DNS names and addresses while the
+/// tenant owns a certificate (which stays its own), names re-checked
+/// against the other tenants (`dns-name-taken`, nothing changed), `--ip
+/// none` empties the addresses.
+#[test]
+fn tenant_edit_replaces_names_while_it_owns_certificates() {
+    let pbx = Pbx::new();
+    pbx.tenant_add("acme", &["pbx.acme.example.com"]);
+    pbx.tenant_add("globex", &["pbx.globex.example.com"]);
+    let pki = Pki::new();
+    let d = pki.leaf(leaf(&["pbx.acme.example.com"]));
+    assert_eq!(pki.import(&pbx, &d, &[])["tenant"], "acme");
+    let v = pbx.ok(&[
+        "tenant",
+        "edit",
+        "acme",
+        "--dns",
+        "pbx.acme.example.com",
+        "--dns",
+        "SIP.acme.example.com.",
+        "--ip",
+        "192.0.2.5",
+        "--challenge",
+        "dns-01",
+    ]);
+    assert_eq!(
+        str_list(&v, "dns"),
+        vec!["pbx.acme.example.com", "sip.acme.example.com"]
+    );
+    assert_eq!(str_list(&v, "ip"), vec!["192.0.2.5"]);
+    assert_eq!(v["acme_challenge"], "dns-01");
+    assert_eq!(by_id(&pbx.certs(), &d.id())["tenant"], "acme");
+
+    pbx.err(&["tenant", "edit", "acme", "--dns", "pbx.globex.example.com"])
+        .expect("dns-name-taken");
+    let acme = tenant_list(&pbx)
+        .into_iter()
+        .find(|t| t["name"] == "acme")
+        .expect("acme");
+    assert_eq!(
+        str_list(&acme, "dns").len(),
+        2,
+        "a refused edit changes nothing"
+    );
+
+    let v = pbx.ok(&["tenant", "edit", "acme", "--ip", "none"]);
+    assert_eq!(str_list(&v, "ip"), Vec::<String>::new());
+    assert_eq!(str_list(&v, "dns").len(), 2, "--ip alone keeps the names");
+    pbx.err(&["tenant", "edit", "nobody", "--dns", "x.example.com"])
+        .expect("no-such-tenant");
+}
+
 #[test]
 fn server_certs_do_not_keep_a_tenant_in_use() {
     let pbx = Pbx::new();

@@ -105,6 +105,29 @@ fn import_stir_certificate(daemon: &Daemon) {
     assert_eq!(code, 0, "STIR/SHAKEN import: {out} {err}");
 }
 
+/// A server certificate for `soon.example` that expires in 9 days and an
+/// hour (red: within `EXPIRING_SOON_DAYS`), with its key, as PEM files in
+/// the daemon's directory; the browser imports it through the form.
+fn expiring_certificate(daemon: &Daemon) -> (std::path::PathBuf, std::path::PathBuf) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let epoch = rcgen::date_time_ymd(1970, 1, 1);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut p = rcgen::CertificateParams::new(vec!["soon.example".to_owned()]).expect("params");
+    p.not_before = epoch + Duration::from_secs(now - 86_400);
+    p.not_after = epoch + Duration::from_secs(now + 9 * 86_400 + 3_600);
+    let cert = p.self_signed(&key).expect("cert");
+    let (c, k) = (
+        daemon.dir.path().join("soon.crt"),
+        daemon.dir.path().join("soon.key"),
+    );
+    std::fs::write(&c, cert.pem()).expect("write");
+    std::fs::write(&k, key.serialize_pem()).expect("write");
+    (c, k)
+}
+
 fn wait_with_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + limit;
     loop {
@@ -140,6 +163,7 @@ fn admin_pages_in_headless_chromium() {
     std::fs::write(&key, generated.key_pair.serialize_pem()).expect("write key");
     let shots = root.join("target/screenshots");
     import_stir_certificate(&daemon);
+    let (soon_cert, soon_key) = expiring_certificate(&daemon);
 
     let mut child = Command::new("node")
         .arg(root.join("scripts/web-test/admin.mjs"))
@@ -150,6 +174,8 @@ fn admin_pages_in_headless_chromium() {
         .env("PBX_CERT", &cert)
         .env("PBX_KEY", &key)
         .env("PBX_CERT_NAME", name)
+        .env("PBX_SOON_CERT", &soon_cert)
+        .env("PBX_SOON_KEY", &soon_key)
         .env("PBX_SCREENSHOTS", &shots)
         .spawn()
         .expect("start node");

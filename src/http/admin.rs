@@ -59,8 +59,8 @@ pub enum Route {
     Password,
     /// `POST /password`
     PasswordPost,
-    /// `GET /certs`
-    Certs,
+    /// `GET /certs[?sort=expiry]` (true: soonest expiry first)
+    Certs(bool),
     /// `GET /certs/{id}.pem`
     CertPem(String),
     /// `POST /certs/delete`
@@ -80,7 +80,8 @@ pub enum Route {
     Roots(Option<String>),
     /// `GET /roots/{id}.pem`
     RootPem(String),
-    /// `POST /roots/delete`
+    /// `POST /roots/delete`: the confirmation of the ticked roots, or with
+    /// `confirm=yes` the delete.
     RootsDelete,
     /// `GET /roots/reset` (the confirmation step)
     RootsResetConfirm,
@@ -102,6 +103,13 @@ pub enum Route {
     TenantAdd,
     /// `POST /tenants/remove`
     TenantRemove,
+    /// `GET /tenants/edit?name=NAME`: the edit form
+    TenantEditForm(String),
+    /// `POST /tenants/edit` (`tenant edit`)
+    TenantEdit,
+    /// `GET /tenants/remove?name=NAME`: the confirmation (its names,
+    /// certificates, and what each name gets instead).
+    TenantRemoveConfirm(String),
     /// `POST /system`
     SystemPost,
     /// `GET /acme`
@@ -150,7 +158,12 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> Route {
             "POST" => Route::PasswordPost,
             _ => page(Route::Password, get),
         },
-        "/certs" => page(Route::Certs, get),
+        "/certs" => {
+            let by_expiry = Form::parse(query.unwrap_or("").as_bytes())
+                .ok()
+                .is_some_and(|f| f.get("sort") == Some("expiry"));
+            page(Route::Certs(by_expiry), get)
+        }
         "/certs/delete" => match method {
             "POST" => Route::CertDelete,
             _ => {
@@ -188,7 +201,32 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> Route {
         },
         "/tenants" => page(Route::Tenants, get),
         "/tenants/add" => page(Route::TenantAdd, post),
-        "/tenants/remove" => page(Route::TenantRemove, post),
+        "/tenants/edit" => match method {
+            "POST" => Route::TenantEdit,
+            _ => {
+                let name = Form::parse(query.unwrap_or("").as_bytes())
+                    .ok()
+                    .and_then(|q| q.get("name").map(|n| n.trim().to_owned()))
+                    .filter(|n| !n.is_empty());
+                match name {
+                    Some(name) => page(Route::TenantEditForm(name), get),
+                    None => Route::NotFound,
+                }
+            }
+        },
+        "/tenants/remove" => match method {
+            "POST" => Route::TenantRemove,
+            _ => {
+                let name = Form::parse(query.unwrap_or("").as_bytes())
+                    .ok()
+                    .and_then(|q| q.get("name").map(|n| n.trim().to_owned()))
+                    .filter(|n| !n.is_empty());
+                match name {
+                    Some(name) => page(Route::TenantRemoveConfirm(name), get),
+                    None => Route::NotFound,
+                }
+            }
+        },
         "/system" => page(Route::SystemPost, post),
         "/acme" => match method {
             "POST" => Route::AcmePost,
@@ -722,9 +760,10 @@ impl Admin {
                     "ok",
                     String::new(),
                     format!(
-                        "imported {} certificate {}{}",
+                        "imported {} certificate {} (expires {}){}",
                         v.kind,
-                        v.id,
+                        cert_label(&v.names, &v.id),
+                        v.not_after,
                         v.tenant
                             .as_deref()
                             .map(|t| format!(" for tenant {t}"))
@@ -812,6 +851,41 @@ impl Admin {
 
     /// The STIR/SHAKEN page (`html::stir`), with a signed test call or an
     /// error when there is one.
+    /// The Tenants & system page; `add` is what the add form shows,
+    /// `system` (DNS name, admin e-mail, default certificate) replaces the
+    /// stored values in the system form (both after an error).
+    async fn tenants_page(
+        &self,
+        session: &SessionView,
+        status: u16,
+        add: &html::TenantTyped,
+        system: Option<(Option<String>, Option<String>, Option<String>)>,
+        lines: &[Line],
+    ) -> Resp {
+        let tenants = run_as!(self, Command::TenantList, Reply::Tenants);
+        let shown = run_as!(self, Command::SystemShow, Reply::System);
+        let certs = run_as!(self, Command::Certs, Reply::Certs);
+        let dns = run_as!(self, Command::DnsList, Reply::DnsList).unwrap_or_default();
+        let ca = run_as!(self, Command::CaShow, Reply::Ca).ok();
+        let extra = html::dns_and_ca(&dns, ca.as_ref());
+        match (tenants, shown, certs) {
+            (Ok(t), Ok(mut s), Ok(c)) => {
+                if let Some((dns, admin_email, default_cert)) = system {
+                    s.dns = dns;
+                    s.admin_email = admin_email;
+                    s.default_cert = default_cert.filter(|d| d != "none");
+                }
+                Resp::html(
+                    status,
+                    html::tenants(&session.csrf, &t, &s, &c, &extra, add, lines),
+                )
+            }
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                self.error_page(500, "Error", Some(session), &e)
+            }
+        }
+    }
+
     async fn stir_page(
         &self,
         session: &SessionView,
@@ -823,7 +897,14 @@ impl Admin {
         match (served, sti) {
             (Ok(v), Ok(roots)) => Resp::html(
                 if flash.is_empty() { 200 } else { 400 },
-                html::stir(&session.csrf, &v.stir_shaken, &roots, signed, flash),
+                html::stir(
+                    &session.csrf,
+                    &v.stir_shaken,
+                    &roots,
+                    signed,
+                    flash,
+                    clock::now(),
+                ),
             ),
             (Err(e), _) | (_, Err(e)) => self.error_page(500, "Error", Some(session), &e),
         }
@@ -856,7 +937,8 @@ impl Admin {
         }
     }
 
-    async fn pem(&self, command: Command, id: &str, session: &SessionView) -> Resp {
+    /// A PEM download named `stem.pem` (`file_stem` made it safe).
+    async fn pem(&self, command: Command, stem: &str, session: &SessionView) -> Resp {
         let pem = match self.run(command).await {
             Ok(Reply::Pem(v)) => Ok(v.pem),
             Ok(Reply::Ca(v)) => Ok(v.pem),
@@ -864,13 +946,10 @@ impl Admin {
             Err(e) => Err(e),
         };
         match pem {
-            Ok(pem) => {
-                let short = id.get(..16).unwrap_or(id);
-                Resp::new(200, "application/x-pem-file", pem).with(
-                    "Content-Disposition",
-                    format!("attachment; filename=\"{short}.pem\""),
-                )
-            }
+            Ok(pem) => Resp::new(200, "application/x-pem-file", pem).with(
+                "Content-Disposition",
+                format!("attachment; filename=\"{stem}.pem\""),
+            ),
             Err(e) => self.error_page(api::status_of(&e), "Not found", Some(session), &e),
         }
     }
@@ -913,15 +992,19 @@ impl Admin {
                 ),
             ),
             Route::PasswordPost => self.password_post(req, session).await,
-            Route::Certs => match run_as!(self, Command::Certs, Reply::Certs) {
-                Ok(v) => {
+            Route::Certs(by_expiry) => match run_as!(self, Command::Certs, Reply::Certs) {
+                Ok(mut v) => {
+                    if by_expiry {
+                        // RFC 3339 UTC (`clock::rfc3339`) sorts as text.
+                        v.sort_by(|a, b| a.not_after.cmp(&b.not_after));
+                    }
                     let acme_on =
                         run_as!(self, Command::AcmeShow, Reply::Acme).is_ok_and(|a| a.enabled);
                     let served = run_as!(self, Command::Served, Reply::Served).ok();
                     let flash = self.flash_lines(session);
                     Resp::html(
                         200,
-                        html::certs(csrf, &v, served.as_ref(), &flash, now, acme_on),
+                        html::certs(csrf, &v, served.as_ref(), &flash, now, acme_on, by_expiry),
                     )
                 }
                 Err(e) => self.error_page(500, "Error", Some(session), &e),
@@ -983,7 +1066,13 @@ impl Admin {
                 self.back(session, "/certs", flash)
             }
             Route::CertPem(id) => {
-                self.pem(Command::CertShow { id: id.clone() }, &id, session)
+                let certs = run_as!(self, Command::Certs, Reply::Certs).unwrap_or_default();
+                let name = certs
+                    .iter()
+                    .find(|c| c.id.starts_with(id.as_str()))
+                    .and_then(|c| c.names.first());
+                let stem = file_stem(name.map(String::as_str), &id);
+                self.pem(Command::CertShow { id: id.clone() }, &stem, session)
                     .await
             }
             Route::Stir => self.stir_page(session, None, &[]).await,
@@ -1019,7 +1108,7 @@ impl Admin {
                     Command::CertDeletePreview { id },
                     Reply::DeletePreview
                 ) {
-                    Ok(p) => Resp::html(200, html::cert_delete_confirm(csrf, &p)),
+                    Ok(p) => Resp::html(200, html::cert_delete_confirm(csrf, &p, now)),
                     Err(e) => self.error_page(api::status_of(&e), "Not found", Some(session), &e),
                 }
             }
@@ -1035,8 +1124,16 @@ impl Admin {
                         Flash::one("err", "bad-request", bad_id_message()),
                     );
                 };
+                let certs = run_as!(self, Command::Certs, Reply::Certs).unwrap_or_default();
+                let what = certs
+                    .iter()
+                    .find(|c| c.id.starts_with(id.as_str()))
+                    .map_or_else(
+                        || id.clone(),
+                        |c| format!("{} (expires {})", cert_label(&c.names, &c.id), c.not_after),
+                    );
                 let r = self.run(Command::CertDelete { id: id.clone() }).await;
-                self.outcome(session, "/certs", r, &format!("certificate {id} deleted"))
+                self.outcome(session, "/certs", r, &format!("certificate {what} deleted"))
             }
             Route::Roots(filter) => {
                 let roots = run_as!(self, Command::Roots, Reply::Roots);
@@ -1062,7 +1159,13 @@ impl Admin {
                 }
             }
             Route::RootPem(id) => {
-                self.pem(Command::RootsShow { id: id.clone() }, &id, session)
+                let roots = run_as!(self, Command::Roots, Reply::Roots).unwrap_or_default();
+                let name = roots
+                    .iter()
+                    .find(|r| r.id.starts_with(id.as_str()))
+                    .map(|r| r.name.as_str());
+                let stem = file_stem(name, &id);
+                self.pem(Command::RootsShow { id: id.clone() }, &stem, session)
                     .await
             }
             Route::RootsDelete => {
@@ -1085,9 +1188,32 @@ impl Admin {
                         Flash::one("err", "bad-request", bad_id_message()),
                     );
                 };
+                if form.get("confirm") != Some("yes") {
+                    return match run_as!(self, Command::Roots, Reply::Roots) {
+                        Ok(all) => {
+                            let picked: Vec<&crate::roots::RootInfo> = all
+                                .iter()
+                                .filter(|r| ids.iter().any(|i| r.id.starts_with(i.as_str())))
+                                .collect();
+                            Resp::html(200, html::roots_delete_confirm(csrf, &picked, now))
+                        }
+                        Err(e) => self.error_page(500, "Error", Some(session), &e),
+                    };
+                }
                 let n = ids.len();
+                let all = run_as!(self, Command::Roots, Reply::Roots).unwrap_or_default();
+                let names: Vec<&str> = all
+                    .iter()
+                    .filter(|r| ids.iter().any(|i| r.id.starts_with(i.as_str())))
+                    .map(|r| r.name.as_str())
+                    .collect();
                 let r = self.run(Command::RootsDelete { ids }).await;
-                self.outcome(session, "/roots", r, &format!("{n} root(s) deleted"))
+                self.outcome(
+                    session,
+                    "/roots",
+                    r,
+                    &format!("{n} root(s) deleted: {}", names.join(", ")),
+                )
             }
             Route::RootsResetConfirm => match run_as!(self, Command::Roots, Reply::Roots) {
                 Ok(v) => Resp::html(
@@ -1166,21 +1292,9 @@ impl Admin {
                 )
             }
             Route::Tenants => {
-                let tenants = run_as!(self, Command::TenantList, Reply::Tenants);
-                let system = run_as!(self, Command::SystemShow, Reply::System);
-                let certs = run_as!(self, Command::Certs, Reply::Certs);
-                let dns = run_as!(self, Command::DnsList, Reply::DnsList).unwrap_or_default();
-                let ca = run_as!(self, Command::CaShow, Reply::Ca).ok();
-                let extra = html::dns_and_ca(&dns, ca.as_ref());
-                match (tenants, system, certs) {
-                    (Ok(t), Ok(s), Ok(c)) => Resp::html(
-                        200,
-                        html::tenants(csrf, &t, &s, &c, &extra, &self.flash_lines(session)),
-                    ),
-                    (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
-                        self.error_page(500, "Error", Some(session), &e)
-                    }
-                }
+                let lines = self.flash_lines(session);
+                self.tenants_page(session, 200, &html::TenantTyped::default(), None, &lines)
+                    .await
             }
             Route::TenantAdd => {
                 let form = match self.form(req, session) {
@@ -1203,7 +1317,96 @@ impl Admin {
                         ip: words("ip"),
                     })
                     .await;
-                self.outcome(session, "/tenants", r, &format!("tenant {name} added"))
+                match r {
+                    Ok(_) => self.back(
+                        session,
+                        "/tenants",
+                        Flash::one("ok", "", &format!("tenant {name} added")),
+                    ),
+                    // The form again with what was typed (issue 14).
+                    Err(e) => {
+                        let typed = html::TenantTyped {
+                            name,
+                            dns: form.get("dns").unwrap_or("").to_owned(),
+                            ip: form.get("ip").unwrap_or("").to_owned(),
+                        };
+                        let line: Line = ("err", e.code_str().into(), e.to_string());
+                        self.tenants_page(session, api::status_of(&e), &typed, None, &[line])
+                            .await
+                    }
+                }
+            }
+            Route::TenantEditForm(name) => {
+                let tenants = run_as!(self, Command::TenantList, Reply::Tenants);
+                match tenants.map(|ts| ts.into_iter().find(|t| t.name == name)) {
+                    Ok(Some(t)) => {
+                        Resp::html(200, html::tenant_edit(csrf, &html::TenantEdit::of(&t), &[]))
+                    }
+                    Ok(None) => {
+                        let e = Error::NoSuchTenant(name);
+                        self.error_page(404, "Not found", Some(session), &e)
+                    }
+                    Err(e) => self.error_page(500, "Error", Some(session), &e),
+                }
+            }
+            Route::TenantEdit => {
+                let form = match self.form(req, session) {
+                    Ok(f) => f,
+                    Err(r) => return r,
+                };
+                let field = |k: &str| form.get(k).unwrap_or("").to_owned();
+                let typed = html::TenantEdit {
+                    name: field("name").trim().to_owned(),
+                    dns: field("dns"),
+                    ip: field("ip"),
+                    challenge: field("challenge").trim().to_owned(),
+                    key_type: field("key_type").trim().to_owned(),
+                    profile: field("profile").trim().to_owned(),
+                };
+                let words = |v: &str| -> Vec<String> {
+                    v.split(|c: char| c.is_whitespace() || c == ',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                };
+                let r = match (
+                    crate::ops::parse_word(&typed.challenge),
+                    crate::ops::parse_word(&typed.key_type),
+                ) {
+                    (Ok(challenge), Ok(key_type)) => {
+                        self.run(Command::TenantSet {
+                            name: typed.name.clone(),
+                            dns: Some(words(&typed.dns)),
+                            ip: Some(words(&typed.ip)),
+                            acme_challenge: Some(challenge),
+                            acme_key_type: Some(key_type),
+                            acme_profile: Some(typed.profile.clone()).filter(|p| !p.is_empty()),
+                        })
+                        .await
+                    }
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                };
+                match r {
+                    Ok(_) => self.back(
+                        session,
+                        "/tenants",
+                        Flash::one("ok", "", &format!("tenant {} saved", typed.name)),
+                    ),
+                    Err(e) => {
+                        let line: Line = ("err", e.code_str().into(), e.to_string());
+                        Resp::html(api::status_of(&e), html::tenant_edit(csrf, &typed, &[line]))
+                    }
+                }
+            }
+            Route::TenantRemoveConfirm(name) => {
+                match run_as!(
+                    self,
+                    Command::TenantRemovePreview { name },
+                    Reply::TenantRemovePreview
+                ) {
+                    Ok(p) => Resp::html(200, html::tenant_remove_confirm(csrf, &p, now)),
+                    Err(e) => self.error_page(api::status_of(&e), "Not found", Some(session), &e),
+                }
             }
             Route::TenantRemove => {
                 let form = match self.form(req, session) {
@@ -1242,7 +1445,30 @@ impl Admin {
                     aia_fetch: None,
                 };
                 let r = self.run(command).await;
-                self.outcome(session, "/tenants", r, "system settings saved")
+                match r {
+                    Ok(_) => self.back(
+                        session,
+                        "/tenants",
+                        Flash::one("ok", "", "system settings saved"),
+                    ),
+                    // The form again with what was typed (no field is a secret).
+                    Err(e) => {
+                        let typed = |k: &str| {
+                            Some(form.get(k).unwrap_or("").trim().to_owned())
+                                .filter(|v| !v.is_empty())
+                        };
+                        let system = (typed("dns"), typed("admin_email"), typed("default_cert"));
+                        let line: Line = ("err", e.code_str().into(), e.to_string());
+                        self.tenants_page(
+                            session,
+                            api::status_of(&e),
+                            &html::TenantTyped::default(),
+                            Some(system),
+                            &[line],
+                        )
+                        .await
+                    }
+                }
             }
             Route::NotFound => Resp::html(
                 404,
@@ -1397,9 +1623,52 @@ impl Handler for Admin {
     }
 }
 
+/// How messages name a certificate: its DNS names, or its ID's first 16
+/// hex digits when it has none (issue 14: never a 64-hex ID alone).
+fn cert_label(names: &[String], id: &str) -> String {
+    if names.is_empty() {
+        id.get(..16).unwrap_or(id).to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// A download's file name without `.pem`: the name (`pbx.acme.example`,
+/// a wildcard's `*` as `_`), or the ID's first 16 hex digits when there is
+/// none. Only `A-Z a-z 0-9 . - _` survive (the name goes into a quoted
+/// `Content-Disposition` value and onto a disk).
+fn file_stem(name: Option<&str>, id: &str) -> String {
+    let stem: String = name
+        .unwrap_or("")
+        .chars()
+        .map(|c| match c {
+            'A'..='Z' | 'a'..='z' | '0'..='9' | '.' | '-' | '_' => c,
+            _ => '_',
+        })
+        .take(crate::limits::MAX_DOWNLOAD_NAME_LEN)
+        .collect();
+    if stem.trim_matches(|c| c == '.' || c == '_').is_empty() {
+        id.get(..16).unwrap_or(id).to_owned()
+    } else {
+        stem
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn download_names_are_the_certificates_name_in_safe_characters() {
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        assert_eq!(file_stem(Some("pbx.acme.example"), id), "pbx.acme.example");
+        assert_eq!(file_stem(Some("*.acme.example"), id), "_.acme.example");
+        assert_eq!(file_stem(Some("ISRG Root X1"), id), "ISRG_Root_X1");
+        assert_eq!(file_stem(Some("a\"b/c\\d"), id), "a_b_c_d");
+        assert_eq!(file_stem(None, id), "0123456789abcdef");
+        assert_eq!(file_stem(Some("//.."), id), "0123456789abcdef");
+        assert_eq!(file_stem(Some(&"x".repeat(999)), id).len(), 100);
+    }
 
     fn id() -> String {
         "ab".repeat(32)
@@ -1409,7 +1678,11 @@ mod tests {
     fn routes() {
         let i = id();
         assert_eq!(route("GET", "/", None), Route::Home);
-        assert_eq!(route("HEAD", "/certs", None), Route::Certs);
+        assert_eq!(route("HEAD", "/certs", None), Route::Certs(false));
+        assert_eq!(
+            route("GET", "/certs", Some("sort=expiry")),
+            Route::Certs(true)
+        );
         assert_eq!(route("POST", "/certs", None), Route::MethodNotAllowed);
         assert_eq!(route("GET", "/login", None), Route::Login);
         assert_eq!(route("POST", "/login", None), Route::LoginPost);

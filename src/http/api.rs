@@ -345,6 +345,12 @@ struct CsrBody {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TenantSetBody {
+    /// All its DNS names from now on (`tenant edit --dns`).
+    #[serde(default)]
+    dns: Option<Vec<String>>,
+    /// All its IP addresses from now on; `[]` none.
+    #[serde(default)]
+    ip: Option<Vec<String>>,
     #[serde(default)]
     acme_challenge: Option<String>,
     #[serde(default)]
@@ -446,6 +452,8 @@ pub fn to_command(route: ApiRoute, body: &[u8]) -> Result<Command, Resp> {
             let b: TenantSetBody = parse(body)?;
             Command::TenantSet {
                 name,
+                dns: b.dns,
+                ip: b.ip,
                 acme_challenge: word(b.acme_challenge)?,
                 acme_key_type: word(b.acme_key_type)?,
                 acme_profile: b.acme_profile,

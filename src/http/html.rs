@@ -53,7 +53,14 @@ a:focus-visible,button:focus-visible,input:focus-visible,select:focus-visible,te
 .msg{padding:.5em .8em;margin:.5em 0;border-radius:3px}\
 .ok{background:#dcf2e3}.warn{background:#fff1cc}.err{background:#fbdcdc}\
 .note{color:#5b6670;font-size:.9em}.expired{color:#b42318;font-weight:600}\
-.box{background:#fff;border:1px solid #d3d8de;padding:1em;margin:1em 0;max-width:60em}";
+.box{background:#fff;border:1px solid #d3d8de;padding:1em;margin:1em 0;max-width:60em}\
+main{overflow-wrap:break-word}pre{white-space:pre-wrap;overflow-wrap:anywhere}nav a{margin-right:.9em}time{white-space:nowrap}\
+@media(max-width:48em){\
+header{padding:.5em .8em;gap:.3em .9em}main{padding:.6em .8em}\
+table,tbody,tr,td{display:block}thead,tr:has(th){display:none}\
+tr{border:1px solid #d3d8de;margin:.5em 0;background:#fff}td{border:0;border-top:1px solid #eef0f3}td:first-child{font-weight:600;border:0}\
+input[type=text],input[type=password],input[type=email],input[type=search],input[type=number],select{min-width:0;width:100%;box-sizing:border-box}\
+.box{padding:.7em}}";
 
 /// The pages of the navigation bar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +174,16 @@ fn days_left(not_after: &str, now: i64) -> Markup {
     }
 }
 
+/// An expiry as every page shows it: the timestamp in a `<time>` (never
+/// wrapped) and the days left, red within `EXPIRING_SOON_DAYS` (the one
+/// threshold, as on Certificates).
+fn expiry(not_after: &str, now: i64) -> Markup {
+    html! {
+        time datetime=(not_after) { (not_after) }
+        " " span class="note" { (days_left(not_after, now)) }
+    }
+}
+
 /// `YYYY-MM-DDTHH:MM:SSZ` → Unix seconds (the form `clock::rfc3339` writes).
 pub fn parse_rfc3339(t: &str) -> Option<i64> {
     let b = t.as_bytes();
@@ -270,17 +287,22 @@ pub fn certs(
     flash: &[Line],
     now: i64,
     acme_enabled: bool,
+    by_expiry: bool,
 ) -> String {
     let rows = certs;
     let body = html! {
         (lines(flash))
-        @if let Some(v) = served { (served_table(v)) }
+        @if let Some(v) = served { (served_table(v, now)) }
         @if rows.is_empty() {
             p { "No certificates yet. " a href="/import" { "Import one" } "." }
         } @else {
             table {
                 thead { tr {
-                    th { "Names" } th { "Kind" } th { "Tenant" } th { "Expires" }
+                    th { @if by_expiry { a href="/certs" { "Names" } } @else { "Names" } }
+                    th { "Kind" } th { "Tenant" }
+                    th aria-sort=[by_expiry.then_some("ascending")] {
+                        @if by_expiry { "Expires ▲" } @else { a href="/certs?sort=expiry" title="soonest first" { "Expires" } }
+                    }
                     th { "Source" } th { "Key" } th { "Usage" } th { "ID" } th { "Served" } th { "Actions" }
                 } }
                 tbody {
@@ -302,7 +324,7 @@ pub fn certs(
 
 /// "Who gets what" (`served`): each name a client may ask for, the
 /// certificate it gets and by which rule, in red where clients object.
-fn served_table(v: &ServedView) -> Markup {
+fn served_table(v: &ServedView, now: i64) -> Markup {
     html! {
         h2 id="served" { "Who gets which certificate" }
         table class="served" {
@@ -323,7 +345,7 @@ fn served_table(v: &ServedView) -> Markup {
                                 br; strong { "⚠ " } span class="warning" data-code=(w.code) { (w.message) }
                             }
                         }
-                        td { (r.not_after.as_deref().unwrap_or("—")) }
+                        td { @match &r.not_after { Some(t) => { (expiry(t, now)) } None => { "—" } } }
                         td { (r.matched) }
                     }
                 }
@@ -375,7 +397,7 @@ fn cert_row(
             td { (list(&c.names)) }
             td { (c.kind) }
             td { (c.tenant.as_deref().unwrap_or("—")) }
-            td { (c.not_after) br; span class="note" { (days_left(&c.not_after, now)) } }
+            td { (expiry(&c.not_after, now)) }
             td { (c.source.as_str()) }
             td { (c.key_type) }
             td { (c.eku.join(", ")) }
@@ -424,38 +446,19 @@ fn cert_row(
 /// The delete confirmation: the certificate by its names, tenant and
 /// expiry, and what each name it serves gets instead (`cert delete
 /// --dry-run`), warnings in red.
-pub fn cert_delete_confirm(csrf: &str, p: &crate::ops::DeletePreview) -> String {
+pub fn cert_delete_confirm(csrf: &str, p: &crate::ops::DeletePreview, now: i64) -> String {
     let c = &p.cert;
     let body = html! {
         div class="box" {
             p {
                 "Delete the " (c.kind) " certificate for " strong { (c.names.join(", ")) }
                 @if let Some(t) = &c.tenant { " of tenant " (t) }
-                " (expires " (c.not_after) ", " (c.source.as_str()) ")?"
+                " (expires " (expiry(&c.not_after, now)) ", " (c.source.as_str()) ")?"
             }
             @if p.changes.is_empty() {
                 p { "No client is served this certificate now: nothing changes for them." }
             } @else {
-                table class="served" {
-                    thead { tr { th { "A client asking for" } th { "Gets instead" } th { "Rule" } } }
-                    tbody {
-                        @for ch in &p.changes {
-                            tr class=[(!ch.instead.warnings.is_empty()).then_some("err")] data-asked=(ch.now.asked) {
-                                td { (ch.now.asked) }
-                                td {
-                                    @match (&ch.instead.cert_name, &ch.instead.id) {
-                                        (Some(n), Some(id)) => { (n) " " code title=(id) { (id.get(..8).unwrap_or(id)) "…" } }
-                                        _ => { "nothing (the handshake fails)" }
-                                    }
-                                    @for w in &ch.instead.warnings {
-                                        br; strong { "⚠ " } span class="warning" data-code=(w.code) { (w.message) }
-                                    }
-                                }
-                                td { (ch.instead.matched) }
-                            }
-                        }
-                    }
-                }
+                (changes_table(&p.changes))
             }
             form method="post" action="/certs/delete" {
                 (csrf_field(csrf))
@@ -469,6 +472,118 @@ pub fn cert_delete_confirm(csrf: &str, p: &crate::ops::DeletePreview) -> String 
     layout("Delete a certificate", Nav::Certs, Some(csrf), body)
 }
 
+/// What each name a delete or removal changes gets instead (`--dry-run`),
+/// warnings in red: the one table of every confirmation that changes
+/// serving.
+fn changes_table(changes: &[crate::served::ServedChange]) -> Markup {
+    html! {
+        table class="served" {
+            thead { tr { th { "A client asking for" } th { "Gets instead" } th { "Rule" } } }
+            tbody {
+                @for ch in changes {
+                    tr class=[(!ch.instead.warnings.is_empty()).then_some("err")] data-asked=(ch.now.asked) {
+                        td { (ch.now.asked) }
+                        td {
+                            @match (&ch.instead.cert_name, &ch.instead.id) {
+                                (Some(n), Some(id)) => { (n) " " code title=(id) { (id.get(..8).unwrap_or(id)) "…" } }
+                                _ => { "nothing (the handshake fails)" }
+                            }
+                            @for w in &ch.instead.warnings {
+                                br; strong { "⚠ " } span class="warning" data-code=(w.code) { (w.message) }
+                            }
+                        }
+                        td { (ch.instead.matched) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The tenant removal confirmation: its names, addresses and certificates,
+/// and what each of its names gets instead (`tenant remove --dry-run`). A
+/// tenant that still owns domain certificates cannot be removed: the page
+/// says so and links to their delete confirmations instead of a button.
+pub fn tenant_remove_confirm(csrf: &str, p: &crate::ops::TenantRemovePreview, now: i64) -> String {
+    let t = &p.tenant;
+    let blocking: Vec<&CertView> = p.certs.iter().filter(|c| c.kind == "domain").collect();
+    let body = html! {
+        div class="box" {
+            p {
+                "Remove tenant " strong { (t.name) } "? DNS names: "
+                @if t.dns.is_empty() { "none" } @else { (t.dns.join(", ")) }
+                "; addresses: "
+                @if t.ip.is_empty() { "none" } @else { (t.ip.join(", ")) }
+                "."
+            }
+            @if !p.certs.is_empty() {
+                p { "Its certificates:" }
+                ul {
+                    @for c in &p.certs {
+                        li data-id=(c.id) {
+                            (c.kind) " " strong { (c.names.join(", ")) } " (expires " (expiry(&c.not_after, now)) ") "
+                            a href={ "/certs/delete?id=" (c.id) } aria-label={ "Delete " (c.names.join(", ")) } { "Delete…" }
+                        }
+                    }
+                }
+            }
+            @if p.changes.is_empty() {
+                p { "Nothing changes for any client." }
+            } @else {
+                (changes_table(&p.changes))
+            }
+            @if blocking.is_empty() {
+                form method="post" action="/tenants/remove" {
+                    (csrf_field(csrf))
+                    input type="hidden" name="name" value=(t.name);
+                    button class="danger" type="submit" { "Yes, remove" }
+                    " "
+                    a href="/tenants" { "Cancel" }
+                }
+            } @else {
+                p class="msg err" role="status" {
+                    code { "[tenant-in-use]" } " "
+                    "The tenant still owns " (blocking.len()) " domain certificate(s): delete them first (links above). "
+                    a href="/tenants" { "Back" }
+                }
+            }
+        }
+    };
+    layout("Remove a tenant", Nav::Tenants, Some(csrf), body)
+}
+
+/// The Root CA delete confirmation: the ticked roots by name,
+/// organisation and expiry (nothing served changes: roots are what the PBX
+/// trusts as a client).
+pub fn roots_delete_confirm(csrf: &str, roots: &[&RootInfo], now: i64) -> String {
+    let body = html! {
+        div class="box" {
+            p {
+                "Delete these " (roots.len()) " root(s) from the Root CA list? The PBX no longer \
+    trusts servers whose chain ends at them (ACME directories, provisioning); Reset brings bundled ones back."
+            }
+            form method="post" action="/roots/delete" {
+                (csrf_field(csrf))
+                input type="hidden" name="confirm" value="yes";
+                ul {
+                    @for r in roots {
+                        li {
+                            input type="hidden" name="id" value=(r.id);
+                            strong { (r.name) }
+                            @if let Some(o) = &r.organization { " — " (o) }
+                            " (expires " (expiry(&r.not_after, now)) ")"
+                        }
+                    }
+                }
+                button class="danger" type="submit" { "Yes, delete" }
+                " "
+                a href="/roots" { "Cancel" }
+            }
+        }
+    };
+    layout("Delete roots", Nav::Roots, Some(csrf), body)
+}
+
 /// The STIR/SHAKEN page: each tenant's signing certificate with its rule
 /// and x5u URL, the STI trust list, and a form that signs a test call and
 /// shows the Identity header with its decoded PASSporT.
@@ -478,6 +593,7 @@ pub fn stir(
     sti_roots: &[RootInfo],
     signed: Option<&crate::stir::Signed>,
     flash: &[Line],
+    now: i64,
 ) -> String {
     let body = html! {
         (lines(flash))
@@ -507,7 +623,7 @@ pub fn stir(
         @if sti_roots.is_empty() {
             p { "Empty: no incoming Identity header can pass." }
         } @else {
-            ul { @for r in sti_roots { li { (r.name) @if let Some(o) = &r.organization { " — " (o) } " (expires " (r.not_after) ")" } } }
+            ul { @for r in sti_roots { li { (r.name) @if let Some(o) = &r.organization { " — " (o) } " (expires " (expiry(&r.not_after, now)) ")" } } }
         }
         h2 { "Sign a test call" }
         form method="post" action="/stir/sign" class="box" {
@@ -592,7 +708,7 @@ pub fn roots(
                             td { input type="checkbox" name="id" value=(id) aria-label={ "select " (r.name) }; }
                             td title=(r.subject) { (r.name) }
                             td { (r.organization.as_deref().unwrap_or("—")) }
-                            td { (r.not_after) " " span class="note" { (days_left(&r.not_after, now)) } }
+                            td { (expiry(&r.not_after, now)) }
                             td { code title=(id) { (id.get(..16).unwrap_or(id)) "…" } }
                             td { a href={ "/roots/" (id) ".pem" } download title="download PEM" aria-label={ "Download PEM of " (r.subject) } { "⬇ PEM" } }
                         }
@@ -969,13 +1085,101 @@ pub fn csr(csrf: &str, names: &str, message: &[Line]) -> String {
     layout("Certificate signing request", Nav::Import, Some(csrf), body)
 }
 
-/// Tenants and system settings; `extra` (from `dns_and_ca`) ends the page.
+/// What was typed into a tenant form, shown again after an error (no
+/// field of it is a secret).
+#[derive(Debug, Clone, Default)]
+pub struct TenantTyped {
+    /// The tenant's name.
+    pub name: String,
+    /// DNS names as typed (one per line).
+    pub dns: String,
+    /// IP addresses as typed (one per line).
+    pub ip: String,
+}
+
+/// The tenant edit form's values: from the stored tenant (`of`), or as
+/// typed when the change was refused (none of them is a secret).
+#[derive(Debug, Clone, Default)]
+pub struct TenantEdit {
+    /// The tenant (not editable: the key of its certificates).
+    pub name: String,
+    /// DNS names, one per line.
+    pub dns: String,
+    /// IP addresses, one per line.
+    pub ip: String,
+    /// `default` or a challenge word.
+    pub challenge: String,
+    /// `default` or a key type word.
+    pub key_type: String,
+    /// `default` or a profile name.
+    pub profile: String,
+}
+
+impl TenantEdit {
+    /// The form filled from the stored tenant.
+    pub fn of(t: &TenantView) -> TenantEdit {
+        TenantEdit {
+            name: t.name.clone(),
+            dns: t.dns.join("\n"),
+            ip: t.ip.join("\n"),
+            challenge: t.acme_challenge.word().to_owned(),
+            key_type: t.acme_key_type.word().to_owned(),
+            profile: t.acme_profile.clone(),
+        }
+    }
+}
+
+/// Edit a tenant (`tenant edit`): its DNS names and addresses (checked
+/// against the other tenants' as `tenant add` does) and its ACME options.
+pub fn tenant_edit(csrf: &str, t: &TenantEdit, flash: &[Line]) -> String {
+    use crate::model::{ChallengeChoice, KeyType};
+    let challenges = [
+        ChallengeChoice::Auto,
+        ChallengeChoice::Http01,
+        ChallengeChoice::Dns01,
+        ChallengeChoice::TlsAlpn01,
+    ];
+    let body = html! {
+        (lines(flash))
+        form method="post" action="/tenants/edit" class="box" {
+            (csrf_field(csrf))
+            input type="hidden" name="name" value=(t.name);
+            p { "Tenant " strong { (t.name) } ". Its certificates stay its own; new names get certificates by ACME or import." }
+            label for="edns" { "DNS names (one per line)" }
+            textarea id="edns" name="dns" rows="4" spellcheck="false" { (t.dns) }
+            label for="eip" { "IP addresses phones connect to without a name (one per line; may be empty)" }
+            textarea id="eip" name="ip" rows="2" spellcheck="false" { (t.ip) }
+            label for="echallenge" { "ACME challenge" }
+            select id="echallenge" name="challenge" {
+                (choice("default", "default (the ACME page's setting)", &t.challenge))
+                @for c in challenges { (choice(c.as_str(), c.as_str(), &t.challenge)) }
+            }
+            label for="ekey" { "Key type" }
+            select id="ekey" name="key_type" {
+                (choice("default", "default (P-256)", &t.key_type))
+                @for k in [KeyType::P256, KeyType::Rsa2048] { (choice(k.as_str(), k.as_str(), &t.key_type)) }
+            }
+            label for="eprofile" { "ACME profile (" code { "default" } ": the ACME page's)" }
+            input type="text" id="eprofile" name="profile" value=(t.profile);
+            div {
+                button type="submit" { "Save tenant" }
+                " "
+                a href="/tenants" { "Cancel" }
+            }
+        }
+    };
+    layout("Edit a tenant", Nav::Tenants, Some(csrf), body)
+}
+
+/// Tenants and system settings; `extra` (from `dns_and_ca`) ends the page;
+/// `add` fills the add form.
 pub fn tenants(
     csrf: &str,
     tenants: &[TenantView],
     system: &SystemView,
     certs: &[CertView],
     extra: &Markup,
+    add: &TenantTyped,
     flash: &[Line],
 ) -> String {
     let rows = tenants;
@@ -998,11 +1202,11 @@ pub fn tenants(
                             td { (list(&t.dns)) }
                             td { (list(&t.ip)) }
                             td {
-                                form method="post" action="/tenants/remove" {
-                                    (csrf_field(csrf))
-                                    input type="hidden" name="name" value=(t.name);
-                                    button class="danger" type="submit" { "Remove" }
-                                }
+                                a class="button" href={ "/tenants/edit?name=" (t.name) }
+                                    aria-label={ "Edit " (t.name) } { "Edit" }
+                                " "
+                                a class="button danger" href={ "/tenants/remove?name=" (t.name) }
+                                    aria-label={ "Remove " (t.name) } { "Remove" }
                             }
                         }
                     }
@@ -1012,11 +1216,11 @@ pub fn tenants(
         form method="post" action="/tenants/add" class="box" {
             (csrf_field(csrf))
             label for="tname" { "New tenant" }
-            input type="text" id="tname" name="name" required;
+            input type="text" id="tname" name="name" value=(add.name) required;
             label for="tdns" { "DNS names (one per line)" }
-            textarea id="tdns" name="dns" rows="3" {}
+            textarea id="tdns" name="dns" rows="3" { (add.dns) }
             label for="tip" { "IP addresses phones connect to without a name (optional, one per line)" }
-            textarea id="tip" name="ip" rows="2" {}
+            textarea id="tip" name="ip" rows="2" { (add.ip) }
             div { button type="submit" { "Add tenant" } }
         }
         h2 { "System" }
@@ -1044,7 +1248,8 @@ pub fn tenants(
             }
             p class="note" {
                 "An empty field clears the setting. Root CA list: "
-                (system.roots_version.as_deref().unwrap_or("-"))
+                a href="/roots" id="roots-count" { (system.roots_stored) " roots stored" }
+                @if let Some(v) = &system.roots_version { " (last reset to the bundled " (v) ")" }
             }
             div { button type="submit" { "Save" } }
         }
@@ -1090,6 +1295,11 @@ mod tests {
             &system(Some(v)),
             &[],
             &dns_and_ca(&[], None),
+            &super::TenantTyped {
+                name: v.into(),
+                dns: v.into(),
+                ip: v.into(),
+            },
             &[],
         );
         let text = "&lt;a href=&quot;x&quot;&gt;'&amp;'&lt;/a&gt;";
@@ -1147,15 +1357,16 @@ mod tests {
                 "source": source, "key_type": "p256"}]),
             )
         };
-        let on = super::certs("T", &row("acme"), None, &[], 0, true);
+        let on = super::certs("T", &row("acme"), None, &[], 0, true, false);
         assert!(on.contains("action=\"/certs/reissue\""), "{on}");
         for (source, enabled) in [("acme", false), ("upload", true), ("self-signed", false)] {
-            let page = super::certs("T", &row(source), None, &[], 0, enabled);
+            let page = super::certs("T", &row(source), None, &[], 0, enabled, false);
             assert!(!page.contains("/certs/reissue"), "{source} {enabled}");
             assert!(page.contains("disabled"), "{source} {enabled}");
         }
         assert!(
-            super::certs("T", &row("self-signed"), None, &[], 0, true).contains("/certs/reissue")
+            super::certs("T", &row("self-signed"), None, &[], 0, true, false)
+                .contains("/certs/reissue")
         );
     }
 
@@ -1171,12 +1382,20 @@ mod tests {
                 "acme_profile": "default"}]));
         let system = system(None);
         let pages = [
-            super::certs("TOKEN", &certs, None, &[], 0, true),
+            super::certs("TOKEN", &certs, None, &[], 0, true, false),
             super::roots("TOKEN", &roots, None, Some("v2"), &[], 0),
             super::roots_reset_confirm("TOKEN", 1, "v"),
             super::import("TOKEN", "", "auto", &[]),
             super::csr("TOKEN", "a.example", &[]),
-            super::tenants("TOKEN", &tenants, &system, &certs, &html! {}, &[]),
+            super::tenants(
+                "TOKEN",
+                &tenants,
+                &system,
+                &certs,
+                &html! {},
+                &super::TenantTyped::default(),
+                &[],
+            ),
             super::password("TOKEN", false, &[]),
             super::acme(
                 "TOKEN",
@@ -1214,6 +1433,7 @@ mod tests {
             &[("err", "c<".into(), "m>".into())],
             0,
             false,
+            true,
         );
         assert!(!page.contains("<script>x"));
         assert!(!page.contains("a\"b"));
