@@ -756,15 +756,16 @@ async fn forward(
     }
     keepalive(tls.get_ref().0);
     keepalive(&upstream);
+    let client_raw = tls.get_ref().0.clone();
     let (tls_read, mut tls_write) = smol::io::split(tls);
     // Bumped by both directions at every chunk; `idle=` watches it.
     let moved = std::cell::Cell::new(0u64);
     let to_target = async {
-        let _ = pump(tls_read, &mut up_write, &moved).await;
+        let _ = pump(tls_read, &client_raw, &mut up_write, &moved).await;
         let _ = up_write.shutdown(std::net::Shutdown::Write);
     };
     let to_client = async {
-        let _ = pump(upstream, &mut tls_write, &moved).await;
+        let _ = pump(upstream.clone(), &upstream, &mut tls_write, &moved).await;
         let _ = tls_write.close().await;
     };
     let copy = both_then_bounded(to_target, to_client);
@@ -841,17 +842,38 @@ fn keepalive(s: &TcpStream) {
 /// so after a client paused reading, the last records could stay in that
 /// buffer until the target sent more (a phone missing its last NOTIFY).
 /// Flushing each chunk means a chunk is in the kernel before the next read.
-async fn pump<R, W>(mut from: R, to: &mut W, moved: &std::cell::Cell<u64>) -> std::io::Result<()>
+///
+/// An idle connection holds no copy buffer (SIP phones keep connections
+/// for hours; issue 13's bytes per idle connection): between chunks the
+/// pump waits on `raw`, the socket `from` reads, with a one-byte `peek`,
+/// and takes a buffer only when bytes (or EOF) arrived. It waits so only
+/// after a read that did not fill the buffer: for a TLS `from`, rustls
+/// then holds no decrypted bytes (futures-rustls decrypts every complete
+/// record it read, and rustls' reader drains all it has into the buffer),
+/// so the rest needs the socket; the first read never waits, as plaintext
+/// may have come with the handshake's last flight.
+async fn pump<R, W>(
+    mut from: R,
+    raw: &TcpStream,
+    to: &mut W,
+    moved: &std::cell::Cell<u64>,
+) -> std::io::Result<()>
 where
     R: smol::io::AsyncRead + Unpin,
     W: smol::io::AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; FORWARD_COPY_BUFFER_BYTES];
+    let mut drained = false;
     loop {
+        if drained {
+            // Ok(0) at EOF and an error both end in the read below.
+            let _ = raw.peek(&mut [0u8; 1]).await;
+        }
+        let mut buf = vec![0u8; FORWARD_COPY_BUFFER_BYTES];
         let n = from.read(&mut buf).await?;
         if n == 0 {
             return Ok(());
         }
+        drained = n < buf.len();
         moved.set(moved.get().wrapping_add(1));
         to.write_all(&buf[..n]).await?;
         to.flush().await?;
@@ -899,16 +921,17 @@ async fn trunk(
             "client certificate {id}"
         ))
     );
+    let trunk_raw = tls.get_ref().0.clone();
     let (tls_read, mut tls_write) = smol::io::split(tls);
     let mut local_write = local.clone();
     let moved = std::cell::Cell::new(0u64);
     let to_local = async {
-        let r = pump(tls_read, &mut local_write, &moved).await;
+        let r = pump(tls_read, &trunk_raw, &mut local_write, &moved).await;
         let _ = local_write.shutdown(std::net::Shutdown::Write);
         r
     };
     let to_trunk = async {
-        let r = pump(local, &mut tls_write, &moved).await;
+        let r = pump(local.clone(), &local, &mut tls_write, &moved).await;
         let _ = tls_write.close().await;
         r
     };
