@@ -15,7 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-1000}"
 work="$(mktemp -d)"
-trap 'pkill -f "$work/" 2>/dev/null || true; rm -rf "$work"' EXIT
+# Every process this script starts is stopped by its PID (kept in $work/pids).
+trap 'while read -r p; do kill "$p" 2>/dev/null || true; done < "$work/pids" 2>/dev/null; rm -rf "$work"' EXIT
 
 command -v openssl >/dev/null || { echo "footprint.sh: needs openssl" >&2; exit 1; }
 cargo build --release --locked -q
@@ -27,6 +28,7 @@ serve_rss() {
     local log="$work/serve.log"
     "$@" "$bin" --data-dir "$store" serve --https 127.0.0.1:0 --http 127.0.0.1:0 2>"$log" &
     local pid=$!
+    echo "$pid" >> "$work/pids"
     for _ in $(seq 1 300); do grep -q "ready:" "$log" && break; sleep 0.1; done
     grep -q "ready:" "$log" || { echo "daemon did not start: $(cat "$log")" >&2; kill "$pid"; return 1; }
     sleep 2 # idle
@@ -47,6 +49,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 
 # Populate through a running daemon (control socket): one store open in all.
 "$native" --data-dir "$store" serve --https none --http none 2>"$work/populate.log" &
 pop=$!
+echo "$pop" >> "$work/pids"
 for _ in $(seq 1 100); do grep -q "ready:" "$work/populate.log" && break; sleep 0.1; done
 for i in $(seq 1 "$N"); do
     name="pbx.t$i.example.com"
