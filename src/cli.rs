@@ -328,8 +328,9 @@ pub enum AcmeCmd {
         /// External Account Binding HMAC key (base64url).
         #[arg(long, requires = "eab_kid")]
         eab_hmac: Option<String>,
-        /// Seconds between renewal checks (1 to 86400; default 21600).
-        #[arg(long)]
+        /// Time between renewal checks: 6h, 30m, 1h30m, 45s or seconds
+        /// (1s to 24h; default 6h).
+        #[arg(long, value_parser = parse_interval)]
         check_interval: Option<u64>,
         /// ACME profile named in orders (e.g. classic, tlsserver, shortlived;
         /// `none`: the CA's default). Only when the CA's directory lists it.
@@ -338,8 +339,13 @@ pub enum AcmeCmd {
     },
     /// Settings and account state.
     Show,
-    /// Per certificate name set: valid|pending|failed, last error, next attempt.
+    /// Per certificate name set: valid|pending|failed|off, last error, next attempt.
     Status,
+    /// Order a name set again now (a failed one's back-off ends).
+    Retry {
+        /// The name set as `acme status` lists it: system or tenant:NAME.
+        key: String,
+    },
 }
 
 /// `roots` subcommands.
@@ -632,6 +638,12 @@ pub enum StirCmd {
     },
 }
 
+/// `--check-interval`: the one duration parser (`clock::parse_duration`).
+fn parse_interval(raw: &str) -> Result<u64, String> {
+    crate::clock::parse_duration(raw)
+        .ok_or_else(|| "expected a time such as 6h, 30m, 1h30m, 45s or seconds".to_owned())
+}
+
 fn parse_id(raw: &str) -> Result<String, String> {
     ops::valid_id(raw).ok_or_else(ops::bad_id_message)
 }
@@ -762,6 +774,9 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
         Cmd::Acme {
             command: AcmeCmd::Show,
         } => Command::AcmeShow,
+        Cmd::Acme {
+            command: AcmeCmd::Retry { key },
+        } => Command::AcmeRetry { key },
         Cmd::Acme {
             command: AcmeCmd::Status,
         } => Command::AcmeStatus,
@@ -1184,13 +1199,13 @@ pub fn render(command: &Command, reply: &Reply) -> String {
             v.iat_skew
         ),
         Reply::Acme(v) => format!(
-            "enabled:        {}\ndirectory:      {}\ncontact:        {}\nchallenge:      {}\neab:            {}\ncheck interval: {} s\naccount:        {} {}\n",
+            "enabled:        {}\ndirectory:      {}\ncontact:        {}\nchallenge:      {}\neab:            {}\ncheck interval: {}\naccount:        {} {}\n",
             v.enabled,
             v.directory,
             or_dash(v.contact.as_deref()),
             v.challenge.as_str(),
             or_dash(v.eab_kid.as_deref()),
-            v.check_interval,
+            crate::clock::duration_text(v.check_interval),
             v.account.state,
             v.account.url.as_deref().unwrap_or_default(),
         ),

@@ -134,6 +134,8 @@ pub enum Command {
     AcmeStatus,
     /// `cert reissue ID`
     CertReissue { id: String },
+    /// `acme retry KEY` (a name set as `acme status` lists it)
+    AcmeRetry { key: String },
     /// `dns add NAME --provider P --zone Z ...`
     DnsAdd {
         name: String,
@@ -330,6 +332,8 @@ impl Command {
             // The Root CA list decides which ACME directories are reachable.
             Command::RootsDelete { .. } | Command::RootsReset => Effect::RENEWAL,
             Command::AcmeSet(_) | Command::CertReissue { .. } => Effect::RENEWAL,
+            // A name set marked for an order now: the loop is woken.
+            Command::AcmeRetry { .. } => Effect::RENEWAL,
             // A DNS provider (and its propagation settings) decides whether
             // and how DNS-01 orders run.
             Command::DnsAdd { .. } | Command::DnsRemove { .. } | Command::DnsSet { .. } => {
@@ -573,7 +577,7 @@ impl Reply {
             Command::StirShakenSelect { .. } => Reply::Stir(from(v)?),
             Command::AcmeShow => Reply::Acme(from(v)?),
             Command::AcmeStatus => Reply::AcmeStatus(from(v)?),
-            Command::CertReissue { .. } => Reply::Reissued(from(v)?),
+            Command::CertReissue { .. } | Command::AcmeRetry { .. } => Reply::Reissued(from(v)?),
             Command::DnsList => Reply::DnsList(from(v)?),
             Command::DnsSet { .. } => Reply::Propagation(from(v)?),
             Command::Csr { .. } => Reply::Csr(from(v)?),
@@ -787,6 +791,7 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
             let id = resolve_id(store, Tree::Certs, id)?;
             Reply::Reissued(crate::acme::reissue(store, &id)?)
         }
+        Command::AcmeRetry { key } => Reply::Reissued(crate::acme::retry(store, key)?),
         Command::Csr { names, key_type } => {
             Reply::Csr(crate::localca::csr(store, names, *key_type)?)
         }
@@ -950,6 +955,7 @@ mod tests {
             Command::AcmeShow,
             Command::AcmeStatus,
             Command::CertReissue { id: s() },
+            Command::AcmeRetry { key: s() },
             Command::DnsAdd {
                 name: s(),
                 zone: s(),
@@ -1033,9 +1039,10 @@ mod tests {
                 Command::StiRoots => 44,
                 Command::StiRootsShow { .. } => 45,
                 Command::StiRootsDelete { .. } => 46,
+                Command::AcmeRetry { .. } => 47,
             });
         }
-        assert_eq!(seen.len(), 47, "a command variant has no sample");
+        assert_eq!(seen.len(), 48, "a command variant has no sample");
         samples
     }
 
@@ -1179,6 +1186,7 @@ mod tests {
             "roots-reset",
             "acme-set",
             "cert-reissue",
+            "acme-retry",
             "dns-add",
             "dns-remove",
             "dns-set",

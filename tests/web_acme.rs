@@ -112,7 +112,9 @@ fn acme_page_sets_settings_refuses_without_csrf_hides_the_hmac_and_shows_failure
         page.contains("value=\"production\" checked"),
         "default preset:\n{page}"
     );
-    assert!(page.contains("<td class=\"warn\">pending</td>"), "{page}");
+    // ACME is off: nothing will be ordered, so not "pending".
+    assert!(page.contains("<td class=\"note\">off</td>"), "{page}");
+    assert!(!page.contains(">pending<"), "{page}");
     let before = pbx.ok(&["acme", "show"]);
     assert_eq!(before["enabled"], false);
 
@@ -213,6 +215,23 @@ fn acme_page_sets_settings_refuses_without_csrf_hides_the_hmac_and_shows_failure
     assert!(page.contains(&format!("<code>[{code}]</code>")), "{page}");
     assert!(page.contains("gamma.pbx.test"));
     assert!(page.contains("tenant:gamma"), "{page}");
+
+    // The page's Retry button is `acme retry KEY` on the CLI: the set is
+    // queued now; an unknown set is refused with its code. The interval is
+    // typed as a time, read back in seconds.
+    let retried = pbx.ok(&["acme", "retry", "tenant:gamma"]);
+    assert_eq!(retried["names"], serde_json::json!(["gamma.pbx.test"]));
+    assert_eq!(
+        pbx.err(&["acme", "retry", "tenant:nobody"]).code,
+        "not-acme-managed"
+    );
+    pbx.ok_true(&["acme", "set", "--check-interval", "1h30m"]);
+    assert_eq!(pbx.ok(&["acme", "show"])["check_interval"], 5400);
+    assert_ne!(
+        pbx.run(&["acme", "set", "--check-interval", "90x"]).status,
+        0
+    );
+    assert_eq!(pbx.ok(&["acme", "show"])["check_interval"], 5400);
 
     // The Certificates page says what the challenges need.
     let pbx_certs = web.get("/certs");

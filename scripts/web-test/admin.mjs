@@ -13,6 +13,7 @@
 //   PBX_SCREENSHOTS  directory for screenshots (created)
 
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium, request } from 'playwright-core';
@@ -318,13 +319,21 @@ try {
   await page.click('header a:has-text("ACME")');
   check(page.url().endsWith('/acme'), `nav link: ${page.url()}`);
   check(!(await page.isChecked('#enabled')), 'ACME off by default');
+  check((await page.inputValue('#check_interval')) === '6h', `the default interval in hours: ${await page.inputValue('#check_interval')}`);
+  const offRow = page.locator('#status tr[data-key="system"]');
+  check((await offRow.locator('td:nth-child(3)').innerText()) === 'off', `ACME off: the system name set is "off", not pending: ${await offRow.innerText()}`);
+  check(!(await text()).includes('key-only'), 'the account state in plain words');
+  check((await page.locator('#account').innerText()).includes('first order'), `account: ${await page.locator('#account').innerText()}`);
   await page.check('#dir-staging');
+  await page.fill('#check_interval', '1h30m');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Save")')]);
+  check((await page.inputValue('#check_interval')) === '1h30m', `interval read back: ${await page.inputValue('#check_interval')}`);
   await page.fill('#check_interval', '7200');
   await page.selectOption('#challenge', 'dns-01');
   await Promise.all([page.waitForNavigation(), page.click('button:has-text("Save")')]);
   check((await text()).includes('ACME settings saved'), 'ACME saved');
   check(await page.isChecked('#dir-staging'), 'staging preset kept');
-  check((await page.inputValue('#check_interval')) === '7200', 'interval shown');
+  check((await page.inputValue('#check_interval')) === '2h', 'interval shown in hours');
   check((await page.inputValue('#challenge')) === 'dns-01', 'challenge shown');
   check((await page.locator('#status tr', { hasText: 'pbx.example.com' }).count()) === 1, 'system name in the status table');
   const CF_TOKEN = 'browser-cf-token-0123456789abcdef';
@@ -339,6 +348,54 @@ try {
     page.locator('tr', { hasText: 'cf-web' }).locator('button:has-text("Remove")').click()]);
   check((await text()).includes('DNS provider cf-web removed'), 'provider removed');
   check((await page.locator('tr', { hasText: 'cf-web' }).count()) === 0, 'provider gone');
+
+  begin('ACME page states: a failed order, its Retry button, its error on Certificates');
+  // A CA that refuses connections: a loopback port nothing listens on.
+  const closedPort = await new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.listen(0, '127.0.0.1', () => { const { port } = srv.address(); srv.close(() => resolve(port)); });
+  });
+  await page.goto(`${BASE}/acme`);
+  await page.check('#enabled');
+  await page.check('#dir-custom');
+  await page.fill('#directory', `https://127.0.0.1:${closedPort}/dir`);
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Save")')]);
+  check((await text()).includes('ACME settings saved'), 'ACME enabled');
+  const systemSet = page.locator('#status tr[data-key="system"]');
+  const failures = async () => Number(await systemSet.locator('td:nth-child(6)').innerText());
+  let waited = 0;
+  while ((await systemSet.locator('td:nth-child(3)').innerText()) !== 'failed') {
+    check(waited++ < 120, `no failed state: ${await systemSet.innerText()}`);
+    await page.waitForTimeout(500);
+    await page.goto(`${BASE}/acme`);
+  }
+  check((await systemSet.innerText()).includes('[ca-unreachable]'), `the error code: ${await systemSet.innerText()}`);
+  const failuresBefore = await failures();
+  await Promise.all([page.waitForNavigation(), systemSet.locator('button:has-text("Retry")').click()]);
+  check((await text()).includes('order for pbx.example.com queued'), `retry acknowledged: ${(await text()).slice(0, 400)}`);
+  // The back-off after a failure is minutes long: only the retry makes a
+  // new attempt now (bounded wait for it).
+  waited = 0;
+  while ((await failures()) <= failuresBefore) {
+    check(waited++ < 120, `the retry made no new attempt (${failuresBefore} failures): ${await systemSet.innerText()}`);
+    await page.waitForTimeout(500);
+    await page.goto(`${BASE}/acme`);
+  }
+  await shot('14b-acme-failed');
+  await page.goto(`${BASE}/certs`);
+  const failing = page.locator('#acme-failures [data-key="system"]');
+  check((await failing.innerText()).includes('[ca-unreachable]'), `the failure on Certificates: ${await failing.innerText()}`);
+  check((await failing.locator('button:has-text("Retry")').count()) === 1, 'a Retry button there too');
+  const selfSigned = page.locator('tr[data-id]', { hasText: 'self-signed' });
+  check((await selfSigned.count()) === 1, 'the self-signed certificate is listed');
+  check(await selfSigned.locator('button:has-text("Reissue")').isDisabled(), 'Reissue is disabled on a certificate ACME does not manage');
+  await Promise.all([page.waitForNavigation(), failing.locator('button:has-text("Retry")').click()]);
+  check(new URL(page.url()).pathname === '/certs', `back on Certificates: ${page.url()}`);
+  check((await text()).includes('order for pbx.example.com queued'), 'retry from Certificates acknowledged');
+  await page.goto(`${BASE}/acme`);
+  await page.uncheck('#enabled');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Save")')]);
+  check((await systemSet.locator('td:nth-child(3)').innerText()) === 'off', 'off again');
 
   begin('the JSON API with HTTP Basic');
   anon = await request.newContext({ ignoreHTTPSErrors: true });

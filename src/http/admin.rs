@@ -110,6 +110,8 @@ pub enum Route {
     AcmePost,
     /// `POST /acme/dns/add` (`dns add`)
     DnsAdd,
+    /// `POST /acme/retry` (`acme retry KEY`)
+    AcmeRetry,
     /// `POST /acme/dns/remove` (`dns remove`)
     DnsRemove,
     /// `/api/...`
@@ -195,6 +197,7 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> Route {
             _ => page(Route::Acme, get),
         },
         "/acme/dns/add" => page(Route::DnsAdd, post),
+        "/acme/retry" => page(Route::AcmeRetry, post),
         "/stir" => page(Route::Stir, get),
         "/stir/sign" => page(Route::StirSign, post),
         "/acme/dns/remove" => page(Route::DnsRemove, post),
@@ -239,8 +242,8 @@ pub fn acme_change(form: &Form, stored_kid: Option<&str>) -> Result<AcmeChange, 
     let check_interval = match form.get("check_interval").unwrap_or("").trim() {
         "" => None,
         n => Some(
-            n.parse::<u64>()
-                .map_err(|_| bad("check interval: a whole number of seconds"))?,
+            crate::clock::parse_duration(n)
+                .ok_or_else(|| bad("check interval: a time such as 6h, 30m, 1h30m or 45s"))?,
         ),
     };
     let kid = form.get("eab_kid").unwrap_or("").trim();
@@ -794,6 +797,31 @@ impl Admin {
         }
     }
 
+    /// The Retry button of a failed name set (ACME and Certificates pages):
+    /// `acme retry KEY`; back to the page it came from.
+    async fn acme_retry(&self, req: &Req, session: &SessionView) -> Resp {
+        let form = match self.form(req, session) {
+            Ok(f) => f,
+            Err(r) => return r,
+        };
+        let to = match form.get("from") {
+            Some("certs") => "/certs",
+            _ => "/acme",
+        };
+        let key = form.get("key").unwrap_or("").to_owned();
+        let r = self.run(Command::AcmeRetry { key: key.clone() }).await;
+        let flash = match r {
+            Ok(Reply::Reissued(v)) => Flash::one(
+                "ok",
+                "",
+                format!("order for {} queued; it runs now", v.names.join(", ")),
+            ),
+            Ok(_) => Flash::one("ok", "", format!("order for {key} queued; it runs now")),
+            Err(e) => Flash::one("err", e.code_str(), e.to_string()),
+        };
+        self.back(session, to, flash)
+    }
+
     async fn acme_post(&self, req: &Req, session: &SessionView) -> Resp {
         let form = match self.form(req, session) {
             Ok(f) => f,
@@ -917,11 +945,15 @@ impl Admin {
                 Ok(v) => {
                     let acme_on =
                         run_as!(self, Command::AcmeShow, Reply::Acme).is_ok_and(|a| a.enabled);
+                    let status = match acme_on {
+                        true => run_as!(self, Command::AcmeStatus, Reply::AcmeStatus).ok(),
+                        false => None,
+                    };
                     let served = run_as!(self, Command::Served, Reply::Served).ok();
                     let flash = self.flash_lines(session);
                     Resp::html(
                         200,
-                        html::certs(csrf, &v, served.as_ref(), &flash, now, acme_on),
+                        html::certs(csrf, &v, served.as_ref(), &flash, now, status.as_deref()),
                     )
                 }
                 Err(e) => self.error_page(500, "Error", Some(session), &e),
@@ -1134,6 +1166,7 @@ impl Admin {
                 }
             }
             Route::AcmePost => self.acme_post(req, session).await,
+            Route::AcmeRetry => self.acme_retry(req, session).await,
             Route::DnsAdd => {
                 let form = match self.form(req, session) {
                     Ok(f) => f,

@@ -261,19 +261,38 @@ pub fn password(csrf: &str, setup: bool, message: &[Line]) -> String {
     )
 }
 
-/// Certificates: `certs --json` rows.
-/// `acme_enabled`: Reissue works for ACME and self-signed certificates.
+/// Certificates: `certs --json` rows. `acme`: the `acme status` rows
+/// when ACME is on (`None`: off): Reissue works for the certificates a name
+/// set manages (`acme::manages`), and failed sets show their last error.
 pub fn certs(
     csrf: &str,
     certs: &[CertView],
     served: Option<&ServedView>,
     flash: &[Line],
     now: i64,
-    acme_enabled: bool,
+    acme: Option<&[StatusRow]>,
 ) -> String {
     let rows = certs;
+    let failed: Vec<&StatusRow> = acme
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.state == "failed")
+        .collect();
     let body = html! {
         (lines(flash))
+        @if !failed.is_empty() {
+            div id="acme-failures" class="box" {
+                strong { "ACME orders failing" }
+                @for r in &failed {
+                    div class="msg err" id={ "acme-" (r.key) } data-key=(r.key) {
+                        (r.names.join(", ")) ": "
+                        @if let Some(e) = &r.last_error { code { "[" (e.code) "]" } " " (e.message) " " }
+                        (retry_form_from(csrf, r, "certs"))
+                        " " a href="/acme#status" { "ACME page" }
+                    }
+                }
+            }
+        }
         @if let Some(v) = served { (served_table(v)) }
         @if rows.is_empty() {
             p { "No certificates yet. " a href="/import" { "Import one" } "." }
@@ -284,7 +303,7 @@ pub fn certs(
                     th { "Source" } th { "Key" } th { "Usage" } th { "ID" } th { "Served" } th { "Actions" }
                 } }
                 tbody {
-                    @for c in rows { (cert_row(csrf, c, served, now, acme_enabled)) }
+                    @for c in rows { (cert_row(csrf, c, served, now, acme)) }
                 }
             }
             p class="note" {
@@ -350,11 +369,23 @@ fn cert_row(
     c: &CertView,
     served: Option<&ServedView>,
     now: i64,
-    acme_enabled: bool,
+    acme: Option<&[StatusRow]>,
 ) -> Markup {
     let id = c.id.as_str();
     let short = id.get(..16).unwrap_or(id);
-    let managed = matches!(c.source, Source::Acme | Source::SelfSigned);
+    let acme_enabled = acme.is_some();
+    // The name set ACME renews this certificate for (the same rule as
+    // `cert reissue`).
+    let set = acme.unwrap_or_default().iter().find(|r| {
+        crate::acme::manages(
+            r.tenant.as_deref(),
+            &r.names,
+            c.source,
+            c.tenant.as_deref(),
+            &c.names,
+        )
+    });
+    let managed = set.is_some();
     let uses = served.map_or(0, |v| {
         v.names
             .iter()
@@ -372,7 +403,16 @@ fn cert_row(
     };
     html! {
         tr data-id=(id) {
-            td { (list(&c.names)) }
+            td {
+                (list(&c.names))
+                @if let Some(r) = set.filter(|r| r.state == "failed") {
+                    span class="err" data-acme-error=(r.key) {
+                        "ACME renewal failing"
+                        @if let Some(e) = &r.last_error { " " code { "[" (e.code) "]" } }
+                        " " a href={ "#acme-" (r.key) } { "details" }
+                    }
+                }
+            }
             td { (c.kind) }
             td { (c.tenant.as_deref().unwrap_or("—")) }
             td { (c.not_after) br; span class="note" { (days_left(&c.not_after, now)) } }
@@ -412,8 +452,11 @@ fn cert_row(
                     (false, _) => {
                         button type="button" disabled title="available once ACME is enabled" { "Reissue" }
                     }
-                    (true, false) => {
+                    (true, false) if c.source == Source::Upload => {
                         button type="button" disabled title="uploaded certificates are never replaced by ACME" { "Reissue" }
+                    }
+                    (true, false) => {
+                        button type="button" disabled title="ACME manages none of its names (no tenant or system name)" { "Reissue" }
                     }
                 }
             }
@@ -814,17 +857,27 @@ pub fn acme(
     the stored one. An empty key ID removes the binding."
             }
             label for="check_interval" {
-                "Check interval (seconds, " (ACME_MIN_CHECK_INTERVAL_SECS) "–" (ACME_MAX_CHECK_INTERVAL_SECS) ")"
+                "Check interval (e.g. 6h, 30m, 1h30m; "
+                (clock::duration_text(ACME_MIN_CHECK_INTERVAL_SECS)) " to "
+                (clock::duration_text(ACME_MAX_CHECK_INTERVAL_SECS)) ")"
             }
-            input type="number" id="check_interval" name="check_interval" min=(ACME_MIN_CHECK_INTERVAL_SECS)
-                max=(ACME_MAX_CHECK_INTERVAL_SECS) value=(show.check_interval);
+            input type="text" id="check_interval" name="check_interval"
+                value=(clock::duration_text(show.check_interval));
             div { button type="submit" { "Save" } }
         }
-        p {
-            "Account: " (account.state)
+        p id="account" {
+            "Account: "
+            @match account.state.as_str() {
+                "registered" => { "registered with the CA" }
+                "key-only" => { "key created, not yet registered with the CA (it registers at the first order)" }
+                _ => { "none yet (created and registered at the first order)" }
+            }
             @if let Some(url) = &account.url { " " code { (url) } }
         }
         h2 { "Status" }
+        @if !show.enabled {
+            p class="msg warn" { "ACME is off: nothing is ordered or renewed. Tick Enabled above to start." }
+        }
         @if status_rows.is_empty() {
             p { "No names to certify: add tenants with DNS names or set the system DNS name." }
         } @else {
@@ -832,8 +885,9 @@ pub fn acme(
                 thead { tr {
                     th { "Name set" } th { "Names" } th { "State" } th { "Certificate expires" }
                     th { "Last error" } th { "Failures" } th { "Last attempt" } th { "Next attempt" }
+                    th { "Actions" }
                 } }
-                tbody { @for r in status_rows { (status_row(r)) } }
+                tbody { @for r in status_rows { (status_row(csrf, r)) } }
             }
         }
         p class="note" {
@@ -903,12 +957,13 @@ fn token_provider_form(
     }
 }
 
-/// One row of the ACME status table.
-fn status_row(r: &StatusRow) -> Markup {
+/// One row of the ACME status table; a failed set has a Retry button.
+fn status_row(csrf: &str, r: &StatusRow) -> Markup {
     let state = r.state.as_str();
     let class = match state {
         "valid" => "ok",
         "failed" => "err",
+        "off" => "note",
         _ => "warn",
     };
     let or_dash = |v: &Option<String>| v.as_deref().unwrap_or("—").to_owned();
@@ -930,6 +985,24 @@ fn status_row(r: &StatusRow) -> Markup {
             td { (r.failures) }
             td { (or_dash(&r.last_attempt)) }
             td { (or_dash(&r.next_attempt)) }
+            td { @if state == "failed" { (retry_form(csrf, r)) } }
+        }
+    }
+}
+
+/// The Retry button of a failed name set (`acme retry KEY`).
+fn retry_form(csrf: &str, r: &StatusRow) -> Markup {
+    retry_form_from(csrf, r, "acme")
+}
+
+/// The Retry button, coming back to the page `from` (`acme`, `certs`).
+fn retry_form_from(csrf: &str, r: &StatusRow, from: &str) -> Markup {
+    html! {
+        form method="post" action="/acme/retry" {
+            (csrf_field(csrf))
+            input type="hidden" name="key" value=(r.key);
+            input type="hidden" name="from" value=(from);
+            button type="submit" aria-label={ "Retry " (r.names.join(", ")) } { "Retry" }
         }
     }
 }
@@ -1146,15 +1219,33 @@ mod tests {
                 "source": source, "key_type": "p256"}]),
             )
         };
-        let on = super::certs("T", &row("acme"), None, &[], 0, true);
+        // The system name set covers a.example; another set covers b.example.
+        let set = |names: &[&str]| -> Vec<StatusRow> {
+            from(
+                json!([{"key": "system", "tenant": null, "names": names, "state": "valid",
+                "cert_id": null, "not_after": null, "last_error": null, "failures": 0,
+                "last_attempt": null, "next_attempt": null}]),
+            )
+        };
+        let mine = set(&["a.example"]);
+        let other = set(&["b.example"]);
+        let on = super::certs("T", &row("acme"), None, &[], 0, Some(&mine));
         assert!(on.contains("action=\"/certs/reissue\""), "{on}");
-        for (source, enabled) in [("acme", false), ("upload", true), ("self-signed", false)] {
-            let page = super::certs("T", &row(source), None, &[], 0, enabled);
-            assert!(!page.contains("/certs/reissue"), "{source} {enabled}");
-            assert!(page.contains("disabled"), "{source} {enabled}");
+        for (source, acme) in [
+            ("acme", None),
+            ("upload", Some(&mine[..])),
+            ("self-signed", None),
+            // A self-signed certificate for a name no set has: ACME says
+            // not-acme-managed, so no form.
+            ("self-signed", Some(&other[..])),
+        ] {
+            let page = super::certs("T", &row(source), None, &[], 0, acme);
+            assert!(!page.contains("/certs/reissue"), "{source} {acme:?}");
+            assert!(page.contains("disabled"), "{source} {acme:?}");
         }
         assert!(
-            super::certs("T", &row("self-signed"), None, &[], 0, true).contains("/certs/reissue")
+            super::certs("T", &row("self-signed"), None, &[], 0, Some(&mine))
+                .contains("/certs/reissue")
         );
     }
 
@@ -1170,7 +1261,7 @@ mod tests {
                 "acme_profile": "default"}]));
         let system = system(None);
         let pages = [
-            super::certs("TOKEN", &certs, None, &[], 0, true),
+            super::certs("TOKEN", &certs, None, &[], 0, Some(&[])),
             super::roots("TOKEN", &roots, None, Some("v2"), &[], 0),
             super::roots_reset_confirm("TOKEN", 1, "v"),
             super::import("TOKEN", "", "auto", &[]),
@@ -1212,7 +1303,7 @@ mod tests {
             None,
             &[("err", "c<".into(), "m>".into())],
             0,
-            false,
+            None,
         );
         assert!(!page.contains("<script>x"));
         assert!(!page.contains("a\"b"));
