@@ -144,6 +144,27 @@ pub enum Cmd {
         /// Key type: p256 or rsa2048.
         #[arg(long, value_parser = word::<KeyType>, default_value = "p256")]
         key_type: KeyType,
+        /// Organization (O), e.g. for OV/EV certificates.
+        #[arg(long = "org")]
+        organization: Option<String>,
+        /// Organizational unit (OU).
+        #[arg(long = "org-unit")]
+        organizational_unit: Option<String>,
+        /// Locality, the city (L).
+        #[arg(long)]
+        locality: Option<String>,
+        /// State or province (ST).
+        #[arg(long)]
+        state: Option<String>,
+        /// Country (C): the two-letter ISO 3166 code.
+        #[arg(long)]
+        country: Option<String>,
+    },
+    /// Keys of CSRs still waiting for their certificate (list, delete).
+    #[command(name = "csr-keys")]
+    CsrKeys {
+        #[command(subcommand)]
+        command: CsrKeysCmd,
     },
     /// The local CA for closed networks (init, issue, show).
     Ca {
@@ -473,6 +494,20 @@ pub enum CaCmd {
     },
     /// Print the local CA's root certificate (PEM), to load onto phones.
     Show,
+}
+
+/// `csr-keys` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CsrKeysCmd {
+    /// The CSR keys no certificate uses yet: names, created, key type.
+    List,
+    /// Delete a pending CSR key (its certificate can then not be imported
+    /// without a key).
+    Delete {
+        /// Key ID or a unique prefix of at least 8 hex digits.
+        #[arg(value_parser = parse_id)]
+        key_id: String,
+    },
 }
 
 /// `dns` subcommands.
@@ -834,7 +869,31 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
         Cmd::Dns { command } => dns_command(command)?,
         Cmd::Alert { command } => alert_command(command)?,
         Cmd::Alerts => Command::Alerts,
-        Cmd::Csr { names, key_type } => Command::Csr { names, key_type },
+        Cmd::Csr {
+            names,
+            key_type,
+            organization,
+            organizational_unit,
+            locality,
+            state,
+            country,
+        } => Command::Csr {
+            names,
+            key_type,
+            subject: crate::localca::CsrSubject {
+                organization,
+                organizational_unit,
+                locality,
+                state,
+                country,
+            },
+        },
+        Cmd::CsrKeys {
+            command: CsrKeysCmd::List,
+        } => Command::CsrKeys,
+        Cmd::CsrKeys {
+            command: CsrKeysCmd::Delete { key_id },
+        } => Command::CsrKeyDelete { key_id },
         Cmd::Ca {
             command: CaCmd::Init,
         } => Command::CaInit,
@@ -1029,6 +1088,25 @@ pub fn render(command: &Command, reply: &Reply) -> String {
             out
         }
         Reply::Csr(v) => v.csr.clone(),
+        Reply::PendingCsrs(list) => lines_or(
+            list.iter()
+                .map(|p| {
+                    format!(
+                        "{}  {}  {}  {}\n",
+                        p.key_id.get(..16).unwrap_or(&p.key_id),
+                        p.created,
+                        p.key_type.as_str(),
+                        p.names.join(", ")
+                    )
+                })
+                .collect(),
+            "no CSR keys waiting for a certificate\n",
+        ),
+        Reply::PendingCsrDeleted(p) => format!(
+            "CSR key {} ({}) deleted\n",
+            p.key_id.get(..16).unwrap_or(&p.key_id),
+            p.names.join(", ")
+        ),
         Reply::Ca(v) => v.pem.clone(),
         Reply::Imported(v) => render_imported(v),
         Reply::Certs(certs) => {

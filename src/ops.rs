@@ -144,11 +144,18 @@ pub enum Command {
     },
     /// `dns list`
     DnsList,
-    /// `csr --name HOST... [--key-type T]`
+    /// `csr --name HOST... [--key-type T] [--org O --org-unit OU --locality
+    /// L --state ST --country C]`
     Csr {
         names: Vec<String>,
         key_type: crate::model::KeyType,
+        #[serde(default)]
+        subject: crate::localca::CsrSubject,
     },
+    /// `csr-keys list`
+    CsrKeys,
+    /// `csr-keys delete KEY_ID`
+    CsrKeyDelete { key_id: String },
     /// `ca init`
     CaInit,
     /// `ca show`
@@ -288,7 +295,10 @@ impl Command {
             | Command::AcmeShow
             | Command::AcmeStatus
             | Command::DnsList
+            | Command::CsrKeys
             | Command::CaShow => Effect::READ,
+            // A CSR key is used by no certificate (nothing served changes).
+            Command::CsrKeyDelete { .. } => Effect::WRITE,
             // Signing and verifying write nothing (verification fetches the
             // x5u and keeps it only in memory); the STI trust list is read.
             Command::StirShakenSign(_)
@@ -527,6 +537,10 @@ pub enum Reply {
     Propagation(crate::dns::PropagationView),
     /// `csr`.
     Csr(crate::localca::CsrView),
+    /// `csr-keys list`.
+    PendingCsrs(Vec<crate::localca::PendingCsr>),
+    /// `csr-keys delete`.
+    PendingCsrDeleted(crate::localca::PendingCsr),
     /// `ca init`, `ca show`.
     Ca(crate::localca::CaView),
     /// `cert check`.
@@ -581,6 +595,8 @@ impl Reply {
             Command::DnsList => Reply::DnsList(from(v)?),
             Command::DnsSet { .. } => Reply::Propagation(from(v)?),
             Command::Csr { .. } => Reply::Csr(from(v)?),
+            Command::CsrKeys => Reply::PendingCsrs(from(v)?),
+            Command::CsrKeyDelete { .. } => Reply::PendingCsrDeleted(from(v)?),
             Command::CaInit | Command::CaShow => Reply::Ca(from(v)?),
             Command::AlertSet(_) | Command::AlertShow => Reply::AlertSettings(from(v)?),
             Command::Alerts => Reply::Alerts(from(v)?),
@@ -792,8 +808,14 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
             Reply::Reissued(crate::acme::reissue(store, &id)?)
         }
         Command::AcmeRetry { key } => Reply::Reissued(crate::acme::retry(store, key)?),
-        Command::Csr { names, key_type } => {
-            Reply::Csr(crate::localca::csr(store, names, *key_type)?)
+        Command::Csr {
+            names,
+            key_type,
+            subject,
+        } => Reply::Csr(crate::localca::csr(store, names, *key_type, subject)?),
+        Command::CsrKeys => Reply::PendingCsrs(crate::localca::pending(store)?),
+        Command::CsrKeyDelete { key_id } => {
+            Reply::PendingCsrDeleted(crate::localca::delete_pending(store, key_id)?)
         }
         Command::CaInit => Reply::Ca(crate::localca::init(store)?),
         Command::CaShow => Reply::Ca(crate::localca::show(store)?),
@@ -968,7 +990,10 @@ mod tests {
             Command::Csr {
                 names: vec![],
                 key_type: crate::model::KeyType::P256,
+                subject: crate::localca::CsrSubject::default(),
             },
+            Command::CsrKeys,
+            Command::CsrKeyDelete { key_id: s() },
             Command::CaInit,
             Command::CaShow,
             Command::CaIssue {
@@ -1040,9 +1065,11 @@ mod tests {
                 Command::StiRootsShow { .. } => 45,
                 Command::StiRootsDelete { .. } => 46,
                 Command::AcmeRetry { .. } => 47,
+                Command::CsrKeys => 48,
+                Command::CsrKeyDelete { .. } => 49,
             });
         }
-        assert_eq!(seen.len(), 48, "a command variant has no sample");
+        assert_eq!(seen.len(), 50, "a command variant has no sample");
         samples
     }
 
@@ -1134,9 +1161,12 @@ mod tests {
                 continue;
             }
             let c = match c {
-                Command::Csr { key_type, .. } => Command::Csr {
+                Command::Csr {
+                    key_type, subject, ..
+                } => Command::Csr {
                     names: vec!["csr.example".into()],
                     key_type,
+                    subject,
                 },
                 Command::CaIssue { client, .. } => Command::CaIssue {
                     tenant: "t".into(),

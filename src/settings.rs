@@ -92,11 +92,14 @@ pub enum Family {
     /// A root of the STI trust list, by its ID (DER): the STI-PA's CA roots
     /// that `stir-shaken verify` accepts (`sti-roots import`).
     StiRoot,
+    /// A CSR whose key waits for its certificate (`localca::PendingCsr`),
+    /// by the key's ID.
+    PendingCsr,
 }
 
 impl Family {
     /// Every family.
-    pub const ALL: [Family; 7] = [
+    pub const ALL: [Family; 8] = [
         Family::AcmeStatus,
         Family::AcmeTxt,
         Family::DnsProvider,
@@ -104,6 +107,7 @@ impl Family {
         Family::AlertSent,
         Family::PhoneRoot,
         Family::StiRoot,
+        Family::PendingCsr,
     ];
 
     /// The key prefix of the family's records.
@@ -116,6 +120,7 @@ impl Family {
             Family::AlertSent => "alert_sent:",
             Family::PhoneRoot => "phone-root:",
             Family::StiRoot => "sti-root:",
+            Family::PendingCsr => "pending-csr:",
         }
     }
 

@@ -397,6 +397,35 @@ try {
   await Promise.all([page.waitForNavigation(), page.click('button:has-text("Save")')]);
   check((await systemSet.locator('td:nth-child(3)').innerText()) === 'off', 'off again');
 
+  begin('CSR page: subject fields, a named country error, pending keys with a confirmed delete');
+  await page.goto(`${BASE}/csr`);
+  check((await page.locator('#key_type option[value=rsa2048]').innerText()) === 'RSA 2048', 'the RSA label says what the build does');
+  check(!(await text()).includes('not available'), 'no "not available" label');
+  await page.fill('#names', 'csr-web.example');
+  await page.fill('#csr-o', 'Example GmbH');
+  await page.fill('#csr-l', 'Berlin');
+  await page.fill('#csr-c', '1X');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Make key and download CSR")')]);
+  check((await text()).includes('[bad-country]'), `a country that is not two letters: ${(await text()).slice(0, 300)}`);
+  check((await page.inputValue('#csr-o')) === 'Example GmbH' && (await page.inputValue('#names')) === 'csr-web.example', 'the form keeps what was typed');
+  await page.fill('#csr-c', 'DE');
+  const [csrDownload] = await Promise.all([
+    page.waitForEvent('download'),
+    page.click('button:has-text("Make key and download CSR")'),
+  ]);
+  check(csrDownload.suggestedFilename() === 'csr-web.example.csr', `CSR file name ${csrDownload.suggestedFilename()}`);
+  check(fs.readFileSync(await csrDownload.path(), 'utf8').includes('BEGIN CERTIFICATE REQUEST'), 'a CSR was downloaded');
+  await page.goto(`${BASE}/csr`);
+  const pendingRow = page.locator('#pending-csr tr', { hasText: 'csr-web.example' });
+  check((await pendingRow.count()) === 1, 'the key waiting for its certificate is listed');
+  check((await pendingRow.innerText()).includes('p256'), `its key type: ${await pendingRow.innerText()}`);
+  await Promise.all([page.waitForNavigation(), pendingRow.locator('a:has-text("Delete")').click()]);
+  check(new URL(page.url()).pathname === '/csr/delete', `confirmation step: ${page.url()}`);
+  check((await text()).includes('csr-web.example'), 'the confirmation names the CSR');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Yes, delete")')]);
+  check((await text()).includes('CSR key for csr-web.example deleted'), `deleted: ${(await text()).slice(0, 300)}`);
+  check((await page.locator('#pending-csr tr', { hasText: 'csr-web.example' }).count()) === 0, 'no longer listed');
+
   begin('the JSON API with HTTP Basic');
   anon = await request.newContext({ ignoreHTTPSErrors: true });
   r = await anon.get(`${BASE}/api/certs`);

@@ -96,6 +96,10 @@ pub enum Route {
     Csr,
     /// `POST /csr` (answers with the CSR as a download)
     CsrPost,
+    /// `GET /csr/delete?key=ID`: confirm deleting a pending CSR key
+    CsrDeleteConfirm(String),
+    /// `POST /csr/delete` (`csr-keys delete ID`)
+    CsrDelete,
     /// `GET /tenants`
     Tenants,
     /// `POST /tenants/add`
@@ -187,6 +191,16 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> Route {
         "/csr" => match method {
             "POST" => Route::CsrPost,
             _ => page(Route::Csr, get),
+        },
+        "/csr/delete" => match method {
+            "POST" => Route::CsrDelete,
+            _ => match Form::parse(query.unwrap_or("").as_bytes())
+                .ok()
+                .and_then(|f| f.get("key").and_then(valid_id))
+            {
+                Some(key) => page(Route::CsrDeleteConfirm(key), get),
+                None => Route::NotFound,
+            },
         },
         "/tenants" => page(Route::Tenants, get),
         "/tenants/add" => page(Route::TenantAdd, post),
@@ -770,8 +784,24 @@ impl Admin {
             .collect();
         // The one `FromStr` of key types: an unknown word is refused as on
         // the CLI and the API (never issued as P-256).
+        let field = |k: &str| form.get(k).map(str::to_owned);
+        let subject = crate::localca::CsrSubject {
+            organization: field("org"),
+            organizational_unit: field("org_unit"),
+            locality: field("locality"),
+            state: field("state"),
+            country: field("country"),
+        };
         let r = match crate::ops::parse_word(form.get("key_type").unwrap_or("p256")) {
-            Ok(key_type) => run_as!(self, Command::Csr { names, key_type }, Reply::Csr),
+            Ok(key_type) => run_as!(
+                self,
+                Command::Csr {
+                    names,
+                    key_type,
+                    subject: subject.clone(),
+                },
+                Reply::Csr
+            ),
             Err(e) => Err(e),
         };
         match r {
@@ -786,15 +816,60 @@ impl Admin {
                     format!("attachment; filename=\"{file}.csr\""),
                 )
             }
-            Err(e) => Resp::html(
-                api::status_of(&e),
-                html::csr(
-                    &session.csrf,
-                    &raw,
-                    &[("err", e.code_str().into(), e.to_string())],
-                ),
+            Err(e) => {
+                let pending =
+                    run_as!(self, Command::CsrKeys, Reply::PendingCsrs).unwrap_or_default();
+                Resp::html(
+                    api::status_of(&e),
+                    html::csr(
+                        &session.csrf,
+                        &raw,
+                        &subject,
+                        &pending,
+                        &[("err", e.code_str().into(), e.to_string())],
+                    ),
+                )
+            }
+        }
+    }
+
+    /// `GET /csr/delete?key=ID`: the confirmation page naming the pending
+    /// CSR key (its names, created, key type).
+    async fn csr_delete_confirm(&self, key: &str, session: &SessionView) -> Resp {
+        let pending = run_as!(self, Command::CsrKeys, Reply::PendingCsrs).unwrap_or_default();
+        match pending.iter().find(|p| p.key_id.starts_with(key)) {
+            Some(p) => Resp::html(200, html::csr_delete_confirm(&session.csrf, p)),
+            None => self.back(
+                session,
+                "/csr",
+                Flash::one("err", "not-found", "no pending CSR key with that ID"),
             ),
         }
+    }
+
+    /// `POST /csr/delete`: `csr-keys delete ID`.
+    async fn csr_delete(&self, req: &Req, session: &SessionView) -> Resp {
+        let form = match self.form(req, session) {
+            Ok(f) => f,
+            Err(r) => return r,
+        };
+        let Some(key_id) = form.get("key").and_then(valid_id) else {
+            return self.back(
+                session,
+                "/csr",
+                Flash::one("err", "bad-request", bad_id_message()),
+            );
+        };
+        let flash = match self.run(Command::CsrKeyDelete { key_id }).await {
+            Ok(Reply::PendingCsrDeleted(p)) => Flash::one(
+                "ok",
+                "",
+                format!("CSR key for {} deleted", p.names.join(", ")),
+            ),
+            Ok(_) => Flash::one("ok", "", "CSR key deleted"),
+            Err(e) => Flash::one("err", e.code_str(), e.to_string()),
+        };
+        self.back(session, "/csr", flash)
     }
 
     /// The Retry button of a failed name set (ACME and Certificates pages):
@@ -1149,7 +1224,22 @@ impl Admin {
                 html::import(csrf, "", "auto", &self.flash_lines(session)),
             ),
             Route::ImportPost => self.import_post(req, session).await,
-            Route::Csr => Resp::html(200, html::csr(csrf, "", &self.flash_lines(session))),
+            Route::Csr => {
+                let pending =
+                    run_as!(self, Command::CsrKeys, Reply::PendingCsrs).unwrap_or_default();
+                Resp::html(
+                    200,
+                    html::csr(
+                        csrf,
+                        "",
+                        &crate::localca::CsrSubject::default(),
+                        &pending,
+                        &self.flash_lines(session),
+                    ),
+                )
+            }
+            Route::CsrDeleteConfirm(key) => self.csr_delete_confirm(&key, session).await,
+            Route::CsrDelete => self.csr_delete(req, session).await,
             Route::CsrPost => self.csr_post(req, session).await,
             Route::Acme => {
                 let show = run_as!(self, Command::AcmeShow, Reply::Acme);

@@ -340,6 +340,17 @@ struct CsrBody {
     /// on the CLI and the page).
     #[serde(default)]
     key_type: Option<String>,
+    /// O, OU, L, ST, C (`localca::CsrSubject`).
+    #[serde(default)]
+    organization: Option<String>,
+    #[serde(default)]
+    organizational_unit: Option<String>,
+    #[serde(default)]
+    locality: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    country: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -496,6 +507,13 @@ pub fn to_command(route: ApiRoute, body: &[u8]) -> Result<Command, Resp> {
             Command::Csr {
                 names: b.names,
                 key_type: word(b.key_type)?.unwrap_or(crate::model::KeyType::P256),
+                subject: crate::localca::CsrSubject {
+                    organization: b.organization,
+                    organizational_unit: b.organizational_unit,
+                    locality: b.locality,
+                    state: b.state,
+                    country: b.country,
+                },
             }
         }
         ApiRoute::CaShow => Command::CaShow,

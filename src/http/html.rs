@@ -1017,7 +1017,22 @@ fn provider_word(access: &ProviderConfig) -> &'static str {
 }
 
 /// The CSR form: names (one per line) and key type; the answer is a download.
-pub fn csr(csrf: &str, names: &str, message: &[Line]) -> String {
+/// `subject`: the O, OU, L, ST, C typed (kept after an error); `pending`:
+/// the CSR keys waiting for their certificate, each with a Delete link to
+/// its confirmation page.
+pub fn csr(
+    csrf: &str,
+    names: &str,
+    subject: &crate::localca::CsrSubject,
+    pending: &[crate::localca::PendingCsr],
+    message: &[Line],
+) -> String {
+    let text = |id: &str, name: &str, label: &str, value: &Option<String>, hint: &str| {
+        html! {
+            label for=(id) { (label) }
+            input type="text" id=(id) name=(name) value=(value.as_deref().unwrap_or("")) placeholder=(hint);
+        }
+    };
     let body = html! {
         (lines(message))
         form method="post" action="/csr" class="box" {
@@ -1026,6 +1041,16 @@ pub fn csr(csrf: &str, names: &str, message: &[Line]) -> String {
             textarea id="names" name="names" rows="5" spellcheck="false" required
                 placeholder="pbx.example.com\nsip.example.com" { (names) }
             p class="note" { "One name per line; the first is the certificate's common name." }
+            fieldset {
+                legend { "Organization (optional; OV/EV certificates)" }
+                (text("csr-o", "org", "Organization (O)", &subject.organization, "Example GmbH"))
+                (text("csr-ou", "org_unit", "Organizational unit (OU)", &subject.organizational_unit, ""))
+                (text("csr-l", "locality", "City (L)", &subject.locality, "Berlin"))
+                (text("csr-st", "state", "State or province (ST)", &subject.state, "Berlin"))
+                label for="csr-c" { "Country (C, two letters)" }
+                input type="text" id="csr-c" name="country" maxlength="2" size="2"
+                    value=(subject.country.as_deref().unwrap_or("")) placeholder="DE";
+            }
             label for="key_type" { "Key type" }
             select id="key_type" name="key_type" {
                 option value="p256" selected { "ECDSA P-256" }
@@ -1037,8 +1062,54 @@ pub fn csr(csrf: &str, names: &str, message: &[Line]) -> String {
             }
             div { button type="submit" { "Make key and download CSR" } }
         }
+        h2 { "Keys waiting for their certificate" }
+        @if pending.is_empty() {
+            p class="note" { "None: every CSR key made here is in use by an imported certificate." }
+        } @else {
+            table id="pending-csr" {
+                thead { tr { th { "Names" } th { "Created" } th { "Key type" } th { "Key ID" } th { "Actions" } } }
+                tbody {
+                    @for p in pending {
+                        tr data-key=(p.key_id) {
+                            td { (list(&p.names)) }
+                            td { (p.created) }
+                            td { (p.key_type.as_str()) }
+                            td { code title=(p.key_id) { (p.key_id.get(..16).unwrap_or(&p.key_id)) "…" } }
+                            td {
+                                a class="button danger" href={ "/csr/delete?key=" (p.key_id) }
+                                    aria-label={ "Delete the CSR key for " (p.names.join(", ")) } { "Delete" }
+                            }
+                        }
+                    }
+                }
+            }
+            p class="note" {
+                "Import the certificate the CA sends with an empty key box: its stored key is found. \
+    Deleting a key makes that certificate unusable here."
+            }
+        }
     };
     layout("Certificate signing request", Nav::Import, Some(csrf), body)
+}
+
+/// The confirmation before deleting a pending CSR key.
+pub fn csr_delete_confirm(csrf: &str, p: &crate::localca::PendingCsr) -> String {
+    let body = html! {
+        div class="box" {
+            p {
+                "Delete the " (p.key_type.as_str()) " key of the CSR for " strong { (p.names.join(", ")) }
+                " (made " (p.created) ")? A certificate bought with that CSR can then not be imported."
+            }
+            form method="post" action="/csr/delete" {
+                (csrf_field(csrf))
+                input type="hidden" name="key" value=(p.key_id);
+                button class="danger" type="submit" { "Yes, delete" }
+                " "
+                a href="/csr" { "Cancel" }
+            }
+        }
+    };
+    layout("Delete a CSR key", Nav::Import, Some(csrf), body)
 }
 
 /// Tenants and system settings; `extra` (from `dns_and_ca`) ends the page.
@@ -1265,7 +1336,19 @@ mod tests {
             super::roots("TOKEN", &roots, None, Some("v2"), &[], 0),
             super::roots_reset_confirm("TOKEN", 1, "v"),
             super::import("TOKEN", "", "auto", &[]),
-            super::csr("TOKEN", "a.example", &[]),
+            super::csr(
+                "TOKEN",
+                "a.example",
+                &crate::localca::CsrSubject::default(),
+                &from::<Vec<crate::localca::PendingCsr>>(json!([{"key_id": "ab".repeat(32),
+                    "names": ["a.example"], "key_type": "p256", "created": "2026-01-01T00:00:00Z"}])),
+                &[],
+            ),
+            super::csr_delete_confirm(
+                "TOKEN",
+                &from(json!({"key_id": "ab".repeat(32), "names": ["a.example"],
+                    "key_type": "p256", "created": "2026-01-01T00:00:00Z"})),
+            ),
             super::tenants("TOKEN", &tenants, &system, &certs, &html! {}, &[]),
             super::password("TOKEN", false, &[]),
             super::acme(
