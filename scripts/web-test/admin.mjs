@@ -349,6 +349,18 @@ try {
   check((await text()).includes('DNS provider cf-web removed'), 'provider removed');
   check((await page.locator('tr', { hasText: 'cf-web' }).count()) === 0, 'provider gone');
 
+  begin('alerts banner on every page, linking to the cause');
+  for (const p of ['/certs', '/roots', '/import', '/tenants', '/acme', '/stir', '/csr', '/password']) {
+    await page.goto(`${BASE}${p}`);
+    const expiring = page.locator('#alerts [data-code="cert-expiring"]');
+    check((await expiring.count()) === 1, `the expiring STIR/SHAKEN certificate on ${p}`);
+  }
+  const expiringLink = page.locator('#alerts [data-code="cert-expiring"] a');
+  const target = await expiringLink.getAttribute('href');
+  check(/^\/certs#cert-[0-9a-f]{64}$/.test(target), `links to its row: ${target}`);
+  await expiringLink.click();
+  check((await page.locator(`tr${target.slice(target.indexOf('#'))}`).innerText()).includes('pbx.acme.example'), 'the linked row is the certificate');
+
   begin('ACME page states: a failed order, its Retry button, its error on Certificates');
   // A CA that refuses connections: a loopback port nothing listens on.
   const closedPort = await new Promise((resolve) => {
@@ -392,6 +404,18 @@ try {
   await Promise.all([page.waitForNavigation(), failing.locator('button:has-text("Retry")').click()]);
   check(new URL(page.url()).pathname === '/certs', `back on Certificates: ${page.url()}`);
   check((await text()).includes('order for pbx.example.com queued'), 'retry from Certificates acknowledged');
+  // The third failure in a row opens a renewal-failing alert (default
+  // threshold 3): the banner links to the name set's row.
+  const failingAlert = page.locator('#alerts [data-code="renewal-failing"] a');
+  waited = 0;
+  while ((await failingAlert.count()) === 0) {
+    check(waited++ < 120, 'no renewal-failing alert in the banner');
+    await page.waitForTimeout(500);
+    await page.goto(`${BASE}/certs`);
+  }
+  check((await failingAlert.getAttribute('href')) === '/acme#acme-system', `banner link: ${await failingAlert.getAttribute('href')}`);
+  await Promise.all([page.waitForNavigation(), failingAlert.click()]);
+  check((await page.locator('tr#acme-system').count()) === 1, 'the linked name set row');
   await page.goto(`${BASE}/acme`);
   await page.uncheck('#enabled');
   await Promise.all([page.waitForNavigation(), page.click('button:has-text("Save")')]);

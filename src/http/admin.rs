@@ -872,6 +872,30 @@ impl Admin {
         self.back(session, "/csr", flash)
     }
 
+    /// An admin's HTML page gets the alerts banner (`alerts`, the one
+    /// evaluation the alert loop sends from); anything else passes as is.
+    async fn alerts_banner(&self, resp: Resp, session: &SessionView) -> Resp {
+        if session.grant != Grant::Admin || !resp.content_type.starts_with("text/html") {
+            return resp;
+        }
+        let Ok(alerts) = run_as!(self, Command::Alerts, Reply::Alerts) else {
+            return resp;
+        };
+        if alerts.is_empty() {
+            return resp;
+        }
+        match String::from_utf8(resp.body) {
+            Ok(page) => Resp {
+                body: html::with_alerts(page, &alerts).into_bytes(),
+                ..resp
+            },
+            Err(e) => Resp {
+                body: e.into_bytes(),
+                ..resp
+            },
+        }
+    }
+
     /// The Retry button of a failed name set (ACME and Certificates pages):
     /// `acme retry KEY`; back to the page it came from.
     async fn acme_retry(&self, req: &Req, session: &SessionView) -> Resp {
@@ -1499,7 +1523,10 @@ impl Handler for Admin {
             (Route::CaPem, _) => self.ca_pem().await,
             (Route::StiPem(id), _) => self.sti_pem(id).await,
             (Route::Api(r), _) => api::handle(&self.shared, &self.web, self.ip, r, &req).await,
-            (route, Some(s)) => self.page(route, &req, s).await,
+            (route, Some(s)) => {
+                let resp = self.page(route, &req, s).await;
+                self.alerts_banner(resp, s).await
+            }
             (_, None) => Resp::redirect(303, "/login"),
         }
     }

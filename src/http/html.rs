@@ -103,6 +103,55 @@ fn lines(lines: &[Line]) -> Markup {
     }
 }
 
+/// Where an open alert's cause is shown: the certificate's row, the name
+/// set's row on the ACME page (the alert key is `renewal:SET-KEY:...`,
+/// `alert::evaluate`), the Root CA page.
+fn alert_link(a: &crate::alert::AlertBody) -> String {
+    match (a.code.as_str(), &a.cert_id) {
+        ("renewal-failing", _) => {
+            let set = a
+                .key
+                .strip_prefix("renewal:")
+                .and_then(|k| k.rsplit_once(':'))
+                .map_or("", |(set, _)| set);
+            format!("/acme#acme-{set}")
+        }
+        ("roots-outdated", _) => "/roots".to_owned(),
+        (_, Some(id)) => format!("/certs#cert-{id}"),
+        _ => "/certs".to_owned(),
+    }
+}
+
+/// A logged-in page with the alerts banner (`alerts`: expiring and expired
+/// certificates, failing renewals, an outdated Root CA list) at the top of
+/// its `main`, each line linking to its cause. The page unchanged when no
+/// alert is open or it has no `main`.
+pub fn with_alerts(page: String, alerts: &[crate::alert::OpenAlert]) -> String {
+    const MAIN: &str = "<main>";
+    let Some(at) = page.find(MAIN).map(|i| i + MAIN.len()) else {
+        return page;
+    };
+    if alerts.is_empty() {
+        return page;
+    }
+    let banner = html! {
+        div id="alerts" class="msg warn" role="alert" {
+            @for a in alerts {
+                div data-code=(a.alert.code) {
+                    strong { "⚠ " } (a.alert.subject) " "
+                    a href=(alert_link(&a.alert)) { "show" }
+                }
+            }
+        }
+    }
+    .into_string();
+    let mut out = String::with_capacity(page.len() + banner.len());
+    out.push_str(page.get(..at).unwrap_or_default());
+    out.push_str(&banner);
+    out.push_str(page.get(at..).unwrap_or_default());
+    out
+}
+
 /// The whole document. `csrf` is `None` on pages outside a session.
 fn layout(title: &str, nav: Nav, csrf: Option<&str>, body: Markup) -> String {
     let link = |n: Nav, href: &str, text: &str| {
@@ -402,7 +451,7 @@ fn cert_row(
         c.names.join(", ")
     };
     html! {
-        tr data-id=(id) {
+        tr data-id=(id) id={ "cert-" (id) } {
             td {
                 (list(&c.names))
                 @if let Some(r) = set.filter(|r| r.state == "failed") {
@@ -969,7 +1018,7 @@ fn status_row(csrf: &str, r: &StatusRow) -> Markup {
     let or_dash = |v: &Option<String>| v.as_deref().unwrap_or("—").to_owned();
     let key = r.key.as_str();
     html! {
-        tr data-key=(key) {
+        tr data-key=(key) id={ "acme-" (key) } {
             td { (key) }
             td { (list(&r.names)) }
             td class=(class) { (state) }
@@ -1373,6 +1422,30 @@ mod tests {
             assert!(forms > 0);
             assert_eq!(forms, tokens, "{page}");
         }
+    }
+
+    #[test]
+    fn the_alerts_banner_is_escaped_and_links_each_cause() {
+        let alerts: Vec<crate::alert::OpenAlert> = from(json!([
+            {"key": "expiring:ab:7", "code": "cert-expiring", "subject": "<b>x</b>",
+             "message": "m", "cert_id": "ab", "at": null, "opened": null, "email": null, "webhook": null},
+            {"key": "renewal:tenant:t:failures", "code": "renewal-failing", "subject": "s",
+             "message": "m", "cert_id": null, "at": null, "opened": null, "email": null, "webhook": null},
+            {"key": "roots:v", "code": "roots-outdated", "subject": "r",
+             "message": "m", "cert_id": null, "at": null, "opened": null, "email": null, "webhook": null}
+        ]));
+        let page = super::with_alerts(super::message("T", Some("c"), &[]), &alerts);
+        let main = page.find("<main>").unwrap();
+        assert!(page.find("id=\"alerts\"").unwrap() > main, "{page}");
+        assert!(
+            page.contains("&lt;b&gt;x&lt;/b&gt;") && !page.contains("<b>x"),
+            "{page}"
+        );
+        for href in ["/certs#cert-ab", "/acme#acme-tenant:t", "/roots"] {
+            assert!(page.contains(&format!("href=\"{href}\"")), "{href}: {page}");
+        }
+        let plain = super::message("T", Some("c"), &[]);
+        assert_eq!(super::with_alerts(plain.clone(), &[]), plain);
     }
 
     #[test]
