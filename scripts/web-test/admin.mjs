@@ -485,6 +485,37 @@ try {
   await page.goto(`${BASE}/certs`);
   check((await page.locator('tr[data-id]', { hasText: CERT_NAME }).count()) === 1, 'the API import shows on the page');
   await shot('13-certificates-after-api');
+
+  begin('local CA page: create it, issue for a tenant (server, then also client), download the root');
+  await page.goto(`${BASE}/tenants`);
+  await page.fill('#tname', 'beta');
+  await page.fill('#tdns', 'pbx.beta.example');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Add tenant")')]);
+  check((await text()).includes('tenant beta added'), 'tenant beta added');
+  await Promise.all([page.waitForNavigation(), page.click('a:has-text("Local CA page")')]);
+  check(new URL(page.url()).pathname === '/ca', `the local CA page: ${page.url()}`);
+  check(!(await text()).includes('pbx-certd ca'), 'no CLI text on the page');
+  r = await context.request.get(`${BASE}/ca.pem`);
+  check(r.status() === 404, `no root before init: ${r.status()}`);
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Create the local CA")')]);
+  check((await text()).includes('local CA created'), 'created');
+  const [rootDownload] = await Promise.all([
+    page.waitForEvent('download'),
+    page.click('a:has-text("Download the root (PEM)")'),
+  ]);
+  const rootPem = fs.readFileSync(await rootDownload.path(), 'utf8');
+  check(rootPem.includes('BEGIN CERTIFICATE') && !rootPem.includes('PRIVATE KEY'), 'the root, never its key');
+  await page.selectOption('#ca-tenant', 'beta');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Issue certificate")')]);
+  check((await text()).includes('issued a certificate for pbx.beta.example (server-auth)'), `server certificate: ${(await text()).slice(0, 300)}`);
+  await page.selectOption('#ca-tenant', 'beta');
+  await page.check('#ca-client');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Issue certificate")')]);
+  check((await text()).includes('issued a certificate for pbx.beta.example (server-auth, client-auth)'), `client too: ${(await text()).slice(0, 300)}`);
+  r = await api.get(`${BASE}/api/certs`);
+  const issued = (await r.json()).filter((c) => c.source === 'local-ca' && c.tenant === 'beta');
+  check(issued.length === 2 && issued.some((c) => c.eku.includes('client-auth')), `issued: ${JSON.stringify(issued)}`);
+  await shot('15-local-ca');
   console.log('web-test: all steps passed');
 } catch (e) {
   console.error(`web-test: FAILED: ${e.stack || e}`);

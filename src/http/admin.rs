@@ -116,6 +116,12 @@ pub enum Route {
     DnsAdd,
     /// `POST /acme/retry` (`acme retry KEY`)
     AcmeRetry,
+    /// `GET /ca`: the local CA page
+    LocalCa,
+    /// `POST /ca/init` (`ca init`)
+    CaInit,
+    /// `POST /ca/issue` (`ca issue --tenant NAME [--client]`)
+    CaIssue,
     /// `POST /acme/dns/remove` (`dns remove`)
     DnsRemove,
     /// `/api/...`
@@ -212,6 +218,9 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> Route {
         },
         "/acme/dns/add" => page(Route::DnsAdd, post),
         "/acme/retry" => page(Route::AcmeRetry, post),
+        "/ca" => page(Route::LocalCa, get),
+        "/ca/init" => page(Route::CaInit, post),
+        "/ca/issue" => page(Route::CaIssue, post),
         "/stir" => page(Route::Stir, get),
         "/stir/sign" => page(Route::StirSign, post),
         "/acme/dns/remove" => page(Route::DnsRemove, post),
@@ -1281,6 +1290,45 @@ impl Admin {
             }
             Route::AcmePost => self.acme_post(req, session).await,
             Route::AcmeRetry => self.acme_retry(req, session).await,
+            Route::LocalCa => {
+                let ca = run_as!(self, Command::CaShow, Reply::Ca).ok();
+                match run_as!(self, Command::TenantList, Reply::Tenants) {
+                    Ok(t) => Resp::html(
+                        200,
+                        html::local_ca(csrf, ca.as_ref(), &t, &self.flash_lines(session)),
+                    ),
+                    Err(e) => self.error_page(500, "Error", Some(session), &e),
+                }
+            }
+            Route::CaInit => {
+                if let Err(r) = self.form(req, session) {
+                    return r;
+                }
+                let r = self.run(Command::CaInit).await;
+                self.outcome(session, "/ca", r, "local CA created")
+            }
+            Route::CaIssue => {
+                let form = match self.form(req, session) {
+                    Ok(f) => f,
+                    Err(r) => return r,
+                };
+                let tenant = form.get("tenant").unwrap_or("").to_owned();
+                let client = form.get("client") == Some("true");
+                let flash = match self.run(Command::CaIssue { tenant, client }).await {
+                    Ok(Reply::Imported(v)) => Flash::one(
+                        "ok",
+                        "",
+                        format!(
+                            "issued a certificate for {} ({})",
+                            v.names.join(", "),
+                            v.eku.join(", ")
+                        ),
+                    ),
+                    Ok(_) => Flash::one("ok", "", "certificate issued"),
+                    Err(e) => Flash::one("err", e.code_str(), e.to_string()),
+                };
+                self.back(session, "/ca", flash)
+            }
             Route::DnsAdd => {
                 let form = match self.form(req, session) {
                     Ok(f) => f,

@@ -778,7 +778,48 @@ pub fn dns_and_ca(dns: &[ProviderListing], ca: Option<&CaView>) -> Markup {
                 code { "pbx-certd ca issue --tenant NAME" } "."
             }
         }
+        p { a href="/ca" { "Local CA page" } ": create it, issue certificates for tenants." }
     }
+}
+
+/// The local CA page (`ca init`, `ca issue --tenant NAME [--client]`, the
+/// root at `/ca.pem`): the closed-network tasks without the CLI.
+pub fn local_ca(csrf: &str, ca: Option<&CaView>, tenants: &[TenantView], flash: &[Line]) -> String {
+    let body = html! {
+        (lines(flash))
+        @if let Some(ca) = ca {
+            p id="ca-root" {
+                (ca.subject) " · expires " (ca.not_after) " · "
+                a href="/ca.pem" download { "Download the root (PEM)" }
+                " to load onto phones (public at " code { "/ca.pem" } ", for provisioning)."
+            }
+            form method="post" action="/ca/issue" class="box" {
+                (csrf_field(csrf))
+                strong { "Issue a certificate for a tenant's DNS names" }
+                label for="ca-tenant" { "Tenant" }
+                select id="ca-tenant" name="tenant" required {
+                    @for t in tenants { option value=(t.name) { (t.name) " (" (t.dns.join(", ")) ")" } }
+                }
+                div {
+                    input type="checkbox" id="ca-client" name="client" value="true";
+                    " "
+                    label for="ca-client" class="inline" { "Also for TLS client authentication (a trunk that asks for mutual TLS)" }
+                }
+                div { button type="submit" { "Issue certificate" } }
+            }
+        } @else {
+            form method="post" action="/ca/init" class="box" {
+                (csrf_field(csrf))
+                p {
+                    "No local CA yet. For a closed network without a public CA: the PBX makes a CA key and a \
+    root certificate (P-256, 10 years) whose certificate you load onto the phones; it then signs \
+    certificates for the tenants."
+                }
+                button type="submit" { "Create the local CA" }
+            }
+        }
+    };
+    layout("Local CA", Nav::Tenants, Some(csrf), body)
 }
 
 /// The provider table (secrets already masked by `dns list`); with `csrf`,
@@ -1391,6 +1432,13 @@ mod tests {
                 &crate::localca::CsrSubject::default(),
                 &from::<Vec<crate::localca::PendingCsr>>(json!([{"key_id": "ab".repeat(32),
                     "names": ["a.example"], "key_type": "p256", "created": "2026-01-01T00:00:00Z"}])),
+                &[],
+            ),
+            super::local_ca("TOKEN", None, &tenants, &[]),
+            super::local_ca(
+                "TOKEN",
+                Some(&from(json!({"id": "ab", "subject": "CN=x", "not_after": "x", "pem": "p"}))),
+                &tenants,
                 &[],
             ),
             super::csr_delete_confirm(
