@@ -550,13 +550,16 @@ pub enum DnsCmd {
         /// Provider name.
         name: String,
     },
+    /// Show the DNS-01 propagation check settings.
+    Propagation,
     /// DNS-01 propagation check settings.
     Set {
-        /// Seconds to wait for the TXT record on the zone's servers.
-        #[arg(long)]
+        /// Time to wait for the TXT record on the zone's servers (2m, 90s
+        /// or seconds).
+        #[arg(long, value_parser = parse_interval)]
         propagation_timeout: Option<u64>,
-        /// Seconds between two checks.
-        #[arg(long)]
+        /// Time between two checks (5s or seconds).
+        #[arg(long, value_parser = parse_interval)]
         propagation_interval: Option<u64>,
         /// Also check the zone's name servers (its NS records, port 53).
         #[arg(long)]
@@ -968,6 +971,7 @@ fn dns_command(command: DnsCmd) -> Result<Command, Error> {
         }
         DnsCmd::List => Command::DnsList,
         DnsCmd::Remove { name } => Command::DnsRemove { name },
+        DnsCmd::Propagation => Command::DnsPropagation,
         DnsCmd::Set {
             propagation_timeout,
             propagation_interval,

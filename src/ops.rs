@@ -154,6 +154,8 @@ pub enum Command {
     },
     /// `csr-keys list`
     CsrKeys,
+    /// `dns propagation` (the settings `dns set` changes)
+    DnsPropagation,
     /// `csr-keys delete KEY_ID`
     CsrKeyDelete { key_id: String },
     /// `ca init`
@@ -296,6 +298,7 @@ impl Command {
             | Command::AcmeStatus
             | Command::DnsList
             | Command::CsrKeys
+            | Command::DnsPropagation
             | Command::CaShow => Effect::READ,
             // A CSR key is used by no certificate (nothing served changes).
             Command::CsrKeyDelete { .. } => Effect::WRITE,
@@ -596,6 +599,7 @@ impl Reply {
             Command::DnsSet { .. } => Reply::Propagation(from(v)?),
             Command::Csr { .. } => Reply::Csr(from(v)?),
             Command::CsrKeys => Reply::PendingCsrs(from(v)?),
+            Command::DnsPropagation => Reply::Propagation(from(v)?),
             Command::CsrKeyDelete { .. } => Reply::PendingCsrDeleted(from(v)?),
             Command::CaInit | Command::CaShow => Reply::Ca(from(v)?),
             Command::AlertSet(_) | Command::AlertShow => Reply::AlertSettings(from(v)?),
@@ -814,6 +818,14 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
             subject,
         } => Reply::Csr(crate::localca::csr(store, names, *key_type, subject)?),
         Command::CsrKeys => Reply::PendingCsrs(crate::localca::pending(store)?),
+        Command::DnsPropagation => {
+            let s = crate::dns::propagation_settings(store)?;
+            Reply::Propagation(crate::dns::PropagationView {
+                propagation_timeout: s.timeout_secs,
+                propagation_interval: s.interval_secs,
+                check_ns: s.check_ns,
+            })
+        }
         Command::CsrKeyDelete { key_id } => {
             Reply::PendingCsrDeleted(crate::localca::delete_pending(store, key_id)?)
         }
@@ -994,6 +1006,7 @@ mod tests {
             },
             Command::CsrKeys,
             Command::CsrKeyDelete { key_id: s() },
+            Command::DnsPropagation,
             Command::CaInit,
             Command::CaShow,
             Command::CaIssue {
@@ -1067,9 +1080,10 @@ mod tests {
                 Command::AcmeRetry { .. } => 47,
                 Command::CsrKeys => 48,
                 Command::CsrKeyDelete { .. } => 49,
+                Command::DnsPropagation => 50,
             });
         }
-        assert_eq!(seen.len(), 50, "a command variant has no sample");
+        assert_eq!(seen.len(), 51, "a command variant has no sample");
         samples
     }
 

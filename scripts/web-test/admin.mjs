@@ -349,6 +349,20 @@ try {
   check((await text()).includes('DNS provider cf-web removed'), 'provider removed');
   check((await page.locator('tr', { hasText: 'cf-web' }).count()) === 0, 'provider gone');
 
+  begin('ACME page: DNS-01 propagation settings in minutes/seconds');
+  await page.goto(`${BASE}/acme`);
+  await page.fill('#p-timeout', '3m');
+  await page.fill('#p-interval', '10s');
+  await page.uncheck('#p-ns');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Save propagation settings")')]);
+  check((await text()).includes('propagation settings saved'), 'saved');
+  check((await page.inputValue('#p-timeout')) === '3m' && (await page.inputValue('#p-interval')) === '10s', 'read back as typed');
+  check(!(await page.isChecked('#p-ns')), 'NS check off');
+  await page.fill('#p-timeout', 'soon');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Save propagation settings")')]);
+  check((await text()).includes('[bad-setting]'), 'a bad time is refused with its code');
+  check((await page.inputValue('#p-timeout')) === '3m', 'nothing changed');
+
   begin('alerts banner on every page, linking to the cause');
   for (const p of ['/certs', '/roots', '/import', '/tenants', '/acme', '/stir', '/csr', '/password']) {
     await page.goto(`${BASE}${p}`);

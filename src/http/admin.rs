@@ -116,6 +116,8 @@ pub enum Route {
     DnsAdd,
     /// `POST /acme/retry` (`acme retry KEY`)
     AcmeRetry,
+    /// `POST /acme/dns/propagation` (`dns set`)
+    DnsPropagation,
     /// `GET /ca`: the local CA page
     LocalCa,
     /// `POST /ca/init` (`ca init`)
@@ -218,6 +220,7 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> Route {
         },
         "/acme/dns/add" => page(Route::DnsAdd, post),
         "/acme/retry" => page(Route::AcmeRetry, post),
+        "/acme/dns/propagation" => page(Route::DnsPropagation, post),
         "/ca" => page(Route::LocalCa, get),
         "/ca/init" => page(Route::CaInit, post),
         "/ca/issue" => page(Route::CaIssue, post),
@@ -1278,10 +1281,18 @@ impl Admin {
                 let show = run_as!(self, Command::AcmeShow, Reply::Acme);
                 let status = run_as!(self, Command::AcmeStatus, Reply::AcmeStatus);
                 let dns = run_as!(self, Command::DnsList, Reply::DnsList);
+                let propagation = run_as!(self, Command::DnsPropagation, Reply::Propagation).ok();
                 match (show, status, dns) {
                     (Ok(a), Ok(st), Ok(d)) => Resp::html(
                         200,
-                        html::acme(csrf, &a, &st, &d, &self.flash_lines(session)),
+                        html::acme(
+                            csrf,
+                            &a,
+                            &st,
+                            &d,
+                            propagation.as_ref(),
+                            &self.flash_lines(session),
+                        ),
                     ),
                     (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                         self.error_page(500, "Error", Some(session), &e)
@@ -1290,6 +1301,36 @@ impl Admin {
             }
             Route::AcmePost => self.acme_post(req, session).await,
             Route::AcmeRetry => self.acme_retry(req, session).await,
+            Route::DnsPropagation => {
+                let form = match self.form(req, session) {
+                    Ok(f) => f,
+                    Err(r) => return r,
+                };
+                // The one duration parser (`clock::parse_duration`), as the CLI.
+                let time = |k: &str| match form.get(k).map(str::trim).unwrap_or("") {
+                    "" => Ok(None),
+                    t => clock::parse_duration(t).map(Some).ok_or_else(|| {
+                        Error::BadSetting(format!("{k}: a time such as 2m, 90s or 5s, not {t}"))
+                    }),
+                };
+                let r = match (time("propagation_timeout"), time("propagation_interval")) {
+                    (Ok(timeout), Ok(interval)) => {
+                        self.run(Command::DnsSet {
+                            propagation_timeout: timeout,
+                            propagation_interval: interval,
+                            check_ns: Some(form.get("check_ns") == Some("true")),
+                        })
+                        .await
+                    }
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                };
+                self.outcome(
+                    session,
+                    "/acme#propagation",
+                    r,
+                    "propagation settings saved",
+                )
+            }
             Route::LocalCa => {
                 let ca = run_as!(self, Command::CaShow, Reply::Ca).ok();
                 match run_as!(self, Command::TenantList, Reply::Tenants) {

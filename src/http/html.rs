@@ -876,6 +876,7 @@ pub fn acme(
     show: &AcmeView,
     status: &[StatusRow],
     dns: &[ProviderListing],
+    propagation: Option<&crate::dns::PropagationView>,
     flash: &[Line],
 ) -> String {
     use crate::limits::{
@@ -1014,8 +1015,30 @@ pub fn acme(
             "API token (domain read, create and delete scopes)",
             crate::limits::DIGITALOCEAN_DEFAULT_API_BASE))
         p class="note" { "Secrets are stored on the PBX and never shown again in full." }
+        @if let Some(p) = propagation { (propagation_form(csrf, p)) }
     };
     layout("ACME", Nav::Acme, Some(csrf), body)
+}
+
+/// The DNS-01 propagation settings (`dns set`): how long to wait for the
+/// TXT record, how often to look, whether the zone's NS servers are asked.
+fn propagation_form(csrf: &str, p: &crate::dns::PropagationView) -> Markup {
+    html! {
+        form method="post" action="/acme/dns/propagation" class="box" id="propagation" {
+            (csrf_field(csrf))
+            strong { "DNS-01 propagation check" }
+            label for="p-timeout" { "Wait for the TXT record at most (e.g. 2m, 90s)" }
+            input type="text" id="p-timeout" name="propagation_timeout" value=(clock::duration_text(p.propagation_timeout));
+            label for="p-interval" { "Look again every (e.g. 5s)" }
+            input type="text" id="p-interval" name="propagation_interval" value=(clock::duration_text(p.propagation_interval));
+            div {
+                input type="checkbox" id="p-ns" name="check_ns" value="true" checked[p.check_ns];
+                " "
+                label for="p-ns" class="inline" { "Also ask the zone's NS servers" }
+            }
+            div { button type="submit" { "Save propagation settings" } }
+        }
+    }
 }
 
 /// The add form of a provider reached with an API token (`dns add
@@ -1437,7 +1460,9 @@ mod tests {
             super::local_ca("TOKEN", None, &tenants, &[]),
             super::local_ca(
                 "TOKEN",
-                Some(&from(json!({"id": "ab", "subject": "CN=x", "not_after": "x", "pem": "p"}))),
+                Some(&from(
+                    json!({"id": "ab", "subject": "CN=x", "not_after": "x", "pem": "p"}),
+                )),
                 &tenants,
                 &[],
             ),
@@ -1459,6 +1484,10 @@ mod tests {
                 &[],
                 &from::<Vec<ProviderListing>>(json!([{"name": "d", "provider": "cloudflare",
                     "zone": "z", "token": "ab…", "api_base": "u"}])),
+                Some(&from(
+                    json!({"propagation_timeout": 120, "propagation_interval": 5,
+                    "check_ns": true}),
+                )),
                 &[],
             ),
         ];
@@ -1525,7 +1554,7 @@ mod tests {
         let status: Vec<StatusRow> = from(json!([{"key": "tenant:t", "tenant": "t",
             "names": ["<b>t.example"], "state": "failed", "cert_id": null, "not_after": null, "last_error": {"code": "rate-limited", "message": "too many <certs>"},
             "failures": 3, "last_attempt": "2030-01-01T00:00:00Z", "next_attempt": "2030-01-01T01:00:00Z"}]));
-        let page = super::acme("T", &show, &status, &[], &[]);
+        let page = super::acme("T", &show, &status, &[], None, &[]);
         assert!(page.contains("value=\"staging\" checked"), "{page}");
         assert!(page.contains("<option value=\"tls-alpn-01\" selected>"));
         assert!(!page.contains("id=\"enabled\" name=\"enabled\" value=\"true\" checked"));
