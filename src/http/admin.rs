@@ -118,6 +118,12 @@ pub enum Route {
     AcmeRetry,
     /// `POST /acme/dns/propagation` (`dns set`)
     DnsPropagation,
+    /// `GET /alerts`: alert settings
+    Alerts,
+    /// `POST /alerts` (`alert set`)
+    AlertsPost,
+    /// `POST /alerts/test` (`alert test`)
+    AlertsTest,
     /// `GET /ca`: the local CA page
     LocalCa,
     /// `POST /ca/init` (`ca init`)
@@ -222,6 +228,11 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> Route {
         "/acme/retry" => page(Route::AcmeRetry, post),
         "/acme/dns/propagation" => page(Route::DnsPropagation, post),
         "/ca" => page(Route::LocalCa, get),
+        "/alerts" => match method {
+            "POST" => Route::AlertsPost,
+            _ => page(Route::Alerts, get),
+        },
+        "/alerts/test" => page(Route::AlertsTest, post),
         "/ca/init" => page(Route::CaInit, post),
         "/ca/issue" => page(Route::CaIssue, post),
         "/stir" => page(Route::Stir, get),
@@ -291,6 +302,43 @@ pub fn acme_change(form: &Form, stored_kid: Option<&str>) -> Result<AcmeChange, 
         eab_hmac,
         check_interval,
         ..AcmeChange::default()
+    })
+}
+
+/// The `alert set` change of the alert settings form. Every field is sent:
+/// an empty one clears its setting (`none`), except the two secrets, which
+/// an empty field keeps (they are never shown back) unless what they belong
+/// to is cleared (no SMTP user: no password; no webhook: no secret).
+pub fn alert_change(form: &Form) -> Result<crate::alert::AlertChange, Error> {
+    let field = |k: &str| form.get(k).map(str::trim).unwrap_or("");
+    let or_none = |k: &str| match field(k) {
+        "" => "none".to_owned(),
+        v => v.to_owned(),
+    };
+    let secret = |k: &str, owner: &str| match (field(k), field(owner)) {
+        (_, "") => Some("none".to_owned()),
+        ("", _) => None,
+        (v, _) => Some(v.to_owned()),
+    };
+    let failures = match field("failures") {
+        "" => None,
+        n => Some(
+            n.parse::<u32>()
+                .map_err(|_| Error::BadSetting("failures: a number from 1 to 100".into()))?,
+        ),
+    };
+    Ok(crate::alert::AlertChange {
+        smtp_server: Some(or_none("smtp_server")),
+        smtp_tls: Some(match field("smtp_tls") {
+            "" => "starttls".to_owned(),
+            v => v.to_owned(),
+        }),
+        smtp_user: Some(or_none("smtp_user")),
+        smtp_password: secret("smtp_password", "smtp_user"),
+        from: Some(or_none("from")),
+        webhook: Some(or_none("webhook")),
+        webhook_secret: secret("webhook_secret", "webhook"),
+        failures,
     })
 }
 
@@ -1330,6 +1378,51 @@ impl Admin {
                     r,
                     "propagation settings saved",
                 )
+            }
+            Route::Alerts => match run_as!(self, Command::AlertShow, Reply::AlertSettings) {
+                Ok(v) => Resp::html(
+                    200,
+                    html::alert_settings(csrf, &v, &self.flash_lines(session)),
+                ),
+                Err(e) => self.error_page(500, "Error", Some(session), &e),
+            },
+            Route::AlertsPost => {
+                let form = match self.form(req, session) {
+                    Ok(f) => f,
+                    Err(r) => return r,
+                };
+                let r = match alert_change(&form) {
+                    Ok(change) => self.run(Command::AlertSet(change)).await,
+                    Err(e) => Err(e),
+                };
+                self.outcome(session, "/alerts", r, "alert settings saved")
+            }
+            Route::AlertsTest => {
+                if let Err(r) = self.form(req, session) {
+                    return r;
+                }
+                let flash = match crate::notify::test_in_daemon(&self.shared).await {
+                    Ok(report) => {
+                        let line = |what: &str, o: &crate::alert::ChannelOutcome| match o.ok {
+                            true => ("ok", String::new(), format!("{what}: test alert sent")),
+                            false => (
+                                "err",
+                                o.code.clone().unwrap_or_default(),
+                                format!("{what}: {}", o.message.as_deref().unwrap_or("failed")),
+                            ),
+                        };
+                        let mut lines = Vec::new();
+                        if let Some(o) = &report.email {
+                            lines.push(line("e-mail", o));
+                        }
+                        if let Some(o) = &report.webhook {
+                            lines.push(line("webhook", o));
+                        }
+                        Flash { lines }
+                    }
+                    Err(e) => Flash::one("err", e.code_str(), e.to_string()),
+                };
+                self.back(session, "/alerts", flash)
             }
             Route::LocalCa => {
                 let ca = run_as!(self, Command::CaShow, Reply::Ca).ok();

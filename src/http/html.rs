@@ -779,7 +779,59 @@ pub fn dns_and_ca(dns: &[ProviderListing], ca: Option<&CaView>) -> Markup {
             }
         }
         p { a href="/ca" { "Local CA page" } ": create it, issue certificates for tenants." }
+        h2 { "Alerts" }
+        p { a href="/alerts" { "Alert settings" } ": e-mail (SMTP) and webhook, and a test alert." }
     }
+}
+
+/// The alert settings page (`alert set`, `alert show`, `alert test`):
+/// secrets are never shown back, only whether one is stored.
+pub fn alert_settings(csrf: &str, v: &crate::alert::AlertView, flash: &[Line]) -> String {
+    let or_empty = |o: &Option<String>| o.clone().unwrap_or_default();
+    let stored = |o: &Option<String>| if o.is_some() { "set" } else { "not set" };
+    let tls = v.smtp_tls.as_str();
+    // `show` fills the sender in with the admin e-mail when none is set.
+    let from = match (&v.from, &v.to) {
+        (Some(f), Some(t)) if f == t => "",
+        (Some(f), _) => f.as_str(),
+        _ => "",
+    };
+    let body = html! {
+        (lines(flash))
+        form method="post" action="/alerts" class="box" {
+            (csrf_field(csrf))
+            p class="note" {
+                "Alerts (expiring certificates, failing renewals, an outdated Root CA list) go by e-mail to the \
+    admin e-mail (" (v.to.as_deref().unwrap_or("not set: see Tenants & system")) ") and/or to a signed webhook."
+            }
+            label for="a-smtp" { "SMTP submission server (HOST:PORT; empty: no e-mail)" }
+            input type="text" id="a-smtp" name="smtp_server" value=(or_empty(&v.smtp_server)) placeholder="mail.example.com:587";
+            label for="a-tls" { "TLS" }
+            select id="a-tls" name="smtp_tls" {
+                (choice("starttls", "STARTTLS (port 587)", tls))
+                (choice("implicit", "implicit TLS (port 465)", tls))
+            }
+            label for="a-user" { "SMTP user (empty: no AUTH)" }
+            input type="text" id="a-user" name="smtp_user" value=(or_empty(&v.smtp_user)) autocomplete="off";
+            label for="a-pass" { "SMTP password (" span id="a-pass-state" { (stored(&v.smtp_password)) } "; empty keeps it)" }
+            input type="password" id="a-pass" name="smtp_password" value="" autocomplete="off";
+            label for="a-from" { "Sender (empty: the admin e-mail)" }
+            input type="email" id="a-from" name="from" value=(from);
+            label for="a-hook" { "Webhook URL (https; empty: no webhook)" }
+            input type="text" id="a-hook" name="webhook" value=(or_empty(&v.webhook)) placeholder="https://hooks.example.com/pbx";
+            label for="a-secret" { "Webhook secret (" span id="a-secret-state" { (stored(&v.webhook_secret)) } "; empty keeps it)" }
+            input type="password" id="a-secret" name="webhook_secret" value="" autocomplete="off";
+            label for="a-failures" { "Renewal failures in a row before an alert (1 to 100)" }
+            input type="text" id="a-failures" name="failures" value=(v.failures);
+            div { button type="submit" { "Save alert settings" } }
+        }
+        form method="post" action="/alerts/test" class="box" {
+            (csrf_field(csrf))
+            "One test alert on every configured channel, each outcome reported. "
+            button type="submit" { "Send test alert" }
+        }
+    };
+    layout("Alerts", Nav::Tenants, Some(csrf), body)
 }
 
 /// The local CA page (`ca init`, `ca issue --tenant NAME [--client]`, the
@@ -1455,6 +1507,13 @@ mod tests {
                 &crate::localca::CsrSubject::default(),
                 &from::<Vec<crate::localca::PendingCsr>>(json!([{"key_id": "ab".repeat(32),
                     "names": ["a.example"], "key_type": "p256", "created": "2026-01-01T00:00:00Z"}])),
+                &[],
+            ),
+            super::alert_settings(
+                "TOKEN",
+                &from(json!({"smtp_server": "m:587", "smtp_tls": "starttls", "smtp_user": "u",
+                    "smtp_password": "********", "from": null, "to": null, "webhook": null,
+                    "webhook_secret": null, "failures": 3})),
                 &[],
             ),
             super::local_ca("TOKEN", None, &tenants, &[]),
