@@ -530,6 +530,17 @@ try {
   const issued = (await r.json()).filter((c) => c.source === 'local-ca' && c.tenant === 'beta');
   check(issued.length === 2 && issued.some((c) => c.eku.includes('client-auth')), `issued: ${JSON.stringify(issued)}`);
   await shot('15-local-ca');
+
+  begin('page weight: every page but Root CA under 16 KB');
+  const weights = [];
+  for (const p of ['/certs', '/import', '/tenants', '/acme', '/stir', '/csr', '/password', '/ca', '/alerts']) {
+    r = await context.request.get(`${BASE}${p}`);
+    check(r.status() === 200, `${p}: ${r.status()}`);
+    const bytes = (await r.body()).length;
+    weights.push(`${p} ${bytes}`);
+    check(bytes < 16 * 1024, `${p} weighs ${bytes} bytes`);
+  }
+  console.log(`web-test: page bytes: ${weights.join(', ')}`);
   console.log('web-test: all steps passed');
 } catch (e) {
   console.error(`web-test: FAILED: ${e.stack || e}`);
