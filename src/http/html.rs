@@ -1511,9 +1511,11 @@ mod tests {
             ),
             super::alert_settings(
                 "TOKEN",
-                &from(json!({"smtp_server": "m:587", "smtp_tls": "starttls", "smtp_user": "u",
+                &from(
+                    json!({"smtp_server": "m:587", "smtp_tls": "starttls", "smtp_user": "u",
                     "smtp_password": "********", "from": null, "to": null, "webhook": null,
-                    "webhook_secret": null, "failures": 3})),
+                    "webhook_secret": null, "failures": 3}),
+                ),
                 &[],
             ),
             super::local_ca("TOKEN", None, &tenants, &[]),
