@@ -225,6 +225,62 @@ fn acme_page_sets_settings_refuses_without_csrf_hides_the_hmac_and_shows_failure
         pbx.err(&["acme", "retry", "tenant:nobody"]).code,
         "not-acme-managed"
     );
+    // The same over the JSON API (session cookie + X-CSRF-Token), and the
+    // other new routes: propagation settings, pending CSR keys.
+    let csrf = web.csrf();
+    let api = |method: &str, path: &str, body: Option<&str>| {
+        let header = format!("X-CSRF-Token: {csrf}");
+        let mut args = vec!["-X", method, "-H", &header];
+        if let Some(b) = body {
+            args.extend(["-H", "Content-Type: application/json", "--data", b]);
+        }
+        let (status, text) = web.request(&args, path);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        (status, v)
+    };
+    let (status, v) = api("POST", "/api/acme/retry", Some(r#"{"key":"tenant:gamma"}"#));
+    assert_eq!(
+        (status, &v["names"]),
+        (200, &serde_json::json!(["gamma.pbx.test"])),
+        "{v}"
+    );
+    let (status, v) = api("POST", "/api/acme/retry", Some(r#"{"key":"nope"}"#));
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("not-acme-managed")),
+        "{v}"
+    );
+    let (status, v) = api("GET", "/api/dns/settings", None);
+    assert_eq!(status, 200, "{v}");
+    assert!(v["propagation_timeout"].is_u64(), "{v}");
+    let (status, made) = api(
+        "POST",
+        "/api/csr",
+        Some(r#"{"names":["api.pbx.test"],"country":"FR"}"#),
+    );
+    assert_eq!(status, 200, "{made}");
+    let (_, keys) = api("GET", "/api/csr/keys", None);
+    assert_eq!(keys[0]["key_id"], made["key_id"], "{keys}");
+    let key = made["key_id"].as_str().unwrap();
+    let (status, v) = api("DELETE", &format!("/api/csr/keys/{key}"), None);
+    assert_eq!(
+        (status, &v["names"][0]),
+        (200, &serde_json::json!("api.pbx.test")),
+        "{v}"
+    );
+    let (_, keys) = api("GET", "/api/csr/keys", None);
+    assert_eq!(keys, serde_json::json!([]));
+    let (status, v) = api(
+        "POST",
+        "/api/csr",
+        Some(r#"{"names":["api.pbx.test"],"country":"France"}"#),
+    );
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("bad-country")),
+        "{v}"
+    );
+
     pbx.ok_true(&["acme", "set", "--check-interval", "1h30m"]);
     assert_eq!(pbx.ok(&["acme", "show"])["check_interval"], 5400);
     assert_ne!(
