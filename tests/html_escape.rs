@@ -186,6 +186,9 @@ fn expected() -> Vec<(&'static str, Vec<&'static str>)> {
         ("/import", vec![]),
         ("/csr", vec![]),
         ("/password", vec![]),
+        // The admin e-mail as the alerts' recipient.
+        ("/alerts", vec![SCRIPT_ESCAPED]),
+        ("/ca", vec![]),
     ]
 }
 
