@@ -1229,7 +1229,7 @@ pub fn csr(
         }
         h2 { "Keys waiting for their certificate" }
         @if pending.is_empty() {
-            p class="note" { "None: every CSR key made here is in use by an imported certificate." }
+            p class="note" { "No CSR key is waiting for its certificate." }
         } @else {
             table id="pending-csr" {
                 thead { tr { th { "Names" } th { "Created" } th { "Key type" } th { "Key ID" } th { "Actions" } } }
