@@ -397,16 +397,21 @@ try {
   }
   check((await systemSet.innerText()).includes('[ca-unreachable]'), `the error code: ${await systemSet.innerText()}`);
   const failuresBefore = await failures();
+  // The back-off's next attempt (a minute after the first failure).
+  const scheduled = Date.parse(await systemSet.locator('td:nth-child(8)').innerText());
+  check(!Number.isNaN(scheduled), `a scheduled next attempt: ${await systemSet.innerText()}`);
   await Promise.all([page.waitForNavigation(), systemSet.locator('button:has-text("Retry")').click()]);
   check((await text()).includes('order for pbx.example.com queued'), `retry acknowledged: ${(await text()).slice(0, 400)}`);
-  // The back-off after a failure is minutes long: only the retry makes a
-  // new attempt now (bounded wait for it).
+  // A new attempt (bounded wait for it) that the back-off alone would not
+  // have made yet: it ran before the scheduled time.
   waited = 0;
   while ((await failures()) <= failuresBefore) {
     check(waited++ < 120, `the retry made no new attempt (${failuresBefore} failures): ${await systemSet.innerText()}`);
     await page.waitForTimeout(500);
     await page.goto(`${BASE}/acme`);
   }
+  const attempted = Date.parse(await systemSet.locator('td:nth-child(7)').innerText());
+  check(attempted < scheduled, `the retry ran at once, not at the back-off's time: ${await systemSet.innerText()}`);
   await shot('14b-acme-failed');
   await page.goto(`${BASE}/certs`);
   const failing = page.locator('#acme-failures [data-key="system"]');
