@@ -369,6 +369,8 @@ try {
     const expiring = page.locator('#alerts [data-code="cert-expiring"]');
     check((await expiring.count()) === 1, `the expiring STIR/SHAKEN certificate on ${p}`);
   }
+  await page.goto(`${BASE}/alerts`);
+  check((await page.locator('#open-alerts tr[data-code="cert-expiring"]').count()) === 1, 'the Alerts page lists it with its delivery');
   const expiringLink = page.locator('#alerts [data-code="cert-expiring"] a');
   const target = await expiringLink.getAttribute('href');
   check(/^\/certs#cert-[0-9a-f]{64}$/.test(target), `links to its row: ${target}`);

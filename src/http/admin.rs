@@ -1380,10 +1380,13 @@ impl Admin {
                 )
             }
             Route::Alerts => match run_as!(self, Command::AlertShow, Reply::AlertSettings) {
-                Ok(v) => Resp::html(
-                    200,
-                    html::alert_settings(csrf, &v, &self.flash_lines(session)),
-                ),
+                Ok(v) => {
+                    let open = run_as!(self, Command::Alerts, Reply::Alerts).unwrap_or_default();
+                    Resp::html(
+                        200,
+                        html::alert_settings(csrf, &v, &open, &self.flash_lines(session)),
+                    )
+                }
                 Err(e) => self.error_page(500, "Error", Some(session), &e),
             },
             Route::AlertsPost => {

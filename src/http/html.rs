@@ -786,7 +786,20 @@ pub fn dns_and_ca(dns: &[ProviderListing], ca: Option<&CaView>) -> Markup {
 
 /// The alert settings page (`alert set`, `alert show`, `alert test`):
 /// secrets are never shown back, only whether one is stored.
-pub fn alert_settings(csrf: &str, v: &crate::alert::AlertView, flash: &[Line]) -> String {
+pub fn alert_settings(
+    csrf: &str,
+    v: &crate::alert::AlertView,
+    open: &[crate::alert::OpenAlert],
+    flash: &[Line],
+) -> String {
+    let delivery = |c: &Option<crate::alert::ChannelView>| match c {
+        None => "—".to_owned(),
+        Some(c) => match (&c.sent, &c.last_error) {
+            (Some(at), _) => format!("sent {at}"),
+            (None, Some(e)) => format!("failed {} time(s): {e}", c.failures),
+            (None, None) => "waiting".to_owned(),
+        },
+    };
     let or_empty = |o: &Option<String>| o.clone().unwrap_or_default();
     let stored = |o: &Option<String>| if o.is_some() { "set" } else { "not set" };
     let tls = v.smtp_tls.as_str();
@@ -829,6 +842,24 @@ pub fn alert_settings(csrf: &str, v: &crate::alert::AlertView, flash: &[Line]) -
             (csrf_field(csrf))
             "One test alert on every configured channel, each outcome reported. "
             button type="submit" { "Send test alert" }
+        }
+        h2 { "Open alerts" }
+        @if open.is_empty() {
+            p class="note" { "None." }
+        } @else {
+            table id="open-alerts" {
+                thead { tr { th { "Alert" } th { "Since" } th { "E-mail" } th { "Webhook" } } }
+                tbody {
+                    @for a in open {
+                        tr data-code=(a.alert.code) {
+                            td { a href=(alert_link(&a.alert)) { (a.alert.subject) } br; span class="note" { (a.alert.message) } }
+                            td { (a.opened.as_deref().unwrap_or("—")) }
+                            td { (delivery(&a.email)) }
+                            td { (delivery(&a.webhook)) }
+                        }
+                    }
+                }
+            }
         }
     };
     layout("Alerts", Nav::Tenants, Some(csrf), body)
@@ -1516,6 +1547,7 @@ mod tests {
                     "smtp_password": "********", "from": null, "to": null, "webhook": null,
                     "webhook_secret": null, "failures": 3}),
                 ),
+                &[],
                 &[],
             ),
             super::local_ca("TOKEN", None, &tenants, &[]),
