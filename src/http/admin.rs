@@ -1791,12 +1791,49 @@ mod tests {
         assert_eq!(route("GET", "/acme", None), Route::Acme);
         assert_eq!(route("POST", "/acme", None), Route::AcmePost);
         assert_eq!(route("POST", "/acme/dns/add", None), Route::DnsAdd);
+        assert_eq!(route("POST", "/acme/retry", None), Route::AcmeRetry);
+        assert_eq!(
+            route("POST", "/acme/dns/propagation", None),
+            Route::DnsPropagation
+        );
+        assert_eq!(route("GET", "/ca", None), Route::LocalCa);
+        assert_eq!(route("POST", "/ca/init", None), Route::CaInit);
+        assert_eq!(route("POST", "/ca/issue", None), Route::CaIssue);
+        assert_eq!(route("GET", "/alerts", None), Route::Alerts);
+        assert_eq!(route("POST", "/alerts", None), Route::AlertsPost);
+        assert_eq!(route("POST", "/alerts/test", None), Route::AlertsTest);
+        let k = "ab".repeat(32);
+        assert_eq!(
+            route("GET", "/csr/delete", Some(&format!("key={k}"))),
+            Route::CsrDeleteConfirm(k)
+        );
+        assert_eq!(route("GET", "/csr/delete", Some("key=zz")), Route::NotFound);
+        assert_eq!(route("POST", "/csr/delete", None), Route::CsrDelete);
+        assert_ne!(route("GET", "/acme/retry", None), Route::AcmeRetry);
         assert_eq!(
             route("GET", "/acme/dns/remove", None),
             Route::MethodNotAllowed
         );
         assert_eq!(route("GET", "/apix", None), Route::NotFound);
         assert_eq!(route("GET", "/../etc/passwd", None), Route::NotFound);
+    }
+
+    #[test]
+    fn alert_form_keeps_an_empty_secret_and_clears_it_with_its_owner() {
+        let f = |body: &str| Form::parse(body.as_bytes()).unwrap();
+        let keep = alert_change(&f(
+            "smtp_server=m%3A587&smtp_user=u&smtp_password=&webhook=&webhook_secret=&failures=2",
+        ))
+        .unwrap();
+        assert_eq!(keep.smtp_password, None);
+        assert_eq!(keep.webhook.as_deref(), Some("none"));
+        assert_eq!(keep.webhook_secret.as_deref(), Some("none"));
+        assert_eq!(keep.failures, Some(2));
+        let set = alert_change(&f("smtp_user=u&smtp_password=p")).unwrap();
+        assert_eq!(set.smtp_password.as_deref(), Some("p"));
+        let cleared = alert_change(&f("smtp_user=&smtp_password=")).unwrap();
+        assert_eq!(cleared.smtp_password.as_deref(), Some("none"));
+        assert!(alert_change(&f("failures=many")).is_err());
     }
 
     #[test]
