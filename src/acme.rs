@@ -475,7 +475,8 @@ pub struct StatusRow {
     pub tenant: Option<String>,
     /// Its DNS names.
     pub names: Vec<String>,
-    /// `valid`, `pending` or `failed`.
+    /// `valid`, `pending`, `failed`, or `off` (ACME disabled and no valid
+    /// certificate: nothing will be ordered).
     pub state: String,
     /// The certificate serving it now.
     pub cert_id: Option<String>,
@@ -703,6 +704,7 @@ pub fn put_status(store: &Store, key: &str, status: &SetStatus) -> Result<(), Er
 /// `acme status`: one entry per name set.
 pub fn status_report(store: &Store) -> Result<Vec<StatusRow>, Error> {
     let now = clock::now();
+    let enabled = settings(store)?.enabled;
     let mut out = Vec::new();
     for t in targets(store)? {
         let st = status(store, &t.key)?;
@@ -711,19 +713,22 @@ pub fn status_report(store: &Store) -> Result<Vec<StatusRow>, Error> {
             .ari
             .filter(|_| st.ari_cert.is_some() && st.ari_cert == cert.as_ref().map(|c| c.id.clone()))
             .map(|a| a.at);
-        let state = if st.failures > 0 {
-            "failed"
-        } else if cert.is_some()
+        let valid = cert.is_some()
             && !st.force
             && !due(cert.as_ref(), now)
-            && ari_due.is_none_or(|at| now < at)
-        {
+            && ari_due.is_none_or(|at| now < at);
+        let state = if !enabled && !valid {
+            // Nothing is ordered while ACME is off: not "pending".
+            "off"
+        } else if st.failures > 0 {
+            "failed"
+        } else if valid {
             "valid"
         } else {
             "pending"
         };
         // The loop's own clock (`attempt_at`); `null`: at the next pass.
-        let next = Some(attempt_at(&st, cert.as_ref())).filter(|&at| at != i64::MIN);
+        let next = Some(attempt_at(&st, cert.as_ref())).filter(|&at| at != i64::MIN && enabled);
         out.push(StatusRow {
             key: t.key,
             tenant: t.tenant,
@@ -757,17 +762,62 @@ pub fn reissue(store: &Store, id: &str) -> Result<Reissued, Error> {
     let target = targets(store)?
         .into_iter()
         .find(|t| {
-            t.tenant == record.tenant
-                && record
-                    .names
-                    .iter()
-                    .any(|n| t.names.iter().any(|m| crate::names::covers(n, m)))
+            manages(
+                t.tenant.as_deref(),
+                &t.names,
+                record.source,
+                record.tenant.as_deref(),
+                &record.names,
+            )
         })
         .ok_or_else(|| {
             Error::NotAcmeManaged(format!(
                 "certificate {id} covers no tenant or system name that ACME manages"
             ))
         })?;
+    requeue(store, target)
+}
+
+/// Whether the name set (its tenant and names, as `acme status` lists
+/// them) is the one ACME renews a certificate for: the certificate is not
+/// uploaded, belongs to the same tenant (none for the system set) and covers
+/// one of the set's names. `cert reissue` and the Certificates page (its
+/// Reissue button, the set's last error) both ask this.
+pub fn manages(
+    set_tenant: Option<&str>,
+    set_names: &[String],
+    source: Source,
+    cert_tenant: Option<&str>,
+    cert_names: &[String],
+) -> bool {
+    source != Source::Upload
+        && set_tenant == cert_tenant
+        && cert_names
+            .iter()
+            .any(|n| set_names.iter().any(|m| crate::names::covers(n, m)))
+}
+
+/// `acme retry KEY`: order the name set again now (a failed one's back-off
+/// ends; the daemon is woken when it runs). `KEY` as `acme status` lists it
+/// (`system`, `tenant:NAME`).
+pub fn retry(store: &Store, key: &str) -> Result<Reissued, Error> {
+    if !settings(store)?.enabled {
+        return Err(Error::AcmeDisabled);
+    }
+    let target = targets(store)?
+        .into_iter()
+        .find(|t| t.key == key)
+        .ok_or_else(|| {
+            Error::NotAcmeManaged(format!(
+                "no ACME name set \"{key}\" (acme status lists them: system, tenant:NAME)"
+            ))
+        })?;
+    requeue(store, target)
+}
+
+/// Mark a name set for an order at the next check, whatever its expiry or
+/// back-off.
+fn requeue(store: &Store, target: Target) -> Result<Reissued, Error> {
     let mut st = status(store, &target.key)?;
     st.force = true;
     st.next_attempt = Some(clock::now());

@@ -169,6 +169,27 @@ pub enum Cmd {
         /// Key type: p256 or rsa2048.
         #[arg(long, value_parser = word::<KeyType>, default_value = "p256")]
         key_type: KeyType,
+        /// Organization (O), e.g. for OV/EV certificates.
+        #[arg(long = "org")]
+        organization: Option<String>,
+        /// Organizational unit (OU).
+        #[arg(long = "org-unit")]
+        organizational_unit: Option<String>,
+        /// Locality, the city (L).
+        #[arg(long)]
+        locality: Option<String>,
+        /// State or province (ST).
+        #[arg(long)]
+        state: Option<String>,
+        /// Country (C): the two-letter ISO 3166 code.
+        #[arg(long)]
+        country: Option<String>,
+    },
+    /// Keys of CSRs still waiting for their certificate (list, delete).
+    #[command(name = "csr-keys")]
+    CsrKeys {
+        #[command(subcommand)]
+        command: CsrKeysCmd,
     },
     /// The local CA for closed networks (init, issue, show).
     Ca {
@@ -366,8 +387,9 @@ pub enum AcmeCmd {
         /// External Account Binding HMAC key (base64url).
         #[arg(long, requires = "eab_kid")]
         eab_hmac: Option<String>,
-        /// Seconds between renewal checks (1 to 86400; default 21600).
-        #[arg(long)]
+        /// Time between renewal checks: 6h, 30m, 1h30m, 45s or seconds
+        /// (1s to 24h; default 6h).
+        #[arg(long, value_parser = parse_interval)]
         check_interval: Option<u64>,
         /// ACME profile named in orders (e.g. classic, tlsserver, shortlived;
         /// `none`: the CA's default). Only when the CA's directory lists it.
@@ -376,8 +398,13 @@ pub enum AcmeCmd {
     },
     /// Settings and account state.
     Show,
-    /// Per certificate name set: valid|pending|failed, last error, next attempt.
+    /// Per certificate name set: valid|pending|failed|off, last error, next attempt.
     Status,
+    /// Order a name set again now (a failed one's back-off ends).
+    Retry {
+        /// The name set as `acme status` lists it: system or tenant:NAME.
+        key: String,
+    },
 }
 
 /// `roots` subcommands.
@@ -502,6 +529,20 @@ pub enum CaCmd {
     Show,
 }
 
+/// `csr-keys` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CsrKeysCmd {
+    /// The CSR keys no certificate uses yet: names, created, key type.
+    List,
+    /// Delete a pending CSR key (its certificate can then not be imported
+    /// without a key).
+    Delete {
+        /// Key ID or a unique prefix of at least 8 hex digits.
+        #[arg(value_parser = parse_id)]
+        key_id: String,
+    },
+}
+
 /// `dns` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum DnsCmd {
@@ -542,13 +583,16 @@ pub enum DnsCmd {
         /// Provider name.
         name: String,
     },
+    /// Show the DNS-01 propagation check settings.
+    Propagation,
     /// DNS-01 propagation check settings.
     Set {
-        /// Seconds to wait for the TXT record on the zone's servers.
-        #[arg(long)]
+        /// Time to wait for the TXT record on the zone's servers (2m, 90s
+        /// or seconds).
+        #[arg(long, value_parser = parse_interval)]
         propagation_timeout: Option<u64>,
-        /// Seconds between two checks.
-        #[arg(long)]
+        /// Time between two checks (5s or seconds).
+        #[arg(long, value_parser = parse_interval)]
         propagation_interval: Option<u64>,
         /// Also check the zone's name servers (its NS records, port 53).
         #[arg(long)]
@@ -663,6 +707,12 @@ pub enum StirCmd {
         #[arg(long)]
         iat_skew: Option<u64>,
     },
+}
+
+/// `--check-interval`: the one duration parser (`clock::parse_duration`).
+fn parse_interval(raw: &str) -> Result<u64, String> {
+    crate::clock::parse_duration(raw)
+        .ok_or_else(|| "expected a time such as 6h, 30m, 1h30m, 45s or seconds".to_owned())
 }
 
 fn parse_id(raw: &str) -> Result<String, String> {
@@ -838,6 +888,9 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
             command: AcmeCmd::Show,
         } => Command::AcmeShow,
         Cmd::Acme {
+            command: AcmeCmd::Retry { key },
+        } => Command::AcmeRetry { key },
+        Cmd::Acme {
             command: AcmeCmd::Status,
         } => Command::AcmeStatus,
         Cmd::Roots { command: None } => Command::Roots,
@@ -894,7 +947,31 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
         Cmd::Dns { command } => dns_command(command)?,
         Cmd::Alert { command } => alert_command(command)?,
         Cmd::Alerts => Command::Alerts,
-        Cmd::Csr { names, key_type } => Command::Csr { names, key_type },
+        Cmd::Csr {
+            names,
+            key_type,
+            organization,
+            organizational_unit,
+            locality,
+            state,
+            country,
+        } => Command::Csr {
+            names,
+            key_type,
+            subject: crate::localca::CsrSubject {
+                organization,
+                organizational_unit,
+                locality,
+                state,
+                country,
+            },
+        },
+        Cmd::CsrKeys {
+            command: CsrKeysCmd::List,
+        } => Command::CsrKeys,
+        Cmd::CsrKeys {
+            command: CsrKeysCmd::Delete { key_id },
+        } => Command::CsrKeyDelete { key_id },
         Cmd::Ca {
             command: CaCmd::Init,
         } => Command::CaInit,
@@ -969,6 +1046,7 @@ fn dns_command(command: DnsCmd) -> Result<Command, Error> {
         }
         DnsCmd::List => Command::DnsList,
         DnsCmd::Remove { name } => Command::DnsRemove { name },
+        DnsCmd::Propagation => Command::DnsPropagation,
         DnsCmd::Set {
             propagation_timeout,
             propagation_interval,
@@ -1090,6 +1168,25 @@ pub fn render(command: &Command, reply: &Reply) -> String {
             out
         }
         Reply::Csr(v) => v.csr.clone(),
+        Reply::PendingCsrs(list) => lines_or(
+            list.iter()
+                .map(|p| {
+                    format!(
+                        "{}  {}  {}  {}\n",
+                        p.key_id.get(..16).unwrap_or(&p.key_id),
+                        p.created,
+                        p.key_type.as_str(),
+                        p.names.join(", ")
+                    )
+                })
+                .collect(),
+            "no CSR keys waiting for a certificate\n",
+        ),
+        Reply::PendingCsrDeleted(p) => format!(
+            "CSR key {} ({}) deleted\n",
+            p.key_id.get(..16).unwrap_or(&p.key_id),
+            p.names.join(", ")
+        ),
         Reply::Ca(v) => v.pem.clone(),
         Reply::Imported(v) => render_imported(v),
         Reply::Certs(certs) => {
@@ -1277,13 +1374,13 @@ pub fn render(command: &Command, reply: &Reply) -> String {
             v.iat_skew
         ),
         Reply::Acme(v) => format!(
-            "enabled:        {}\ndirectory:      {}\ncontact:        {}\nchallenge:      {}\neab:            {}\ncheck interval: {} s\naccount:        {} {}\n",
+            "enabled:        {}\ndirectory:      {}\ncontact:        {}\nchallenge:      {}\neab:            {}\ncheck interval: {}\naccount:        {} {}\n",
             v.enabled,
             v.directory,
             or_dash(v.contact.as_deref()),
             v.challenge.as_str(),
             or_dash(v.eab_kid.as_deref()),
-            v.check_interval,
+            crate::clock::duration_text(v.check_interval),
             v.account.state,
             v.account.url.as_deref().unwrap_or_default(),
         ),

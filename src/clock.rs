@@ -85,6 +85,58 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     Some(days_from_civil(y, mo, d) * DAY + h * 3600 + mi * 60 + sec - offset)
 }
 
+/// A span of time as an administrator types it (`acme set
+/// --check-interval`, the ACME page): `6h`, `90m`, `1h30m`, `45s`, `1d`, or
+/// a bare number of seconds (`21600`, as before). Parts are in falling order
+/// (d, h, m, s), each at most once; spaces between parts are allowed. `None`
+/// for anything else, or a total beyond `u64`. The one parser of such text
+/// (the CLI and the page both call it).
+pub fn parse_duration(raw: &str) -> Option<u64> {
+    let text: String = raw.split_whitespace().collect();
+    if text.is_empty() {
+        return None;
+    }
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().ok();
+    }
+    let units = [(b'd', 86_400u64), (b'h', 3600), (b'm', 60), (b's', 1)];
+    let mut total: u64 = 0;
+    let mut next_unit = 0;
+    let mut rest = text.as_str();
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let number: u64 = rest.get(..digits)?.parse().ok()?;
+        let unit = rest.as_bytes().get(digits)?.to_ascii_lowercase();
+        let offset = units
+            .get(next_unit..)?
+            .iter()
+            .position(|(u, _)| *u == unit)?;
+        let (_, secs) = units.get(next_unit + offset)?;
+        total = total.checked_add(number.checked_mul(*secs)?)?;
+        next_unit += offset + 1;
+        rest = rest.get(digits + 1..)?;
+    }
+    Some(total)
+}
+
+/// A span of time in the words `parse_duration` reads back: `6h`,
+/// `1h30m`, `45s`, `0s`.
+pub fn duration_text(secs: u64) -> String {
+    let mut out = String::new();
+    let mut left = secs;
+    for (unit, size) in [("d", 86_400u64), ("h", 3600), ("m", 60), ("s", 1)] {
+        let n = left / size;
+        left %= size;
+        if n > 0 {
+            out += &format!("{n}{unit}");
+        }
+    }
+    if out.is_empty() {
+        out.push_str("0s");
+    }
+    out
+}
+
 /// (year, month, day) → days since 1970-01-01; H. Hinnant's algorithm.
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -120,6 +172,40 @@ mod tests {
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_795_734_373), "2026-11-26T23:06:13Z");
         assert_eq!(rfc3339(253_402_300_799), "9999-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn durations_read_as_typed_and_round_trip() {
+        for (text, secs) in [
+            ("21600", 21_600),
+            ("6h", 21_600),
+            ("90m", 5400),
+            ("1h30m", 5400),
+            ("1h 30m", 5400),
+            ("45s", 45),
+            ("1d", 86_400),
+            ("2H5M", 7500),
+        ] {
+            assert_eq!(parse_duration(text), Some(secs), "{text}");
+        }
+        for bad in [
+            "",
+            "h",
+            "6x",
+            "30m1h",
+            "1h1h",
+            "-1h",
+            "1.5h",
+            "1h30",
+            "99999999999999999999d",
+        ] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+        for secs in [0, 1, 59, 60, 5400, 21_600, 86_400, 90_061, u64::MAX] {
+            assert_eq!(parse_duration(&duration_text(secs)), Some(secs), "{secs}");
+        }
+        assert_eq!(duration_text(5400), "1h30m");
+        assert_eq!(duration_text(21_600), "6h");
     }
 
     #[test]

@@ -68,6 +68,12 @@ pub enum Error {
     NothingToIssue(String),
     /// A STIR/SHAKEN signing request was refused (`StirError`).
     Stir(StirError),
+    /// A CSR's country (C) is not two letters (RFC 5280 §4.1.2.4: ISO 3166
+    /// alpha-2, a PrintableString of exactly 2).
+    BadCountry(String),
+    /// A CSR subject attribute (O, OU, L, ST) is too long or has control
+    /// characters (the RFC 5280 Appendix A upper bounds).
+    BadSubject(String, String),
 }
 
 impl Error {
@@ -101,6 +107,8 @@ impl Error {
             Error::NoCa => "no-ca",
             Error::NothingToIssue(_) => "nothing-to-issue",
             Error::Stir(e) => e.code(),
+            Error::BadCountry(_) => "bad-country",
+            Error::BadSubject(..) => "bad-subject",
         }
     }
 
@@ -166,6 +174,11 @@ impl core::fmt::Display for Error {
             Error::NoCa => f.write_str("there is no local CA yet: run `pbx-certd ca init` first"),
             Error::NothingToIssue(t) => write!(f, "tenant \"{t}\" has no DNS names"),
             Error::Stir(e) => e.fmt(f),
+            Error::BadCountry(c) => write!(
+                f,
+                "country \"{c}\": give the two-letter ISO 3166 code (DE, US, ...)"
+            ),
+            Error::BadSubject(what, why) => write!(f, "{what}: {why}"),
             Error::NotServable(id) => write!(
                 f,
                 "certificate {id} is not a server or domain certificate and cannot serve TLS"

@@ -312,6 +312,14 @@ pub const MAX_DNS_SECRET_LEN: usize = 1024;
 /// Most DNS names in one CSR: public CAs allow 100 SANs per certificate.
 pub const MAX_CSR_NAMES: usize = 100;
 
+/// Longest CSR organization (O) or organizational unit (OU), in characters:
+/// RFC 5280 Appendix A, ub-organization-name / ub-organizational-unit-name.
+pub const CSR_MAX_ORG_LEN: usize = 64;
+
+/// Longest CSR locality (L) or state (ST), in characters: RFC 5280
+/// Appendix A, ub-locality-name / ub-state-name.
+pub const CSR_MAX_PLACE_LEN: usize = 128;
+
 /// Validity of the local CA's root: ten years, so phones loaded with it
 /// keep working for the life of the appliance.
 pub const LOCAL_CA_DAYS: u64 = 3650;

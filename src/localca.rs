@@ -33,7 +33,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::certs::{self, Imported};
 use crate::error::Error;
-use crate::limits::{LOCAL_CA_DAYS, LOCAL_CA_LEAF_DAYS, MAX_CSR_NAMES, RSA_KEY_BITS};
+use crate::limits::{
+    CSR_MAX_ORG_LEN, CSR_MAX_PLACE_LEN, LOCAL_CA_DAYS, LOCAL_CA_LEAF_DAYS, MAX_CSR_NAMES,
+    RSA_KEY_BITS,
+};
 use crate::model::KeyType;
 use crate::model::Source;
 use crate::names;
@@ -92,19 +95,142 @@ fn stage_key(batch: &mut Batch, key: &KeyPair) -> Result<String, Error> {
     Ok(key_id)
 }
 
-/// `csr --name HOST... [--key-type T]`: a new key kept in the store and the
-/// PEM CSR (RFC 2986) for it.
-pub fn csr(store: &Store, names: &[String], key_type: KeyType) -> Result<CsrView, Error> {
+/// The subject attributes of a CSR besides the CN (RFC 5280 §4.1.2.4), as
+/// OV/EV vendors ask for them: `csr --org --org-unit --locality --state
+/// --country`, the CSR page's fields and `POST /api/csr`. Empty is absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CsrSubject {
+    /// O (organizationName).
+    #[serde(default)]
+    pub organization: Option<String>,
+    /// OU (organizationalUnitName).
+    #[serde(default)]
+    pub organizational_unit: Option<String>,
+    /// L (localityName).
+    #[serde(default)]
+    pub locality: Option<String>,
+    /// ST (stateOrProvinceName).
+    #[serde(default)]
+    pub state: Option<String>,
+    /// C (countryName): two letters, ISO 3166 alpha-2.
+    #[serde(default)]
+    pub country: Option<String>,
+}
+
+impl CsrSubject {
+    /// The attributes in the CSR's order (C, ST, L, O, OU; the CN is added
+    /// last), checked: C two ASCII letters (upper-cased), the others within
+    /// RFC 5280's upper bounds and without control characters.
+    fn attributes(&self) -> Result<Vec<(DnType, String)>, Error> {
+        let given = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+        };
+        let mut out = Vec::new();
+        if let Some(c) = given(&self.country) {
+            if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_alphabetic()) {
+                return Err(Error::BadCountry(c));
+            }
+            out.push((DnType::CountryName, c.to_ascii_uppercase()));
+        }
+        let fields = [
+            (
+                &self.state,
+                DnType::StateOrProvinceName,
+                "state (ST)",
+                CSR_MAX_PLACE_LEN,
+            ),
+            (
+                &self.locality,
+                DnType::LocalityName,
+                "locality (L)",
+                CSR_MAX_PLACE_LEN,
+            ),
+            (
+                &self.organization,
+                DnType::OrganizationName,
+                "organization (O)",
+                CSR_MAX_ORG_LEN,
+            ),
+            (
+                &self.organizational_unit,
+                DnType::OrganizationalUnitName,
+                "organizational unit (OU)",
+                CSR_MAX_ORG_LEN,
+            ),
+        ];
+        for (value, ty, what, max) in fields {
+            let Some(v) = given(value) else { continue };
+            if v.chars().count() > max {
+                return Err(Error::BadSubject(
+                    what.to_owned(),
+                    format!("at most {max} characters (RFC 5280)"),
+                ));
+            }
+            if v.chars().any(char::is_control) {
+                return Err(Error::BadSubject(
+                    what.to_owned(),
+                    "no control characters".to_owned(),
+                ));
+            }
+            out.push((ty, v));
+        }
+        Ok(out)
+    }
+}
+
+/// A CSR's key waiting for its certificate (`csr-keys list`): what the
+/// CSR was for. Stored when the CSR is made; listed while no certificate
+/// uses the key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingCsr {
+    /// The stored key's ID.
+    pub key_id: String,
+    /// The CSR's DNS names (the first is the CN).
+    pub names: Vec<String>,
+    /// The key's type.
+    pub key_type: KeyType,
+    /// When the CSR was made (RFC 3339).
+    pub created: String,
+}
+
+const PENDING_PREFIX: &str = crate::settings::Family::PendingCsr.prefix();
+
+/// `csr --name HOST... [--key-type T] [--org O ...]`: a new key kept in the
+/// store and the PEM CSR (RFC 2986) for it; the key is listed as pending
+/// (`csr-keys list`) until its certificate is imported.
+pub fn csr(
+    store: &Store,
+    names: &[String],
+    key_type: KeyType,
+    subject: &CsrSubject,
+) -> Result<CsrView, Error> {
     let names = cert_names(names)?;
+    let attributes = subject.attributes()?;
     let key = new_key(key_type)?;
     let mut params = CertificateParams::new(names.clone()).map_err(gen_err)?;
     let mut dn = DistinguishedName::new();
+    for (ty, value) in attributes {
+        dn.push(ty, value);
+    }
     dn.push(DnType::CommonName, names[0].as_str());
     params.distinguished_name = dn;
     let request = params.serialize_request(&key).map_err(gen_err)?;
     let pem = request.pem().map_err(gen_err)?;
     let mut batch = Batch::default();
     let key_id = stage_key(&mut batch, &key)?;
+    let pending = PendingCsr {
+        key_id: key_id.clone(),
+        names: names.clone(),
+        key_type,
+        created: crate::clock::rfc3339(crate::clock::now()),
+    };
+    batch.put_setting(
+        &format!("{PENDING_PREFIX}{key_id}"),
+        &serde_json::to_vec(&pending).unwrap_or_default(),
+    );
     store.commit(batch)?;
     Ok(CsrView {
         csr: pem,
@@ -112,6 +238,43 @@ pub fn csr(store: &Store, names: &[String], key_type: KeyType) -> Result<CsrView
         key_type,
         key_id,
     })
+}
+
+/// `csr-keys list`: the CSR keys no certificate uses yet, oldest first.
+pub fn pending(store: &Store) -> Result<Vec<PendingCsr>, Error> {
+    let used: std::collections::BTreeSet<String> =
+        store.certs()?.into_iter().map(|c| c.key_id).collect();
+    let mut out = Vec::new();
+    for (_, raw) in store.settings_with_prefix(PENDING_PREFIX)? {
+        let Ok(p) = serde_json::from_slice::<PendingCsr>(&raw) else {
+            continue;
+        };
+        if !used.contains(&p.key_id) && store.key(&p.key_id)?.is_some() {
+            out.push(p);
+        }
+    }
+    out.sort_by(|a, b| a.created.cmp(&b.created));
+    Ok(out)
+}
+
+/// `csr-keys delete KEY_ID` (ID or a unique prefix of 8+ hex digits): the
+/// pending key and its record are removed; a certificate bought with that
+/// CSR can then no longer be imported without its key.
+pub fn delete_pending(store: &Store, key_id: &str) -> Result<PendingCsr, Error> {
+    let matching: Vec<PendingCsr> = pending(store)?
+        .into_iter()
+        .filter(|p| p.key_id.starts_with(key_id))
+        .collect();
+    let p = match matching.as_slice() {
+        [one] => one.clone(),
+        [] => return Err(Error::NotFound(key_id.to_owned())),
+        _ => return Err(Error::AmbiguousId(key_id.to_owned())),
+    };
+    let mut batch = Batch::default();
+    batch.delete_key(&p.key_id);
+    batch.delete_setting(&format!("{PENDING_PREFIX}{}", p.key_id));
+    store.commit(batch)?;
+    Ok(p)
 }
 
 /// `csr --json`: the PEM CSR and what it is for (the key stays stored).

@@ -154,6 +154,8 @@ pub enum Command {
     AcmeStatus,
     /// `cert reissue ID`
     CertReissue { id: String },
+    /// `acme retry KEY` (a name set as `acme status` lists it)
+    AcmeRetry { key: String },
     /// `dns add NAME --provider P --zone Z ...`
     DnsAdd {
         name: String,
@@ -162,11 +164,20 @@ pub enum Command {
     },
     /// `dns list`
     DnsList,
-    /// `csr --name HOST... [--key-type T]`
+    /// `csr --name HOST... [--key-type T] [--org O --org-unit OU --locality
+    /// L --state ST --country C]`
     Csr {
         names: Vec<String>,
         key_type: crate::model::KeyType,
+        #[serde(default)]
+        subject: crate::localca::CsrSubject,
     },
+    /// `csr-keys list`
+    CsrKeys,
+    /// `dns propagation` (the settings `dns set` changes)
+    DnsPropagation,
+    /// `csr-keys delete KEY_ID`
+    CsrKeyDelete { key_id: String },
     /// `ca init`
     CaInit,
     /// `ca show`
@@ -310,7 +321,11 @@ impl Command {
             | Command::AcmeShow
             | Command::AcmeStatus
             | Command::DnsList
+            | Command::CsrKeys
+            | Command::DnsPropagation
             | Command::CaShow => Effect::READ,
+            // A CSR key is used by no certificate (nothing served changes).
+            Command::CsrKeyDelete { .. } => Effect::WRITE,
             // Signing and verifying write nothing (verification fetches the
             // x5u and keeps it only in memory); the STI trust list is read.
             Command::StirShakenSign(_)
@@ -358,6 +373,8 @@ impl Command {
             // The Root CA list decides which ACME directories are reachable.
             Command::RootsDelete { .. } | Command::RootsReset => Effect::RENEWAL,
             Command::AcmeSet(_) | Command::CertReissue { .. } => Effect::RENEWAL,
+            // A name set marked for an order now: the loop is woken.
+            Command::AcmeRetry { .. } => Effect::RENEWAL,
             // A DNS provider (and its propagation settings) decides whether
             // and how DNS-01 orders run.
             Command::DnsAdd { .. } | Command::DnsRemove { .. } | Command::DnsSet { .. } => {
@@ -596,6 +613,10 @@ pub enum Reply {
     Propagation(crate::dns::PropagationView),
     /// `csr`.
     Csr(crate::localca::CsrView),
+    /// `csr-keys list`.
+    PendingCsrs(Vec<crate::localca::PendingCsr>),
+    /// `csr-keys delete`.
+    PendingCsrDeleted(crate::localca::PendingCsr),
     /// `ca init`, `ca show`.
     Ca(crate::localca::CaView),
     /// `cert check`.
@@ -651,10 +672,13 @@ impl Reply {
             Command::StirShakenSelect { .. } => Reply::Stir(from(v)?),
             Command::AcmeShow => Reply::Acme(from(v)?),
             Command::AcmeStatus => Reply::AcmeStatus(from(v)?),
-            Command::CertReissue { .. } => Reply::Reissued(from(v)?),
+            Command::CertReissue { .. } | Command::AcmeRetry { .. } => Reply::Reissued(from(v)?),
             Command::DnsList => Reply::DnsList(from(v)?),
             Command::DnsSet { .. } => Reply::Propagation(from(v)?),
             Command::Csr { .. } => Reply::Csr(from(v)?),
+            Command::CsrKeys => Reply::PendingCsrs(from(v)?),
+            Command::DnsPropagation => Reply::Propagation(from(v)?),
+            Command::CsrKeyDelete { .. } => Reply::PendingCsrDeleted(from(v)?),
             Command::CaInit | Command::CaShow => Reply::Ca(from(v)?),
             Command::AlertSet(_) | Command::AlertShow => Reply::AlertSettings(from(v)?),
             Command::Alerts => Reply::Alerts(from(v)?),
@@ -893,8 +917,23 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
             let id = resolve_id(store, Tree::Certs, id)?;
             Reply::Reissued(crate::acme::reissue(store, &id)?)
         }
-        Command::Csr { names, key_type } => {
-            Reply::Csr(crate::localca::csr(store, names, *key_type)?)
+        Command::AcmeRetry { key } => Reply::Reissued(crate::acme::retry(store, key)?),
+        Command::Csr {
+            names,
+            key_type,
+            subject,
+        } => Reply::Csr(crate::localca::csr(store, names, *key_type, subject)?),
+        Command::CsrKeys => Reply::PendingCsrs(crate::localca::pending(store)?),
+        Command::DnsPropagation => {
+            let s = crate::dns::propagation_settings(store)?;
+            Reply::Propagation(crate::dns::PropagationView {
+                propagation_timeout: s.timeout_secs,
+                propagation_interval: s.interval_secs,
+                check_ns: s.check_ns,
+            })
+        }
+        Command::CsrKeyDelete { key_id } => {
+            Reply::PendingCsrDeleted(crate::localca::delete_pending(store, key_id)?)
         }
         Command::CaInit => Reply::Ca(crate::localca::init(store)?),
         Command::CaShow => Reply::Ca(crate::localca::show(store)?),
@@ -1066,6 +1105,7 @@ mod tests {
             Command::AcmeShow,
             Command::AcmeStatus,
             Command::CertReissue { id: s() },
+            Command::AcmeRetry { key: s() },
             Command::DnsAdd {
                 name: s(),
                 zone: s(),
@@ -1078,7 +1118,11 @@ mod tests {
             Command::Csr {
                 names: vec![],
                 key_type: crate::model::KeyType::P256,
+                subject: crate::localca::CsrSubject::default(),
             },
+            Command::CsrKeys,
+            Command::CsrKeyDelete { key_id: s() },
+            Command::DnsPropagation,
             Command::CaInit,
             Command::CaShow,
             Command::CaIssue {
@@ -1155,9 +1199,13 @@ mod tests {
                 Command::ClientCasShow { .. } => 50,
                 Command::ClientCasDelete { .. } => 51,
                 Command::TenantRemovePreview { .. } => 52,
+                Command::AcmeRetry { .. } => 53,
+                Command::CsrKeys => 54,
+                Command::CsrKeyDelete { .. } => 55,
+                Command::DnsPropagation => 56,
             });
         }
-        assert_eq!(seen.len(), 53, "a command variant has no sample");
+        assert_eq!(seen.len(), 57, "a command variant has no sample");
         samples
     }
 
@@ -1251,9 +1299,12 @@ mod tests {
                 continue;
             }
             let c = match c {
-                Command::Csr { key_type, .. } => Command::Csr {
+                Command::Csr {
+                    key_type, subject, ..
+                } => Command::Csr {
                     names: vec!["csr.example".into()],
                     key_type,
+                    subject,
                 },
                 Command::CaIssue { client, .. } => Command::CaIssue {
                     tenant: "t".into(),
@@ -1303,6 +1354,7 @@ mod tests {
             "roots-reset",
             "acme-set",
             "cert-reissue",
+            "acme-retry",
             "dns-add",
             "dns-remove",
             "dns-set",

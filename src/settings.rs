@@ -95,11 +95,14 @@ pub enum Family {
     /// A CA whose client certificates mutual-TLS forwards with
     /// `client-ca=imported` admit, by its ID (DER) (`client-cas import`).
     ClientCa,
+    /// A CSR whose key waits for its certificate (`localca::PendingCsr`),
+    /// by the key's ID.
+    PendingCsr,
 }
 
 impl Family {
     /// Every family.
-    pub const ALL: [Family; 8] = [
+    pub const ALL: [Family; 9] = [
         Family::AcmeStatus,
         Family::AcmeTxt,
         Family::DnsProvider,
@@ -108,6 +111,7 @@ impl Family {
         Family::PhoneRoot,
         Family::StiRoot,
         Family::ClientCa,
+        Family::PendingCsr,
     ];
 
     /// The key prefix of the family's records.
@@ -121,6 +125,7 @@ impl Family {
             Family::PhoneRoot => "phone-root:",
             Family::StiRoot => "sti-root:",
             Family::ClientCa => "client-ca:",
+            Family::PendingCsr => "pending-csr:",
         }
     }
 

@@ -462,6 +462,108 @@ fn alert_test_over_implicit_tls_trusts_only_the_root_ca_list() {
     assert_mail(&mails[0], &["X-Mail-From: admin@pbx.example"]);
 }
 
+/// A logged-in `curl` session on the running daemon: `(status, body)`.
+fn web_session(
+    pbx: &Pbx,
+    https: std::net::SocketAddr,
+) -> impl Fn(&[&str], &str) -> (String, String) {
+    let jar = pbx.files.join("web-cookies.txt");
+    let curl = move |args: &[&str], path: &str| {
+        let mut cmd = Command::new("curl");
+        cmd.arg("-sk")
+            .arg("-c")
+            .arg(&jar)
+            .arg("-b")
+            .arg(&jar)
+            .args(["-w", "\n%{http_code}"])
+            .args(args)
+            .arg(format!("https://{https}{path}"));
+        let out = common::run_command(cmd, None);
+        out.success();
+        let (body, code) = out.stdout.rsplit_once('\n').unwrap();
+        (code.trim().to_owned(), body.to_owned())
+    };
+    let (code, _) = curl(
+        &["--data-urlencode", &format!("password={PASSWORD}")],
+        "/login",
+    );
+    assert_eq!(code, "303", "login");
+    curl
+}
+
+/// Issue 14 item 10: the alert settings as a page, its secret never shown
+/// back (only "set"), and its "Send test alert" button: the mail arrives
+/// at the aiosmtpd peer (STARTTLS, AUTH), the page reports the outcome.
+#[test]
+fn the_alerts_page_saves_settings_and_its_test_button_mails() {
+    let pbx = Pbx::new();
+    let (peers_ca, _, smtp) = peers(&pbx, "starttls", "carol", "page-s3cret-pw");
+    pbx.import_ok(peers_ca.pem(), None, &["--kind", "root"]);
+    pbx.run_stdin(&["admin", "password"], format!("{PASSWORD}\n").as_bytes())
+        .success();
+    pbx.ok(&["system", "set", "--admin-email", "admin@pbx.example"]);
+    let daemon = pbx.serve(false);
+    let web = web_session(&pbx, daemon.https);
+    let (_, page) = web(&[], "/alerts");
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no CSRF token:\n{page}"))
+        .to_owned();
+    assert!(page.contains("id=\"a-pass-state\">not set<"), "{page}");
+    let server_arg = format!("127.0.0.1:{}", smtp.port);
+    let form = |password: &str, with_csrf: bool| -> Vec<String> {
+        let mut f = vec![
+            format!("smtp_server={server_arg}"),
+            "smtp_tls=starttls".into(),
+            "smtp_user=carol".into(),
+            format!("smtp_password={password}"),
+            "from=".into(),
+            "webhook=".into(),
+            "webhook_secret=".into(),
+            "failures=2".into(),
+        ];
+        if with_csrf {
+            f.push(format!("csrf={csrf}"));
+        }
+        f.into_iter()
+            .flat_map(|p| ["--data-urlencode".to_owned(), p])
+            .collect()
+    };
+    let post = |fields: Vec<String>, path: &str| {
+        let args: Vec<&str> = fields.iter().map(String::as_str).collect();
+        web(&args, path)
+    };
+    assert_eq!(post(form("page-s3cret-pw", false), "/alerts").0, "403");
+    assert!(pbx.ok(&["alert", "show"])["smtp_server"].is_null());
+    assert_eq!(post(form("page-s3cret-pw", true), "/alerts").0, "303");
+    let show = pbx.ok(&["alert", "show"]);
+    assert_eq!(show["smtp_server"], server_arg.as_str(), "{show}");
+    assert_eq!(show["smtp_user"], "carol");
+    assert_eq!(show["smtp_password"], "********");
+    assert_eq!(show["failures"], 2);
+    // Saved again with the password box empty: the stored one is kept.
+    assert_eq!(post(form("", true), "/alerts").0, "303");
+    assert_eq!(pbx.ok(&["alert", "show"])["smtp_password"], "********");
+    let (_, page) = web(&[], "/alerts");
+    assert!(page.contains("alert settings saved"), "{page}");
+    assert!(page.contains("id=\"a-pass-state\">set<"), "{page}");
+    assert!(!page.contains("page-s3cret-pw"), "the password on the page");
+
+    // The test button: the mail arrives, the page says so.
+    let (code, _) = post(
+        vec!["--data-urlencode".into(), format!("csrf={csrf}")],
+        "/alerts/test",
+    );
+    assert_eq!(code, "303");
+    wait_for("the test mail", || smtp.mails().len() == 1);
+    assert_mail(&smtp.mails()[0], &["X-Mail-From: admin@pbx.example"]);
+    let (_, page) = web(&[], "/alerts");
+    assert!(page.contains("e-mail: test alert sent"), "{page}");
+    stop(daemon);
+}
+
 /// `GET /api/alerts`, logged in with `PASSWORD` (curl, cookie jar).
 fn api_alerts(pbx: &Pbx, https: std::net::SocketAddr) -> Value {
     let jar = pbx.files.join("cookies.txt");

@@ -179,6 +179,78 @@ fn csr_rsa2048_verifies_and_the_bought_cert_imports_without_key() {
     assert_eq!(pbx.resolve(Some("pbx.acme.test"))["id"], id.as_str());
 }
 
+/// Issue 14 item 9: the subject OV/EV vendors ask for (RFC 5280 §4.1.2.4:
+/// C, ST, L, O, OU before the CN), a country that is not two letters
+/// refused by name, and the CSR keys listed while they wait for their
+/// certificate (`csr-keys list`), gone once it is imported or deleted.
+#[test]
+fn csr_subject_attributes_and_pending_keys() {
+    let pbx = Pbx::new();
+    pbx.tenant_add("acme", &["pbx.acme.test"]);
+    let subject = [
+        "--org",
+        "Example GmbH",
+        "--org-unit",
+        "Voice",
+        "--locality",
+        "Cologne",
+        "--state",
+        "NRW",
+        "--country",
+        "de",
+    ];
+    let mut args = vec!["csr", "--name", "pbx.acme.test"];
+    args.extend(subject);
+    let v = pbx.ok(&args);
+    let (csr_path, text) = verify_csr(&pbx, "ov.csr", v["csr"].as_str().unwrap());
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("Subject:"))
+        .unwrap_or_else(|| panic!("no Subject line:\n{text}"));
+    assert_eq!(
+        line.trim(),
+        "Subject: C = DE, ST = NRW, L = Cologne, O = Example GmbH, OU = Voice, CN = pbx.acme.test",
+        "{text}"
+    );
+    let other = pbx.ok(&["csr", "--name", "other.acme.test"]);
+
+    for bad in ["DEU", "D", "1A"] {
+        let a = ["csr", "--name", "x.acme.test", "--country", bad];
+        assert_eq!(pbx.err(&a).code, "bad-country", "{bad}");
+    }
+    let long = "x".repeat(65);
+    assert_eq!(
+        pbx.err(&["csr", "--name", "x.acme.test", "--org", &long])
+            .code,
+        "bad-subject"
+    );
+
+    // Both keys wait; nothing was stored for the refused ones.
+    let list = as_array(pbx.ok(&["csr-keys", "list"]));
+    let names: Vec<&str> = list
+        .iter()
+        .map(|p| p["names"][0].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["pbx.acme.test", "other.acme.test"], "{list:?}");
+    assert_eq!(list[0]["key_id"], v["key_id"]);
+    assert_eq!(list[1]["key_type"], "p256");
+    assert!(list[0]["created"].as_str().unwrap().ends_with('Z'));
+
+    // The bought certificate takes its key: no longer pending.
+    let chain = buy(&pbx, &csr_path, "ov.crt");
+    pbx.import_ok(chain.as_bytes(), None, &[]);
+    let list = as_array(pbx.ok(&["csr-keys", "list"]));
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["key_id"], other["key_id"]);
+
+    // Deleted: gone, and a second delete finds nothing.
+    let key = other["key_id"].as_str().unwrap();
+    let deleted = pbx.ok(&["csr-keys", "delete", &key[..12]]);
+    assert_eq!(deleted["names"][0], "other.acme.test");
+    assert!(as_array(pbx.ok(&["csr-keys", "list"])).is_empty());
+    assert_eq!(pbx.err(&["csr-keys", "delete", key]).code, "not-found");
+}
+
 #[test]
 fn csr_errors_are_named() {
     let pbx = Pbx::new();

@@ -186,6 +186,9 @@ fn expected() -> Vec<(&'static str, Vec<&'static str>)> {
         ("/import", vec![]),
         ("/csr", vec![]),
         ("/password", vec![]),
+        // The admin e-mail as the alerts' recipient.
+        ("/alerts", vec![SCRIPT_ESCAPED]),
+        ("/ca", vec![]),
     ]
 }
 
@@ -235,6 +238,9 @@ fn hostile_values_are_inert_in_headless_chromium() {
         "/acme": [SCRIPT],
         "/import": [],
         "/csr": [],
+        // The admin e-mail as the alerts' recipient.
+        "/alerts": [SCRIPT],
+        "/ca": [],
     });
     let values = serde_json::json!([
         ["/tenants", "#smail", format!("{SCRIPT}@x.example")],

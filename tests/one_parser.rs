@@ -385,3 +385,60 @@ fn the_check_button_says_what_cert_check_says() {
     }
     assert!(page_error(&page).is_none(), "{page}");
 }
+
+/// Times (`1h30m`, `45m`, `3m`, `10s`, or bare seconds) have one parser,
+/// `clock::parse_duration`: the CLI's `acme set --check-interval` and `dns
+/// set --propagation-timeout` and the ACME page's boxes store the same
+/// seconds for the same text, and refuse the same text (the CLI as a usage
+/// error, before any command exists; the page with `bad-setting`).
+#[test]
+fn times_typed_on_the_cli_and_the_page_store_the_same_seconds() {
+    let web = Web::start();
+    let pbx = &web.pbx;
+    let interval = |pbx: &Pbx| pbx.ok(&["acme", "show"])["check_interval"].clone();
+    for (text, secs) in [("1h30m", 5400), ("45m", 2700), ("7200", 7200)] {
+        pbx.ok_true(&["acme", "set", "--check-interval", text]);
+        let by_cli = interval(pbx);
+        pbx.ok_true(&["acme", "set", "--check-interval", "6h"]);
+        let page = web.post_form(
+            "/acme",
+            "/acme",
+            &[("preset", "production"), ("check_interval", text)],
+        );
+        assert_eq!(page_error(&page), None, "{text}:\n{page}");
+        assert_eq!(
+            (by_cli, interval(pbx)),
+            (secs.into(), secs.into()),
+            "{text}"
+        );
+    }
+    let page = web.post_form(
+        "/acme",
+        "/acme",
+        &[("preset", "production"), ("check_interval", "90x")],
+    );
+    assert_eq!(page_error(&page).as_deref(), Some("bad-setting"), "{page}");
+    pbx.run(&["acme", "set", "--check-interval", "90x"])
+        .usage_error();
+    assert_eq!(interval(pbx), 7200);
+
+    pbx.run_json(&["dns", "set", "--propagation-timeout", "3m"])
+        .success();
+    assert_eq!(pbx.ok(&["dns", "propagation"])["propagation_timeout"], 180);
+    let page = web.post_form(
+        "/acme",
+        "/acme/dns/propagation",
+        &[
+            ("propagation_timeout", "4m"),
+            ("propagation_interval", "10s"),
+            ("check_ns", "true"),
+        ],
+    );
+    assert_eq!(page_error(&page), None, "{page}");
+    let p = pbx.ok(&["dns", "propagation"]);
+    assert_eq!(
+        (&p["propagation_timeout"], &p["propagation_interval"]),
+        (&240.into(), &10.into()),
+        "{p}"
+    );
+}

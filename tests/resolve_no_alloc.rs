@@ -120,7 +120,7 @@ fn resolve_does_not_allocate() {
         (Some("192.0.2.10"), Some(other), Match::Domain),
     ];
     // The handshake diagnostics ring is allocated once, up front.
-    let log = ListenerLog::new("forward 127.0.0.1:5061".into());
+    let log = ListenerLog::new("forward 127.0.0.1:5061".into(), true);
     let peer: SocketAddr = "192.0.2.99:5060".parse().unwrap();
     for (sni, local, expected) in cases {
         ALLOCATIONS.store(0, Ordering::SeqCst);

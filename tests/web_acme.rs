@@ -112,7 +112,9 @@ fn acme_page_sets_settings_refuses_without_csrf_hides_the_hmac_and_shows_failure
         page.contains("value=\"production\" checked"),
         "default preset:\n{page}"
     );
-    assert!(page.contains("<td class=\"warn\">pending</td>"), "{page}");
+    // ACME is off: nothing will be ordered, so not "pending".
+    assert!(page.contains("<td class=\"note\">off</td>"), "{page}");
+    assert!(!page.contains(">pending<"), "{page}");
     let before = pbx.ok(&["acme", "show"]);
     assert_eq!(before["enabled"], false);
 
@@ -213,6 +215,79 @@ fn acme_page_sets_settings_refuses_without_csrf_hides_the_hmac_and_shows_failure
     assert!(page.contains(&format!("<code>[{code}]</code>")), "{page}");
     assert!(page.contains("gamma.pbx.test"));
     assert!(page.contains("tenant:gamma"), "{page}");
+
+    // The page's Retry button is `acme retry KEY` on the CLI: the set is
+    // queued now; an unknown set is refused with its code. The interval is
+    // typed as a time, read back in seconds.
+    let retried = pbx.ok(&["acme", "retry", "tenant:gamma"]);
+    assert_eq!(retried["names"], serde_json::json!(["gamma.pbx.test"]));
+    assert_eq!(
+        pbx.err(&["acme", "retry", "tenant:nobody"]).code,
+        "not-acme-managed"
+    );
+    // The same over the JSON API (session cookie + X-CSRF-Token), and the
+    // other new routes: propagation settings, pending CSR keys.
+    let csrf = web.csrf();
+    let api = |method: &str, path: &str, body: Option<&str>| {
+        let header = format!("X-CSRF-Token: {csrf}");
+        let mut args = vec!["-X", method, "-H", &header];
+        if let Some(b) = body {
+            args.extend(["-H", "Content-Type: application/json", "--data", b]);
+        }
+        let (status, text) = web.request(&args, path);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        (status, v)
+    };
+    let (status, v) = api("POST", "/api/acme/retry", Some(r#"{"key":"tenant:gamma"}"#));
+    assert_eq!(
+        (status, &v["names"]),
+        (200, &serde_json::json!(["gamma.pbx.test"])),
+        "{v}"
+    );
+    let (status, v) = api("POST", "/api/acme/retry", Some(r#"{"key":"nope"}"#));
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("not-acme-managed")),
+        "{v}"
+    );
+    let (status, v) = api("GET", "/api/dns/settings", None);
+    assert_eq!(status, 200, "{v}");
+    assert!(v["propagation_timeout"].is_u64(), "{v}");
+    let (status, made) = api(
+        "POST",
+        "/api/csr",
+        Some(r#"{"names":["api.pbx.test"],"country":"FR"}"#),
+    );
+    assert_eq!(status, 200, "{made}");
+    let (_, keys) = api("GET", "/api/csr/keys", None);
+    assert_eq!(keys[0]["key_id"], made["key_id"], "{keys}");
+    let key = made["key_id"].as_str().unwrap();
+    let (status, v) = api("DELETE", &format!("/api/csr/keys/{key}"), None);
+    assert_eq!(
+        (status, &v["names"][0]),
+        (200, &serde_json::json!("api.pbx.test")),
+        "{v}"
+    );
+    let (_, keys) = api("GET", "/api/csr/keys", None);
+    assert_eq!(keys, serde_json::json!([]));
+    let (status, v) = api(
+        "POST",
+        "/api/csr",
+        Some(r#"{"names":["api.pbx.test"],"country":"France"}"#),
+    );
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("bad-country")),
+        "{v}"
+    );
+
+    pbx.ok_true(&["acme", "set", "--check-interval", "1h30m"]);
+    assert_eq!(pbx.ok(&["acme", "show"])["check_interval"], 5400);
+    assert_ne!(
+        pbx.run(&["acme", "set", "--check-interval", "90x"]).status,
+        0
+    );
+    assert_eq!(pbx.ok(&["acme", "show"])["check_interval"], 5400);
 
     // The Certificates page says what the challenges need.
     let pbx_certs = web.get("/certs");

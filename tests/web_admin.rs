@@ -72,6 +72,8 @@ fn start_daemon() -> Daemon {
 /// A STIR/SHAKEN certificate (TNAuthList, RFC 8226) for `pbx.acme.example`
 /// under a test root, imported through the running daemon: the page's
 /// STIR/SHAKEN step finds it as tenant acme's (once the test adds acme).
+/// It expires in 10 days: the alerts banner step finds its
+/// `cert-expiring` alert on every page.
 fn import_stir_certificate(daemon: &Daemon) {
     let ca_key = rcgen::KeyPair::generate().expect("key");
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
@@ -82,6 +84,11 @@ fn import_stir_certificate(daemon: &Daemon) {
     let key = rcgen::KeyPair::generate().expect("key");
     let mut leaf =
         rcgen::CertificateParams::new(vec!["pbx.acme.example".to_owned()]).expect("params");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock");
+    leaf.not_before = rcgen::date_time_ymd(1970, 1, 1) + (now - Duration::from_secs(3600));
+    leaf.not_after = rcgen::date_time_ymd(1970, 1, 1) + (now + Duration::from_secs(10 * 86_400));
     // TNAuthorizationList ::= SEQUENCE OF TNEntry; spc [0] EXPLICIT IA5String "1234"
     leaf.custom_extensions
         .push(rcgen::CustomExtension::from_oid_content(

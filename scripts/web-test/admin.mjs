@@ -15,6 +15,7 @@
 //   PBX_SCREENSHOTS  directory for screenshots (created)
 
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium, request } from 'playwright-core';
@@ -482,13 +483,21 @@ try {
   await page.click('header a:has-text("ACME")');
   check(page.url().endsWith('/acme'), `nav link: ${page.url()}`);
   check(!(await page.isChecked('#enabled')), 'ACME off by default');
+  check((await page.inputValue('#check_interval')) === '6h', `the default interval in hours: ${await page.inputValue('#check_interval')}`);
+  const offRow = page.locator('#status tr[data-key="system"]');
+  check((await offRow.locator('td:nth-child(3)').innerText()) === 'off', `ACME off: the system name set is "off", not pending: ${await offRow.innerText()}`);
+  check(!(await text()).includes('key-only'), 'the account state in plain words');
+  check((await page.locator('#account').innerText()).includes('first order'), `account: ${await page.locator('#account').innerText()}`);
   await page.check('#dir-staging');
+  await page.fill('#check_interval', '1h30m');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Save")')]);
+  check((await page.inputValue('#check_interval')) === '1h30m', `interval read back: ${await page.inputValue('#check_interval')}`);
   await page.fill('#check_interval', '7200');
   await page.selectOption('#challenge', 'dns-01');
   await Promise.all([page.waitForNavigation(), page.click('button:has-text("Save")')]);
   check((await text()).includes('ACME settings saved'), 'ACME saved');
   check(await page.isChecked('#dir-staging'), 'staging preset kept');
-  check((await page.inputValue('#check_interval')) === '7200', 'interval shown');
+  check((await page.inputValue('#check_interval')) === '2h', 'interval shown in hours');
   check((await page.inputValue('#challenge')) === 'dns-01', 'challenge shown');
   check((await page.locator('#status tr', { hasText: 'pbx.example.com' }).count()) === 1, 'system name in the status table');
   const CF_TOKEN = 'browser-cf-token-0123456789abcdef';
@@ -529,6 +538,128 @@ try {
   await Promise.all([page.waitForNavigation(), page.click('button:has-text("Yes, delete")')]);
   check((await text()).includes('certificate soon.example (expires '), 'deleted by name');
 
+  begin('ACME page: DNS-01 propagation settings in minutes/seconds');
+  await page.goto(`${BASE}/acme`);
+  await page.fill('#p-timeout', '3m');
+  await page.fill('#p-interval', '10s');
+  await page.uncheck('#p-ns');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Save propagation settings")')]);
+  check((await text()).includes('propagation settings saved'), 'saved');
+  check((await page.inputValue('#p-timeout')) === '3m' && (await page.inputValue('#p-interval')) === '10s', 'read back as typed');
+  check(!(await page.isChecked('#p-ns')), 'NS check off');
+  await page.fill('#p-timeout', 'soon');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Save propagation settings")')]);
+  check((await text()).includes('[bad-setting]'), 'a bad time is refused with its code');
+  check((await page.inputValue('#p-timeout')) === '3m', 'nothing changed');
+
+  begin('alerts banner on every page, linking to the cause');
+  for (const p of ['/certs', '/roots', '/import', '/tenants', '/acme', '/stir', '/csr', '/password']) {
+    await page.goto(`${BASE}${p}`);
+    const expiring = page.locator('#alerts [data-code="cert-expiring"]');
+    check((await expiring.count()) === 1, `the expiring STIR/SHAKEN certificate on ${p}`);
+  }
+  await page.goto(`${BASE}/alerts`);
+  check((await page.locator('#open-alerts tr[data-code="cert-expiring"]').count()) === 1, 'the Alerts page lists it with its delivery');
+  const expiringLink = page.locator('#alerts [data-code="cert-expiring"] a');
+  const target = await expiringLink.getAttribute('href');
+  check(/^\/certs#cert-[0-9a-f]{64}$/.test(target), `links to its row: ${target}`);
+  await expiringLink.click();
+  check((await page.locator(`tr${target.slice(target.indexOf('#'))}`).innerText()).includes('pbx.acme.example'), 'the linked row is the certificate');
+
+  begin('ACME page states: a failed order, its Retry button, its error on Certificates');
+  // A CA that refuses connections: a loopback port nothing listens on.
+  const closedPort = await new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.listen(0, '127.0.0.1', () => { const { port } = srv.address(); srv.close(() => resolve(port)); });
+  });
+  await page.goto(`${BASE}/acme`);
+  await page.check('#enabled');
+  await page.check('#dir-custom');
+  await page.fill('#directory', `https://127.0.0.1:${closedPort}/dir`);
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Save")')]);
+  check((await text()).includes('ACME settings saved'), 'ACME enabled');
+  const systemSet = page.locator('#status tr[data-key="system"]');
+  const failures = async () => Number(await systemSet.locator('td:nth-child(6)').innerText());
+  let waited = 0;
+  while ((await systemSet.locator('td:nth-child(3)').innerText()) !== 'failed') {
+    check(waited++ < 120, `no failed state: ${await systemSet.innerText()}`);
+    await page.waitForTimeout(500);
+    await page.goto(`${BASE}/acme`);
+  }
+  check((await systemSet.innerText()).includes('[ca-unreachable]'), `the error code: ${await systemSet.innerText()}`);
+  const failuresBefore = await failures();
+  // The back-off's next attempt (a minute after the first failure).
+  const scheduled = Date.parse(await systemSet.locator('td:nth-child(8)').innerText());
+  check(!Number.isNaN(scheduled), `a scheduled next attempt: ${await systemSet.innerText()}`);
+  await Promise.all([page.waitForNavigation(), systemSet.locator('button:has-text("Retry")').click()]);
+  check((await text()).includes('order for pbx.example.com queued'), `retry acknowledged: ${(await text()).slice(0, 400)}`);
+  // A new attempt (bounded wait for it) that the back-off alone would not
+  // have made yet: it ran before the scheduled time.
+  waited = 0;
+  while ((await failures()) <= failuresBefore) {
+    check(waited++ < 120, `the retry made no new attempt (${failuresBefore} failures): ${await systemSet.innerText()}`);
+    await page.waitForTimeout(500);
+    await page.goto(`${BASE}/acme`);
+  }
+  const attempted = Date.parse(await systemSet.locator('td:nth-child(7)').innerText());
+  check(attempted < scheduled, `the retry ran at once, not at the back-off's time: ${await systemSet.innerText()}`);
+  await shot('14b-acme-failed');
+  await page.goto(`${BASE}/certs`);
+  const failing = page.locator('#acme-failures [data-key="system"]');
+  check((await failing.innerText()).includes('[ca-unreachable]'), `the failure on Certificates: ${await failing.innerText()}`);
+  check((await failing.locator('button:has-text("Retry")').count()) === 1, 'a Retry button there too');
+  const selfSigned = page.locator('tr[data-id]', { hasText: 'self-signed' });
+  check((await selfSigned.count()) === 1, 'the self-signed certificate is listed');
+  check(await selfSigned.locator('button:has-text("Reissue")').isDisabled(), 'Reissue is disabled on a certificate ACME does not manage');
+  await Promise.all([page.waitForNavigation(), failing.locator('button:has-text("Retry")').click()]);
+  check(new URL(page.url()).pathname === '/certs', `back on Certificates: ${page.url()}`);
+  check((await text()).includes('order for pbx.example.com queued'), 'retry from Certificates acknowledged');
+  // The third failure in a row opens a renewal-failing alert (default
+  // threshold 3): the banner links to the name set's row.
+  const failingAlert = page.locator('#alerts [data-code="renewal-failing"] a');
+  waited = 0;
+  while ((await failingAlert.count()) === 0) {
+    check(waited++ < 120, 'no renewal-failing alert in the banner');
+    await page.waitForTimeout(500);
+    await page.goto(`${BASE}/certs`);
+  }
+  check((await failingAlert.getAttribute('href')) === '/acme#acme-system', `banner link: ${await failingAlert.getAttribute('href')}`);
+  await Promise.all([page.waitForNavigation(), failingAlert.click()]);
+  check((await page.locator('tr#acme-system').count()) === 1, 'the linked name set row');
+  await page.goto(`${BASE}/acme`);
+  await page.uncheck('#enabled');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Save")')]);
+  check((await systemSet.locator('td:nth-child(3)').innerText()) === 'off', 'off again');
+
+  begin('CSR page: subject fields, a named country error, pending keys with a confirmed delete');
+  await page.goto(`${BASE}/csr`);
+  check((await page.locator('#key_type option[value=rsa2048]').innerText()) === 'RSA 2048', 'the RSA label says what the build does');
+  check(!(await text()).includes('not available'), 'no "not available" label');
+  await page.fill('#names', 'csr-web.example');
+  await page.fill('#csr-o', 'Example GmbH');
+  await page.fill('#csr-l', 'Berlin');
+  await page.fill('#csr-c', '1X');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Make key and download CSR")')]);
+  check((await text()).includes('[bad-country]'), `a country that is not two letters: ${(await text()).slice(0, 300)}`);
+  check((await page.inputValue('#csr-o')) === 'Example GmbH' && (await page.inputValue('#names')) === 'csr-web.example', 'the form keeps what was typed');
+  await page.fill('#csr-c', 'DE');
+  const [csrDownload] = await Promise.all([
+    page.waitForEvent('download'),
+    page.click('button:has-text("Make key and download CSR")'),
+  ]);
+  check(csrDownload.suggestedFilename() === 'csr-web.example.csr', `CSR file name ${csrDownload.suggestedFilename()}`);
+  check(fs.readFileSync(await csrDownload.path(), 'utf8').includes('BEGIN CERTIFICATE REQUEST'), 'a CSR was downloaded');
+  await page.goto(`${BASE}/csr`);
+  const pendingRow = page.locator('#pending-csr tr', { hasText: 'csr-web.example' });
+  check((await pendingRow.count()) === 1, 'the key waiting for its certificate is listed');
+  check((await pendingRow.innerText()).includes('p256'), `its key type: ${await pendingRow.innerText()}`);
+  await Promise.all([page.waitForNavigation(), pendingRow.locator('a:has-text("Delete")').click()]);
+  check(new URL(page.url()).pathname === '/csr/delete', `confirmation step: ${page.url()}`);
+  check((await text()).includes('csr-web.example'), 'the confirmation names the CSR');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Yes, delete")')]);
+  check((await text()).includes('CSR key for csr-web.example deleted'), `deleted: ${(await text()).slice(0, 300)}`);
+  check((await page.locator('#pending-csr tr', { hasText: 'csr-web.example' }).count()) === 0, 'no longer listed');
+
   begin('the JSON API with HTTP Basic');
   anon = await request.newContext({ ignoreHTTPSErrors: true });
   r = await anon.get(`${BASE}/api/certs`);
@@ -564,6 +695,48 @@ try {
   await page.goto(`${BASE}/certs`);
   check((await page.locator('tr[data-id]', { hasText: CERT_NAME }).count()) === 1, 'the API import shows on the page');
   await shot('13-certificates-after-api');
+
+  begin('local CA page: create it, issue for a tenant (server, then also client), download the root');
+  await page.goto(`${BASE}/tenants`);
+  await page.fill('#tname', 'beta');
+  await page.fill('#tdns', 'pbx.beta.example');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Add tenant")')]);
+  check((await text()).includes('tenant beta added'), 'tenant beta added');
+  await Promise.all([page.waitForNavigation(), page.click('a:has-text("Local CA page")')]);
+  check(new URL(page.url()).pathname === '/ca', `the local CA page: ${page.url()}`);
+  check(!(await text()).includes('pbx-certd ca'), 'no CLI text on the page');
+  r = await context.request.get(`${BASE}/ca.pem`);
+  check(r.status() === 404, `no root before init: ${r.status()}`);
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Create the local CA")')]);
+  check((await text()).includes('local CA created'), 'created');
+  const [rootDownload] = await Promise.all([
+    page.waitForEvent('download'),
+    page.click('a:has-text("Download the root (PEM)")'),
+  ]);
+  const rootPem = fs.readFileSync(await rootDownload.path(), 'utf8');
+  check(rootPem.includes('BEGIN CERTIFICATE') && !rootPem.includes('PRIVATE KEY'), 'the root, never its key');
+  await page.selectOption('#ca-tenant', 'beta');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Issue certificate")')]);
+  check((await text()).includes('issued a certificate for pbx.beta.example (server-auth)'), `server certificate: ${(await text()).slice(0, 300)}`);
+  await page.selectOption('#ca-tenant', 'beta');
+  await page.check('#ca-client');
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Issue certificate")')]);
+  check((await text()).includes('issued a certificate for pbx.beta.example (server-auth, client-auth)'), `client too: ${(await text()).slice(0, 300)}`);
+  r = await api.get(`${BASE}/api/certs`);
+  const issued = (await r.json()).filter((c) => c.source === 'local-ca' && c.tenant === 'beta');
+  check(issued.length === 2 && issued.some((c) => c.eku.includes('client-auth')), `issued: ${JSON.stringify(issued)}`);
+  await shot('15-local-ca');
+
+  begin('page weight: every page but Root CA under 16 KB');
+  const weights = [];
+  for (const p of ['/certs', '/import', '/tenants', '/acme', '/stir', '/csr', '/password', '/ca', '/alerts']) {
+    r = await context.request.get(`${BASE}${p}`);
+    check(r.status() === 200, `${p}: ${r.status()}`);
+    const bytes = (await r.body()).length;
+    weights.push(`${p} ${bytes}`);
+    check(bytes < 16 * 1024, `${p} weighs ${bytes} bytes`);
+  }
+  console.log(`web-test: page bytes: ${weights.join(', ')}`);
   console.log('web-test: all steps passed');
 } catch (e) {
   console.error(`web-test: FAILED: ${e.stack || e}`);

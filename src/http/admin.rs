@@ -97,6 +97,10 @@ pub enum Route {
     Csr,
     /// `POST /csr` (answers with the CSR as a download)
     CsrPost,
+    /// `GET /csr/delete?key=ID`: confirm deleting a pending CSR key
+    CsrDeleteConfirm(String),
+    /// `POST /csr/delete` (`csr-keys delete ID`)
+    CsrDelete,
     /// `GET /tenants`
     Tenants,
     /// `POST /tenants/add`
@@ -118,6 +122,22 @@ pub enum Route {
     AcmePost,
     /// `POST /acme/dns/add` (`dns add`)
     DnsAdd,
+    /// `POST /acme/retry` (`acme retry KEY`)
+    AcmeRetry,
+    /// `POST /acme/dns/propagation` (`dns set`)
+    DnsPropagation,
+    /// `GET /alerts`: alert settings
+    Alerts,
+    /// `POST /alerts` (`alert set`)
+    AlertsPost,
+    /// `POST /alerts/test` (`alert test`)
+    AlertsTest,
+    /// `GET /ca`: the local CA page
+    LocalCa,
+    /// `POST /ca/init` (`ca init`)
+    CaInit,
+    /// `POST /ca/issue` (`ca issue --tenant NAME [--client]`)
+    CaIssue,
     /// `POST /acme/dns/remove` (`dns remove`)
     DnsRemove,
     /// `/api/...`
@@ -199,6 +219,16 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> Route {
             "POST" => Route::CsrPost,
             _ => page(Route::Csr, get),
         },
+        "/csr/delete" => match method {
+            "POST" => Route::CsrDelete,
+            _ => match Form::parse(query.unwrap_or("").as_bytes())
+                .ok()
+                .and_then(|f| f.get("key").and_then(valid_id))
+            {
+                Some(key) => page(Route::CsrDeleteConfirm(key), get),
+                None => Route::NotFound,
+            },
+        },
         "/tenants" => page(Route::Tenants, get),
         "/tenants/add" => page(Route::TenantAdd, post),
         "/tenants/edit" => match method {
@@ -233,6 +263,16 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> Route {
             _ => page(Route::Acme, get),
         },
         "/acme/dns/add" => page(Route::DnsAdd, post),
+        "/acme/retry" => page(Route::AcmeRetry, post),
+        "/acme/dns/propagation" => page(Route::DnsPropagation, post),
+        "/ca" => page(Route::LocalCa, get),
+        "/alerts" => match method {
+            "POST" => Route::AlertsPost,
+            _ => page(Route::Alerts, get),
+        },
+        "/alerts/test" => page(Route::AlertsTest, post),
+        "/ca/init" => page(Route::CaInit, post),
+        "/ca/issue" => page(Route::CaIssue, post),
         "/stir" => page(Route::Stir, get),
         "/stir/sign" => page(Route::StirSign, post),
         "/acme/dns/remove" => page(Route::DnsRemove, post),
@@ -277,8 +317,8 @@ pub fn acme_change(form: &Form, stored_kid: Option<&str>) -> Result<AcmeChange, 
     let check_interval = match form.get("check_interval").unwrap_or("").trim() {
         "" => None,
         n => Some(
-            n.parse::<u64>()
-                .map_err(|_| bad("check interval: a whole number of seconds"))?,
+            crate::clock::parse_duration(n)
+                .ok_or_else(|| bad("check interval: a time such as 6h, 30m, 1h30m or 45s"))?,
         ),
     };
     let kid = form.get("eab_kid").unwrap_or("").trim();
@@ -300,6 +340,43 @@ pub fn acme_change(form: &Form, stored_kid: Option<&str>) -> Result<AcmeChange, 
         eab_hmac,
         check_interval,
         ..AcmeChange::default()
+    })
+}
+
+/// The `alert set` change of the alert settings form. Every field is sent:
+/// an empty one clears its setting (`none`), except the two secrets, which
+/// an empty field keeps (they are never shown back) unless what they belong
+/// to is cleared (no SMTP user: no password; no webhook: no secret).
+pub fn alert_change(form: &Form) -> Result<crate::alert::AlertChange, Error> {
+    let field = |k: &str| form.get(k).map(str::trim).unwrap_or("");
+    let or_none = |k: &str| match field(k) {
+        "" => "none".to_owned(),
+        v => v.to_owned(),
+    };
+    let secret = |k: &str, owner: &str| match (field(k), field(owner)) {
+        (_, "") => Some("none".to_owned()),
+        ("", _) => None,
+        (v, _) => Some(v.to_owned()),
+    };
+    let failures = match field("failures") {
+        "" => None,
+        n => Some(
+            n.parse::<u32>()
+                .map_err(|_| Error::BadSetting("failures: a number from 1 to 100".into()))?,
+        ),
+    };
+    Ok(crate::alert::AlertChange {
+        smtp_server: Some(or_none("smtp_server")),
+        smtp_tls: Some(match field("smtp_tls") {
+            "" => "starttls".to_owned(),
+            v => v.to_owned(),
+        }),
+        smtp_user: Some(or_none("smtp_user")),
+        smtp_password: secret("smtp_password", "smtp_user"),
+        from: Some(or_none("from")),
+        webhook: Some(or_none("webhook")),
+        webhook_secret: secret("webhook_secret", "webhook"),
+        failures,
     })
 }
 
@@ -806,8 +883,24 @@ impl Admin {
             .collect();
         // The one `FromStr` of key types: an unknown word is refused as on
         // the CLI and the API (never issued as P-256).
+        let field = |k: &str| form.get(k).map(str::to_owned);
+        let subject = crate::localca::CsrSubject {
+            organization: field("org"),
+            organizational_unit: field("org_unit"),
+            locality: field("locality"),
+            state: field("state"),
+            country: field("country"),
+        };
         let r = match crate::ops::parse_word(form.get("key_type").unwrap_or("p256")) {
-            Ok(key_type) => run_as!(self, Command::Csr { names, key_type }, Reply::Csr),
+            Ok(key_type) => run_as!(
+                self,
+                Command::Csr {
+                    names,
+                    key_type,
+                    subject: subject.clone(),
+                },
+                Reply::Csr
+            ),
             Err(e) => Err(e),
         };
         match r {
@@ -822,15 +915,109 @@ impl Admin {
                     format!("attachment; filename=\"{file}.csr\""),
                 )
             }
-            Err(e) => Resp::html(
-                api::status_of(&e),
-                html::csr(
-                    &session.csrf,
-                    &raw,
-                    &[("err", e.code_str().into(), e.to_string())],
-                ),
+            Err(e) => {
+                let pending =
+                    run_as!(self, Command::CsrKeys, Reply::PendingCsrs).unwrap_or_default();
+                Resp::html(
+                    api::status_of(&e),
+                    html::csr(
+                        &session.csrf,
+                        &raw,
+                        &subject,
+                        &pending,
+                        &[("err", e.code_str().into(), e.to_string())],
+                    ),
+                )
+            }
+        }
+    }
+
+    /// `GET /csr/delete?key=ID`: the confirmation page naming the pending
+    /// CSR key (its names, created, key type).
+    async fn csr_delete_confirm(&self, key: &str, session: &SessionView) -> Resp {
+        let pending = run_as!(self, Command::CsrKeys, Reply::PendingCsrs).unwrap_or_default();
+        match pending.iter().find(|p| p.key_id.starts_with(key)) {
+            Some(p) => Resp::html(200, html::csr_delete_confirm(&session.csrf, p)),
+            None => self.back(
+                session,
+                "/csr",
+                Flash::one("err", "not-found", "no pending CSR key with that ID"),
             ),
         }
+    }
+
+    /// `POST /csr/delete`: `csr-keys delete ID`.
+    async fn csr_delete(&self, req: &Req, session: &SessionView) -> Resp {
+        let form = match self.form(req, session) {
+            Ok(f) => f,
+            Err(r) => return r,
+        };
+        let Some(key_id) = form.get("key").and_then(valid_id) else {
+            return self.back(
+                session,
+                "/csr",
+                Flash::one("err", "bad-request", bad_id_message()),
+            );
+        };
+        let flash = match self.run(Command::CsrKeyDelete { key_id }).await {
+            Ok(Reply::PendingCsrDeleted(p)) => Flash::one(
+                "ok",
+                "",
+                format!("CSR key for {} deleted", p.names.join(", ")),
+            ),
+            Ok(_) => Flash::one("ok", "", "CSR key deleted"),
+            Err(e) => Flash::one("err", e.code_str(), e.to_string()),
+        };
+        self.back(session, "/csr", flash)
+    }
+
+    /// An admin's HTML page gets the alerts banner (`alerts`, the one
+    /// evaluation the alert loop sends from); anything else passes as is.
+    async fn alerts_banner(&self, resp: Resp, session: &SessionView) -> Resp {
+        if session.grant != Grant::Admin || !resp.content_type.starts_with("text/html") {
+            return resp;
+        }
+        let Ok(alerts) = run_as!(self, Command::Alerts, Reply::Alerts) else {
+            return resp;
+        };
+        if alerts.is_empty() {
+            return resp;
+        }
+        match String::from_utf8(resp.body) {
+            Ok(page) => Resp {
+                body: html::with_alerts(page, &alerts).into_bytes(),
+                ..resp
+            },
+            Err(e) => Resp {
+                body: e.into_bytes(),
+                ..resp
+            },
+        }
+    }
+
+    /// The Retry button of a failed name set (ACME and Certificates pages):
+    /// `acme retry KEY`; back to the page it came from.
+    async fn acme_retry(&self, req: &Req, session: &SessionView) -> Resp {
+        let form = match self.form(req, session) {
+            Ok(f) => f,
+            Err(r) => return r,
+        };
+        let to = match form.get("from") {
+            Some("certs") => "/certs",
+            _ => "/acme",
+        };
+        let key = form.get("key").unwrap_or("").to_owned();
+        let r = self.run(Command::AcmeRetry { key: key.clone() }).await;
+        let flash = match r {
+            Ok(Reply::Reissued(v)) => Flash::one(
+                "ok",
+                "",
+                format!("order for {} queued; it runs now", v.names.join(", ")),
+            ),
+            Ok(_) => Flash::one("ok", "", format!("order for {key} queued; it runs now")),
+            Err(e) => Flash::one("err", e.code_str(), e.to_string()),
+        };
+        self.back(session, to, flash)
     }
 
     async fn acme_post(&self, req: &Req, session: &SessionView) -> Resp {
@@ -1000,11 +1187,23 @@ impl Admin {
                     }
                     let acme_on =
                         run_as!(self, Command::AcmeShow, Reply::Acme).is_ok_and(|a| a.enabled);
+                    let status = match acme_on {
+                        true => run_as!(self, Command::AcmeStatus, Reply::AcmeStatus).ok(),
+                        false => None,
+                    };
                     let served = run_as!(self, Command::Served, Reply::Served).ok();
                     let flash = self.flash_lines(session);
                     Resp::html(
                         200,
-                        html::certs(csrf, &v, served.as_ref(), &flash, now, acme_on, by_expiry),
+                        html::certs(
+                            csrf,
+                            &v,
+                            served.as_ref(),
+                            &flash,
+                            now,
+                            status.as_deref(),
+                            by_expiry,
+                        ),
                     )
                 }
                 Err(e) => self.error_page(500, "Error", Some(session), &e),
@@ -1243,16 +1442,39 @@ impl Admin {
                 html::import(csrf, "", "auto", &self.flash_lines(session)),
             ),
             Route::ImportPost => self.import_post(req, session).await,
-            Route::Csr => Resp::html(200, html::csr(csrf, "", &self.flash_lines(session))),
+            Route::Csr => {
+                let pending =
+                    run_as!(self, Command::CsrKeys, Reply::PendingCsrs).unwrap_or_default();
+                Resp::html(
+                    200,
+                    html::csr(
+                        csrf,
+                        "",
+                        &crate::localca::CsrSubject::default(),
+                        &pending,
+                        &self.flash_lines(session),
+                    ),
+                )
+            }
+            Route::CsrDeleteConfirm(key) => self.csr_delete_confirm(&key, session).await,
+            Route::CsrDelete => self.csr_delete(req, session).await,
             Route::CsrPost => self.csr_post(req, session).await,
             Route::Acme => {
                 let show = run_as!(self, Command::AcmeShow, Reply::Acme);
                 let status = run_as!(self, Command::AcmeStatus, Reply::AcmeStatus);
                 let dns = run_as!(self, Command::DnsList, Reply::DnsList);
+                let propagation = run_as!(self, Command::DnsPropagation, Reply::Propagation).ok();
                 match (show, status, dns) {
                     (Ok(a), Ok(st), Ok(d)) => Resp::html(
                         200,
-                        html::acme(csrf, &a, &st, &d, &self.flash_lines(session)),
+                        html::acme(
+                            csrf,
+                            &a,
+                            &st,
+                            &d,
+                            propagation.as_ref(),
+                            &self.flash_lines(session),
+                        ),
                     ),
                     (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                         self.error_page(500, "Error", Some(session), &e)
@@ -1260,6 +1482,124 @@ impl Admin {
                 }
             }
             Route::AcmePost => self.acme_post(req, session).await,
+            Route::AcmeRetry => self.acme_retry(req, session).await,
+            Route::DnsPropagation => {
+                let form = match self.form(req, session) {
+                    Ok(f) => f,
+                    Err(r) => return r,
+                };
+                // The one duration parser (`clock::parse_duration`), as the CLI.
+                let time = |k: &str| match form.get(k).map(str::trim).unwrap_or("") {
+                    "" => Ok(None),
+                    t => clock::parse_duration(t).map(Some).ok_or_else(|| {
+                        Error::BadSetting(format!("{k}: a time such as 2m, 90s or 5s, not {t}"))
+                    }),
+                };
+                let r = match (time("propagation_timeout"), time("propagation_interval")) {
+                    (Ok(timeout), Ok(interval)) => {
+                        self.run(Command::DnsSet {
+                            propagation_timeout: timeout,
+                            propagation_interval: interval,
+                            check_ns: Some(form.get("check_ns") == Some("true")),
+                        })
+                        .await
+                    }
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                };
+                self.outcome(
+                    session,
+                    "/acme#propagation",
+                    r,
+                    "propagation settings saved",
+                )
+            }
+            Route::Alerts => match run_as!(self, Command::AlertShow, Reply::AlertSettings) {
+                Ok(v) => {
+                    let open = run_as!(self, Command::Alerts, Reply::Alerts).unwrap_or_default();
+                    Resp::html(
+                        200,
+                        html::alert_settings(csrf, &v, &open, &self.flash_lines(session)),
+                    )
+                }
+                Err(e) => self.error_page(500, "Error", Some(session), &e),
+            },
+            Route::AlertsPost => {
+                let form = match self.form(req, session) {
+                    Ok(f) => f,
+                    Err(r) => return r,
+                };
+                let r = match alert_change(&form) {
+                    Ok(change) => self.run(Command::AlertSet(change)).await,
+                    Err(e) => Err(e),
+                };
+                self.outcome(session, "/alerts", r, "alert settings saved")
+            }
+            Route::AlertsTest => {
+                if let Err(r) = self.form(req, session) {
+                    return r;
+                }
+                let flash = match crate::notify::test_in_daemon(&self.shared).await {
+                    Ok(report) => {
+                        let line = |what: &str, o: &crate::alert::ChannelOutcome| match o.ok {
+                            true => ("ok", String::new(), format!("{what}: test alert sent")),
+                            false => (
+                                "err",
+                                o.code.clone().unwrap_or_default(),
+                                format!("{what}: {}", o.message.as_deref().unwrap_or("failed")),
+                            ),
+                        };
+                        let mut lines = Vec::new();
+                        if let Some(o) = &report.email {
+                            lines.push(line("e-mail", o));
+                        }
+                        if let Some(o) = &report.webhook {
+                            lines.push(line("webhook", o));
+                        }
+                        Flash { lines }
+                    }
+                    Err(e) => Flash::one("err", e.code_str(), e.to_string()),
+                };
+                self.back(session, "/alerts", flash)
+            }
+            Route::LocalCa => {
+                let ca = run_as!(self, Command::CaShow, Reply::Ca).ok();
+                match run_as!(self, Command::TenantList, Reply::Tenants) {
+                    Ok(t) => Resp::html(
+                        200,
+                        html::local_ca(csrf, ca.as_ref(), &t, &self.flash_lines(session)),
+                    ),
+                    Err(e) => self.error_page(500, "Error", Some(session), &e),
+                }
+            }
+            Route::CaInit => {
+                if let Err(r) = self.form(req, session) {
+                    return r;
+                }
+                let r = self.run(Command::CaInit).await;
+                self.outcome(session, "/ca", r, "local CA created")
+            }
+            Route::CaIssue => {
+                let form = match self.form(req, session) {
+                    Ok(f) => f,
+                    Err(r) => return r,
+                };
+                let tenant = form.get("tenant").unwrap_or("").to_owned();
+                let client = form.get("client") == Some("true");
+                let flash = match self.run(Command::CaIssue { tenant, client }).await {
+                    Ok(Reply::Imported(v)) => Flash::one(
+                        "ok",
+                        "",
+                        format!(
+                            "issued a certificate for {} ({})",
+                            v.names.join(", "),
+                            v.eku.join(", ")
+                        ),
+                    ),
+                    Ok(_) => Flash::one("ok", "", "certificate issued"),
+                    Err(e) => Flash::one("err", e.code_str(), e.to_string()),
+                };
+                self.back(session, "/ca", flash)
+            }
             Route::DnsAdd => {
                 let form = match self.form(req, session) {
                     Ok(f) => f,
@@ -1602,7 +1942,10 @@ impl Handler for Admin {
             (Route::CaPem, _) => self.ca_pem().await,
             (Route::StiPem(id), _) => self.sti_pem(id).await,
             (Route::Api(r), _) => api::handle(&self.shared, &self.web, self.ip, r, &req).await,
-            (route, Some(s)) => self.page(route, &req, s).await,
+            (route, Some(s)) => {
+                let resp = self.page(route, &req, s).await;
+                self.alerts_banner(resp, s).await
+            }
             (_, None) => Resp::redirect(303, "/login"),
         }
     }
@@ -1729,12 +2072,49 @@ mod tests {
         assert_eq!(route("GET", "/acme", None), Route::Acme);
         assert_eq!(route("POST", "/acme", None), Route::AcmePost);
         assert_eq!(route("POST", "/acme/dns/add", None), Route::DnsAdd);
+        assert_eq!(route("POST", "/acme/retry", None), Route::AcmeRetry);
+        assert_eq!(
+            route("POST", "/acme/dns/propagation", None),
+            Route::DnsPropagation
+        );
+        assert_eq!(route("GET", "/ca", None), Route::LocalCa);
+        assert_eq!(route("POST", "/ca/init", None), Route::CaInit);
+        assert_eq!(route("POST", "/ca/issue", None), Route::CaIssue);
+        assert_eq!(route("GET", "/alerts", None), Route::Alerts);
+        assert_eq!(route("POST", "/alerts", None), Route::AlertsPost);
+        assert_eq!(route("POST", "/alerts/test", None), Route::AlertsTest);
+        let k = "ab".repeat(32);
+        assert_eq!(
+            route("GET", "/csr/delete", Some(&format!("key={k}"))),
+            Route::CsrDeleteConfirm(k)
+        );
+        assert_eq!(route("GET", "/csr/delete", Some("key=zz")), Route::NotFound);
+        assert_eq!(route("POST", "/csr/delete", None), Route::CsrDelete);
+        assert_ne!(route("GET", "/acme/retry", None), Route::AcmeRetry);
         assert_eq!(
             route("GET", "/acme/dns/remove", None),
             Route::MethodNotAllowed
         );
         assert_eq!(route("GET", "/apix", None), Route::NotFound);
         assert_eq!(route("GET", "/../etc/passwd", None), Route::NotFound);
+    }
+
+    #[test]
+    fn alert_form_keeps_an_empty_secret_and_clears_it_with_its_owner() {
+        let f = |body: &str| Form::parse(body.as_bytes()).unwrap();
+        let keep = alert_change(&f(
+            "smtp_server=m%3A587&smtp_user=u&smtp_password=&webhook=&webhook_secret=&failures=2",
+        ))
+        .unwrap();
+        assert_eq!(keep.smtp_password, None);
+        assert_eq!(keep.webhook.as_deref(), Some("none"));
+        assert_eq!(keep.webhook_secret.as_deref(), Some("none"));
+        assert_eq!(keep.failures, Some(2));
+        let set = alert_change(&f("smtp_user=u&smtp_password=p")).unwrap();
+        assert_eq!(set.smtp_password.as_deref(), Some("p"));
+        let cleared = alert_change(&f("smtp_user=&smtp_password=")).unwrap();
+        assert_eq!(cleared.smtp_password.as_deref(), Some("none"));
+        assert!(alert_change(&f("failures=many")).is_err());
     }
 
     #[test]

@@ -41,11 +41,15 @@
 //! | POST | `/api/acme` | `acme set` | `{"directory","email","enabled","challenge","eab_kid","eab_hmac","check_interval","profile"}`, each optional | `{"ok":true}` |
 //! | GET | `/api/acme/status` | `acme status` | | `[{"key","tenant","names","state","cert_id","not_after","last_error","failures","last_attempt","next_attempt"}]` |
 //! | POST | `/api/certs/{id}/reissue` | `cert reissue ID` | | `{"ok":true,"key","names"}` |
+//! | POST | `/api/acme/retry` | `acme retry KEY` | `{"key":"system"\|"tenant:NAME"}` | `{"ok":true,"key","names"}` |
 //! | GET | `/api/dns` | `dns list` | | `[{"name","provider","zone",...}]` (secrets masked) |
 //! | POST | `/api/dns` | `dns add` | `{"name","provider":"rfc2136"\|"cloudflare"\|"digitalocean","zone","server","tsig_name","tsig_algorithm","tsig_secret"}` or `{..,"token","api_base"?}` | `{"ok":true}` |
 //! | DELETE | `/api/dns/{name}` | `dns remove` | | `{"ok":true}` |
+//! | GET | `/api/dns/settings` | `dns propagation` | | `{"propagation_timeout","propagation_interval","check_ns"}` |
 //! | POST | `/api/dns/settings` | `dns set` | `{"propagation_timeout","propagation_interval","check_ns"}` (seconds, bool; each optional) | `{"propagation_timeout","propagation_interval","check_ns"}` |
 //! | POST | `/api/csr` | `csr` | `{"names":["HOST",...],"key_type":"p256"}` | `{"csr","names","key_type","key_id"}` |
+//! | GET | `/api/csr/keys` | `csr-keys list` | | `[{"key_id","names","key_type","created"}]` |
+//! | DELETE | `/api/csr/keys/{id}` | `csr-keys delete ID` | | `{"key_id","names","key_type","created"}` |
 //! | GET | `/api/ca` | `ca show` | | `{"id","subject","not_after","pem"}` |
 //! | POST | `/api/ca/init` | `ca init` | | as `GET /api/ca` |
 //! | POST | `/api/ca/issue` | `ca issue` | `{"tenant":"NAME","client":false}` | as `/api/import` |
@@ -133,6 +137,14 @@ pub enum ApiRoute {
     AcmeStatus,
     /// `POST /api/certs/{id}/reissue`
     CertReissue(String),
+    /// `POST /api/acme/retry`
+    AcmeRetry,
+    /// `GET /api/dns/settings` (`dns propagation`)
+    DnsPropagation,
+    /// `GET /api/csr/keys`
+    CsrKeys,
+    /// `DELETE /api/csr/keys/{id}`
+    CsrKeyDelete(String),
     /// `GET /api/dns`
     DnsList,
     /// `POST /api/dns`
@@ -196,6 +208,7 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> ApiRoute {
         },
         ["acme"] => pick(&[("GET", ApiRoute::AcmeShow), ("POST", ApiRoute::AcmeSet)]),
         ["acme", "status"] => pick(&[("GET", ApiRoute::AcmeStatus)]),
+        ["acme", "retry"] => pick(&[("POST", ApiRoute::AcmeRetry)]),
         ["import"] => pick(&[("POST", ApiRoute::Import)]),
         ["roots"] => pick(&[("GET", ApiRoute::Roots)]),
         ["roots", "delete"] => pick(&[("POST", ApiRoute::RootsDelete)]),
@@ -232,13 +245,21 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> ApiRoute {
         ["stir-shaken", "verify"] => pick(&[("POST", ApiRoute::StirVerify)]),
         ["admin", "password"] => pick(&[("POST", ApiRoute::AdminPassword)]),
         ["dns"] => pick(&[("GET", ApiRoute::DnsList), ("POST", ApiRoute::DnsAdd)]),
-        ["dns", "settings"] => pick(&[("POST", ApiRoute::DnsSet)]),
+        ["dns", "settings"] => pick(&[
+            ("GET", ApiRoute::DnsPropagation),
+            ("POST", ApiRoute::DnsSet),
+        ]),
         ["dns", raw] => match (method, decode_path(raw)) {
             ("DELETE", Ok(name)) => ApiRoute::DnsRemove(name),
             ("DELETE", Err(e)) => ApiRoute::Bad(e.to_string()),
             _ => ApiRoute::MethodNotAllowed,
         },
         ["csr"] => pick(&[("POST", ApiRoute::Csr)]),
+        ["csr", "keys"] => pick(&[("GET", ApiRoute::CsrKeys)]),
+        ["csr", "keys", raw] => match method {
+            "DELETE" => id(raw, ApiRoute::CsrKeyDelete),
+            _ => ApiRoute::MethodNotAllowed,
+        },
         ["ca"] => pick(&[("GET", ApiRoute::CaShow)]),
         ["ca", "init"] => pick(&[("POST", ApiRoute::CaInit)]),
         ["ca", "issue"] => pick(&[("POST", ApiRoute::CaIssue)]),
@@ -323,6 +344,12 @@ struct PasswordBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RetryBody {
+    key: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct DnsSetBody {
     #[serde(default)]
     propagation_timeout: Option<u64>,
@@ -340,6 +367,17 @@ struct CsrBody {
     /// on the CLI and the page).
     #[serde(default)]
     key_type: Option<String>,
+    /// O, OU, L, ST, C (`localca::CsrSubject`).
+    #[serde(default)]
+    organization: Option<String>,
+    #[serde(default)]
+    organizational_unit: Option<String>,
+    #[serde(default)]
+    locality: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    country: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -491,6 +529,13 @@ pub fn to_command(route: ApiRoute, body: &[u8]) -> Result<Command, Resp> {
         ApiRoute::DnsList => Command::DnsList,
         ApiRoute::DnsAdd => dns_add(parse(body)?)?,
         ApiRoute::DnsRemove(name) => Command::DnsRemove { name },
+        ApiRoute::DnsPropagation => Command::DnsPropagation,
+        ApiRoute::AcmeRetry => {
+            let b: RetryBody = parse(body)?;
+            Command::AcmeRetry { key: b.key }
+        }
+        ApiRoute::CsrKeys => Command::CsrKeys,
+        ApiRoute::CsrKeyDelete(key_id) => Command::CsrKeyDelete { key_id },
         ApiRoute::DnsSet => {
             let b: DnsSetBody = parse(body)?;
             Command::DnsSet {
@@ -504,6 +549,13 @@ pub fn to_command(route: ApiRoute, body: &[u8]) -> Result<Command, Resp> {
             Command::Csr {
                 names: b.names,
                 key_type: word(b.key_type)?.unwrap_or(crate::model::KeyType::P256),
+                subject: crate::localca::CsrSubject {
+                    organization: b.organization,
+                    organizational_unit: b.organizational_unit,
+                    locality: b.locality,
+                    state: b.state,
+                    country: b.country,
+                },
             }
         }
         ApiRoute::CaShow => Command::CaShow,
@@ -666,6 +718,25 @@ mod tests {
             ApiRoute::TenantRemove("acme-x".into())
         );
         assert_eq!(route("POST", "/system", None), ApiRoute::SystemSet);
+        assert_eq!(route("POST", "/acme/retry", None), ApiRoute::AcmeRetry);
+        assert_eq!(
+            route("GET", "/dns/settings", None),
+            ApiRoute::DnsPropagation
+        );
+        assert_eq!(route("GET", "/csr/keys", None), ApiRoute::CsrKeys);
+        let k = "ab".repeat(32);
+        assert_eq!(
+            route("DELETE", &format!("/csr/keys/{k}"), None),
+            ApiRoute::CsrKeyDelete(k.clone())
+        );
+        assert!(matches!(
+            route("DELETE", "/csr/keys/xyz", None),
+            ApiRoute::Bad(_)
+        ));
+        assert!(matches!(
+            to_command(ApiRoute::AcmeRetry, br#"{"key":"system"}"#),
+            Ok(Command::AcmeRetry { .. })
+        ));
         assert_eq!(
             route("GET", "/resolve", Some("sni=Pbx.Example.COM")),
             ApiRoute::Resolve(Some("Pbx.Example.COM".into()), None)

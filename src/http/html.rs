@@ -110,6 +110,55 @@ fn lines(lines: &[Line]) -> Markup {
     }
 }
 
+/// Where an open alert's cause is shown: the certificate's row, the name
+/// set's row on the ACME page (the alert key is `renewal:SET-KEY:...`,
+/// `alert::evaluate`), the Root CA page.
+fn alert_link(a: &crate::alert::AlertBody) -> String {
+    match (a.code.as_str(), &a.cert_id) {
+        ("renewal-failing", _) => {
+            let set = a
+                .key
+                .strip_prefix("renewal:")
+                .and_then(|k| k.rsplit_once(':'))
+                .map_or("", |(set, _)| set);
+            format!("/acme#acme-{set}")
+        }
+        ("roots-outdated", _) => "/roots".to_owned(),
+        (_, Some(id)) => format!("/certs#cert-{id}"),
+        _ => "/certs".to_owned(),
+    }
+}
+
+/// A logged-in page with the alerts banner (`alerts`: expiring and expired
+/// certificates, failing renewals, an outdated Root CA list) at the top of
+/// its `main`, each line linking to its cause. The page unchanged when no
+/// alert is open or it has no `main`.
+pub fn with_alerts(page: String, alerts: &[crate::alert::OpenAlert]) -> String {
+    const MAIN: &str = "<main>";
+    let Some(at) = page.find(MAIN).map(|i| i + MAIN.len()) else {
+        return page;
+    };
+    if alerts.is_empty() {
+        return page;
+    }
+    let banner = html! {
+        div id="alerts" class="msg warn" role="alert" {
+            @for a in alerts {
+                div data-code=(a.alert.code) {
+                    strong { "⚠ " } (a.alert.subject) " "
+                    a href=(alert_link(&a.alert)) { "show" }
+                }
+            }
+        }
+    }
+    .into_string();
+    let mut out = String::with_capacity(page.len() + banner.len());
+    out.push_str(page.get(..at).unwrap_or_default());
+    out.push_str(&banner);
+    out.push_str(page.get(at..).unwrap_or_default());
+    out
+}
+
 /// The whole document. `csrf` is `None` on pages outside a session.
 fn layout(title: &str, nav: Nav, csrf: Option<&str>, body: Markup) -> String {
     let link = |n: Nav, href: &str, text: &str| {
@@ -278,20 +327,39 @@ pub fn password(csrf: &str, setup: bool, message: &[Line]) -> String {
     )
 }
 
-/// Certificates: `certs --json` rows.
-/// `acme_enabled`: Reissue works for ACME and self-signed certificates.
+/// Certificates: `certs --json` rows. `acme`: the `acme status` rows
+/// when ACME is on (`None`: off): Reissue works for the certificates a name
+/// set manages (`acme::manages`), and failed sets show their last error.
 pub fn certs(
     csrf: &str,
     certs: &[CertView],
     served: Option<&ServedView>,
     flash: &[Line],
     now: i64,
-    acme_enabled: bool,
+    acme: Option<&[StatusRow]>,
     by_expiry: bool,
 ) -> String {
     let rows = certs;
+    let failed: Vec<&StatusRow> = acme
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.state == "failed")
+        .collect();
     let body = html! {
         (lines(flash))
+        @if !failed.is_empty() {
+            div id="acme-failures" class="box" {
+                strong { "ACME orders failing" }
+                @for r in &failed {
+                    div class="msg err" id={ "acme-" (r.key) } data-key=(r.key) {
+                        (r.names.join(", ")) ": "
+                        @if let Some(e) = &r.last_error { code { "[" (e.code) "]" } " " (e.message) " " }
+                        (retry_form_from(csrf, r, "certs"))
+                        " " a href="/acme#status" { "ACME page" }
+                    }
+                }
+            }
+        }
         @if let Some(v) = served { (served_table(v, now)) }
         @if rows.is_empty() {
             p { "No certificates yet. " a href="/import" { "Import one" } "." }
@@ -306,7 +374,7 @@ pub fn certs(
                     th { "Source" } th { "Key" } th { "Usage" } th { "ID" } th { "Served" } th { "Actions" }
                 } }
                 tbody {
-                    @for c in rows { (cert_row(csrf, c, served, now, acme_enabled)) }
+                    @for c in rows { (cert_row(csrf, c, served, now, acme)) }
                 }
             }
             p class="note" {
@@ -372,11 +440,23 @@ fn cert_row(
     c: &CertView,
     served: Option<&ServedView>,
     now: i64,
-    acme_enabled: bool,
+    acme: Option<&[StatusRow]>,
 ) -> Markup {
     let id = c.id.as_str();
     let short = id.get(..16).unwrap_or(id);
-    let managed = matches!(c.source, Source::Acme | Source::SelfSigned);
+    let acme_enabled = acme.is_some();
+    // The name set ACME renews this certificate for (the same rule as
+    // `cert reissue`).
+    let set = acme.unwrap_or_default().iter().find(|r| {
+        crate::acme::manages(
+            r.tenant.as_deref(),
+            &r.names,
+            c.source,
+            c.tenant.as_deref(),
+            &c.names,
+        )
+    });
+    let managed = set.is_some();
     let uses = served.map_or(0, |v| {
         v.names
             .iter()
@@ -393,8 +473,17 @@ fn cert_row(
         c.names.join(", ")
     };
     html! {
-        tr data-id=(id) {
-            td { (list(&c.names)) }
+        tr data-id=(id) id={ "cert-" (id) } {
+            td {
+                (list(&c.names))
+                @if let Some(r) = set.filter(|r| r.state == "failed") {
+                    span class="err" data-acme-error=(r.key) {
+                        "ACME renewal failing"
+                        @if let Some(e) = &r.last_error { " " code { "[" (e.code) "]" } }
+                        " " a href={ "#acme-" (r.key) } { "details" }
+                    }
+                }
+            }
             td { (c.kind) }
             td { (c.tenant.as_deref().unwrap_or("—")) }
             td { (expiry(&c.not_after, now)) }
@@ -434,8 +523,11 @@ fn cert_row(
                     (false, _) => {
                         button type="button" disabled title="available once ACME is enabled" { "Reissue" }
                     }
-                    (true, false) => {
+                    (true, false) if c.source == Source::Upload => {
                         button type="button" disabled title="uploaded certificates are never replaced by ACME" { "Reissue" }
+                    }
+                    (true, false) => {
+                        button type="button" disabled title="ACME manages none of its names (no tenant or system name)" { "Reissue" }
                     }
                 }
             }
@@ -803,7 +895,131 @@ pub fn dns_and_ca(dns: &[ProviderListing], ca: Option<&CaView>) -> Markup {
                 code { "pbx-certd ca issue --tenant NAME" } "."
             }
         }
+        p { a href="/ca" { "Local CA page" } ": create it, issue certificates for tenants." }
+        h2 { "Alerts" }
+        p { a href="/alerts" { "Alert settings" } ": e-mail (SMTP) and webhook, and a test alert." }
     }
+}
+
+/// The alert settings page (`alert set`, `alert show`, `alert test`):
+/// secrets are never shown back, only whether one is stored.
+pub fn alert_settings(
+    csrf: &str,
+    v: &crate::alert::AlertView,
+    open: &[crate::alert::OpenAlert],
+    flash: &[Line],
+) -> String {
+    let delivery = |c: &Option<crate::alert::ChannelView>| match c {
+        None => "—".to_owned(),
+        Some(c) => match (&c.sent, &c.last_error) {
+            (Some(at), _) => format!("sent {at}"),
+            (None, Some(e)) => format!("failed {} time(s): {e}", c.failures),
+            (None, None) => "waiting".to_owned(),
+        },
+    };
+    let or_empty = |o: &Option<String>| o.clone().unwrap_or_default();
+    let stored = |o: &Option<String>| if o.is_some() { "set" } else { "not set" };
+    let tls = v.smtp_tls.as_str();
+    // `show` fills the sender in with the admin e-mail when none is set.
+    let from = match (&v.from, &v.to) {
+        (Some(f), Some(t)) if f == t => "",
+        (Some(f), _) => f.as_str(),
+        _ => "",
+    };
+    let body = html! {
+        (lines(flash))
+        form method="post" action="/alerts" class="box" {
+            (csrf_field(csrf))
+            p class="note" {
+                "Alerts (expiring certificates, failing renewals, an outdated Root CA list) go by e-mail to the \
+    admin e-mail (" (v.to.as_deref().unwrap_or("not set: see Tenants & system")) ") and/or to a signed webhook."
+            }
+            label for="a-smtp" { "SMTP submission server (HOST:PORT; empty: no e-mail)" }
+            input type="text" id="a-smtp" name="smtp_server" value=(or_empty(&v.smtp_server)) placeholder="mail.example.com:587";
+            label for="a-tls" { "TLS" }
+            select id="a-tls" name="smtp_tls" {
+                (choice("starttls", "STARTTLS (port 587)", tls))
+                (choice("implicit", "implicit TLS (port 465)", tls))
+            }
+            label for="a-user" { "SMTP user (empty: no AUTH)" }
+            input type="text" id="a-user" name="smtp_user" value=(or_empty(&v.smtp_user)) autocomplete="off";
+            label for="a-pass" { "SMTP password (" span id="a-pass-state" { (stored(&v.smtp_password)) } "; empty keeps it)" }
+            input type="password" id="a-pass" name="smtp_password" value="" autocomplete="off";
+            label for="a-from" { "Sender (empty: the admin e-mail)" }
+            input type="email" id="a-from" name="from" value=(from);
+            label for="a-hook" { "Webhook URL (https; empty: no webhook)" }
+            input type="text" id="a-hook" name="webhook" value=(or_empty(&v.webhook)) placeholder="https://hooks.example.com/pbx";
+            label for="a-secret" { "Webhook secret (" span id="a-secret-state" { (stored(&v.webhook_secret)) } "; empty keeps it)" }
+            input type="password" id="a-secret" name="webhook_secret" value="" autocomplete="off";
+            label for="a-failures" { "Renewal failures in a row before an alert (1 to 100)" }
+            input type="text" id="a-failures" name="failures" value=(v.failures);
+            div { button type="submit" { "Save alert settings" } }
+        }
+        form method="post" action="/alerts/test" class="box" {
+            (csrf_field(csrf))
+            "One test alert on every configured channel, each outcome reported. "
+            button type="submit" { "Send test alert" }
+        }
+        h2 { "Open alerts" }
+        @if open.is_empty() {
+            p class="note" { "None." }
+        } @else {
+            table id="open-alerts" {
+                thead { tr { th { "Alert" } th { "Since" } th { "E-mail" } th { "Webhook" } } }
+                tbody {
+                    @for a in open {
+                        tr data-code=(a.alert.code) {
+                            td { a href=(alert_link(&a.alert)) { (a.alert.subject) } br; span class="note" { (a.alert.message) } }
+                            td { (a.opened.as_deref().unwrap_or("—")) }
+                            td { (delivery(&a.email)) }
+                            td { (delivery(&a.webhook)) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    layout("Alerts", Nav::Tenants, Some(csrf), body)
+}
+
+/// The local CA page (`ca init`, `ca issue --tenant NAME [--client]`, the
+/// root at `/ca.pem`): the closed-network tasks without the CLI.
+pub fn local_ca(csrf: &str, ca: Option<&CaView>, tenants: &[TenantView], flash: &[Line]) -> String {
+    let body = html! {
+        (lines(flash))
+        @if let Some(ca) = ca {
+            p id="ca-root" {
+                (ca.subject) " · expires " (ca.not_after) " · "
+                a href="/ca.pem" download { "Download the root (PEM)" }
+                " to load onto phones (public at " code { "/ca.pem" } ", for provisioning)."
+            }
+            form method="post" action="/ca/issue" class="box" {
+                (csrf_field(csrf))
+                strong { "Issue a certificate for a tenant's DNS names" }
+                label for="ca-tenant" { "Tenant" }
+                select id="ca-tenant" name="tenant" required {
+                    @for t in tenants { option value=(t.name) { (t.name) " (" (t.dns.join(", ")) ")" } }
+                }
+                div {
+                    input type="checkbox" id="ca-client" name="client" value="true";
+                    " "
+                    label for="ca-client" class="inline" { "Also for TLS client authentication (a trunk that asks for mutual TLS)" }
+                }
+                div { button type="submit" { "Issue certificate" } }
+            }
+        } @else {
+            form method="post" action="/ca/init" class="box" {
+                (csrf_field(csrf))
+                p {
+                    "No local CA yet. For a closed network without a public CA: the PBX makes a CA key and a \
+    root certificate (P-256, 10 years) whose certificate you load onto the phones; it then signs \
+    certificates for the tenants."
+                }
+                button type="submit" { "Create the local CA" }
+            }
+        }
+    };
+    layout("Local CA", Nav::Tenants, Some(csrf), body)
 }
 
 /// The provider table (secrets already masked by `dns list`); with `csrf`,
@@ -860,6 +1076,7 @@ pub fn acme(
     show: &AcmeView,
     status: &[StatusRow],
     dns: &[ProviderListing],
+    propagation: Option<&crate::dns::PropagationView>,
     flash: &[Line],
 ) -> String {
     use crate::limits::{
@@ -931,17 +1148,27 @@ pub fn acme(
     the stored one. An empty key ID removes the binding."
             }
             label for="check_interval" {
-                "Check interval (seconds, " (ACME_MIN_CHECK_INTERVAL_SECS) "–" (ACME_MAX_CHECK_INTERVAL_SECS) ")"
+                "Check interval (e.g. 6h, 30m, 1h30m; "
+                (clock::duration_text(ACME_MIN_CHECK_INTERVAL_SECS)) " to "
+                (clock::duration_text(ACME_MAX_CHECK_INTERVAL_SECS)) ")"
             }
-            input type="number" id="check_interval" name="check_interval" min=(ACME_MIN_CHECK_INTERVAL_SECS)
-                max=(ACME_MAX_CHECK_INTERVAL_SECS) value=(show.check_interval);
+            input type="text" id="check_interval" name="check_interval"
+                value=(clock::duration_text(show.check_interval));
             div { button type="submit" { "Save" } }
         }
-        p {
-            "Account: " (account.state)
+        p id="account" {
+            "Account: "
+            @match account.state.as_str() {
+                "registered" => { "registered with the CA" }
+                "key-only" => { "key created, not yet registered with the CA (it registers at the first order)" }
+                _ => { "none yet (created and registered at the first order)" }
+            }
             @if let Some(url) = &account.url { " " code { (url) } }
         }
         h2 { "Status" }
+        @if !show.enabled {
+            p class="msg warn" { "ACME is off: nothing is ordered or renewed. Tick Enabled above to start." }
+        }
         @if status_rows.is_empty() {
             p { "No names to certify: add tenants with DNS names or set the system DNS name." }
         } @else {
@@ -949,8 +1176,9 @@ pub fn acme(
                 thead { tr {
                     th { "Name set" } th { "Names" } th { "State" } th { "Certificate expires" }
                     th { "Last error" } th { "Failures" } th { "Last attempt" } th { "Next attempt" }
+                    th { "Actions" }
                 } }
-                tbody { @for r in status_rows { (status_row(r)) } }
+                tbody { @for r in status_rows { (status_row(csrf, r)) } }
             }
         }
         p class="note" {
@@ -987,8 +1215,30 @@ pub fn acme(
             "API token (domain read, create and delete scopes)",
             crate::limits::DIGITALOCEAN_DEFAULT_API_BASE))
         p class="note" { "Secrets are stored on the PBX and never shown again in full." }
+        @if let Some(p) = propagation { (propagation_form(csrf, p)) }
     };
     layout("ACME", Nav::Acme, Some(csrf), body)
+}
+
+/// The DNS-01 propagation settings (`dns set`): how long to wait for the
+/// TXT record, how often to look, whether the zone's NS servers are asked.
+fn propagation_form(csrf: &str, p: &crate::dns::PropagationView) -> Markup {
+    html! {
+        form method="post" action="/acme/dns/propagation" class="box" id="propagation" {
+            (csrf_field(csrf))
+            strong { "DNS-01 propagation check" }
+            label for="p-timeout" { "Wait for the TXT record at most (e.g. 2m, 90s)" }
+            input type="text" id="p-timeout" name="propagation_timeout" value=(clock::duration_text(p.propagation_timeout));
+            label for="p-interval" { "Look again every (e.g. 5s)" }
+            input type="text" id="p-interval" name="propagation_interval" value=(clock::duration_text(p.propagation_interval));
+            div {
+                input type="checkbox" id="p-ns" name="check_ns" value="true" checked[p.check_ns];
+                " "
+                label for="p-ns" class="inline" { "Also ask the zone's NS servers" }
+            }
+            div { button type="submit" { "Save propagation settings" } }
+        }
+    }
 }
 
 /// The add form of a provider reached with an API token (`dns add
@@ -1020,18 +1270,19 @@ fn token_provider_form(
     }
 }
 
-/// One row of the ACME status table.
-fn status_row(r: &StatusRow) -> Markup {
+/// One row of the ACME status table; a failed set has a Retry button.
+fn status_row(csrf: &str, r: &StatusRow) -> Markup {
     let state = r.state.as_str();
     let class = match state {
         "valid" => "ok",
         "failed" => "err",
+        "off" => "note",
         _ => "warn",
     };
     let or_dash = |v: &Option<String>| v.as_deref().unwrap_or("—").to_owned();
     let key = r.key.as_str();
     html! {
-        tr data-key=(key) {
+        tr data-key=(key) id={ "acme-" (key) } {
             td { (key) }
             td { (list(&r.names)) }
             td class=(class) { (state) }
@@ -1047,6 +1298,24 @@ fn status_row(r: &StatusRow) -> Markup {
             td { (r.failures) }
             td { (or_dash(&r.last_attempt)) }
             td { (or_dash(&r.next_attempt)) }
+            td { @if state == "failed" { (retry_form(csrf, r)) } }
+        }
+    }
+}
+
+/// The Retry button of a failed name set (`acme retry KEY`).
+fn retry_form(csrf: &str, r: &StatusRow) -> Markup {
+    retry_form_from(csrf, r, "acme")
+}
+
+/// The Retry button, coming back to the page `from` (`acme`, `certs`).
+fn retry_form_from(csrf: &str, r: &StatusRow, from: &str) -> Markup {
+    html! {
+        form method="post" action="/acme/retry" {
+            (csrf_field(csrf))
+            input type="hidden" name="key" value=(r.key);
+            input type="hidden" name="from" value=(from);
+            button type="submit" aria-label={ "Retry " (r.names.join(", ")) } { "Retry" }
         }
     }
 }
@@ -1061,7 +1330,22 @@ fn provider_word(access: &ProviderConfig) -> &'static str {
 }
 
 /// The CSR form: names (one per line) and key type; the answer is a download.
-pub fn csr(csrf: &str, names: &str, message: &[Line]) -> String {
+/// `subject`: the O, OU, L, ST, C typed (kept after an error); `pending`:
+/// the CSR keys waiting for their certificate, each with a Delete link to
+/// its confirmation page.
+pub fn csr(
+    csrf: &str,
+    names: &str,
+    subject: &crate::localca::CsrSubject,
+    pending: &[crate::localca::PendingCsr],
+    message: &[Line],
+) -> String {
+    let text = |id: &str, name: &str, label: &str, value: &Option<String>, hint: &str| {
+        html! {
+            label for=(id) { (label) }
+            input type="text" id=(id) name=(name) value=(value.as_deref().unwrap_or("")) placeholder=(hint);
+        }
+    };
     let body = html! {
         (lines(message))
         form method="post" action="/csr" class="box" {
@@ -1070,6 +1354,16 @@ pub fn csr(csrf: &str, names: &str, message: &[Line]) -> String {
             textarea id="names" name="names" rows="5" spellcheck="false" required
                 placeholder="pbx.example.com\nsip.example.com" { (names) }
             p class="note" { "One name per line; the first is the certificate's common name." }
+            fieldset {
+                legend { "Organization (optional; OV/EV certificates)" }
+                (text("csr-o", "org", "Organization (O)", &subject.organization, "Example GmbH"))
+                (text("csr-ou", "org_unit", "Organizational unit (OU)", &subject.organizational_unit, ""))
+                (text("csr-l", "locality", "City (L)", &subject.locality, "Berlin"))
+                (text("csr-st", "state", "State or province (ST)", &subject.state, "Berlin"))
+                label for="csr-c" { "Country (C, two letters)" }
+                input type="text" id="csr-c" name="country" maxlength="2" size="2"
+                    value=(subject.country.as_deref().unwrap_or("")) placeholder="DE";
+            }
             label for="key_type" { "Key type" }
             select id="key_type" name="key_type" {
                 option value="p256" selected { "ECDSA P-256" }
@@ -1081,8 +1375,54 @@ pub fn csr(csrf: &str, names: &str, message: &[Line]) -> String {
             }
             div { button type="submit" { "Make key and download CSR" } }
         }
+        h2 { "Keys waiting for their certificate" }
+        @if pending.is_empty() {
+            p class="note" { "No CSR key is waiting for its certificate." }
+        } @else {
+            table id="pending-csr" {
+                thead { tr { th { "Names" } th { "Created" } th { "Key type" } th { "Key ID" } th { "Actions" } } }
+                tbody {
+                    @for p in pending {
+                        tr data-key=(p.key_id) {
+                            td { (list(&p.names)) }
+                            td { (p.created) }
+                            td { (p.key_type.as_str()) }
+                            td { code title=(p.key_id) { (p.key_id.get(..16).unwrap_or(&p.key_id)) "…" } }
+                            td {
+                                a class="button danger" href={ "/csr/delete?key=" (p.key_id) }
+                                    aria-label={ "Delete the CSR key for " (p.names.join(", ")) } { "Delete" }
+                            }
+                        }
+                    }
+                }
+            }
+            p class="note" {
+                "Import the certificate the CA sends with an empty key box: its stored key is found. \
+    Deleting a key makes that certificate unusable here."
+            }
+        }
     };
     layout("Certificate signing request", Nav::Import, Some(csrf), body)
+}
+
+/// The confirmation before deleting a pending CSR key.
+pub fn csr_delete_confirm(csrf: &str, p: &crate::localca::PendingCsr) -> String {
+    let body = html! {
+        div class="box" {
+            p {
+                "Delete the " (p.key_type.as_str()) " key of the CSR for " strong { (p.names.join(", ")) }
+                " (made " (p.created) ")? A certificate bought with that CSR can then not be imported."
+            }
+            form method="post" action="/csr/delete" {
+                (csrf_field(csrf))
+                input type="hidden" name="key" value=(p.key_id);
+                button class="danger" type="submit" { "Yes, delete" }
+                " "
+                a href="/csr" { "Cancel" }
+            }
+        }
+    };
+    layout("Delete a CSR key", Nav::Import, Some(csrf), body)
 }
 
 /// What was typed into a tenant form, shown again after an error (no
@@ -1357,15 +1697,32 @@ mod tests {
                 "source": source, "key_type": "p256"}]),
             )
         };
-        let on = super::certs("T", &row("acme"), None, &[], 0, true, false);
+        // The system name set covers a.example; another set covers b.example.
+        let set = |names: &[&str]| -> Vec<StatusRow> {
+            from(
+                json!([{"key": "system", "tenant": null, "names": names, "state": "valid",
+                "cert_id": null, "not_after": null, "last_error": null, "failures": 0,
+                "last_attempt": null, "next_attempt": null}]),
+            )
+        };
+        let mine = set(&["a.example"]);
+        let other = set(&["b.example"]);
+        let on = super::certs("T", &row("acme"), None, &[], 0, Some(&mine), false);
         assert!(on.contains("action=\"/certs/reissue\""), "{on}");
-        for (source, enabled) in [("acme", false), ("upload", true), ("self-signed", false)] {
-            let page = super::certs("T", &row(source), None, &[], 0, enabled, false);
-            assert!(!page.contains("/certs/reissue"), "{source} {enabled}");
-            assert!(page.contains("disabled"), "{source} {enabled}");
+        for (source, acme) in [
+            ("acme", None),
+            ("upload", Some(&mine[..])),
+            ("self-signed", None),
+            // A self-signed certificate for a name no set has: ACME says
+            // not-acme-managed, so no form.
+            ("self-signed", Some(&other[..])),
+        ] {
+            let page = super::certs("T", &row(source), None, &[], 0, acme, false);
+            assert!(!page.contains("/certs/reissue"), "{source} {acme:?}");
+            assert!(page.contains("disabled"), "{source} {acme:?}");
         }
         assert!(
-            super::certs("T", &row("self-signed"), None, &[], 0, true, false)
+            super::certs("T", &row("self-signed"), None, &[], 0, Some(&mine), false)
                 .contains("/certs/reissue")
         );
     }
@@ -1382,11 +1739,42 @@ mod tests {
                 "acme_profile": "default"}]));
         let system = system(None);
         let pages = [
-            super::certs("TOKEN", &certs, None, &[], 0, true, false),
+            super::certs("TOKEN", &certs, None, &[], 0, Some(&[]), false),
             super::roots("TOKEN", &roots, None, Some("v2"), &[], 0),
             super::roots_reset_confirm("TOKEN", 1, "v"),
             super::import("TOKEN", "", "auto", &[]),
-            super::csr("TOKEN", "a.example", &[]),
+            super::csr(
+                "TOKEN",
+                "a.example",
+                &crate::localca::CsrSubject::default(),
+                &from::<Vec<crate::localca::PendingCsr>>(json!([{"key_id": "ab".repeat(32),
+                    "names": ["a.example"], "key_type": "p256", "created": "2026-01-01T00:00:00Z"}])),
+                &[],
+            ),
+            super::alert_settings(
+                "TOKEN",
+                &from(
+                    json!({"smtp_server": "m:587", "smtp_tls": "starttls", "smtp_user": "u",
+                    "smtp_password": "********", "from": null, "to": null, "webhook": null,
+                    "webhook_secret": null, "failures": 3}),
+                ),
+                &[],
+                &[],
+            ),
+            super::local_ca("TOKEN", None, &tenants, &[]),
+            super::local_ca(
+                "TOKEN",
+                Some(&from(
+                    json!({"id": "ab", "subject": "CN=x", "not_after": "x", "pem": "p"}),
+                )),
+                &tenants,
+                &[],
+            ),
+            super::csr_delete_confirm(
+                "TOKEN",
+                &from(json!({"key_id": "ab".repeat(32), "names": ["a.example"],
+                    "key_type": "p256", "created": "2026-01-01T00:00:00Z"})),
+            ),
             super::tenants(
                 "TOKEN",
                 &tenants,
@@ -1408,6 +1796,10 @@ mod tests {
                 &[],
                 &from::<Vec<ProviderListing>>(json!([{"name": "d", "provider": "cloudflare",
                     "zone": "z", "token": "ab…", "api_base": "u"}])),
+                Some(&from(
+                    json!({"propagation_timeout": 120, "propagation_interval": 5,
+                    "check_ns": true}),
+                )),
                 &[],
             ),
         ];
@@ -1422,6 +1814,30 @@ mod tests {
     }
 
     #[test]
+    fn the_alerts_banner_is_escaped_and_links_each_cause() {
+        let alerts: Vec<crate::alert::OpenAlert> = from(json!([
+            {"key": "expiring:ab:7", "code": "cert-expiring", "subject": "<b>x</b>",
+             "message": "m", "cert_id": "ab", "at": null, "opened": null, "email": null, "webhook": null},
+            {"key": "renewal:tenant:t:failures", "code": "renewal-failing", "subject": "s",
+             "message": "m", "cert_id": null, "at": null, "opened": null, "email": null, "webhook": null},
+            {"key": "roots:v", "code": "roots-outdated", "subject": "r",
+             "message": "m", "cert_id": null, "at": null, "opened": null, "email": null, "webhook": null}
+        ]));
+        let page = super::with_alerts(super::message("T", Some("c"), &[]), &alerts);
+        let main = page.find("<main>").unwrap();
+        assert!(page.find("id=\"alerts\"").unwrap() > main, "{page}");
+        assert!(
+            page.contains("&lt;b&gt;x&lt;/b&gt;") && !page.contains("<b>x"),
+            "{page}"
+        );
+        for href in ["/certs#cert-ab", "/acme#acme-tenant:t", "/roots"] {
+            assert!(page.contains(&format!("href=\"{href}\"")), "{href}: {page}");
+        }
+        let plain = super::message("T", Some("c"), &[]);
+        assert_eq!(super::with_alerts(plain.clone(), &[]), plain);
+    }
+
+    #[test]
     fn store_values_are_escaped() {
         let certs: Vec<CertView> = from(json!([{"id": "<id>", "kind": "server",
             "names": ["<script>x</script>"], "tenant": "a\"b", "not_before": "x", "not_after": "x",
@@ -1432,7 +1848,7 @@ mod tests {
             None,
             &[("err", "c<".into(), "m>".into())],
             0,
-            false,
+            None,
             true,
         );
         assert!(!page.contains("<script>x"));
@@ -1451,7 +1867,7 @@ mod tests {
         let status: Vec<StatusRow> = from(json!([{"key": "tenant:t", "tenant": "t",
             "names": ["<b>t.example"], "state": "failed", "cert_id": null, "not_after": null, "last_error": {"code": "rate-limited", "message": "too many <certs>"},
             "failures": 3, "last_attempt": "2030-01-01T00:00:00Z", "next_attempt": "2030-01-01T01:00:00Z"}]));
-        let page = super::acme("T", &show, &status, &[], &[]);
+        let page = super::acme("T", &show, &status, &[], None, &[]);
         assert!(page.contains("value=\"staging\" checked"), "{page}");
         assert!(page.contains("<option value=\"tls-alpn-01\" selected>"));
         assert!(!page.contains("id=\"enabled\" name=\"enabled\" value=\"true\" checked"));
