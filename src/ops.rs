@@ -1239,10 +1239,12 @@ mod tests {
         // Every change to which names need certificates, or to whether and
         // how they can be ordered (issue 10): `system-set` only with `--dns`
         // or `--admin-email` (the account contact, issue 11), `import` only
-        // for a root (`--kind root`, or `auto`).
+        // for a root (`--kind root`, or `auto`); `tenant-set` both with and
+        // without new names (`tenant edit --dns`).
         let expected = [
             "tenant-add",
             "tenant-remove",
+            "tenant-set",
             "tenant-set",
             "system-set",
             "system-set",
@@ -1288,6 +1290,7 @@ mod tests {
             .collect();
         let expected = [
             "tenant-set",
+            "tenant-set",
             "import",
             "import",
             "roots-delete",
@@ -1307,9 +1310,11 @@ mod tests {
             .filter(|c| c.effect().changes_serving)
             .map(name)
             .collect();
+        // `tenant-set` only with new names or addresses (`tenant edit`).
         let expected = [
             "tenant-add",
             "tenant-remove",
+            "tenant-set",
             "system-set",
             "system-set",
             "import",
