@@ -165,6 +165,10 @@ pub enum ImportError {
     IssuerNotACa(String),
     /// The leaf is a CA certificate (basicConstraints cA:TRUE).
     LeafIsACa(String),
+    /// A CA certificate (cA:TRUE, no names of its own) came with its private
+    /// key: it issues certificates and serves none (issue 14: it used to
+    /// end up a nameless server certificate).
+    CaWithKey(String),
     /// An intermediate's pathLenConstraint is exceeded (RFC 5280 §4.2.1.9).
     PathLenExceeded,
     /// A CA's name constraints exclude (or do not permit) a name of the
@@ -207,6 +211,7 @@ impl ImportError {
             ImportError::IntermediateNotYetValid(..) => "intermediate-not-yet-valid",
             ImportError::IssuerNotACa(_) => "issuer-not-a-ca",
             ImportError::LeafIsACa(_) => "leaf-is-a-ca",
+            ImportError::CaWithKey(_) => "ca-with-key",
             ImportError::PathLenExceeded => "path-len-exceeded",
             ImportError::NameConstraint(_) => "name-constraint",
             ImportError::UnknownCriticalExtension(_) => "unknown-critical-extension",
@@ -296,6 +301,12 @@ impl core::fmt::Display for ImportError {
                 f,
                 "\"{subject}\" is a CA certificate (CA:TRUE) and cannot serve TLS; clients refuse it. \
                  Import the server certificate the CA issued, not the CA itself"
+            ),
+            ImportError::CaWithKey(subject) => write!(
+                f,
+                "\"{subject}\" is a CA certificate with its private key: it issues certificates and \
+                 serves none. To trust it, import it without the key (it joins the Root CA list); \
+                 to give it to phones, use phone-roots import"
             ),
             ImportError::PathLenExceeded => f.write_str(
                 "a CA on the chain allows fewer CAs below it (pathLenConstraint) than the chain has; \
@@ -1005,6 +1016,11 @@ pub fn analyse(
             .ok_or(ImportError::KeyMismatch)?,
         None => pick_leaf(&certs),
     };
+    // A CA's own key: a CA to issue with, not a certificate to serve.
+    let leaf = &certs[leaf_idx];
+    if key.is_some() && leaf.is_ca && leaf.names.is_empty() {
+        return Err(ImportError::CaWithKey(leaf.subject.clone()));
+    }
 
     // Rule 4: the chain.
     let server = !(certs[leaf_idx].tn_auth_list

@@ -1308,3 +1308,37 @@ fn failed_imports_leave_the_store_unchanged() {
         "expired",
     );
 }
+
+// ----------------------------------------------------------------------------
+// Issue 14: a CA with its key, a glued PEM
+// ----------------------------------------------------------------------------
+
+/// A company CA pasted with its key is no server certificate (it used to
+/// become a nameless one, and the TLS default): refused with `ca-with-key`,
+/// the message saying what to do instead; nothing stored.
+#[test]
+fn a_ca_with_its_key_is_refused_and_points_to_kind_ca() {
+    let pbx = Pbx::new();
+    let company = root("Company Root CA");
+    let e = pbx.import_err(company.pem(), Some(&company.key_pem()), &[]);
+    e.expect("ca-with-key");
+    assert!(e.message.contains("without the key"), "{}", e.message);
+    assert!(pbx.certs().is_empty(), "a refused import stored something");
+    // Without its key it is a root, as before.
+    let v = pbx.import_ok(company.pem(), None, &[]);
+    assert_eq!(v["kind"], "root");
+}
+
+/// `cat leaf.crt bundle.crt` where `leaf.crt` has no final newline glues
+/// `-----END CERTIFICATE----------BEGIN CERTIFICATE-----` onto one line:
+/// read as two lines.
+#[test]
+fn a_pem_with_glued_boundaries_is_accepted() {
+    let pbx = Pbx::new();
+    let (pki, l) = server_leaf();
+    let glued = format!("{}{}", l.pem().trim_end(), pki.inter.pem());
+    assert!(glued.contains("-----END CERTIFICATE----------BEGIN CERTIFICATE-----"));
+    let v = pbx.import_ok(&glued, Some(&l.key_pem()), &[]);
+    assert_eq!(v["id"], l.id());
+    assert_eq!(pbx.cert_ids(), vec![l.id()]);
+}
