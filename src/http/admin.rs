@@ -1326,7 +1326,7 @@ impl Admin {
                     Ok(_) => self.back(
                         session,
                         "/tenants",
-                        Flash::one("ok", "", &format!("tenant {name} added")),
+                        Flash::one("ok", "", format!("tenant {name} added")),
                     ),
                     // The form again with what was typed (issue 14).
                     Err(e) => {
@@ -1395,7 +1395,7 @@ impl Admin {
                     Ok(_) => self.back(
                         session,
                         "/tenants",
-                        Flash::one("ok", "", &format!("tenant {} saved", typed.name)),
+                        Flash::one("ok", "", format!("tenant {} saved", typed.name)),
                     ),
                     Err(e) => {
                         let line: Line = ("err", e.code_str().into(), e.to_string());
