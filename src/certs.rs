@@ -24,17 +24,18 @@ use crate::pki::{self, Analysis, Context, Kind, KindRequest, Notice};
 use crate::store::{Batch, CertRecord, Store};
 
 /// Every kind `import --kind` accepts, in the order the CLI lists them.
-const KINDS: [KindRequest; 5] = [
+const KINDS: [KindRequest; 6] = [
     KindRequest::Auto,
     KindRequest::Root,
     KindRequest::Server,
     KindRequest::Domain,
     KindRequest::StirShaken,
+    KindRequest::Ca,
 ];
 
 /// Their words (the one parser: `KindRequest::from_str` below, used by the
 /// CLI, the API and the import page).
-pub const KIND_NAMES: &[&str] = &["auto", "root", "server", "domain", "stir-shaken"];
+pub const KIND_NAMES: &[&str] = &["auto", "root", "server", "domain", "stir-shaken", "ca"];
 
 impl Word for KindRequest {
     fn word(self) -> &'static str {
@@ -44,6 +45,7 @@ impl Word for KindRequest {
             KindRequest::Server => "server",
             KindRequest::Domain => "domain",
             KindRequest::StirShaken => "stir-shaken",
+            KindRequest::Ca => "ca",
         }
     }
 }

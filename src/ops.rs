@@ -78,6 +78,9 @@ pub enum Command {
         #[serde(with = "b64_opt", default)]
         key: Option<Vec<u8>>,
         kind: KindRequest,
+        /// `--kind ca --replace`: replace an existing local CA.
+        #[serde(default)]
+        replace: bool,
     },
     /// `certs`
     Certs,
@@ -737,7 +740,20 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
                 roots_update_available: roots::update_available(store)?,
             })
         }
-        Command::Import { cert, key, kind } => Reply::Imported(certs::import(
+        Command::Import {
+            cert,
+            key,
+            kind: KindRequest::Ca,
+            replace,
+        } => Reply::Imported(crate::localca::adopt(
+            store,
+            cert,
+            key.as_deref(),
+            *replace,
+        )?),
+        Command::Import {
+            cert, key, kind, ..
+        } => Reply::Imported(certs::import(
             store,
             cert,
             key.as_deref(),
@@ -967,16 +983,19 @@ mod tests {
                 cert: vec![],
                 key: None,
                 kind: KindRequest::Root,
+                replace: false,
             },
             Command::Import {
                 cert: vec![],
                 key: None,
                 kind: KindRequest::Auto,
+                replace: false,
             },
             Command::Import {
                 cert: vec![],
                 key: None,
                 kind: KindRequest::Server,
+                replace: false,
             },
             Command::Certs,
             Command::Served,

@@ -169,6 +169,10 @@ pub enum ImportError {
     /// key: it issues certificates and serves none (issue 14: it used to
     /// end up a nameless server certificate).
     CaWithKey(String),
+    /// `import --kind ca`: the CA's subject cannot be written back byte
+    /// for byte into the certificates it would issue (a multi-valued or
+    /// repeated attribute, or an unusual string type).
+    CaNameUnsupported(String),
     /// An intermediate's pathLenConstraint is exceeded (RFC 5280 §4.2.1.9).
     PathLenExceeded,
     /// A CA's name constraints exclude (or do not permit) a name of the
@@ -212,6 +216,7 @@ impl ImportError {
             ImportError::IssuerNotACa(_) => "issuer-not-a-ca",
             ImportError::LeafIsACa(_) => "leaf-is-a-ca",
             ImportError::CaWithKey(_) => "ca-with-key",
+            ImportError::CaNameUnsupported(_) => "ca-name-unsupported",
             ImportError::PathLenExceeded => "path-len-exceeded",
             ImportError::NameConstraint(_) => "name-constraint",
             ImportError::UnknownCriticalExtension(_) => "unknown-critical-extension",
@@ -305,8 +310,15 @@ impl core::fmt::Display for ImportError {
             ImportError::CaWithKey(subject) => write!(
                 f,
                 "\"{subject}\" is a CA certificate with its private key: it issues certificates and \
-                 serves none. To trust it, import it without the key (it joins the Root CA list); \
-                 to give it to phones, use phone-roots import"
+                 serves none. To make it the local CA (it then issues tenant certificates: ca issue), \
+                 import it with --kind ca (Import page: kind \"local CA\"); to trust it, import it \
+                 without the key"
+            ),
+            ImportError::CaNameUnsupported(subject) => write!(
+                f,
+                "the CA's name \"{subject}\" cannot be written back exactly into the certificates \
+                 it would issue (a multi-valued or repeated attribute, or an unusual string type); \
+                 use ca init for a local CA instead"
             ),
             ImportError::PathLenExceeded => f.write_str(
                 "a CA on the chain allows fewer CAs below it (pathLenConstraint) than the chain has; \
@@ -850,6 +862,9 @@ pub enum KindRequest {
     Domain,
     /// A STIR/SHAKEN signing certificate (RFC 8226).
     StirShaken,
+    /// A CA certificate with its key that becomes the local CA
+    /// (`localca::adopt`; never analysed as a leaf here).
+    Ca,
 }
 
 /// What a stored certificate is.
@@ -1669,6 +1684,9 @@ fn classify(
         },
         // Handled by the root path in `analyse`.
         KindRequest::Root => Err(ImportError::NotACa(leaf.subject.clone())),
+        // `import --kind ca` is the local CA's (`localca::adopt`), not a
+        // leaf's: a box reaching this far has no CA with its key.
+        KindRequest::Ca => Err(ImportError::NotACa(leaf.subject.clone())),
     }
 }
 

@@ -753,6 +753,7 @@ impl Admin {
             cert: cert.as_bytes().to_vec(),
             key,
             kind,
+            replace: form.get("replace") == Some("true"),
         };
         match run_as!(self, command, Reply::Imported) {
             Ok(v) => {
@@ -773,7 +774,11 @@ impl Admin {
                 for w in v.warnings {
                     lines.push(("warn", w.code, w.message));
                 }
-                let to = if v.kind == "root" { "/roots" } else { "/certs" };
+                let to = match v.kind.as_str() {
+                    "root" => "/roots",
+                    "ca" => "/tenants",
+                    _ => "/certs",
+                };
                 self.back(session, to, Flash { lines })
             }
             Err(e) => {

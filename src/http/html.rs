@@ -769,6 +769,12 @@ pub fn import(csrf: &str, cert: &str, kind: &str, message: &[Line]) -> String {
                 (option("server", "server (all tenants)"))
                 (option("domain", "domain (one tenant)"))
                 (option("stir-shaken", "STIR/SHAKEN"))
+                (option("ca", "local CA (a CA certificate with its key; it then issues tenant certificates)"))
+            }
+            div {
+                input type="checkbox" id="replace" name="replace" value="true";
+                " "
+                label for="replace" class="inline" { "With local CA: replace the local CA there is" }
             }
             div { button type="submit" { "Import" } }
         }
