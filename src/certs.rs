@@ -25,13 +25,14 @@ use crate::roots::TrustList;
 use crate::store::{Batch, CertRecord, Store};
 
 /// Every kind `import --kind` accepts, in the order the CLI lists them.
-const KINDS: [KindRequest; 6] = [
+const KINDS: [KindRequest; 7] = [
     KindRequest::Auto,
     KindRequest::Root,
     KindRequest::Server,
     KindRequest::Domain,
     KindRequest::StirShaken,
     KindRequest::ClientCa,
+    KindRequest::Ca,
 ];
 
 /// Their words (the one parser: `KindRequest::from_str` below, used by the
@@ -43,6 +44,7 @@ pub const KIND_NAMES: &[&str] = &[
     "domain",
     "stir-shaken",
     "client-ca",
+    "ca",
 ];
 
 impl Word for KindRequest {
@@ -54,6 +56,7 @@ impl Word for KindRequest {
             KindRequest::Domain => "domain",
             KindRequest::StirShaken => "stir-shaken",
             KindRequest::ClientCa => "client-ca",
+            KindRequest::Ca => "ca",
         }
     }
 }

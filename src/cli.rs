@@ -89,9 +89,13 @@ pub enum Cmd {
         #[arg(long)]
         key: Option<String>,
         /// What the certificate is: auto (classify), root (Root CA list),
-        /// server (all tenants), domain (one tenant) or stir-shaken.
+        /// server (all tenants), domain (one tenant), stir-shaken, or ca (a
+        /// CA certificate with its key becomes the local CA).
         #[arg(long, value_parser = word::<KindRequest>, default_value = "auto")]
         kind: KindRequest,
+        /// With --kind ca: replace the local CA there is.
+        #[arg(long)]
+        replace: bool,
     },
     /// List domain, server and STIR/SHAKEN certificates in import order.
     Certs,
@@ -823,10 +827,16 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
         Cmd::System {
             command: SystemCmd::Show,
         } => Command::SystemShow,
-        Cmd::Import { cert, key, kind } => Command::Import {
+        Cmd::Import {
+            cert,
+            key,
+            kind,
+            replace,
+        } => Command::Import {
             cert: read_box(&cert)?,
             key: key.as_deref().map(read_box).transpose()?,
             kind,
+            replace,
         },
         Cmd::PhoneRoots { command } => match command {
             None | Some(TrustCmd::List) => Command::PhoneRoots,

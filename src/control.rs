@@ -505,6 +505,7 @@ mod tests {
             cert: vec![b'x'; MAX_BOX_BYTES + 1],
             key: Some(vec![b'y'; MAX_BOX_BYTES + 1]),
             kind: KindRequest::StirShaken,
+            replace: false,
         };
         let len = serde_json::to_vec(&command).unwrap().len() + 1;
         assert!(

@@ -134,6 +134,7 @@ fn build_fixtures() -> Result<Fixtures, String> {
                 cert,
                 key: Some(key),
                 kind,
+                replace: false,
             })
             .map_err(err)?;
     }
@@ -201,6 +202,7 @@ pub fn import(data: &[u8]) -> &'static str {
         cert: cert.to_vec(),
         key,
         kind,
+        replace: false,
     };
     match ops::execute(&store, &command) {
         Ok(_) => match Snapshot::load(&store, None) {

@@ -320,6 +320,10 @@ struct CaRecord {
     key_name: Option<String>,
     /// The root certificate DER, Base64.
     cert: String,
+    /// An existing CA brought in by `import --kind ca` (not made by `ca
+    /// init`): `issue` writes its subject back from the certificate.
+    #[serde(default)]
+    imported: bool,
 }
 
 /// Keys-tree prefix of the CA key (certificate key IDs are bare hex).
@@ -409,12 +413,137 @@ pub fn init(store: &Store) -> Result<CaView, Error> {
         key: None,
         key_name: Some(key_name.clone()),
         cert: Base64::encode_string(root.der()),
+        imported: false,
     };
     let mut batch = Batch::default();
     batch.put_key(&key_name, KeyFormat::Pkcs8, &der);
     batch.put_setting(SETTING_CA, &serde_json::to_vec(&record).unwrap_or_default());
     store.commit(batch)?;
     show(store)
+}
+
+/// `import --kind ca [--replace]`: an existing CA (a company CA: its
+/// certificate and its key) becomes the local CA that `ca issue` signs with,
+/// in place of the one `ca init` would make. Refused with a named error: no
+/// key (`key-required`), no certificate in the box carries the key
+/// (`key-mismatch`), it is no CA (`not-a-ca`) or expired (`expired`), a key
+/// not in PKCS#8 (`unsupported-key`: rcgen signs with PKCS#8 keys only), a
+/// subject rcgen cannot write back byte for byte (`ca-name-unsupported`),
+/// and a local CA exists without `replace` (`ca-exists`). With `replace`,
+/// the old CA key goes.
+pub fn adopt(
+    store: &Store,
+    cert_box: &[u8],
+    key_box: Option<&[u8]>,
+    replace: bool,
+) -> Result<Imported, Error> {
+    use crate::pki::ImportError;
+    let old = store.setting(SETTING_CA)?;
+    if old.is_some() && !replace {
+        return Err(Error::CaExists);
+    }
+    let key = pki::parse_key_box(key_box.ok_or(ImportError::KeyRequired)?)?;
+    let blocks = crate::pem::parse(cert_box).map_err(|e| ImportError::BadPem(e.to_string()))?;
+    let ca = blocks
+        .into_iter()
+        .filter(|b| b.label == "CERTIFICATE")
+        .filter_map(|b| pki::CertInfo::parse(b.der))
+        .find(|c| key.matches(c))
+        .ok_or(ImportError::KeyMismatch)?;
+    if !ca.is_ca {
+        return Err(ImportError::NotACa(ca.subject.clone()).into());
+    }
+    if ca.not_after < crate::clock::now() {
+        return Err(ImportError::Expired(crate::clock::rfc3339(ca.not_after)).into());
+    }
+    if key.format != KeyFormat::Pkcs8 {
+        return Err(ImportError::UnsupportedKey(
+            "a CA key must be PKCS#8 (\"BEGIN PRIVATE KEY\"): convert it with \
+             openssl pkey -in ca.key -out ca-pkcs8.key"
+                .into(),
+        )
+        .into());
+    }
+    // Both must work before anything is stored: the DN written back, and
+    // rcgen signing with the key.
+    issuer_params(&ca.der)?;
+    KeyPair::try_from(key.der.as_slice()).map_err(gen_err)?;
+    let key_name = format!("{CA_KEY_PREFIX}{}", key.key_id());
+    let record = CaRecord {
+        cn: ca.subject.clone(),
+        key: None,
+        key_name: Some(key_name.clone()),
+        cert: Base64::encode_string(&ca.der),
+        imported: true,
+    };
+    let mut batch = Batch::default();
+    if let Some(old_name) = old
+        .and_then(|raw| serde_json::from_slice::<CaRecord>(&raw).ok())
+        .and_then(|r| r.key_name)
+        .filter(|n| *n != key_name)
+    {
+        batch.delete_key(&old_name);
+    }
+    batch.put_key(&key_name, KeyFormat::Pkcs8, &key.der);
+    batch.put_setting(SETTING_CA, &serde_json::to_vec(&record).unwrap_or_default());
+    store.commit(batch)?;
+    Ok(Imported {
+        id: ca.id,
+        kind: "ca".into(),
+        tenant: None,
+        names: Vec::new(),
+        not_after: crate::clock::rfc3339(ca.not_after),
+        warnings: Vec::new(),
+        ids: None,
+        eku: ca.eku,
+    })
+}
+
+/// The issuer parameters of an imported CA: its subject as rcgen will
+/// write it into the certificates it issues, which must be the same bytes
+/// (RFC 5280 §7.1 name chaining; clients compare them). Single-valued RDNs
+/// of PrintableString, UTF8String, IA5String or TeletexString, each
+/// attribute once (rcgen keeps one value per attribute type); anything else
+/// is `ca-name-unsupported`.
+fn issuer_params(der: &[u8]) -> Result<CertificateParams, Error> {
+    use der::{Decode, Tag, Tagged};
+    use rcgen::DnValue;
+    let cert =
+        x509_cert::Certificate::from_der(der).map_err(|_| pki::ImportError::BadCertificate(1))?;
+    let subject = cert.tbs_certificate.subject.to_string();
+    let unsupported = || Error::Import(pki::ImportError::CaNameUnsupported(subject.clone()));
+    let mut dn = DistinguishedName::new();
+    let mut seen: Vec<DnType> = Vec::new();
+    for rdn in cert.tbs_certificate.subject.0.iter() {
+        let [atv] = rdn.0.as_slice() else {
+            return Err(unsupported());
+        };
+        let arcs: Vec<u64> = atv.oid.arcs().map(u64::from).collect();
+        let ty = DnType::from_oid(&arcs);
+        if seen.contains(&ty) {
+            return Err(unsupported());
+        }
+        let text = std::str::from_utf8(atv.value.value())
+            .map_err(|_| unsupported())?
+            .to_owned();
+        let value = match atv.value.tag() {
+            Tag::PrintableString => {
+                DnValue::PrintableString(text.try_into().map_err(|_| unsupported())?)
+            }
+            Tag::Utf8String => DnValue::Utf8String(text),
+            Tag::Ia5String => DnValue::Ia5String(text.try_into().map_err(|_| unsupported())?),
+            Tag::TeletexString => {
+                DnValue::TeletexString(text.try_into().map_err(|_| unsupported())?)
+            }
+            _ => return Err(unsupported()),
+        };
+        seen.push(ty.clone());
+        dn.push(ty, value);
+    }
+    let mut params = CertificateParams::default();
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    Ok(params)
 }
 
 /// `ca show`: the root (to load onto phones).
@@ -466,10 +595,14 @@ pub fn issue(store: &Store, tenant: &str, client: bool) -> Result<Imported, Erro
         .ok_or_else(|| corrupt("missing from the keys tree"))?
         .der;
     let ca_key = KeyPair::try_from(ca_key_der.as_slice()).map_err(gen_err)?;
-    // The issuer object: same DN, key and key identifier as the stored root.
-    let issuer = ca_params(&record.cn)
-        .self_signed(&ca_key)
-        .map_err(gen_err)?;
+    // The issuer object: same DN, key and key identifier as the stored root
+    // (an imported CA's DN written back from its certificate).
+    let issuer = match record.imported {
+        true => issuer_params(&root_der)?,
+        false => ca_params(&record.cn),
+    }
+    .self_signed(&ca_key)
+    .map_err(gen_err)?;
 
     let key = new_key(KeyType::P256)?;
     // rcgen makes an IP name an iPAddress SAN.
@@ -485,7 +618,9 @@ pub fn issue(store: &Store, tenant: &str, client: bool) -> Result<Imported, Erro
             .extended_key_usages
             .push(ExtendedKeyUsagePurpose::ClientAuth);
     }
-    params.use_authority_key_identifier_extension = true;
+    // rcgen's key identifier is its own; an imported CA's SKI may differ,
+    // and a mismatching AKI misleads path building, so none then.
+    params.use_authority_key_identifier_extension = !record.imported;
     validity(&mut params, LOCAL_CA_LEAF_DAYS);
     let leaf = params.signed_by(&key, &issuer, &ca_key).map_err(gen_err)?;
     let mut chain = leaf.pem();

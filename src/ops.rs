@@ -78,6 +78,9 @@ pub enum Command {
         #[serde(with = "b64_opt", default)]
         key: Option<Vec<u8>>,
         kind: KindRequest,
+        /// `--kind ca --replace`: replace an existing local CA.
+        #[serde(default)]
+        replace: bool,
     },
     /// `certs`
     Certs,
@@ -816,7 +819,20 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
                 roots_update_available: roots::update_available(store)?,
             })
         }
-        Command::Import { cert, key, kind } => Reply::Imported(certs::import(
+        Command::Import {
+            cert,
+            key,
+            kind: KindRequest::Ca,
+            replace,
+        } => Reply::Imported(crate::localca::adopt(
+            store,
+            cert,
+            key.as_deref(),
+            *replace,
+        )?),
+        Command::Import {
+            cert, key, kind, ..
+        } => Reply::Imported(certs::import(
             store,
             cert,
             key.as_deref(),
@@ -1046,16 +1062,19 @@ mod tests {
                 cert: vec![],
                 key: None,
                 kind: KindRequest::Root,
+                replace: false,
             },
             Command::Import {
                 cert: vec![],
                 key: None,
                 kind: KindRequest::Auto,
+                replace: false,
             },
             Command::Import {
                 cert: vec![],
                 key: None,
                 kind: KindRequest::Server,
+                replace: false,
             },
             Command::Certs,
             Command::Served,
@@ -1340,10 +1359,12 @@ mod tests {
         // Every change to which names need certificates, or to whether and
         // how they can be ordered (issue 10): `system-set` only with `--dns`
         // or `--admin-email` (the account contact, issue 11), `import` only
-        // for a root (`--kind root`, or `auto`).
+        // for a root (`--kind root`, or `auto`); `tenant-set` both with and
+        // without new names (`tenant edit --dns`).
         let expected = [
             "tenant-add",
             "tenant-remove",
+            "tenant-set",
             "tenant-set",
             "system-set",
             "system-set",
@@ -1390,6 +1411,7 @@ mod tests {
             .collect();
         let expected = [
             "tenant-set",
+            "tenant-set",
             "import",
             "import",
             "roots-delete",
@@ -1409,9 +1431,11 @@ mod tests {
             .filter(|c| c.effect().changes_serving)
             .map(name)
             .collect();
+        // `tenant-set` only with new names or addresses (`tenant edit`).
         let expected = [
             "tenant-add",
             "tenant-remove",
+            "tenant-set",
             "system-set",
             "system-set",
             "import",

@@ -165,6 +165,14 @@ pub enum ImportError {
     IssuerNotACa(String),
     /// The leaf is a CA certificate (basicConstraints cA:TRUE).
     LeafIsACa(String),
+    /// A CA certificate (cA:TRUE, no names of its own) came with its private
+    /// key: it issues certificates and serves none (issue 14: it used to
+    /// end up a nameless server certificate).
+    CaWithKey(String),
+    /// `import --kind ca`: the CA's subject cannot be written back byte
+    /// for byte into the certificates it would issue (a multi-valued or
+    /// repeated attribute, or an unusual string type).
+    CaNameUnsupported(String),
     /// An intermediate's pathLenConstraint is exceeded (RFC 5280 §4.2.1.9).
     PathLenExceeded,
     /// A CA's name constraints exclude (or do not permit) a name of the
@@ -207,6 +215,8 @@ impl ImportError {
             ImportError::IntermediateNotYetValid(..) => "intermediate-not-yet-valid",
             ImportError::IssuerNotACa(_) => "issuer-not-a-ca",
             ImportError::LeafIsACa(_) => "leaf-is-a-ca",
+            ImportError::CaWithKey(_) => "ca-with-key",
+            ImportError::CaNameUnsupported(_) => "ca-name-unsupported",
             ImportError::PathLenExceeded => "path-len-exceeded",
             ImportError::NameConstraint(_) => "name-constraint",
             ImportError::UnknownCriticalExtension(_) => "unknown-critical-extension",
@@ -296,6 +306,19 @@ impl core::fmt::Display for ImportError {
                 f,
                 "\"{subject}\" is a CA certificate (CA:TRUE) and cannot serve TLS; clients refuse it. \
                  Import the server certificate the CA issued, not the CA itself"
+            ),
+            ImportError::CaWithKey(subject) => write!(
+                f,
+                "\"{subject}\" is a CA certificate with its private key: it issues certificates and \
+                 serves none. To make it the local CA (it then issues tenant certificates: ca issue), \
+                 import it with --kind ca (Import page: kind \"local CA\"); to trust it, import it \
+                 without the key"
+            ),
+            ImportError::CaNameUnsupported(subject) => write!(
+                f,
+                "the CA's name \"{subject}\" cannot be written back exactly into the certificates \
+                 it would issue (a multi-valued or repeated attribute, or an unusual string type); \
+                 use ca init for a local CA instead"
             ),
             ImportError::PathLenExceeded => f.write_str(
                 "a CA on the chain allows fewer CAs below it (pathLenConstraint) than the chain has; \
@@ -842,6 +865,9 @@ pub enum KindRequest {
     /// CA certificates trusted for client certificates only (judged as
     /// roots, kept in the client-CA list).
     ClientCa,
+    /// A CA certificate with its key that becomes the local CA
+    /// (`localca::adopt`; never analysed as a leaf here).
+    Ca,
 }
 
 /// What a stored certificate is.
@@ -1008,6 +1034,11 @@ pub fn analyse(
             .ok_or(ImportError::KeyMismatch)?,
         None => pick_leaf(&certs),
     };
+    // A CA's own key: a CA to issue with, not a certificate to serve.
+    let leaf = &certs[leaf_idx];
+    if key.is_some() && leaf.is_ca && leaf.names.is_empty() {
+        return Err(ImportError::CaWithKey(leaf.subject.clone()));
+    }
 
     // Rule 4: the chain.
     let server = !(certs[leaf_idx].tn_auth_list
@@ -1658,6 +1689,9 @@ fn classify(
         KindRequest::Root | KindRequest::ClientCa => {
             Err(ImportError::NotACa(leaf.subject.clone()))
         }
+        // `import --kind ca` is the local CA's (`localca::adopt`), not a
+        // leaf's: a box reaching this far has no CA with its key.
+        KindRequest::Ca => Err(ImportError::NotACa(leaf.subject.clone())),
     }
 }
 

@@ -1308,3 +1308,112 @@ fn failed_imports_leave_the_store_unchanged() {
         "expired",
     );
 }
+
+// ----------------------------------------------------------------------------
+// Issue 14: a CA with its key, a glued PEM
+// ----------------------------------------------------------------------------
+
+/// A company CA pasted with its key is no server certificate (it used to
+/// become a nameless one, and the TLS default): refused with `ca-with-key`,
+/// the message pointing to `import --kind ca`; nothing stored.
+#[test]
+fn a_ca_with_its_key_is_refused_and_points_to_kind_ca() {
+    let pbx = Pbx::new();
+    let company = root("Company Root CA");
+    let e = pbx.import_err(company.pem(), Some(&company.key_pem()), &[]);
+    e.expect("ca-with-key");
+    assert!(e.message.contains("--kind ca"), "{}", e.message);
+    assert!(pbx.certs().is_empty(), "a refused import stored something");
+    // Without its key it is a root, as before.
+    let v = pbx.import_ok(company.pem(), None, &[]);
+    assert_eq!(v["kind"], "root");
+}
+
+/// `cat leaf.crt bundle.crt` where `leaf.crt` has no final newline glues
+/// `-----END CERTIFICATE----------BEGIN CERTIFICATE-----` onto one line:
+/// read as two lines.
+#[test]
+fn a_pem_with_glued_boundaries_is_accepted() {
+    let pbx = Pbx::new();
+    let (pki, l) = server_leaf();
+    let glued = format!("{}{}", l.pem().trim_end(), pki.inter.pem());
+    assert!(glued.contains("-----END CERTIFICATE----------BEGIN CERTIFICATE-----"));
+    let v = pbx.import_ok(&glued, Some(&l.key_pem()), &[]);
+    assert_eq!(v["id"], l.id());
+    assert_eq!(pbx.cert_ids(), vec![l.id()]);
+}
+
+/// A company CA (C and O as PrintableString, CN as UTF8String: its subject
+/// must come back byte for byte in what it issues).
+fn company_ca(cn: &str) -> Issued {
+    let mut params = rcgen::CertificateParams::default();
+    let mut d = rcgen::DistinguishedName::new();
+    d.push(
+        rcgen::DnType::CountryName,
+        rcgen::DnValue::PrintableString("DE".try_into().unwrap()),
+    );
+    d.push(
+        rcgen::DnType::OrganizationName,
+        rcgen::DnValue::PrintableString("Example Company".try_into().unwrap()),
+    );
+    d.push(rcgen::DnType::CommonName, cn);
+    params.distinguished_name = d;
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    CertBuilder::with_params(params)
+        .valid_days(-10, 3650)
+        .self_signed()
+}
+
+/// `import --kind ca`: a company CA with its key becomes the local CA; `ca
+/// issue` then signs tenant certificates that chain to it (imported through
+/// the same rules). A second one is refused (`ca-exists`) unless
+/// `--replace`; without its key, `key-required`.
+#[test]
+fn import_kind_ca_makes_a_company_ca_the_local_ca() {
+    let pbx = Pbx::new();
+    let company = company_ca("Company Root CA");
+    pbx.import_err(company.pem(), None, &["--kind", "ca"])
+        .expect("key-required");
+    let v = pbx.import_ok(company.pem(), Some(&company.key_pem()), &["--kind", "ca"]);
+    assert_eq!(v["kind"], "ca");
+    assert!(pbx.certs().is_empty(), "the CA is no served certificate");
+    let shown = pbx.ok(&["ca", "show"]);
+    assert!(
+        shown["subject"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Company Root CA"),
+        "{shown}"
+    );
+    pbx.err(&["ca", "init"]).expect("ca-exists");
+
+    pbx.tenant_add("acme", &["pbx.acme.example.com"]);
+    let issued = pbx.ok(&["ca", "issue", "--tenant", "acme"]);
+    assert_eq!(issued["kind"], "domain", "{issued}");
+    assert_eq!(
+        by_id(&pbx.certs(), issued["id"].as_str().unwrap())["source"],
+        "local-ca"
+    );
+    let r = pbx.resolve(Some("pbx.acme.example.com"));
+    assert_eq!(r["id"], issued["id"]);
+
+    let other = company_ca("Second Company CA");
+    pbx.import_err(other.pem(), Some(&other.key_pem()), &["--kind", "ca"])
+        .expect("ca-exists");
+    pbx.import_ok(
+        other.pem(),
+        Some(&other.key_pem()),
+        &["--kind", "ca", "--replace"],
+    );
+    let shown = pbx.ok(&["ca", "show"]);
+    assert!(
+        shown["subject"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Second Company CA"),
+        "{shown}"
+    );
+    pbx.tenant_add("globex", &["pbx.globex.example.com"]);
+    let issued = pbx.ok(&["ca", "issue", "--tenant", "globex"]);
+    assert_eq!(issued["kind"], "domain", "{issued}");
+}

@@ -112,6 +112,24 @@ fn import_stir_certificate(daemon: &Daemon) {
     assert_eq!(code, 0, "STIR/SHAKEN import: {out} {err}");
 }
 
+/// A company CA ("Web Company CA") and its key as PEM files in the
+/// daemon's directory: the browser imports it as the local CA.
+fn company_ca(daemon: &Daemon) -> (std::path::PathBuf, std::path::PathBuf) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "Web Company CA");
+    let cert = p.self_signed(&key).expect("ca");
+    let (c, k) = (
+        daemon.dir.path().join("company-ca.crt"),
+        daemon.dir.path().join("company-ca.key"),
+    );
+    std::fs::write(&c, cert.pem()).expect("write");
+    std::fs::write(&k, key.serialize_pem()).expect("write");
+    (c, k)
+}
+
 /// A server certificate for `soon.example` that expires in 9 days and an
 /// hour (red: within `EXPIRING_SOON_DAYS`), with its key, as PEM files in
 /// the daemon's directory; the browser imports it through the form.
@@ -171,6 +189,7 @@ fn admin_pages_in_headless_chromium() {
     let shots = root.join("target/screenshots");
     import_stir_certificate(&daemon);
     let (soon_cert, soon_key) = expiring_certificate(&daemon);
+    let (ca_cert, ca_key) = company_ca(&daemon);
 
     let mut child = Command::new("node")
         .arg(root.join("scripts/web-test/admin.mjs"))
@@ -183,6 +202,8 @@ fn admin_pages_in_headless_chromium() {
         .env("PBX_CERT_NAME", name)
         .env("PBX_SOON_CERT", &soon_cert)
         .env("PBX_SOON_KEY", &soon_key)
+        .env("PBX_CA_CERT", &ca_cert)
+        .env("PBX_CA_KEY", &ca_key)
         .env("PBX_SCREENSHOTS", &shots)
         .spawn()
         .expect("start node");

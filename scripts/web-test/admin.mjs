@@ -12,6 +12,7 @@
 //   PBX_CERT_NAME    the DNS name in that certificate
 //   PBX_SOON_CERT    PEM file: a server certificate for soon.example that
 //                    expires in 9 days; PBX_SOON_KEY its key
+//   PBX_CA_CERT      PEM file: a company CA ("Web Company CA"); PBX_CA_KEY its key
 //   PBX_SCREENSHOTS  directory for screenshots (created)
 
 import fs from 'node:fs';
@@ -35,6 +36,8 @@ const KEY = fs.readFileSync(env('PBX_KEY'), 'utf8');
 const CERT_NAME = env('PBX_CERT_NAME');
 const SOON_CERT = fs.readFileSync(env('PBX_SOON_CERT'), 'utf8');
 const SOON_KEY = fs.readFileSync(env('PBX_SOON_KEY'), 'utf8');
+const CA_CERT = fs.readFileSync(env('PBX_CA_CERT'), 'utf8');
+const CA_KEY = fs.readFileSync(env('PBX_CA_KEY'), 'utf8');
 const SHOTS = env('PBX_SCREENSHOTS');
 fs.mkdirSync(SHOTS, { recursive: true });
 // A line from the middle of the key: must never come back over HTTP.
@@ -726,6 +729,20 @@ try {
   const issued = (await r.json()).filter((c) => c.source === 'local-ca' && c.tenant === 'beta');
   check(issued.length === 2 && issued.some((c) => c.eku.includes('client-auth')), `issued: ${JSON.stringify(issued)}`);
   await shot('15-local-ca');
+
+  begin('import: a CA with its key is refused as a certificate; kind "local CA" (replace) makes it the local CA');
+  await page.goto(`${BASE}/import`);
+  await page.fill('#cert', CA_CERT);
+  await page.fill('#key', CA_KEY);
+  await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
+  check((await text()).includes('[ca-with-key]') && (await text()).includes('--kind ca'), `refused with its code: ${(await text()).slice(0, 400)}`);
+  await page.fill('#key', CA_KEY);
+  await page.selectOption('#kind', 'ca');
+  // The local CA page's step made one already: replace it.
+  await page.check('#replace');
+  await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
+  check(new URL(page.url()).pathname === '/tenants', `to the Tenants page and its local CA: ${page.url()}`);
+  check((await text()).includes('imported ca certificate') && (await text()).includes('Web Company CA'), `the local CA shown: ${(await text()).slice(0, 300)}`);
 
   begin('page weight: every page but Root CA under 16 KB');
   const weights = [];

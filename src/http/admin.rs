@@ -830,6 +830,7 @@ impl Admin {
             cert: cert.as_bytes().to_vec(),
             key,
             kind,
+            replace: form.get("replace") == Some("true"),
         };
         match run_as!(self, command, Reply::Imported) {
             Ok(v) => {
@@ -850,7 +851,11 @@ impl Admin {
                 for w in v.warnings {
                     lines.push(("warn", w.code, w.message));
                 }
-                let to = if v.kind == "root" { "/roots" } else { "/certs" };
+                let to = match v.kind.as_str() {
+                    "root" => "/roots",
+                    "ca" => "/tenants",
+                    _ => "/certs",
+                };
                 self.back(session, to, Flash { lines })
             }
             Err(e) => {
@@ -1124,6 +1129,16 @@ impl Admin {
         }
     }
 
+    /// How messages name the certificate with this ID (prefix): its names
+    /// and expiry (`cert_label`), or the ID given when it is not found.
+    async fn cert_named(&self, id: &str) -> String {
+        let certs = run_as!(self, Command::Certs, Reply::Certs).unwrap_or_default();
+        certs.iter().find(|c| c.id.starts_with(id)).map_or_else(
+            || id.to_owned(),
+            |c| format!("{} (expires {})", cert_label(&c.names, &c.id), c.not_after),
+        )
+    }
+
     /// A PEM download named `stem.pem` (`file_stem` made it safe).
     async fn pem(&self, command: Command, stem: &str, session: &SessionView) -> Resp {
         let pem = match self.run(command).await {
@@ -1220,12 +1235,13 @@ impl Admin {
                         Flash::one("err", "bad-request", bad_id_message()),
                     );
                 };
+                let what = self.cert_named(&id).await;
                 let r = self.run(Command::CertReissue { id: id.clone() }).await;
                 self.outcome(
                     session,
                     "/certs",
                     r,
-                    &format!("renewal of certificate {id} requested; it runs now"),
+                    &format!("renewal of certificate {what} requested; it runs now"),
                 )
             }
             Route::CertCheck => {
@@ -1240,20 +1256,21 @@ impl Admin {
                         Flash::one("err", "bad-request", bad_id_message()),
                     );
                 };
+                let what = self.cert_named(&id).await;
                 let flash = match run_as!(self, Command::CertCheck { id }, Reply::Check) {
                     Ok(v) => {
                         let mut lines = vec![match &v.error {
                             None => (
                                 "ok",
                                 String::new(),
-                                format!("certificate {}: clients accept the chain now", v.id),
+                                format!("certificate {what}: clients accept the chain now"),
                             ),
                             Some(e) => (
                                 "err",
                                 e.code.clone(),
                                 format!(
-                                    "certificate {}: clients refuse the chain now: {}",
-                                    v.id, e.message
+                                    "certificate {what}: clients refuse the chain now: {}",
+                                    e.message
                                 ),
                             ),
                         }];
@@ -1323,14 +1340,7 @@ impl Admin {
                         Flash::one("err", "bad-request", bad_id_message()),
                     );
                 };
-                let certs = run_as!(self, Command::Certs, Reply::Certs).unwrap_or_default();
-                let what = certs
-                    .iter()
-                    .find(|c| c.id.starts_with(id.as_str()))
-                    .map_or_else(
-                        || id.clone(),
-                        |c| format!("{} (expires {})", cert_label(&c.names, &c.id), c.not_after),
-                    );
+                let what = self.cert_named(&id).await;
                 let r = self.run(Command::CertDelete { id: id.clone() }).await;
                 self.outcome(session, "/certs", r, &format!("certificate {what} deleted"))
             }
@@ -1661,7 +1671,7 @@ impl Admin {
                     Ok(_) => self.back(
                         session,
                         "/tenants",
-                        Flash::one("ok", "", &format!("tenant {name} added")),
+                        Flash::one("ok", "", format!("tenant {name} added")),
                     ),
                     // The form again with what was typed (issue 14).
                     Err(e) => {
@@ -1730,7 +1740,7 @@ impl Admin {
                     Ok(_) => self.back(
                         session,
                         "/tenants",
-                        Flash::one("ok", "", &format!("tenant {} saved", typed.name)),
+                        Flash::one("ok", "", format!("tenant {} saved", typed.name)),
                     ),
                     Err(e) => {
                         let line: Line = ("err", e.code_str().into(), e.to_string());

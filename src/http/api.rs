@@ -307,6 +307,9 @@ struct ImportBody {
     /// Parsed by `KindRequest`'s one `FromStr` (as on the CLI and page).
     #[serde(default)]
     kind: Option<String>,
+    /// `import --kind ca --replace`.
+    #[serde(default)]
+    replace: bool,
 }
 
 #[derive(Deserialize)]
@@ -464,6 +467,7 @@ pub fn to_command(route: ApiRoute, body: &[u8]) -> Result<Command, Resp> {
                     Some(Ok(kind)) => kind,
                     Some(Err(e)) => return Err(bad(e.to_string())),
                 },
+                replace: b.replace,
             }
         }
         ApiRoute::Roots => Command::Roots,
@@ -828,7 +832,9 @@ mod tests {
         )
         .unwrap();
         match c {
-            Command::Import { cert, key, kind } => {
+            Command::Import {
+                cert, key, kind, ..
+            } => {
                 assert_eq!(cert, b"C");
                 assert_eq!(key, None);
                 assert_eq!(kind, KindRequest::StirShaken);

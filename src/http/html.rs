@@ -58,7 +58,7 @@ main{overflow-wrap:break-word}pre{white-space:pre-wrap;overflow-wrap:anywhere}na
 @media(max-width:48em){\
 header{padding:.5em .8em;gap:.3em .9em}main{padding:.6em .8em}\
 table,tbody,tr,td{display:block}thead,tr:has(th){display:none}\
-tr{border:1px solid #d3d8de;margin:.5em 0;background:#fff}td{border:0;border-top:1px solid #eef0f3}td:first-child{font-weight:600;border:0}\
+tr{border:1px solid #d3d8de;margin:.5em 0;background:#fff}td{border:0;border-top:1px solid #eef0f3}td:first-child{font-weight:600;border:0}td[data-label]::before{content:attr(data-label) ': ';color:#5b6670;font-size:.85em}\
 input[type=text],input[type=password],input[type=email],input[type=search],input[type=number],select{min-width:0;width:100%;box-sizing:border-box}\
 .box{padding:.7em}}";
 
@@ -403,8 +403,8 @@ fn served_table(v: &ServedView, now: i64) -> Markup {
                 @for r in &v.names {
                     tr class=[(!r.warnings.is_empty()).then_some("err")] data-asked=(r.asked) {
                         td { (r.asked) }
-                        td { (r.owner.as_deref().unwrap_or("—")) }
-                        td {
+                        td data-label="Owner" { (r.owner.as_deref().unwrap_or("—")) }
+                        td data-label="Gets" {
                             @match (&r.cert_name, &r.id) {
                                 (Some(n), Some(id)) => { (n) " " code title=(id) { (id.get(..8).unwrap_or(id)) "…" } }
                                 _ => { "nothing (the handshake fails)" }
@@ -413,17 +413,17 @@ fn served_table(v: &ServedView, now: i64) -> Markup {
                                 br; strong { "⚠ " } span class="warning" data-code=(w.code) { (w.message) }
                             }
                         }
-                        td { @match &r.not_after { Some(t) => { (expiry(t, now)) } None => { "—" } } }
-                        td { (r.matched) }
+                        td data-label="Expires" { @match &r.not_after { Some(t) => { (expiry(t, now)) } None => { "—" } } }
+                        td data-label="Rule" { (r.matched) }
                     }
                 }
                 @for s in &v.stir_shaken {
                     tr {
                         td { "STIR/SHAKEN signing for " (s.tenant) }
-                        td { (s.tenant) }
-                        td { @match &s.id { Some(id) => { code title=(id) { (id.get(..8).unwrap_or(id)) "…" } } None => { "nothing" } } }
-                        td { "—" }
-                        td { (s.matched) }
+                        td data-label="Owner" { (s.tenant) }
+                        td data-label="Gets" { @match &s.id { Some(id) => { code title=(id) { (id.get(..8).unwrap_or(id)) "…" } } None => { "nothing" } } }
+                        td data-label="Expires" { "—" }
+                        td data-label="Rule" { (s.matched) }
                     }
                 }
             }
@@ -484,14 +484,14 @@ fn cert_row(
                     }
                 }
             }
-            td { (c.kind) }
-            td { (c.tenant.as_deref().unwrap_or("—")) }
-            td { (expiry(&c.not_after, now)) }
-            td { (c.source.as_str()) }
-            td { (c.key_type) }
-            td { (c.eku.join(", ")) }
-            td { code title=(id) { (short) "…" } }
-            td class="served-mark" {
+            td data-label="Kind" { (c.kind) }
+            td data-label="Tenant" { (c.tenant.as_deref().unwrap_or("—")) }
+            td data-label="Expires" { (expiry(&c.not_after, now)) }
+            td data-label="Source" { (c.source.as_str()) }
+            td data-label="Key" { (c.key_type) }
+            td data-label="Usage" { (c.eku.join(", ")) }
+            td data-label="ID" { code title=(id) { (short) "…" } }
+            td class="served-mark" data-label="Served" {
                 @if not_served { span class="warn" { "not served" } }
                 @else if tls && uses > 0 { "served (" (uses) ")" }
                 @else if tls { "served for its own names" }
@@ -575,7 +575,7 @@ fn changes_table(changes: &[crate::served::ServedChange]) -> Markup {
                 @for ch in changes {
                     tr class=[(!ch.instead.warnings.is_empty()).then_some("err")] data-asked=(ch.now.asked) {
                         td { (ch.now.asked) }
-                        td {
+                        td data-label="Gets instead" {
                             @match (&ch.instead.cert_name, &ch.instead.id) {
                                 (Some(n), Some(id)) => { (n) " " code title=(id) { (id.get(..8).unwrap_or(id)) "…" } }
                                 _ => { "nothing (the handshake fails)" }
@@ -584,7 +584,7 @@ fn changes_table(changes: &[crate::served::ServedChange]) -> Markup {
                                 br; strong { "⚠ " } span class="warning" data-code=(w.code) { (w.message) }
                             }
                         }
-                        td { (ch.instead.matched) }
+                        td data-label="Rule" { (ch.instead.matched) }
                     }
                 }
             }
@@ -799,9 +799,9 @@ pub fn roots(
                         tr {
                             td { input type="checkbox" name="id" value=(id) aria-label={ "select " (r.name) }; }
                             td title=(r.subject) { (r.name) }
-                            td { (r.organization.as_deref().unwrap_or("—")) }
-                            td { (expiry(&r.not_after, now)) }
-                            td { code title=(id) { (id.get(..16).unwrap_or(id)) "…" } }
+                            td data-label="Organisation" { (r.organization.as_deref().unwrap_or("—")) }
+                            td data-label="Expires" { (expiry(&r.not_after, now)) }
+                            td data-label="ID" { code title=(id) { (id.get(..16).unwrap_or(id)) "…" } }
                             td { a href={ "/roots/" (id) ".pem" } download title="download PEM" aria-label={ "Download PEM of " (r.subject) } { "⬇ PEM" } }
                         }
                     }
@@ -862,6 +862,12 @@ pub fn import(csrf: &str, cert: &str, kind: &str, message: &[Line]) -> String {
                 (option("domain", "domain (one tenant)"))
                 (option("stir-shaken", "STIR/SHAKEN"))
                 (option("client-ca", "client CA (trusted for mutual-TLS clients only)"))
+                (option("ca", "local CA (a CA certificate with its key; it then issues tenant certificates)"))
+            }
+            div {
+                input type="checkbox" id="replace" name="replace" value="true";
+                " "
+                label for="replace" class="inline" { "With local CA: replace the local CA there is" }
             }
             div { button type="submit" { "Import" } }
         }
@@ -1539,8 +1545,8 @@ pub fn tenants(
                     @for t in rows {
                         tr {
                             td { (t.name) }
-                            td { (list(&t.dns)) }
-                            td { (list(&t.ip)) }
+                            td data-label="DNS names" { (list(&t.dns)) }
+                            td data-label="IP addresses" { (list(&t.ip)) }
                             td {
                                 a class="button" href={ "/tenants/edit?name=" (t.name) }
                                     aria-label={ "Edit " (t.name) } { "Edit" }
