@@ -224,3 +224,84 @@ fn a_node_reaches_etcd_over_mutual_tls_from_flags_and_config_file() {
         &served.id(),
     );
 }
+
+#[test]
+fn killing_the_etcd_leader_during_imports_leaves_nothing_half_written() {
+    let bin = etcd_bin();
+    if !skip::require("etcd", bin.as_ref().err().map(String::as_str)) {
+        return;
+    }
+    let Ok(bin) = bin else { return };
+    let mut etcd = Etcd::start(&bin, 3);
+    let url = etcd.store_url("pbx-kill");
+    let a = Pbx::new();
+    let cli = |args: &[&str]| {
+        let mut all = vec!["--store", url.as_str()];
+        all.extend_from_slice(args);
+        a.run_json(&all)
+    };
+    let pki = Pki::new();
+    cli(&["import", "--cert", &a.file("root.pem", pki.root.pem())]).success();
+    let homes: Vec<Pbx> = (0..2).map(|_| Pbx::new()).collect();
+    let nodes: Vec<Daemon> = homes
+        .iter()
+        .map(|h| h.daemon().args(&["--store", url.as_str()]).start())
+        .collect();
+
+    // A stream of imports; the leader is killed (SIGKILL) from another
+    // thread as soon as the third has returned, so the kill lands while the
+    // fourth runs. Imports go on until one after the kill succeeds (the
+    // members elect a new leader).
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let mut outcomes: Vec<(String, String, bool)> = Vec::new();
+    std::thread::scope(|s| {
+        let (etcd, done) = (&mut etcd, &done);
+        s.spawn(move || {
+            while done.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            etcd.kill_leader();
+        });
+        let start = Instant::now();
+        for i in 0.. {
+            let name = format!("sip{i}.kill.test");
+            let issued = pki.leaf(leaf(&[name.as_str()]));
+            let cert = a.file("chain.pem", pki.chain_pem(&issued));
+            let key = a.file("key.pem", issued.key_pem());
+            let out = cli(&["import", "--cert", &cert, "--key", &key]);
+            done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let ok = out.status == 0;
+            if !ok {
+                // Refused by name, never a crash or a half answer.
+                out.api_error().expect("store-unavailable");
+            }
+            outcomes.push((name, issued.id(), ok));
+            if i >= 6 && outcomes.iter().skip(4).any(|(_, _, ok)| *ok) {
+                break;
+            }
+            assert!(
+                start.elapsed() < GUARD,
+                "no import succeeded after the leader was killed: {outcomes:?}"
+            );
+        }
+    });
+
+    eprintln!("imports (name, id, succeeded): {outcomes:?}");
+    // Every import that reported success is served by every node; every
+    // one that reported an error is in no listing and served by no node.
+    let listed = cli(&["certs"]).json().to_string();
+    for (name, id, ok) in &outcomes {
+        if *ok {
+            assert!(
+                listed.contains(id.as_str()),
+                "{name} imported but not listed"
+            );
+            all_present(&nodes, name, id);
+        } else {
+            assert!(!listed.contains(id.as_str()), "{name} refused but stored");
+            for node in &nodes {
+                assert_ne!(presented(node.https, name).as_deref(), Ok(id.as_str()));
+            }
+        }
+    }
+}
