@@ -46,7 +46,8 @@ use serde_json::{json, Value};
 
 use crate::limits::{
     CLIENT_MAX_HEAD, CLIENT_MAX_HEADERS, ETCD_CONNECT_TIMEOUT, ETCD_IO_TIMEOUT, ETCD_MAX_ENDPOINTS,
-    ETCD_MAX_RESPONSE, ETCD_ROUNDS, ETCD_ROUND_PAUSE, ETCD_SCAN_PAGE,
+    ETCD_MAX_RESPONSE, ETCD_ROUNDS, ETCD_ROUND_PAUSE, ETCD_SCAN_PAGE, ETCD_WATCH_KEEPALIVE_IDLE,
+    ETCD_WATCH_KEEPALIVE_INTERVAL, ETCD_WATCH_KEEPALIVE_PROBES,
 };
 use crate::store::{Cas, Change, Entry, Kv, Op, StoreError, Tree, Watch};
 
@@ -628,6 +629,15 @@ fn connect_tcp(endpoint: &str) -> Result<TcpStream, String> {
     Err(last)
 }
 
+/// TCP keepalive on a watch stream (`ETCD_WATCH_KEEPALIVE_*`).
+fn keepalive(s: &TcpStream) -> rustix::io::Result<()> {
+    use rustix::net::sockopt;
+    sockopt::set_socket_keepalive(s, true)?;
+    sockopt::set_tcp_keepidle(s, ETCD_WATCH_KEEPALIVE_IDLE)?;
+    sockopt::set_tcp_keepintvl(s, ETCD_WATCH_KEEPALIVE_INTERVAL)?;
+    sockopt::set_tcp_keepcnt(s, ETCD_WATCH_KEEPALIVE_PROBES)
+}
+
 /// The request head and body of a POST.
 fn request(endpoint: &str, path: &str, body: &[u8]) -> Vec<u8> {
     let mut req = format!(
@@ -805,6 +815,7 @@ impl EtcdWatch {
         strip: usize,
     ) -> Result<EtcdWatch, String> {
         let mut stream = connect(tls, endpoint)?;
+        keepalive(stream.tcp()).map_err(|e| format!("TCP keepalive: {e}"))?;
         stream
             .write_all(&request(endpoint, "/v3/watch", body))
             .map_err(|e| e.to_string())?;
