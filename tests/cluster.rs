@@ -113,6 +113,20 @@ fn three_nodes_serve_one_store_and_ride_out_an_etcd_outage() {
     let first = pki.leaf(leaf(&["sip.cluster.test"]));
     import(&first).success();
     all_present(&nodes, "sip.cluster.test", &first.id());
+    // The CLI on a node whose daemon runs goes through that daemon (its
+    // memory: the handshakes just made).
+    let on_b = |args: &[&str]| {
+        let mut all = vec!["--store", url.as_str()];
+        all.extend_from_slice(args);
+        homes[1].run_json(&all)
+    };
+    let seen = on_b(&["handshakes"]);
+    seen.success();
+    assert!(
+        seen.stdout.contains("sip.cluster.test"),
+        "{}",
+        seen.describe()
+    );
 
     // Every etcd member down: the nodes notice, keep serving, and refuse
     // writes by name.
@@ -123,6 +137,12 @@ fn three_nodes_serve_one_store_and_ride_out_an_etcd_outage() {
     all_present(&nodes, "sip.cluster.test", &first.id());
     let second = pki.leaf(leaf(&["sip2.cluster.test"]));
     import(&second).api_error().expect("store-unavailable");
+    // Through node B's daemon, the same refusal by name.
+    let cert = a.file("chain.pem", pki.chain_pem(&second));
+    let key = a.file("key.pem", second.key_pem());
+    on_b(&["import", "--cert", &cert, "--key", &key])
+        .api_error()
+        .expect("store-unavailable");
 
     // Back: the import works and every node serves both.
     etcd.start_all();
