@@ -26,6 +26,10 @@ use rustls::pki_types::ServerName;
 /// Hang guard of every wait for the nodes to converge.
 const GUARD: Duration = Duration::from_secs(60);
 
+/// Pause between two looks at what a node presents (also the resolution of
+/// `import_to_served_latency`).
+const POLL: Duration = Duration::from_millis(2);
+
 /// Handshake with `sni`; the hex SHA-256 of the presented leaf.
 fn presented(addr: SocketAddr, sni: &str) -> Result<String, String> {
     let capture = AcceptAny::new();
@@ -60,7 +64,7 @@ fn all_present(nodes: &[Daemon], sni: &str, id: &str) {
                 "node {i} presents {got:?} for {sni}, not {id}; its log:\n{}",
                 node.log_text()
             );
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(POLL);
         }
     }
 }
@@ -324,4 +328,52 @@ fn killing_the_etcd_leader_during_imports_leaves_nothing_half_written() {
             }
         }
     }
+}
+
+/// The README "Cluster" figure, not a check (run it alone:
+/// `cargo test --release --test cluster -- --ignored --nocapture`): three
+/// members, three nodes; 50 imports with node A's CLI, each timed from the
+/// CLI's success (committed) to nodes B and C both presenting it.
+#[test]
+#[ignore]
+fn import_to_served_latency() {
+    let bin = etcd_bin();
+    if !skip::require("etcd", bin.as_ref().err().map(String::as_str)) {
+        return;
+    }
+    let Ok(bin) = bin else { return };
+    let etcd = Etcd::start(&bin, 3);
+    let url = etcd.store_url("pbx-latency");
+    let a = Pbx::new();
+    let cli = |args: &[&str]| {
+        let mut all = vec!["--store", url.as_str()];
+        all.extend_from_slice(args);
+        a.run_json(&all)
+    };
+    let pki = Pki::new();
+    cli(&["import", "--cert", &a.file("root.pem", pki.root.pem())]).success();
+    let homes: Vec<Pbx> = (0..3).map(|_| Pbx::new()).collect();
+    let nodes: Vec<Daemon> = homes
+        .iter()
+        .map(|h| h.daemon().args(&["--store", url.as_str()]).start())
+        .collect();
+    let mut took = Vec::new();
+    for i in 0..50 {
+        let name = format!("sip{i}.latency.test");
+        let issued = pki.leaf(leaf(&[name.as_str()]));
+        let cert = a.file("chain.pem", pki.chain_pem(&issued));
+        let key = a.file("key.pem", issued.key_pem());
+        cli(&["import", "--cert", &cert, "--key", &key]).success();
+        let committed = Instant::now();
+        all_present(&nodes[1..], &name, &issued.id());
+        took.push(committed.elapsed());
+    }
+    took.sort();
+    eprintln!(
+        "import to served on nodes B and C: median {:?}, min {:?}, max {:?} (n = {})",
+        took[took.len() / 2],
+        took[0],
+        took[took.len() - 1],
+        took.len()
+    );
 }
