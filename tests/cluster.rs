@@ -377,3 +377,26 @@ fn import_to_served_latency() {
         took.len()
     );
 }
+
+#[test]
+fn a_bad_store_url_is_refused_by_the_one_parser_everywhere() {
+    let pbx = Pbx::new();
+    for bad in [
+        "http://127.0.0.1:2379/pbx",
+        "etcd+http://127.0.0.1:2379",
+        "etcd+http://127.0.0.1/pbx",
+    ] {
+        // The flag: a usage error (exit 2) naming the expected form.
+        let out = pbx.run(&["--store", bad, "certs"]);
+        out.usage_error();
+        assert!(out.stderr.contains("etcd+http(s)://"), "{}", out.describe());
+        // The config file's `store =` line: `serve` refuses to start, the same words.
+        let config = pbx.file("serve.conf", format!("store = {bad}\n"));
+        let out = run_command(
+            pbx.daemon().args(&["--config", config.as_str()]).command(),
+            None,
+        );
+        assert_eq!(out.status, 2, "{}", out.describe());
+        assert!(out.stderr.contains("etcd+http(s)://"), "{}", out.describe());
+    }
+}
