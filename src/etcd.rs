@@ -322,8 +322,23 @@ impl EtcdKv {
                 };
                 match exchange(self.tls.as_ref(), endpoint, path, body.as_bytes()) {
                     Attempt::Answer(status, raw) => {
-                        let answer: Value = serde_json::from_slice(&raw)
-                            .map_err(|e| bad_answer(format!("{endpoint}: {e}")))?;
+                        let answer: Value = match serde_json::from_slice(&raw) {
+                            Ok(v) => v,
+                            Err(e) if status == 200 => {
+                                return Err(bad_answer(format!("{endpoint}: {e}")))
+                            }
+                            // Not etcd's JSON (a proxy's error page): the
+                            // next member, as for a lost answer.
+                            Err(_) => {
+                                last = format!("{endpoint}: HTTP {status}");
+                                if !idempotent {
+                                    return Err(unavailable(format!(
+                                        "{last} (the write may or may not have been applied)"
+                                    )));
+                                }
+                                continue;
+                            }
+                        };
                         if status == 200 {
                             self.current.store(index, Ordering::Relaxed);
                             return Ok(answer);
@@ -811,10 +826,19 @@ fn keepalive(s: &TcpStream) -> rustix::io::Result<()> {
 }
 
 /// The request head and body of a POST.
+/// A watch asks for etcd's "require leader" (the gRPC metadata
+/// `hasleader`, passed by the gateway from a `Grpc-Metadata-` header): a
+/// member cut off from the quorum ends the stream instead of keeping it
+/// silently stale, and the node fails over and resyncs.
 fn request(endpoint: &str, path: &str, body: &[u8]) -> Vec<u8> {
+    let require_leader = if path == "/v3/watch" {
+        "Grpc-Metadata-hasleader: true\r\n"
+    } else {
+        ""
+    };
     let mut req = format!(
         "POST {path} HTTP/1.1\r\nHost: {endpoint}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
+         {require_leader}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();
