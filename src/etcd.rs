@@ -999,6 +999,8 @@ struct EtcdWatch {
     queue: VecDeque<Change>,
     /// Bytes of each etcd key dropped in the changes handed out.
     strip: usize,
+    /// The stream ended (reported once the messages before it are taken).
+    ended: bool,
 }
 
 impl EtcdWatch {
@@ -1040,6 +1042,7 @@ impl EtcdWatch {
             body: Vec::new(),
             queue: VecDeque::new(),
             strip,
+            ended: false,
         };
         if dechunk(&mut watch.raw, &mut watch.body)? {
             return Err("the watch stream ended at once".into());
@@ -1051,6 +1054,9 @@ impl EtcdWatch {
                     return Ok(watch);
                 }
                 return Err(format!("unexpected first watch message: {message}"));
+            }
+            if watch.ended {
+                return Err("the watch stream ended before etcd confirmed it".into());
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || !watch.fill(left).map_err(|e| e.to_string())? {
@@ -1067,11 +1073,16 @@ impl EtcdWatch {
             .map_err(unavailable)?;
         let mut buf = [0u8; 16 * 1024];
         match self.stream.read(&mut buf) {
-            Ok(0) => Err(unavailable("the etcd watch stream ended")),
+            Ok(0) => {
+                self.ended = true;
+                Ok(true)
+            }
             Ok(n) => {
                 self.raw.extend_from_slice(buf.get(..n).unwrap_or_default());
+                // The messages before the end (e.g. etcd's "no leader") are
+                // still taken; the end is reported after them.
                 if dechunk(&mut self.raw, &mut self.body).map_err(bad_answer)? {
-                    return Err(unavailable("the etcd watch stream ended"));
+                    self.ended = true;
                 }
                 if self.raw.len() + self.body.len() > ETCD_MAX_RESPONSE {
                     return Err(bad_answer("a watch message is too large"));
@@ -1094,10 +1105,16 @@ impl EtcdWatch {
 
     /// The next complete JSON line of the stream, if one arrived.
     fn next_message(&mut self) -> Result<Option<Value>, StoreError> {
-        let Some(end) = self.body.iter().position(|b| *b == b'\n') else {
-            return Ok(None);
+        let end = match self.body.iter().position(|b| *b == b'\n') {
+            Some(end) => end,
+            // etcd's last message (an error) may end the stream unterminated.
+            None if self.ended && !self.body.trim_ascii().is_empty() => self.body.len() - 1,
+            None => return Ok(None),
         };
         let line: Vec<u8> = self.body.drain(..=end).collect();
+        if line.trim_ascii().is_empty() {
+            return self.next_message();
+        }
         let message: Value = serde_json::from_slice(&line).map_err(bad_answer)?;
         Ok(Some(message))
     }
@@ -1152,6 +1169,9 @@ impl Watch for EtcdWatch {
             if let Some(message) = self.next_message()? {
                 self.take(&message)?;
                 continue;
+            }
+            if self.ended {
+                return Err(unavailable("the etcd watch stream ended"));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {

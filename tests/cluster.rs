@@ -400,3 +400,52 @@ fn a_bad_store_url_is_refused_by_the_one_parser_everywhere() {
         assert!(out.stderr.contains("etcd+http(s)://"), "{}", out.describe());
     }
 }
+
+#[test]
+fn a_node_leaves_a_member_that_lost_the_quorum() {
+    let bin = etcd_bin();
+    if !skip::require("etcd", bin.as_ref().err().map(String::as_str)) {
+        return;
+    }
+    let Ok(bin) = bin else { return };
+    let mut etcd = Etcd::start(&bin, 3);
+    let url = etcd.store_url("pbx-quorum");
+    let home = Pbx::new();
+    // Every call of the node succeeds on the first member listed, so its
+    // watch is on member 0.
+    let node = home.daemon().args(&["--store", url.as_str()]).start();
+    let following = "store: following the changes of other nodes";
+    if !node.startup.iter().any(|l| l.contains(following)) {
+        wait_log(&node, following);
+    }
+    // Members 1 and 2 gone: member 0 is up but without a leader. Its watch
+    // must end rather than stay open and silent (a partitioned member
+    // would serve a stale view the same way).
+    etcd.stop(1);
+    etcd.stop(2);
+    wait_log(&node, "no leader");
+    // Back: the node resyncs and serves what is imported.
+    etcd.start_all();
+    let a = Pbx::new();
+    let pki = Pki::new();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--store", url.as_str()];
+        all.extend_from_slice(args);
+        a.run_json(&all)
+    };
+    let start = Instant::now();
+    while run(&["import", "--cert", &a.file("root.pem", pki.root.pem())]).status != 0 {
+        assert!(start.elapsed() < GUARD, "etcd never took a write back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let issued = pki.leaf(leaf(&["sip.quorum.test"]));
+    run(&[
+        "import",
+        "--cert",
+        &a.file("chain.pem", pki.chain_pem(&issued)),
+        "--key",
+        &a.file("key.pem", issued.key_pem()),
+    ])
+    .success();
+    all_present(std::slice::from_ref(&node), "sip.quorum.test", &issued.id());
+}

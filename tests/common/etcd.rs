@@ -195,6 +195,14 @@ impl Etcd {
         }
     }
 
+    /// Kill member `i` (by its PID) and reap it.
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Kill every member (by its PID) and reap it.
     pub fn stop_all(&mut self) {
         for m in &mut self.members {
