@@ -247,6 +247,24 @@ fn a_node_reaches_etcd_over_mutual_tls_from_flags_and_config_file() {
         "tls.cluster.test",
         &served.id(),
     );
+    // A change after the start arrives through its watch, over TLS too.
+    let later = pki.leaf(leaf(&["tls2.cluster.test"]));
+    run(
+        &mutual,
+        &[
+            "import",
+            "--cert",
+            &a.file("chain.pem", pki.chain_pem(&later)),
+            "--key",
+            &a.file("key.pem", later.key_pem()),
+        ],
+    )
+    .success();
+    all_present(
+        std::slice::from_ref(&node),
+        "tls2.cluster.test",
+        &later.id(),
+    );
 }
 
 #[test]
