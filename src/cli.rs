@@ -1522,13 +1522,27 @@ enum Ran {
 }
 
 /// Run a command locally, or through the daemon's control socket when the
-/// daemon holds the store (an etcd store is never held: run locally).
+/// daemon holds the store. An etcd store is never held: a daemon running
+/// on the data dir is asked first (so its effects and its memory, e.g.
+/// `handshakes`, are as with sled), else the command runs here.
 fn execute(
     data_dir: &std::path::Path,
     etcd: Option<&crate::etcd::EtcdUrl>,
     tls: &crate::etcd::StoreTls,
     command: &Command,
 ) -> Result<(Reply, Ran), Error> {
+    if etcd.is_some() {
+        match crate::control::request(data_dir, command) {
+            Ok(Ok(value)) => return Ok((value, Ran::Daemon)),
+            Ok(Err(error)) => {
+                return Err(Error::Remote(crate::control::RemoteError::from_json(
+                    &error,
+                )))
+            }
+            Err(crate::control::ClientError::NoDaemon) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     match crate::ops::open_location(data_dir, etcd, tls) {
         Ok(store) => {
             let value = match command {

@@ -191,6 +191,9 @@ impl Shared {
                         log::info!("store: reachable again; resyncing");
                     }
                     let mut result = self.resync();
+                    if result.is_ok() {
+                        log::info!("store: following the changes of other nodes");
+                    }
                     while result.is_ok() {
                         result = match watch.next_timeout(STORE_FOLLOW_POLL) {
                             Ok(None) => Ok(()),

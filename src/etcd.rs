@@ -19,8 +19,9 @@
 //! batch keeps its last op, as etcd refuses duplicate keys in a Txn);
 //! `compare_and_swap` is a Txn whose If compares the value (or
 //! `create_revision == 0` for "absent") and whose Else reads the current
-//! value; `watch_prefix`/`watch_all` are Watch streams. Leases use the
-//! provided CAS-based methods of `Kv` (wall-clock expiry in the record).
+//! value; `watch_prefix`/`watch_all` are Watch streams; the lease calls put
+//! the `LeaseRecord` with an etcd lease (Lease Grant + a Txn comparing the
+//! record's revision; Lease Revoke), so a lease lapses on etcd's clock.
 //!
 //! What must hold: nothing etcd (or a stranger on its port) sends panics:
 //! bounded reads (`limits::ETCD_*`), a named `StoreError` for every failure.
@@ -46,9 +47,10 @@ use serde_json::{json, Value};
 
 use crate::limits::{
     CLIENT_MAX_HEAD, CLIENT_MAX_HEADERS, ETCD_CONNECT_TIMEOUT, ETCD_IO_TIMEOUT, ETCD_MAX_ENDPOINTS,
-    ETCD_MAX_RESPONSE, ETCD_ROUNDS, ETCD_ROUND_PAUSE, ETCD_SCAN_PAGE,
+    ETCD_MAX_RESPONSE, ETCD_ROUNDS, ETCD_ROUND_PAUSE, ETCD_SCAN_PAGE, ETCD_WATCH_KEEPALIVE_IDLE,
+    ETCD_WATCH_KEEPALIVE_INTERVAL, ETCD_WATCH_KEEPALIVE_PROBES,
 };
-use crate::store::{Cas, Change, Entry, Kv, Op, StoreError, Tree, Watch};
+use crate::store::{Cas, Change, Entry, Kv, LeaseRecord, Op, StoreError, Tree, Watch};
 
 /// The URL scheme of an etcd store over plain HTTP (loopback, trusted LAN).
 pub const SCHEME: &str = "etcd+http://";
@@ -320,8 +322,23 @@ impl EtcdKv {
                 };
                 match exchange(self.tls.as_ref(), endpoint, path, body.as_bytes()) {
                     Attempt::Answer(status, raw) => {
-                        let answer: Value = serde_json::from_slice(&raw)
-                            .map_err(|e| bad_answer(format!("{endpoint}: {e}")))?;
+                        let answer: Value = match serde_json::from_slice(&raw) {
+                            Ok(v) => v,
+                            Err(e) if status == 200 => {
+                                return Err(bad_answer(format!("{endpoint}: {e}")))
+                            }
+                            // Not etcd's JSON (a proxy's error page): the
+                            // next member, as for a lost answer.
+                            Err(_) => {
+                                last = format!("{endpoint}: HTTP {status}");
+                                if !idempotent {
+                                    return Err(unavailable(format!(
+                                        "{last} (the write may or may not have been applied)"
+                                    )));
+                                }
+                                continue;
+                            }
+                        };
                         if status == 200 {
                             self.current.store(index, Ordering::Relaxed);
                             return Ok(answer);
@@ -444,6 +461,131 @@ impl EtcdKv {
     }
 }
 
+/// A lease record as etcd holds it.
+struct LeaseEntry {
+    record: LeaseRecord,
+    /// Its key's `mod_revision` (the compare of a renewal or release).
+    mod_revision: String,
+    /// The etcd lease it is attached to (none: a record without one).
+    lease: Option<String>,
+}
+
+impl LeaseEntry {
+    /// Live: attached to an etcd lease (etcd deletes the key when the lease
+    /// expires, by the cluster's clock), or, without one, before its
+    /// recorded expiry.
+    fn live(&self) -> bool {
+        self.lease.is_some() || self.record.expires_ms > unix_ms()
+    }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// etcd leases (`/v3/lease/grant`, `/v3/lease/revoke`) behind the lease
+/// calls of `Kv`: a lease record is put with an etcd lease of the TTL, in a
+/// Txn that compares the record's revision (absent: `create_revision ==
+/// 0`), so of two contenders exactly one wins; a renewal puts it again
+/// with a fresh lease and revokes the old one. A holder that dies loses
+/// the record when its lease runs out, on etcd's clock (whole seconds,
+/// at least etcd's minimum TTL).
+impl EtcdKv {
+    fn lease_entry(&self, key: &[u8]) -> Result<Option<LeaseEntry>, StoreError> {
+        let answer = self.call("/v3/kv/range", &json!({ "key": b64(key) }), true)?;
+        let Some(kv) = answer.pointer("/kvs/0") else {
+            return Ok(None);
+        };
+        let value = field_bytes(kv, "value")?;
+        let Some(record) = LeaseRecord::decode(&value) else {
+            return Err(StoreError::Corrupt("a lease record is too short".into()));
+        };
+        let text = |name: &str| kv.get(name).and_then(Value::as_str).map(str::to_owned);
+        Ok(Some(LeaseEntry {
+            record,
+            mod_revision: text("mod_revision").unwrap_or_default(),
+            lease: text("lease").filter(|l| l != "0"),
+        }))
+    }
+
+    /// A new etcd lease of `ttl` (whole seconds, at least 1); its ID.
+    fn grant(&self, ttl: Duration) -> Result<String, StoreError> {
+        let secs = ttl.as_millis().div_ceil(1000).max(1);
+        let secs = u64::try_from(secs).unwrap_or(u64::MAX);
+        // A repeated grant only leaves an unused lease to expire.
+        let answer = self.call("/v3/lease/grant", &json!({ "TTL": secs }), true)?;
+        answer
+            .get("ID")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| bad_answer("a lease grant without an ID"))
+    }
+
+    /// Revoke an etcd lease (its keys go with it); best effort: a lease
+    /// that already expired, or a failure, only leaves it to its TTL.
+    fn revoke(&self, id: &str) {
+        let _ = self.call("/v3/lease/revoke", &json!({ "ID": id }), true);
+    }
+
+    /// Put `record` at `key` with etcd lease `id` if the key is still at
+    /// `seen` (`None`: absent), or delete it (`record` None).
+    fn lease_txn(
+        &self,
+        key: &[u8],
+        seen: Option<&str>,
+        then: Option<(&LeaseRecord, &str)>,
+    ) -> Result<bool, StoreError> {
+        let k = b64(key);
+        let compare = match seen {
+            None => {
+                json!({"target": "CREATE", "result": "EQUAL", "key": k, "create_revision": "0"})
+            }
+            Some(rev) => json!({"target": "MOD", "result": "EQUAL", "key": k, "mod_revision": rev}),
+        };
+        let then = match then {
+            Some((record, id)) => json!({"request_put": {
+                "key": k, "value": b64(&record.encode()), "lease": id
+            }}),
+            None => json!({"request_delete_range": {"key": k}}),
+        };
+        let answer = self.call(
+            "/v3/kv/txn",
+            &json!({ "compare": [compare], "success": [then] }),
+            false,
+        )?;
+        Ok(answer.get("succeeded").and_then(Value::as_bool) == Some(true))
+    }
+
+    /// Put `holder`'s record for `ttl` under a fresh etcd lease if the key
+    /// is still as `current` was read; the old lease (or the unused new
+    /// one) is revoked.
+    fn lease_put(
+        &self,
+        key: &[u8],
+        current: Option<&LeaseEntry>,
+        holder: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let id = self.grant(ttl)?;
+        let record = LeaseRecord {
+            holder: holder.to_vec(),
+            expires_ms: unix_ms()
+                .saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
+        };
+        let seen = current.map(|c| c.mod_revision.as_str());
+        let won = self.lease_txn(key, seen, Some((&record, &id)))?;
+        match (won, current.and_then(|c| c.lease.as_deref())) {
+            (true, Some(old)) => self.revoke(old),
+            (true, None) => {}
+            (false, _) => self.revoke(&id),
+        }
+        Ok(won)
+    }
+}
+
 /// The last op per key, in the batch's order of their last occurrence
 /// (etcd refuses a Txn that names one key twice).
 fn last_op_per_key<'a>(kv: &EtcdKv, ops: &'a [Op]) -> Vec<(Vec<u8>, &'a Op)> {
@@ -550,6 +692,52 @@ impl Kv for EtcdKv {
         let end = prefix_end(&start);
         Ok(Some(Box::new(self.watch_range(start, end)?)))
     }
+
+    fn lease_acquire(&self, name: &[u8], holder: &[u8], ttl: Duration) -> Result<bool, StoreError> {
+        let key = self.key(Tree::Leases, name);
+        // One read: the put compares this revision (a lapsed record without
+        // an etcd lease is taken over at it).
+        let current = self.lease_entry(&key)?;
+        if current
+            .as_ref()
+            .is_some_and(|c| c.live() && c.record.holder != holder)
+        {
+            return Ok(false);
+        }
+        self.lease_put(&key, current.as_ref(), holder, ttl)
+    }
+
+    fn lease_keep_alive(
+        &self,
+        name: &[u8],
+        holder: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let key = self.key(Tree::Leases, name);
+        match self.lease_entry(&key)?.filter(LeaseEntry::live) {
+            Some(c) if c.record.holder == holder => self.lease_put(&key, Some(&c), holder, ttl),
+            _ => Ok(false),
+        }
+    }
+
+    fn lease_release(&self, name: &[u8], holder: &[u8]) -> Result<(), StoreError> {
+        let key = self.key(Tree::Leases, name);
+        if let Some(c) = self.lease_entry(&key)? {
+            if c.record.holder == holder && self.lease_txn(&key, Some(&c.mod_revision), None)? {
+                if let Some(old) = &c.lease {
+                    self.revoke(old);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn lease_holder(&self, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .lease_entry(&self.key(Tree::Leases, name))?
+            .filter(LeaseEntry::live)
+            .map(|c| c.record.holder))
+    }
 }
 
 /// A connection to one member, plain or TLS.
@@ -628,11 +816,29 @@ fn connect_tcp(endpoint: &str) -> Result<TcpStream, String> {
     Err(last)
 }
 
+/// TCP keepalive on a watch stream (`ETCD_WATCH_KEEPALIVE_*`).
+fn keepalive(s: &TcpStream) -> rustix::io::Result<()> {
+    use rustix::net::sockopt;
+    sockopt::set_socket_keepalive(s, true)?;
+    sockopt::set_tcp_keepidle(s, ETCD_WATCH_KEEPALIVE_IDLE)?;
+    sockopt::set_tcp_keepintvl(s, ETCD_WATCH_KEEPALIVE_INTERVAL)?;
+    sockopt::set_tcp_keepcnt(s, ETCD_WATCH_KEEPALIVE_PROBES)
+}
+
 /// The request head and body of a POST.
+/// A watch asks for etcd's "require leader" (the gRPC metadata
+/// `hasleader`, passed by the gateway from a `Grpc-Metadata-` header): a
+/// member cut off from the quorum ends the stream instead of keeping it
+/// silently stale, and the node fails over and resyncs.
 fn request(endpoint: &str, path: &str, body: &[u8]) -> Vec<u8> {
+    let require_leader = if path == "/v3/watch" {
+        "Grpc-Metadata-hasleader: true\r\n"
+    } else {
+        ""
+    };
     let mut req = format!(
         "POST {path} HTTP/1.1\r\nHost: {endpoint}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
+         {require_leader}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -793,6 +999,8 @@ struct EtcdWatch {
     queue: VecDeque<Change>,
     /// Bytes of each etcd key dropped in the changes handed out.
     strip: usize,
+    /// The stream ended (reported once the messages before it are taken).
+    ended: bool,
 }
 
 impl EtcdWatch {
@@ -805,6 +1013,7 @@ impl EtcdWatch {
         strip: usize,
     ) -> Result<EtcdWatch, String> {
         let mut stream = connect(tls, endpoint)?;
+        keepalive(stream.tcp()).map_err(|e| format!("TCP keepalive: {e}"))?;
         stream
             .write_all(&request(endpoint, "/v3/watch", body))
             .map_err(|e| e.to_string())?;
@@ -833,6 +1042,7 @@ impl EtcdWatch {
             body: Vec::new(),
             queue: VecDeque::new(),
             strip,
+            ended: false,
         };
         if dechunk(&mut watch.raw, &mut watch.body)? {
             return Err("the watch stream ended at once".into());
@@ -844,6 +1054,9 @@ impl EtcdWatch {
                     return Ok(watch);
                 }
                 return Err(format!("unexpected first watch message: {message}"));
+            }
+            if watch.ended {
+                return Err("the watch stream ended before etcd confirmed it".into());
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || !watch.fill(left).map_err(|e| e.to_string())? {
@@ -860,11 +1073,16 @@ impl EtcdWatch {
             .map_err(unavailable)?;
         let mut buf = [0u8; 16 * 1024];
         match self.stream.read(&mut buf) {
-            Ok(0) => Err(unavailable("the etcd watch stream ended")),
+            Ok(0) => {
+                self.ended = true;
+                Ok(true)
+            }
             Ok(n) => {
                 self.raw.extend_from_slice(buf.get(..n).unwrap_or_default());
+                // The messages before the end (e.g. etcd's "no leader") are
+                // still taken; the end is reported after them.
                 if dechunk(&mut self.raw, &mut self.body).map_err(bad_answer)? {
-                    return Err(unavailable("the etcd watch stream ended"));
+                    self.ended = true;
                 }
                 if self.raw.len() + self.body.len() > ETCD_MAX_RESPONSE {
                     return Err(bad_answer("a watch message is too large"));
@@ -887,10 +1105,16 @@ impl EtcdWatch {
 
     /// The next complete JSON line of the stream, if one arrived.
     fn next_message(&mut self) -> Result<Option<Value>, StoreError> {
-        let Some(end) = self.body.iter().position(|b| *b == b'\n') else {
-            return Ok(None);
+        let end = match self.body.iter().position(|b| *b == b'\n') {
+            Some(end) => end,
+            // etcd's last message (an error) may end the stream unterminated.
+            None if self.ended && !self.body.trim_ascii().is_empty() => self.body.len() - 1,
+            None => return Ok(None),
         };
         let line: Vec<u8> = self.body.drain(..=end).collect();
+        if line.trim_ascii().is_empty() {
+            return self.next_message();
+        }
         let message: Value = serde_json::from_slice(&line).map_err(bad_answer)?;
         Ok(Some(message))
     }
@@ -945,6 +1169,9 @@ impl Watch for EtcdWatch {
             if let Some(message) = self.next_message()? {
                 self.take(&message)?;
                 continue;
+            }
+            if self.ended {
+                return Err(unavailable("the etcd watch stream ended"));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {

@@ -532,6 +532,18 @@ pub const ETCD_SCAN_PAGE: usize = 512;
 /// Most endpoints in one `--store` URL (a cluster has 3 or 5 members).
 pub const ETCD_MAX_ENDPOINTS: usize = 16;
 
+/// TCP keepalive of a watch stream (silent while nothing changes): the
+/// first probe after this much silence, so a member that vanished without
+/// closing (power cut, partition) is found and the node fails over.
+pub const ETCD_WATCH_KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+
+/// Seconds between unanswered probes of a watch stream.
+pub const ETCD_WATCH_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Unanswered probes before a watch stream is given up: a dead member is
+/// found within 10 + 3 x 5 = 25 s of silence.
+pub const ETCD_WATCH_KEEPALIVE_PROBES: u32 = 3;
+
 /// Longest single wait of a cluster node's watch for the next change (it
 /// only bounds the follower loop's idle wake-ups).
 pub const STORE_FOLLOW_POLL: Duration = Duration::from_secs(60);

@@ -10,9 +10,9 @@
 //! Txn of Put/DeleteRange, `compare_and_swap` is a Txn whose If compares the
 //! value (or `create_revision == 0` for "absent"), `watch_prefix` is a Watch
 //! with a prefix range, and the lease calls are Lease Grant/KeepAlive/Revoke
-//! with the record put `WithLease` (an etcd backend may override the
-//! provided lease methods; sled, the in-memory store and `etcd::EtcdKv`
-//! use the CAS-based defaults so far).
+//! with the record put `WithLease` (`etcd::EtcdKv` overrides the provided
+//! lease methods so; sled and the in-memory store use the CAS-based
+//! defaults).
 //!
 //! What must hold: one `Batch` = one transaction, flushed before `commit`
 //! returns; a successful CAS is durable before it returns; a lease record

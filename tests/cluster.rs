@@ -26,6 +26,10 @@ use rustls::pki_types::ServerName;
 /// Hang guard of every wait for the nodes to converge.
 const GUARD: Duration = Duration::from_secs(60);
 
+/// Pause between two looks at what a node presents (also the resolution of
+/// `import_to_served_latency`).
+const POLL: Duration = Duration::from_millis(2);
+
 /// Handshake with `sni`; the hex SHA-256 of the presented leaf.
 fn presented(addr: SocketAddr, sni: &str) -> Result<String, String> {
     let capture = AcceptAny::new();
@@ -60,7 +64,7 @@ fn all_present(nodes: &[Daemon], sni: &str, id: &str) {
                 "node {i} presents {got:?} for {sni}, not {id}; its log:\n{}",
                 node.log_text()
             );
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(POLL);
         }
     }
 }
@@ -113,6 +117,20 @@ fn three_nodes_serve_one_store_and_ride_out_an_etcd_outage() {
     let first = pki.leaf(leaf(&["sip.cluster.test"]));
     import(&first).success();
     all_present(&nodes, "sip.cluster.test", &first.id());
+    // The CLI on a node whose daemon runs goes through that daemon (its
+    // memory: the handshakes just made).
+    let on_b = |args: &[&str]| {
+        let mut all = vec!["--store", url.as_str()];
+        all.extend_from_slice(args);
+        homes[1].run_json(&all)
+    };
+    let seen = on_b(&["handshakes"]);
+    seen.success();
+    assert!(
+        seen.stdout.contains("sip.cluster.test"),
+        "{}",
+        seen.describe()
+    );
 
     // Every etcd member down: the nodes notice, keep serving, and refuse
     // writes by name.
@@ -123,6 +141,12 @@ fn three_nodes_serve_one_store_and_ride_out_an_etcd_outage() {
     all_present(&nodes, "sip.cluster.test", &first.id());
     let second = pki.leaf(leaf(&["sip2.cluster.test"]));
     import(&second).api_error().expect("store-unavailable");
+    // Through node B's daemon, the same refusal by name.
+    let cert = a.file("chain.pem", pki.chain_pem(&second));
+    let key = a.file("key.pem", second.key_pem());
+    on_b(&["import", "--cert", &cert, "--key", &key])
+        .api_error()
+        .expect("store-unavailable");
 
     // Back: the import works and every node serves both.
     etcd.start_all();
@@ -223,4 +247,223 @@ fn a_node_reaches_etcd_over_mutual_tls_from_flags_and_config_file() {
         "tls.cluster.test",
         &served.id(),
     );
+    // A change after the start arrives through its watch, over TLS too.
+    let later = pki.leaf(leaf(&["tls2.cluster.test"]));
+    run(
+        &mutual,
+        &[
+            "import",
+            "--cert",
+            &a.file("chain.pem", pki.chain_pem(&later)),
+            "--key",
+            &a.file("key.pem", later.key_pem()),
+        ],
+    )
+    .success();
+    all_present(
+        std::slice::from_ref(&node),
+        "tls2.cluster.test",
+        &later.id(),
+    );
+}
+
+#[test]
+fn killing_the_etcd_leader_during_imports_leaves_nothing_half_written() {
+    let bin = etcd_bin();
+    if !skip::require("etcd", bin.as_ref().err().map(String::as_str)) {
+        return;
+    }
+    let Ok(bin) = bin else { return };
+    let mut etcd = Etcd::start(&bin, 3);
+    let url = etcd.store_url("pbx-kill");
+    let a = Pbx::new();
+    let cli = |args: &[&str]| {
+        let mut all = vec!["--store", url.as_str()];
+        all.extend_from_slice(args);
+        a.run_json(&all)
+    };
+    let pki = Pki::new();
+    cli(&["import", "--cert", &a.file("root.pem", pki.root.pem())]).success();
+    let homes: Vec<Pbx> = (0..2).map(|_| Pbx::new()).collect();
+    let nodes: Vec<Daemon> = homes
+        .iter()
+        .map(|h| h.daemon().args(&["--store", url.as_str()]).start())
+        .collect();
+
+    // A stream of imports; the leader is killed (SIGKILL) from another
+    // thread as soon as the third has returned, so the kill lands while the
+    // fourth runs. Imports go on until one after the kill succeeds (the
+    // members elect a new leader).
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let mut outcomes: Vec<(String, String, bool)> = Vec::new();
+    std::thread::scope(|s| {
+        let (etcd, done) = (&mut etcd, &done);
+        s.spawn(move || {
+            while done.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            etcd.kill_leader();
+        });
+        let start = Instant::now();
+        for i in 0.. {
+            let name = format!("sip{i}.kill.test");
+            let issued = pki.leaf(leaf(&[name.as_str()]));
+            let cert = a.file("chain.pem", pki.chain_pem(&issued));
+            let key = a.file("key.pem", issued.key_pem());
+            let out = cli(&["import", "--cert", &cert, "--key", &key]);
+            done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let ok = out.status == 0;
+            if !ok {
+                // Refused by name, never a crash or a half answer.
+                out.api_error().expect("store-unavailable");
+            }
+            outcomes.push((name, issued.id(), ok));
+            if i >= 6 && outcomes.iter().skip(4).any(|(_, _, ok)| *ok) {
+                break;
+            }
+            assert!(
+                start.elapsed() < GUARD,
+                "no import succeeded after the leader was killed: {outcomes:?}"
+            );
+        }
+    });
+
+    eprintln!("imports (name, id, succeeded): {outcomes:?}");
+    // Every import that reported success is served by every node; every
+    // one that reported an error is in no listing and served by no node.
+    let listed = cli(&["certs"]).json().to_string();
+    for (name, id, ok) in &outcomes {
+        if *ok {
+            assert!(
+                listed.contains(id.as_str()),
+                "{name} imported but not listed"
+            );
+            all_present(&nodes, name, id);
+        } else {
+            assert!(!listed.contains(id.as_str()), "{name} refused but stored");
+            for node in &nodes {
+                assert_ne!(presented(node.https, name).as_deref(), Ok(id.as_str()));
+            }
+        }
+    }
+}
+
+/// The README "Cluster" figure, not a check (run it alone:
+/// `cargo test --release --test cluster -- --ignored --nocapture`): three
+/// members, three nodes; 50 imports with node A's CLI, each timed from the
+/// CLI's success (committed) to nodes B and C both presenting it.
+#[test]
+#[ignore]
+fn import_to_served_latency() {
+    let bin = etcd_bin();
+    if !skip::require("etcd", bin.as_ref().err().map(String::as_str)) {
+        return;
+    }
+    let Ok(bin) = bin else { return };
+    let etcd = Etcd::start(&bin, 3);
+    let url = etcd.store_url("pbx-latency");
+    let a = Pbx::new();
+    let cli = |args: &[&str]| {
+        let mut all = vec!["--store", url.as_str()];
+        all.extend_from_slice(args);
+        a.run_json(&all)
+    };
+    let pki = Pki::new();
+    cli(&["import", "--cert", &a.file("root.pem", pki.root.pem())]).success();
+    let homes: Vec<Pbx> = (0..3).map(|_| Pbx::new()).collect();
+    let nodes: Vec<Daemon> = homes
+        .iter()
+        .map(|h| h.daemon().args(&["--store", url.as_str()]).start())
+        .collect();
+    let mut took = Vec::new();
+    for i in 0..50 {
+        let name = format!("sip{i}.latency.test");
+        let issued = pki.leaf(leaf(&[name.as_str()]));
+        let cert = a.file("chain.pem", pki.chain_pem(&issued));
+        let key = a.file("key.pem", issued.key_pem());
+        cli(&["import", "--cert", &cert, "--key", &key]).success();
+        let committed = Instant::now();
+        all_present(&nodes[1..], &name, &issued.id());
+        took.push(committed.elapsed());
+    }
+    took.sort();
+    eprintln!(
+        "import to served on nodes B and C: median {:?}, min {:?}, max {:?} (n = {})",
+        took[took.len() / 2],
+        took[0],
+        took[took.len() - 1],
+        took.len()
+    );
+}
+
+#[test]
+fn a_bad_store_url_is_refused_by_the_one_parser_everywhere() {
+    let pbx = Pbx::new();
+    for bad in [
+        "http://127.0.0.1:2379/pbx",
+        "etcd+http://127.0.0.1:2379",
+        "etcd+http://127.0.0.1/pbx",
+    ] {
+        // The flag: a usage error (exit 2) naming the expected form.
+        let out = pbx.run(&["--store", bad, "certs"]);
+        out.usage_error();
+        assert!(out.stderr.contains("etcd+http(s)://"), "{}", out.describe());
+        // The config file's `store =` line: `serve` refuses to start, the same words.
+        let config = pbx.file("serve.conf", format!("store = {bad}\n"));
+        let out = run_command(
+            pbx.daemon().args(&["--config", config.as_str()]).command(),
+            None,
+        );
+        assert_eq!(out.status, 2, "{}", out.describe());
+        assert!(out.stderr.contains("etcd+http(s)://"), "{}", out.describe());
+    }
+}
+
+#[test]
+fn a_node_leaves_a_member_that_lost_the_quorum() {
+    let bin = etcd_bin();
+    if !skip::require("etcd", bin.as_ref().err().map(String::as_str)) {
+        return;
+    }
+    let Ok(bin) = bin else { return };
+    let mut etcd = Etcd::start(&bin, 3);
+    let url = etcd.store_url("pbx-quorum");
+    let home = Pbx::new();
+    // Every call of the node succeeds on the first member listed, so its
+    // watch is on member 0.
+    let node = home.daemon().args(&["--store", url.as_str()]).start();
+    let following = "store: following the changes of other nodes";
+    if !node.startup.iter().any(|l| l.contains(following)) {
+        wait_log(&node, following);
+    }
+    // Members 1 and 2 gone: member 0 is up but without a leader. Its watch
+    // must end rather than stay open and silent (a partitioned member
+    // would serve a stale view the same way).
+    etcd.stop(1);
+    etcd.stop(2);
+    wait_log(&node, "no leader");
+    // Back: the node resyncs and serves what is imported.
+    etcd.start_all();
+    let a = Pbx::new();
+    let pki = Pki::new();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--store", url.as_str()];
+        all.extend_from_slice(args);
+        a.run_json(&all)
+    };
+    let start = Instant::now();
+    while run(&["import", "--cert", &a.file("root.pem", pki.root.pem())]).status != 0 {
+        assert!(start.elapsed() < GUARD, "etcd never took a write back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let issued = pki.leaf(leaf(&["sip.quorum.test"]));
+    run(&[
+        "import",
+        "--cert",
+        &a.file("chain.pem", pki.chain_pem(&issued)),
+        "--key",
+        &a.file("key.pem", issued.key_pem()),
+    ])
+    .success();
+    all_present(std::slice::from_ref(&node), "sip.quorum.test", &issued.id());
 }

@@ -173,6 +173,40 @@ fn watch_sees_changes_under_its_prefix_only() {
 }
 
 #[test]
+fn watch_all_follows_every_tree_of_a_shared_store_only() {
+    for (name, kv, _keep) in backends() {
+        let Some(mut watch) = kv.watch_all().unwrap() else {
+            // sled and memory: this process is the only writer.
+            assert_ne!(name, "etcd", "a shared store must be followable");
+            continue;
+        };
+        assert_eq!(name, "etcd", "{name} is not shared, yet offers a watch");
+        kv.put(Tree::Certs, b"id-1", b"record").unwrap();
+        kv.apply(&[
+            Op::Put(Tree::Tenants, v("acme"), v("tenant")),
+            Op::Delete(Tree::Certs, v("id-1")),
+        ])
+        .unwrap();
+        let mut seen = Vec::new();
+        while seen.len() < 3 {
+            match watch.next_timeout(WAIT).unwrap() {
+                Some(c) => seen.push(c),
+                None => panic!("{name}: only {seen:?} arrived"),
+            }
+        }
+        assert_eq!(
+            seen,
+            vec![
+                Change::Put(v("certs/id-1"), v("record")),
+                Change::Put(v("tenants/acme"), v("tenant")),
+                Change::Delete(v("certs/id-1")),
+            ],
+            "{name}"
+        );
+    }
+}
+
+#[test]
 fn lease_is_exclusive_renewable_releasable_and_lapses() {
     for (name, kv, _dir) in backends() {
         let long = Duration::from_secs(600);

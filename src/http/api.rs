@@ -283,8 +283,9 @@ pub fn status_of_code(code: &str) -> u16 {
         | "dns-name-taken"
         | "dns-provider-exists"
         | "ca-exists" => 409,
-        "store-locked" => 503,
-        "store-error" | "store-corrupt" | "remote" | "key-generation-failed" => 500,
+        "store-locked" | "store-unavailable" => 503,
+        "store-conflict" => 409,
+        "store-error" | "store-corrupt" | "store-tls" | "remote" | "key-generation-failed" => 500,
         _ => 400,
     }
 }
@@ -899,6 +900,9 @@ mod tests {
         );
         assert_eq!(status_of_code("key-mismatch"), 400);
         assert_eq!(status_of_code("dns-name-taken"), 409);
+        // A clustered store (etcd) that does not answer is not the client's fault.
+        assert_eq!(status_of_code("store-unavailable"), 503);
+        assert_eq!(status_of_code("store-conflict"), 409);
         let r = error_resp(&Error::NoSuchTenant("t".into()));
         assert_eq!(r.status, 404);
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();

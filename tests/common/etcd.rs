@@ -195,6 +195,14 @@ impl Etcd {
         }
     }
 
+    /// Kill member `i` (by its PID) and reap it.
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Kill every member (by its PID) and reap it.
     pub fn stop_all(&mut self) {
         for m in &mut self.members {
@@ -205,28 +213,46 @@ impl Etcd {
         }
     }
 
-    /// Whether a linearizable read succeeds on some member (a leader exists).
-    fn answers(&self) -> bool {
-        self.endpoints().iter().any(|ep| {
-            let body = r#"{"key":"AA=="}"#;
-            let Ok(mut s) = TcpStream::connect(ep) else {
-                return false;
+    /// Kill the current leader (by its PID); its index. Panics when no
+    /// running member names a leader.
+    pub fn kill_leader(&mut self) -> usize {
+        let status: Vec<Option<String>> = self
+            .endpoints()
+            .iter()
+            .map(|ep| post(ep, "/v3/maintenance/status", "{}"))
+            .collect();
+        let field = |body: &str, name: &str| -> Option<String> {
+            let v: serde_json::Value = serde_json::from_str(body).ok()?;
+            let got = match name {
+                "leader" => v.get("leader"),
+                _ => v.pointer("/header/member_id"),
             };
-            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-            let req = format!(
-                "POST /v3/kv/range HTTP/1.1\r\nHost: {ep}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            if s.write_all(req.as_bytes()).is_err() {
-                return false;
-            }
-            let mut out = String::new();
-            let _ = s.read_to_string(&mut out);
-            out.starts_with("HTTP/1.1 200")
-        })
+            got.and_then(|x| x.as_str()).map(str::to_owned)
+        };
+        let leader = status
+            .iter()
+            .flatten()
+            .find_map(|b| field(b, "leader"))
+            .expect("no member names a leader");
+        let index = status
+            .iter()
+            .position(|b| b.as_deref().and_then(|b| field(b, "member")) == Some(leader.clone()))
+            .expect("the leader is not one of the members");
+        if let Some(mut child) = self.members[index].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        index
     }
 
-    /// Every member's log.
+    /// Whether a linearizable read succeeds on some member (a leader exists).
+    fn answers(&self) -> bool {
+        self.endpoints()
+            .iter()
+            .any(|ep| post(ep, "/v3/kv/range", r#"{"key":"AA=="}"#).is_some())
+    }
+
+    /// Every member's log (last lines).
     pub fn logs(&self) -> String {
         self.members
             .iter()
@@ -243,6 +269,21 @@ impl Etcd {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+/// One POST on plain HTTP; the body of a 200 answer.
+fn post(endpoint: &str, path: &str, body: &str) -> Option<String> {
+    let mut s = TcpStream::connect(endpoint).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {endpoint}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
 }
 
 impl Drop for Etcd {
