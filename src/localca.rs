@@ -253,7 +253,8 @@ pub fn pending(store: &Store) -> Result<Vec<PendingCsr>, Error> {
             out.push(p);
         }
     }
-    out.sort_by(|a, b| a.created.cmp(&b.created));
+    // Oldest first; CSRs of the same second by name (deterministic).
+    out.sort_by(|a, b| (&a.created, &a.names).cmp(&(&b.created, &b.names)));
     Ok(out)
 }
 

@@ -227,14 +227,23 @@ fn csr_subject_attributes_and_pending_keys() {
 
     // Both keys wait; nothing was stored for the refused ones.
     let list = as_array(pbx.ok(&["csr-keys", "list"]));
+    // Oldest first (both may carry the same second: then by name).
     let names: Vec<&str> = list
         .iter()
         .map(|p| p["names"][0].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["pbx.acme.test", "other.acme.test"], "{list:?}");
-    assert_eq!(list[0]["key_id"], v["key_id"]);
-    assert_eq!(list[1]["key_type"], "p256");
-    assert!(list[0]["created"].as_str().unwrap().ends_with('Z'));
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["other.acme.test", "pbx.acme.test"], "{list:?}");
+    let created: Vec<&str> = list.iter().map(|p| p["created"].as_str().unwrap()).collect();
+    assert!(created[0] <= created[1], "{list:?}");
+    let pbx_key = list
+        .iter()
+        .find(|p| p["names"][0] == "pbx.acme.test")
+        .unwrap();
+    assert_eq!(pbx_key["key_id"], v["key_id"]);
+    assert!(list.iter().all(|p| p["key_type"] == "p256"), "{list:?}");
+    assert!(pbx_key["created"].as_str().unwrap().ends_with('Z'));
 
     // The bought certificate takes its key: no longer pending.
     let chain = buy(&pbx, &csr_path, "ov.crt");

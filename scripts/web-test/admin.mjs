@@ -712,11 +712,11 @@ try {
   check(r.status() === 404, `no root before init: ${r.status()}`);
   await Promise.all([page.waitForNavigation(), page.click('button:has-text("Create the local CA")')]);
   check((await text()).includes('local CA created'), 'created');
-  const [rootDownload] = await Promise.all([
+  const [caDownload] = await Promise.all([
     page.waitForEvent('download'),
     page.click('a:has-text("Download the root (PEM)")'),
   ]);
-  const rootPem = fs.readFileSync(await rootDownload.path(), 'utf8');
+  const rootPem = fs.readFileSync(await caDownload.path(), 'utf8');
   check(rootPem.includes('BEGIN CERTIFICATE') && !rootPem.includes('PRIVATE KEY'), 'the root, never its key');
   await page.selectOption('#ca-tenant', 'beta');
   await Promise.all([page.waitForNavigation(), page.click('button:has-text("Issue certificate")')]);
