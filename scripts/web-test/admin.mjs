@@ -511,10 +511,14 @@ try {
   check((await text()).includes('DNS provider cf-web added'), 'provider added');
   check(!(await page.content()).includes(CF_TOKEN), 'token shown back');
   await shot('14-acme');
-  await fits('ACME', ['tr button:has-text("Remove")', 'button:has-text("Add Cloudflare provider")']);
+  await fits('ACME', ['tr a:has-text("Remove")', 'button:has-text("Add Cloudflare provider")']);
   await readmeShot('acme');
   await Promise.all([page.waitForNavigation(),
-    page.locator('tr', { hasText: 'cf-web' }).locator('button:has-text("Remove")').click()]);
+    page.locator('tr', { hasText: 'cf-web' }).locator('a:has-text("Remove")').click()]);
+  check(new URL(page.url()).pathname === '/acme/dns/remove', `a confirmation first: ${page.url()}`);
+  check((await text()).includes('cf-web') && (await text()).includes('example.com'), 'it names the provider and its zone');
+  await fits('DNS provider remove', ['button:has-text("Yes, remove")']);
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Yes, remove")')]);
   check((await text()).includes('DNS provider cf-web removed'), 'provider removed');
   check((await page.locator('tr', { hasText: 'cf-web' }).count()) === 0, 'provider gone');
 

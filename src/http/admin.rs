@@ -138,7 +138,10 @@ pub enum Route {
     CaInit,
     /// `POST /ca/issue` (`ca issue --tenant NAME [--client]`)
     CaIssue,
-    /// `POST /acme/dns/remove` (`dns remove`)
+    /// `GET /acme/dns/remove?name=NAME`: the confirmation naming the
+    /// provider and the names whose DNS-01 orders depend on it.
+    DnsRemoveConfirm(String),
+    /// `POST /acme/dns/remove` (`dns remove`, after the confirmation)
     DnsRemove,
     /// `/api/...`
     Api(ApiRoute),
@@ -275,7 +278,19 @@ pub fn route(method: &str, path: &str, query: Option<&str>) -> Route {
         "/ca/issue" => page(Route::CaIssue, post),
         "/stir" => page(Route::Stir, get),
         "/stir/sign" => page(Route::StirSign, post),
-        "/acme/dns/remove" => page(Route::DnsRemove, post),
+        "/acme/dns/remove" => match method {
+            "POST" => Route::DnsRemove,
+            _ => {
+                let name = Form::parse(query.unwrap_or("").as_bytes())
+                    .ok()
+                    .and_then(|q| q.get("name").map(|n| n.trim().to_owned()))
+                    .filter(|n| !n.is_empty());
+                match name {
+                    Some(name) => page(Route::DnsRemoveConfirm(name), get),
+                    None => Route::NotFound,
+                }
+            }
+        },
         _ => {
             if let Some(rest) = path.strip_prefix("/certs/") {
                 pem(rest, Route::CertPem)
@@ -1627,12 +1642,49 @@ impl Admin {
                     &format!("DNS provider {name} added"),
                 )
             }
+            Route::DnsRemoveConfirm(name) => {
+                let providers = run_as!(self, Command::DnsList, Reply::DnsList).unwrap_or_default();
+                let Some(p) = providers.iter().find(|p| p.name == name) else {
+                    return self.back(
+                        session,
+                        "/acme#dns",
+                        Flash::one("err", "not-found", format!("no DNS provider {name}")),
+                    );
+                };
+                let mut names: Vec<String> = run_as!(self, Command::TenantList, Reply::Tenants)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .flat_map(|t| t.dns)
+                    .collect();
+                if let Ok(Some(dns)) = run_as!(self, Command::SystemShow, Reply::System).map(|s| s.dns)
+                {
+                    names.push(dns);
+                }
+                let zone = p.zone.trim_end_matches('.').to_ascii_lowercase();
+                names.retain(|n| {
+                    let n = n.trim_start_matches("*.").to_ascii_lowercase();
+                    n == zone || n.ends_with(&format!(".{zone}"))
+                });
+                names.sort();
+                Resp::html(200, html::dns_remove_confirm(csrf, p, &names))
+            }
             Route::DnsRemove => {
                 let form = match self.form(req, session) {
                     Ok(f) => f,
                     Err(r) => return r,
                 };
                 let name = form.get("name").unwrap_or("").to_owned();
+                if form.get("confirm") != Some("yes") {
+                    return self.back(
+                        session,
+                        "/acme#dns",
+                        Flash::one(
+                            "err",
+                            "bad-request",
+                            "removing a DNS provider needs its confirmation page",
+                        ),
+                    );
+                }
                 let r = self.run(Command::DnsRemove { name: name.clone() }).await;
                 self.outcome(
                     session,
@@ -2101,10 +2153,12 @@ mod tests {
         assert_eq!(route("GET", "/csr/delete", Some("key=zz")), Route::NotFound);
         assert_eq!(route("POST", "/csr/delete", None), Route::CsrDelete);
         assert_ne!(route("GET", "/acme/retry", None), Route::AcmeRetry);
+        assert_eq!(route("GET", "/acme/dns/remove", None), Route::NotFound);
         assert_eq!(
-            route("GET", "/acme/dns/remove", None),
-            Route::MethodNotAllowed
+            route("GET", "/acme/dns/remove", Some("name=cf")),
+            Route::DnsRemoveConfirm("cf".into())
         );
+        assert_eq!(route("POST", "/acme/dns/remove", None), Route::DnsRemove);
         assert_eq!(route("GET", "/apix", None), Route::NotFound);
         assert_eq!(route("GET", "/../etc/passwd", None), Route::NotFound);
     }

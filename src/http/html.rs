@@ -1058,13 +1058,11 @@ fn dns_table(dns: &[ProviderListing], csrf: Option<&str>) -> Markup {
                                 }
                             }
                         }
-                        @if let Some(csrf) = csrf {
+                        @if csrf.is_some() {
                             td {
-                                form method="post" action="/acme/dns/remove" {
-                                    (csrf_field(csrf))
-                                    input type="hidden" name="name" value=(p.name);
-                                    button class="danger" type="submit" { "Remove" }
-                                }
+                                // Provider names are letters, digits, '-', '_', '.' (dns add).
+                                a class="button danger" href={ "/acme/dns/remove?name=" (p.name) }
+                                    aria-label={ "Remove DNS provider " (p.name) } { "Remove" }
                             }
                         }
                     }
@@ -1072,6 +1070,35 @@ fn dns_table(dns: &[ProviderListing], csrf: Option<&str>) -> Markup {
             }
         }
     }
+}
+
+/// The confirmation before removing a DNS provider: what it is and the
+/// names whose DNS-01 orders need it (they fail until another provider
+/// covers the zone).
+pub fn dns_remove_confirm(csrf: &str, p: &ProviderListing, names: &[String]) -> String {
+    let body = html! {
+        div class="box" {
+            p {
+                "Remove the " (provider_word(&p.access)) " DNS provider " strong { (p.name) }
+                " for the zone " strong { (p.zone) } "?"
+            }
+            @if names.is_empty() {
+                p { "No tenant or system name is in that zone." }
+            } @else {
+                p { "DNS-01 orders for these names then fail until another provider covers the zone:" }
+                ul { @for n in names { li { (n) } } }
+            }
+            form method="post" action="/acme/dns/remove" {
+                (csrf_field(csrf))
+                input type="hidden" name="name" value=(p.name);
+                input type="hidden" name="confirm" value="yes";
+                button class="danger" type="submit" { "Yes, remove" }
+                " "
+                a href="/acme#dns" { "Cancel" }
+            }
+        }
+    };
+    layout("Remove a DNS provider", Nav::Acme, Some(csrf), body)
 }
 
 /// ACME: the settings form (`acme show`), the status of each name set
