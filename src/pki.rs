@@ -1686,9 +1686,7 @@ fn classify(
             (None, None) => Err(ImportError::NoMatchingTenant),
         },
         // Handled by the root path in `analyse`.
-        KindRequest::Root | KindRequest::ClientCa => {
-            Err(ImportError::NotACa(leaf.subject.clone()))
-        }
+        KindRequest::Root | KindRequest::ClientCa => Err(ImportError::NotACa(leaf.subject.clone())),
         // `import --kind ca` is the local CA's (`localca::adopt`), not a
         // leaf's: a box reaching this far has no CA with its key.
         KindRequest::Ca => Err(ImportError::NotACa(leaf.subject.clone())),

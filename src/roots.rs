@@ -206,7 +206,11 @@ impl TrustList {
     }
 
     /// `show ID`: (full ID, PEM).
-    pub fn show(self, store: &Store, prefix: &str) -> Result<(String, String), crate::error::Error> {
+    pub fn show(
+        self,
+        store: &Store,
+        prefix: &str,
+    ) -> Result<(String, String), crate::error::Error> {
         let (id, der) = self.find(store, prefix)?;
         Ok((id, crate::pem::encode("CERTIFICATE", &der)))
     }

@@ -235,7 +235,10 @@ fn csr_subject_attributes_and_pending_keys() {
     let mut sorted = names.clone();
     sorted.sort();
     assert_eq!(sorted, ["other.acme.test", "pbx.acme.test"], "{list:?}");
-    let created: Vec<&str> = list.iter().map(|p| p["created"].as_str().unwrap()).collect();
+    let created: Vec<&str> = list
+        .iter()
+        .map(|p| p["created"].as_str().unwrap())
+        .collect();
     assert!(created[0] <= created[1], "{list:?}");
     let pbx_key = list
         .iter()

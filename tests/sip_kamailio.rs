@@ -229,10 +229,7 @@ fn baresip_registers_through_the_forward_without_sni() {
         .unwrap()
         .to_owned();
     pbx.ok_true(&["system", "set", "--default-cert", &id]);
-    let daemon = pbx
-        .daemon()
-        .forward_with(kamailio.addr, "proxy=v1")
-        .start();
+    let daemon = pbx.daemon().forward_with(kamailio.addr, "proxy=v1").start();
     let fwd = daemon.forward.unwrap();
 
     let conf = pbx.files.join("baresip");

@@ -332,7 +332,12 @@ fn kamailio_trunk_requiring_a_client_cert_verified_against_the_root_ca_list() {
     // CN the trunk did not see: the check can fail).
     if skip::require("SIPp", sipp_missing()) {
         let (status, text) = sipp_options(&pbx, listeners[0], "pbx.acme.test");
-        assert_eq!(status, 0, "SIPp's OPTIONS call failed:\n{text}\n{}", trunk.log());
+        assert_eq!(
+            status,
+            0,
+            "SIPp's OPTIONS call failed:\n{text}\n{}",
+            trunk.log()
+        );
         assert!(trunk.log().contains("ci=sipp-"), "{}", trunk.log());
         let (status, text) = sipp_options(&pbx, listeners[0], "other.acme.test");
         assert_ne!(status, 0, "SIPp must fail on another CN:\n{text}");

@@ -1656,7 +1656,8 @@ impl Admin {
                     .into_iter()
                     .flat_map(|t| t.dns)
                     .collect();
-                if let Ok(Some(dns)) = run_as!(self, Command::SystemShow, Reply::System).map(|s| s.dns)
+                if let Ok(Some(dns)) =
+                    run_as!(self, Command::SystemShow, Reply::System).map(|s| s.dns)
                 {
                     names.push(dns);
                 }
