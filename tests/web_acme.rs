@@ -382,12 +382,35 @@ fn dns_provider_forms_add_and_remove_without_showing_secrets() {
     assert!(web.get("/acme").contains("[bad-setting]"));
     assert_eq!(as_array(pbx.ok(&["dns", "list"])).len(), 2);
 
-    // Remove: CSRF needed, then gone.
-    let (status, _) = web.post("/acme/dns/remove", &[("name", "bind")]);
+    // Remove: a confirmation page names the provider and its zone first.
+    let confirm = web.get("/acme/dns/remove?name=bind");
+    assert!(
+        confirm.contains("Remove the") && confirm.contains("bind") && confirm.contains("pbx.test"),
+        "{confirm}"
+    );
+    assert!(
+        confirm.contains(r#"name="confirm" value="yes""#),
+        "{confirm}"
+    );
+    // CSRF needed.
+    let (status, _) = web.post("/acme/dns/remove", &[("name", "bind"), ("confirm", "yes")]);
     assert_eq!(status, 403);
+    // A post that skipped the confirmation is refused; the provider stays.
     let (status, _) = web.post(
         "/acme/dns/remove",
         &[("csrf", csrf.as_str()), ("name", "bind")],
+    );
+    assert_eq!(status, 303);
+    assert_eq!(as_array(pbx.ok(&["dns", "list"])).len(), 2);
+    assert!(web.get("/acme").contains("needs its confirmation page"));
+    // Confirmed: gone.
+    let (status, _) = web.post(
+        "/acme/dns/remove",
+        &[
+            ("csrf", csrf.as_str()),
+            ("name", "bind"),
+            ("confirm", "yes"),
+        ],
     );
     assert_eq!(status, 303);
     let list = pbx.ok(&["dns", "list"]);
