@@ -213,6 +213,86 @@ pub enum Cmd {
     },
     /// The open alerts and their delivery state.
     Alerts,
+    /// Write every certificate, chain, key, root, tenant and setting into
+    /// one file (mode 0600: it holds the private keys).
+    Backup {
+        /// The backup file (replaced if it exists).
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Make the store equal to a backup file. Refused when the store holds
+    /// certificates, keys or tenants, unless --replace.
+    Restore {
+        /// The backup file (`backup --out`).
+        #[arg(long = "in")]
+        input: std::path::PathBuf,
+        /// Replace whatever the store holds.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// The store as a whole: copy it to another store.
+    Store {
+        #[command(subcommand)]
+        command: StoreCmd,
+    },
+}
+
+/// `store` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum StoreCmd {
+    /// Copy this store (the data dir's sled store, or `--store`) into
+    /// another one: `etcd+http(s)://H:P[,H:P...]/PREFIX` or a data dir.
+    /// Refused when the target holds certificates, keys or tenants, unless
+    /// --replace.
+    Copy {
+        /// The target: an etcd URL or the path of a data directory.
+        #[arg(long)]
+        to: String,
+        /// Replace whatever the target holds.
+        #[arg(long)]
+        replace: bool,
+        /// The target etcd members' CA (PEM), for `etcd+https://`.
+        #[arg(long = "to-ca", value_name = "FILE")]
+        to_ca: Option<std::path::PathBuf>,
+        /// Client certificate chain (PEM) for mutual TLS to the target.
+        #[arg(long = "to-cert", value_name = "FILE")]
+        to_cert: Option<std::path::PathBuf>,
+        /// Its private key (PEM).
+        #[arg(long = "to-key", value_name = "FILE")]
+        to_key: Option<std::path::PathBuf>,
+    },
+}
+
+/// `store copy --to` naming the store it copies (the same etcd members and
+/// prefix, or the data dir's own sled store) is refused with `same-store`.
+fn refuse_copy_to_itself(
+    to: &str,
+    data_dir: &std::path::Path,
+    store: Option<&crate::etcd::EtcdUrl>,
+) -> Result<(), Error> {
+    let same = match (store, to.starts_with("etcd+")) {
+        (Some(url), true) => to.parse::<crate::etcd::EtcdUrl>().is_ok_and(|t| &t == url),
+        (None, false) => {
+            let canon = |p: &std::path::Path| std::fs::canonicalize(p).ok();
+            canon(std::path::Path::new(to)).is_some()
+                && canon(std::path::Path::new(to)) == canon(data_dir)
+        }
+        _ => false,
+    };
+    match same {
+        true => Err(crate::error::BackupError::SameStore(format!("--to {to}")).into()),
+        false => Ok(()),
+    }
+}
+
+/// An absolute path as text (the daemon may run the command from another
+/// working directory).
+fn absolute_text(path: &std::path::Path, what: &str) -> Result<String, Error> {
+    let bad = |why: String| Error::BadSetting(format!("{what} {}: {why}", path.display()));
+    let abs = std::path::absolute(path).map_err(|e| bad(e.to_string()))?;
+    abs.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| bad("not UTF-8".into()))
 }
 
 /// `alert` subcommands.
@@ -996,6 +1076,34 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
         } => Command::AdminPassword {
             password: read_password()?,
         },
+        Cmd::Backup { out } => Command::Backup {
+            out: absolute_text(&out, "--out")?,
+        },
+        Cmd::Restore { input, replace } => Command::Restore {
+            input: absolute_text(&input, "--in")?,
+            replace,
+        },
+        Cmd::Store {
+            command:
+                StoreCmd::Copy {
+                    to,
+                    replace,
+                    to_ca,
+                    to_cert,
+                    to_key,
+                },
+        } => Command::StoreCopy {
+            to: match to.starts_with("etcd+") {
+                true => to,
+                false => absolute_text(std::path::Path::new(&to), "--to")?,
+            },
+            replace,
+            tls: crate::etcd::StoreTls {
+                ca: to_ca,
+                cert: to_cert,
+                key: to_key,
+            },
+        },
     })
 }
 
@@ -1488,6 +1596,21 @@ pub fn render(command: &Command, reply: &Reply) -> String {
             }
             lines_or(out, "no open alerts\n")
         }
+        Reply::Transfer(t) => {
+            let counts: Vec<String> = t.entries.iter().map(|(tree, n)| format!("{tree} {n}")).collect();
+            let head = match command {
+                Command::Backup { .. } => {
+                    format!("backed up to {} ({} bytes, mode 0600)", t.location, t.bytes)
+                }
+                Command::Restore { .. } => format!("restored {} (made {})", t.location, t.created),
+                _ => format!("copied to {}", t.location),
+            };
+            let replaced = match t.replaced {
+                true => "  what the store held before was replaced\n",
+                false => "",
+            };
+            format!("{head}\n  entries: {}\n{replaced}", counts.join(", "))
+        }
         Reply::AlertTest(r) => {
             let mut out = String::new();
             for (channel, o) in [("email", &r.email), ("webhook", &r.webhook)] {
@@ -1584,6 +1707,9 @@ pub fn run(cli: Cli) -> i32 {
         return run_serve(cli.data_dir, args, json);
     }
     let result = to_command(cli.command).and_then(|command| {
+        if let Command::StoreCopy { to, .. } = &command {
+            refuse_copy_to_itself(to, &cli.data_dir, cli.store.as_ref())?;
+        }
         let (value, ran) = execute(&cli.data_dir, cli.store.as_ref(), &tls, &command)?;
         Ok((command, value, ran))
     });

@@ -85,7 +85,7 @@ impl Shared {
             return Ok(Reply::Handshakes(self.handshakes_view(listener.as_deref())));
         }
         let effect = command.effect();
-        if !effect.write {
+        if !effect.write && !effect.whole_store {
             return ops::execute(&self.store, command);
         }
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());

@@ -74,6 +74,8 @@ pub enum Error {
     /// A CSR subject attribute (O, OU, L, ST) is too long or has control
     /// characters (the RFC 5280 Appendix A upper bounds).
     BadSubject(String, String),
+    /// `backup`, `restore` or `store copy` refused or failed (`BackupError`).
+    Backup(BackupError),
 }
 
 impl Error {
@@ -109,6 +111,7 @@ impl Error {
             Error::Stir(e) => e.code(),
             Error::BadCountry(_) => "bad-country",
             Error::BadSubject(..) => "bad-subject",
+            Error::Backup(e) => e.code(),
         }
     }
 
@@ -179,6 +182,7 @@ impl core::fmt::Display for Error {
                 "country \"{c}\": give the two-letter ISO 3166 code (DE, US, ...)"
             ),
             Error::BadSubject(what, why) => write!(f, "{what}: {why}"),
+            Error::Backup(e) => e.fmt(f),
             Error::NotServable(id) => write!(
                 f,
                 "certificate {id} is not a server or domain certificate and cannot serve TLS"
@@ -206,6 +210,69 @@ impl From<DnsError> for Error {
         Error::Dns(e)
     }
 }
+
+impl From<BackupError> for Error {
+    fn from(e: BackupError) -> Error {
+        Error::Backup(e)
+    }
+}
+
+/// Why `backup`, `restore` or `store copy` refused or failed
+/// (`crate::backup`). Codes are stable. The store is left as it was by
+/// every refusal (a sled store also by a failure: one transaction).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupError {
+    /// The backup file could not be written (path, why).
+    WriteFailed(String, String),
+    /// The backup file could not be read (path, why).
+    ReadFailed(String, String),
+    /// The file is not a backup of this format, is damaged, or holds a
+    /// record this release cannot read (why).
+    BadBackup(String),
+    /// The file was made by a newer release (its format version).
+    NewerFormat(u32),
+    /// The target store holds certificates, keys or tenants (what it
+    /// holds); `--replace` replaces them.
+    NotEmpty(String),
+    /// `store copy --to` names the store being copied.
+    SameStore(String),
+}
+
+impl BackupError {
+    /// Stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            BackupError::WriteFailed(..) => "backup-write-failed",
+            BackupError::ReadFailed(..) => "backup-read-failed",
+            BackupError::BadBackup(_) => "bad-backup",
+            BackupError::NewerFormat(_) => "backup-too-new",
+            BackupError::NotEmpty(_) => "store-not-empty",
+            BackupError::SameStore(_) => "same-store",
+        }
+    }
+}
+
+impl core::fmt::Display for BackupError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            BackupError::WriteFailed(path, why) => write!(f, "cannot write {path}: {why}"),
+            BackupError::ReadFailed(path, why) => write!(f, "cannot read {path}: {why}"),
+            BackupError::BadBackup(why) => write!(f, "not a usable pbx-certd backup: {why}"),
+            BackupError::NewerFormat(v) => write!(
+                f,
+                "the backup has format {v}, made by a newer release; this release reads format {}",
+                crate::limits::BACKUP_FORMAT_VERSION
+            ),
+            BackupError::NotEmpty(what) => write!(
+                f,
+                "the target store is not empty ({what}); --replace replaces everything in it"
+            ),
+            BackupError::SameStore(what) => write!(f, "{what} is the store being copied"),
+        }
+    }
+}
+
+impl std::error::Error for BackupError {}
 
 impl From<StirError> for Error {
     fn from(e: StirError) -> Error {

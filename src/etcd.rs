@@ -142,7 +142,7 @@ impl std::str::FromStr for EtcdUrl {
 
 /// The TLS files of an `etcd+https://` store (`--store-ca FILE`,
 /// `--store-cert FILE`, `--store-key FILE`, or `store-ca = ...` lines).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoreTls {
     /// PEM CA certificate(s) the members' certificates must chain to.
     pub ca: Option<PathBuf>,
@@ -691,6 +691,10 @@ impl Kv for EtcdKv {
         let start = format!("{}/", self.url.prefix).into_bytes();
         let end = prefix_end(&start);
         Ok(Some(Box::new(self.watch_range(start, end)?)))
+    }
+
+    fn max_batch_ops(&self) -> Option<usize> {
+        Some(crate::limits::ETCD_MAX_TXN_OPS)
     }
 
     fn lease_acquire(&self, name: &[u8], holder: &[u8], ttl: Duration) -> Result<bool, StoreError> {

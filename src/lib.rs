@@ -40,6 +40,7 @@ pub mod acme;
 pub mod admission;
 pub mod alert;
 pub mod auth;
+pub mod backup;
 pub mod certs;
 pub mod cli;
 pub mod clock;

@@ -700,3 +700,17 @@ pub const STI_PUBLISH_MAX_AGE_SECS: u64 = 3600;
 /// Characters of a download's file name taken from a certificate's name
 /// (a DNS name is at most 253; a root's CN may be anything).
 pub const MAX_DOWNLOAD_NAME_LEN: usize = 100;
+
+// ---- backup, restore, store copy (issue 16, `backup`) ----
+
+/// The backup file format this release writes and the newest it reads; a
+/// newer file is refused (`backup-too-new`) rather than half understood.
+pub const BACKUP_FORMAT_VERSION: u32 = 1;
+
+/// Largest backup file `restore` reads: 10 000 tenants' chains, keys and
+/// records are about 60 MB in Base64 JSON; a larger file is not ours.
+pub const MAX_BACKUP_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Operations per batch when restoring into a store whose transactions are
+/// bounded: etcd's default `--max-txn-ops` (a sled store takes one batch).
+pub const ETCD_MAX_TXN_OPS: usize = 128;

@@ -185,6 +185,19 @@ pub enum Command {
     CaInit,
     /// `ca show`
     CaShow,
+    /// `backup --out FILE`: every tree but the leases into one file, mode
+    /// 0600 (`crate::backup`); `out` is absolute (the daemon may write it).
+    Backup { out: String },
+    /// `restore --in FILE [--replace]`: the store made equal to a backup
+    /// (refused over certificates, keys or tenants without `replace`).
+    Restore { input: String, replace: bool },
+    /// `store copy --to URL|DIR [--replace]`: this store's contents into
+    /// another (an `etcd+http(s)://` URL with `tls`, or a sled data dir).
+    StoreCopy {
+        to: String,
+        replace: bool,
+        tls: crate::etcd::StoreTls,
+    },
     /// `ca issue --tenant NAME [--client]`
     CaIssue {
         /// The tenant whose DNS names the certificate carries.
@@ -264,6 +277,10 @@ pub struct Effect {
     /// Can change which names need certificates, or how and whether they can
     /// be ordered: the renewal loop runs a check at once.
     pub wakes_renewal: bool,
+    /// Reads every tree as one view (a backup, a store copy): runs under the
+    /// write lock although it writes nothing, so no write lands between two
+    /// trees (a certificate record without its chain).
+    pub whole_store: bool,
 }
 
 impl Effect {
@@ -272,30 +289,35 @@ impl Effect {
         write: false,
         changes_serving: false,
         wakes_renewal: false,
+        whole_store: false,
     };
     /// Writes settings that neither TLS nor the renewal loop depend on.
     pub const WRITE: Effect = Effect {
         write: true,
         changes_serving: false,
         wakes_renewal: false,
+        whole_store: false,
     };
     /// Writes what TLS serves.
     pub const SERVING: Effect = Effect {
         write: true,
         changes_serving: true,
         wakes_renewal: false,
+        whole_store: false,
     };
     /// Writes what the renewal loop orders (or how).
     pub const RENEWAL: Effect = Effect {
         write: true,
         changes_serving: false,
         wakes_renewal: true,
+        whole_store: false,
     };
     /// Writes both what TLS serves and what the renewal loop orders.
     pub const SERVING_AND_RENEWAL: Effect = Effect {
         write: true,
         changes_serving: true,
         wakes_renewal: true,
+        whole_store: false,
     };
 }
 
@@ -327,6 +349,14 @@ impl Command {
             | Command::CsrKeys
             | Command::DnsPropagation
             | Command::CaShow => Effect::READ,
+            // The whole store read as one view; the source is not written.
+            Command::Backup { .. } | Command::StoreCopy { .. } => Effect {
+                whole_store: true,
+                ..Effect::READ
+            },
+            // Everything may change: certificates served, names to order,
+            // ACME and DNS settings.
+            Command::Restore { .. } => Effect::SERVING_AND_RENEWAL,
             // A CSR key is used by no certificate (nothing served changes).
             Command::CsrKeyDelete { .. } => Effect::WRITE,
             // Signing and verifying write nothing (verification fetches the
@@ -408,7 +438,8 @@ impl Command {
             | Command::TenantSet { .. }
             | Command::DnsAdd { .. }
             | Command::DnsRemove { .. }
-            | Command::DnsSet { .. } => true,
+            | Command::DnsSet { .. }
+            | Command::Restore { .. } => true,
             _ => false,
         }
     }
@@ -505,6 +536,74 @@ fn prepare(store: Store) -> Result<Store, crate::store::StoreError> {
     }
     crate::localca::migrate(&store)?;
     Ok(store)
+}
+
+/// What `backup`, `restore` and `store copy` report.
+fn transfer(
+    location: &str,
+    contents: &crate::backup::Contents,
+    bytes: usize,
+    replaced: bool,
+) -> crate::backup::Transfer {
+    crate::backup::Transfer {
+        location: location.to_owned(),
+        created: contents.created.clone(),
+        entries: crate::backup::counts(contents),
+        bytes: bytes as u64,
+        replaced,
+    }
+}
+
+/// A backup is judged as the admin will read it: every listing command
+/// must read it as a store (certificate records, chains, keys, tenants,
+/// settings, roots) before anything is written; a refusal names the
+/// command and its error.
+fn judge_backup(contents: &crate::backup::Contents) -> Result<(), Error> {
+    let bad = |what: &str, e: String| crate::error::BackupError::BadBackup(format!("{what}: {e}"));
+    // Opened as every entry point opens a store (`prepare`: the local CA
+    // record is read), then read as the admin will.
+    let mem = crate::backup::mem_store(contents)
+        .and_then(|kv| with_backend(Box::new(kv)))
+        .map_err(|e| bad("store", format!("[{}] {e}", e.code())))?;
+    mem.next_seq()
+        .map_err(|e| bad("import sequence", format!("[{}] {e}", e.code())))?;
+    for (what, command) in [
+        ("certs", Command::Certs),
+        ("served", Command::Served),
+        ("tenant list", Command::TenantList),
+        ("system show", Command::SystemShow),
+        ("roots", Command::Roots),
+        ("acme show", Command::AcmeShow),
+        ("acme status", Command::AcmeStatus),
+        ("dns list", Command::DnsList),
+        ("alert show", Command::AlertShow),
+        ("ca show", Command::CaShow),
+    ] {
+        match execute(&mem, &command) {
+            Ok(_) | Err(Error::NoCa) => {}
+            Err(e) => return Err(bad(what, format!("[{}] {e}", e.code_str())).into()),
+        }
+    }
+    Ok(())
+}
+
+/// The store `store copy --to` names: an `etcd+http(s)://` URL (with its
+/// TLS files) or the path of a sled data directory, opened as any entry
+/// point opens a store.
+fn open_copy_target(to: &str, tls: &crate::etcd::StoreTls) -> Result<Store, Error> {
+    if to.starts_with("etcd+") {
+        let url: crate::etcd::EtcdUrl = to
+            .parse()
+            .map_err(|e: String| Error::BadSetting(format!("--to {to}: {e}")))?;
+        Ok(open_location(std::path::Path::new(""), Some(&url), tls)?)
+    } else if !tls.is_empty() {
+        Err(crate::store::StoreError::BadTls(
+            "--to-ca/--to-cert/--to-key need --to etcd+https://...".into(),
+        )
+        .into())
+    } else {
+        Ok(open_store(std::path::Path::new(to))?)
+    }
 }
 
 /// `{"ok":true}`: the reply of a command with nothing to report.
@@ -630,6 +729,8 @@ pub enum Reply {
     Alerts(Vec<crate::alert::OpenAlert>),
     /// `alert test` (sent by the daemon or the CLI, not by `execute`).
     AlertTest(crate::alert::TestReport),
+    /// `backup`, `restore`, `store copy`.
+    Transfer(crate::backup::Transfer),
 }
 
 impl Reply {
@@ -686,6 +787,9 @@ impl Reply {
             Command::AlertSet(_) | Command::AlertShow => Reply::AlertSettings(from(v)?),
             Command::Alerts => Reply::Alerts(from(v)?),
             Command::CertCheck { .. } => Reply::Check(from(v)?),
+            Command::Backup { .. } | Command::Restore { .. } | Command::StoreCopy { .. } => {
+                Reply::Transfer(from(v)?)
+            }
             Command::AlertTest => Reply::AlertTest(from(v)?),
             Command::TenantAdd { .. }
             | Command::TenantRemove { .. }
@@ -953,6 +1057,26 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
         }
         Command::CaInit => Reply::Ca(crate::localca::init(store)?),
         Command::CaShow => Reply::Ca(crate::localca::show(store)?),
+        Command::Backup { out } => {
+            let contents = crate::backup::read_all(store)?;
+            let bytes = crate::backup::encode(&contents);
+            crate::backup::write_file(std::path::Path::new(out), &bytes)?;
+            Reply::Transfer(transfer(out, &contents, bytes.len(), false))
+        }
+        Command::Restore { input, replace } => {
+            let bytes = crate::backup::read_file(std::path::Path::new(input))?;
+            let contents = crate::backup::decode(&bytes)?;
+            judge_backup(&contents)?;
+            let replaced = crate::backup::load_into(store, &contents, *replace)?;
+            Reply::Transfer(transfer(input, &contents, bytes.len(), replaced))
+        }
+        Command::StoreCopy { to, replace, tls } => {
+            let contents = crate::backup::read_all(store)?;
+            let target = open_copy_target(to, tls)?;
+            let replaced = crate::backup::load_into(&target, &contents, *replace)?;
+            target.flush()?;
+            Reply::Transfer(transfer(to, &contents, 0, replaced))
+        }
         Command::CaIssue { tenant, client } => {
             Reply::Imported(crate::localca::issue(store, tenant, *client)?)
         }
@@ -1144,6 +1268,18 @@ mod tests {
             Command::DnsPropagation,
             Command::CaInit,
             Command::CaShow,
+            Command::Backup {
+                out: "/proc/pbx-certd-none/backup.json".into(),
+            },
+            Command::Restore {
+                input: "/proc/pbx-certd-none/backup.json".into(),
+                replace: false,
+            },
+            Command::StoreCopy {
+                to: "/proc/pbx-certd-none/copy".into(),
+                replace: false,
+                tls: crate::etcd::StoreTls::default(),
+            },
             Command::CaIssue {
                 tenant: s(),
                 client: false,
@@ -1222,9 +1358,12 @@ mod tests {
                 Command::CsrKeys => 54,
                 Command::CsrKeyDelete { .. } => 55,
                 Command::DnsPropagation => 56,
+                Command::Backup { .. } => 57,
+                Command::Restore { .. } => 58,
+                Command::StoreCopy { .. } => 59,
             });
         }
-        assert_eq!(seen.len(), 57, "a command variant has no sample");
+        assert_eq!(seen.len(), 60, "a command variant has no sample");
         samples
     }
 
@@ -1377,6 +1516,7 @@ mod tests {
             "cert-reissue",
             "acme-retry",
             "dns-add",
+            "restore",
             "dns-remove",
             "dns-set",
         ];
@@ -1418,6 +1558,7 @@ mod tests {
             "roots-reset",
             "acme-set",
             "dns-add",
+            "restore",
             "dns-remove",
             "dns-set",
         ];
@@ -1442,6 +1583,7 @@ mod tests {
             "import",
             "import",
             "cert-delete",
+            "restore",
             "ca-issue",
         ];
         assert_eq!(serving, expected);

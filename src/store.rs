@@ -261,6 +261,12 @@ pub trait Kv: Send + Sync {
         Ok(None)
     }
 
+    /// The most operations one `apply` may carry (`None`: no bound). A
+    /// larger write (a restore) is split into batches of this size.
+    fn max_batch_ops(&self) -> Option<usize> {
+        None
+    }
+
     /// Insert or replace one key (durably).
     fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         self.apply(&[Op::Put(tree, key.to_vec(), value.to_vec())])
@@ -759,6 +765,9 @@ impl<K: Kv + ?Sized> Kv for std::sync::Arc<K> {
     }
     fn watch_all(&self) -> Result<Option<Box<dyn Watch>>, StoreError> {
         (**self).watch_all()
+    }
+    fn max_batch_ops(&self) -> Option<usize> {
+        (**self).max_batch_ops()
     }
 }
 

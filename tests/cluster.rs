@@ -467,3 +467,105 @@ fn a_node_leaves_a_member_that_lost_the_quorum() {
     .success();
     all_present(std::slice::from_ref(&node), "sip.quorum.test", &issued.id());
 }
+
+/// Every answer an admin reads of a store (`args` before each command:
+/// `--store URL` or nothing).
+fn store_answers(pbx: &Pbx, args: &[&str], names: &[&str]) -> serde_json::Value {
+    let ok = |cmd: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(cmd);
+        pbx.ok(&all)
+    };
+    let resolved: Vec<serde_json::Value> = names.iter().map(|n| ok(&["resolve", n])).collect();
+    serde_json::json!({
+        "certs": ok(&["certs"]),
+        "roots": ok(&["roots"]),
+        "tenants": ok(&["tenant", "list"]),
+        "system": ok(&["system", "show"]),
+        "acme": ok(&["acme", "show"]),
+        "dns": ok(&["dns", "list"]),
+        "served": ok(&["served"]),
+        "resolve": resolved,
+    })
+}
+
+/// Asserts equal answers, naming the listings that differ.
+#[track_caller]
+fn same_answers(got: &serde_json::Value, want: &serde_json::Value) {
+    let differ: Vec<&String> = want
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, v)| got.get(k.as_str()) != Some(v))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "these answers differ: {differ:?}\ngot: {got}\nwant: {want}"
+    );
+}
+
+#[test]
+fn a_backup_restores_into_a_fresh_etcd_prefix_and_stores_copy_both_ways() {
+    let bin = etcd_bin();
+    if !skip::require("etcd", bin.as_ref().err().map(String::as_str)) {
+        return;
+    }
+    let Ok(bin) = bin else { return };
+    // etcd's default transaction size: a restore is written in batches.
+    let etcd = Etcd::start_default_limits(&bin);
+    let names = ["pbx.alpha.test", "pbx.beta.test", "unknown.test"];
+
+    // A single appliance's sled store, as an admin filled it.
+    let a = Pbx::new();
+    let pki = Pki::new();
+    a.tenant_add("alpha", &["pbx.alpha.test"]);
+    a.tenant_add("beta", &["pbx.beta.test"]);
+    a.import_ok(pki.root.pem(), None, &["--kind", "root"]);
+    let alpha = pki.leaf(leaf(&["pbx.alpha.test"]));
+    pki.import(&a, &alpha, &[]);
+    a.ok(&["ca", "init"]);
+    a.ok(&["ca", "issue", "--tenant", "beta"]);
+    a.ok(&["acme", "set", "--email", "ops@alpha.test"]);
+    let expected = store_answers(&a, &[], &names);
+    let file = a.tmp.path().join("appliance.backup");
+    let file = file.to_str().unwrap();
+    a.ok(&["backup", "--out", file]);
+
+    // Restored into a fresh etcd prefix: the same answers through --store,
+    // and a node on that prefix serves the certificate. More entries than
+    // etcd's default transaction takes (128 operations).
+    let url = etcd.store_url("restored");
+    let b = Pbx::new();
+    let restored = b.ok(&["--store", &url, "restore", "--in", file]);
+    let total: u64 = restored["entries"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert!(
+        total > 128,
+        "more than etcd's default --max-txn-ops: {restored}"
+    );
+    same_answers(&store_answers(&b, &["--store", &url], &names), &expected);
+    b.err(&["--store", &url, "restore", "--in", file])
+        .expect("store-not-empty");
+    let node = b.daemon().args(&["--store", url.as_str()]).start();
+    all_present(std::slice::from_ref(&node), "pbx.alpha.test", &alpha.id());
+
+    // etcd → a fresh sled data dir (while the node runs on the prefix; its
+    // first start added a self-signed certificate for clients without SNI).
+    let now = store_answers(&b, &["--store", &url], &names);
+    let c = Pbx::new();
+    let to = c.data.to_str().unwrap().to_owned();
+    b.ok(&["--store", &url, "store", "copy", "--to", &to]);
+    same_answers(&store_answers(&c, &[], &names), &now);
+
+    // sled → another etcd prefix; the same prefix is refused.
+    let other = etcd.store_url("copied");
+    a.ok(&["store", "copy", "--to", &other]);
+    same_answers(&store_answers(&a, &["--store", &other], &names), &expected);
+    b.err(&["--store", &url, "store", "copy", "--to", &url])
+        .expect("same-store");
+}

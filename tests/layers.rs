@@ -52,6 +52,8 @@ const LAYERS: &[(&str, u8)] = &[
     // PASSporT signing/verification: uses certs (the tenant's choice) and
     // outbound (x5u fetch), both layer 4; only ops above calls it.
     ("stir", 4),
+    // Backup, restore, store copy: whole-store reads and writes over `Kv`.
+    ("backup", 4),
     ("ops", 5),
     ("daemon", 6),
     ("tls", 7),

@@ -8,7 +8,8 @@
 //! etcd cannot take port 0 for its URLs: ports come from sockets the OS
 //! chose and closed just before the start. Members run with
 //! `--max-txn-ops 4096`: the first open seeds the whole Root CA list in one
-//! transaction (README "Cluster").
+//! transaction (README "Cluster"); `start_default_limits` runs etcd's
+//! default of 128.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -50,6 +51,8 @@ pub struct Etcd {
     tls: Option<Tls>,
     members: Vec<Member>,
     dir: tempfile::TempDir,
+    /// `--max-txn-ops` (None: etcd's default, 128).
+    max_txn_ops: Option<u32>,
 }
 
 struct Member {
@@ -75,6 +78,26 @@ impl Etcd {
             tls: None,
             members,
             dir: tempfile::tempdir().unwrap(),
+            max_txn_ops: Some(4096),
+        };
+        etcd.start_all();
+        etcd
+    }
+
+    /// One member with etcd's default limits (`--max-txn-ops` 128), as a
+    /// cluster set up without README's advice runs.
+    pub fn start_default_limits(bin: &Path) -> Etcd {
+        let mut etcd = Etcd {
+            bin: bin.to_owned(),
+            tls: None,
+            members: vec![Member {
+                name: "m0".into(),
+                client: free_port(),
+                peer: free_port(),
+                child: None,
+            }],
+            dir: tempfile::tempdir().unwrap(),
+            max_txn_ops: None,
         };
         etcd.start_all();
         etcd
@@ -98,6 +121,7 @@ impl Etcd {
         let mut etcd = Etcd {
             bin: bin.to_owned(),
             tls: Some(tls),
+            max_txn_ops: Some(4096),
             members: vec![Member {
                 name: "m0".into(),
                 client: free_port(),
@@ -165,7 +189,11 @@ impl Etcd {
                 .args(["--initial-advertise-peer-urls", &peer])
                 .args(["--initial-cluster", &cluster])
                 .args(["--initial-cluster-token", "pbx-certd-test"])
-                .args(["--max-txn-ops", "4096"])
+                .args(
+                    self.max_txn_ops
+                        .map(|n| vec!["--max-txn-ops".to_owned(), n.to_string()])
+                        .unwrap_or_default(),
+                )
                 .stdin(Stdio::null())
                 .stdout(Stdio::from(log.try_clone().unwrap()))
                 .stderr(Stdio::from(log))
