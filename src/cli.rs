@@ -235,6 +235,20 @@ pub enum Cmd {
         #[command(subcommand)]
         command: StoreCmd,
     },
+    /// A cluster on a shared store: this node, the store, the nodes seen.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCmd,
+    },
+}
+
+/// `cluster` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// This node's ID, the store's location, health and revision, the
+    /// revision this node's daemon applied last, the nodes seen recently
+    /// (heartbeats) and who holds which ACME lease.
+    Status,
 }
 
 /// `store` subcommands.
@@ -261,6 +275,51 @@ pub enum StoreCmd {
         #[arg(long = "to-key", value_name = "FILE")]
         to_key: Option<std::path::PathBuf>,
     },
+}
+
+fn render_cluster(c: &ops::ClusterView) -> String {
+    let mut out = match (&c.node, c.daemon) {
+        (Some(id), true) => format!("node: {id} (its daemon answered)\n"),
+        (Some(id), false) => format!("node: {id} (no daemon runs on this data dir)\n"),
+        (None, _) => "node: none yet (this data dir never served)\n".to_owned(),
+    };
+    let kind = if c.shared {
+        "shared"
+    } else {
+        "this node's own"
+    };
+    out += &format!("store: {} ({kind})\n", c.store);
+    out += &match (&c.error, c.revision) {
+        (Some(e), _) => format!("  unreachable: {e}\n"),
+        (None, Some(r)) => format!("  healthy, revision {r}\n"),
+        (None, None) => "  healthy\n".to_owned(),
+    };
+    if c.daemon && c.shared {
+        let following = match c.following {
+            Some(true) => "following the changes of other nodes",
+            _ => "NOT following (serving its last snapshot)",
+        };
+        out += &format!(
+            "  applied: revision {} at {}; {following}\n",
+            or_dash(c.applied_revision.map(|r| r.to_string()).as_deref()),
+            or_dash(c.applied_at.as_deref())
+        );
+    }
+    if c.shared {
+        out += &format!("nodes seen ({}):\n", c.nodes.len());
+        for n in &c.nodes {
+            let this = if n.this { " (this node)" } else { "" };
+            out += &format!("  {}{this}, heartbeat until {}\n", n.id, n.expires);
+        }
+    }
+    out += "ACME leases:\n";
+    if c.leases.is_empty() {
+        out += "  none (no order running)\n";
+    }
+    for l in &c.leases {
+        out += &format!("  {}: held by {} until {}\n", l.names, l.holder, l.expires);
+    }
+    out
 }
 
 /// `store copy --to` naming the store it copies (the same etcd members and
@@ -1076,6 +1135,9 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
         } => Command::AdminPassword {
             password: read_password()?,
         },
+        Cmd::Cluster {
+            command: ClusterCmd::Status,
+        } => Command::ClusterStatus,
         Cmd::Backup { out } => Command::Backup {
             out: absolute_text(&out, "--out")?,
         },
@@ -1596,6 +1658,7 @@ pub fn render(command: &Command, reply: &Reply) -> String {
             }
             lines_or(out, "no open alerts\n")
         }
+        Reply::Cluster(c) => render_cluster(c),
         Reply::Transfer(t) => {
             let counts: Vec<String> = t.entries.iter().map(|(tree, n)| format!("{tree} {n}")).collect();
             let head = match command {
@@ -1711,6 +1774,13 @@ pub fn run(cli: Cli) -> i32 {
             refuse_copy_to_itself(to, &cli.data_dir, cli.store.as_ref())?;
         }
         let (value, ran) = execute(&cli.data_dir, cli.store.as_ref(), &tls, &command)?;
+        // No daemon answered: this data dir's node, as far as it has one.
+        let value = match (value, &ran) {
+            (Reply::Cluster(view), Ran::Local(_)) => {
+                Reply::Cluster(view.answered_by(crate::ops::existing_node_id(&cli.data_dir)))
+            }
+            (value, _) => value,
+        };
         Ok((command, value, ran))
     });
     match result {

@@ -42,6 +42,13 @@ pub struct Shared {
     /// Each TLS listener's handshake diagnostics (registered at start;
     /// the accept path holds its own `Arc`, never this lock).
     handshakes: Mutex<Vec<Arc<ListenerLog>>>,
+    /// This node's ID (`ops::node_id`), set once by `serve`.
+    node_id: std::sync::OnceLock<String>,
+    /// The store revision and time (Unix seconds) of the last rebuild from
+    /// a shared store's watch (`cluster status`).
+    applied: Mutex<(Option<u64>, Option<i64>)>,
+    /// Whether the watch on a shared store is open now.
+    following: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -57,6 +64,9 @@ impl Shared {
             challenges: Mutex::new(Challenges::default()),
             acme_wake: smol::channel::bounded(1),
             handshakes: Mutex::new(Vec::new()),
+            node_id: std::sync::OnceLock::new(),
+            applied: Mutex::new((None, None)),
+            following: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -83,6 +93,9 @@ impl Shared {
         // The daemon's own state, not the store's.
         if let Command::Handshakes { listener } = command {
             return Ok(Reply::Handshakes(self.handshakes_view(listener.as_deref())));
+        }
+        if let Command::ClusterStatus = command {
+            return Ok(Reply::Cluster(self.cluster_view()));
         }
         let effect = command.effect();
         if !effect.write && !effect.whole_store {
@@ -171,7 +184,100 @@ impl Shared {
     /// lock, as after a local write).
     pub fn resync(&self) -> Result<(), StoreError> {
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        self.rebuild_locked()
+        // The revision asked before the rebuild: the snapshot holds at
+        // least everything up to it.
+        let revision = self.store.kv().revision()?;
+        self.rebuild_locked()?;
+        *self.applied.lock().unwrap_or_else(|p| p.into_inner()) =
+            (revision, Some(crate::clock::now()));
+        Ok(())
+    }
+
+    /// Record the store's revision as applied without a rebuild (the
+    /// changes seen held nothing served). Informational: a failure to ask
+    /// leaves the record as it was and the watch open (the watch itself
+    /// ends when its member is lost or leaderless).
+    fn note_current(&self) -> Result<(), StoreError> {
+        if let Ok(revision) = self.store.kv().revision() {
+            *self.applied.lock().unwrap_or_else(|p| p.into_inner()) =
+                (revision, Some(crate::clock::now()));
+        }
+        Ok(())
+    }
+
+    /// Name this node (`serve`, once): the holder of its leases and its
+    /// heartbeat.
+    pub fn set_node_id(&self, id: String) {
+        let _ = self.node_id.set(id);
+    }
+
+    /// `cluster status` as this daemon sees it: the store's part
+    /// (`ops::cluster_status`) with this node's ID, the revision it applied
+    /// last and whether it follows the store now.
+    pub fn cluster_view(&self) -> ops::ClusterView {
+        let mut view = ops::cluster_status(&self.store).answered_by(self.node_id.get().cloned());
+        view.daemon = true;
+        if view.shared {
+            let (revision, at) = *self.applied.lock().unwrap_or_else(|p| p.into_inner());
+            view.applied_revision = revision;
+            view.applied_at = at.map(crate::clock::rfc3339);
+            view.following = Some(self.following.load(std::sync::atomic::Ordering::Relaxed));
+        }
+        view
+    }
+
+    /// Keep this node's heartbeat lease (`NODE_LEASE_PREFIX` + ID) alive
+    /// in a shared store, every `NODE_HEARTBEAT_SECS`, until the daemon
+    /// stops (it never returns; idle for a store only this process writes
+    /// or before `set_node_id`). Logs when the heartbeat fails and when it
+    /// works again.
+    pub async fn heartbeat(self: Arc<Self>) {
+        use crate::limits::{NODE_HEARTBEAT_SECS, NODE_HEARTBEAT_TTL_SECS};
+        let id = match (self.store.kv().shared(), self.node_id.get()) {
+            (true, Some(id)) => id.clone(),
+            _ => return std::future::pending().await,
+        };
+        let name = format!("{}{id}", crate::settings::NODE_LEASE_PREFIX);
+        let ttl = std::time::Duration::from_secs(NODE_HEARTBEAT_TTL_SECS);
+        let mut failing = false;
+        loop {
+            let (shared, name2, id2) = (self.clone(), name.clone(), id.clone());
+            let beat = smol::unblock(move || {
+                let kv = shared.store.kv();
+                match kv.lease_keep_alive(name2.as_bytes(), id2.as_bytes(), ttl)? {
+                    true => Ok(true),
+                    false => kv.lease_acquire(name2.as_bytes(), id2.as_bytes(), ttl),
+                }
+            })
+            .await;
+            match beat {
+                Ok(true) if std::mem::take(&mut failing) => {
+                    log::info!("cluster: heartbeat of node {id} renewed again")
+                }
+                Ok(true) => {}
+                Ok(false) => log::warn!("cluster: another holder has the heartbeat of node {id}"),
+                Err(e) if !std::mem::replace(&mut failing, true) => {
+                    log::warn!("cluster: cannot renew the heartbeat of node {id}: {e}")
+                }
+                Err(_) => {}
+            }
+            smol::Timer::after(std::time::Duration::from_secs(NODE_HEARTBEAT_SECS)).await;
+        }
+    }
+
+    /// Drop this node's heartbeat (a clean stop: other nodes stop listing
+    /// it at once). Best effort.
+    pub fn leave_cluster(&self) {
+        if let (true, Some(id)) = (self.store.kv().shared(), self.node_id.get()) {
+            let name = format!("{}{id}", crate::settings::NODE_LEASE_PREFIX);
+            if let Err(e) = self
+                .store
+                .kv()
+                .lease_release(name.as_bytes(), id.as_bytes())
+            {
+                log::warn!("cluster: cannot drop the heartbeat of node {id}: {e}");
+            }
+        }
     }
 
     /// Follow a store that other nodes write too (`Kv::watch_all`, an etcd
@@ -193,14 +299,25 @@ impl Shared {
                     let mut result = self.resync();
                     if result.is_ok() {
                         log::info!("store: following the changes of other nodes");
+                        self.following
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
                     }
                     while result.is_ok() {
                         result = match watch.next_timeout(STORE_FOLLOW_POLL) {
                             Ok(None) => Ok(()),
-                            Ok(Some(_)) => drain(watch.as_mut()).and_then(|()| self.resync()),
+                            Ok(Some(first)) => match drain(watch.as_mut(), serves(&first)) {
+                                // Only leases changed (heartbeats, ACME
+                                // leases): nothing served changes; the
+                                // snapshot is current at the new revision.
+                                Ok(false) => self.note_current(),
+                                Ok(true) => self.resync(),
+                                Err(e) => Err(e),
+                            },
                             Err(e) => Err(e),
                         };
                     }
+                    self.following
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
                     if let Err(e) = result {
                         log::warn!("store: lost the watch ({e}); serving the last snapshot");
                     }
@@ -224,8 +341,22 @@ impl Shared {
     }
 }
 
-/// Take the changes that already arrived (one rebuild per burst).
-fn drain(watch: &mut dyn crate::store::Watch) -> Result<(), StoreError> {
-    while watch.next_timeout(std::time::Duration::ZERO)?.is_some() {}
-    Ok(())
+/// Take the changes that already arrived (one rebuild per burst): whether
+/// any of them (or the first, `serving`) can change what is served.
+fn drain(watch: &mut dyn crate::store::Watch, mut serving: bool) -> Result<bool, StoreError> {
+    while let Some(change) = watch.next_timeout(std::time::Duration::ZERO)? {
+        serving |= serves(&change);
+    }
+    Ok(serving)
+}
+
+/// Whether a change seen by `Kv::watch_all` (key `TREE/KEY`) is outside
+/// the leases tree, whose records (heartbeats, ACME ordering leases) no
+/// snapshot holds.
+fn serves(change: &crate::store::Change) -> bool {
+    let key = match change {
+        crate::store::Change::Put(k, _) | crate::store::Change::Delete(k) => k,
+    };
+    let leases = crate::store::Tree::Leases.name().as_bytes();
+    !(key.starts_with(leases) && key.get(leases.len()) == Some(&b'/'))
 }

@@ -697,6 +697,28 @@ impl Kv for EtcdKv {
         Some(crate::limits::ETCD_MAX_TXN_OPS)
     }
 
+    fn location(&self) -> String {
+        self.url.to_string()
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn revision(&self) -> Result<Option<u64>, StoreError> {
+        let start = format!("{}/", self.url.prefix).into_bytes();
+        let req = json!({
+            "key": b64(&start),
+            "range_end": b64(&prefix_end(&start)),
+            "count_only": true,
+        });
+        let answer = self.call("/v3/kv/range", &req, true)?;
+        Ok(answer
+            .pointer("/header/revision")
+            .and_then(Value::as_str)
+            .and_then(|r| r.parse().ok()))
+    }
+
     fn lease_acquire(&self, name: &[u8], holder: &[u8], ttl: Duration) -> Result<bool, StoreError> {
         let key = self.key(Tree::Leases, name);
         // One read: the put compares this revision (a lapsed record without

@@ -714,3 +714,12 @@ pub const MAX_BACKUP_BYTES: u64 = 256 * 1024 * 1024;
 /// Operations per batch when restoring into a store whose transactions are
 /// bounded: etcd's default `--max-txn-ops` (a sled store takes one batch).
 pub const ETCD_MAX_TXN_OPS: usize = 128;
+
+// ---- cluster status (issue 16) ----
+
+/// How often a node of a shared store renews its heartbeat lease.
+pub const NODE_HEARTBEAT_SECS: u64 = 5;
+
+/// Lifetime of a node's heartbeat lease: three missed heartbeats and the
+/// node is no longer listed by `cluster status`.
+pub const NODE_HEARTBEAT_TTL_SECS: u64 = 15;

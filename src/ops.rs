@@ -185,6 +185,9 @@ pub enum Command {
     CaInit,
     /// `ca show`
     CaShow,
+    /// `cluster status`: this node, the store's health and revision, the
+    /// nodes seen (heartbeats) and who holds which ACME lease.
+    ClusterStatus,
     /// `backup --out FILE`: every tree but the leases into one file, mode
     /// 0600 (`crate::backup`); `out` is absolute (the daemon may write it).
     Backup { out: String },
@@ -348,7 +351,8 @@ impl Command {
             | Command::DnsList
             | Command::CsrKeys
             | Command::DnsPropagation
-            | Command::CaShow => Effect::READ,
+            | Command::CaShow
+            | Command::ClusterStatus => Effect::READ,
             // The whole store read as one view; the source is not written.
             Command::Backup { .. } | Command::StoreCopy { .. } => Effect {
                 whole_store: true,
@@ -536,6 +540,149 @@ fn prepare(store: Store) -> Result<Store, crate::store::StoreError> {
     }
     crate::localca::migrate(&store)?;
     Ok(store)
+}
+
+/// The file in the data directory holding this node's ID.
+pub const NODE_ID_FILE: &str = "node-id";
+
+/// This node's name as a lease holder and in `cluster status`: a random ID
+/// kept in the data directory (`NODE_ID_FILE`, not in the store, which a
+/// cluster shares), so a daemon restarted after a crash holds its own stale
+/// lease again at once. Made on first use.
+pub fn node_id(data_dir: &std::path::Path) -> String {
+    if let Some(id) = existing_node_id(data_dir) {
+        return id;
+    }
+    let path = data_dir.join(NODE_ID_FILE);
+    let id = crate::auth::random_token(12).unwrap_or_else(|_| std::process::id().to_string());
+    if let Err(e) = std::fs::write(&path, &id) {
+        log::warn!("cannot keep the node ID in {}: {e}", path.display());
+    }
+    id
+}
+
+/// The node ID kept in `data_dir`, if one was made.
+pub fn existing_node_id(data_dir: &std::path::Path) -> Option<String> {
+    let id = std::fs::read_to_string(data_dir.join(NODE_ID_FILE)).ok()?;
+    let id = id.trim();
+    (!id.is_empty() && id.len() <= 64).then(|| id.to_owned())
+}
+
+/// `cluster status --json`: one node's view of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// This node's ID (its data dir's `node-id`, the holder name of its
+    /// leases); `None` when it has none yet (never served).
+    pub node: Option<String>,
+    /// Answered by this node's running daemon (then `applied_*` are set).
+    pub daemon: bool,
+    /// Where the store is (`sled DIR` or the etcd URL).
+    pub store: String,
+    /// Whether other nodes share the store (etcd).
+    pub shared: bool,
+    /// Whether the store answered just now.
+    pub healthy: bool,
+    /// Why not: `[code] message`.
+    pub error: Option<String>,
+    /// The store's revision now (etcd).
+    pub revision: Option<u64>,
+    /// The store revision the daemon's snapshot was last rebuilt at (etcd).
+    pub applied_revision: Option<u64>,
+    /// When the daemon last rebuilt its snapshot from the store (RFC 3339).
+    pub applied_at: Option<String>,
+    /// Whether the daemon's watch on the shared store is open now.
+    pub following: Option<bool>,
+    /// Nodes whose heartbeat is live (shared stores), by ID.
+    pub nodes: Vec<NodeSeen>,
+    /// Live ACME ordering leases, by name set.
+    pub leases: Vec<LeaseView>,
+}
+
+/// A node seen through its heartbeat lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSeen {
+    /// The node's ID.
+    pub id: String,
+    /// Until when its last heartbeat holds (RFC 3339).
+    pub expires: String,
+    /// It is the node answering.
+    pub this: bool,
+}
+
+/// A live ACME lease: which node orders for which name set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseView {
+    /// The name set (`system`, `tenant:NAME`).
+    pub names: String,
+    /// The ordering node's ID.
+    pub holder: String,
+    /// Until when (RFC 3339), unless kept alive.
+    pub expires: String,
+}
+
+/// The store's part of `cluster status` (the daemon adds its own state,
+/// the CLI the data dir's node ID). Never fails: an unreachable store is
+/// reported as unhealthy with its error.
+pub fn cluster_status(store: &Store) -> ClusterView {
+    let kv = store.kv();
+    let (healthy, error, revision) = match kv.revision() {
+        Ok(r) => (true, None, r),
+        Err(e) => (false, Some(format!("[{}] {e}", e.code())), None),
+    };
+    let mut nodes = Vec::new();
+    let mut leases = Vec::new();
+    let now_ms = clock::now().saturating_mul(1000);
+    if healthy {
+        for (name, value) in kv.scan_prefix(Tree::Leases, b"").unwrap_or_default() {
+            let Some(rec) = crate::store::LeaseRecord::decode(&value) else {
+                continue;
+            };
+            if rec.expires_ms <= now_ms {
+                continue;
+            }
+            let name = String::from_utf8_lossy(&name).into_owned();
+            let holder = String::from_utf8_lossy(&rec.holder).into_owned();
+            let expires = clock::rfc3339(rec.expires_ms / 1000);
+            if let Some(id) = name.strip_prefix(crate::settings::NODE_LEASE_PREFIX) {
+                nodes.push(NodeSeen {
+                    id: id.to_owned(),
+                    expires,
+                    this: false,
+                });
+            } else if let Some(names) = name.strip_prefix(crate::settings::ACME_LEASE_PREFIX) {
+                leases.push(LeaseView {
+                    names: names.to_owned(),
+                    holder,
+                    expires,
+                });
+            }
+        }
+    }
+    ClusterView {
+        node: None,
+        daemon: false,
+        store: kv.location(),
+        shared: kv.shared(),
+        healthy,
+        error,
+        revision,
+        applied_revision: None,
+        applied_at: None,
+        following: None,
+        nodes,
+        leases,
+    }
+}
+
+impl ClusterView {
+    /// Name `node` as the answering node (and mark it among those seen).
+    pub fn answered_by(mut self, node: Option<String>) -> ClusterView {
+        for n in &mut self.nodes {
+            n.this = node.as_deref() == Some(n.id.as_str());
+        }
+        self.node = node;
+        self
+    }
 }
 
 /// What `backup`, `restore` and `store copy` report.
@@ -731,6 +878,8 @@ pub enum Reply {
     AlertTest(crate::alert::TestReport),
     /// `backup`, `restore`, `store copy`.
     Transfer(crate::backup::Transfer),
+    /// `cluster status`.
+    Cluster(ClusterView),
 }
 
 impl Reply {
@@ -790,6 +939,7 @@ impl Reply {
             Command::Backup { .. } | Command::Restore { .. } | Command::StoreCopy { .. } => {
                 Reply::Transfer(from(v)?)
             }
+            Command::ClusterStatus => Reply::Cluster(from(v)?),
             Command::AlertTest => Reply::AlertTest(from(v)?),
             Command::TenantAdd { .. }
             | Command::TenantRemove { .. }
@@ -1057,6 +1207,7 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
         }
         Command::CaInit => Reply::Ca(crate::localca::init(store)?),
         Command::CaShow => Reply::Ca(crate::localca::show(store)?),
+        Command::ClusterStatus => Reply::Cluster(cluster_status(store)),
         Command::Backup { out } => {
             let contents = crate::backup::read_all(store)?;
             let bytes = crate::backup::encode(&contents);
@@ -1280,6 +1431,7 @@ mod tests {
                 replace: false,
                 tls: crate::etcd::StoreTls::default(),
             },
+            Command::ClusterStatus,
             Command::CaIssue {
                 tenant: s(),
                 client: false,
@@ -1361,9 +1513,10 @@ mod tests {
                 Command::Backup { .. } => 57,
                 Command::Restore { .. } => 58,
                 Command::StoreCopy { .. } => 59,
+                Command::ClusterStatus => 60,
             });
         }
-        assert_eq!(seen.len(), 60, "a command variant has no sample");
+        assert_eq!(seen.len(), 61, "a command variant has no sample");
         samples
     }
 
@@ -1373,6 +1526,45 @@ mod tests {
             .as_str()
             .unwrap()
             .to_owned()
+    }
+
+    #[test]
+    fn cluster_status_lists_live_heartbeats_and_acme_leases_only() {
+        let store =
+            crate::store::Store::with_backend(Box::new(crate::store::MemKv::new())).unwrap();
+        let kv = store.kv();
+        let long = std::time::Duration::from_secs(60);
+        let node = format!("{}n1", crate::settings::NODE_LEASE_PREFIX);
+        let acme = format!("{}tenant:acme", crate::settings::ACME_LEASE_PREFIX);
+        assert!(kv.lease_acquire(node.as_bytes(), b"n1", long).unwrap());
+        assert!(kv.lease_acquire(acme.as_bytes(), b"n1", long).unwrap());
+        // A lapsed heartbeat (as sled keeps it) is not listed.
+        let lapsed = crate::store::LeaseRecord {
+            holder: b"n2".to_vec(),
+            expires_ms: 1000,
+        };
+        let n2 = format!("{}n2", crate::settings::NODE_LEASE_PREFIX);
+        kv.put(Tree::Leases, n2.as_bytes(), &lapsed.encode())
+            .unwrap();
+        let view = cluster_status(&store).answered_by(Some("n1".into()));
+        assert!(
+            view.healthy && !view.shared && view.error.is_none(),
+            "{view:?}"
+        );
+        assert_eq!(view.store, "memory");
+        assert_eq!(view.nodes.len(), 1, "{view:?}");
+        assert_eq!(
+            (view.nodes[0].id.as_str(), view.nodes[0].this),
+            ("n1", true)
+        );
+        assert_eq!(view.leases.len(), 1, "{view:?}");
+        assert_eq!(
+            (
+                view.leases[0].names.as_str(),
+                view.leases[0].holder.as_str()
+            ),
+            ("tenant:acme", "n1")
+        );
     }
 
     #[test]

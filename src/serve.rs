@@ -1295,6 +1295,9 @@ async fn serve_all(
         // Polled with the listeners (not spawned), so it stops with them
         // and does not hold the executor during the shutdown grace time.
         let node = crate::renewal::renew::node_id(&config.data_dir);
+        shared.set_node_id(node.clone());
+        // A node of a shared store announces itself (`cluster status`).
+        loops.push(Box::pin(shared.clone().heartbeat()));
         loops.push(Box::pin(crate::renewal::renew::run(
             shared.clone(),
             listeners,
@@ -1319,6 +1322,10 @@ async fn serve_all(
         })
         .sum();
     log::info!("shutting down: no new connections; {open} still open");
+    {
+        let shared = shared.clone();
+        smol::unblock(move || shared.leave_cluster()).await;
+    }
     Ok(())
 }
 

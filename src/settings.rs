@@ -138,6 +138,10 @@ impl Family {
 /// Prefix (in `Tree::Leases`) of the ACME ordering leases, one per name set.
 pub const ACME_LEASE_PREFIX: &str = "acme:";
 
+/// Prefix (in `Tree::Leases`) of the node heartbeats of a shared store, one
+/// per node (`node:ID`, held by that node; `cluster status`).
+pub const NODE_LEASE_PREFIX: &str = "node:";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -267,6 +267,24 @@ pub trait Kv: Send + Sync {
         None
     }
 
+    /// Where the store is, for people (`cluster status`): `sled DIR`, an
+    /// etcd URL (no credentials in it), `memory`.
+    fn location(&self) -> String {
+        "memory".into()
+    }
+
+    /// Whether other processes write this store too (a cluster's store):
+    /// nodes then announce themselves in it (`cluster status`).
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// The store's current revision, when it has one (etcd's: the number of
+    /// its last committed transaction); asking is also a health check.
+    fn revision(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+
     /// Insert or replace one key (durably).
     fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         self.apply(&[Op::Put(tree, key.to_vec(), value.to_vec())])
@@ -389,6 +407,8 @@ pub fn secure_dir(dir: &Path) -> Result<(), StoreError> {
 pub struct SledKv {
     db: sled::Db,
     trees: Vec<sled::Tree>,
+    /// The data dir (`location`).
+    dir: std::path::PathBuf,
 }
 
 fn backend(e: impl core::fmt::Display) -> StoreError {
@@ -421,7 +441,11 @@ impl SledKv {
             .collect::<Result<Vec<_>, _>>()
             .map_err(backend)?;
         secure_files(&db_dir);
-        Ok(SledKv { db, trees })
+        Ok(SledKv {
+            db,
+            trees,
+            dir: dir.to_owned(),
+        })
     }
 
     fn tree(&self, tree: Tree) -> Result<&sled::Tree, StoreError> {
@@ -643,6 +667,10 @@ fn secure_files(dir: &Path) {
 }
 
 impl Kv for SledKv {
+    fn location(&self) -> String {
+        format!("sled {}", self.dir.display())
+    }
+
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .tree(tree)?
@@ -768,6 +796,15 @@ impl<K: Kv + ?Sized> Kv for std::sync::Arc<K> {
     }
     fn max_batch_ops(&self) -> Option<usize> {
         (**self).max_batch_ops()
+    }
+    fn location(&self) -> String {
+        (**self).location()
+    }
+    fn shared(&self) -> bool {
+        (**self).shared()
+    }
+    fn revision(&self) -> Result<Option<u64>, StoreError> {
+        (**self).revision()
     }
 }
 

@@ -69,6 +69,26 @@ fn all_present(nodes: &[Daemon], sni: &str, id: &str) {
     }
 }
 
+/// `cluster status --json` by `cli` until `done` holds (hang guard
+/// `GUARD`: heartbeats come every few seconds).
+#[track_caller]
+fn wait_status(
+    cli: &dyn Fn(&[&str]) -> Out,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let out = cli(&["cluster", "status"]);
+        out.success();
+        let status = out.json();
+        if done(&status) {
+            return status;
+        }
+        assert!(start.elapsed() < GUARD, "cluster status stays {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Wait for a log line of `node` containing `text` (hang guard `GUARD`).
 #[track_caller]
 fn wait_log(node: &Daemon, text: &str) {
@@ -132,12 +152,65 @@ fn three_nodes_serve_one_store_and_ride_out_an_etcd_outage() {
         seen.describe()
     );
 
+    // `cluster status` through node B's daemon: B itself, the store healthy
+    // with the revision B applied, and every node by its heartbeat.
+    let ids: Vec<String> = homes
+        .iter()
+        .map(|h| std::fs::read_to_string(h.data.join("node-id")).unwrap())
+        .collect();
+    let status = wait_status(&on_b, |s| {
+        s["nodes"].as_array().is_some_and(|n| n.len() == 3)
+    });
+    assert_eq!(status["node"], ids[1].as_str(), "{status}");
+    assert_eq!(status["daemon"], true);
+    assert_eq!(status["shared"], true);
+    assert_eq!(status["healthy"], true, "{status}");
+    assert_eq!(status["store"], url.as_str());
+    assert_eq!(status["following"], true, "{status}");
+    let revision = status["revision"].as_u64().expect("a revision");
+    let applied = status["applied_revision"]
+        .as_u64()
+        .expect("an applied revision");
+    assert!(applied <= revision && applied > 0, "{status}");
+    let seen: Vec<(&str, bool)> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["id"].as_str().unwrap(), n["this"].as_bool().unwrap()))
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        assert!(
+            seen.contains(&(id.as_str(), i == 1)),
+            "node {i} {id}: {status}"
+        );
+    }
+    let text = homes[1]
+        .run(&["--store", url.as_str(), "cluster", "status"])
+        .stdout;
+    assert!(
+        text.contains("nodes seen (3)") && text.contains("(this node)"),
+        "{text}"
+    );
+
     // Every etcd member down: the nodes notice, keep serving, and refuse
     // writes by name.
     etcd.stop_all();
     for node in &nodes {
         wait_log(node, "lost the watch");
     }
+    // `cluster status` still answers, saying what is wrong.
+    let status = on_b(&["cluster", "status"]);
+    status.success();
+    let status = status.json();
+    assert_eq!(status["healthy"], false, "{status}");
+    assert_eq!(status["following"], false, "{status}");
+    assert!(
+        status["error"]
+            .as_str()
+            .unwrap()
+            .contains("[store-unavailable]"),
+        "{status}"
+    );
     all_present(&nodes, "sip.cluster.test", &first.id());
     let second = pki.leaf(leaf(&["sip2.cluster.test"]));
     import(&second).api_error().expect("store-unavailable");
@@ -375,8 +448,14 @@ fn import_to_served_latency() {
         .iter()
         .map(|h| h.daemon().args(&["--store", url.as_str()]).start())
         .collect();
+    // scripts/bench-cluster.sh sets the count (at least 50).
+    let imports: usize = std::env::var("PBX_CERTD_BENCH_IMPORTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(50)
+        .max(1);
     let mut took = Vec::new();
-    for i in 0..50 {
+    for i in 0..imports {
         let name = format!("sip{i}.latency.test");
         let issued = pki.leaf(leaf(&[name.as_str()]));
         let cert = a.file("chain.pem", pki.chain_pem(&issued));
@@ -388,8 +467,9 @@ fn import_to_served_latency() {
     }
     took.sort();
     eprintln!(
-        "import to served on nodes B and C: median {:?}, min {:?}, max {:?} (n = {})",
+        "import to served on nodes B and C: median {:?}, p90 {:?}, min {:?}, max {:?} (n = {})",
         took[took.len() / 2],
+        took[took.len() * 9 / 10],
         took[0],
         took[took.len() - 1],
         took.len()
@@ -568,4 +648,66 @@ fn a_backup_restores_into_a_fresh_etcd_prefix_and_stores_copy_both_ways() {
     same_answers(&store_answers(&a, &["--store", &other], &names), &expected);
     b.err(&["--store", &url, "store", "copy", "--to", &url])
         .expect("same-store");
+}
+
+#[test]
+fn cluster_status_lists_the_nodes_alive_and_drops_a_stopped_or_killed_one() {
+    let bin = etcd_bin();
+    if !skip::require("etcd", bin.as_ref().err().map(String::as_str)) {
+        return;
+    }
+    let Ok(bin) = bin else { return };
+    let etcd = Etcd::start(&bin, 1);
+    let url = etcd.store_url("status");
+    let homes: Vec<Pbx> = (0..3).map(|_| Pbx::new()).collect();
+    let mut nodes: Vec<Option<Daemon>> = homes
+        .iter()
+        .map(|h| Some(h.daemon().args(&["--store", url.as_str()]).start()))
+        .collect();
+    let on_a = |args: &[&str]| {
+        let mut all = vec!["--store", url.as_str()];
+        all.extend_from_slice(args);
+        homes[0].run_json(&all)
+    };
+    let ids: Vec<String> = homes
+        .iter()
+        .map(|h| std::fs::read_to_string(h.data.join("node-id")).unwrap())
+        .collect();
+    let listed = |s: &serde_json::Value| -> Vec<String> {
+        let mut ids: Vec<String> = s["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let mut all = ids.clone();
+    all.sort();
+    wait_status(&on_a, |s| listed(s) == all);
+
+    // A clean stop drops its heartbeat at once.
+    let (status, _) = nodes[1].take().unwrap().stop();
+    assert!(status.success());
+    let mut left: Vec<String> = vec![ids[0].clone(), ids[2].clone()];
+    left.sort();
+    wait_status(&on_a, |s| listed(s) == left);
+
+    // A killed node (no goodbye) is dropped when its heartbeat lease runs
+    // out (`NODE_HEARTBEAT_TTL_SECS`), on etcd's clock.
+    drop(nodes[2].take());
+    let status = wait_status(&on_a, |s| listed(s) == vec![ids[0].clone()]);
+    assert_eq!(status["nodes"][0]["this"], true, "{status}");
+
+    // Without a daemon on the data dir, the CLI answers itself: the data
+    // dir's node ID, no applied revision.
+    let lone = Pbx::new();
+    let out = lone.run_json(&["--store", url.as_str(), "cluster", "status"]);
+    out.success();
+    let status = out.json();
+    assert_eq!(status["daemon"], false, "{status}");
+    assert_eq!(status["node"], serde_json::Value::Null, "{status}");
+    assert_eq!(status["applied_revision"], serde_json::Value::Null);
+    assert_eq!(listed(&status), vec![ids[0].clone()]);
 }

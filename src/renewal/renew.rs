@@ -60,23 +60,10 @@ fn jitter(interval: u64) -> Duration {
     Duration::from_millis(u64::from_le_bytes(b) % span_ms.max(1))
 }
 
-/// The renewal loop; runs until the daemon stops.
-/// This node's name as a lease holder: a random ID kept in the data
-/// directory (`node-id`, not in the store, which a cluster shares), so a
-/// daemon restarted after a crash holds its own stale lease again at once.
+/// This node's name as a lease holder (`ops::node_id`, kept in the data
+/// directory).
 pub fn node_id(data_dir: &std::path::Path) -> String {
-    let path = data_dir.join("node-id");
-    if let Ok(id) = std::fs::read_to_string(&path) {
-        let id = id.trim();
-        if !id.is_empty() && id.len() <= 64 {
-            return id.to_owned();
-        }
-    }
-    let id = crate::auth::random_token(12).unwrap_or_else(|_| std::process::id().to_string());
-    if let Err(e) = std::fs::write(&path, &id) {
-        log::warn!("cannot keep the node ID in {}: {e}", path.display());
-    }
-    id
+    crate::ops::node_id(data_dir)
 }
 
 /// The renewal loop; runs until the daemon stops. `holder` names this node
