@@ -91,7 +91,7 @@ done
 #   cluster               three etcd members and three daemons on one
 #                         store; the etcd backend's contract runs emulated
 #                         in store_trait (one member).
-native_only=(sip_kamailio tls_connect_kamailio sip_wss stir_peers cluster)
+native_only=(sip_kamailio tls_connect_kamailio sip_wss stir_peers cluster cluster_acme)
 
 # Extra arguments select tests instead of the whole suite, e.g.
 #   scripts/test-qemu.sh armv7 --test web_admin

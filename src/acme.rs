@@ -829,6 +829,121 @@ fn requeue(store: &Store, target: Target) -> Result<Reissued, Error> {
     })
 }
 
+/// A challenge answer published in a shared store (`Tree::Challenges`) so
+/// that every node answers for an order any node runs (RFC 8555 §8.3: the
+/// CA may reach any node behind the name; RFC 8737 §3 likewise).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChallengeRecord {
+    /// The ordering node (`ops::node_id`).
+    pub node: String,
+    /// Unix seconds after which no node answers it (the order is over or
+    /// its node died).
+    pub expires: i64,
+    /// What to answer.
+    pub answer: ChallengeAnswer,
+}
+
+/// The answer of a published challenge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "type")]
+pub enum ChallengeAnswer {
+    /// HTTP-01: the key authorization served at
+    /// `/.well-known/acme-challenge/TOKEN`.
+    Http01 {
+        token: String,
+        key_authorization: String,
+    },
+    /// TLS-ALPN-01: the SNI name (a reverse-DNS name for an IP, RFC 8738
+    /// §6), the name the certificate carries, and the SHA-256 of the key
+    /// authorization (hex) for its acmeIdentifier extension. Each node makes
+    /// its own certificate from them (`alpn_cert`): no key crosses the store.
+    TlsAlpn01 {
+        sni: String,
+        name: String,
+        digest: String,
+    },
+}
+
+impl ChallengeRecord {
+    /// Its key in `Tree::Challenges`.
+    pub fn key(&self) -> String {
+        match &self.answer {
+            ChallengeAnswer::Http01 { token, .. } => format!("http:{token}"),
+            ChallengeAnswer::TlsAlpn01 { sni, .. } => format!("alpn:{sni}"),
+        }
+    }
+}
+
+/// Publish a challenge answer (a shared store's nodes all answer it), and
+/// drop published answers whose time is over.
+pub fn publish_challenge(store: &Store, record: &ChallengeRecord) -> Result<(), Error> {
+    let kv = store.kv();
+    let now = clock::now();
+    let mut ops = Vec::new();
+    for (key, value) in kv.scan_prefix(crate::store::Tree::Challenges, b"")? {
+        let over =
+            serde_json::from_slice::<ChallengeRecord>(&value).map_or(true, |r| r.expires <= now);
+        if over {
+            ops.push(crate::store::Op::Delete(
+                crate::store::Tree::Challenges,
+                key,
+            ));
+        }
+    }
+    let value = serde_json::to_vec(record).map_err(|e| Error::BadSetting(e.to_string()))?;
+    ops.push(crate::store::Op::Put(
+        crate::store::Tree::Challenges,
+        record.key().into_bytes(),
+        value,
+    ));
+    Ok(kv.apply(&ops)?)
+}
+
+/// Withdraw a published answer (its key, `ChallengeRecord::key`).
+pub fn withdraw_challenge(store: &Store, key: &str) -> Result<(), Error> {
+    Ok(store
+        .kv()
+        .delete(crate::store::Tree::Challenges, key.as_bytes())?)
+}
+
+/// The published answers still in their time (unreadable records skipped).
+pub fn live_challenges(store: &Store) -> Result<Vec<ChallengeRecord>, Error> {
+    let now = clock::now();
+    Ok(store
+        .kv()
+        .scan_prefix(crate::store::Tree::Challenges, b"")?
+        .into_iter()
+        .filter_map(|(_, v)| serde_json::from_slice::<ChallengeRecord>(&v).ok())
+        .filter(|r| r.expires > now)
+        .collect())
+}
+
+/// The TLS-ALPN-01 certificate (RFC 8737 §3): self-signed, the name as its
+/// only SAN (an IP name as an iPAddress SAN, RFC 8738 §6), the critical
+/// acmeIdentifier extension with SHA-256 of the key authorization, a fresh
+/// P-256 key.
+pub fn alpn_cert(
+    name: &str,
+    digest: &[u8],
+) -> Result<std::sync::Arc<rustls::sign::CertifiedKey>, AcmeError> {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let internal = |e: String| AcmeError::new("internal", e);
+    let key = rcgen::KeyPair::generate().map_err(|e| internal(e.to_string()))?;
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()])
+        .map_err(|e| internal(e.to_string()))?;
+    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| internal(e.to_string()))?;
+    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let signer = rustls::crypto::ring::sign::any_supported_type(&der)
+        .map_err(|e| internal(e.to_string()))?;
+    Ok(std::sync::Arc::new(rustls::sign::CertifiedKey::new(
+        vec![cert.der().clone()],
+        signer,
+    )))
+}
+
 /// Take the named lease for a name set (a `Tree::Leases` record that a
 /// clustered store shares between nodes), by compare-and-swap: of two
 /// contenders exactly one wins. `Ok(false)`: another holder has it.
@@ -838,6 +953,16 @@ pub fn take_lease(store: &Store, key: &str, holder: &str, secs: i64) -> Result<b
     Ok(store
         .kv()
         .lease_acquire(name.as_bytes(), holder.as_bytes(), ttl)?)
+}
+
+/// Extend our lease for a name set to `secs` from now; `Ok(false)`: it
+/// lapsed or is not ours any more.
+pub fn keep_lease(store: &Store, key: &str, holder: &str, secs: i64) -> Result<bool, Error> {
+    let name = format!("{LEASE_PREFIX}{key}");
+    let ttl = std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+    Ok(store
+        .kv()
+        .lease_keep_alive(name.as_bytes(), holder.as_bytes(), ttl)?)
 }
 
 /// Release the lease if we hold it.

@@ -13,6 +13,7 @@
 //! other nodes write (etcd), their changes arrive by watch and take the
 //! same rebuild path (`follow_store`); a lost watch means a full resync.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -49,6 +50,9 @@ pub struct Shared {
     applied: Mutex<(Option<u64>, Option<i64>)>,
     /// Whether the watch on a shared store is open now.
     following: std::sync::atomic::AtomicBool,
+    /// TLS-ALPN-01 certificates made for answers other nodes published,
+    /// by (SNI, digest).
+    alpn_made: Mutex<HashMap<(String, String), Arc<rustls::sign::CertifiedKey>>>,
 }
 
 impl Shared {
@@ -67,6 +71,7 @@ impl Shared {
             node_id: std::sync::OnceLock::new(),
             applied: Mutex::new((None, None)),
             following: std::sync::atomic::AtomicBool::new(false),
+            alpn_made: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -205,6 +210,11 @@ impl Shared {
         Ok(())
     }
 
+    /// This node's ID, once `serve` named it.
+    pub fn node_id(&self) -> Option<String> {
+        self.node_id.get().cloned()
+    }
+
     /// Name this node (`serve`, once): the holder of its leases and its
     /// heartbeat.
     pub fn set_node_id(&self, id: String) {
@@ -305,12 +315,21 @@ impl Shared {
                     while result.is_ok() {
                         result = match watch.next_timeout(STORE_FOLLOW_POLL) {
                             Ok(None) => Ok(()),
-                            Ok(Some(first)) => match drain(watch.as_mut(), serves(&first)) {
+                            Ok(Some(first)) => match drain(watch.as_mut(), Seen::of(&first)) {
                                 // Only leases changed (heartbeats, ACME
                                 // leases): nothing served changes; the
                                 // snapshot is current at the new revision.
-                                Ok(false) => self.note_current(),
-                                Ok(true) => self.resync(),
+                                Ok(seen) if !seen.serving => self.note_current(),
+                                // Another node changed what is served:
+                                // rebuilt; when it changed names or ACME
+                                // settings or status, the renewal loop
+                                // re-plans too (a name added elsewhere, an
+                                // order elsewhere that ended or failed).
+                                Ok(seen) => self.resync().inspect(|()| {
+                                    if seen.ordering {
+                                        self.wake_acme();
+                                    }
+                                }),
                                 Err(e) => Err(e),
                             },
                             Err(e) => Err(e),
@@ -335,28 +354,120 @@ impl Shared {
     fn rebuild_locked(&self) -> Result<(), StoreError> {
         let previous = self.snapshot.load_full();
         let mut next = Snapshot::load(&self.store, Some(&previous))?;
-        next.set_challenges(&self.challenges.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut challenges = self
+            .challenges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if self.store.kv().shared() {
+            self.add_published_challenges(&mut challenges)?;
+        }
+        next.set_challenges(&challenges);
         self.snapshot.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// Add the challenge answers other nodes of a shared store published
+    /// for their orders (`acme::live_challenges`): this node answers them
+    /// too. A TLS-ALPN-01 certificate is made here from the published name
+    /// and digest, once per answer (kept in `alpn_made` while it is live).
+    fn add_published_challenges(&self, challenges: &mut Challenges) -> Result<(), StoreError> {
+        let live = crate::acme::live_challenges(&self.store).map_err(|e| match e {
+            Error::Store(e) => e,
+            other => StoreError::Corrupt(other.to_string()),
+        })?;
+        let mut made = self.alpn_made.lock().unwrap_or_else(|p| p.into_inner());
+        let mut keep = std::collections::HashSet::new();
+        for record in live {
+            match record.answer {
+                crate::acme::ChallengeAnswer::Http01 {
+                    token,
+                    key_authorization,
+                } => {
+                    challenges.http.entry(token).or_insert(key_authorization);
+                }
+                crate::acme::ChallengeAnswer::TlsAlpn01 { sni, name, digest } => {
+                    let id = (sni.clone(), digest.clone());
+                    keep.insert(id.clone());
+                    if challenges.alpn.contains_key(&sni) {
+                        continue;
+                    }
+                    let cert = match made.get(&id) {
+                        Some(c) => c.clone(),
+                        None => match hex_bytes(&digest)
+                            .ok_or_else(|| "digest not hex".to_owned())
+                            .and_then(|d| {
+                                crate::acme::alpn_cert(&name, &d).map_err(|e| e.to_string())
+                            }) {
+                            Ok(c) => {
+                                made.insert(id, c.clone());
+                                c
+                            }
+                            Err(e) => {
+                                log::warn!("ACME: published tls-alpn-01 answer for {sni}: {e}");
+                                continue;
+                            }
+                        },
+                    };
+                    challenges.alpn.insert(sni, cert);
+                }
+            }
+        }
+        made.retain(|id, _| keep.contains(id));
         Ok(())
     }
 }
 
-/// Take the changes that already arrived (one rebuild per burst): whether
-/// any of them (or the first, `serving`) can change what is served.
-fn drain(watch: &mut dyn crate::store::Watch, mut serving: bool) -> Result<bool, StoreError> {
-    while let Some(change) = watch.next_timeout(std::time::Duration::ZERO)? {
-        serving |= serves(&change);
+/// Bytes of a hex string (`None` if it is not one).
+fn hex_bytes(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        return None;
     }
-    Ok(serving)
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|b| u8::from_str_radix(b, 16).ok())
+        })
+        .collect()
 }
 
-/// Whether a change seen by `Kv::watch_all` (key `TREE/KEY`) is outside
-/// the leases tree, whose records (heartbeats, ACME ordering leases) no
-/// snapshot holds.
-fn serves(change: &crate::store::Change) -> bool {
-    let key = match change {
-        crate::store::Change::Put(k, _) | crate::store::Change::Delete(k) => k,
-    };
-    let leases = crate::store::Tree::Leases.name().as_bytes();
-    !(key.starts_with(leases) && key.get(leases.len()) == Some(&b'/'))
+/// Take the changes that already arrived (one rebuild per burst), with
+/// what the first (`seen`) and they may change.
+fn drain(watch: &mut dyn crate::store::Watch, mut seen: Seen) -> Result<Seen, StoreError> {
+    while let Some(change) = watch.next_timeout(std::time::Duration::ZERO)? {
+        let more = Seen::of(&change);
+        seen.serving |= more.serving;
+        seen.ordering |= more.ordering;
+    }
+    Ok(seen)
+}
+
+/// What a burst of changes seen by `Kv::watch_all` (keys `TREE/KEY`) may
+/// change.
+#[derive(Clone, Copy)]
+struct Seen {
+    /// What is served: any tree but the leases (heartbeats, ACME ordering
+    /// leases), which no snapshot holds.
+    serving: bool,
+    /// Which names need orders and how (tenants, settings: ACME settings
+    /// and per-set status).
+    ordering: bool,
+}
+
+impl Seen {
+    fn of(change: &crate::store::Change) -> Seen {
+        use crate::store::Tree;
+        let key = match change {
+            crate::store::Change::Put(k, _) | crate::store::Change::Delete(k) => k,
+        };
+        let in_tree = |tree: Tree| {
+            let name = tree.name().as_bytes();
+            key.starts_with(name) && key.get(name.len()) == Some(&b'/')
+        };
+        Seen {
+            serving: !in_tree(Tree::Leases),
+            ordering: in_tree(Tree::Tenants) || in_tree(Tree::Settings),
+        }
+    }
 }

@@ -54,11 +54,15 @@ pub enum Tree {
     Settings,
     /// Leases: name → `LeaseRecord` (see `Kv::lease_acquire`).
     Leases,
+    /// ACME challenge answers of orders running on any node of a shared
+    /// store: `http:TOKEN` / `alpn:NAME` → JSON `acme::ChallengeRecord`
+    /// (short-lived; not in backups).
+    Challenges,
 }
 
 impl Tree {
     /// Every tree, in `index` order.
-    pub const ALL: [Tree; 7] = [
+    pub const ALL: [Tree; 8] = [
         Tree::Roots,
         Tree::Certs,
         Tree::Chains,
@@ -66,6 +70,7 @@ impl Tree {
         Tree::Tenants,
         Tree::Settings,
         Tree::Leases,
+        Tree::Challenges,
     ];
 
     /// The tree's name (an etcd backend's key segment).
@@ -78,6 +83,7 @@ impl Tree {
             Tree::Tenants => "tenants",
             Tree::Settings => "settings",
             Tree::Leases => "leases",
+            Tree::Challenges => "challenges",
         }
     }
 

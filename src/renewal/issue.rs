@@ -34,12 +34,14 @@ use instant_acme::{
     NewOrder, OrderStatus,
 };
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::sign::CertifiedKey;
 
-use crate::acme::{AcmeError, AcmeSettings, StoredAccount, Target};
+use crate::acme::{
+    AcmeError, AcmeSettings, ChallengeAnswer, ChallengeRecord, StoredAccount, Target,
+};
 use crate::daemon::Shared;
 use crate::limits::{
-    ACME_BAD_NONCE_RETRIES, ACME_POLL_FIRST_DELAY, ACME_POLL_MAX_DELAY, ACME_POLL_TIMEOUT,
+    ACME_BAD_NONCE_RETRIES, ACME_CHALLENGE_TTL_SECS, ACME_POLL_FIRST_DELAY, ACME_POLL_MAX_DELAY,
+    ACME_POLL_TIMEOUT, CLUSTER_CHALLENGE_SETTLE,
 };
 use crate::model::ChallengeChoice;
 use crate::model::Source;
@@ -456,21 +458,9 @@ async fn provider_covers(shared: &Arc<Shared>, name: &str) -> Result<bool, AcmeE
         .map_err(dns_error)
 }
 
-/// The TLS-ALPN-01 certificate (RFC 8737 §3): self-signed, the name as its
-/// only SAN (an IP name as an iPAddress SAN, RFC 8738 §6), the critical
-/// acmeIdentifier extension with SHA-256 of the key authorization.
-pub fn alpn_cert(name: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, AcmeError> {
-    let key = rcgen::KeyPair::generate().map_err(internal)?;
-    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).map_err(internal)?;
-    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
-    let cert = params.self_signed(&key).map_err(internal)?;
-    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    let signer = rustls::crypto::ring::sign::any_supported_type(&der).map_err(internal)?;
-    Ok(Arc::new(CertifiedKey::new(
-        vec![cert.der().clone()],
-        signer,
-    )))
-}
+/// The TLS-ALPN-01 certificate (`acme::alpn_cert`, where every node of a
+/// shared store makes it from a published answer).
+pub use crate::acme::alpn_cert;
 
 async fn sleep(d: Duration) {
     smol::Timer::after(d).await;
@@ -552,6 +542,28 @@ fn store_issued(
         .map_err(|e| AcmeError::new("import-failed", e.to_string()))
 }
 
+/// On a shared store (a cluster), publish an answer so that every node
+/// gives it (`acme::publish_challenge`), then wait
+/// `CLUSTER_CHALLENGE_SETTLE` for the nodes to rebuild before the CA is
+/// told to validate: it may reach any node behind the name.
+async fn publish(shared: &Arc<Shared>, answer: ChallengeAnswer) -> Result<(), AcmeError> {
+    if !shared.store().kv().shared() {
+        return Ok(());
+    }
+    let record = ChallengeRecord {
+        node: shared.node_id().unwrap_or_default(),
+        expires: crate::clock::now().saturating_add(ACME_CHALLENGE_TTL_SECS),
+        answer,
+    };
+    blocking(shared, move |s| {
+        crate::acme::publish_challenge(s.store(), &record)
+    })
+    .await
+    .map_err(store_err)?;
+    sleep(CLUSTER_CHALLENGE_SETTLE).await;
+    Ok(())
+}
+
 async fn withdraw(shared: &Arc<Shared>, presented: Vec<Presented>) {
     let mut snapshot_change = false;
     for p in &presented {
@@ -568,6 +580,24 @@ async fn withdraw(shared: &Arc<Shared>, presented: Vec<Presented>) {
             }
         } else {
             snapshot_change = true;
+        }
+    }
+    if snapshot_change && shared.store().kv().shared() {
+        let keys: Vec<String> = presented
+            .iter()
+            .filter_map(|p| match p {
+                Presented::Http(token) => Some(format!("http:{token}")),
+                Presented::Alpn(sni) => Some(format!("alpn:{sni}")),
+                Presented::Dns(..) => None,
+            })
+            .collect();
+        let result = blocking(shared, move |s| {
+            keys.iter()
+                .try_for_each(|k| crate::acme::withdraw_challenge(s.store(), k))
+        })
+        .await;
+        if let Err(e) = result {
+            log::warn!("ACME: cannot withdraw published challenges (they lapse): {e}");
         }
     }
     if snapshot_change {
@@ -699,26 +729,38 @@ async fn run_order(
                     // The token is public (it is in the URL the CA fetches).
                     log::info!("ACME: answering http-01 for {name} (token {token})");
                     presented.push(Presented::Http(token.clone()));
+                    let answer = ChallengeAnswer::Http01 {
+                        token: token.clone(),
+                        key_authorization: value.clone(),
+                    };
                     blocking(shared, move |s| {
                         s.set_challenges(|c| {
                             c.http.insert(token, value);
                         })
                     })
                     .await?;
+                    publish(shared, answer).await?;
                 }
                 ChallengeType::TlsAlpn01 => {
-                    let cert = alpn_cert(&name, key_auth.digest().as_ref())?;
+                    let digest = key_auth.digest();
+                    let cert = alpn_cert(&name, digest.as_ref())?;
                     log::info!("ACME: answering tls-alpn-01 for {name}");
                     // For an IP the CA sends the reverse-DNS name as SNI
                     // (RFC 8738 §6); the certificate names the address.
                     let n = ip.map_or_else(|| name.clone(), crate::names::reverse_name);
                     presented.push(Presented::Alpn(n.clone()));
+                    let answer = ChallengeAnswer::TlsAlpn01 {
+                        sni: n.clone(),
+                        name: name.clone(),
+                        digest: digest.as_ref().iter().map(|b| format!("{b:02x}")).collect(),
+                    };
                     blocking(shared, move |s| {
                         s.set_challenges(|c| {
                             c.alpn.insert(n, cert);
                         })
                     })
                     .await?;
+                    publish(shared, answer).await?;
                 }
                 _ => {
                     // DNS-01 (RFC 8555 §8.4): the stored provider with the

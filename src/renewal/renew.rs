@@ -276,7 +276,10 @@ async fn renew_one(
                 "ACME: ordering a certificate for {}",
                 target.names.join(", ")
             );
-            Some(issue(shared, settings, target, listeners).await)
+            // The lease is kept alive while the order runs; a node that
+            // dies loses it `ACME_LEASE_SECS` later and another takes over.
+            let keep = keep_lease_alive(shared, &target.key, holder);
+            Some(issue(shared, settings, target, listeners).or(keep).await)
         }
         Ok(false) => None,
         Err(e) => Some(Err(AcmeError::new("store-error", e.to_string()))),
@@ -290,6 +293,23 @@ async fn renew_one(
         crate::acme::release_lease(store, &t.key, &h)
     })
     .await
+}
+
+/// Renew the ordering lease every third of `ACME_LEASE_SECS` until dropped
+/// (it never completes; raced against the order). A lost lease is logged.
+async fn keep_lease_alive<T>(shared: &Arc<Shared>, key: &str, holder: &str) -> T {
+    let every = Duration::from_secs(u64::try_from(ACME_LEASE_SECS / 3).unwrap_or(1).max(1));
+    loop {
+        smol::Timer::after(every).await;
+        let (s, k, h) = (shared.clone(), key.to_owned(), holder.to_owned());
+        match smol::unblock(move || crate::acme::keep_lease(s.store(), &k, &h, ACME_LEASE_SECS))
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => log::warn!("ACME: the lease on {key} lapsed while ordering"),
+            Err(e) => log::warn!("ACME: cannot renew the lease on {key}: {e}"),
+        }
+    }
 }
 
 fn record(

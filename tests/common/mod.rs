@@ -13,6 +13,7 @@
 //! - `browser`: whether Chromium/node/playwright are there;
 //! - `kamailio`: Debian's Kamailio as a SIP registrar peer;
 //! - `etcd`: Debian's etcd members on loopback (the clustered store);
+//! - `fault_peers`: an instance of the ACME peers of its own (pebble, BIND);
 //! - `websocket`: a minimal WebSocket client side (RFC 6455);
 //! - `sti`: a STIR/SHAKEN signing setup on a running daemon (issue 15).
 //!
@@ -31,6 +32,7 @@ pub mod accept_any;
 pub mod browser;
 pub mod certs;
 pub mod etcd;
+pub mod fault_peers;
 pub mod json;
 pub mod kamailio;
 pub mod openssl;
