@@ -37,15 +37,10 @@ use crate::store::{Entry, Kv, MemKv, Op, Store, StoreError, Tree};
 /// The `format` word of a backup file.
 pub const FORMAT: &str = "pbx-certd-backup";
 
-/// The trees a backup holds: all but the leases (runtime state).
-pub const TREES: [Tree; 6] = [
-    Tree::Roots,
-    Tree::Certs,
-    Tree::Chains,
-    Tree::Keys,
-    Tree::Tenants,
-    Tree::Settings,
-];
+/// The trees a backup holds: the lasting ones (`Tree::lasting`).
+pub fn trees() -> impl Iterator<Item = Tree> {
+    Tree::ALL.into_iter().filter(|t| t.lasting())
+}
 
 /// Trees whose entries make a store "not empty" for `restore`: what an
 /// admin or ACME put there (a fresh store has only the bundled roots and
@@ -57,7 +52,7 @@ const CONTENT_TREES: [Tree; 3] = [Tree::Certs, Tree::Keys, Tree::Tenants];
 pub struct Contents {
     /// When the contents were read (RFC 3339, UTC).
     pub created: String,
-    /// Every entry of each tree of `TREES`, in key order.
+    /// Every entry of each tree of `trees()`, in key order.
     pub trees: Vec<(Tree, Vec<Entry>)>,
 }
 
@@ -85,15 +80,15 @@ struct FileForm {
     trees: BTreeMap<String, Vec<(String, String)>>,
 }
 
-/// Read every tree of `TREES` from `store`.
+/// Read every tree of `trees()` from `store`.
 pub fn read_all(store: &Store) -> Result<Contents, StoreError> {
-    let mut trees = Vec::with_capacity(TREES.len());
-    for tree in TREES {
-        trees.push((tree, store.kv().scan_prefix(tree, b"")?));
+    let mut out = Vec::new();
+    for tree in trees() {
+        out.push((tree, store.kv().scan_prefix(tree, b"")?));
     }
     Ok(Contents {
         created: crate::clock::rfc3339(crate::clock::now()),
-        trees,
+        trees: out,
     })
 }
 
@@ -145,8 +140,8 @@ pub fn decode(bytes: &[u8]) -> Result<Contents, BackupError> {
             form.created
         )));
     }
-    let mut trees = Vec::with_capacity(TREES.len());
-    for tree in TREES {
+    let mut out = Vec::new();
+    for tree in trees() {
         let pairs = form
             .trees
             .get(tree.name())
@@ -167,18 +162,18 @@ pub fn decode(bytes: &[u8]) -> Result<Contents, BackupError> {
         if entries.windows(2).any(|w| w[0].0 == w[1].0) {
             return Err(bad(format!("a key twice in tree {}", tree.name())));
         }
-        trees.push((tree, entries));
+        out.push((tree, entries));
     }
     if let Some(unknown) = form
         .trees
         .keys()
-        .find(|name| !TREES.iter().any(|t| t.name() == name.as_str()))
+        .find(|name| !trees().any(|t| t.name() == name.as_str()))
     {
         return Err(bad(format!("unknown tree {unknown:?}")));
     }
     Ok(Contents {
         created: form.created,
-        trees,
+        trees: out,
     })
 }
 
@@ -273,7 +268,7 @@ pub fn held_content(store: &Store) -> Result<Option<String>, StoreError> {
     Ok((!parts.is_empty()).then(|| parts.join(", ")))
 }
 
-/// Make `target` hold exactly `contents` in the trees of `TREES` (entries
+/// Make `target` hold exactly `contents` in the trees of `trees()` (entries
 /// it has beyond them are removed; its leases stay). Refused when the
 /// target holds certificates, keys or tenants and `replace` is false.
 /// Returns whether such content was replaced.
@@ -334,11 +329,10 @@ mod tests {
     fn sample() -> Contents {
         Contents {
             created: "2026-12-02T03:00:00Z".into(),
-            trees: TREES
-                .iter()
+            trees: trees()
                 .map(|t| {
                     (
-                        *t,
+                        t,
                         vec![
                             (b"k1".to_vec(), vec![0, 1, 2, 255]),
                             (b"k2".to_vec(), Vec::new()),
@@ -414,7 +408,7 @@ mod tests {
             target.kv().get(Tree::Leases, b"acme").unwrap(),
             Some(b"held".to_vec())
         );
-        for tree in TREES {
+        for tree in trees() {
             assert_eq!(target.kv().scan_prefix(tree, b"").unwrap().len(), 2);
         }
         // Now it holds certificates, keys and tenants.

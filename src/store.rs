@@ -73,6 +73,13 @@ impl Tree {
         Tree::Challenges,
     ];
 
+    /// Whether the tree holds the store's lasting contents (what a backup
+    /// keeps), not runtime state: leases (who orders now, which nodes are
+    /// up) and challenge answers of running orders.
+    pub fn lasting(self) -> bool {
+        !matches!(self, Tree::Leases | Tree::Challenges)
+    }
+
     /// The tree's name (an etcd backend's key segment).
     pub fn name(self) -> &'static str {
         match self {

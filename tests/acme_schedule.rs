@@ -75,10 +75,7 @@ fn peers() -> Option<(MutexGuard<'static, ()>, HashMap<String, String>)> {
         return None;
     }
     let lock = LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let base: u16 = std::env::var("PEERS_SCHED_PORT_BASE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(18310);
+    let base = fault_peers::instance_port_base("PEERS_SCHED_PORT_BASE", 18310);
     Some((
         lock,
         fault_peers::instance_script(INSTANCE, base, "0", "up"),

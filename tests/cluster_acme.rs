@@ -40,10 +40,7 @@ const INSTANCE: &str = "cluster";
 const GUARD: Duration = Duration::from_secs(180);
 
 fn peers() -> HashMap<String, String> {
-    let base: u16 = std::env::var("PEERS_CLUSTER_PORT_BASE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(18190);
+    let base = fault_peers::instance_port_base("PEERS_CLUSTER_PORT_BASE", 18190);
     fault_peers::instance_script(INSTANCE, base, "0", "up")
 }
 
@@ -154,21 +151,9 @@ fn one_order_per_name_set_any_node_answers_and_a_dead_orderer_is_replaced() {
     );
     let root = homes[0].file("pebble-root.pem", fault_peers::pebble_root(&env));
     cli(0, &["import", "--cert", &root, "--kind", "root"]);
-    cli(
-        0,
-        &[
-            "acme",
-            "set",
-            "--directory",
-            &env["ACME_DIRECTORY_URL"],
-            "--email",
-            "admin@pbx.test",
-            "--enabled",
-            "true",
-            "--challenge",
-            "http-01",
-        ],
-    );
+    let mut on = fault_peers::acme_on(&env).to_vec();
+    on.extend(["--challenge", "http-01"]);
+    cli(0, &on);
     assert_eq!(cli(0, &["acme", "show"])["check_interval"], 21600);
 
     // Two nodes, each with its own port-80 and HTTPS listeners; pebble

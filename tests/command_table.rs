@@ -152,10 +152,7 @@ fn order_guard() -> Duration {
 /// TLS-ALPN-01, + 3 DNS, + 4 ACME directory, + 5 pebble management), so it
 /// never disturbs the peers of `tests/acme.rs` or `tests/acme_fault.rs`.
 fn peers() -> HashMap<String, String> {
-    let base: u16 = std::env::var("PEERS_CMDTABLE_PORT_BASE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(18170);
+    let base = fault_peers::instance_port_base("PEERS_CMDTABLE_PORT_BASE", 18170);
     fault_peers::instance_script(INSTANCE, base, "0", "up")
 }
 

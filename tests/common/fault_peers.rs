@@ -49,10 +49,16 @@ fn root_dir() -> PathBuf {
 }
 
 fn port_base() -> u16 {
-    std::env::var("PEERS_FAULT_PORT_BASE")
+    instance_port_base("PEERS_FAULT_PORT_BASE", 18150)
+}
+
+/// The first port of a peers instance: the environment variable `var`
+/// when set (another checkout's peers may hold the default), else `default`.
+pub fn instance_port_base(var: &str, default: u16) -> u16 {
+    std::env::var(var)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(18150)
+        .unwrap_or(default)
 }
 
 /// `scripts/acme-peers.sh ACTION` for the fault instance; its env file
@@ -211,22 +217,25 @@ pub fn status_of(dir: &Path, key: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no status for {key}"))
 }
 
+/// The `acme set` arguments that turn ACME on against the instance's pebble
+/// (nothing else set: the default check interval).
+pub fn acme_on(env: &HashMap<String, String>) -> [&str; 8] {
+    [
+        "acme",
+        "set",
+        "--directory",
+        &env["ACME_DIRECTORY_URL"],
+        "--email",
+        "admin@pbx.test",
+        "--enabled",
+        "true",
+    ]
+}
+
 /// `acme set` as an admin enables ACME (default check interval): wakes the
 /// renewal loop, which orders for every name set now.
 pub fn enable_acme(d: &Path, env: &HashMap<String, String>) {
-    ok(
-        d,
-        &[
-            "acme",
-            "set",
-            "--directory",
-            &env["ACME_DIRECTORY_URL"],
-            "--email",
-            "admin@pbx.test",
-            "--enabled",
-            "true",
-        ],
-    );
+    ok(d, &acme_on(env));
     assert_eq!(
         ok(d, &["acme", "show"])["check_interval"],
         21600,
