@@ -1623,6 +1623,12 @@ pub fn tenants(
                 "An empty field clears the setting. Root CA list: "
                 a href="/roots" id="roots-count" { (system.roots_stored) " roots stored" }
                 @if let Some(v) = &system.roots_version { " (last reset to the bundled " (v) ")" }
+                ". Private keys and secrets: "
+                @match (&system.seal_key_id, system.keys_sealed) {
+                    (Some(id), true) => { span id="keys-sealed" { "sealed at rest with key " code { (id) } } }
+                    _ => { span id="keys-sealed" { "not sealed (no store key file)" } }
+                }
+                "."
             }
             div { button type="submit" { "Save" } }
         }
