@@ -1694,8 +1694,8 @@ pub fn render(command: &Command, reply: &Reply) -> String {
         }
         Reply::Cluster(c) => render_cluster(c),
         Reply::Rekeyed(r) => format!(
-            "{} values of the private keys and secret settings sealed with key {}\n",
-            r.resealed, r.key_id
+            "sealed with key {}: {} values (private keys and secret settings)\n",
+            r.key_id, r.resealed
         ),
         Reply::Transfer(t) => {
             let counts: Vec<String> = t.entries.iter().map(|(tree, n)| format!("{tree} {n}")).collect();
