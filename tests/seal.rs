@@ -386,3 +386,53 @@ fn a_daemon_with_the_key_serves_the_sealed_store_and_rekeys_for_the_cli() {
     assert_eq!(presented(daemon.https, "pbx.beta.test"), beta.id());
     assert_eq!(presented(daemon.https, "pbx.alpha.test"), alpha.id());
 }
+
+#[test]
+fn a_copy_of_a_sealed_store_is_sealed_and_a_restore_with_the_key_seals_a_backup() {
+    let a = Pbx::new();
+    let (key, id) = keygen(&a, "store.key");
+    let alpha = fill(&a, Some(&key));
+    let before = answers(&a, Some(&key));
+
+    // `store copy` into another data dir: sealed with the same key.
+    let c = Pbx::new();
+    let to = c.data.to_str().unwrap().to_owned();
+    a.ok(&with_key(Some(&key), &["store", "copy", "--to", &to]));
+    let e = c.err(&["dns", "list"]);
+    e.expect("store-key-missing");
+    assert!(e.message.contains(&id), "{}", e.message);
+    assert_eq!(answers(&c, Some(&key)), before);
+    for (what, files) in secrets_in_data_dir(&c, &alpha) {
+        assert!(files.is_empty(), "{what} copied in the clear to {files:?}");
+    }
+
+    // A backup holds the secrets in the clear (README says so) ...
+    let file = a.tmp.path().join("sealed.backup");
+    let file = file.to_str().unwrap();
+    a.ok(&with_key(Some(&key), &["backup", "--out", file]));
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    let settings: Vec<Vec<u8>> = doc["trees"]["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| base64_decode(entry[1].as_str().unwrap()))
+        .collect();
+    assert!(
+        settings
+            .iter()
+            .any(|v| v.windows(TSIG_B64.len()).any(|w| w == TSIG_B64.as_bytes())),
+        "the TSIG secret is in the backup as entered"
+    );
+    // ... and restored into a fresh data dir with the key, it is sealed
+    // there (the way to a data dir without sled's older plain copies).
+    let b = Pbx::new();
+    b.ok(&with_key(Some(&key), &["restore", "--in", file]));
+    assert_eq!(answers(&b, Some(&key)), before);
+    b.err(&["certs"]).expect("store-key-missing");
+    for (what, files) in secrets_in_data_dir(&b, &alpha) {
+        assert!(
+            files.is_empty(),
+            "{what} restored in the clear to {files:?}"
+        );
+    }
+}
