@@ -511,7 +511,9 @@ pub fn resolve_id(store: &Store, tree: Tree, prefix: &str) -> Result<String, Err
 
 /// Open the sled store in `dir` for use: a fresh store is seeded with the
 /// bundled Root CA list, and stores of older releases are migrated (the
-/// local CA key into the keys tree). Every entry point opens through here.
+/// local CA key into the keys tree). Unsealed (tests, tools): every entry
+/// point opens through `open_location`, which seeds and migrates the same
+/// way behind the sealing wrapper.
 pub fn open_store(dir: &std::path::Path) -> Result<Store, crate::store::StoreError> {
     prepare(Store::open(dir)?)
 }

@@ -21,6 +21,12 @@
 //! as `StoreError::Locked`, never waited on. `MemKv` obeys the same contract
 //! (minus durability) and the same test suite runs against both
 //! (`tests/store_trait.rs`).
+//!
+//! Sealing at rest is a wrapper over any backend (`seal::SealedKv`,
+//! layer 2 beside this one): the values of `Tree::Keys` and
+//! `Tree::Settings` are AES-256-GCM sealed on the way in and unsealed on
+//! the way out, so nothing here or above knows of it; `Kv::sealing` says
+//! whether it is on.
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
