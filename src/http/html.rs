@@ -1664,6 +1664,32 @@ mod tests {
     }
 
     #[test]
+    fn the_system_box_says_whether_keys_are_sealed() {
+        let page = |system: &SystemView| {
+            super::tenants(
+                "t",
+                &[],
+                system,
+                &[],
+                &html! {},
+                &super::TenantTyped::default(),
+                &[],
+            )
+        };
+        let plain = page(&system(None));
+        assert!(plain.contains("not sealed (no store key file)"), "{plain}");
+        let mut sealed = system(None);
+        sealed.keys_sealed = true;
+        sealed.seal_key_id = Some("786900c012409e59".into());
+        let sealed = page(&sealed);
+        assert!(
+            sealed.contains("sealed at rest with key <code>786900c012409e59</code>"),
+            "{sealed}"
+        );
+        assert!(!sealed.contains("not sealed"), "{sealed}");
+    }
+
+    #[test]
     fn values_are_escaped_in_text_and_attributes() {
         let v = "<a href=\"x\">'&'</a>";
         let page = super::tenants(
