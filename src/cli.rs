@@ -1821,6 +1821,9 @@ pub fn run(cli: Cli) -> i32 {
             refuse_copy_to_itself(to, &cli.data_dir, cli.store.as_ref())?;
         }
         let (value, ran) = execute(&cli.data_dir, cli.store.as_ref(), &tls, key_file, &command)?;
+        if let (Reply::Rekeyed(r), Ran::Daemon) = (&value, &ran) {
+            rekeyed_by_another_key(r, key_file);
+        }
         // No daemon answered: this data dir's node, as far as it has one.
         let value = match (value, &ran) {
             (Reply::Cluster(view), Ran::Local(_)) => {
@@ -1864,6 +1867,24 @@ pub fn run(cli: Cli) -> i32 {
             eprintln!("pbx-certd: error [{}]: {e}", e.code_str());
             1
         }
+    }
+}
+
+/// A `store rekey` the daemon ran with its own key file: say so on stderr
+/// when the CLI was given another sealing key (rotation step 3, restarting
+/// the daemon with the new key file, was skipped).
+fn rekeyed_by_another_key(r: &crate::seal::Rekeyed, key_file: Option<&std::path::Path>) {
+    let Some(path) = key_file else { return };
+    let Ok(Some(mine)) = crate::seal::KeyRing::load(Some(path)).map(|k| k.sealing_id()) else {
+        return;
+    };
+    if mine != r.key_id {
+        eprintln!(
+            "note: the running daemon sealed with its own key file (key {}), not with the first \
+             key of {} ({mine}): restart it with that file to seal with it",
+            r.key_id,
+            path.display()
+        );
     }
 }
 

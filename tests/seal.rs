@@ -260,9 +260,20 @@ fn a_sealed_store_needs_its_key_by_name_and_serve_does_not_start_without_it() {
     );
     // A key file of 31 bytes, or none where one is named.
     let short = pbx.file("short.key", &std::fs::read(&key).unwrap()[..31]);
-    let e = pbx.err(&with_key(Some(&short), &["dns", "list"]));
-    e.expect("store-key-file");
-    assert!(e.message.contains("31 bytes"), "{}", e.message);
+    let short_err = pbx.err(&with_key(Some(&short), &["dns", "list"]));
+    short_err.expect("store-key-file");
+    assert!(
+        short_err.message.contains("31 bytes"),
+        "{}",
+        short_err.message
+    );
+    // The environment's bad file: the same refusal (one reader).
+    let mut cmd = pbx.command(&["dns", "list", "--json"]);
+    cmd.env("PBX_CERTD_STORE_KEY_FILE", &short);
+    assert_eq!(
+        run_command(cmd, None).api_error().message,
+        short_err.message
+    );
     let gone = pbx.files.join("absent.key");
     pbx.err(&with_key(Some(gone.to_str().unwrap()), &["certs"]))
         .expect("store-key-file");
@@ -303,8 +314,8 @@ fn a_sealed_store_needs_its_key_by_name_and_serve_does_not_start_without_it() {
     let out = run_command(pbx.daemon().args(&["--config", &config]).command(), None);
     assert_ne!(out.status, 0, "{}", out.describe());
     assert!(
-        out.stderr.contains("[store-key-file]"),
-        "{}",
+        out.stderr.contains("[store-key-file]") && out.stderr.contains(&short_err.message),
+        "the config file's key file is read as the flag's:\n{}",
         out.describe()
     );
 }
@@ -368,6 +379,18 @@ fn a_daemon_with_the_key_serves_the_sealed_store_and_rekeys_for_the_cli() {
     let r = pbx.ok(&["store", "rekey"]);
     assert_eq!(r["key_id"], id.as_str(), "{r}");
     assert!(r["resealed"].as_u64().unwrap() >= 4, "{r}");
+    assert!(!pbx.run_json(&["store", "rekey"]).stderr.contains("note:"));
+    // A CLI given a new key while the daemon runs on the old: the daemon
+    // seals with its own, and the CLI says so.
+    let (new, new_id) = keygen(&pbx, "new.key");
+    let out = pbx.run_json(&with_key(Some(&new), &["store", "rekey"]));
+    out.success();
+    assert_eq!(out.json()["key_id"], id.as_str(), "{}", out.describe());
+    assert!(
+        out.stderr.contains("note:") && out.stderr.contains(&new_id),
+        "{}",
+        out.describe()
+    );
     // A certificate imported through the daemon is sealed and served.
     let pki = Pki::new();
     pbx.tenant_add("beta", &["pbx.beta.test"]);
