@@ -291,7 +291,8 @@ pub trait Kv: Send + Sync {
 
     /// Watch every tree at once, for a store other processes write (a
     /// cluster node learns of changes made on other nodes); its changes'
-    /// keys are `TREE/KEY` (e.g. `certs/ID`). `None`: this process is the
+    /// keys are `TREE/KEY` (e.g. `certs/ID`), values as stored (sealed
+    /// ones sealed: a follower uses them as wake-ups). `None`: this process is the
     /// store's only writer (sled holds a lock; memory is private), so there
     /// is nothing to follow.
     fn watch_all(&self) -> Result<Option<Box<dyn Watch>>, StoreError> {
