@@ -60,6 +60,11 @@ pub struct Cli {
     /// With an etcd+https:// store: the PEM client key (mutual TLS).
     #[arg(long, global = true, value_name = "FILE")]
     pub store_key: Option<PathBuf>,
+    /// The store key file (`store keygen`): private keys and secret
+    /// settings are sealed at rest with its first key, read with any of
+    /// its keys (README "Keys sealed at rest").
+    #[arg(long, global = true, env = crate::seal::KEY_FILE_ENV, value_name = "FILE")]
+    pub store_key_file: Option<PathBuf>,
     /// Print machine-readable JSON on stdout.
     #[arg(long, global = true)]
     pub json: bool,
@@ -275,6 +280,17 @@ pub enum StoreCmd {
         #[arg(long = "to-key", value_name = "FILE")]
         to_key: Option<std::path::PathBuf>,
     },
+    /// Make a store key file (32 random bytes, mode 0600) for
+    /// --store-key-file; an existing file is never overwritten.
+    Keygen {
+        /// The new key file.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Seal every private key and secret setting again with the first key
+    /// of --store-key-file (plaintext ones get sealed): after adding a key
+    /// (rotation), or to seal a store made without one.
+    Rekey,
 }
 
 fn render_cluster(c: &ops::ClusterView) -> String {
@@ -632,7 +648,7 @@ pub struct ServeArgs {
     /// Config file with `https = ADDR`, `http = ADDR`, `tls-forward = L=T`,
     /// `tls-connect = L=HOST:PORT[,...]`, `max-conns-per-ip = N`,
     /// `workers = N`, `handshake-log = on|off`, `store = etcd+http(s)://...`,
-    /// `store-ca|store-cert|store-key = FILE` lines.
+    /// `store-ca|store-cert|store-key = FILE`, `store-key-file = FILE` lines.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// The global `--store` (set by `run`; the config file's `store =`
@@ -643,6 +659,10 @@ pub struct ServeArgs {
     /// config file's lines fill the ones absent).
     #[arg(skip)]
     pub store_tls: crate::etcd::StoreTls,
+    /// The global `--store-key-file` (set by `run`; the config file's
+    /// `store-key-file =` applies when it is absent).
+    #[arg(skip)]
+    pub store_key_file: Option<PathBuf>,
 }
 
 /// `admin` subcommands.
@@ -1146,6 +1166,16 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
             replace,
         },
         Cmd::Store {
+            command: StoreCmd::Rekey,
+        } => Command::StoreRekey,
+        Cmd::Store {
+            command: StoreCmd::Keygen { .. },
+        } => {
+            return Err(Error::BadSetting(
+                "`store keygen` runs in the CLI and opens no store".into(),
+            ))
+        }
+        Cmd::Store {
             command:
                 StoreCmd::Copy {
                     to,
@@ -1329,6 +1359,10 @@ pub fn render(command: &Command, reply: &Reply) -> String {
                 v.roots_stored,
                 or_dash(v.roots_version.as_deref()),
             );
+            out += &match &v.seal_key_id {
+                Some(id) if v.keys_sealed => format!("keys sealed:   yes, with key {id}\n"),
+                _ => "keys sealed:   no (no --store-key-file)\n".to_owned(),
+            };
             if v.roots_update_available {
                 out += &roots_update_note(&v.bundled_roots_version);
             }
@@ -1659,6 +1693,10 @@ pub fn render(command: &Command, reply: &Reply) -> String {
             lines_or(out, "no open alerts\n")
         }
         Reply::Cluster(c) => render_cluster(c),
+        Reply::Rekeyed(r) => format!(
+            "sealed with key {}: {} values (private keys and secret settings)\n",
+            r.key_id, r.resealed
+        ),
         Reply::Transfer(t) => {
             let counts: Vec<String> = t.entries.iter().map(|(tree, n)| format!("{tree} {n}")).collect();
             let head = match command {
@@ -1715,6 +1753,7 @@ fn execute(
     data_dir: &std::path::Path,
     etcd: Option<&crate::etcd::EtcdUrl>,
     tls: &crate::etcd::StoreTls,
+    key_file: Option<&std::path::Path>,
     command: &Command,
 ) -> Result<(Reply, Ran), Error> {
     if etcd.is_some() {
@@ -1729,7 +1768,7 @@ fn execute(
             Err(e) => return Err(e.into()),
         }
     }
-    match crate::ops::open_location(data_dir, etcd, tls) {
+    match crate::ops::open_location(data_dir, etcd, tls, key_file) {
         Ok(store) => {
             let value = match command {
                 // Sent from here when no daemon runs (it needs the network).
@@ -1767,13 +1806,24 @@ pub fn run(cli: Cli) -> i32 {
     if let Cmd::Serve(mut args) = cli.command {
         args.store = cli.store;
         args.store_tls = tls;
+        args.store_key_file = cli.store_key_file;
         return run_serve(cli.data_dir, args, json);
     }
+    if let Cmd::Store {
+        command: StoreCmd::Keygen { out },
+    } = &cli.command
+    {
+        return keygen(out, json);
+    }
+    let key_file = cli.store_key_file.as_deref();
     let result = to_command(cli.command).and_then(|command| {
         if let Command::StoreCopy { to, .. } = &command {
             refuse_copy_to_itself(to, &cli.data_dir, cli.store.as_ref())?;
         }
-        let (value, ran) = execute(&cli.data_dir, cli.store.as_ref(), &tls, &command)?;
+        let (value, ran) = execute(&cli.data_dir, cli.store.as_ref(), &tls, key_file, &command)?;
+        if let (Reply::Rekeyed(r), Ran::Daemon) = (&value, &ran) {
+            rekeyed_by_another_key(r, key_file);
+        }
         // No daemon answered: this data dir's node, as far as it has one.
         let value = match (value, &ran) {
             (Reply::Cluster(view), Ran::Local(_)) => {
@@ -1792,6 +1842,7 @@ pub fn run(cli: Cli) -> i32 {
                         &cli.data_dir,
                         cli.store.as_ref(),
                         &tls,
+                        key_file,
                         &Command::SystemShow,
                     ) {
                         Ok((Reply::System(v), _)) if v.roots_update_available => {
@@ -1810,6 +1861,50 @@ pub fn run(cli: Cli) -> i32 {
             0
         }
         Err(e) => {
+            if json {
+                println!("{}", e.to_json());
+            }
+            eprintln!("pbx-certd: error [{}]: {e}", e.code_str());
+            1
+        }
+    }
+}
+
+/// A `store rekey` the daemon ran with its own key file: say so on stderr
+/// when the CLI was given another sealing key (rotation step 3, restarting
+/// the daemon with the new key file, was skipped).
+fn rekeyed_by_another_key(r: &crate::seal::Rekeyed, key_file: Option<&std::path::Path>) {
+    let Some(path) = key_file else { return };
+    let Ok(Some(mine)) = crate::seal::KeyRing::load(Some(path)).map(|k| k.sealing_id()) else {
+        return;
+    };
+    if mine != r.key_id {
+        eprintln!(
+            "note: the running daemon sealed with its own key file (key {}), not with the first \
+             key of {} ({mine}): restart it with that file to seal with it",
+            r.key_id,
+            path.display()
+        );
+    }
+}
+
+/// `store keygen --out FILE`: no store is opened.
+fn keygen(out: &std::path::Path, json: bool) -> i32 {
+    match crate::seal::keygen(out) {
+        Ok(made) => {
+            if json {
+                println!("{}", serde_json::to_value(&made).unwrap_or_default());
+            } else {
+                println!(
+                    "key {} written to {} (mode 0600)\n\
+                     keep a copy off this machine: without it the sealed store cannot be read",
+                    made.key_id, made.file
+                );
+            }
+            0
+        }
+        Err(e) => {
+            let e = Error::Store(e);
             if json {
                 println!("{}", e.to_json());
             }
@@ -1890,6 +1985,10 @@ fn read_config(path: &std::path::Path, args: &mut ServeArgs) -> Result<(), Strin
                 let tls = &mut args.store_tls;
                 tls.key.get_or_insert_with(|| value.into());
             }
+            // Read (and judged) with the flag's file by `seal::KeyRing::load`.
+            "store-key-file" => {
+                args.store_key_file.get_or_insert_with(|| value.into());
+            }
             "tls-connect" => args.tls_connect.push(
                 value
                     .parse()
@@ -1927,6 +2026,7 @@ fn run_serve(data_dir: PathBuf, mut args: ServeArgs, json: bool) -> i32 {
             data_dir,
             store: args.store.clone(),
             store_tls: args.store_tls.clone(),
+            store_key_file: args.store_key_file.clone(),
             https: listen_addr(args.https.as_deref(), "0.0.0.0:443")?,
             http: listen_addr(args.http.as_deref(), "0.0.0.0:80")?,
             forwards: args.tls_forward.clone(),

@@ -14,7 +14,8 @@
 //! - 1 `pki`: the import rules, pure functions over DER.
 //! - 2 `store`: the storage trait (get/put/delete/scan, batches, CAS, watch,
 //!   leases) with its sled and in-memory backends; `etcd`, its etcd
-//!   backend (a cluster's shared store, issue 16).
+//!   backend (a cluster's shared store, issue 16); `seal`, the wrapper
+//!   that seals private keys and secret settings at rest (AES-256-GCM).
 //! - 3 `error` (every operation's error enum, stable codes), `snapshot` (the
 //!   immutable SNI map the handshake reads without a lock).
 //! - 4 domain operations: `certs`, `tenant`, `roots`, `auth`, `localca`,
@@ -68,6 +69,7 @@ pub mod pem;
 pub mod pki;
 pub mod proxy;
 pub mod roots;
+pub mod seal;
 pub mod serve;
 pub mod served;
 pub mod session;

@@ -735,3 +735,18 @@ pub const ACME_CHALLENGE_TTL_SECS: i64 = 10 * 60;
 /// the CA to validate it: every node rebuilds within it (the import-to-served
 /// median is about 30 ms, README "Cluster"; 1 s is the issue's promise).
 pub const CLUSTER_CHALLENGE_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+// ---- keys sealed at rest (issue 16, `seal`) ----
+
+/// Bytes of one store key: AES-256 (NIST SP 800-38D with a 256-bit AES key,
+/// ring's `AES_256_GCM.key_len()`).
+pub const SEAL_KEY_BYTES: usize = 32;
+
+/// Most keys one `--store-key-file` holds: a rotation needs two (new, old);
+/// a few more cover a rotation interrupted twice. Bounds the read.
+pub const MAX_SEAL_KEYS: usize = 8;
+
+/// Bytes of a key ID stored beside each sealed value (the first bytes of
+/// SHA-256 of the key): enough to tell a handful of keys apart, and the ID
+/// says nothing usable about the key.
+pub const SEAL_KEY_ID_BYTES: usize = 8;

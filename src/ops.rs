@@ -201,6 +201,10 @@ pub enum Command {
         replace: bool,
         tls: crate::etcd::StoreTls,
     },
+    /// `store rekey`: every value of the sealed trees sealed again with
+    /// the first key of the key file (`crate::seal::rekey`; plaintext
+    /// values get sealed).
+    StoreRekey,
     /// `ca issue --tenant NAME [--client]`
     CaIssue {
         /// The tenant whose DNS names the certificate carries.
@@ -363,6 +367,8 @@ impl Command {
             Command::Restore { .. } => Effect::SERVING_AND_RENEWAL,
             // A CSR key is used by no certificate (nothing served changes).
             Command::CsrKeyDelete { .. } => Effect::WRITE,
+            // The same values written again, sealed: nothing read changes.
+            Command::StoreRekey => Effect::WRITE,
             // Signing and verifying write nothing (verification fetches the
             // x5u and keeps it only in memory); the STI trust list is read.
             Command::StirShakenSign(_)
@@ -505,25 +511,41 @@ pub fn resolve_id(store: &Store, tree: Tree, prefix: &str) -> Result<String, Err
 
 /// Open the sled store in `dir` for use: a fresh store is seeded with the
 /// bundled Root CA list, and stores of older releases are migrated (the
-/// local CA key into the keys tree). Every entry point opens through here.
+/// local CA key into the keys tree). Unsealed (tests, tools): every entry
+/// point opens through `open_location`, which seeds and migrates the same
+/// way behind the sealing wrapper.
 pub fn open_store(dir: &std::path::Path) -> Result<Store, crate::store::StoreError> {
     prepare(Store::open(dir)?)
 }
 
 /// The store an entry point was pointed at: the etcd prefix of `--store`
 /// when given (a cluster's shared store; `tls` its TLS files), else the
-/// sled store in `dir`; opened as `open_store` does.
+/// sled store in `dir`; its secret trees sealed with the keys of
+/// `key_file` (`--store-key-file`; without one, sealed values are refused
+/// by name: `crate::seal`); opened as `open_store` does.
 pub fn open_location(
     dir: &std::path::Path,
     etcd: Option<&crate::etcd::EtcdUrl>,
     tls: &crate::etcd::StoreTls,
+    key_file: Option<&std::path::Path>,
 ) -> Result<Store, crate::store::StoreError> {
+    let keys = std::sync::Arc::new(crate::seal::KeyRing::load(key_file)?);
+    let backend = open_backend(dir, etcd, tls)?;
+    with_backend(Box::new(crate::seal::SealedKv::new(backend, keys)))
+}
+
+/// The raw backend `open_location` seals: etcd or the sled store in `dir`.
+fn open_backend(
+    dir: &std::path::Path,
+    etcd: Option<&crate::etcd::EtcdUrl>,
+    tls: &crate::etcd::StoreTls,
+) -> Result<Box<dyn crate::store::Kv>, crate::store::StoreError> {
     match etcd {
-        Some(url) => with_backend(Box::new(crate::etcd::EtcdKv::new(url.clone(), tls)?)),
+        Some(url) => Ok(Box::new(crate::etcd::EtcdKv::new(url.clone(), tls)?)),
         None if !tls.is_empty() => Err(crate::store::StoreError::BadTls(
             "--store-ca/--store-cert/--store-key need --store etcd+https://...".into(),
         )),
-        None => open_store(dir),
+        None => Ok(Box::new(crate::store::SledKv::open(dir)?)),
     }
 }
 
@@ -735,22 +757,24 @@ fn judge_backup(contents: &crate::backup::Contents) -> Result<(), Error> {
 }
 
 /// The store `store copy --to` names: an `etcd+http(s)://` URL (with its
-/// TLS files) or the path of a sled data directory, opened as any entry
-/// point opens a store.
-fn open_copy_target(to: &str, tls: &crate::etcd::StoreTls) -> Result<Store, Error> {
-    if to.starts_with("etcd+") {
+/// TLS files) or the path of a sled data directory, sealed as `source` is
+/// (a sealed store's copy is sealed with the same keys), opened as any
+/// entry point opens a store.
+fn open_copy_target(source: &Store, to: &str, tls: &crate::etcd::StoreTls) -> Result<Store, Error> {
+    let backend = if to.starts_with("etcd+") {
         let url: crate::etcd::EtcdUrl = to
             .parse()
             .map_err(|e: String| Error::BadSetting(format!("--to {to}: {e}")))?;
-        Ok(open_location(std::path::Path::new(""), Some(&url), tls)?)
+        open_backend(std::path::Path::new(""), Some(&url), tls)?
     } else if !tls.is_empty() {
-        Err(crate::store::StoreError::BadTls(
+        return Err(crate::store::StoreError::BadTls(
             "--to-ca/--to-cert/--to-key need --to etcd+https://...".into(),
         )
-        .into())
+        .into());
     } else {
-        Ok(open_store(std::path::Path::new(to))?)
-    }
+        open_backend(std::path::Path::new(to), None, tls)?
+    };
+    Ok(with_backend(source.kv().seal_alike(backend))?)
 }
 
 /// `{"ok":true}`: the reply of a command with nothing to report.
@@ -880,6 +904,8 @@ pub enum Reply {
     Transfer(crate::backup::Transfer),
     /// `cluster status`.
     Cluster(ClusterView),
+    /// `store rekey`.
+    Rekeyed(crate::seal::Rekeyed),
 }
 
 impl Reply {
@@ -940,6 +966,7 @@ impl Reply {
                 Reply::Transfer(from(v)?)
             }
             Command::ClusterStatus => Reply::Cluster(from(v)?),
+            Command::StoreRekey => Reply::Rekeyed(from(v)?),
             Command::AlertTest => Reply::AlertTest(from(v)?),
             Command::TenantAdd { .. }
             | Command::TenantRemove { .. }
@@ -1071,6 +1098,8 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
                 roots_stored: store.roots()?.len(),
                 bundled_roots_version: roots::bundled_version(),
                 roots_update_available: roots::update_available(store)?,
+                keys_sealed: store.kv().sealing().is_some(),
+                seal_key_id: store.kv().sealing(),
             })
         }
         Command::Import {
@@ -1223,11 +1252,12 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
         }
         Command::StoreCopy { to, replace, tls } => {
             let contents = crate::backup::read_all(store)?;
-            let target = open_copy_target(to, tls)?;
+            let target = open_copy_target(store, to, tls)?;
             let replaced = crate::backup::load_into(&target, &contents, *replace)?;
             target.flush()?;
             Reply::Transfer(transfer(to, &contents, 0, replaced))
         }
+        Command::StoreRekey => Reply::Rekeyed(crate::seal::rekey(store.kv())?),
         Command::CaIssue { tenant, client } => {
             Reply::Imported(crate::localca::issue(store, tenant, *client)?)
         }
@@ -1431,6 +1461,7 @@ mod tests {
                 replace: false,
                 tls: crate::etcd::StoreTls::default(),
             },
+            Command::StoreRekey,
             Command::ClusterStatus,
             Command::CaIssue {
                 tenant: s(),
@@ -1514,9 +1545,10 @@ mod tests {
                 Command::Restore { .. } => 58,
                 Command::StoreCopy { .. } => 59,
                 Command::ClusterStatus => 60,
+                Command::StoreRekey => 61,
             });
         }
-        assert_eq!(seen.len(), 61, "a command variant has no sample");
+        assert_eq!(seen.len(), 62, "a command variant has no sample");
         samples
     }
 

@@ -325,6 +325,9 @@ pub struct ServeConfig {
     pub store: Option<crate::etcd::EtcdUrl>,
     /// Its TLS files (`etcd+https://`).
     pub store_tls: crate::etcd::StoreTls,
+    /// The store key file sealing keys and secrets (`--store-key-file`,
+    /// `store-key-file =`; `crate::seal`).
+    pub store_key_file: Option<PathBuf>,
     /// HTTPS admin listener; `None` disables it.
     pub https: Option<SocketAddr>,
     /// Port-80 listener; `None` disables it.
@@ -944,8 +947,12 @@ async fn trunk(
 
 /// Run the daemon until `shutdown` completes.
 pub fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
-    let store =
-        crate::ops::open_location(&config.data_dir, config.store.as_ref(), &config.store_tls)?;
+    let store = crate::ops::open_location(
+        &config.data_dir,
+        config.store.as_ref(),
+        &config.store_tls,
+        config.store_key_file.as_deref(),
+    )?;
     // With an etcd store the data dir still holds this node's own files
     // (control socket, node ID).
     crate::store::secure_dir(&config.data_dir)?;

@@ -21,6 +21,12 @@
 //! as `StoreError::Locked`, never waited on. `MemKv` obeys the same contract
 //! (minus durability) and the same test suite runs against both
 //! (`tests/store_trait.rs`).
+//!
+//! Sealing at rest is a wrapper over any backend (`seal::SealedKv`,
+//! layer 2 beside this one): the values of `Tree::Keys` and
+//! `Tree::Settings` are AES-256-GCM sealed on the way in and unsealed on
+//! the way out, so nothing here or above knows of it; `Kv::sealing` says
+//! whether it is on.
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -132,6 +138,21 @@ pub enum StoreError {
     /// The clustered store refused the write because it raced another
     /// (etcd answered "aborted" or "failed precondition"): nothing changed.
     Conflict(String),
+    /// A stored value is sealed (`crate::seal`) with a key that was not
+    /// given: no `--store-key-file`, or one without that key ID.
+    KeyMissing {
+        /// The key ID the value names (16 hex digits).
+        id: String,
+        /// The key IDs of the key file given (empty: none was given).
+        held: Vec<String>,
+    },
+    /// A sealed value does not open with the key of its ID: the value was
+    /// altered, moved to another key, or sealed by a different key that
+    /// has the same ID (what).
+    UnsealFailed(String),
+    /// The store key file (`--store-key-file`) is unreadable or not 32·n
+    /// bytes, or `store keygen` cannot write its file (path and why).
+    KeyFile(String),
 }
 
 impl StoreError {
@@ -145,6 +166,9 @@ impl StoreError {
             StoreError::Unavailable(_) => "store-unavailable",
             StoreError::Conflict(_) => "store-conflict",
             StoreError::BadTls(_) => "store-tls",
+            StoreError::KeyMissing { .. } => "store-key-missing",
+            StoreError::UnsealFailed(_) => "store-unseal-failed",
+            StoreError::KeyFile(_) => "store-key-file",
         }
     }
 }
@@ -167,6 +191,19 @@ impl core::fmt::Display for StoreError {
             StoreError::Unavailable(e) => write!(f, "the store cluster is unavailable: {e}"),
             StoreError::Conflict(e) => write!(f, "the write raced another one: {e}"),
             StoreError::BadTls(e) => write!(f, "TLS to the store: {e}"),
+            StoreError::KeyMissing { id, held } if held.is_empty() => write!(
+                f,
+                "the store holds values sealed with key {id}: give its key file \
+                 (--store-key-file FILE or PBX_CERTD_STORE_KEY_FILE)"
+            ),
+            StoreError::KeyMissing { id, held } => write!(
+                f,
+                "the store holds values sealed with key {id}, which the key file given \
+                 does not hold (it holds {})",
+                held.join(", ")
+            ),
+            StoreError::UnsealFailed(e) => write!(f, "a sealed value does not open: {e}"),
+            StoreError::KeyFile(e) => write!(f, "store key file: {e}"),
         }
     }
 }
@@ -267,7 +304,8 @@ pub trait Kv: Send + Sync {
 
     /// Watch every tree at once, for a store other processes write (a
     /// cluster node learns of changes made on other nodes); its changes'
-    /// keys are `TREE/KEY` (e.g. `certs/ID`). `None`: this process is the
+    /// keys are `TREE/KEY` (e.g. `certs/ID`), values as stored (sealed
+    /// ones sealed: a follower uses them as wake-ups). `None`: this process is the
     /// store's only writer (sled holds a lock; memory is private), so there
     /// is nothing to follow.
     fn watch_all(&self) -> Result<Option<Box<dyn Watch>>, StoreError> {
@@ -296,6 +334,20 @@ pub trait Kv: Send + Sync {
     /// its last committed transaction); asking is also a health check.
     fn revision(&self) -> Result<Option<u64>, StoreError> {
         Ok(None)
+    }
+
+    /// The ID of the key that seals new values of the secret trees
+    /// (`crate::seal::SealedKv`, `--store-key-file`); `None`: values are
+    /// written as they are.
+    fn sealing(&self) -> Option<String> {
+        None
+    }
+
+    /// `backend` sealed as this store is (same keys), for a store written
+    /// from this one (`store copy --to`): a sealed store's copy is sealed.
+    /// Unsealed stores give `backend` back as it is.
+    fn seal_alike(&self, backend: Box<dyn Kv>) -> Box<dyn Kv> {
+        backend
     }
 
     /// Insert or replace one key (durably).
@@ -818,6 +870,35 @@ impl<K: Kv + ?Sized> Kv for std::sync::Arc<K> {
     }
     fn revision(&self) -> Result<Option<u64>, StoreError> {
         (**self).revision()
+    }
+    fn sealing(&self) -> Option<String> {
+        (**self).sealing()
+    }
+    fn seal_alike(&self, backend: Box<dyn Kv>) -> Box<dyn Kv> {
+        (**self).seal_alike(backend)
+    }
+    fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        (**self).put(tree, key, value)
+    }
+    fn delete(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError> {
+        (**self).delete(tree, key)
+    }
+    fn lease_acquire(&self, name: &[u8], holder: &[u8], ttl: Duration) -> Result<bool, StoreError> {
+        (**self).lease_acquire(name, holder, ttl)
+    }
+    fn lease_keep_alive(
+        &self,
+        name: &[u8],
+        holder: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        (**self).lease_keep_alive(name, holder, ttl)
+    }
+    fn lease_release(&self, name: &[u8], holder: &[u8]) -> Result<(), StoreError> {
+        (**self).lease_release(name, holder)
+    }
+    fn lease_holder(&self, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).lease_holder(name)
     }
 }
 

@@ -254,6 +254,14 @@ pub struct SystemView {
     pub bundled_roots_version: String,
     /// True when `roots reset` would install a newer list.
     pub roots_update_available: bool,
+    /// Whether private keys and secret settings are sealed at rest: a
+    /// store key file was given (`--store-key-file`; `crate::seal`), so
+    /// every value written is sealed (older ones once `store rekey` ran).
+    #[serde(default)]
+    pub keys_sealed: bool,
+    /// The ID of the key that seals (16 hex digits), when sealed.
+    #[serde(default)]
+    pub seal_key_id: Option<String>,
 }
 
 /// What `system set` changes; `None` leaves a field as it is.

@@ -7,7 +7,10 @@
 //! - with every etcd member stopped, every node keeps presenting it, and an
 //!   import is refused with `store-unavailable`;
 //! - with the members started again, the import works and every node
-//!   presents it (the nodes re-open their watch and resync).
+//!   presents it (the nodes re-open their watch and resync);
+//! - a prefix sealed with a store key file holds no private key or secret
+//!   in the clear (read raw with `etcdctl`; the same content unsealed is
+//!   the control), and nodes with the key serve it.
 //!
 //! Native only (scripts/test-qemu.sh): three etcd members and three daemons.
 //! Waits are polls under a generous hang guard; nothing asserts a duration.
@@ -710,4 +713,145 @@ fn cluster_status_lists_the_nodes_alive_and_drops_a_stopped_or_killed_one() {
     assert_eq!(status["node"], serde_json::Value::Null, "{status}");
     assert_eq!(status["applied_revision"], serde_json::Value::Null);
     assert_eq!(listed(&status), vec![ids[0].clone()]);
+}
+
+/// Every `(key, value)` etcd holds under `prefix`, raw (`etcdctl get
+/// --prefix -w json`, keys and values Base64 in its JSON).
+fn etcd_raw(etcd: &Etcd, prefix: &str) -> Vec<(String, Vec<u8>)> {
+    let mut cmd = std::process::Command::new("etcdctl");
+    cmd.env("ETCDCTL_API", "3").args([
+        "--endpoints",
+        &etcd.endpoints().join(","),
+        "get",
+        "--prefix",
+        prefix,
+        "-w",
+        "json",
+    ]);
+    let out = run_command(cmd, None);
+    out.success();
+    let v = out.json();
+    v["kvs"]
+        .as_array()
+        .map(|kvs| {
+            kvs.iter()
+                .map(|kv| {
+                    let key = base64_decode(kv["key"].as_str().unwrap());
+                    let value = base64_decode(kv["value"].as_str().unwrap_or(""));
+                    (String::from_utf8_lossy(&key).into_owned(), value)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_sealed_etcd_store_holds_no_secret_in_the_clear_and_nodes_with_the_key_serve_it() {
+    let bin = etcd_bin();
+    if !skip::require("etcd", bin.as_ref().err().map(String::as_str)) {
+        return;
+    }
+    let Ok(bin) = bin else { return };
+    let etcd = Etcd::start(&bin, 1);
+    const TSIG: &str = "c2VhbGVkLWluLWV0Y2Qtc2VjcmV0";
+    let a = Pbx::new();
+    let key = a.files.join("store.key");
+    let key = key.to_str().unwrap();
+    let made = a.ok(&["store", "keygen", "--out", key]);
+    let key_id = made["key_id"].as_str().unwrap().to_owned();
+    let pki = Pki::new();
+    let alpha = pki.leaf(leaf(&["pbx.alpha.test"]));
+    // The same content into two prefixes: sealed, and plain (the control).
+    for (prefix, sealed) in [("sealed", true), ("plain", false)] {
+        let url = etcd.store_url(prefix);
+        let mut args = vec!["--store", url.as_str()];
+        if sealed {
+            args.extend(["--store-key-file", key]);
+        }
+        let with = |more: &[&'static str]| -> Vec<String> {
+            args.iter().chain(more).map(|s| s.to_string()).collect()
+        };
+        let ok = |more: &[&'static str]| {
+            let all = with(more);
+            a.ok(&all.iter().map(String::as_str).collect::<Vec<_>>())
+        };
+        ok(&["tenant", "add", "alpha", "--dns", "pbx.alpha.test"]);
+        pki.import(&a, &alpha, &args);
+        ok(&[
+            "dns",
+            "add",
+            "bind",
+            "--provider",
+            "rfc2136",
+            "--zone",
+            "alpha.test",
+            "--server",
+            "127.0.0.1:53",
+            "--tsig-name",
+            "k",
+            "--tsig-algorithm",
+            "hmac-sha256",
+            "--tsig-secret",
+            TSIG,
+        ]);
+    }
+    let (_, pkcs8) = pem_blocks(&alpha.key_pem())
+        .into_iter()
+        .find(|(l, _)| l == "PRIVATE KEY")
+        .unwrap();
+    let holding = |prefix: &str, needle: &[u8]| -> Vec<String> {
+        etcd_raw(&etcd, prefix)
+            .into_iter()
+            .filter(|(_, v)| v.windows(needle.len()).any(|w| w == needle))
+            .map(|(k, _)| k)
+            .collect()
+    };
+    for needle in [&pkcs8[..], TSIG.as_bytes()] {
+        assert!(!holding("plain/", needle).is_empty(), "control: not found");
+        assert_eq!(holding("sealed/", needle), Vec::<String>::new());
+    }
+    // Every key and setting is sealed with the key (magic, then its ID);
+    // certificates are not.
+    let raw = etcd_raw(&etcd, "sealed/");
+    let magic = [b"PBXSEAL1".as_slice(), &hex_decode(&key_id)].concat();
+    let sealed: Vec<&String> = raw
+        .iter()
+        .filter(|(_, v)| v.starts_with(&magic))
+        .map(|(k, _)| k)
+        .collect();
+    for (k, v) in &raw {
+        let secret = k.starts_with("sealed/keys/") || k.starts_with("sealed/settings/");
+        assert_eq!(v.starts_with(&magic), secret, "{k}");
+    }
+    assert!(sealed.len() >= 3, "{sealed:?}");
+
+    // Two nodes with the key serve the certificate; one without it does
+    // not start.
+    let url = etcd.store_url("sealed");
+    let (b, c) = (Pbx::new(), Pbx::new());
+    let nodes: Vec<Daemon> = [&b, &c]
+        .iter()
+        .map(|p| {
+            p.daemon()
+                .args(&["--store", url.as_str(), "--store-key-file", key])
+                .start()
+        })
+        .collect();
+    all_present(&nodes, "pbx.alpha.test", &alpha.id());
+    let d = Pbx::new();
+    let out = run_command(d.daemon().args(&["--store", url.as_str()]).command(), None);
+    assert_ne!(out.status, 0, "{}", out.describe());
+    assert!(
+        out.stderr.contains("[store-key-missing]") && out.stderr.contains(&key_id),
+        "{}",
+        out.describe()
+    );
+}
+
+/// Bytes of a hex string.
+fn hex_decode(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }

@@ -33,6 +33,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("store", 2),
     // The etcd backend of the store's `Kv` (issue 16).
     ("etcd", 2),
+    // Keys sealed at rest: a `Kv` wrapper over any backend (issue 16).
+    ("seal", 2),
     ("error", 3),
     ("snapshot", 3),
     ("certs", 4),

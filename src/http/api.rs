@@ -285,7 +285,14 @@ pub fn status_of_code(code: &str) -> u16 {
         | "ca-exists" => 409,
         "store-locked" | "store-unavailable" => 503,
         "store-conflict" => 409,
-        "store-error" | "store-corrupt" | "store-tls" | "remote" | "key-generation-failed" => 500,
+        "store-error"
+        | "store-corrupt"
+        | "store-tls"
+        | "store-key-missing"
+        | "store-unseal-failed"
+        | "store-key-file"
+        | "remote"
+        | "key-generation-failed" => 500,
         _ => 400,
     }
 }
@@ -903,6 +910,7 @@ mod tests {
         // A clustered store (etcd) that does not answer is not the client's fault.
         assert_eq!(status_of_code("store-unavailable"), 503);
         assert_eq!(status_of_code("store-conflict"), 409);
+        assert_eq!(status_of_code("store-key-missing"), 500);
         let r = error_resp(&Error::NoSuchTenant("t".into()));
         assert_eq!(r.status, 404);
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();

@@ -1623,6 +1623,12 @@ pub fn tenants(
                 "An empty field clears the setting. Root CA list: "
                 a href="/roots" id="roots-count" { (system.roots_stored) " roots stored" }
                 @if let Some(v) = &system.roots_version { " (last reset to the bundled " (v) ")" }
+                ". Private keys and secrets: "
+                @match (&system.seal_key_id, system.keys_sealed) {
+                    (Some(id), true) => { span id="keys-sealed" { "sealed at rest with key " code { (id) } } }
+                    _ => { span id="keys-sealed" { "not sealed (no store key file)" } }
+                }
+                "."
             }
             div { button type="submit" { "Save" } }
         }
@@ -1655,6 +1661,32 @@ mod tests {
             json!({"dns": dns, "admin_email": dns, "default_cert": null, "aia_fetch": true, "roots_version": null,
             "bundled_roots_version": "v", "roots_update_available": false}),
         )
+    }
+
+    #[test]
+    fn the_system_box_says_whether_keys_are_sealed() {
+        let page = |system: &SystemView| {
+            super::tenants(
+                "t",
+                &[],
+                system,
+                &[],
+                &html! {},
+                &super::TenantTyped::default(),
+                &[],
+            )
+        };
+        let plain = page(&system(None));
+        assert!(plain.contains("not sealed (no store key file)"), "{plain}");
+        let mut sealed = system(None);
+        sealed.keys_sealed = true;
+        sealed.seal_key_id = Some("786900c012409e59".into());
+        let sealed = page(&sealed);
+        assert!(
+            sealed.contains("sealed at rest with key <code>786900c012409e59</code>"),
+            "{sealed}"
+        );
+        assert!(!sealed.contains("not sealed"), "{sealed}");
     }
 
     #[test]
