@@ -54,6 +54,9 @@ pub struct Contents {
     pub created: String,
     /// Every entry of each tree of `trees()`, in key order.
     pub trees: Vec<(Tree, Vec<Entry>)>,
+    /// The store key ID whose seal the values of the sealed trees carry
+    /// (`backup --sealed`); `None`: every value is plain.
+    pub sealed: Option<String>,
 }
 
 /// What `backup`, `restore` and `store copy` did.
@@ -69,6 +72,9 @@ pub struct Transfer {
     pub bytes: u64,
     /// The target held certificates, keys or tenants that were replaced.
     pub replaced: bool,
+    /// The store key ID sealing the file's keys and secrets (`backup
+    /// --sealed`, or a sealed file restored); `None`: a plain file.
+    pub sealed: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -77,6 +83,8 @@ struct FileForm {
     format: String,
     version: u32,
     created: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sealed: Option<String>,
     trees: BTreeMap<String, Vec<(String, String)>>,
 }
 
@@ -89,6 +97,7 @@ pub fn read_all(store: &Store) -> Result<Contents, StoreError> {
     Ok(Contents {
         created: crate::clock::rfc3339(crate::clock::now()),
         trees: out,
+        sealed: None,
     })
 }
 
@@ -109,6 +118,7 @@ pub fn encode(contents: &Contents) -> Vec<u8> {
         format: FORMAT.to_owned(),
         version: BACKUP_FORMAT_VERSION,
         created: contents.created.clone(),
+        sealed: contents.sealed.clone(),
         trees,
     };
     serde_json::to_vec(&form).unwrap_or_default()
@@ -174,7 +184,52 @@ pub fn decode(bytes: &[u8]) -> Result<Contents, BackupError> {
     Ok(Contents {
         created: form.created,
         trees: out,
+        sealed: form.sealed,
     })
+}
+
+/// Seal the values of `contents` as `store` seals its own (`backup
+/// --sealed`): refused (`backup-no-key`) when the store has no key.
+pub fn seal_with(store: &Store, contents: &mut Contents) -> Result<(), BackupError> {
+    let kv = store.kv();
+    let id = kv.sealing().ok_or_else(|| {
+        BackupError::NoKey("backup --sealed needs the store key (--store-key-file)".into())
+    })?;
+    for (tree, entries) in &mut contents.trees {
+        for (key, value) in entries.iter_mut() {
+            if let Some(sealed) = kv
+                .seal_value(*tree, key, value)
+                .map_err(|e| BackupError::NoKey(e.to_string()))?
+            {
+                *value = sealed;
+            }
+        }
+    }
+    contents.sealed = Some(id);
+    Ok(())
+}
+
+/// Open the values of a sealed backup with `store`'s keys (the plain
+/// contents judged and restored): a store without keys is refused with
+/// `backup-no-key` naming the key ID; a key it lacks, or a value altered,
+/// with the store's `store-key-missing` / `store-unseal-failed`.
+pub fn open_with(store: &Store, contents: &mut Contents) -> Result<(), crate::error::Error> {
+    let Some(id) = contents.sealed.take() else {
+        return Ok(());
+    };
+    let kv = store.kv();
+    if kv.sealing().is_none() {
+        return Err(BackupError::NoKey(format!(
+            "the backup is sealed with store key {id}: restore it with --store-key-file"
+        ))
+        .into());
+    }
+    for (tree, entries) in &mut contents.trees {
+        for (key, value) in entries.iter_mut() {
+            *value = kv.open_value(*tree, key, std::mem::take(value))?;
+        }
+    }
+    Ok(())
 }
 
 /// The contents as a store in memory, to be opened and read (judged)
@@ -329,6 +384,7 @@ mod tests {
     fn sample() -> Contents {
         Contents {
             created: "2026-12-02T03:00:00Z".into(),
+            sealed: None,
             trees: trees()
                 .map(|t| {
                     (

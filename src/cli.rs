@@ -224,6 +224,10 @@ pub enum Cmd {
         /// The backup file (replaced if it exists).
         #[arg(long)]
         out: std::path::PathBuf,
+        /// Seal the keys and secrets in the file with the store key
+        /// (`--store-key-file`; restored only with that key).
+        #[arg(long)]
+        sealed: bool,
     },
     /// Make the store equal to a backup file. Refused when the store holds
     /// certificates, keys or tenants, unless --replace.
@@ -1158,8 +1162,9 @@ pub fn to_command(cmd: Cmd) -> Result<Command, Error> {
         Cmd::Cluster {
             command: ClusterCmd::Status,
         } => Command::ClusterStatus,
-        Cmd::Backup { out } => Command::Backup {
+        Cmd::Backup { out, sealed } => Command::Backup {
             out: absolute_text(&out, "--out")?,
+            sealed,
         },
         Cmd::Restore { input, replace } => Command::Restore {
             input: absolute_text(&input, "--in")?,
@@ -1700,9 +1705,14 @@ pub fn render(command: &Command, reply: &Reply) -> String {
         Reply::Transfer(t) => {
             let counts: Vec<String> = t.entries.iter().map(|(tree, n)| format!("{tree} {n}")).collect();
             let head = match command {
-                Command::Backup { .. } => {
-                    format!("backed up to {} ({} bytes, mode 0600)", t.location, t.bytes)
-                }
+                Command::Backup { .. } => format!(
+                    "backed up to {} ({} bytes, mode 0600{})",
+                    t.location,
+                    t.bytes,
+                    t.sealed
+                        .as_ref()
+                        .map_or(String::new(), |id| format!(", keys sealed with store key {id}"))
+                ),
                 Command::Restore { .. } => format!("restored {} (made {})", t.location, t.created),
                 _ => format!("copied to {}", t.location),
             };

@@ -236,6 +236,9 @@ pub enum BackupError {
     NotEmpty(String),
     /// `store copy --to` names the store being copied.
     SameStore(String),
+    /// A sealed backup needs a store key: to write one (`backup --sealed`
+    /// without `--store-key-file`) or to read one (the key ID it needs).
+    NoKey(String),
 }
 
 impl BackupError {
@@ -248,6 +251,7 @@ impl BackupError {
             BackupError::NewerFormat(_) => "backup-too-new",
             BackupError::NotEmpty(_) => "store-not-empty",
             BackupError::SameStore(_) => "same-store",
+            BackupError::NoKey(_) => "backup-no-key",
         }
     }
 }
@@ -268,6 +272,7 @@ impl core::fmt::Display for BackupError {
                 "the target store is not empty ({what}); --replace replaces everything in it"
             ),
             BackupError::SameStore(what) => write!(f, "{what} is the store being copied"),
+            BackupError::NoKey(why) => f.write_str(why),
         }
     }
 }

@@ -190,7 +190,12 @@ pub enum Command {
     ClusterStatus,
     /// `backup --out FILE`: every tree but the leases into one file, mode
     /// 0600 (`crate::backup`); `out` is absolute (the daemon may write it).
-    Backup { out: String },
+    Backup {
+        out: String,
+        /// `--sealed`: values of the sealed trees sealed with the store key.
+        #[serde(default)]
+        sealed: bool,
+    },
     /// `restore --in FILE [--replace]`: the store made equal to a backup
     /// (refused over certificates, keys or tenants without `replace`).
     Restore { input: String, replace: bool },
@@ -720,6 +725,7 @@ fn transfer(
         entries: crate::backup::counts(contents),
         bytes: bytes as u64,
         replaced,
+        sealed: contents.sealed.clone(),
     }
 }
 
@@ -1237,18 +1243,25 @@ pub fn execute(store: &Store, command: &Command) -> Result<Reply, Error> {
         Command::CaInit => Reply::Ca(crate::localca::init(store)?),
         Command::CaShow => Reply::Ca(crate::localca::show(store)?),
         Command::ClusterStatus => Reply::Cluster(cluster_status(store)),
-        Command::Backup { out } => {
-            let contents = crate::backup::read_all(store)?;
+        Command::Backup { out, sealed } => {
+            let mut contents = crate::backup::read_all(store)?;
+            if *sealed {
+                crate::backup::seal_with(store, &mut contents)?;
+            }
             let bytes = crate::backup::encode(&contents);
             crate::backup::write_file(std::path::Path::new(out), &bytes)?;
             Reply::Transfer(transfer(out, &contents, bytes.len(), false))
         }
         Command::Restore { input, replace } => {
             let bytes = crate::backup::read_file(std::path::Path::new(input))?;
-            let contents = crate::backup::decode(&bytes)?;
+            let mut contents = crate::backup::decode(&bytes)?;
+            let sealed = contents.sealed.clone();
+            crate::backup::open_with(store, &mut contents)?;
             judge_backup(&contents)?;
             let replaced = crate::backup::load_into(store, &contents, *replace)?;
-            Reply::Transfer(transfer(input, &contents, bytes.len(), replaced))
+            let mut t = transfer(input, &contents, bytes.len(), replaced);
+            t.sealed = sealed;
+            Reply::Transfer(t)
         }
         Command::StoreCopy { to, replace, tls } => {
             let contents = crate::backup::read_all(store)?;
@@ -1451,6 +1464,7 @@ mod tests {
             Command::CaShow,
             Command::Backup {
                 out: "/proc/pbx-certd-none/backup.json".into(),
+                sealed: false,
             },
             Command::Restore {
                 input: "/proc/pbx-certd-none/backup.json".into(),

@@ -384,6 +384,22 @@ impl Kv for SealedKv {
         Box::new(SealedKv::new(backend, self.ring.clone()))
     }
 
+    fn seal_value(
+        &self,
+        tree: Tree,
+        key: &[u8],
+        plain: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.ring.sealing_id() {
+            Some(_) => self.seal(tree, key, plain).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn open_value(&self, tree: Tree, key: &[u8], stored: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        self.open(tree, key, stored)
+    }
+
     fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         self.inner.put(tree, key, &self.seal(tree, key, value)?)
     }

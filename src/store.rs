@@ -350,6 +350,25 @@ pub trait Kv: Send + Sync {
         backend
     }
 
+    /// `plain` as this store would store it under `tree`/`key` (sealed in
+    /// a sealed tree of a sealed store), for a sealed backup file; `None`:
+    /// this store seals nothing.
+    fn seal_value(
+        &self,
+        _tree: Tree,
+        _key: &[u8],
+        _plain: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(None)
+    }
+
+    /// The plain value of `stored` (from `seal_value` of a store with one of
+    /// this store's keys); an unsealed value comes back as it is. Only a
+    /// sealed store can open sealed values (the caller checks `sealing`).
+    fn open_value(&self, _tree: Tree, _key: &[u8], stored: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        Ok(stored)
+    }
+
     /// Insert or replace one key (durably).
     fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         self.apply(&[Op::Put(tree, key.to_vec(), value.to_vec())])
@@ -873,6 +892,17 @@ impl<K: Kv + ?Sized> Kv for std::sync::Arc<K> {
     }
     fn sealing(&self) -> Option<String> {
         (**self).sealing()
+    }
+    fn seal_value(
+        &self,
+        tree: Tree,
+        key: &[u8],
+        plain: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).seal_value(tree, key, plain)
+    }
+    fn open_value(&self, tree: Tree, key: &[u8], stored: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        (**self).open_value(tree, key, stored)
     }
     fn seal_alike(&self, backend: Box<dyn Kv>) -> Box<dyn Kv> {
         (**self).seal_alike(backend)

@@ -459,3 +459,84 @@ fn a_copy_of_a_sealed_store_is_sealed_and_a_restore_with_the_key_seals_a_backup(
         );
     }
 }
+
+/// Whether any value of the backup `file` (each Base64-decoded, as the
+/// store held it) contains `needle`.
+fn backup_holds(file: &str, needle: &[u8]) -> bool {
+    use base64ct::{Base64, Encoding};
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    doc["trees"].as_object().unwrap().values().any(|entries| {
+        entries.as_array().unwrap().iter().any(|e| {
+            let value = Base64::decode_vec(e[1].as_str().unwrap()).unwrap();
+            value.windows(needle.len()).any(|w| w == needle)
+        })
+    })
+}
+
+#[test]
+fn a_sealed_backup_holds_no_secret_and_restores_only_with_its_key() {
+    let a = Pbx::new();
+    let (key, id) = keygen(&a, "store.key");
+    let alpha = fill(&a, Some(&key));
+    let key_pem = alpha.key_pem();
+    let (_, pkcs8) = pem_blocks(&key_pem)
+        .into_iter()
+        .find(|(l, _)| l == "PRIVATE KEY")
+        .unwrap();
+    let secrets: [(&str, &[u8]); 3] = [
+        ("private key", &pkcs8),
+        ("TSIG secret", TSIG_B64.as_bytes()),
+        ("SMTP password", SMTP_PASSWORD.as_bytes()),
+    ];
+    // A plain backup holds them (the control of the check below).
+    let plain = a.files.join("plain.backup");
+    let plain = plain.to_str().unwrap();
+    a.ok(&with_key(Some(&key), &["backup", "--out", plain]));
+    for (what, bytes) in secrets {
+        assert!(
+            backup_holds(plain, bytes),
+            "the plain backup lacks the {what}"
+        );
+    }
+    // Sealed: none of them, and the file names its key.
+    let sealed = a.files.join("sealed.backup");
+    let sealed = sealed.to_str().unwrap();
+    let made = a.ok(&with_key(
+        Some(&key),
+        &["backup", "--out", sealed, "--sealed"],
+    ));
+    assert_eq!(made["sealed"], id.as_str(), "{made}");
+    for (what, bytes) in secrets {
+        assert!(
+            !backup_holds(sealed, bytes),
+            "the sealed backup holds the {what}"
+        );
+    }
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(sealed).unwrap()).unwrap();
+    assert_eq!(doc["sealed"], id.as_str());
+    // Sealing needs a key: a store without one refuses.
+    let plain_store = Pbx::new();
+    plain_store.tenant_add("beta", &["pbx.beta.test"]);
+    let out = plain_store.files.join("x.backup");
+    plain_store
+        .err(&["backup", "--out", out.to_str().unwrap(), "--sealed"])
+        .expect("backup-no-key");
+    assert!(!out.exists());
+
+    // Restored: without a key file refused by name, with another key
+    // refused, with the key every answer equal.
+    let b = Pbx::new();
+    let e = b.err(&["restore", "--in", sealed]);
+    e.expect("backup-no-key");
+    assert!(e.message.contains(&id), "{}", e.message);
+    let (other, _) = keygen(&b, "other.key");
+    b.err(&with_key(Some(&other), &["restore", "--in", sealed]))
+        .expect("store-key-missing");
+    let restored = b.ok(&with_key(Some(&key), &["restore", "--in", sealed]));
+    assert_eq!(restored["sealed"], id.as_str());
+    assert_eq!(answers(&b, Some(&key)), answers(&a, Some(&key)));
+    // And the restored store is sealed with the key as well.
+    for (what, files) in secrets_in_data_dir(&b, &alpha) {
+        assert!(files.is_empty(), "{what} in the clear in {files:?}");
+    }
+}
