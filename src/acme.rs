@@ -854,23 +854,41 @@ pub enum ChallengeAnswer {
         key_authorization: String,
     },
     /// TLS-ALPN-01: the SNI name (a reverse-DNS name for an IP, RFC 8738
-    /// §6), the name the certificate carries, and the SHA-256 of the key
-    /// authorization (hex) for its acmeIdentifier extension. Each node makes
+    /// §6), the name the certificate carries, and the key authorization
+    /// whose SHA-256 goes in its acmeIdentifier extension. Each node makes
     /// its own certificate from them (`alpn_cert`): no key crosses the store.
     TlsAlpn01 {
         sni: String,
         name: String,
-        digest: String,
+        key_authorization: String,
     },
+}
+
+/// The `Tree::Challenges` key of an HTTP-01 answer.
+pub fn http_challenge_key(token: &str) -> String {
+    format!("http:{token}")
+}
+
+/// The `Tree::Challenges` key of a TLS-ALPN-01 answer.
+pub fn alpn_challenge_key(sni: &str) -> String {
+    format!("alpn:{sni}")
 }
 
 impl ChallengeRecord {
     /// Its key in `Tree::Challenges`.
     pub fn key(&self) -> String {
         match &self.answer {
-            ChallengeAnswer::Http01 { token, .. } => format!("http:{token}"),
-            ChallengeAnswer::TlsAlpn01 { sni, .. } => format!("alpn:{sni}"),
+            ChallengeAnswer::Http01 { token, .. } => http_challenge_key(token),
+            ChallengeAnswer::TlsAlpn01 { sni, .. } => alpn_challenge_key(sni),
         }
+    }
+
+    /// A stored record still in its time at `now` (`None`: unreadable or
+    /// over).
+    fn live(value: &[u8], now: i64) -> Option<ChallengeRecord> {
+        serde_json::from_slice::<ChallengeRecord>(value)
+            .ok()
+            .filter(|r| r.expires > now)
     }
 }
 
@@ -881,9 +899,7 @@ pub fn publish_challenge(store: &Store, record: &ChallengeRecord) -> Result<(), 
     let now = clock::now();
     let mut ops = Vec::new();
     for (key, value) in kv.scan_prefix(crate::store::Tree::Challenges, b"")? {
-        let over =
-            serde_json::from_slice::<ChallengeRecord>(&value).map_or(true, |r| r.expires <= now);
-        if over {
+        if ChallengeRecord::live(&value, now).is_none() {
             ops.push(crate::store::Op::Delete(
                 crate::store::Tree::Challenges,
                 key,
@@ -913,8 +929,7 @@ pub fn live_challenges(store: &Store) -> Result<Vec<ChallengeRecord>, Error> {
         .kv()
         .scan_prefix(crate::store::Tree::Challenges, b"")?
         .into_iter()
-        .filter_map(|(_, v)| serde_json::from_slice::<ChallengeRecord>(&v).ok())
-        .filter(|r| r.expires > now)
+        .filter_map(|(_, v)| ChallengeRecord::live(&v, now))
         .collect())
 }
 
@@ -948,29 +963,38 @@ pub fn alpn_cert(
 /// clustered store shares between nodes), by compare-and-swap: of two
 /// contenders exactly one wins. `Ok(false)`: another holder has it.
 pub fn take_lease(store: &Store, key: &str, holder: &str, secs: i64) -> Result<bool, Error> {
-    let name = format!("{LEASE_PREFIX}{key}");
-    let ttl = std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0));
-    Ok(store
-        .kv()
-        .lease_acquire(name.as_bytes(), holder.as_bytes(), ttl)?)
+    Ok(store.kv().lease_acquire(
+        lease_name(key).as_bytes(),
+        holder.as_bytes(),
+        lease_ttl(secs),
+    )?)
+}
+
+/// The `Tree::Leases` name of a name set's ordering lease.
+fn lease_name(key: &str) -> String {
+    format!("{LEASE_PREFIX}{key}")
+}
+
+/// A lease lifetime in seconds as a `Duration` (negative: already over).
+fn lease_ttl(secs: i64) -> std::time::Duration {
+    std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0))
 }
 
 /// Extend our lease for a name set to `secs` from now; `Ok(false)`: it
 /// lapsed or is not ours any more.
 pub fn keep_lease(store: &Store, key: &str, holder: &str, secs: i64) -> Result<bool, Error> {
-    let name = format!("{LEASE_PREFIX}{key}");
-    let ttl = std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0));
-    Ok(store
-        .kv()
-        .lease_keep_alive(name.as_bytes(), holder.as_bytes(), ttl)?)
+    Ok(store.kv().lease_keep_alive(
+        lease_name(key).as_bytes(),
+        holder.as_bytes(),
+        lease_ttl(secs),
+    )?)
 }
 
 /// Release the lease if we hold it.
 pub fn release_lease(store: &Store, key: &str, holder: &str) -> Result<(), Error> {
-    let name = format!("{LEASE_PREFIX}{key}");
     Ok(store
         .kv()
-        .lease_release(name.as_bytes(), holder.as_bytes())?)
+        .lease_release(lease_name(key).as_bytes(), holder.as_bytes())?)
 }
 
 #[cfg(test)]

@@ -51,7 +51,7 @@ pub struct Shared {
     /// Whether the watch on a shared store is open now.
     following: std::sync::atomic::AtomicBool,
     /// TLS-ALPN-01 certificates made for answers other nodes published,
-    /// by (SNI, digest).
+    /// by (SNI, key authorization).
     alpn_made: Mutex<HashMap<(String, String), Arc<rustls::sign::CertifiedKey>>>,
 }
 
@@ -193,8 +193,7 @@ impl Shared {
         // least everything up to it.
         let revision = self.store.kv().revision()?;
         self.rebuild_locked()?;
-        *self.applied.lock().unwrap_or_else(|p| p.into_inner()) =
-            (revision, Some(crate::clock::now()));
+        self.set_applied(revision);
         Ok(())
     }
 
@@ -202,12 +201,16 @@ impl Shared {
     /// changes seen held nothing served). Informational: a failure to ask
     /// leaves the record as it was and the watch open (the watch itself
     /// ends when its member is lost or leaderless).
-    fn note_current(&self) -> Result<(), StoreError> {
+    fn note_current(&self) {
         if let Ok(revision) = self.store.kv().revision() {
-            *self.applied.lock().unwrap_or_else(|p| p.into_inner()) =
-                (revision, Some(crate::clock::now()));
+            self.set_applied(revision);
         }
-        Ok(())
+    }
+
+    /// The store revision the snapshot is current at, as of now.
+    fn set_applied(&self, revision: Option<u64>) {
+        *self.applied.lock().unwrap_or_else(|p| p.into_inner()) =
+            (revision, Some(crate::clock::now()));
     }
 
     /// This node's ID, once `serve` named it.
@@ -243,11 +246,9 @@ impl Shared {
     /// works again.
     pub async fn heartbeat(self: Arc<Self>) {
         use crate::limits::{NODE_HEARTBEAT_SECS, NODE_HEARTBEAT_TTL_SECS};
-        let id = match (self.store.kv().shared(), self.node_id.get()) {
-            (true, Some(id)) => id.clone(),
-            _ => return std::future::pending().await,
+        let Some((name, id)) = self.heartbeat_lease() else {
+            return std::future::pending().await;
         };
-        let name = format!("{}{id}", crate::settings::NODE_LEASE_PREFIX);
         let ttl = std::time::Duration::from_secs(NODE_HEARTBEAT_TTL_SECS);
         let mut failing = false;
         loop {
@@ -275,11 +276,20 @@ impl Shared {
         }
     }
 
+    /// This node's heartbeat lease (`NODE_LEASE_PREFIX` + ID) and its
+    /// holder (the ID), on a shared store once `serve` named the node.
+    fn heartbeat_lease(&self) -> Option<(String, String)> {
+        let id = self.node_id.get().filter(|_| self.store.kv().shared())?;
+        Some((
+            format!("{}{id}", crate::settings::NODE_LEASE_PREFIX),
+            id.clone(),
+        ))
+    }
+
     /// Drop this node's heartbeat (a clean stop: other nodes stop listing
     /// it at once). Best effort.
     pub fn leave_cluster(&self) {
-        if let (true, Some(id)) = (self.store.kv().shared(), self.node_id.get()) {
-            let name = format!("{}{id}", crate::settings::NODE_LEASE_PREFIX);
+        if let Some((name, id)) = self.heartbeat_lease() {
             if let Err(e) = self
                 .store
                 .kv()
@@ -319,7 +329,10 @@ impl Shared {
                                 // Only leases changed (heartbeats, ACME
                                 // leases): nothing served changes; the
                                 // snapshot is current at the new revision.
-                                Ok(seen) if !seen.serving => self.note_current(),
+                                Ok(seen) if !seen.serving => {
+                                    self.note_current();
+                                    Ok(())
+                                }
                                 // Another node changed what is served:
                                 // rebuilt; when it changed names or ACME
                                 // settings or status, the renewal loop
@@ -386,28 +399,32 @@ impl Shared {
                 } => {
                     challenges.http.entry(token).or_insert(key_authorization);
                 }
-                crate::acme::ChallengeAnswer::TlsAlpn01 { sni, name, digest } => {
-                    let id = (sni.clone(), digest.clone());
+                crate::acme::ChallengeAnswer::TlsAlpn01 {
+                    sni,
+                    name,
+                    key_authorization,
+                } => {
+                    let id = (sni.clone(), key_authorization);
                     keep.insert(id.clone());
                     if challenges.alpn.contains_key(&sni) {
                         continue;
                     }
                     let cert = match made.get(&id) {
                         Some(c) => c.clone(),
-                        None => match hex_bytes(&digest)
-                            .ok_or_else(|| "digest not hex".to_owned())
-                            .and_then(|d| {
-                                crate::acme::alpn_cert(&name, &d).map_err(|e| e.to_string())
-                            }) {
-                            Ok(c) => {
-                                made.insert(id, c.clone());
-                                c
+                        None => {
+                            let digest =
+                                ring::digest::digest(&ring::digest::SHA256, id.1.as_bytes());
+                            match crate::acme::alpn_cert(&name, digest.as_ref()) {
+                                Ok(c) => {
+                                    made.insert(id, c.clone());
+                                    c
+                                }
+                                Err(e) => {
+                                    log::warn!("ACME: published tls-alpn-01 answer for {sni}: {e}");
+                                    continue;
+                                }
                             }
-                            Err(e) => {
-                                log::warn!("ACME: published tls-alpn-01 answer for {sni}: {e}");
-                                continue;
-                            }
-                        },
+                        }
                     };
                     challenges.alpn.insert(sni, cert);
                 }
@@ -416,20 +433,6 @@ impl Shared {
         made.retain(|id, _| keep.contains(id));
         Ok(())
     }
-}
-
-/// Bytes of a hex string (`None` if it is not one).
-fn hex_bytes(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
-        return None;
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| {
-            hex.get(i..i + 2)
-                .and_then(|b| u8::from_str_radix(b, 16).ok())
-        })
-        .collect()
 }
 
 /// Take the changes that already arrived (one rebuild per burst), with

@@ -586,8 +586,8 @@ async fn withdraw(shared: &Arc<Shared>, presented: Vec<Presented>) {
         let keys: Vec<String> = presented
             .iter()
             .filter_map(|p| match p {
-                Presented::Http(token) => Some(format!("http:{token}")),
-                Presented::Alpn(sni) => Some(format!("alpn:{sni}")),
+                Presented::Http(token) => Some(crate::acme::http_challenge_key(token)),
+                Presented::Alpn(sni) => Some(crate::acme::alpn_challenge_key(sni)),
                 Presented::Dns(..) => None,
             })
             .collect();
@@ -742,8 +742,7 @@ async fn run_order(
                     publish(shared, answer).await?;
                 }
                 ChallengeType::TlsAlpn01 => {
-                    let digest = key_auth.digest();
-                    let cert = alpn_cert(&name, digest.as_ref())?;
+                    let cert = alpn_cert(&name, key_auth.digest().as_ref())?;
                     log::info!("ACME: answering tls-alpn-01 for {name}");
                     // For an IP the CA sends the reverse-DNS name as SNI
                     // (RFC 8738 §6); the certificate names the address.
@@ -752,7 +751,7 @@ async fn run_order(
                     let answer = ChallengeAnswer::TlsAlpn01 {
                         sni: n.clone(),
                         name: name.clone(),
-                        digest: digest.as_ref().iter().map(|b| format!("{b:02x}")).collect(),
+                        key_authorization: key_auth.as_str().to_owned(),
                     };
                     blocking(shared, move |s| {
                         s.set_challenges(|c| {
