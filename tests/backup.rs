@@ -56,23 +56,10 @@ fn populated() -> (Pbx, Issued) {
     );
     pbx.ok(&["ca", "init"]);
     pbx.ok(&["ca", "issue", "--tenant", "beta"]);
-    pbx.ok(&[
-        "dns",
-        "add",
-        "bind",
-        "--provider",
-        "rfc2136",
-        "--zone",
-        "alpha.test",
-        "--server",
-        "127.0.0.1:53",
-        "--tsig-name",
+    pbx.ok(&rfc2136_provider(
         "acme-key",
-        "--tsig-algorithm",
-        "hmac-sha256",
-        "--tsig-secret",
         "c2VjcmV0LXNlY3JldC1zZWNyZXQ=",
-    ]);
+    ));
     pbx.ok(&[
         "acme",
         "set",

@@ -777,23 +777,7 @@ fn a_sealed_etcd_store_holds_no_secret_in_the_clear_and_nodes_with_the_key_serve
         };
         ok(&["tenant", "add", "alpha", "--dns", "pbx.alpha.test"]);
         pki.import(&a, &alpha, &args);
-        ok(&[
-            "dns",
-            "add",
-            "bind",
-            "--provider",
-            "rfc2136",
-            "--zone",
-            "alpha.test",
-            "--server",
-            "127.0.0.1:53",
-            "--tsig-name",
-            "k",
-            "--tsig-algorithm",
-            "hmac-sha256",
-            "--tsig-secret",
-            TSIG,
-        ]);
+        ok(&rfc2136_provider("k", TSIG));
     }
     let (_, pkcs8) = pem_blocks(&alpha.key_pem())
         .into_iter()

@@ -63,26 +63,7 @@ fn fill(pbx: &Pbx, key: Option<&str>) -> Issued {
     ));
     let alpha = pki.leaf(leaf(&["pbx.alpha.test"]));
     pki.import(pbx, &alpha, &with_key(key, &[]));
-    pbx.ok(&with_key(
-        key,
-        &[
-            "dns",
-            "add",
-            "bind",
-            "--provider",
-            "rfc2136",
-            "--zone",
-            "alpha.test",
-            "--server",
-            "127.0.0.1:53",
-            "--tsig-name",
-            "acme-key",
-            "--tsig-algorithm",
-            "hmac-sha256",
-            "--tsig-secret",
-            TSIG_B64,
-        ],
-    ));
+    pbx.ok(&with_key(key, &rfc2136_provider("acme-key", TSIG_B64)));
     pbx.ok(&with_key(
         key,
         &[

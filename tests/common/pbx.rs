@@ -14,6 +14,30 @@ use super::*;
 
 static FILE_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// `dns add bind --provider rfc2136` for zone `alpha.test` at 127.0.0.1:53
+/// with TSIG key `key_name` (hmac-sha256) and Base64 `secret`: a stored
+/// provider holding a secret (the tests of backups and sealing; nothing is
+/// ever sent to that server).
+pub fn rfc2136_provider<'a>(key_name: &'a str, secret: &'a str) -> [&'a str; 15] {
+    [
+        "dns",
+        "add",
+        "bind",
+        "--provider",
+        "rfc2136",
+        "--zone",
+        "alpha.test",
+        "--server",
+        "127.0.0.1:53",
+        "--tsig-name",
+        key_name,
+        "--tsig-algorithm",
+        "hmac-sha256",
+        "--tsig-secret",
+        secret,
+    ]
+}
+
 /// One fresh pbx-certd data dir (not created beforehand: the binary creates
 /// it) plus a scratch folder for PEM files.
 pub struct Pbx {
